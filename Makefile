@@ -1,0 +1,42 @@
+# Two environments (Rasa 3.6 needs Python < 3.11; the plugin needs 3.11), made on first use:
+#   .venv-rasa  Python 3.10: rasa==3.6.21 only (rasa train / rasa run)
+#   .venv       Python 3.11: the project (action server, rsft CLI, tests)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# First interpreter of the right minor version; pyenv shims that exist but are not active are skipped.
+find_python = $(firstword $(foreach c,python$(1) $(wildcard $(HOME)/.pyenv/versions/$(1)*/bin/python$(1)) /usr/bin/python$(1),$(shell $(c) -c 'import sys; assert sys.version_info[:2] == tuple(map(int, "$(1)".split(".")))' >/dev/null 2>&1 && echo $(c))))
+PY310 := $(call find_python,3.10)
+PY311 := $(call find_python,3.11)
+PIP_QUIET := --quiet --progress-bar off
+
+.PHONY: help run test venvs lint clean-run
+help:
+	@echo "make run    start the assistant (Rasa + actions + chat page); Ctrl-C stops it"
+	@echo "make test   run the whole test suite"
+	@echo "make lint   ruff"
+
+venvs: .venv/.installed .venv-rasa/.installed
+
+.venv/.installed: pyproject.toml
+	@test -n "$(PY311)" || { echo "rsft needs Python 3.11 for its plugin environment: install python3.11 (e.g. 'pyenv install 3.11') and run make again."; exit 1; }
+	$(PY311) -m venv .venv
+	# torch first, pinned: pip then takes the CPU wheel on this machine instead of a multi-GB CUDA build.
+	.venv/bin/pip install $(PIP_QUIET) torch==2.13.0
+	.venv/bin/pip install $(PIP_QUIET) -e '.[test]'
+	touch $@
+
+.venv-rasa/.installed: bot/requirements.txt
+	@test -n "$(PY310)" || { echo "Rasa 3.6 needs Python 3.10: install python3.10 (e.g. 'pyenv install 3.10' or 'apt-get install python3.10 python3.10-venv') and run make again."; exit 1; }
+	$(PY310) -m venv .venv-rasa
+	.venv-rasa/bin/pip install $(PIP_QUIET) -r bot/requirements.txt
+	touch $@
+
+run: venvs
+	.venv/bin/rsft serve
+
+test: venvs
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: .venv/.installed
+	.venv/bin/ruff check rsft_plugin actions tests

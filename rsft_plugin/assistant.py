@@ -1,0 +1,105 @@
+"""What the bot does with a customer's message or rating. The Rasa actions only translate to and from this."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+from .answer_bank import render
+from .errors import RatingRefused
+from .live import LiveModel
+from .store import Store, TurnRecord
+
+RATE_INTENT = "rate"
+THUMBS = {1: "👍", 0: "👎"}
+_TURN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+ASK_FOR_A_QUESTION = "I didn't catch a question there. What can I help you with — an order, a delivery, a return?"
+THANKS_UP = "Thanks for rating! Glad that helped."
+THANKS_DOWN = ("Thanks for telling me — sorry that missed the mark. Could you rephrase your question? "
+               "You can also ask for a human colleague.")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A bot message; `turn_id` is set when it is a rateable answer."""
+
+    text: str
+    turn_id: str | None = None
+    buttons: list[dict[str, str]] = field(default_factory=list)
+    answer_id: str | None = None
+    model_version: str | None = None
+
+
+class Assistant:
+    def __init__(self, store: Store, live: LiveModel) -> None:
+        self.store = store
+        self.live = live
+
+    def answer(self, sender_id: str, message_id: str | None, text: str) -> Reply:
+        """Answer a customer's question from the live model and log the turn."""
+        query = clean_text(text)
+        if not query:
+            return Reply(ASK_FOR_A_QUESTION)
+        model = self.live.current  # read the reference once: a swap mid-request cannot mix versions
+        started = time.perf_counter()
+        answered = model.answer(query)
+        reply_text = render(answered.answer.text, query)
+        latency_ms = (time.perf_counter() - started) * 1000
+        turn_id = self.store.log_turn(TurnRecord(
+            sender_id=sender_id, message_id=message_id, user_text=text, answer_id=answered.answer.id,
+            answer_topic=answered.answer.topic, answer_text=reply_text, model_version=model.name,
+            score=answered.score, probability=answered.probability,
+            top_k=[{"answer_id": r.answer_id, "topic": r.topic, "cosine": round(r.cosine, 4),
+                    "probability": round(r.probability, 4)} for r in answered.top_k],
+            latency_ms=latency_ms,
+        ))
+        return Reply(reply_text, turn_id, rating_buttons(turn_id), answered.answer.id, model.name)
+
+    def rate(self, sender_id: str, turn_id: Any, score: Any) -> Reply:
+        """Record a 👍/👎 for one of this sender's answers.
+
+        Raises:
+            RatingRefused: malformed turn id or score, unknown turn, or another sender's turn.
+        """
+        if not isinstance(turn_id, str) or not _TURN_ID.match(turn_id):
+            raise RatingRefused("the rating does not say which answer it is for")
+        value = parse_score(score)
+        self.store.rate(turn_id, sender_id, value)
+        return Reply(THANKS_UP if value == 1 else THANKS_DOWN)
+
+
+def rating_buttons(turn_id: str) -> list[dict[str, str]]:
+    """👍 / 👎 buttons whose payloads carry the turn id, so a rating lands on exactly this answer."""
+    return [{"title": THUMBS[score],
+             "payload": f"/{RATE_INTENT}" + json.dumps({"turn_id": turn_id, "score": score}, separators=(",", ":"))}
+            for score in (1, 0)]
+
+
+def parse_score(value: Any) -> int:
+    """1 (👍) or 0 (👎) from an int, a whole float or a digit string; anything else is refused."""
+    if isinstance(value, bool):
+        raise RatingRefused("a rating is 1 (👍) or 0 (👎)")
+    if isinstance(value, str):
+        value = value.strip()
+        if value not in ("0", "1"):
+            raise RatingRefused("a rating is 1 (👍) or 0 (👎)")
+        return int(value)
+    if isinstance(value, int | float) and value in (0, 1):
+        return int(value)
+    raise RatingRefused("a rating is 1 (👍) or 0 (👎)")
+
+
+def clean_text(text: Any) -> str:
+    """The message as the model should see it: control and format characters become spaces, whitespace collapsed.
+
+    The raw text is what the log keeps; this is only what gets encoded.
+    """
+    if not isinstance(text, str):
+        return ""
+    kept = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text)
+    return " ".join(kept.split())

@@ -1,0 +1,27 @@
+"""The few named errors of rsft. Adapters (CLI, actions, web) turn them into clear messages."""
+
+from __future__ import annotations
+
+
+class RsftError(Exception):
+    """Base class: every error rsft raises on purpose."""
+
+
+class ConfigError(RsftError):
+    """rsft.yml or a command-line override holds a value we cannot use."""
+
+
+class DataError(RsftError):
+    """A data file (answer bank, golden set) is missing or malformed."""
+
+
+class ModelLoadError(RsftError):
+    """A model version directory cannot be loaded (missing, corrupt, or built for another bank)."""
+
+
+class RegistryError(RsftError):
+    """The models directory or its live pointer is in a state we refuse to act on."""
+
+
+class RatingRefused(RsftError):
+    """A rating that names no turn, another sender's turn, or carries a bad score."""

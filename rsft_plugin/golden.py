@@ -1,0 +1,58 @@
+"""The golden set: customer questions labelled with the topic that should answer them.
+
+`split` is `train` (rounds may learn from it, e.g. through simulated traffic) or `heldout` (never trained on;
+it measures quality and gates promotions).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from .answer_bank import AnswerBank
+from .errors import DataError
+
+SPLITS = ("train", "heldout")
+
+
+@dataclass(frozen=True)
+class GoldenQuestion:
+    question: str
+    topic: str
+    split: str
+
+
+def load_golden(path: str | Path, bank: AnswerBank | None = None, split: str | None = None) -> list[GoldenQuestion]:
+    """Read data/golden.csv (columns question, topic, split), optionally one split only.
+
+    Raises:
+        DataError: missing file or columns, an unknown split, or a topic the bank does not have.
+    """
+    path = Path(path)
+    if split is not None and split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; valid splits are {list(SPLITS)}")
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"question", "topic", "split"} - set(reader.fieldnames or [])
+            if missing:
+                raise DataError(f"golden set {path}: missing column(s) {sorted(missing)}")
+            rows = list(reader)
+    except FileNotFoundError as exc:
+        raise DataError(f"golden set {path} does not exist") from exc
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise DataError(f"golden set {path} is not a readable CSV: {exc}") from exc
+    known_topics = set(bank.topics) if bank else None
+    questions = []
+    for line, row in enumerate(rows, start=2):
+        question, topic, row_split = (str(row.get(k) or "").strip() for k in ("question", "topic", "split"))
+        if not question or not topic:
+            raise DataError(f"golden set {path}, line {line}: empty question or topic")
+        if row_split not in SPLITS:
+            raise DataError(f"golden set {path}, line {line}: split {row_split!r} is not one of {list(SPLITS)}")
+        if known_topics is not None and topic not in known_topics:
+            raise DataError(f"golden set {path}, line {line}: topic {topic!r} is not in the answer bank")
+        if split is None or row_split == split:
+            questions.append(GoldenQuestion(question, topic, row_split))
+    return questions

@@ -1,0 +1,289 @@
+"""The response model: a retrieval policy over the answer bank.
+
+A bi-encoder embeds the customer's query and every answer; the policy is softmax(cosine / temperature) over the
+bank. The answer embeddings are computed once when a version is loaded, never per request.
+
+A saved version is a directory that describes itself:
+    version.json   name, parent, round, base encoder, model config, answer-bank hash, weights hash, eval numbers
+    weights.pt     the fine-tunable top transformer layers (the rest is the pretrained encoder, by reference)
+    answers.json   the answer bank this version was built on (its hash is in version.json)
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+
+from . import __version__
+from .answer_bank import Answer, AnswerBank
+from .config import ModelConfig
+from .encoder import BASE_ENCODER, load_base_encoder, trainable_state
+from .errors import DataError, ModelLoadError
+
+VERSION_FILE = "version.json"
+WEIGHTS_FILE = "weights.pt"
+ANSWERS_FILE = "answers.json"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One answer's place in the policy for a query."""
+
+    answer_id: str
+    topic: str
+    cosine: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The model's answer to one query: the top answer plus the alternatives behind it."""
+
+    answer: Answer
+    score: float  # cosine of the chosen answer
+    probability: float  # its policy probability
+    top_k: tuple[Ranked, ...]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A sampled answer with its policy probability q(answer | prompt) at the sampling temperature."""
+
+    answer: Answer
+    probability: float
+    cosine: float
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What version.json holds: enough to rebuild the version and to explain where it came from."""
+
+    name: str
+    created_at: str
+    created_by: str
+    rsft_version: str
+    base_encoder: dict[str, str]
+    temperature: float
+    trainable_layers: int
+    answer_bank_hash: str
+    n_answers: int
+    weights_sha256: str = ""
+    parent: str | None = None
+    round_id: int | None = None
+    eval: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+    format: int = FORMAT
+
+
+class ResponseModel:
+    """Answer, sample, save and load; one instance is one immutable version in memory."""
+
+    def __init__(self, encoder: SentenceTransformer, bank: AnswerBank, config: ModelConfig,
+                 info: VersionInfo | None = None) -> None:
+        self.encoder = encoder
+        self.bank = bank
+        self.config = config
+        self.info = info
+        self.answer_embeddings = self.encode(self._answer_texts())  # (A, d), once per loaded version
+
+    @property
+    def name(self) -> str:
+        return self.info.name if self.info else "unsaved"
+
+    # ---- scoring -------------------------------------------------------------------------------------------
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """L2-normalised embeddings (N, d) of texts, each cut to `max_query_chars`."""
+        clipped = [text[: self.config.max_query_chars] for text in texts]
+        with torch.inference_mode():
+            return self.encoder.encode(clipped, batch_size=64, convert_to_tensor=True,
+                                       normalize_embeddings=True, show_progress_bar=False)
+
+    def cosines(self, queries: list[str]) -> np.ndarray:
+        """Cosine of every query against every answer, shape (Q, A)."""
+        return (self.encode(queries) @ self.answer_embeddings.T).cpu().numpy().astype(np.float64)
+
+    def policy(self, query: str, temperature: float | None = None) -> np.ndarray:
+        """The policy q(answer | query): softmax(cosine / temperature) over the bank, shape (A,)."""
+        return policy_from_cosines(self.cosines([query])[0], temperature or self.config.temperature)
+
+    def answer(self, query: str) -> Answered:
+        """The best answer for one query."""
+        return self.answer_many([query])[0]
+
+    def answer_many(self, queries: list[str]) -> list[Answered]:
+        """Best answers for many queries, encoded in batches."""
+        if not queries:
+            return []
+        results = []
+        for cosines in self.cosines(queries):
+            probabilities = policy_from_cosines(cosines, self.config.temperature)
+            order = np.argsort(-cosines, kind="stable")[: self.config.top_k]
+            top_k = tuple(Ranked(self.bank.answers[i].id, self.bank.answers[i].topic, float(cosines[i]),
+                                 float(probabilities[i])) for i in order)
+            best = order[0]
+            results.append(Answered(self.bank.answers[best], float(cosines[best]),
+                                    float(probabilities[best]), top_k))
+        return results
+
+    def sample(self, query: str, k: int, temperature: float | None = None,
+               rng: np.random.Generator | None = None) -> list[Candidate]:
+        """Draw k distinct answers from the policy (without replacement), each with its probability q.
+
+        `k` larger than the bank returns the whole bank.
+        """
+        cosines = self.cosines([query])[0]
+        probabilities = policy_from_cosines(cosines, temperature or self.config.temperature)
+        chosen = sample_without_replacement(probabilities, k, rng or np.random.default_rng())
+        return [Candidate(self.bank.answers[i], float(probabilities[i]), float(cosines[i])) for i in chosen]
+
+    def _answer_texts(self) -> list[str]:
+        return [answer.text for answer in self.bank.answers]
+
+    # ---- persistence ---------------------------------------------------------------------------------------
+
+    def describe(self, name: str, parent: str | None = None, round_id: int | None = None,
+                 eval_numbers: dict[str, Any] | None = None, notes: str = "") -> VersionInfo:
+        """The VersionInfo this model would be saved with under `name`."""
+        return VersionInfo(
+            name=name,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            created_by=f"{getpass.getuser()}@{platform.node()}",
+            rsft_version=__version__,
+            base_encoder=dict(BASE_ENCODER),
+            temperature=self.config.temperature,
+            trainable_layers=self.config.trainable_layers,
+            answer_bank_hash=self.bank.content_hash(),
+            n_answers=len(self.bank),
+            parent=parent,
+            round_id=round_id,
+            eval=dict(eval_numbers or {}),
+            notes=notes,
+        )
+
+    def save(self, directory: str | Path, info: VersionInfo) -> VersionInfo:
+        """Write weights, answers and version.json into an empty or new directory; returns the info written.
+
+        version.json is written last, so a directory without it was never finished.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if any(directory.iterdir()):
+            raise ModelLoadError(f"refusing to save into non-empty directory {directory}")
+        state = {k: v.detach().clone().contiguous() for k, v in
+                 trainable_state(self.encoder, self.config.trainable_layers).items()}
+        torch.save(state, directory / WEIGHTS_FILE)
+        (directory / ANSWERS_FILE).write_text(
+            json.dumps(self.bank.to_records(), indent=1, ensure_ascii=False), encoding="utf-8")
+        info = replace(info, weights_sha256=_sha256(directory / WEIGHTS_FILE))
+        _write_json_durably(directory / VERSION_FILE, asdict(info))
+        self.info = info
+        return info
+
+    @classmethod
+    def load(cls, directory: str | Path, config: ModelConfig | None = None) -> ResponseModel:
+        """Load a saved version: the pretrained encoder, with the version's own top layers and bank.
+
+        `config` supplies serving settings (top_k, max_query_chars); temperature and trainable layers come from
+        the version itself, since they are part of what was trained.
+
+        Raises:
+            ModelLoadError: missing or corrupt files, a weights or bank hash that does not match.
+        """
+        directory = Path(directory)
+        info = read_version_info(directory)
+        try:
+            bank = AnswerBank.from_records(json.loads((directory / ANSWERS_FILE).read_text(encoding="utf-8")))
+        except (OSError, ValueError, DataError) as exc:
+            raise ModelLoadError(f"{directory}: cannot read {ANSWERS_FILE}: {exc}") from exc
+        if bank.content_hash() != info.answer_bank_hash:
+            raise ModelLoadError(f"{directory}: {ANSWERS_FILE} does not match the bank hash in {VERSION_FILE}")
+        weights_path = directory / WEIGHTS_FILE
+        if not weights_path.exists() or _sha256(weights_path) != info.weights_sha256:
+            raise ModelLoadError(f"{directory}: {WEIGHTS_FILE} is missing or does not match its recorded hash")
+        model_config = replace(config or ModelConfig(), temperature=info.temperature,
+                               trainable_layers=info.trainable_layers)
+        encoder = load_base_encoder()
+        _apply_weights(encoder, torch.load(weights_path, map_location="cpu", weights_only=True),
+                       info.trainable_layers, directory)
+        return cls(encoder, bank, model_config, info)
+
+    @classmethod
+    def pretrained(cls, bank: AnswerBank, config: ModelConfig) -> ResponseModel:
+        """The untuned model: the pretrained encoder over `bank` (what `rsft init-model` saves)."""
+        return cls(load_base_encoder(), bank, config)
+
+    def with_bank(self, bank: AnswerBank) -> ResponseModel:
+        """The same encoder over another bank (an edited answer bank needs no retraining)."""
+        return ResponseModel(self.encoder, bank, self.config)
+
+
+def policy_from_cosines(cosines: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(cosine / temperature), computed stably; sums to 1."""
+    logits = np.asarray(cosines, dtype=np.float64) / temperature
+    logits -= logits.max()
+    weights = np.exp(logits)
+    return weights / weights.sum()
+
+
+def sample_without_replacement(probabilities: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of k distinct draws from `probabilities`, in draw order.
+
+    Gumbel-top-k: adding Gumbel noise to log p and taking the k largest keys is exactly sequential sampling
+    without replacement, in one vectorised step.
+    """
+    with np.errstate(divide="ignore"):
+        keys = np.log(probabilities) + rng.gumbel(size=probabilities.shape)
+    return np.argsort(-keys, kind="stable")[: min(k, len(probabilities))]
+
+
+def read_version_info(directory: str | Path) -> VersionInfo:
+    """Parse a version's version.json.
+
+    Raises:
+        ModelLoadError: missing, unreadable or incomplete.
+    """
+    path = Path(directory) / VERSION_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return VersionInfo(**raw)
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"{directory} is not a model version (no {VERSION_FILE})") from exc
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelLoadError(f"{path} is unreadable or incomplete: {exc}") from exc
+
+
+def _apply_weights(encoder: SentenceTransformer, saved: dict[str, torch.Tensor], n_layers: int,
+                   directory: Path) -> None:
+    target = trainable_state(encoder, n_layers)
+    if set(saved) != set(target):
+        raise ModelLoadError(f"{directory}: {WEIGHTS_FILE} holds other parameters than {n_layers} top layers")
+    with torch.no_grad():
+        for name, parameter in target.items():
+            if saved[name].shape != parameter.shape:
+                raise ModelLoadError(f"{directory}: {name} has shape {tuple(saved[name].shape)}, "
+                                     f"expected {tuple(parameter.shape)}")
+            parameter.copy_(saved[name])
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_json_durably(path: Path, payload: dict[str, Any]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, ensure_ascii=False)
+        handle.flush()
+        os.fsync(handle.fileno())

@@ -1,0 +1,176 @@
+"""Model versions on disk and the live pointer.
+
+    models_dir/
+      v0001/ v0002/ ...     immutable versions (see model.py for their contents)
+      .staging-*/           a version being written; renamed into place only when complete
+      LIVE                  one line: the name of the live version, replaced atomically with os.replace
+      pointer-log.jsonl     every change of LIVE, for rollback and audit
+
+A version becomes visible under its name only by a rename of a finished directory, so a crash while writing
+leaves a `.staging-*` folder that is never listed, never promotable and is swept on the next write.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelLoadError, RegistryError
+from .model import ResponseModel, VersionInfo, read_version_info
+
+POINTER_FILE = "LIVE"
+POINTER_LOG = "pointer-log.jsonl"
+_NAME = re.compile(r"^v(\d{4,})$")
+_STAGING_PREFIX = ".staging-"
+
+
+class Registry:
+    def __init__(self, models_dir: str | Path) -> None:
+        self.root = Path(models_dir)
+
+    # ---- reading -------------------------------------------------------------------------------------------
+
+    def versions(self) -> list[VersionInfo]:
+        """Every complete version, oldest first; unreadable ones are left out."""
+        infos = []
+        for path in self._version_dirs():
+            try:
+                infos.append(read_version_info(path))
+            except ModelLoadError:
+                continue
+        return infos
+
+    def version_path(self, name: str) -> Path:
+        """The directory of a complete version.
+
+        Raises:
+            RegistryError: no such version, or it is incomplete.
+        """
+        if not _NAME.match(name or ""):
+            raise RegistryError(f"{name!r} is not a version name (expected v0001, v0002, ...)")
+        path = self.root / name
+        try:
+            read_version_info(path)
+        except ModelLoadError as exc:
+            raise RegistryError(f"version {name} is not available: {exc}") from exc
+        return path
+
+    def live_name(self) -> str | None:
+        """The name in the LIVE pointer, or None when no version was ever made live."""
+        try:
+            name = (self.root / POINTER_FILE).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return name or None
+
+    def live_path(self) -> Path:
+        """The live version's directory.
+
+        Raises:
+            RegistryError: no live version, or the pointer names a missing/incomplete version.
+        """
+        name = self.live_name()
+        if name is None:
+            raise RegistryError(f"no live model in {self.root}; run `rsft init-model` first")
+        return self.version_path(name)
+
+    def pointer_history(self) -> list[dict[str, Any]]:
+        """Every change of the live pointer, oldest first."""
+        try:
+            lines = (self.root / POINTER_LOG).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        history = []
+        for line in lines:
+            try:
+                history.append(json.loads(line))
+            except ValueError:
+                continue  # a torn last line after a crash; the pointer file itself is authoritative
+        return history
+
+    def previous_live(self) -> str | None:
+        """The version that was live before the current one (what `rsft rollback` puts back)."""
+        live = self.live_name()
+        for entry in reversed(self.pointer_history()):
+            if entry.get("to") == live and entry.get("from"):
+                return entry["from"]
+        return None
+
+    # ---- writing -------------------------------------------------------------------------------------------
+
+    def publish(self, model: ResponseModel, parent: str | None = None, round_id: int | None = None,
+                eval_numbers: dict[str, Any] | None = None, notes: str = "") -> VersionInfo:
+        """Save `model` as the next immutable version. It is not made live: call `set_live` for that."""
+        with self._lock():
+            self._sweep_staging()
+            name = self._next_name()
+            staging = self.root / f"{_STAGING_PREFIX}{name}-{os.getpid()}"
+            info = model.save(staging, model.describe(name, parent, round_id, eval_numbers, notes))
+            _fsync_dir(staging)
+            os.rename(staging, self.root / name)
+            _fsync_dir(self.root)
+            return info
+
+    def set_live(self, name: str, reason: str) -> str | None:
+        """Point LIVE at `name` atomically; returns the previously live name.
+
+        Raises:
+            RegistryError: `name` is not a complete version.
+        """
+        self.version_path(name)
+        with self._lock():
+            previous = self.live_name()
+            temporary = self.root / f".{POINTER_FILE}.{os.getpid()}.tmp"
+            with temporary.open("w", encoding="utf-8") as handle:
+                handle.write(name + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.root / POINTER_FILE)
+            _fsync_dir(self.root)
+            entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "from": previous, "to": name,
+                     "reason": reason}
+            with (self.root / POINTER_LOG).open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
+            return previous
+
+    # ---- internals -----------------------------------------------------------------------------------------
+
+    def _version_dirs(self) -> list[Path]:
+        if not self.root.exists():
+            return []
+        found = [p for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name)]
+        return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+    def _next_name(self) -> str:
+        numbers = [int(_NAME.match(p.name).group(1)) for p in self._version_dirs()]
+        return f"v{(max(numbers, default=0) + 1):04d}"
+
+    def _sweep_staging(self) -> None:
+        for path in self.root.glob(f"{_STAGING_PREFIX}*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,58 @@
+"""The process-wide assistant of a serving process (the action server): built once, at start.
+
+The Rasa actions call `boot()` when their module is imported, so the model is loaded before the first request
+and never inside an action's `run`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .assistant import Assistant
+from .config import Config, load_config
+from .live import LiveModel
+from .registry import Registry
+from .store import Store
+
+log = logging.getLogger(__name__)
+_assistant: Assistant | None = None
+
+
+def boot(config: Config | None = None, watch: bool = True) -> Assistant:
+    """Build the assistant (store, live model, pointer watcher) and make it the process-wide one.
+
+    Raises:
+        ModelLoadError: no live model can be loaded; the action server refuses to start rather than answer
+            nothing.
+    """
+    global _assistant
+    config = config or load_config()
+    store = Store(config.paths.db)
+    live = LiveModel(Registry(config.paths.models_dir), config.model)
+    if watch:
+        live.start_watching(config.server.reload_poll_seconds)
+    if _assistant is not None:
+        shutdown()
+    _assistant = Assistant(store, live)
+    log.info("rsft assistant ready: model %s, log %s", live.current.name, Path(config.paths.db))
+    return _assistant
+
+
+def is_booted() -> bool:
+    return _assistant is not None
+
+
+def assistant() -> Assistant:
+    """The booted assistant."""
+    if _assistant is None:
+        raise RuntimeError("rsft_plugin.runtime.boot() has not been called in this process")
+    return _assistant
+
+
+def shutdown() -> None:
+    global _assistant
+    if _assistant is not None:
+        _assistant.live.stop_watching()
+        _assistant.store.close()
+        _assistant = None

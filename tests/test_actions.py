@@ -1,0 +1,80 @@
+"""The Rasa actions, run through rasa_sdk's ActionExecutor on plain dict payloads (no Rasa server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from rasa_sdk.executor import ActionExecutor
+
+from rsft_plugin import runtime
+
+
+@pytest.fixture
+def executor(config, live_registry):
+    runtime.boot(config, watch=False)
+    executor = ActionExecutor()
+    executor.register_package("actions")
+    yield executor
+    runtime.shutdown()
+
+
+def _call(executor: ActionExecutor, action: str, text: str | None, sender: str = "alice",
+          entities: list | None = None, intent: str = "ask_question") -> dict:
+    payload = {
+        "next_action": action, "sender_id": sender, "version": "3.6.21", "domain": {"intents": []},
+        "tracker": {"sender_id": sender, "slots": {}, "events": [], "paused": False, "followup_action": None,
+                    "active_loop": {}, "latest_action_name": "action_listen",
+                    "latest_message": {"text": text, "intent": {"name": intent, "confidence": 1.0},
+                                       "entities": entities or [], "message_id": "msg-1"}},
+    }
+    return asyncio.run(executor.run(payload)).model_dump()
+
+
+def _rate_entities(turn_id, score) -> list:
+    return [{"entity": "turn_id", "value": turn_id}, {"entity": "score", "value": score}]
+
+
+def test_answer_then_rate_through_the_executor(executor):
+    answered = _call(executor, "action_answer", "I'd like an invoice for my last order")
+    message = answered["responses"][0]
+    assert message["text"] and [b["title"] for b in message["buttons"]] == ["👍", "👎"]
+    turn_id = json.loads(message["buttons"][0]["payload"][len("/rate"):])["turn_id"]
+    store = runtime.assistant().store
+    assert store.turn(turn_id)["message_id"] == "msg-1"
+
+    rated = _call(executor, "action_rate", f'/rate{{"turn_id":"{turn_id}","score":1}}', intent="rate",
+                  entities=_rate_entities(turn_id, 1))
+    assert "Thanks" in rated["responses"][0]["text"]
+    assert store.turn(turn_id)["rating"] == 1
+
+
+@pytest.mark.parametrize("entities", [
+    [], [{"entity": "score", "value": 1}], _rate_entities("own", "NaN"), _rate_entities("own", 7),
+    _rate_entities("f" * 32, 1), _rate_entities("own", None), ["not a dict"], _rate_entities({"a": 1}, 1),
+])
+def test_malformed_rating_payloads_get_a_clear_reply_and_write_nothing(executor, entities):
+    answered = _call(executor, "action_answer", "how do refunds work")
+    turn_id = json.loads(answered["responses"][0]["buttons"][0]["payload"][len("/rate"):])["turn_id"]
+    entities = [dict(e, value=turn_id) if isinstance(e, dict) and e.get("value") == "own" else e
+                for e in entities]
+    rated = _call(executor, "action_rate", "/rate", intent="rate", entities=entities)
+    assert rated["responses"][0]["text"].startswith("Sorry, I couldn't record that rating")
+    assert runtime.assistant().store.count("ratings") == 0
+
+
+def test_another_senders_turn_cannot_be_rated(executor):
+    answered = _call(executor, "action_answer", "how do refunds work", sender="bob")
+    turn_id = json.loads(answered["responses"][0]["buttons"][0]["payload"][len("/rate"):])["turn_id"]
+    rated = _call(executor, "action_rate", "/rate", sender="mallory", intent="rate",
+                  entities=_rate_entities(turn_id, 0))
+    assert "another conversation" in rated["responses"][0]["text"]
+    assert runtime.assistant().store.turn(turn_id)["rating"] is None
+
+
+@pytest.mark.parametrize("text", ["", None])
+def test_empty_question_is_answered_politely(executor, text):
+    answered = _call(executor, "action_answer", text)
+    assert answered["responses"][0]["text"] and not answered["responses"][0].get("buttons")
+    assert runtime.assistant().store.count("turns") == 0

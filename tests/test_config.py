@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from rsft_plugin.config import load_config
+from rsft_plugin.errors import ConfigError
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "rsft.yml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_without_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RSFT_CONFIG", raising=False)
+    config = load_config()
+    assert config.model.temperature == 0.05
+    assert config.paths.db == (tmp_path / "var" / "rsft.db").resolve()
+    assert config.source is None
+
+
+def test_yaml_overrides_defaults_and_paths_resolve_against_the_file(tmp_path):
+    config = load_config(_write(tmp_path, "model:\n  temperature: 0.1\npaths:\n  db: state/log.db\n"))
+    assert config.model.temperature == 0.1
+    assert config.paths.db == tmp_path / "state" / "log.db"
+    assert config.model.top_k == 3  # untouched keys keep their defaults
+
+
+def test_cli_overrides_win_over_yaml_and_none_means_not_given(tmp_path):
+    path = _write(tmp_path, "model:\n  temperature: 0.1\n  top_k: 4\n")
+    config = load_config(path, overrides={"model": {"temperature": 0.2, "top_k": None}})
+    assert (config.model.temperature, config.model.top_k) == (0.2, 4)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("modle:\n  top_k: 3\n", "unknown section(s) ['modle']; valid sections are"),
+    ("model:\n  topk: 3\n", "model: unknown key(s) ['topk']; valid keys are"),
+    ("model:\n  top_k: three\n", "model.top_k: expected int, got 'three'"),
+    ("model:\n  top_k: true\n", "model.top_k: expected int"),
+    ("model:\n  temperature: -1\n", "model.temperature: must be > 0"),
+    ("model:\n  temperature: .nan\n", "not a finite number"),
+    ("server:\n  rasa_port: 70000\n", "is not a TCP port"),
+    ("model: [1, 2]\n", "section model must be a mapping"),
+    ("- a\n- b\n", "the top level must be a mapping"),
+    ("model: {top_k: [\n", "not valid YAML"),
+    ("paths:\n  db: ''\n", "paths.db: expected Path"),
+])
+def test_bad_values_are_clear_errors(tmp_path, text, message):
+    with pytest.raises(ConfigError) as raised:
+        load_config(_write(tmp_path, text))
+    assert message in str(raised.value)
+
+
+def test_missing_explicit_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yml")
+
+
+def test_ints_are_accepted_for_floats(tmp_path):
+    config = load_config(_write(tmp_path, "model:\n  temperature: 1\n"))
+    assert isinstance(config.model.temperature, float) and math.isclose(config.model.temperature, 1.0)
+
+
+def test_the_repository_config_loads():
+    config = load_config(Path(__file__).resolve().parent.parent / "rsft.yml")
+    assert config.paths.answers.exists() and config.paths.golden.exists()

@@ -1,0 +1,90 @@
+"""The project's own data: the answer bank and the golden set, plus their loaders' errors."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from rsft_plugin.answer_bank import AnswerBank, extract_slots, load_answer_bank, render
+from rsft_plugin.errors import DataError
+from rsft_plugin.golden import load_golden
+
+from .conftest import REPO
+
+
+def test_bank_has_at_least_30_topics(bank):
+    assert len(bank.topics) >= 30
+    assert len(set(bank.ids)) == len(bank)
+
+
+def test_golden_set_covers_every_topic_with_a_heldout_part(bank):
+    questions = load_golden(REPO / "data" / "golden.csv", bank)
+    assert len(questions) >= 300
+    per_topic = Counter(q.topic for q in questions)
+    heldout = Counter(q.topic for q in questions if q.split == "heldout")
+    assert set(per_topic) == set(bank.topics)
+    assert min(per_topic.values()) >= 5 and set(heldout) == set(bank.topics)
+    assert len({q.question.lower() for q in questions}) == len(questions), "duplicate questions"
+
+
+def test_split_filter(bank):
+    heldout = load_golden(REPO / "data" / "golden.csv", bank, "heldout")
+    assert heldout and all(q.split == "heldout" for q in heldout)
+    with pytest.raises(DataError, match="unknown split"):
+        load_golden(REPO / "data" / "golden.csv", bank, "test")
+
+
+def test_content_hash_changes_with_any_text(bank):
+    records = bank.to_records()
+    records[0]["text"] += "!"
+    assert AnswerBank.from_records(records).content_hash() != bank.content_hash()
+    assert AnswerBank.from_records(bank.to_records()).content_hash() == bank.content_hash()
+
+
+@pytest.mark.parametrize("records, message", [
+    ([], "empty"),
+    ([{"id": "a", "topic": "t", "text": "x"}, {"id": "a", "topic": "t", "text": "y"}], "duplicate answer ids"),
+    ([{"id": "a", "topic": "t", "text": "x {voucher}"}], "unknown slot"),
+    ([{"id": "a", "topic": "", "text": "x"}], "lacks \\['topic'\\]"),
+    ([{"id": "a", "topic": "t", "text": "x", "colour": "red"}], "unknown key"),
+    (["just text"], "not a mapping"),
+    ({"id": "a"}, "expected a list"),
+])
+def test_malformed_banks_are_refused(records, message):
+    with pytest.raises(DataError, match=message):
+        AnswerBank.from_records(records)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    ("answers: [\n", "not valid YAML"),
+    ("- a\n", "expected a mapping with an 'answers' list"),
+])
+def test_malformed_bank_files_are_refused(tmp_path, content, message):
+    path = tmp_path / "answers.yml"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_answer_bank(path)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("question,topic\nhi,track_order\n", "missing column"),
+    ("question,topic,split\nhi,no_such_topic,train\n", "not in the answer bank"),
+    ("question,topic,split\nhi,track_order,dev\n", "split 'dev'"),
+    ("question,topic,split\n,track_order,train\n", "empty question"),
+])
+def test_malformed_golden_files_are_refused(tmp_path, bank, content, message):
+    path = tmp_path / "golden.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_golden(path, bank)
+
+
+def test_slots_are_filled_from_the_message_or_with_neutral_phrases():
+    template = "You can follow {order_id}; we write to {email} about {amount}."
+    assert render(template, "") == "You can follow your order; we write to your email address about the amount."
+    filled = render(template, "where is order #48213? mail me at ann@example.org, it was €25.90")
+    assert filled == "You can follow order #48213; we write to ann@example.org about €25.90."
+    assert extract_slots("nothing here") == {}

@@ -1,0 +1,154 @@
+"""End to end: the real Rasa server and action server, started by the same Stack that `make run` uses.
+
+The Rasa model is trained once and cached by the fingerprint of bot/ (under var/run/rasa-models), so only the
+first run after a change of bot/ pays for `rasa train`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import requests
+
+from rsft_plugin.config import load_config
+from rsft_plugin.launcher import Stack, free_port, rasa_token
+from rsft_plugin.registry import Registry
+from rsft_plugin.store import Store
+
+from .conftest import relabelled, write_config
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, pretrained):
+    directory = tmp_path_factory.mktemp("e2e")
+    config = load_config(write_config(directory, server={
+        "rasa_port": free_port(), "action_port": free_port(), "web_port": free_port(),
+        "reload_poll_seconds": 0.2}))
+    registry = Registry(config.paths.models_dir)
+    registry.set_live(registry.publish(pretrained).name, "e2e")
+    stack = Stack(config, log_dir=directory / "logs")
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def _say(stack: Stack, sender: str, message: str) -> list[dict]:
+    response = requests.post(f"{stack.rasa_url}/webhooks/rest/webhook", json={"sender": sender, "message": message},
+                             timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _rated_answer(messages: list[dict]) -> dict:
+    rateable = [m for m in messages if m.get("buttons")]
+    assert len(rateable) == 1, messages
+    return rateable[0]
+
+
+def _store(stack: Stack) -> Store:
+    return Store(stack.config.paths.db)
+
+
+def test_question_then_thumbs_up_is_recorded_against_that_answer(stack):
+    answer = _rated_answer(_say(stack, "e2e-alice", "hello, how do I send back a jacket that doesn't fit?"))
+    thumbs_up = next(b for b in answer["buttons"] if b["title"] == "👍")
+    turn_id = json.loads(thumbs_up["payload"][len("/rate"):])["turn_id"]
+    thanks = _say(stack, "e2e-alice", thumbs_up["payload"])
+    assert any("Thanks" in m.get("text", "") for m in thanks)
+    store = _store(stack)
+    try:
+        turn = store.turn(turn_id)
+        assert turn["sender_id"] == "e2e-alice" and turn["answer_text"] == answer["text"]
+        assert turn["rating"] == 1 and turn["message_id"]
+        assert store.db.execute("SELECT turn_id FROM ratings WHERE sender_id = 'e2e-alice'").fetchall() == [
+            (turn_id,)]
+    finally:
+        store.close()
+
+
+def test_another_senders_rating_payload_is_refused(stack):
+    answer = _rated_answer(_say(stack, "e2e-bob", "can I pay with a gift card?"))
+    payload = answer["buttons"][1]["payload"]
+    reply = _say(stack, "e2e-mallory", payload)
+    assert any("couldn't record" in m.get("text", "") for m in reply)
+    store = _store(stack)
+    try:
+        assert store.turn(json.loads(payload[len("/rate"):])["turn_id"])["rating"] is None
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("message", [
+    "", "   ", "where is my order " * 1100, "🙂 مرحبا ‏where is my parcel‏", "ctrl\x00\x07\x1b chars",
+    "/unknown_intent", '/rate{"score":"abc"}', '/rate{"turn_id":"' + "0" * 32 + '","score":1}', "/rate",
+])
+def test_odd_input_gets_a_sensible_reply_and_changes_nothing_logged(stack, message):
+    store = _store(stack)
+    try:
+        before = list(store.db.query("SELECT * FROM turns ORDER BY rowid"))
+        ratings_before = list(store.db.query("SELECT * FROM ratings ORDER BY rowid"))
+        replies = _say(stack, "e2e-odd", message)
+        assert replies and all(m.get("text") for m in replies), replies
+        after = list(store.db.query("SELECT * FROM turns ORDER BY rowid"))
+        assert after[: len(before)] == before, "an already logged turn changed"
+        assert list(store.db.query("SELECT * FROM ratings ORDER BY rowid")) == ratings_before
+    finally:
+        store.close()
+
+
+def test_chat_page_and_protected_api(stack):
+    page = requests.get(stack.web_url, timeout=10)
+    assert page.status_code == 200 and "/static/chat.js" in page.text
+    assert requests.get(f"{stack.web_url}/config.json", timeout=10).json()["rasa_url"] == stack.rasa_url
+    assert requests.get(f"{stack.rasa_url}/status", timeout=10).status_code == 401
+    token = rasa_token(stack.config)
+    assert requests.get(f"{stack.rasa_url}/status", params={"token": token}, timeout=10).status_code == 200
+
+
+def test_flipping_the_live_pointer_swaps_the_model_without_a_failed_request(stack):
+    registry = Registry(stack.config.paths.models_dir)
+    new = registry.publish(relabelled(_live_model(stack), "[v-next]"))
+    failures: list[str] = []
+    answers: list[str] = []
+    stop = threading.Event()
+
+    def chat(sender: str) -> None:
+        while not stop.is_set():
+            try:
+                messages = _say(stack, sender, "I was charged twice for one order")
+                answers.append(_rated_answer(messages)["text"])
+            except Exception as exc:  # noqa: BLE001 - every failure counts
+                failures.append(repr(exc))
+
+    users = [threading.Thread(target=chat, args=(f"e2e-load-{n}",)) for n in range(4)]
+    for user in users:
+        user.start()
+    time.sleep(2)
+    registry.set_live(new.name, "e2e swap")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (answers and answers[-1].startswith("[v-next]")):
+        time.sleep(0.2)
+    time.sleep(1)
+    stop.set()
+    for user in users:
+        user.join(timeout=60)
+    assert not failures, failures[:3]
+    assert answers and answers[-1].startswith("[v-next]"), "the new version never answered"
+    served = _rated_answer(_say(stack, "e2e-after", "I was charged twice for one order"))
+    store = _store(stack)
+    try:
+        turn_id = json.loads(served["buttons"][0]["payload"][len("/rate"):])["turn_id"]
+        assert store.turn(turn_id)["model_version"] == new.name
+    finally:
+        store.close()
+
+
+def _live_model(stack: Stack):
+    from rsft_plugin.model import ResponseModel
+
+    return ResponseModel.load(Registry(stack.config.paths.models_dir).live_path(), stack.config.model)
