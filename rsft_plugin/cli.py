@@ -41,7 +41,7 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     Example: rsft eval --split heldout
     """
     try:
-        ctx.obj = {"config": load_config(config_path)}
+        ctx.obj = {"config": load_config(config_path), "config_path": config_path}
     except RsftError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -167,18 +167,181 @@ def serve_command(ctx: click.Context) -> None:
         stack.stop()
 
 
+@main.command("retrain")
+@click.option("--rule", type=click.Choice(["threshold", "best_of_n", "statistical"]), default=None,
+              help="Rejection rule (default: reject.rule in rsft.yml).")
+@click.option("--k", type=int, default=None, help="Candidates sampled per prompt (default: sample.k).")
+@click.option("--temperature", type=float, default=None, help="Sampling temperature (default: sample.temperature).")
+@click.option("--beta", type=float, default=None, help="Tilt of the statistical rule (default: reject.beta).")
+@click.option("--min-prompts", type=int, default=None, help="Stop when fewer prompts (default: collect.min_prompts).")
+@click.option("--seed", type=int, default=None, help="Seed of the round's random draws (default: sample.seed).")
+@click.pass_context
+@_fail_cleanly
+def retrain_command(ctx: click.Context, rule: str | None, k: int | None, temperature: float | None,
+                    beta: float | None, min_prompts: int | None, seed: int | None) -> None:
+    """Run one rejection-sampling fine-tuning round now; flags override rsft.yml.
+
+    Prints each stage as it finishes and a progress bar while fine-tuning. Exits 0 when the round promoted,
+    kept the live model (gate refused) or stopped for lack of data; 1 when it failed.
+
+    Example: rsft retrain --rule statistical --k 8
+    """
+    from .rounds import run_round
+
+    config = load_config(ctx.obj["config_path"], overrides={
+        "reject": {"rule": rule, "beta": beta}, "sample": {"k": k, "temperature": temperature, "seed": seed},
+        "collect": {"min_prompts": min_prompts}})
+    result = run_round(config, echo=click.echo)
+    click.echo(f"report: {result.report_dir}")
+    if result.status == "failed":
+        sys.exit(1)
+
+
+@main.command("worker")
+@click.option("--max-rounds", type=int, default=None, help="Stop after this many rounds (default: run forever).")
+@click.pass_context
+@_fail_cleanly
+def worker_command(ctx: click.Context, max_rounds: int | None) -> None:
+    """Run rounds periodically (worker.interval_minutes) and/or after new ratings (worker.after_new_ratings).
+
+    One round at a time; a failed round is logged and the worker carries on. Ctrl-C stops it.
+
+    Example: rsft worker
+    """
+    from .worker import run_worker
+
+    try:
+        run_worker(_config(ctx), echo=click.echo, max_rounds=max_rounds)
+    except KeyboardInterrupt:
+        click.echo("worker stopped")
+
+
+@main.command("rollback")
+@click.argument("version", required=False)
+@click.pass_context
+@_fail_cleanly
+def rollback_command(ctx: click.Context, version: str | None) -> None:
+    """Make VERSION live again (default: the version that was live before the current one).
+
+    The action server swaps to it like to any new version, without dropping a request.
+
+    Example: rsft rollback v0002
+    """
+    from .versions import rollback
+
+    previous, now = rollback(_config(ctx), version)
+    click.echo(f"live model: {previous} -> {now}")
+
+
+@main.command("history")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.pass_context
+@_fail_cleanly
+def history_command(ctx: click.Context, limit: int) -> None:
+    """Rounds, newest first: status, rule, prompts, acceptance, accuracy before/after, new version.
+
+    Example: rsft history --limit 5
+    """
+    from .versions import round_history
+
+    rounds = round_history(_config(ctx), limit)
+    if not rounds:
+        click.echo("no rounds yet; run `rsft retrain`")
+        return
+    click.echo(" round  started (UTC)        status    rule         prompts  accepted  rate    live   -> cand.  new")
+    for r in rounds:
+        stats, gate = r["stats"], r["stats"].get("gate", {})
+        click.echo(f"{r['id']:>6}  {r['started_at'][:19]:<19}  {r['status']:<8}  {r['rule']:<11}  "
+                   f"{stats.get('trainable_prompts', '-'):>7}  {stats.get('accepted', '-'):>8}  "
+                   f"{_pct(stats.get('acceptance_rate')):>6}  {_pct(gate.get('live_accuracy')):>6} -> "
+                   f"{_pct(gate.get('candidate_accuracy')):>6}  {r['new_version'] or '-'}")
+
+
+@main.command("show")
+@click.argument("round_id", type=int)
+@click.pass_context
+@_fail_cleanly
+def show_command(ctx: click.Context, round_id: int) -> None:
+    """Everything about one round: why it promoted or not, numbers per stage, timings, where its plots are.
+
+    Example: rsft show 3
+    """
+    from .versions import describe_round
+
+    click.echo(describe_round(_config(ctx), round_id))
+
+
+@main.command("status")
+@click.pass_context
+@_fail_cleanly
+def status_command(ctx: click.Context) -> None:
+    """The live version and the newest round's stage and progress.
+
+    Example: rsft status
+    """
+    from .registry import Registry
+    from .rounds import round_status
+
+    config = _config(ctx)
+    click.echo(f"live model: {Registry(config.paths.models_dir).live_name() or 'none'}")
+    current = round_status(config)
+    if current is None:
+        click.echo("no rounds yet")
+        return
+    click.echo(f"round {current['id']}: {current['status']}, stage {current['stage']} "
+               f"({current['progress']:.0%}) {current['message'] or ''}".rstrip())
+    if current["reason"]:
+        click.echo(f"  {current['reason']}")
+
+
+@main.command("simulate")
+@click.option("--dataset", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV with a question/instruction/text column and a topic/intent/label column.")
+@click.option("--n", "count", default=100, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="How many questions to ask.")
+@click.option("--noise", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Probability that a simulated rating is flipped.")
+@click.option("--split", default=None, help="Only rows whose split column equals this (e.g. train).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option("--rasa-url", default=None, help="Rasa server (default: from rsft.yml's server section).")
+@click.pass_context
+@_fail_cleanly
+def simulate_command(ctx: click.Context, dataset: Path, count: int, noise: float, split: str | None, seed: int,
+                     concurrency: int, rasa_url: str | None) -> None:
+    """Replay labelled questions through the running bot over REST and rate each answer from its label.
+
+    👍 when the answering topic equals the label, 👎 otherwise, flipped with probability --noise.
+
+    Example: rsft simulate --dataset data/golden.csv --split train --n 360 --noise 0.2
+    """
+    from .simulate import read_labelled, simulate
+
+    config = _config(ctx)
+    url = rasa_url or f"http://{config.server.host}:{config.server.rasa_port}"
+    result = simulate(read_labelled(dataset, split), count, noise, url, config.paths.db, seed, concurrency)
+    click.echo(f"asked {result.asked}, answered {result.answered} (failed {result.failed}); served accuracy "
+               f"{result.served_accuracy:.1%}; ratings 👍 {result.rated_up} / 👎 {result.rated_down} "
+               f"({result.flipped} flipped by noise)")
+
+
 @main.command("web")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--rasa-url", required=True, help="Where the page sends messages (Rasa's REST channel).")
-def web_command(host: str, port: int, rasa_url: str) -> None:
-    """Serve only the chat page (`rsft serve` starts it for you).
+@click.pass_context
+def web_command(ctx: click.Context, host: str, port: int, rasa_url: str) -> None:
+    """Serve the chat page and the operator API (`rsft serve` starts it for you).
 
     Example: rsft web --port 8000 --rasa-url http://127.0.0.1:5005
     """
     from .webapp import serve
 
-    serve(host, port, rasa_url)
+    serve(_config(ctx), host, port, rasa_url)
+
+
+def _pct(value: float | None) -> str:
+    return f"{value:.1%}" if isinstance(value, int | float) else "-"
 
 
 def _clip(text: str, width: int) -> str:

@@ -64,6 +64,14 @@ def _read_pretrained() -> SentenceTransformer:
     return encoder
 
 
+def embed(encoder: SentenceTransformer, texts: list[str], max_chars: int = 1000) -> torch.Tensor:
+    """L2-normalised embeddings (N, d) of texts, each cut to `max_chars`, without gradients."""
+    clipped = [text[:max_chars] for text in texts]
+    with torch.inference_mode():
+        return encoder.encode(clipped, batch_size=64, convert_to_tensor=True, normalize_embeddings=True,
+                              show_progress_bar=False)
+
+
 def transformer_layers(encoder: SentenceTransformer) -> torch.nn.ModuleList:
     """The BERT layers of the encoder (6 for MiniLM-L6)."""
     return encoder[0].auto_model.encoder.layer

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -26,8 +25,8 @@ from pathlib import Path
 
 from .config import Config
 from .errors import RsftError
+from .secrets import RASA_TOKEN, get_secret
 
-RASA_TOKEN_ENV = "RSFT_RASA_TOKEN"
 _BOT_INPUTS = ("config.yml", "domain.yml", "requirements.txt")
 
 
@@ -69,15 +68,7 @@ def ensure_rasa_model(config: Config, log_dir: Path) -> Path:
 
 def rasa_token(config: Config) -> str:
     """RSFT_RASA_TOKEN if set, else a random token made on first start and kept with mode 0600."""
-    if os.environ.get(RASA_TOKEN_ENV):
-        return os.environ[RASA_TOKEN_ENV]
-    path = config.paths.run_dir / "secrets" / "rasa-token"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_urlsafe(32))
-    return path.read_text().strip()
+    return get_secret(config.paths.run_dir, RASA_TOKEN)
 
 
 def free_port() -> int:
@@ -151,7 +142,8 @@ class Stack:
         self._wait("rasa", f"{self.rasa_url}/webhooks/rest/")
 
     def _start_web(self) -> None:
-        command = [sys.executable, "-m", "rsft_plugin.cli", "web", "--host", self.host, "--port",
+        config_flag = ["--config", str(self.config.source)] if self.config.source else []
+        command = [sys.executable, "-m", "rsft_plugin.cli", *config_flag, "web", "--host", self.host, "--port",
                    str(self.config.server.web_port), "--rasa-url", self.rasa_url]
         self._spawn("web", command, cwd=_repo_root(), env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self._wait("web", f"{self.web_url}/healthz")

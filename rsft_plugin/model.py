@@ -28,7 +28,7 @@ from sentence_transformers import SentenceTransformer
 from . import __version__
 from .answer_bank import Answer, AnswerBank
 from .config import ModelConfig
-from .encoder import BASE_ENCODER, load_base_encoder, trainable_state
+from .encoder import BASE_ENCODER, embed, load_base_encoder, trainable_state
 from .errors import DataError, ModelLoadError
 
 VERSION_FILE = "version.json"
@@ -106,10 +106,7 @@ class ResponseModel:
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         """L2-normalised embeddings (N, d) of texts, each cut to `max_query_chars`."""
-        clipped = [text[: self.config.max_query_chars] for text in texts]
-        with torch.inference_mode():
-            return self.encoder.encode(clipped, batch_size=64, convert_to_tensor=True,
-                                       normalize_embeddings=True, show_progress_bar=False)
+        return embed(self.encoder, texts, self.config.max_query_chars)
 
     def cosines(self, queries: list[str]) -> np.ndarray:
         """Cosine of every query against every answer, shape (Q, A)."""
@@ -139,15 +136,26 @@ class ResponseModel:
         return results
 
     def sample(self, query: str, k: int, temperature: float | None = None,
-               rng: np.random.Generator | None = None) -> list[Candidate]:
-        """Draw k distinct answers from the policy (without replacement), each with its probability q.
+               rng: np.random.Generator | None = None, replace: bool = False) -> list[Candidate]:
+        """Draw k answers from the policy, each with its probability q(answer | query) at `temperature`.
 
-        `k` larger than the bank returns the whole bank.
+        Without replacement (default) the k answers are distinct and `k` larger than the bank returns the whole
+        bank; with `replace=True` they are k i.i.d. draws from q.
         """
-        cosines = self.cosines([query])[0]
-        probabilities = policy_from_cosines(cosines, temperature or self.config.temperature)
-        chosen = sample_without_replacement(probabilities, k, rng or np.random.default_rng())
-        return [Candidate(self.bank.answers[i], float(probabilities[i]), float(cosines[i])) for i in chosen]
+        return self.sample_many([query], k, temperature, rng, replace)[0]
+
+    def sample_many(self, queries: list[str], k: int, temperature: float | None = None,
+                    rng: np.random.Generator | None = None, replace: bool = False) -> list[list[Candidate]]:
+        """`sample` for many queries, encoded in one batch."""
+        rng = rng or np.random.default_rng()
+        results = []
+        for cosines in self.cosines(queries) if queries else []:
+            probabilities = policy_from_cosines(cosines, temperature or self.config.temperature)
+            chosen = (rng.choice(len(probabilities), size=k, p=probabilities) if replace
+                      else sample_without_replacement(probabilities, k, rng))
+            results.append([Candidate(self.bank.answers[i], float(probabilities[i]), float(cosines[i]))
+                            for i in chosen])
+        return results
 
     def _answer_texts(self) -> list[str]:
         return [answer.text for answer in self.bank.answers]

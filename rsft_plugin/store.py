@@ -1,14 +1,19 @@
 """The plugin's log: one SQLite file (WAL mode) with every turn and rating. The only module using sqlite-utils.
 
 Tables (open the file in Datasette or `sqlite-utils` as it is):
-    turns    one row per answer the bot gave: who asked what, which answer, which model version, score, top-k
-    ratings  one row per rated turn (a new rating by the same sender replaces the old one)
-    meta     schema version
+    turns             one row per answer the bot gave: who asked what, which answer, which version, score, top-k
+    ratings           one row per rated turn (a new rating by the same sender replaces the old one)
+    rounds            one row per fine-tuning round: status, stage, progress, numbers, why it promoted or not
+    round_prompts     the prompts a round collected, with the turns they came from
+    round_candidates  every sampled candidate with q, its reward parts and whether it was accepted
+    training_examples (view) accepted candidates with their provenance: turns, sampling version, rule, round
+    meta              schema version
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import uuid
@@ -23,7 +28,20 @@ import sqlite_utils
 
 from .errors import RatingRefused
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+
+def process_alive(pid: int | None) -> bool:
+    """Whether a process id belongs to a running process (a round's owner, say)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def utc_now() -> str:
@@ -120,8 +138,86 @@ class Store:
         return self._query(f"{_TURNS_WITH_RATINGS} {where} ORDER BY t.created_at DESC, t.rowid DESC LIMIT ?",
                            [*params, limit])
 
+    def rated_turns(self, exclude_turn_ids: set[str] | None = None) -> list[dict[str, Any]]:
+        """Every rated turn (id, sender, text, served answer, rating), oldest first."""
+        rows = self._plain_query(f"{_TURN_FIELDS} WHERE r.score IS NOT NULL ORDER BY t.created_at, t.rowid", [])
+        return [r for r in rows if not exclude_turn_ids or r["id"] not in exclude_turn_ids]
+
+    def turns_for_round(self, since: str | None, limit: int) -> list[dict[str, Any]]:
+        """Turns logged after `since` (all when None), newest first, with their rating."""
+        where, params = ("WHERE t.created_at > ?", [since]) if since else ("", [])
+        return self._plain_query(f"{_TURN_FIELDS} {where} ORDER BY t.created_at DESC, t.rowid DESC LIMIT ?",
+                                 [*params, limit])
+
+    def turns_before(self, until: str, limit: int) -> list[dict[str, Any]]:
+        """Turns logged up to `until`, newest first (the pool a round replays from)."""
+        return self._plain_query(f"{_TURN_FIELDS} WHERE t.created_at <= ? ORDER BY t.created_at DESC, t.rowid DESC "
+                                 "LIMIT ?", [until, limit])
+
+    def ratings_since(self, since: str | None) -> int:
+        with self._lock:
+            if since is None:
+                return self.db["ratings"].count
+            return self.db.execute("SELECT count(*) FROM ratings WHERE updated_at > ?", [since]).fetchone()[0]
+
+    # ---- rounds --------------------------------------------------------------------------------------------
+
+    def start_round(self, live_version: str, rule: str, params: dict[str, Any], pid: int) -> int:
+        with self._transaction():
+            return self.db["rounds"].insert({
+                "status": "running", "stage": "starting", "progress": 0.0, "message": "", "started_at": utc_now(),
+                "live_version": live_version, "rule": rule, "params": json.dumps(params), "pid": pid,
+            }).last_pk
+
+    def update_round(self, round_id: int, **fields: Any) -> None:
+        """Set columns of a round; dicts and lists are stored as JSON."""
+        values = {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in fields.items()}
+        with self._transaction():
+            self.db["rounds"].update(round_id, values)
+
+    def round(self, round_id: int) -> dict[str, Any] | None:
+        rows = self._rounds("WHERE id = ?", [round_id])
+        return rows[0] if rows else None
+
+    def rounds(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first."""
+        return self._rounds("ORDER BY id DESC LIMIT ?", [limit])
+
+    def last_completed_round_start(self) -> str | None:
+        """When the last round that used its prompts (promoted or kept) started: newer turns are 'new'."""
+        with self._lock:
+            row = self.db.execute("SELECT max(started_at) FROM rounds WHERE status IN ('promoted', 'kept')").fetchone()
+        return row[0] if row else None
+
+    def fail_abandoned_rounds(self, is_alive: Any) -> list[int]:
+        """Rounds still marked running whose process is gone (killed) become failed; returns their ids."""
+        with self._lock:
+            running = list(self.db.query("SELECT id, pid FROM rounds WHERE status = 'running'"))
+        abandoned = [r["id"] for r in running if not is_alive(r["pid"])]
+        for round_id in abandoned:
+            self.update_round(round_id, status="failed", finished_at=utc_now(),
+                              reason="the round's process ended without finishing (killed or crashed)")
+        return abandoned
+
+    def save_round_rows(self, round_id: int, prompts: list[dict[str, Any]], candidates: list[dict[str, Any]]) -> None:
+        """Record a round's prompts and candidates in one transaction (all or nothing)."""
+        with self._transaction():
+            self.db["round_prompts"].insert_all([{**p, "round_id": round_id, "turn_ids": json.dumps(p["turn_ids"])}
+                                                 for p in prompts])
+            self.db["round_candidates"].insert_all([{**c, "round_id": round_id} for c in candidates])
+
+    def round_candidates(self, round_id: int) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.db.query("SELECT * FROM round_candidates WHERE round_id = ? ORDER BY prompt_id, draw",
+                                      [round_id]))
+
+    def training_examples(self, round_id: int | None = None) -> list[dict[str, Any]]:
+        where, params = ("WHERE round_id = ?", [round_id]) if round_id is not None else ("", [])
+        with self._lock:
+            return list(self.db.query(f"SELECT * FROM training_examples {where}", params))
+
     def count(self, table: str) -> int:
-        if table not in ("turns", "ratings"):
+        if table not in ("turns", "ratings", "rounds", "round_prompts", "round_candidates"):
             raise ValueError(f"no table {table!r}")
         with self._lock:
             return self.db[table].count
@@ -133,6 +229,18 @@ class Store:
             rows = list(self.db.query(sql, params))
         for row in rows:
             row["top_k"] = json.loads(row["top_k"]) if row.get("top_k") else []
+        return rows
+
+    def _plain_query(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.db.query(sql, params))
+
+    def _rounds(self, clause: str, params: list[Any]) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = list(self.db.query(f"SELECT * FROM rounds {clause}", params))
+        for row in rows:
+            for key in ("params", "stats", "stage_seconds"):
+                row[key] = json.loads(row[key]) if row.get(key) else {}
         return rows
 
     @contextmanager
@@ -171,7 +279,33 @@ def _schema_1(db: sqlite_utils.Database) -> None:
     }, pk="turn_id", foreign_keys=[("turn_id", "turns", "id")], not_null={"sender_id", "score", "created_at"})
 
 
-_MIGRATIONS = {1: _schema_1}
+def _schema_2(db: sqlite_utils.Database) -> None:
+    db["rounds"].create({
+        "id": int, "status": str, "stage": str, "progress": float, "message": str, "started_at": str,
+        "finished_at": str, "live_version": str, "new_version": str, "rule": str, "params": str, "stats": str,
+        "stage_seconds": str, "reason": str, "report_dir": str, "pid": int,
+    }, pk="id")
+    db["round_prompts"].create({
+        "round_id": int, "prompt_id": int, "text": str, "turn_ids": str, "replay": int, "gate_only": int,
+    }, pk=("round_id", "prompt_id"), foreign_keys=[("round_id", "rounds", "id")])
+    db["round_candidates"].create({
+        "round_id": int, "prompt_id": int, "draw": int, "answer_id": str, "topic": str, "q": float,
+        "cosine": float, "similarity": float, "rating_up": float, "rating_down": float, "rating": float,
+        "reward": float, "accept_probability": float, "accepted": int, "rule": str, "sampled_by": str,
+    }, pk=("round_id", "prompt_id", "draw"), foreign_keys=[("round_id", "rounds", "id")])
+    db.execute("""
+        CREATE VIEW training_examples AS
+        SELECT c.round_id, c.prompt_id, p.text AS prompt, c.answer_id, c.topic, p.turn_ids, c.sampled_by, c.rule,
+               c.q, c.similarity, c.rating_up, c.rating_down, c.rating, c.reward, c.accept_probability
+        FROM round_candidates c JOIN round_prompts p ON p.round_id = c.round_id AND p.prompt_id = c.prompt_id
+        WHERE c.accepted = 1""")
+
+
+_MIGRATIONS = {1: _schema_1, 2: _schema_2}
+_TURN_FIELDS = (
+    "SELECT t.id, t.sender_id, t.user_text, t.answer_id, t.answer_topic, t.created_at, r.score AS rating "
+    "FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id"
+)
 
 _TURNS_WITH_RATINGS = (
     "SELECT t.*, r.score AS rating, r.updated_at AS rated_at FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id"

@@ -37,6 +37,7 @@ def write_config(directory: Path, **sections: dict) -> Path:
     raw = {"paths": {"db": str(directory / "rsft.db"), "models_dir": str(directory / "models"),
                      "answers": str(REPO / "data" / "answers.yml"), "golden": str(REPO / "data" / "golden.csv"),
                      "tracker_db": str(directory / "tracker.db"), "run_dir": str(REPO / "var" / "run"),
+                     "rounds_dir": str(directory / "rounds"),
                      "bot_dir": str(REPO / "bot"), "rasa_bin": str(REPO / ".venv-rasa" / "bin" / "rasa")}}
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from rsft_plugin.errors import RatingRefused
-from rsft_plugin.store import Store, TurnRecord
+from rsft_plugin.store import SCHEMA_VERSION, Store, TurnRecord
 
 
 def _turn(sender: str = "alice", text: str = "where is my order") -> TurnRecord:
@@ -69,7 +69,7 @@ def test_file_is_wal_and_reopening_keeps_data_and_schema(tmp_path):
     reopened.close()
     with sqlite3.connect(tmp_path / "rsft.db") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
+        assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 

@@ -1,0 +1,264 @@
+"""One rejection-sampling fine-tuning round, start to finish, recorded in SQLite as it goes.
+
+collect -> sample -> score -> reject -> finetune -> gate -> promote (or keep) -> report
+
+A round holds a file lock (one round at a time, whoever starts it: CLI, worker or HTTP trigger), writes its stage
+and progress to its `rounds` row for `rsft status` and the console, and always ends with a status:
+promoted, kept (the gate refused, with the reason), stopped (too little data, with the reason) or failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config
+from .encoder import embed, load_base_encoder
+from .errors import RsftError
+from .golden import load_golden
+from .model import ResponseModel
+from .registry import Registry
+from .stages.collect import collect_prompts
+from .stages.finetune import finetune
+from .stages.gate import gate
+from .stages.promote import promote
+from .stages.records import GateResult, PromptSet, RejectOutcome, RoundStopped, TrainingPair
+from .stages.reject import reject
+from .stages.report import write_report
+from .stages.sample import sample_candidates
+from .stages.score import score_candidates
+from .store import Store, process_alive, utc_now
+
+log = logging.getLogger(__name__)
+STAGES = ("collect", "sample", "score", "reject", "finetune", "gate", "promote", "report")
+
+
+class RoundBusy(RsftError):
+    """Another round is running."""
+
+
+@dataclass
+class RoundResult:
+    round_id: int
+    status: str  # promoted | kept | stopped | failed
+    reason: str
+    live_version: str
+    new_version: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    report_dir: Path | None = None
+
+
+def run_round(config: Config, echo: Callable[[str], None] = lambda line: None, show_bar: bool = True) -> RoundResult:
+    """Run one round with `config` (CLI flags already applied).
+
+    Raises:
+        RoundBusy: another round holds the lock.
+        RegistryError / ModelLoadError: there is no loadable live model to start from.
+    """
+    with _round_lock(config.paths.run_dir):
+        store = Store(config.paths.db)
+        try:
+            store.fail_abandoned_rounds(process_alive)
+            live = ResponseModel.load(Registry(config.paths.models_dir).live_path(), config.model)
+            round_id = store.start_round(live.name, config.reject.rule, _params(config), os.getpid())
+            echo(f"round {round_id}: live model {live.name}, rule {config.reject.rule}, k={config.sample.k}")
+            return _Round(config, store, live, round_id, echo, show_bar).run()
+        finally:
+            store.close()
+
+
+def round_status(config: Config) -> dict[str, Any] | None:
+    """The newest round's row (stage, progress, status, numbers), or None before the first round."""
+    store = Store(config.paths.db)
+    try:
+        store.fail_abandoned_rounds(process_alive)
+        rounds = store.rounds(1)
+        return rounds[0] if rounds else None
+    finally:
+        store.close()
+
+
+class _Round:
+    def __init__(self, config: Config, store: Store, live: ResponseModel, round_id: int,
+                 echo: Callable[[str], None], show_bar: bool) -> None:
+        self.config, self.store, self.live, self.round_id = config, store, live, round_id
+        self.echo, self.show_bar = echo, show_bar
+        self.registry = Registry(config.paths.models_dir)
+        self.rng = np.random.default_rng(config.sample.seed)
+        self.result = RoundResult(round_id, "running", "", live.name)
+        self.outcome: RejectOutcome | None = None
+        self.gate_result: GateResult | None = None
+        self._last_write = 0.0
+
+    def run(self) -> RoundResult:
+        try:
+            self._stages()
+        except RoundStopped as stopped:
+            self.result.status, self.result.reason = "stopped", str(stopped)
+        except Exception as exc:  # a failed round is recorded, never half-promoted; the caller decides to go on
+            log.exception("round %s failed", self.round_id)
+            self.result.status, self.result.reason = "failed", f"{type(exc).__name__}: {exc}"
+        self._finish()
+        return self.result
+
+    def _stages(self) -> None:
+        scorer = load_base_encoder()
+
+        def embed_fixed(texts: list[str]) -> Any:
+            return embed(scorer, texts, self.config.model.max_query_chars)
+
+        with self._stage("collect"):
+            prompts = collect_prompts(self.store, embed_fixed, self.config.collect, self.rng)
+            self._note(prompts=len(prompts.prompts), trainable_prompts=len(prompts.trainable),
+                       gate_prompts=len(prompts.prompts) - len(prompts.trainable),
+                       replayed_prompts=sum(p.replay for p in prompts.prompts))
+        with self._stage("sample"):
+            candidates = sample_candidates(self.live, prompts.trainable, self.config.sample, self.rng, self._progress)
+            self._note(candidates=len(candidates))
+        with self._stage("score"):
+            bank = self.live.bank
+            curated = (load_golden(self.config.paths.golden, bank, "train") if self.config.score.use_golden_train
+                       else [])
+            rated = self.store.rated_turns(exclude_turn_ids=prompts.gate_turn_ids)
+            scored = score_candidates(candidates, prompts, rated, curated, bank, embed_fixed, self.config.score)
+            rewards = [s.reward for s in scored]
+            self._note(rated_turns_used=len(rated), reward_mean=float(np.mean(rewards)) if rewards else 0.0)
+        with self._stage("reject"):
+            bound = self.config.score.w_similarity + self.config.score.w_rating
+            r_max = max(rewards, default=bound) if self.config.reject.r_max == "observed" else bound
+            self.outcome = reject(scored, self.config.reject, r_max, self.rng)
+            self._save_rows(prompts, self.outcome)
+            self._note(accepted=len(self.outcome.accepted), acceptance_rate=round(self.outcome.acceptance_rate, 4),
+                       acceptance_by_topic={t: round(r, 4) for t, r in self.outcome.acceptance_by_topic().items()})
+            self.echo(f"  accepted {len(self.outcome.accepted)} of {len(scored)} candidates "
+                      f"({self.outcome.acceptance_rate:.1%})")
+            self.outcome.require(self.config.reject.min_accepted)  # recorded above, then stop if too few
+        with self._stage("finetune"):
+            tuned = finetune(self.live, _training_pairs(prompts, self.outcome, bank), self.config.finetune,
+                             self._progress, show_bar=self.show_bar)
+            self._note(finetune={"epochs": tuned.epochs_run, "best_epoch": tuned.best_epoch,
+                                 "best_val_loss": round(tuned.best_val_loss, 4), "train_pairs": tuned.train_pairs,
+                                 "val_pairs": tuned.val_pairs,
+                                 "examples_per_second": round(tuned.examples_per_second, 1),
+                                 "history": tuned.history})
+        with self._stage("gate"):
+            heldout = load_golden(self.config.paths.golden, bank, "heldout")
+            rated_slice = [t for t in self.store.rated_turns() if t["id"] in prompts.gate_turn_ids]
+            self.gate_result = gate(self.live, tuned.model, heldout, rated_slice, self.config.gate)
+            self._note(gate=_gate_numbers(self.gate_result))
+            self.echo(f"  gate: {'promote' if self.gate_result.promote else 'keep'} — {self.gate_result.reason}")
+        with self._stage("promote"):
+            if self.gate_result.promote:
+                info = promote(self.registry, tuned.model, self.live.name, self.round_id,
+                               {"heldout_accuracy": round(self.gate_result.candidate_accuracy, 4),
+                                "heldout_n": len(heldout), "rule": self.config.reject.rule,
+                                "accepted": len(self.outcome.accepted)},
+                               notes=f"round {self.round_id}, {self.config.reject.rule} rule")
+                self.result.new_version = info.name
+                self.result.status = "promoted"
+            else:
+                self.result.status = "kept"
+            self.result.reason = self.gate_result.reason
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        self.store.update_round(self.round_id, stage=name, progress=0.0, message="")
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.result.stage_seconds[name] = round(time.perf_counter() - started, 3)
+        self.echo(f"  {name:<9} done in {self.result.stage_seconds[name]:.1f} s")
+
+    def _progress(self, stage: str, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_write >= 0.5 or fraction >= 1.0:  # throttled: SQLite writes are not free
+            self._last_write = now
+            self.store.update_round(self.round_id, stage=stage, progress=round(fraction, 4), message=message)
+
+    def _note(self, **numbers: Any) -> None:
+        self.result.stats.update(numbers)
+
+    def _save_rows(self, prompts: PromptSet, outcome: RejectOutcome) -> None:
+        self.store.save_round_rows(
+            self.round_id,
+            [{"prompt_id": p.id, "text": p.text, "turn_ids": list(p.turn_ids), "replay": int(p.replay),
+              "gate_only": int(p.gate_only)} for p in prompts.prompts],
+            [{"prompt_id": d.scored.candidate.prompt_id, "draw": d.scored.candidate.draw,
+              "answer_id": d.scored.candidate.answer_id, "topic": d.scored.candidate.topic, "q": d.scored.candidate.q,
+              "cosine": d.scored.candidate.cosine, "similarity": d.scored.similarity,
+              "rating_up": d.scored.rating_up, "rating_down": d.scored.rating_down, "rating": d.scored.rating,
+              "reward": d.scored.reward, "accept_probability": d.accept_probability, "accepted": int(d.accepted),
+              "rule": outcome.rule, "sampled_by": d.scored.candidate.sampled_by} for d in outcome.decisions])
+
+    def _finish(self) -> None:
+        with self._stage("report"):
+            directory = self.config.paths.rounds_dir / f"round-{self.round_id:04d}"
+            self.result.report_dir = directory
+            record = {"round_id": self.round_id, "status": self.result.status, "reason": self.result.reason,
+                      "live_version": self.live.name, "new_version": self.result.new_version,
+                      "rule": self.config.reject.rule, "params": _params(self.config), "stats": self.result.stats,
+                      "stage_seconds": self.result.stage_seconds, "finished_at": utc_now()}
+            try:
+                write_report(directory, record, self.outcome, self.gate_result)
+            except OSError as exc:
+                log.error("round %s: could not write its report: %s", self.round_id, exc)
+        self.store.update_round(self.round_id, status=self.result.status, reason=self.result.reason,
+                                new_version=self.result.new_version, stats=self.result.stats,
+                                stage_seconds=self.result.stage_seconds, report_dir=str(self.result.report_dir),
+                                finished_at=utc_now(), stage="done", progress=1.0)
+        self.echo(f"round {self.round_id} {self.result.status}: {self.result.reason}")
+
+
+def _training_pairs(prompts: PromptSet, outcome: RejectOutcome, bank: Any) -> list[TrainingPair]:
+    """Accepted candidates become targets; the same prompt's rejected candidates become hard negatives."""
+    text = {p.id: p.text for p in prompts.prompts}
+    accepted: dict[int, set[str]] = {}
+    rejected: dict[int, set[str]] = {}
+    for d in outcome.decisions:
+        side = accepted if d.accepted else rejected
+        side.setdefault(d.scored.candidate.prompt_id, set()).add(d.scored.candidate.answer_id)
+    pairs = []
+    for d in outcome.accepted:
+        prompt_id = d.scored.candidate.prompt_id
+        negatives = rejected.get(prompt_id, set()) - accepted.get(prompt_id, set())
+        pairs.append(TrainingPair(text[prompt_id], bank.index_of(d.scored.candidate.answer_id),
+                                  tuple(sorted(bank.index_of(a) for a in negatives))))
+    return pairs
+
+
+def _gate_numbers(result: GateResult) -> dict[str, Any]:
+    return {"promote": result.promote, "live_accuracy": round(result.live_accuracy, 4),
+            "candidate_accuracy": round(result.candidate_accuracy, 4), "rated_n": result.rated_n,
+            "rated_live": result.rated_live, "rated_candidate": result.rated_candidate,
+            "per_topic": result.per_topic}
+
+
+def _params(config: Config) -> dict[str, Any]:
+    return {name: dataclasses.asdict(getattr(config, name))
+            for name in ("collect", "sample", "score", "reject", "finetune", "gate")}
+
+
+@contextmanager
+def _round_lock(run_dir: Path) -> Iterator[None]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "round.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RoundBusy("another round is running; wait for it (rsft status) and try again") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,125 @@
+"""Simulated customers: replay labelled questions through the real bot and rate each answer from the label.
+
+Each question is sent over Rasa's REST channel as its own conversation; the bot's rateable answer is looked up in
+the plugin's log (by the turn id its 👍/👎 payloads carry) to see which topic answered; the simulated customer
+clicks 👍 when that topic is the label and 👎 otherwise — flipped with probability `noise`, as real ratings are
+noisy. This is how demos, tests and benchmarks create traffic.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import requests
+
+from .errors import DataError, RsftError
+from .store import Store
+
+TEXT_COLUMNS = ("question", "instruction", "text")
+LABEL_COLUMNS = ("topic", "intent", "category", "label")
+
+
+@dataclass
+class SimulationResult:
+    asked: int = 0
+    answered: int = 0
+    correct: int = 0
+    rated_up: int = 0
+    rated_down: int = 0
+    flipped: int = 0
+    failed: int = 0
+
+    @property
+    def served_accuracy(self) -> float:
+        return self.correct / self.answered if self.answered else 0.0
+
+
+def read_labelled(path: str | Path, split: str | None = None) -> list[tuple[str, str]]:
+    """(question, label) rows of a CSV with a text column (question/instruction/text) and a label column
+    (topic/intent/category/label); with `split`, only rows whose `split` column equals it.
+
+    Raises:
+        DataError: missing file or columns.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            text = next((c for c in TEXT_COLUMNS if c in columns), None)
+            label = next((c for c in LABEL_COLUMNS if c in columns), None)
+            if text is None or label is None:
+                raise DataError(f"{path}: needs a text column {TEXT_COLUMNS} and a label column {LABEL_COLUMNS}")
+            if split is not None and "split" not in columns:
+                raise DataError(f"{path}: --split given but the file has no split column")
+            return [(row[text], row[label]) for row in reader
+                    if row[text] and row[label] and (split is None or row.get("split") == split)]
+    except FileNotFoundError as exc:
+        raise DataError(f"dataset {path} does not exist") from exc
+
+
+def simulate(rows: list[tuple[str, str]], n: int, noise: float, rasa_url: str, db_path: Path, seed: int = 0,
+             concurrency: int = 4, timeout: float = 60.0) -> SimulationResult:
+    """Ask `n` questions drawn from `rows` (without replacement while possible) and rate every answer."""
+    if not 0 <= noise <= 1:
+        raise RsftError(f"noise must be between 0 and 1, got {noise}")
+    if not rows:
+        raise DataError("no labelled questions to simulate")
+    rng = np.random.default_rng(seed)
+    picks = rng.permutation(len(rows)).tolist() * (n // len(rows) + 1)
+    plan = [(f"sim-{seed}-{i}", *rows[picks[i]], bool(rng.random() < noise)) for i in range(n)]
+    result = SimulationResult()
+    store = Store(db_path)
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            for outcome in pool.map(lambda p: _one(p, rasa_url, store, timeout), plan):
+                _tally(result, outcome)
+    finally:
+        store.close()
+    return result
+
+
+def _one(plan: tuple[str, str, str, bool], rasa_url: str, store: Store, timeout: float) -> dict:
+    sender, question, label, flip = plan
+    try:
+        messages = _say(rasa_url, sender, question, timeout)
+        rateable = next((m for m in messages if m.get("buttons")), None)
+        if rateable is None:
+            return {"answered": False}
+        payloads = {json.loads(b["payload"][len("/rate"):])["score"]: b["payload"] for b in rateable["buttons"]}
+        turn_id = json.loads(payloads[1][len("/rate"):])["turn_id"]
+        turn = store.turn(turn_id)
+        correct = turn is not None and turn["answer_topic"] == label
+        score = int(correct) ^ int(flip)
+        _say(rasa_url, sender, payloads[score], timeout)
+        return {"answered": True, "correct": correct, "score": score, "flipped": flip}
+    except (requests.RequestException, KeyError, ValueError):
+        return {"failed": True}
+
+
+def _say(rasa_url: str, sender: str, message: str, timeout: float) -> list[dict]:
+    response = requests.post(f"{rasa_url}/webhooks/rest/webhook", json={"sender": sender, "message": message},
+                             timeout=timeout)
+    response.raise_for_status()
+    return response.json()
+
+
+def _tally(result: SimulationResult, outcome: dict) -> None:
+    result.asked += 1
+    if outcome.get("failed"):
+        result.failed += 1
+        return
+    if not outcome["answered"]:
+        return
+    result.answered += 1
+    result.correct += int(outcome["correct"])
+    result.flipped += int(outcome["flipped"])
+    if outcome["score"]:
+        result.rated_up += 1
+    else:
+        result.rated_down += 1

@@ -1,0 +1,76 @@
+"""Stage 1 — collect: the questions logged since the last round, plus a bounded replay of earlier ones.
+
+Near-duplicates (embedding cosine at or above `merge_cosine`) merge into one prompt that remembers every turn it
+came from. A deterministic share of *rated* prompts is kept out of training for the gate to check against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..assistant import clean_text
+from ..config import CollectConfig
+from ..store import Store
+from .records import Prompt, PromptSet, RoundStopped
+
+Embed = Callable[[list[str]], torch.Tensor]
+
+
+def collect_prompts(store: Store, embed: Embed, config: CollectConfig, rng: np.random.Generator) -> PromptSet:
+    """Gather, merge and split this round's prompts.
+
+    Raises:
+        RoundStopped: fewer than `min_prompts` prompts are left for training.
+    """
+    since = store.last_completed_round_start()
+    new_turns = [t for t in store.turns_for_round(since, config.max_prompts) if clean_text(t["user_text"])]
+    replayed = _replay(store, since, config.replay, rng)
+    turns = new_turns + replayed
+    if not turns:
+        raise RoundStopped(f"no questions were logged since the last round (need {config.min_prompts})")
+    texts = [clean_text(t["user_text"]) for t in turns]
+    embeddings = embed(texts)  # (T, d)
+    groups = _merge(embeddings, config.merge_cosine)
+    replay_ids = {t["id"] for t in replayed}
+    prompts = []
+    for prompt_id, members in enumerate(groups):
+        turn_ids = tuple(turns[i]["id"] for i in members)
+        rated_ids = [turns[i]["id"] for i in members if turns[i]["rating"] is not None]
+        # Any rated turn that hashes into the gate share keeps its whole prompt out of training.
+        gate_only = any(_kept_for_gate(t, config.gate_fraction) for t in rated_ids)
+        prompts.append(Prompt(prompt_id, texts[members[0]], turn_ids, all(t in replay_ids for t in turn_ids),
+                              gate_only))
+    result = PromptSet(prompts, embeddings[[g[0] for g in groups]])
+    if len(result.trainable) < config.min_prompts:
+        raise RoundStopped(f"only {len(result.trainable)} distinct new prompts since the last round; "
+                           f"a round needs at least {config.min_prompts} (collect.min_prompts)")
+    return result
+
+
+def _replay(store: Store, since: str | None, limit: int, rng: np.random.Generator) -> list[dict]:
+    if since is None or limit == 0:
+        return []
+    pool = [t for t in store.turns_before(since, limit * 5) if clean_text(t["user_text"])]
+    if len(pool) <= limit:
+        return pool
+    return [pool[i] for i in sorted(rng.choice(len(pool), size=limit, replace=False))]
+
+
+def _merge(embeddings: torch.Tensor, bound: float) -> list[list[int]]:
+    """Greedy clustering in order: each text joins the first earlier representative it is `bound`-close to."""
+    similarities = (embeddings @ embeddings.T).cpu().numpy()  # (T, T)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(similarities)):
+        close = [r for r in groups if similarities[i, r] >= bound]
+        home = close[0] if close else i
+        groups.setdefault(home, []).append(i)
+    return list(groups.values())
+
+
+def _kept_for_gate(turn_id: str, fraction: float) -> bool:
+    """Stable across rounds: the same turn is always on the same side of the split."""
+    return int(hashlib.sha256(turn_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction

@@ -1,0 +1,136 @@
+"""Typed records passed from one stage of a round to the next."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import RsftError
+
+# progress(stage, fraction in [0, 1], message)
+Progress = Callable[[str, float, str], None]
+
+
+def no_progress(stage: str, fraction: float, message: str) -> None:
+    """The default progress sink: ignore."""
+
+
+class RoundStopped(RsftError):
+    """A round ended early for a reason that is not a fault (too few prompts, too few accepted samples)."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A customer question a round learns from; near-duplicates are merged into one prompt."""
+
+    id: int
+    text: str
+    turn_ids: tuple[str, ...]
+    replay: bool  # all its turns are from before the last round
+    gate_only: bool  # kept out of training: the gate checks the candidate on it
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    prompts: list[Prompt]
+    embeddings: torch.Tensor  # (P, d), by the fixed scoring encoder, aligned with prompts
+
+    @property
+    def trainable(self) -> list[Prompt]:
+        return [p for p in self.prompts if not p.gate_only]
+
+    @property
+    def gate_turn_ids(self) -> set[str]:
+        return {t for p in self.prompts if p.gate_only for t in p.turn_ids}
+
+
+@dataclass(frozen=True)
+class SampledCandidate:
+    prompt_id: int
+    draw: int  # position in the prompt's draw order
+    answer_id: str
+    topic: str
+    q: float  # q(answer | prompt), the live policy at the sampling temperature
+    cosine: float  # the live model's cosine for (prompt, answer)
+    sampled_by: str  # the live version that drew it
+
+
+@dataclass(frozen=True)
+class ScoredCandidate:
+    candidate: SampledCandidate
+    similarity: float  # in [0, 1]: cosine to the nearest trusted answer, 0 when there is none
+    rating_up: float  # sender-capped 👍 for this answer on this prompt and its near neighbours
+    rating_down: float
+    rating: float  # Beta-smoothed (up + a) / (up + down + a + b)
+    reward: float  # w_similarity * similarity + w_rating * rating
+
+
+@dataclass(frozen=True)
+class Decision:
+    scored: ScoredCandidate
+    accepted: bool
+    accept_probability: float  # the rule's probability of accepting it (0 or 1 for deterministic rules)
+
+
+@dataclass(frozen=True)
+class RejectOutcome:
+    rule: str
+    decisions: list[Decision]
+    r_max: float
+    boundary: dict[str, float]  # what the histogram marks: thresholds, or the tilt's parameters
+
+    @property
+    def accepted(self) -> list[Decision]:
+        return [d for d in self.decisions if d.accepted]
+
+    @property
+    def acceptance_rate(self) -> float:
+        return len(self.accepted) / len(self.decisions) if self.decisions else 0.0
+
+    def require(self, min_accepted: int) -> None:
+        """Raises RoundStopped when fewer than `min_accepted` candidates were accepted: too little to train on."""
+        if len(self.accepted) < min_accepted:
+            raise RoundStopped(f"only {len(self.accepted)} of {len(self.decisions)} candidates were accepted by the "
+                               f"{self.rule} rule; training needs at least {min_accepted} (reject.min_accepted)")
+
+    def acceptance_by_topic(self) -> dict[str, float]:
+        seen: dict[str, list[int]] = {}
+        for decision in self.decisions:
+            counts = seen.setdefault(decision.scored.candidate.topic, [0, 0])
+            counts[0] += int(decision.accepted)
+            counts[1] += 1
+        return {topic: accepted / total for topic, (accepted, total) in sorted(seen.items())}
+
+
+@dataclass(frozen=True)
+class TrainingPair:
+    prompt: str
+    answer_index: int  # the accepted answer's index in the bank
+    hard_negatives: tuple[int, ...]  # rejected candidates of the same prompt
+
+
+@dataclass
+class FinetuneResult:
+    model: Any  # ResponseModel, a copy of the live one
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    train_pairs: int
+    val_pairs: int
+    examples_per_second: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    promote: bool
+    reason: str
+    live_accuracy: float
+    candidate_accuracy: float
+    per_topic: dict[str, dict[str, float]]  # topic -> {"live": acc, "candidate": acc}
+    rated_live: float | None  # agreement with kept-out rated turns
+    rated_candidate: float | None
+    rated_n: int

@@ -1,0 +1,112 @@
+"""Stage 3 — score: a reward in [0, w_similarity + w_rating] for every candidate.
+
+    reward(c) = w_similarity * similarity(c) + w_rating * rating(c)
+
+rating(c): the 👍/👎 customers gave answer c on this prompt or on near-identical prompts (embedding cosine at or
+above `neighbour_cosine`), each sender counting for at most `max_weight_per_sender` votes, smoothed with a
+Beta(prior_up, prior_down) prior:  (up + prior_up) / (up + down + prior_up + prior_down). No votes gives the prior
+mean (0.5 by default): one vote is evidence, not certainty.
+
+similarity(c): sentence-transformers cosine (the pretrained MiniLM, fixed across rounds) between answer c and the
+prompt's trusted answers, clipped to [0, 1]: answers whose smoothed rating on the prompt's neighbourhood exceeds
+`trusted_rating`, and operator-curated answers (the topics of golden train questions near the prompt). A trusted
+answer has similarity 1; with no trusted answer at all, similarity is 0.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+import torch
+
+from ..answer_bank import AnswerBank
+from ..assistant import clean_text
+from ..config import ScoreConfig
+from ..golden import GoldenQuestion
+from .records import PromptSet, SampledCandidate, ScoredCandidate
+
+Embed = Callable[[list[str]], torch.Tensor]
+
+
+def score_candidates(candidates: list[SampledCandidate], prompt_set: PromptSet, rated_turns: list[dict],
+                     curated: list[GoldenQuestion], bank: AnswerBank, embed: Embed,
+                     config: ScoreConfig) -> list[ScoredCandidate]:
+    """Reward every candidate from ratings and similarity to trusted answers (see the module docstring).
+
+    `rated_turns` must already exclude the turns kept out for the gate.
+    """
+    answer_index = {a.id: i for i, a in enumerate(bank.answers)}
+    answer_embeddings = embed([a.text for a in bank.answers])  # (A, d)
+    answer_similarity = (answer_embeddings @ answer_embeddings.T).clamp(0, 1).cpu().numpy()  # (A, A)
+    votes = _neighbour_votes(prompt_set, rated_turns, embed, config.neighbour_cosine)
+    curated_answers = _curated_answers(prompt_set, curated, bank, embed, config.neighbour_cosine)
+    scored = []
+    by_prompt: dict[int, list[SampledCandidate]] = defaultdict(list)
+    for candidate in candidates:
+        by_prompt[candidate.prompt_id].append(candidate)
+    for prompt_id, prompt_candidates in by_prompt.items():
+        tallies = {answer: capped_votes(v, config.max_weight_per_sender) for answer, v in votes[prompt_id].items()}
+        trusted = curated_answers[prompt_id] | {
+            answer for answer, (up, down) in tallies.items()
+            if up > 0 and smoothed_rating(up, down, config.prior_up, config.prior_down) > config.trusted_rating}
+        trusted_rows = [answer_index[a] for a in trusted if a in answer_index]
+        for candidate in prompt_candidates:
+            up, down = tallies.get(candidate.answer_id, (0.0, 0.0))
+            rating = smoothed_rating(up, down, config.prior_up, config.prior_down)
+            row = answer_index[candidate.answer_id]
+            similarity = float(answer_similarity[row, trusted_rows].max()) if trusted_rows else 0.0
+            scored.append(ScoredCandidate(candidate, similarity, up, down, rating,
+                                          reward(similarity, rating, config.w_similarity, config.w_rating)))
+    return scored
+
+
+def smoothed_rating(up: float, down: float, prior_up: float = 1.0, prior_down: float = 1.0) -> float:
+    """Posterior mean of a Beta(prior_up, prior_down) after `up` 👍 and `down` 👎."""
+    return (up + prior_up) / (up + down + prior_up + prior_down)
+
+
+def capped_votes(votes: Iterable[tuple[str, int]], max_weight_per_sender: float) -> tuple[float, float]:
+    """(👍, 👎) where each sender's votes are scaled down to weigh at most `max_weight_per_sender` in total."""
+    per_sender: dict[str, list[int]] = defaultdict(list)
+    for sender, score in votes:
+        per_sender[sender].append(score)
+    up = down = 0.0
+    for scores in per_sender.values():
+        weight = min(1.0, max_weight_per_sender / len(scores))
+        up += weight * sum(scores)
+        down += weight * (len(scores) - sum(scores))
+    return up, down
+
+
+def reward(similarity: float, rating: float, w_similarity: float, w_rating: float) -> float:
+    return w_similarity * similarity + w_rating * rating
+
+
+def _neighbour_votes(prompt_set: PromptSet, rated_turns: list[dict], embed: Embed,
+                     bound: float) -> dict[int, dict[str, list[tuple[str, int]]]]:
+    """For each prompt: answer id -> [(sender, 0/1)] from rated turns at or above `bound` cosine."""
+    votes: dict[int, dict[str, list[tuple[str, int]]]] = defaultdict(lambda: defaultdict(list))
+    if not rated_turns or not prompt_set.prompts:
+        return votes
+    rated_embeddings = embed([clean_text(t["user_text"]) for t in rated_turns])  # (R, d)
+    close = (prompt_set.embeddings @ rated_embeddings.T) >= bound  # (P, R)
+    for p_row, r_col in close.nonzero().tolist():
+        turn = rated_turns[r_col]
+        votes[prompt_set.prompts[p_row].id][turn["answer_id"]].append((turn["sender_id"], int(turn["rating"])))
+    return votes
+
+
+def _curated_answers(prompt_set: PromptSet, curated: list[GoldenQuestion], bank: AnswerBank, embed: Embed,
+                     bound: float) -> dict[int, set[str]]:
+    """For each prompt: the answers of the topics of curated questions at or above `bound` cosine."""
+    found: dict[int, set[str]] = defaultdict(set)
+    if not curated or not prompt_set.prompts:
+        return found
+    by_topic: dict[str, set[str]] = defaultdict(set)
+    for answer in bank.answers:
+        by_topic[answer.topic].add(answer.id)
+    close = (prompt_set.embeddings @ embed([q.question for q in curated]).T) >= bound  # (P, G)
+    for p_row, g_col in close.nonzero().tolist():
+        found[prompt_set.prompts[p_row].id] |= by_topic.get(curated[g_col].topic, set())
+    return found

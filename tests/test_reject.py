@@ -1,0 +1,76 @@
+"""The three rejection rules. The statistical one is checked against its theory with a chi-square test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import chisquare
+
+from rsft_plugin.config import RejectConfig
+from rsft_plugin.stages.records import RoundStopped
+from rsft_plugin.stages.reject import expected_acceptance, reject, statistical_accept, target_distribution
+
+from .stage_helpers import scored
+
+Q = np.array([0.40, 0.25, 0.15, 0.10, 0.06, 0.04])
+REWARDS = np.array([0.2, 1.5, 0.9, 1.8, 0.5, 1.0])
+BETA, R_MAX = 0.3, 2.0
+
+
+def _iid_draws(n: int, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(Q), size=n, p=Q)
+    return [scored(i, f"a{c}", Q[c], REWARDS[c]) for i, c in enumerate(picks)]
+
+
+def test_statistical_rule_accepts_samples_that_follow_the_target_distribution():
+    draws = _iid_draws(80_000, seed=7)
+    decisions = statistical_accept(draws, BETA, R_MAX, np.random.default_rng(11))
+    accepted = np.bincount([int(d.scored.candidate.answer_id[1:]) for d in decisions if d.accepted],
+                           minlength=len(Q))
+    target = target_distribution(Q, REWARDS, BETA)
+    assert chisquare(accepted, target * accepted.sum()).pvalue > 0.01
+    # The same test has power: accepted samples are clearly not distributed like the proposal q.
+    assert chisquare(accepted, Q * accepted.sum()).pvalue < 1e-6
+
+
+def test_statistical_acceptance_rate_matches_its_expectation():
+    n = 80_000
+    decisions = statistical_accept(_iid_draws(n, seed=3), BETA, R_MAX, np.random.default_rng(5))
+    expected = expected_acceptance(Q, REWARDS, BETA, R_MAX)
+    observed = sum(d.accepted for d in decisions) / n
+    standard_error = np.sqrt(expected * (1 - expected) / n)
+    assert abs(observed - expected) < 4 * standard_error
+    for d in decisions[:50]:
+        assert d.accept_probability == pytest.approx(np.exp((d.scored.reward - R_MAX) / BETA))
+
+
+def test_statistical_rule_refuses_a_reward_above_r_max():
+    with pytest.raises(ValueError, match="exceeds r_max"):
+        statistical_accept([scored(0, "a", 0.5, 2.5)], BETA, R_MAX, np.random.default_rng(0))
+
+
+def test_threshold_rejects_low_similarity_or_low_rating():
+    candidates = [scored(0, "good", 0.5, 1.7, similarity=0.9, rating=0.7),
+                  scored(0, "unlike", 0.3, 1.2, similarity=0.5, rating=0.7),
+                  scored(0, "badly_rated", 0.2, 1.2, similarity=0.95, rating=0.3)]
+    outcome = reject(candidates, RejectConfig(rule="threshold", s_min=0.8, r_min=0.5), R_MAX,
+                     np.random.default_rng(0))
+    assert [d.accepted for d in outcome.decisions] == [True, False, False]
+    assert outcome.acceptance_rate == pytest.approx(1 / 3)
+    assert outcome.acceptance_by_topic() == {"badly_rated": 0.0, "good": 1.0, "unlike": 0.0}
+
+
+def test_best_of_n_keeps_one_winner_per_prompt_only_if_it_clears_the_thresholds():
+    candidates = [scored(0, "a", 0.5, 1.8, similarity=0.9, rating=0.9, draw=0),
+                  scored(0, "b", 0.5, 1.6, similarity=0.9, rating=0.7, draw=1),
+                  scored(1, "c", 0.6, 0.9, similarity=0.4, rating=0.5, draw=0),  # best of prompt 1, too weak
+                  scored(1, "d", 0.4, 0.6, similarity=0.1, rating=0.5, draw=1)]
+    outcome = reject(candidates, RejectConfig(rule="best_of_n"), R_MAX, np.random.default_rng(0))
+    assert [d.scored.candidate.answer_id for d in outcome.accepted] == ["a"]
+
+
+def test_too_few_accepted_stops_the_round_with_a_reason():
+    outcome = reject([scored(0, "a", 0.5, 0.1)], RejectConfig(rule="threshold"), R_MAX, np.random.default_rng(0))
+    with pytest.raises(RoundStopped, match="only 0 of 1 candidates were accepted by the threshold rule"):
+        outcome.require(1)

@@ -1,0 +1,217 @@
+"""Whole rounds on real traffic (golden train questions asked in-process, rated from their labels with 20 % noise):
+promotion with provenance, stops, the lock, a killed fine-tune, rollback, the worker and the operator API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from click.testing import CliRunner
+
+from rsft_plugin import runtime
+from rsft_plugin.cli import main
+from rsft_plugin.config import load_config
+from rsft_plugin.golden import load_golden
+from rsft_plugin.registry import Registry
+from rsft_plugin.rounds import RoundBusy, _round_lock, run_round
+from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
+from rsft_plugin.store import Store
+from rsft_plugin.webapp import build_app
+from rsft_plugin.worker import run_worker
+
+from .conftest import REPO, write_config
+
+pytestmark = pytest.mark.timeout(600)
+LENIENT_GATE = {"min_improvement": -1.0, "topic_tolerance": 1.0, "rated_tolerance": 1.0}
+
+
+def _config(tmp_path, **sections):
+    sections.setdefault("gate", LENIENT_GATE)
+    sections.setdefault("worker", {"poll_seconds": 0.2})
+    sections["paths"] = {"run_dir": str(tmp_path / "run")}  # its own round lock and secrets
+    return load_config(write_config(tmp_path, **sections))
+
+
+def _feed(config, n: int = 200, noise: float = 0.2, seed: int = 0) -> None:
+    """Ask golden train questions through the real Assistant and rate each answer from its label."""
+    assistant = runtime.boot(config, watch=False)
+    rng = np.random.default_rng(seed)
+    try:
+        for i, question in enumerate(load_golden(config.paths.golden, split="train")[:n]):
+            reply = assistant.answer(f"sim-{seed}-{i}", None, question.question)
+            correct = assistant.store.turn(reply.turn_id)["answer_topic"] == question.topic
+            assistant.rate(f"sim-{seed}-{i}", reply.turn_id, int(correct) ^ int(rng.random() < noise))
+    finally:
+        runtime.shutdown()
+
+
+@pytest.fixture
+def fed(tmp_path, pretrained):
+    config = _config(tmp_path)
+    registry = Registry(config.paths.models_dir)
+    registry.set_live(registry.publish(pretrained).name, "test")
+    _feed(config)
+    return config
+
+
+def test_a_round_promotes_a_new_version_with_provenance_and_a_report(fed):
+    result = run_round(fed, show_bar=False)
+    assert result.status == "promoted", result.reason
+    registry = Registry(fed.paths.models_dir)
+    assert registry.live_name() == result.new_version == "v0002"
+    info = [i for i in registry.versions() if i.name == "v0002"][0]
+    assert info.parent == "v0001" and info.round_id == result.round_id
+    assert set(result.stage_seconds) == {"collect", "sample", "score", "reject", "finetune", "gate", "promote",
+                                         "report"}
+    assert 0 < result.stats["acceptance_rate"] < 1 and result.stats["finetune"]["examples_per_second"] > 0
+    store = Store(fed.paths.db)
+    try:
+        examples = store.training_examples(result.round_id)
+        assert len(examples) == result.stats["accepted"]
+        for example in examples[:20]:
+            assert example["sampled_by"] == "v0001" and example["rule"] == "statistical"
+            assert all(store.turn(t) for t in json.loads(example["turn_ids"]))
+            assert 0 <= example["similarity"] <= 1 and 0 < example["rating"] < 1
+        candidates = store.round_candidates(result.round_id)
+        assert len(candidates) == result.stats["candidates"] and any(not c["accepted"] for c in candidates)
+        row = store.round(result.round_id)
+        assert row["status"] == "promoted" and row["new_version"] == "v0002" and row["progress"] == 1.0
+    finally:
+        store.close()
+    for name in ("report.json", "reward_histogram.png", "acceptance_by_topic.png", "accuracy_by_topic.png"):
+        assert (result.report_dir / name).stat().st_size > 0
+    history = CliRunner().invoke(main, ["--config", str(fed.source), "history"])
+    assert "promoted" in history.output and "v0002" in history.output
+    shown = CliRunner().invoke(main, ["--config", str(fed.source), "show", str(result.round_id)])
+    assert "acceptance_rate" in shown.output and "seconds per stage" in shown.output
+
+
+@pytest.mark.parametrize("rule", ["threshold", "best_of_n"])
+def test_the_other_rules_run_a_round_too(tmp_path, pretrained, rule):
+    config = _config(tmp_path, reject={"rule": rule, "min_accepted": 5})
+    registry = Registry(config.paths.models_dir)
+    registry.set_live(registry.publish(pretrained).name, "test")
+    _feed(config, n=120)
+    result = run_round(config, show_bar=False)
+    assert result.status == "promoted", result.reason
+    store = Store(config.paths.db)
+    try:
+        assert {e["rule"] for e in store.training_examples(result.round_id)} == {rule}
+    finally:
+        store.close()
+
+
+def test_a_round_without_traffic_stops_and_says_why(tmp_path, pretrained):
+    config = _config(tmp_path)
+    registry = Registry(config.paths.models_dir)
+    registry.set_live(registry.publish(pretrained).name, "test")
+    result = run_round(config, show_bar=False)
+    assert result.status == "stopped" and "no questions were logged" in result.reason
+    assert registry.live_name() == "v0001" and len(registry.versions()) == 1
+
+
+def test_one_round_at_a_time(fed):
+    with _round_lock(fed.paths.run_dir):
+        with pytest.raises(RoundBusy, match="another round is running"):
+            run_round(fed, show_bar=False)
+
+
+def test_a_killed_finetune_leaves_the_live_model_alone_and_the_next_round_runs(fed):
+    env = {**os.environ, "RSFT_CONFIG": str(fed.source)}
+    process = subprocess.Popen([sys.executable, "-m", "rsft_plugin.cli", "retrain"], env=env, cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = Store(fed.paths.db)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            rounds = store.rounds(1)
+            if rounds and rounds[0]["stage"] == "finetune":
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the round never reached fine-tuning")
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    finally:
+        store.close()
+    registry = Registry(fed.paths.models_dir)
+    assert registry.live_name() == "v0001" and [i.name for i in registry.versions()] == ["v0001"]
+    result = run_round(fed, show_bar=False)
+    assert result.status == "promoted" and registry.live_name() == "v0002"
+    store = Store(fed.paths.db)
+    try:
+        killed = store.round(result.round_id - 1)
+        assert killed["status"] == "failed" and "ended without finishing" in killed["reason"]
+    finally:
+        store.close()
+
+
+def test_rollback_puts_back_the_previous_version(fed):
+    run_round(fed, show_bar=False)
+    runner = CliRunner()
+    result = runner.invoke(main, ["--config", str(fed.source), "rollback"])
+    assert result.exit_code == 0 and "v0002 -> v0001" in result.output
+    assert Registry(fed.paths.models_dir).live_name() == "v0001"
+    forward = runner.invoke(main, ["--config", str(fed.source), "rollback", "v0002"])
+    assert "v0001 -> v0002" in forward.output
+    missing = runner.invoke(main, ["--config", str(fed.source), "rollback", "v0099"])
+    assert missing.exit_code == 1 and "v0099" in missing.output
+
+
+def test_worker_runs_a_round_after_enough_new_ratings(tmp_path, pretrained):
+    config = _config(tmp_path, worker={"interval_minutes": 0, "after_new_ratings": 50, "poll_seconds": 0.2})
+    registry = Registry(config.paths.models_dir)
+    registry.set_live(registry.publish(pretrained).name, "test")
+    lines: list[str] = []
+    import threading
+
+    stop = threading.Event()
+    worker = threading.Thread(target=run_worker, args=(config, lines.append, stop, 1))
+    worker.start()
+    time.sleep(1)
+    assert not any("starting a round" in line for line in lines)
+    _feed(config, n=120)
+    worker.join(timeout=300)
+    stop.set()
+    assert any("new ratings" in line for line in lines), lines
+    assert Registry(config.paths.models_dir).live_name() == "v0002"
+
+
+def test_operator_api_needs_the_token_and_reports_status(tmp_path, pretrained):
+    config = _config(tmp_path)
+    registry = Registry(config.paths.models_dir)
+    registry.set_live(registry.publish(pretrained).name, "test")
+    token = get_secret(config.paths.run_dir, OPERATOR_TOKEN)
+    assert oct((config.paths.run_dir / "secrets" / "operator-token").stat().st_mode & 0o777) == "0o600"
+
+    async def exercise() -> dict:
+        async with TestClient(TestServer(build_app(config, "http://127.0.0.1:1"))) as client:
+            for method, path in (("GET", "/api/status"), ("POST", "/api/rounds")):
+                for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
+                    response = await client.request(method, path, headers=headers)
+                    assert response.status == 401, (method, path, headers)
+            good = {"Authorization": f"Bearer {token}"}
+            status = await (await client.get("/api/status", headers=good)).json()
+            assert status == {"live_version": "v0001", "round": None}
+            started = await client.post("/api/rounds", headers=good)
+            assert started.status == 202
+            pid = (await started.json())["pid"]
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                done = await (await client.get("/api/status", headers=good)).json()
+                if done["round"] and done["round"]["status"] != "running":
+                    break
+                await asyncio.sleep(0.5)
+            os.waitpid(pid, 0)
+            return done
+
+    done = asyncio.run(exercise())
+    assert done["round"]["status"] == "stopped" and "no questions" in done["round"]["reason"]

@@ -1,0 +1,186 @@
+"""collect, sample, score, fine-tune and gate on small real data: real SQLite, the real MiniLM."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from rsft_plugin.config import CollectConfig, FinetuneConfig, GateConfig, SampleConfig, ScoreConfig
+from rsft_plugin.encoder import embed, trainable_state
+from rsft_plugin.golden import GoldenQuestion
+from rsft_plugin.model import ResponseModel
+from rsft_plugin.stages.collect import collect_prompts
+from rsft_plugin.stages.finetune import finetune
+from rsft_plugin.stages.gate import gate
+from rsft_plugin.stages.records import Prompt, PromptSet, RoundStopped, SampledCandidate, TrainingPair
+from rsft_plugin.stages.sample import sample_candidates
+from rsft_plugin.stages.score import capped_votes, score_candidates, smoothed_rating
+from rsft_plugin.store import Store, TurnRecord
+
+from .conftest import REPO
+
+
+@pytest.fixture
+def store(tmp_path):
+    opened = Store(tmp_path / "rsft.db")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def embed_fixed(pretrained):
+    return lambda texts: embed(pretrained.encoder, texts)
+
+
+def _log(store: Store, sender: str, text: str, answer_id: str, rating: int | None = None) -> str:
+    turn_id = store.log_turn(TurnRecord(sender, None, text, answer_id, answer_id, "...", "v0001", 0.5, 0.2, [], 5.0))
+    if rating is not None:
+        store.rate(turn_id, sender, rating)
+    return turn_id
+
+
+# ---- collect ---------------------------------------------------------------------------------------------------
+
+def test_collect_merges_near_duplicates_and_remembers_every_turn(store, embed_fixed):
+    a = _log(store, "s1", "Where is my parcel?", "track_order")
+    b = _log(store, "s2", "where is my parcel", "track_order")
+    c = _log(store, "s3", "How do I delete my account?", "delete_account")
+    prompts = collect_prompts(store, embed_fixed, CollectConfig(min_prompts=1, gate_fraction=0), np.random.default_rng(0))
+    merged = {frozenset(p.turn_ids) for p in prompts.prompts}
+    assert merged == {frozenset({a, b}), frozenset({c})}
+    assert prompts.embeddings.shape == (2, 384)
+
+
+def test_collect_stops_when_there_are_too_few_prompts(store, embed_fixed):
+    _log(store, "s1", "hello there, where is my order", "track_order")
+    with pytest.raises(RoundStopped, match="only 1 distinct new prompts"):
+        collect_prompts(store, embed_fixed, CollectConfig(min_prompts=5), np.random.default_rng(0))
+
+
+def test_collect_keeps_only_rated_prompts_for_the_gate_and_stably(store, embed_fixed):
+    questions = [f"question number {n} about refund {n * 7919}" for n in range(60)]
+    for n, text in enumerate(questions):
+        _log(store, f"s{n}", text, "refund_status", rating=1 if n % 2 else None)
+    config = CollectConfig(min_prompts=1, gate_fraction=0.5, merge_cosine=0.999)
+    first = collect_prompts(store, embed_fixed, config, np.random.default_rng(0))
+    second = collect_prompts(store, embed_fixed, config, np.random.default_rng(1))
+    gate_ids = first.gate_turn_ids
+    assert gate_ids and gate_ids == second.gate_turn_ids
+    rated = {t["id"] for t in store.rated_turns()}
+    assert gate_ids <= rated
+    assert not {t for p in first.trainable for t in p.turn_ids} & gate_ids
+
+
+# ---- sample ----------------------------------------------------------------------------------------------------
+
+def test_sample_draws_k_distinct_candidates_per_prompt_with_their_q(pretrained):
+    prompts = [Prompt(0, "I want my money back", ("t0",), False, False),
+               Prompt(1, "can I change the size of my order", ("t1",), False, False)]
+    candidates = sample_candidates(pretrained, prompts, SampleConfig(k=5, temperature=0.1), np.random.default_rng(0))
+    assert len(candidates) == 10
+    for prompt in prompts:
+        mine = [c for c in candidates if c.prompt_id == prompt.id]
+        assert len({c.answer_id for c in mine}) == 5 and [c.draw for c in mine] == list(range(5))
+        policy = pretrained.policy(prompt.text, 0.1)
+        for c in mine:
+            assert c.q == pytest.approx(policy[pretrained.bank.index_of(c.answer_id)], rel=1e-4)  # batch padding
+            assert c.sampled_by == pretrained.name
+
+
+# ---- score -----------------------------------------------------------------------------------------------------
+
+def test_smoothing_and_sender_caps():
+    assert smoothed_rating(0, 0) == 0.5
+    assert smoothed_rating(1, 0) == pytest.approx(2 / 3)  # one vote is evidence, not certainty
+    assert smoothed_rating(9, 1) == pytest.approx(10 / 12)
+    assert capped_votes([("mallory", 1)] * 50 + [("ann", 0)], 1.0) == (1.0, 1.0)
+    assert capped_votes([("a", 1), ("a", 0), ("b", 1)], 1.0) == (1.5, 0.5)
+
+
+def test_rewards_come_from_neighbour_ratings_and_similarity_to_trusted_answers(bank, embed_fixed):
+    prompt_text = "how long does a refund take to reach my card"
+    prompt_set = PromptSet([Prompt(0, prompt_text, ("t",), False, False)], embed_fixed([prompt_text]))
+    rated = [  # a near-identical question rated 👍 on refund_status, and 👎 on shipping_costs
+        {"id": "r1", "sender_id": "ann", "user_text": "how long does a refund take to reach my card?",
+         "answer_id": "refund_status", "rating": 1},
+        {"id": "r2", "sender_id": "bob", "user_text": "How long does a refund take to reach my card",
+         "answer_id": "shipping_costs", "rating": 0},
+        {"id": "r3", "sender_id": "cy", "user_text": "do you sell garden furniture", "answer_id": "back_in_stock",
+         "rating": 1},  # unrelated: must not count
+    ]
+    candidates = [SampledCandidate(0, i, a, a, 0.1, 0.5, "v0001")
+                  for i, a in enumerate(["refund_status", "shipping_costs", "back_in_stock"])]
+    scored = {s.candidate.answer_id: s for s in score_candidates(candidates, prompt_set, rated, [], bank,
+                                                                 embed_fixed, ScoreConfig())}
+    assert scored["refund_status"].similarity == 1.0 and scored["refund_status"].rating == pytest.approx(2 / 3)
+    assert scored["shipping_costs"].rating == pytest.approx(1 / 3)
+    assert scored["back_in_stock"].rating == 0.5 and scored["back_in_stock"].rating_up == 0
+    assert 0 <= scored["back_in_stock"].similarity < 1
+    assert scored["refund_status"].reward > scored["back_in_stock"].reward > scored["shipping_costs"].reward - 1
+    assert scored["refund_status"].reward == pytest.approx(1.0 + 2 / 3)
+
+
+def test_curated_questions_make_their_topic_trusted(bank, embed_fixed):
+    text = "can i pay with paypal"
+    prompt_set = PromptSet([Prompt(0, text, ("t",), False, False)], embed_fixed([text]))
+    candidates = [SampledCandidate(0, 0, "payment_methods", "payment_methods", 0.3, 0.5, "v0001")]
+    curated = [GoldenQuestion("Can I pay with PayPal?", "payment_methods", "train")]
+    without = score_candidates(candidates, prompt_set, [], [], bank, embed_fixed, ScoreConfig())[0]
+    with_curated = score_candidates(candidates, prompt_set, [], curated, bank, embed_fixed, ScoreConfig())[0]
+    assert without.similarity == 0.0 and with_curated.similarity == 1.0
+
+
+# ---- fine-tune and gate ----------------------------------------------------------------------------------------
+
+def _pairs(bank) -> list[TrainingPair]:
+    examples = [("parcel shows delivered but nothing came", "delayed_delivery"),
+                ("my box never showed up", "delayed_delivery"),
+                ("when will the money for my return be back", "refund_status"),
+                ("I paid but the refund is missing", "refund_status"),
+                ("do you ship to Canada", "international_shipping"),
+                ("delivery to Japan possible?", "international_shipping")] * 3
+    negatives = (bank.index_of("track_order"), bank.index_of("shipping_costs"))
+    return [TrainingPair(text, bank.index_of(answer), negatives) for text, answer in examples]
+
+
+def test_finetune_changes_every_trainable_parameter_and_nothing_else(pretrained, bank):
+    live_state = {k: v.detach().clone() for k, v in pretrained.encoder.state_dict().items()}
+    result = finetune(pretrained, _pairs(bank), FinetuneConfig(max_epochs=2, batch_size=8, val_fraction=0.0),
+                      show_bar=False)
+    tuned = result.model.encoder.state_dict()
+    assert result.examples_per_second > 0 and result.epochs_run >= 1
+    changed = {k for k in live_state if not torch.equal(live_state[k], tuned[k])}
+    for name, parameter in trainable_state(result.model.encoder, 2).items():
+        original = trainable_state(pretrained.encoder, 2)[name]
+        assert not torch.equal(parameter, original), f"{name} did not change"
+    frozen_changed = {k for k in changed if ".layer.4." not in k and ".layer.5." not in k}
+    assert not frozen_changed, f"frozen weights changed: {sorted(frozen_changed)[:3]}"
+    assert all(torch.equal(v, pretrained.encoder.state_dict()[k]) for k, v in live_state.items()), \
+        "the live model was modified"
+
+
+def test_finetune_learns_the_accepted_pairs(pretrained, bank):
+    pairs = _pairs(bank)
+    before = np.mean([pretrained.answer(p.prompt).answer.id == bank.answers[p.answer_index].id for p in pairs])
+    result = finetune(pretrained, pairs, FinetuneConfig(max_epochs=8, batch_size=6, learning_rate=2e-4), show_bar=False)
+    after = np.mean([result.model.answer(p.prompt).answer.id == bank.answers[p.answer_index].id for p in pairs])
+    assert after > before or after == 1.0
+
+
+def test_gate_refuses_a_deliberately_worse_model_and_says_why(pretrained):
+    worse = ResponseModel(copy.deepcopy(pretrained.encoder), pretrained.bank, pretrained.config)
+    with torch.no_grad():
+        for parameter in trainable_state(worse.encoder, 2).values():
+            parameter.add_(torch.randn_like(parameter) * 0.5)
+    worse = ResponseModel(worse.encoder, pretrained.bank, pretrained.config)
+    from rsft_plugin.golden import load_golden
+
+    heldout = load_golden(REPO / "data" / "golden.csv", pretrained.bank, "heldout")
+    result = gate(pretrained, worse, heldout, [], GateConfig())
+    assert not result.promote
+    assert "below the required gain" in result.reason and result.candidate_accuracy < result.live_accuracy
+    same = gate(pretrained, pretrained, heldout, [], GateConfig(min_improvement=0.0))
+    assert same.promote and same.candidate_accuracy == same.live_accuracy
