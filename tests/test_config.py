@@ -69,3 +69,14 @@ def test_ints_are_accepted_for_floats(tmp_path):
 def test_the_repository_config_loads():
     config = load_config(Path(__file__).resolve().parent.parent / "rsft.yml")
     assert config.paths.answers.exists() and config.paths.golden.exists()
+
+
+def test_the_repository_config_states_the_defaults():
+    """rsft.yml documents every default; if a default changes, the file must change with it."""
+    from rsft_plugin.config import Config
+
+    repo = load_config(Path(__file__).resolve().parent.parent / "rsft.yml")
+    defaults = Config()
+    for section in defaults.section_names():
+        if section != "paths":
+            assert getattr(repo, section) == getattr(defaults, section), section

@@ -7,6 +7,7 @@ first run after a change of bot/ pays for `rasa train`.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -152,3 +153,40 @@ def _live_model(stack: Stack):
     from rsft_plugin.model import ResponseModel
 
     return ResponseModel.load(Registry(stack.config.paths.models_dir).live_path(), stack.config.model)
+
+
+def test_simulated_traffic_then_a_round_makes_the_bot_answer_from_the_new_version(stack):
+    """rsft simulate over the real REST channel, one round, and the running bot answers from the new version."""
+    from click.testing import CliRunner
+
+    from rsft_plugin.cli import main
+    from rsft_plugin.config import load_config
+    from rsft_plugin.rounds import run_round
+
+    from .conftest import REPO
+
+    config_path = stack.config.source
+    simulated = CliRunner().invoke(main, ["--config", str(config_path), "simulate", "--dataset",
+                                          str(REPO / "data" / "golden.csv"), "--split", "train", "--n", "150",
+                                          "--noise", "0.2", "--seed", "3"])
+    assert simulated.exit_code == 0, simulated.output
+    answered = int(re.search(r"(\d+) answered by the response model", simulated.output).group(1))
+    assert answered >= 120 and "0 failed" in simulated.output, simulated.output
+    lenient = load_config(config_path, overrides={"gate": {"min_improvement": -1.0, "topic_tolerance": 1.0,
+                                                           "rated_tolerance": 1.0}})
+    before = Registry(stack.config.paths.models_dir).live_name()
+    result = run_round(lenient, show_bar=False)
+    assert result.status == "promoted", result.reason
+    assert Registry(stack.config.paths.models_dir).live_name() == result.new_version != before
+    deadline = time.monotonic() + 60
+    served_by = None
+    while time.monotonic() < deadline and served_by != result.new_version:
+        answer = _rated_answer(_say(stack, "e2e-after-round", "how do I get my money back for a return"))
+        store = _store(stack)
+        try:
+            served_by = store.turn(json.loads(answer["buttons"][0]["payload"][len("/rate"):])["turn_id"])[
+                "model_version"]
+        finally:
+            store.close()
+        time.sleep(0.3)
+    assert served_by == result.new_version

@@ -48,7 +48,8 @@ def test_collect_merges_near_duplicates_and_remembers_every_turn(store, embed_fi
     a = _log(store, "s1", "Where is my parcel?", "track_order")
     b = _log(store, "s2", "where is my parcel", "track_order")
     c = _log(store, "s3", "How do I delete my account?", "delete_account")
-    prompts = collect_prompts(store, embed_fixed, CollectConfig(min_prompts=1, gate_fraction=0), np.random.default_rng(0))
+    config = CollectConfig(min_prompts=1, gate_fraction=0)
+    prompts = collect_prompts(store, embed_fixed, config, np.random.default_rng(0))
     merged = {frozenset(p.turn_ids) for p in prompts.prompts}
     assert merged == {frozenset({a, b}), frozenset({c})}
     assert prompts.embeddings.shape == (2, 384)

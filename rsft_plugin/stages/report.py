@@ -49,13 +49,16 @@ def _reward_histogram(path: Path, outcome: RejectOutcome) -> Path:
                   label="P(accept) = exp((r − r_max)/β)")
         axis.set_ylabel("acceptance probability")
         axis.set_ylim(0, 1.05)
-        axis.legend(loc="upper center")
+        extra = axis.get_legend_handles_labels()
     else:
         axes.set_title(f"thresholds: similarity ≥ {outcome.boundary['s_min']}, rating ≥ {outcome.boundary['r_min']}",
                        fontsize=9)
+        extra = ([], [])
     axes.set_xlabel("reward = w_sim·similarity + w_rating·rating")
     axes.set_ylabel("candidates")
-    axes.legend(loc="upper left")
+    handles, labels = axes.get_legend_handles_labels()
+    axes.legend(handles + extra[0], labels + extra[1], loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3,
+                fontsize=8, frameon=False)
     figure.suptitle(f"Rewards and the {outcome.rule} rule — acceptance {outcome.acceptance_rate:.1%}")
     return _save(figure, path)
 
@@ -83,7 +86,7 @@ def _accuracy_by_topic(path: Path, result: GateResult) -> Path:
     axes.set_yticks(list(rows), topics, fontsize=7)
     axes.set_xlim(0, 1)
     axes.set_xlabel("held-out top-1 accuracy")
-    axes.legend(loc="lower right")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=2, frameon=False)
     figure.suptitle("Held-out accuracy per topic, before and after")
     return _save(figure, path)
 
