@@ -35,7 +35,15 @@ venvs: .venv/.installed .venv-rasa/.installed
 run: venvs
 	.venv/bin/rsft serve
 
-test: venvs
+# The browser tests drive Debian's Chromium through Playwright (which never downloads a browser here); the emoji
+# font makes 👍/👎 render in screenshots. Installed on first `make test` (as root, like the rest of setup).
+BROWSER := /usr/bin/chromium
+EMOJI_FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
+
+$(BROWSER) $(EMOJI_FONT):
+	apt-get update && apt-get install -y --no-install-recommends chromium fonts-noto-color-emoji
+
+test: venvs $(BROWSER) $(EMOJI_FONT)
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: .venv/.installed

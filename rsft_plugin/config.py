@@ -87,6 +87,19 @@ class ServerConfig:
 
 
 @dataclass
+class ConsoleConfig:
+    """The operator console (/console on the web server): login sessions and inbox defaults."""
+
+    session_minutes: float = _help("An operator session ends this many minutes after login.", 60.0)
+    low_score: float = _help("Inbox 'low score' filter: answers whose cosine score is below this.", 0.4)
+
+    def __post_init__(self) -> None:
+        _check(0 < self.session_minutes <= 7 * 24 * 60, "console", "session_minutes",
+               "must be > 0 and at most a week (10080)")
+        _check(-1 <= self.low_score <= 1, "console", "low_score", "must be a cosine in [-1, 1]")
+
+
+@dataclass
 class CollectConfig:
     """Stage 1: which logged questions a round learns from."""
 
@@ -222,6 +235,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)

@@ -25,3 +25,15 @@ class RegistryError(RsftError):
 
 class RatingRefused(RsftError):
     """A rating that names no turn, another sender's turn, or carries a bad score."""
+
+
+class InputError(RsftError):
+    """A request parameter or form value we cannot use (the web layer answers 400 with the message)."""
+
+
+class NotFound(RsftError):
+    """A conversation, answer, round, plot or model version that does not exist (the web layer answers 404)."""
+
+
+class Conflict(RsftError):
+    """Refused because of the current state: another run is in progress, or it exists already (HTTP 409)."""

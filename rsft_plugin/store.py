@@ -222,6 +222,192 @@ class Store:
         with self._lock:
             return self.db[table].count
 
+    # ---- operator console ----------------------------------------------------------------------------------
+
+    def conversations(self, *, rating: str = "any", score_below: float | None = None, topic: str | None = None,
+                      since: str | None = None, until: str | None = None, version: str | None = None,
+                      text: str | None = None, sort: str = "newest", limit: int = 50,
+                      offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+        """Conversations (one per sender) having at least one turn that matches every given filter.
+
+        Args:
+            rating: any | down | up | rated | unrated (of the matching turn).
+            score_below: the matching turn's answer score (cosine) is below this.
+            topic / version: the matching turn was answered with this topic / by this model version.
+            since / until: ISO timestamps or dates; the matching turn was logged at or after `since`, before `until`.
+            text: case-insensitive substring of the question or the answer, or the exact sender id.
+            sort: newest (last turn first) | down_first (conversations with a 👎 first, then newest) |
+                lowest_score (lowest answer score first).
+
+        Returns:
+            (how many conversations match, one page of them) — each with its turn count, 👍/👎 counts, lowest
+            score, model versions, first/last time and the newest matching question.
+        """
+        conditions, params = [], []
+        rating_sql = {"any": None, "down": "r.score = 0", "up": "r.score = 1", "rated": "r.score IS NOT NULL",
+                      "unrated": "r.score IS NULL"}
+        if rating not in rating_sql:
+            raise ValueError(f"rating must be one of {sorted(rating_sql)}")
+        if rating_sql[rating]:
+            conditions.append(rating_sql[rating])
+        for clause, value in (("t.score < ?", score_below), ("t.answer_topic = ?", topic),
+                              ("t.created_at >= ?", since), ("t.created_at < ?", until),
+                              ("t.model_version = ?", version)):
+            if value is not None:
+                conditions.append(clause)
+                params.append(value)
+        if text:
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            conditions.append("(t.user_text LIKE ? ESCAPE '\\' OR t.answer_text LIKE ? ESCAPE '\\' "
+                              "OR t.sender_id = ?)")
+            params += [pattern, pattern, text]
+        order = {"newest": "last_at DESC", "down_first": "(down > 0) DESC, last_at DESC",
+                 "lowest_score": "min_score ASC, last_at DESC"}
+        if sort not in order:
+            raise ValueError(f"sort must be one of {sorted(order)}")
+        where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
+        matched = (f"SELECT t.sender_id, max(t.created_at) AS hit_at, count(*) AS hits FROM turns t "
+                   f"LEFT JOIN ratings r ON r.turn_id = t.id {where} GROUP BY t.sender_id")
+        with self._lock:
+            total = self.db.execute(f"SELECT count(*) FROM ({matched})", params).fetchone()[0]
+            rows = list(self.db.query(f"""
+                WITH matched AS ({matched})
+                SELECT t.sender_id, count(*) AS turns, min(t.created_at) AS first_at, max(t.created_at) AS last_at,
+                       coalesce(sum(r.score = 0), 0) AS down, coalesce(sum(r.score = 1), 0) AS up,
+                       min(t.score) AS min_score, group_concat(DISTINCT t.model_version) AS versions,
+                       m.hits AS matching_turns,
+                       (SELECT h.user_text FROM turns h WHERE h.sender_id = t.sender_id AND h.created_at = m.hit_at
+                        ORDER BY h.rowid DESC LIMIT 1) AS question
+                FROM turns t JOIN matched m ON m.sender_id = t.sender_id LEFT JOIN ratings r ON r.turn_id = t.id
+                GROUP BY t.sender_id ORDER BY {order[sort]} LIMIT ? OFFSET ?""", [*params, limit, offset]))
+        for row in rows:
+            row["versions"] = sorted(set((row["versions"] or "").split(",")) - {""})
+        return total, rows
+
+    def conversation(self, sender_id: str) -> list[dict[str, Any]]:
+        """Every turn of one conversation, oldest first, with its top-k alternatives and its rating."""
+        return self._query(f"{_TURNS_WITH_RATINGS} WHERE t.sender_id = ? ORDER BY t.created_at, t.rowid",
+                           [sender_id])
+
+    def turn_facets(self) -> dict[str, Any]:
+        """What the inbox can filter on: answer topics and model versions in the log, and its time span."""
+        with self._lock:
+            topics = [r[0] for r in self.db.execute(
+                "SELECT DISTINCT answer_topic FROM turns WHERE answer_topic IS NOT NULL ORDER BY 1")]
+            versions = [r[0] for r in self.db.execute("SELECT DISTINCT model_version FROM turns ORDER BY 1")]
+            first, last, senders = self.db.execute(
+                "SELECT min(created_at), max(created_at), count(DISTINCT sender_id) FROM turns").fetchone()
+        return {"topics": topics, "versions": versions, "first_at": first, "last_at": last, "conversations": senders}
+
+    def iter_turns(self, batch: int = 500) -> Iterator[dict[str, Any]]:
+        """Every turn with its rating, oldest first, read in batches (an export never holds the log in memory)."""
+        last = 0
+        while True:
+            with self._lock:
+                rows = list(self.db.query(
+                    "SELECT t.rowid AS _rowid, t.id, t.sender_id, t.created_at, t.user_text, t.answer_id, "
+                    "t.answer_topic, t.answer_text, t.model_version, t.score, r.score AS rating, "
+                    "r.updated_at AS rated_at FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id "
+                    "WHERE t.rowid > ? ORDER BY t.rowid LIMIT ?", [last, batch]))
+            if not rows:
+                return
+            last = rows[-1]["_rowid"]
+            for row in rows:
+                del row["_rowid"]
+                yield row
+
+    def round_examples(self, round_id: int, accepted: bool, limit: int = 50) -> tuple[int, list[dict[str, Any]]]:
+        """A round's accepted (or rejected) candidates with their prompt and reward parts, highest reward first.
+
+        Returns (how many there are, the first `limit`).
+        """
+        with self._lock:
+            total = self.db.execute("SELECT count(*) FROM round_candidates WHERE round_id = ? AND accepted = ?",
+                                    [round_id, int(accepted)]).fetchone()[0]
+            rows = list(self.db.query(
+                "SELECT c.prompt_id, c.draw, p.text AS prompt, c.answer_id, c.topic, c.q, c.cosine, c.similarity, "
+                "c.rating_up, c.rating_down, c.rating, c.reward, c.accept_probability, c.accepted, c.sampled_by "
+                "FROM round_candidates c JOIN round_prompts p ON p.round_id = c.round_id AND p.prompt_id = c.prompt_id "
+                "WHERE c.round_id = ? AND c.accepted = ? ORDER BY c.reward DESC, c.prompt_id, c.draw LIMIT ?",
+                [round_id, int(accepted), limit]))
+        return total, rows
+
+    def add_answer_revision(self, answer_id: str, topic: str, category: str, text: str, action: str,
+                            note: str = "") -> dict[str, Any]:
+        """Record one edit of the answer bank (action 'add' or 'edit'); returns the stored revision."""
+        if action not in ("add", "edit"):
+            raise ValueError("action must be 'add' or 'edit'")
+        self._ensure_console_tables()
+        with self._transaction():
+            revision_id = self.db["answer_revisions"].insert({
+                "answer_id": answer_id, "topic": topic, "category": category, "text": text, "action": action,
+                "note": note, "created_at": utc_now()}).last_pk
+            return dict(self.db["answer_revisions"].get(revision_id))
+
+    def answer_revisions(self, answer_id: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        """Edits of the answer bank (of one answer, or all), newest first."""
+        self._ensure_console_tables()
+        where, params = ("WHERE answer_id = ?", [answer_id]) if answer_id is not None else ("", [])
+        with self._lock:
+            return list(self.db.query(f"SELECT * FROM answer_revisions {where} ORDER BY id DESC LIMIT ?",
+                                      [*params, limit]))
+
+    def latest_answer_revisions(self) -> list[dict[str, Any]]:
+        """The newest revision of every edited or added answer, in the order the answers were first edited."""
+        self._ensure_console_tables()
+        with self._lock:
+            return list(self.db.query(
+                "SELECT a.* FROM answer_revisions a JOIN (SELECT answer_id, max(id) AS newest, min(id) AS oldest "
+                "FROM answer_revisions GROUP BY answer_id) n ON a.id = n.newest ORDER BY n.oldest"))
+
+    def start_bank_publication(self, owner_pid: int, is_alive: Any) -> int | None:
+        """Record that a publication of the edited answer bank starts (owned by `owner_pid`); None if one runs."""
+        self._ensure_console_tables()
+        with self._transaction():
+            running = list(self.db.execute("SELECT id, pid FROM bank_publications WHERE status = 'running'"))
+            if any(is_alive(pid) for _, pid in running):
+                return None
+            for publication_id, _ in running:
+                self.db["bank_publications"].update(publication_id, {
+                    "status": "failed", "finished_at": utc_now(),
+                    "message": "its process ended without finishing (killed or crashed)"})
+            return self.db["bank_publications"].insert({
+                "status": "running", "started_at": utc_now(), "pid": owner_pid, "message": "starting"}).last_pk
+
+    def update_bank_publication(self, publication_id: int, **fields: Any) -> None:
+        self._ensure_console_tables()
+        with self._transaction():
+            self.db["bank_publications"].update(publication_id, fields)
+
+    def bank_publications(self, limit: int = 10, is_alive: Any = None) -> list[dict[str, Any]]:
+        """Publications of the answer bank, newest first; with `is_alive`, dead 'running' ones become failed."""
+        self._ensure_console_tables()
+        if is_alive is not None:
+            with self._lock:
+                running = list(self.db.execute("SELECT id, pid FROM bank_publications WHERE status = 'running'"))
+            for publication_id, pid in running:
+                if not is_alive(pid):
+                    self.update_bank_publication(publication_id, status="failed", finished_at=utc_now(),
+                                                 message="its process ended without finishing (killed or crashed)")
+        with self._lock:
+            return list(self.db.query("SELECT * FROM bank_publications ORDER BY id DESC LIMIT ?", [limit]))
+
+    def _ensure_console_tables(self) -> None:
+        """The console's own tables (answer-bank revisions and publications), created on first use."""
+        if getattr(self, "_console_tables_ready", False):
+            return
+        with self._lock:
+            self.db.execute("""CREATE TABLE IF NOT EXISTS answer_revisions (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, answer_id TEXT NOT NULL, topic TEXT NOT NULL,
+                category TEXT NOT NULL, text TEXT NOT NULL, action TEXT NOT NULL, note TEXT,
+                created_at TEXT NOT NULL)""")
+            self.db.execute("CREATE INDEX IF NOT EXISTS idx_answer_revisions_answer ON answer_revisions (answer_id)")
+            self.db.execute("""CREATE TABLE IF NOT EXISTS bank_publications (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, status TEXT NOT NULL, started_at TEXT NOT NULL,
+                finished_at TEXT, live_version TEXT, new_version TEXT, revision_id INTEGER, answers INTEGER,
+                message TEXT, pid INTEGER)""")
+        self._console_tables_ready = True
+
     # ---- internals -----------------------------------------------------------------------------------------
 
     def _query(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:

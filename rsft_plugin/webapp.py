@@ -1,8 +1,10 @@
-"""The web server: the customer chat page, and the operator API (retrain trigger and round status).
+"""The web server: the customer chat page, the operator console (/console) and the operator API (/api).
 
-The chat page is public; every /api route needs the operator token as `Authorization: Bearer <token>`
-(RSFT_OPERATOR_TOKEN, or the one generated into var/run/secrets/operator-token). This process never loads a
-model: a triggered round runs as its own `rsft retrain` process, and status is read from the SQLite log.
+The chat page and its static files are public; so is the console's login form. Every other route needs the
+operator: `Authorization: Bearer <token>` (RSFT_OPERATOR_TOKEN, or the one generated into
+var/run/secrets/operator-token), or a console session made by logging in with that token (see console.py and
+sessions.py). This process never loads a model: a triggered round runs as its own `rsft retrain` process, a
+published answer bank as its own process too, and status is read from the SQLite log.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .answer_edits import publications
 from .config import Config
+from .console import PUBLIC_RESOURCES, add_console_routes, errors, guard, mark_public
 from .registry import Registry
-from .secrets import OPERATOR_TOKEN, get_secret, matches
+from .secrets import OPERATOR_TOKEN, get_secret
+from .sessions import SessionStore
 from .store import Store, process_alive
 
 STATIC_DIR = Path(__file__).parent / "web" / "static"
@@ -23,9 +28,19 @@ _ROUND_FIELDS = ("id", "status", "stage", "progress", "message", "reason", "star
                  "live_version", "new_version", "rule")
 
 
-def build_app(config: Config, rasa_url: str, shop_name: str = "Northwind Goods") -> web.Application:
-    """`/` chat page, `/static/*`, `/config.json`, `/healthz`; operator API under `/api/`."""
-    app = web.Application(middlewares=[_operator_only(get_secret(config.paths.run_dir, OPERATOR_TOKEN))])
+def build_app(config: Config, rasa_url: str, shop_name: str = "Northwind Goods",
+              sessions: SessionStore | None = None) -> web.Application:
+    """`/` chat page, `/static/*`, `/config.json`, `/healthz` (public); the console under `/console/`; the
+    operator API under `/api/`.
+
+    Args:
+        sessions: the console's session store (default: one with `console.session_minutes`); tests pass one
+            with their own clock.
+    """
+    token = get_secret(config.paths.run_dir, OPERATOR_TOKEN)
+    sessions = sessions if sessions is not None else SessionStore(config.console.session_minutes)
+    app = web.Application(middlewares=[errors, guard(token, sessions)])
+    app[PUBLIC_RESOURCES] = set()
     settings = {"rasa_url": rasa_url.rstrip("/"), "shop_name": shop_name}
 
     async def chat_page(request: web.Request) -> web.FileResponse:
@@ -45,6 +60,9 @@ def build_app(config: Config, rasa_url: str, shop_name: str = "Northwind Goods")
         current = _latest_round(config)
         if current and current["status"] == "running":
             return web.json_response({"error": "a round is already running", "round": current}, status=409)
+        if any(p["status"] == "running" for p in publications(config, 1)):
+            return web.json_response({"error": "the answer bank is being published; retrain when it is live"},
+                                     status=409)
         command = [sys.executable, "-m", "rsft_plugin.cli"]
         if config.source:
             command += ["--config", str(config.source)]
@@ -56,27 +74,14 @@ def build_app(config: Config, rasa_url: str, shop_name: str = "Northwind Goods")
         return web.json_response({"started": True, "pid": process.pid,
                                   "status_url": str(request.url.with_path("/api/status"))}, status=202)
 
-    app.router.add_get("/", chat_page)
-    app.router.add_get("/config.json", page_config)
-    app.router.add_get("/healthz", health)
-    app.router.add_static("/static/", STATIC_DIR)
+    mark_public(app, app.router.add_get("/", chat_page))
+    mark_public(app, app.router.add_get("/config.json", page_config))
+    mark_public(app, app.router.add_get("/healthz", health))
+    mark_public(app, app.router.add_static("/static/", STATIC_DIR))
     app.router.add_get("/api/status", status)
     app.router.add_post("/api/rounds", trigger)
+    add_console_routes(app, config, token, sessions)
     return app
-
-
-def _operator_only(token: str):
-    @web.middleware
-    async def check(request: web.Request, handler):
-        if request.path.startswith("/api/"):
-            header = request.headers.get("Authorization", "")
-            given = header[len("Bearer "):] if header.startswith("Bearer ") else None
-            if not matches(given, token):
-                return web.json_response({"error": "operator token required (Authorization: Bearer ...)"},
-                                         status=401, headers={"WWW-Authenticate": "Bearer"})
-        return await handler(request)
-
-    return check
 
 
 def _latest_round(config: Config) -> dict | None:

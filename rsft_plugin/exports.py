@@ -1,0 +1,116 @@
+"""Downloads for operators: accepted training examples and the conversation log, as JSONL or CSV.
+
+Customer text passes through `pii.redact` on its way out (questions, prompts, and answers, whose slots may hold
+an email or an order number taken from the customer's message): an export is a copy that leaves the live log,
+so it never carries personal data. CSV cells that a spreadsheet would run as a formula are prefixed with `'`.
+Rows are produced one at a time, so an export of a large log streams instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import NotFound
+from .store import Store
+
+FORMATS = {"jsonl": "application/x-ndjson; charset=utf-8", "csv": "text/csv; charset=utf-8"}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    description: str
+    fields: tuple[str, ...]
+    rows: Callable[[Store], Iterator[dict[str, Any]]]
+
+
+def _training_examples(store: Store) -> Iterator[dict[str, Any]]:
+    redact = _redactor()
+    for row in store.training_examples():
+        yield {**row, "prompt": redact(row["prompt"] or ""), "turn_ids": json.loads(row["turn_ids"] or "[]")}
+
+
+def _conversations(store: Store) -> Iterator[dict[str, Any]]:
+    redact = _redactor()
+    for row in store.iter_turns():
+        yield {"turn_id": row["id"], "sender_id": row["sender_id"], "created_at": row["created_at"],
+               "question": redact(row["user_text"] or ""), "answer_id": row["answer_id"],
+               "answer_topic": row["answer_topic"], "answer_text": redact(row["answer_text"] or ""),
+               "model_version": row["model_version"], "score": row["score"], "rating": row["rating"],
+               "rated_at": row["rated_at"]}
+
+
+DATASETS = {d.name: d for d in (
+    Dataset("training-examples", "accepted (prompt, answer) pairs of every round, with reward parts and provenance",
+            ("round_id", "prompt_id", "prompt", "answer_id", "topic", "turn_ids", "sampled_by", "rule", "q",
+             "similarity", "rating_up", "rating_down", "rating", "reward", "accept_probability"),
+            _training_examples),
+    Dataset("conversations", "every logged turn with its answer, model version, score and rating",
+            ("turn_id", "sender_id", "created_at", "question", "answer_id", "answer_topic", "answer_text",
+             "model_version", "score", "rating", "rated_at"),
+            _conversations),
+)}
+
+
+def export_lines(db_path: str | Path, dataset: str, fmt: str) -> Iterator[str]:
+    """The export as text chunks (a header line first for CSV). Opens and closes its own Store.
+
+    Raises:
+        NotFound: an unknown dataset or format (checked before anything is produced).
+    """
+    chosen = _dataset(dataset, fmt)
+    return _lines(db_path, chosen, fmt)
+
+
+def _lines(db_path: str | Path, chosen: Dataset, fmt: str) -> Iterator[str]:
+    store = Store(db_path)
+    try:
+        if fmt == "jsonl":
+            for row in chosen.rows(store):
+                yield json.dumps({k: row.get(k) for k in chosen.fields}, ensure_ascii=False) + "\n"
+            return
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(chosen.fields)
+        for n, row in enumerate(chosen.rows(store), start=1):
+            writer.writerow([_csv_cell(row.get(k)) for k in chosen.fields])
+            if n % 200 == 0:
+                yield _drain(buffer)
+        yield _drain(buffer)
+    finally:
+        store.close()
+
+
+def _dataset(dataset: str, fmt: str) -> Dataset:
+    if dataset not in DATASETS:
+        raise NotFound(f"no export {dataset!r}; there are {sorted(DATASETS)}")
+    if fmt not in FORMATS:
+        raise NotFound(f"no format {fmt!r}; there are {sorted(FORMATS)}")
+    return DATASETS[dataset]
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, list | dict):
+        value = json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
+
+
+def _drain(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
+
+
+def _redactor() -> Callable[[str], str]:
+    from .pii import redact  # personal data never leaves in an export
+
+    return redact

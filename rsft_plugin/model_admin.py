@@ -1,0 +1,75 @@
+"""Model versions as the console shows and changes them: lineage, the live one, promote and rollback.
+
+Promote and rollback only move the live pointer (`Registry.set_live`, atomic, logged in pointer-log.jsonl); the
+running action server sees the change and swaps the model in without a failed request. Versions themselves are
+immutable, so either step can be undone by the other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import Config
+from .errors import InputError, NotFound, RegistryError
+from .registry import Registry
+from .versions import rollback
+
+
+def models_overview(config: Config) -> dict[str, Any]:
+    """Every version newest first, with parent, round, held-out accuracy and whether it is live."""
+    registry = Registry(config.paths.models_dir)
+    live = registry.live_name()
+    versions = []
+    for info in reversed(registry.versions()):
+        versions.append({"name": info.name, "created_at": info.created_at, "parent": info.parent,
+                         "round_id": info.round_id, "heldout_accuracy": info.eval.get("heldout_accuracy"),
+                         "heldout_n": info.eval.get("heldout_n"), "accepted": info.eval.get("accepted"),
+                         "notes": info.notes, "n_answers": info.n_answers,
+                         "answer_bank_hash": info.answer_bank_hash[:12], "live": info.name == live})
+    history = list(reversed(registry.pointer_history()))[:20]
+    return {"live": live, "previous": registry.previous_live(), "versions": versions, "history": history}
+
+
+def promote_version(config: Config, name: Any) -> dict[str, Any]:
+    """Make version `name` live.
+
+    Raises:
+        InputError: not a version name, or it is live already.
+        NotFound: no complete version of that name.
+    """
+    registry = Registry(config.paths.models_dir)
+    _known(registry, name)
+    if registry.live_name() == name:
+        raise InputError(f"{name} is live already")
+    previous = registry.set_live(name, "promoted from the console")
+    return {"live": name, "previous": previous}
+
+
+def rollback_version(config: Config, name: Any = None) -> dict[str, Any]:
+    """Put back the version that was live before the current one (or version `name`).
+
+    Raises:
+        InputError: nothing to roll back to, or `name` is live already.
+        NotFound: no complete version of that name.
+    """
+    registry = Registry(config.paths.models_dir)
+    if name is not None:
+        _known(registry, name)
+        if registry.live_name() == name:
+            raise InputError(f"{name} is live already")
+    try:
+        previous, now = rollback(config, name)
+    except RegistryError as exc:
+        raise InputError(str(exc)) from exc
+    return {"live": now, "previous": previous}
+
+
+def _known(registry: Registry, name: Any) -> None:
+    if not isinstance(name, str):
+        raise InputError("a version name is text like v0002")
+    try:
+        registry.version_path(name)
+    except RegistryError as exc:
+        if "is not a version name" in str(exc):
+            raise InputError(str(exc)) from exc
+        raise NotFound(f"there is no version {name}") from exc

@@ -1,0 +1,114 @@
+"""Rounds as the console shows them: the list, one round's full report, and its plots.
+
+A round's report combines its `rounds` row (status, stage, progress, reason, stats with the gate's per-topic
+accuracy and the acceptance rate per topic), its candidates from `round_candidates` (accepted and rejected, with
+every reward part) and the PNG plots the report stage wrote. Prompts are customer text: they pass through
+`pii.redact` before they are shown.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .errors import NotFound
+from .store import Store, process_alive
+
+PLOTS = {
+    "reward_histogram.png": "Rewards of accepted and rejected candidates, with the acceptance rule",
+    "acceptance_by_topic.png": "Share of candidates accepted, per topic",
+    "accuracy_by_topic.png": "Held-out accuracy per topic, live model vs candidate",
+}
+_SUMMARY = ("id", "status", "stage", "progress", "message", "reason", "started_at", "finished_at", "live_version",
+            "new_version", "rule")
+
+
+def rounds_overview(config: Config, limit: int = 50) -> list[dict[str, Any]]:
+    """Rounds newest first with their headline numbers; rounds whose process died are marked failed first."""
+    store = Store(config.paths.db)
+    try:
+        store.fail_abandoned_rounds(process_alive)
+        rows = store.rounds(limit)
+    finally:
+        store.close()
+    out = []
+    for row in rows:
+        stats, gate = row["stats"], row["stats"].get("gate") or {}
+        out.append({**{k: row[k] for k in _SUMMARY}, "prompts": stats.get("prompts"),
+                    "candidates": stats.get("candidates"), "accepted": stats.get("accepted"),
+                    "acceptance_rate": stats.get("acceptance_rate"), "live_accuracy": gate.get("live_accuracy"),
+                    "candidate_accuracy": gate.get("candidate_accuracy")})
+    return out
+
+
+def round_detail(config: Config, round_id: int, examples: int = 25) -> dict[str, Any]:
+    """Everything about one round: numbers, per-topic accuracy before/after, examples, plots, why it ended so.
+
+    Raises:
+        NotFound: no such round.
+    """
+    from .pii import redact  # prompts are customer text
+
+    store = Store(config.paths.db)
+    try:
+        store.fail_abandoned_rounds(process_alive)
+        row = store.round(round_id)
+        if row is None:
+            raise NotFound(f"there is no round {round_id}")
+        accepted_total, accepted = store.round_examples(round_id, True, examples)
+        rejected_total, rejected = store.round_examples(round_id, False, examples)
+    finally:
+        store.close()
+    for example in accepted + rejected:
+        example["prompt"] = redact(example["prompt"] or "")
+    stats, gate = row["stats"], row["stats"].get("gate") or {}
+    per_topic = [{"topic": topic, "live": numbers.get("live"), "candidate": numbers.get("candidate"),
+                  "change": (numbers.get("candidate") or 0) - (numbers.get("live") or 0)}
+                 for topic, numbers in sorted((gate.get("per_topic") or {}).items())]
+    acceptance = [{"topic": t, "rate": r} for t, r in sorted((stats.get("acceptance_by_topic") or {}).items(),
+                                                              key=lambda item: (item[1], item[0]))]
+    directory = _round_dir(config, round_id)
+    return {
+        **{k: row[k] for k in _SUMMARY}, "params": row["params"], "stage_seconds": row["stage_seconds"],
+        "stats": {k: v for k, v in stats.items() if k not in ("gate", "acceptance_by_topic")},
+        "gate": {k: v for k, v in gate.items() if k != "per_topic"} or None,
+        "verdict": _verdict(row), "per_topic": per_topic, "acceptance_by_topic": acceptance,
+        "accepted": {"total": accepted_total, "examples": accepted},
+        "rejected": {"total": rejected_total, "examples": rejected},
+        "plots": [{"name": name, "title": title} for name, title in PLOTS.items() if (directory / name).is_file()],
+    }
+
+
+def plot_path(config: Config, round_id: int, name: str) -> Path:
+    """The file of one of a round's plots; only the report's own PNGs are ever served.
+
+    Raises:
+        NotFound: an unknown plot name, or the round has no such plot (yet).
+    """
+    if name not in PLOTS:
+        raise NotFound(f"no plot {name!r}; a round's plots are {sorted(PLOTS)}")
+    path = _round_dir(config, round_id) / name
+    if not path.is_file():
+        raise NotFound(f"round {round_id} has no {name}")
+    return path
+
+
+def _round_dir(config: Config, round_id: int) -> Path:
+    return config.paths.rounds_dir / f"round-{round_id:04d}"
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    """One sentence: promoted, kept or stopped, and why."""
+    reason = row["reason"] or ""
+    match row["status"]:
+        case "promoted":
+            return f"Promoted {row['new_version']} (trained from {row['live_version']}): {reason}"
+        case "kept":
+            return f"Kept {row['live_version']} live — the gate refused the candidate: {reason}"
+        case "stopped":
+            return f"Stopped before training: {reason}"
+        case "failed":
+            return f"Failed: {reason}"
+        case _:
+            return f"Running: {row['stage']} ({(row['progress'] or 0):.0%})"

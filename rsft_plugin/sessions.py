@@ -1,0 +1,127 @@
+"""Operator login sessions of the console: server-side, random ids, a fixed lifetime, one CSRF token each.
+
+The browser holds only a random session id (a cookie, HttpOnly, SameSite=Strict); everything else stays in this
+process. Sessions live in memory: restarting the web server logs every operator out, which is the safe direction.
+A session ends `console.session_minutes` after login (not after the last request: the console polls while a
+round runs, so an idle timeout would never fire in an open tab).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .secrets import matches
+
+COOKIE_NAME = "rsft_operator"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+
+
+@dataclass(frozen=True)
+class Session:
+    key: str  # sha256 of the cookie value: the cookie itself is never stored
+    csrf_token: str
+    created: float
+    expires: float
+
+
+class SessionStore:
+    """Create, look up and end operator sessions. Thread-safe; the clock is injectable for tests."""
+
+    def __init__(self, minutes: float, clock: Callable[[], float] = time.monotonic, max_sessions: int = 1000) -> None:
+        self.lifetime = minutes * 60.0
+        self.clock = clock
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def max_age_seconds(self) -> int:
+        """The cookie's Max-Age: the browser forgets it when the server would."""
+        return max(1, int(self.lifetime))
+
+    def create(self) -> tuple[str, Session]:
+        """A new session; returns the cookie value (shown to the browser once) and the session."""
+        cookie = secrets.token_urlsafe(32)
+        now = self.clock()
+        session = Session(_key(cookie), secrets.token_urlsafe(32), now, now + self.lifetime)
+        with self._lock:
+            self._sweep(now)
+            if len(self._sessions) >= self.max_sessions:  # the oldest goes first; no unbounded growth
+                oldest = min(self._sessions.values(), key=lambda s: s.created)
+                del self._sessions[oldest.key]
+            self._sessions[session.key] = session
+        return cookie, session
+
+    def get(self, cookie: str | None) -> Session | None:
+        """The live session behind a cookie value, or None (unknown, malformed or expired)."""
+        if not cookie or len(cookie) > 200:
+            return None
+        key = _key(cookie)
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is None:
+                return None
+            if self.clock() >= session.expires:
+                del self._sessions[key]
+                return None
+            return session
+
+    def end(self, cookie: str | None) -> None:
+        if cookie:
+            with self._lock:
+                self._sessions.pop(_key(cookie), None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._sweep(self.clock())
+            return len(self._sessions)
+
+    def _sweep(self, now: float) -> None:
+        for key in [k for k, s in self._sessions.items() if now >= s.expires]:
+            del self._sessions[key]
+
+
+def csrf_ok(session: Session, given: str | None) -> bool:
+    """Whether a state-changing request carries its session's CSRF token (compared in constant time)."""
+    return matches(given, session.csrf_token)
+
+
+def _key(cookie: str) -> str:
+    return hashlib.sha256(cookie.encode("utf-8", "replace")).hexdigest()
+
+
+class LoginThrottle:
+    """At most `attempts` failed logins per client address within `window` seconds; then 429 until they age out.
+
+    The generated operator token cannot be guessed anyway; this bounds guessing at a hand-chosen
+    RSFT_OPERATOR_TOKEN. The bearer token on /api is unaffected.
+    """
+
+    def __init__(self, attempts: int = 10, window: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.attempts, self.window, self.clock = attempts, window, clock
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, address: str) -> bool:
+        with self._lock:
+            return len(self._recent(address)) >= self.attempts
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            self._failures[address] = [*self._recent(address), self.clock()]
+            if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
+                self._failures = {a: t for a, t in self._failures.items() if t and self.clock() - t[-1] < self.window}
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._failures.pop(address, None)
+
+    def _recent(self, address: str) -> list[float]:
+        now = self.clock()
+        return [t for t in self._failures.get(address, []) if now - t < self.window]
