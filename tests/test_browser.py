@@ -33,6 +33,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 LENIENT_GATE = {"min_improvement": -1.0, "topic_tolerance": 1.0, "rated_tolerance": 1.0}  # so the round promotes
 SHORT_FINETUNE = {"max_epochs": 2}  # the round is the point here, not the accuracy it buys
 VIEWPORT = {"width": 1280, "height": 820}
+WAIT_MS = 60_000  # how long a step may take on a busy 2-core machine (Playwright's default is 5 s)
+expect.set_options(timeout=WAIT_MS)
 
 
 def _seed(config, n: int = 150, noise: float = 0.2) -> None:
@@ -83,6 +85,7 @@ def shots(tmp_path_factory) -> Path:
 
 def _page(browser, errors: list[str]) -> Page:
     context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    context.set_default_timeout(WAIT_MS)
     page = context.new_page()
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     return page
@@ -207,7 +210,8 @@ def test_from_a_thumbs_down_in_the_chat_to_a_promoted_model_in_the_console(stack
     expect(page.locator("#verdict")).to_contain_text("Promoted v0002")
     expect(page.locator("#accepted tbody tr").first).to_be_visible()
     expect(page.locator(".plots img")).to_have_count(3)
-    assert page.evaluate("Array.from(document.querySelectorAll('.plots img')).every(i => i.naturalWidth > 100)")
+    page.wait_for_function("Array.from(document.querySelectorAll('.plots img'))"
+                           ".every(i => i.complete && i.naturalWidth > 100)")  # served to the session, and PNGs
     _screenshot(page, shots / "console-round.png")
 
     # -- the new version is listed, live, with its lineage; Rollback asks first

@@ -443,7 +443,7 @@
           seconds ? h("p", { class: "muted", text: "Seconds per stage: " + seconds }) : null),
         section("Numbers", h("dl", { class: "facts" }, facts.map(function (f) { return [h("dt", { text: f[0] }), h("dd", null, f[1] === undefined ? "–" : f[1])]; }))),
         r.plots.length ? section("Plots", h("div", { class: "plots" }, r.plots.map(function (p) {
-          return h("figure", null, h("img", { src: "/api/rounds/" + r.id + "/plots/" + p.name, alt: p.title, loading: "lazy" }), h("figcaption", { text: p.title }));
+          return h("figure", null, h("img", { src: "/api/rounds/" + r.id + "/plots/" + p.name, alt: p.title }), h("figcaption", { text: p.title }));
         }))) : null,
         perTopic.length ? section("Held-out accuracy per topic, before → after", table(["Topic", "Live", "Candidate", "Change"], perTopic, "compact")) : null,
         examples("Accepted examples", r.accepted, "accepted"),
