@@ -10,11 +10,12 @@ PY310 := $(call find_python,3.10)
 PY311 := $(call find_python,3.11)
 PIP_QUIET := --quiet --progress-bar off
 
-.PHONY: help run test venvs lint clean-run
+.PHONY: help run test venvs lint clean-run load-test
 help:
 	@echo "make run    start the assistant (Rasa + actions + chat page); Ctrl-C stops it"
 	@echo "make test   run the whole test suite"
 	@echo "make lint   ruff"
+	@echo "make load-test  50 customers for 2 minutes over REST (make test runs 15 s)"
 
 venvs: .venv/.installed .venv-rasa/.installed
 
@@ -48,3 +49,7 @@ test: venvs $(BROWSER) $(EMOJI_FONT)
 
 lint: .venv/.installed
 	.venv/bin/ruff check rsft_plugin actions tests
+
+# The full load test of issue 6: 50 customers for 2 minutes over the REST channel (make test runs it for 15 s).
+load-test: venvs
+	RSFT_LOAD_SECONDS=120 RSFT_LOAD_USERS=50 .venv/bin/python -m pytest tests/test_load.py -s -q

@@ -8,11 +8,49 @@ watcher, which is what rsft wants.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import sys
+from typing import Any
 
 from rasa_sdk.endpoint import create_app
 from rasa_sdk.executor import ActionExecutor
+from sanic import Request, response
+from sanic.response import HTTPResponse
+
+from rsft_plugin.errors import ModelLoadError
+
+
+def problem_with(action_call: Any) -> str | None:
+    """Why an action call cannot be run, or None. rasa-sdk would answer these with a 500; we answer 400."""
+    if not isinstance(action_call, dict):
+        return "the body must be a JSON object"
+    if not isinstance(action_call.get("next_action"), str):
+        return "next_action must be a string"
+    tracker = action_call.get("tracker")
+    if not isinstance(tracker, dict) or not isinstance(tracker.get("sender_id"), str):
+        return "tracker must be an object with a string sender_id"
+    for key, kind in (("latest_message", dict), ("slots", dict), ("events", list), ("active_loop", dict)):
+        if tracker.get(key) is not None and not isinstance(tracker[key], kind):
+            return f"tracker.{key} must be a {kind.__name__}"
+    latest = tracker.get("latest_message") or {}
+    if latest.get("entities") is not None and not isinstance(latest["entities"], list):
+        return "latest_message.entities must be a list"
+    if action_call.get("domain") is not None and not isinstance(action_call["domain"], dict):
+        return "domain must be an object"
+    return None
+
+
+async def _refuse_malformed_calls(request: Request) -> HTTPResponse | None:
+    if request.path != "/webhook" or request.method != "POST" or request.headers.get("Content-Encoding"):
+        return None
+    try:
+        body = json.loads(request.body or b"null")
+    except ValueError:
+        return response.json({"error": "the body is not JSON"}, status=400)
+    problem = problem_with(body)
+    return response.json({"error": problem}, status=400) if problem else None
 
 
 def main() -> None:
@@ -22,8 +60,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s - %(message)s")
     executor = ActionExecutor()
-    executor.register_package("actions")  # imports actions.actions, which boots the assistant
+    try:
+        executor.register_package("actions")  # imports actions.actions, which boots the assistant
+    except ModelLoadError as exc:
+        sys.exit(f"rsft action server: not starting: {exc}")
     app = create_app(executor, cors_origins=None)
+    app.register_middleware(_refuse_malformed_calls, "request")
     app.run(host=args.host, port=args.port, single_process=True, access_log=False, motd=False)
 
 

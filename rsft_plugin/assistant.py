@@ -36,9 +36,10 @@ class Reply:
 
 
 class Assistant:
-    def __init__(self, store: Store, live: LiveModel) -> None:
+    def __init__(self, store: Store, live: LiveModel, max_ratings_per_minute: int | None = None) -> None:
         self.store = store
         self.live = live
+        self.max_ratings_per_minute = max_ratings_per_minute
 
     def answer(self, sender_id: str, message_id: str | None, text: str) -> Reply:
         """Answer a customer's question from the live model and log the turn."""
@@ -64,12 +65,13 @@ class Assistant:
         """Record a 👍/👎 for one of this sender's answers.
 
         Raises:
-            RatingRefused: malformed turn id or score, unknown turn, or another sender's turn.
+            RatingRefused: malformed turn id or score, unknown turn, another sender's turn, or too many
+                ratings from this sender in the last minute.
         """
         if not isinstance(turn_id, str) or not _TURN_ID.match(turn_id):
             raise RatingRefused("the rating does not say which answer it is for")
         value = parse_score(score)
-        self.store.rate(turn_id, sender_id, value)
+        self.store.rate(turn_id, sender_id, value, self.max_ratings_per_minute)
         return Reply(THANKS_UP if value == 1 else THANKS_DOWN)
 
 

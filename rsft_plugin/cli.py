@@ -155,7 +155,10 @@ def serve_command(ctx: click.Context) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the servers like Ctrl-C does
     try:
         stack.start()
+        from .secrets import OPERATOR_TOKEN, describe_source
+
         click.echo(f"\n  Chat with the assistant:  {stack.web_url}\n"
+                   f"  Operator token:           {describe_source(config.paths.run_dir, OPERATOR_TOKEN)}\n"
                    f"  Rasa REST channel:        {stack.rasa_url}/webhooks/rest/webhook\n"
                    f"  Plugin log (SQLite):      {config.paths.db}\n"
                    f"  Server logs:              {stack.log_dir}\n\n  Ctrl-C stops everything.\n")
@@ -325,6 +328,57 @@ def simulate_command(ctx: click.Context, dataset: Path, count: int, noise: float
                f"Rasa's own intents (greet, handoff, ...), {result.failed} failed; served accuracy "
                f"{result.served_accuracy:.1%}; ratings 👍 {result.rated_up} / 👎 {result.rated_down} "
                f"({result.flipped} flipped by noise)")
+
+
+@main.command("forget")
+@click.argument("sender")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+@_fail_cleanly
+def forget_command(ctx: click.Context, sender: str, yes: bool) -> None:
+    """Delete a customer's turns and ratings (Rasa sender id) and remove them from every future training set.
+
+    Example: rsft forget 3f2a9c61-sender-id --yes
+    """
+    from .maintenance import forget_sender
+
+    if not yes:
+        click.confirm(f"Delete every turn and rating of {sender!r}?", abort=True)
+    removed = forget_sender(_config(ctx), sender)
+    click.echo(f"deleted {removed['turns']} turns and {removed['ratings']} ratings of {sender!r}; "
+               f"{removed['round_prompts']} recorded round prompts were theirs alone and went too")
+
+
+@main.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+@_fail_cleanly
+def backup_command(ctx: click.Context, path: Path) -> None:
+    """Copy the plugin's log to PATH with SQLite's online backup API; safe while the bot is running.
+
+    Example: rsft backup backups/rsft-2026-11-29.db
+    """
+    from .maintenance import backup_log
+
+    try:
+        counts = backup_log(_config(ctx), path)
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"backed up to {path}: " + ", ".join(f"{n} {table}" for table, n in counts.items()))
+
+
+@main.command("retention")
+@click.pass_context
+@_fail_cleanly
+def retention_command(ctx: click.Context) -> None:
+    """Redact personal data from raw text older than privacy.retention_days now (the worker does it too).
+
+    Example: rsft retention
+    """
+    from .maintenance import apply_retention
+
+    config = _config(ctx)
+    click.echo(f"redacted {apply_retention(config)} turns older than {config.privacy.retention_days:g} days")
 
 
 @main.command("web")

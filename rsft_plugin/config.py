@@ -231,6 +231,18 @@ class WorkerConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """Personal data and rating abuse."""
+
+    retention_days: float = _help("Raw customer text older than this is redacted in the log too.", 30.0)
+    max_ratings_per_minute: int = _help("Ratings one sender may give per minute; more are refused.", 20)
+
+    def __post_init__(self) -> None:
+        _check(self.retention_days > 0, "privacy", "retention_days", "must be > 0")
+        _check(self.max_ratings_per_minute >= 1, "privacy", "max_ratings_per_minute", "must be >= 1")
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -243,6 +255,7 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     source: Path | None = None  # the file it was read from, for messages
 
     def section_names(self) -> list[str]:

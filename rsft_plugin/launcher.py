@@ -132,7 +132,7 @@ class Stack:
         server, paths = self.config.server, self.config.paths
         web_origins = [f"http://{h}:{server.web_port}" for h in (self.host, "localhost", "127.0.0.1")]
         env = {**_rasa_env(), "RSFT_ACTION_URL": f"{self.action_url}/webhook",
-               "RSFT_TRACKER_DB": str(paths.tracker_db)}
+               "RSFT_TRACKER_DB": str(paths.tracker_db), "PYTHONPATH": str(paths.bot_dir)}  # bot/channels.py
         paths.tracker_db.parent.mkdir(parents=True, exist_ok=True)
         self._spawn("rasa", [str(paths.rasa_bin), "run", "--enable-api", "--auth-token", rasa_token(self.config),
                              "--cors", *sorted(set(web_origins)), "--interface", self.host, "--port",

@@ -30,6 +30,7 @@ from .answer_bank import Answer, AnswerBank
 from .config import ModelConfig
 from .encoder import BASE_ENCODER, embed, load_base_encoder, trainable_state
 from .errors import DataError, ModelLoadError
+from .faults import checkpoint
 
 VERSION_FILE = "version.json"
 WEIGHTS_FILE = "weights.pt"
@@ -193,6 +194,7 @@ class ResponseModel:
         state = {k: v.detach().clone().contiguous() for k, v in
                  trainable_state(self.encoder, self.config.trainable_layers).items()}
         torch.save(state, directory / WEIGHTS_FILE)
+        checkpoint("save:weights-written")
         (directory / ANSWERS_FILE).write_text(
             json.dumps(self.bank.to_records(), indent=1, ensure_ascii=False), encoding="utf-8")
         info = replace(info, weights_sha256=_sha256(directory / WEIGHTS_FILE))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelLoadError, RegistryError
+from .faults import checkpoint
 from .model import ResponseModel, VersionInfo, read_version_info
 
 POINTER_FILE = "LIVE"
@@ -115,6 +116,7 @@ class Registry:
             staging = self.root / f"{_STAGING_PREFIX}{name}-{os.getpid()}"
             info = model.save(staging, model.describe(name, parent, round_id, eval_numbers, notes))
             _fsync_dir(staging)
+            checkpoint("publish:before-rename")
             os.rename(staging, self.root / name)
             _fsync_dir(self.root)
             return info
@@ -127,12 +129,14 @@ class Registry:
         """
         self.version_path(name)
         with self._lock():
+            self._sweep_staging()
             previous = self.live_name()
             temporary = self.root / f".{POINTER_FILE}.{os.getpid()}.tmp"
             with temporary.open("w", encoding="utf-8") as handle:
                 handle.write(name + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
+            checkpoint("pointer:before-replace")
             os.replace(temporary, self.root / POINTER_FILE)
             _fsync_dir(self.root)
             entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "from": previous, "to": name,
@@ -154,8 +158,11 @@ class Registry:
         return f"v{(max(numbers, default=0) + 1):04d}"
 
     def _sweep_staging(self) -> None:
+        """Remove what a killed writer left: unfinished versions and unreplaced pointer files."""
         for path in self.root.glob(f"{_STAGING_PREFIX}*"):
             shutil.rmtree(path, ignore_errors=True)
+        for path in self.root.glob(f".{POINTER_FILE}.*.tmp"):
+            path.unlink(missing_ok=True)
 
     @contextmanager
     def _lock(self) -> Iterator[None]:

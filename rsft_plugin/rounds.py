@@ -25,6 +25,7 @@ import numpy as np
 from .config import Config
 from .encoder import embed, load_base_encoder
 from .errors import RsftError
+from .faults import checkpoint
 from .golden import load_golden
 from .model import ResponseModel
 from .registry import Registry
@@ -174,6 +175,7 @@ class _Round:
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
         self.store.update_round(self.round_id, stage=name, progress=0.0, message="")
+        checkpoint(f"stage:{name}")
         started = time.perf_counter()
         try:
             yield

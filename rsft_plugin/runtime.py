@@ -12,6 +12,7 @@ from pathlib import Path
 from .assistant import Assistant
 from .config import Config, load_config
 from .live import LiveModel
+from .maintenance import apply_retention
 from .registry import Registry
 from .store import Store
 
@@ -34,7 +35,11 @@ def boot(config: Config | None = None, watch: bool = True) -> Assistant:
         live.start_watching(config.server.reload_poll_seconds)
     if _assistant is not None:
         shutdown()
-    _assistant = Assistant(store, live)
+    _assistant = Assistant(store, live, config.privacy.max_ratings_per_minute)
+    redacted = apply_retention(config)
+    if redacted:
+        log.info("retention: redacted the raw text of %d turns older than %g days", redacted,
+                 config.privacy.retention_days)
     log.info("rsft assistant ready: model %s, log %s", live.current.name, Path(config.paths.db))
     return _assistant
 

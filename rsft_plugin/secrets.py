@@ -35,6 +35,12 @@ def secret_path(run_dir: Path, which: tuple[str, str]) -> Path:
     return run_dir / "secrets" / which[0]
 
 
+def describe_source(run_dir: Path, which: tuple[str, str]) -> str:
+    """Where the secret comes from, for people (never the secret itself)."""
+    name, env_var = which
+    return f"${env_var}" if os.environ.get(env_var) else f"{secret_path(run_dir, which)} (mode 0600)"
+
+
 def matches(given: str | None, expected: str) -> bool:
     """Constant-time comparison, so response timing reveals nothing about the secret."""
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())

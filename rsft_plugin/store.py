@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import sqlite_utils
 
 from .errors import RatingRefused
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def process_alive(pid: int | None) -> bool:
@@ -103,16 +103,23 @@ class Store:
             self.db["turns"].insert(row)
         return turn_id
 
-    def rate(self, turn_id: str, sender_id: str, score: int) -> RatingRecord:
+    def rate(self, turn_id: str, sender_id: str, score: int, max_per_minute: int | None = None) -> RatingRecord:
         """Record `score` (0 or 1) for a turn the same sender was shown; replaces that sender's earlier rating.
 
         Raises:
-            RatingRefused: the turn does not exist or belongs to another sender. Nothing is written.
+            RatingRefused: the turn does not exist, belongs to another sender, or the sender already rated
+                `max_per_minute` times in the last minute. Nothing is written.
         """
         if score not in (0, 1):
             raise RatingRefused(f"a rating is 0 or 1, not {score!r}")
         now = utc_now()
         with self._transaction():
+            if max_per_minute is not None:
+                minute_ago = (datetime.now(UTC) - timedelta(minutes=1)).isoformat(timespec="milliseconds")
+                recent = self.db.execute("SELECT count(*) FROM ratings WHERE sender_id = ? AND updated_at > ?",
+                                         [sender_id, minute_ago]).fetchone()[0]
+                if recent >= max_per_minute:
+                    raise RatingRefused("that is a lot of ratings in one minute; please wait a moment")
             owner = self.db.execute("SELECT sender_id FROM turns WHERE id = ?", [turn_id]).fetchone()
             if owner is None:
                 raise RatingRefused("there is no answer with that id")
@@ -159,6 +166,65 @@ class Store:
             if since is None:
                 return self.db["ratings"].count
             return self.db.execute("SELECT count(*) FROM ratings WHERE updated_at > ?", [since]).fetchone()[0]
+
+    # ---- personal data -------------------------------------------------------------------------------------
+
+    def forget(self, sender_id: str) -> dict[str, int]:
+        """Delete a customer's turns and ratings, and every trace of them in recorded rounds, in one transaction.
+
+        Returns how many rows of each kind went. Future rounds cannot use them: the turns no longer exist.
+        """
+        with self._transaction():
+            turn_ids = {row[0] for row in self.db.execute("SELECT id FROM turns WHERE sender_id = ?", [sender_id])}
+            ratings = self.db.execute("DELETE FROM ratings WHERE sender_id = ? OR turn_id IN "
+                                      "(SELECT id FROM turns WHERE sender_id = ?)", [sender_id, sender_id]).rowcount
+            turns = self.db.execute("DELETE FROM turns WHERE sender_id = ?", [sender_id]).rowcount
+            prompts = 0
+            for round_id, prompt_id, raw in list(self.db.execute(
+                    "SELECT round_id, prompt_id, turn_ids FROM round_prompts")):
+                ids = json.loads(raw)
+                if not turn_ids.intersection(ids):
+                    continue
+                kept = [t for t in ids if t not in turn_ids]
+                if kept:
+                    self.db.execute("UPDATE round_prompts SET turn_ids = ? WHERE round_id = ? AND prompt_id = ?",
+                                    [json.dumps(kept), round_id, prompt_id])
+                else:  # the prompt was theirs alone: its text and candidates go too
+                    self.db.execute("DELETE FROM round_candidates WHERE round_id = ? AND prompt_id = ?",
+                                    [round_id, prompt_id])
+                    self.db.execute("DELETE FROM round_prompts WHERE round_id = ? AND prompt_id = ?",
+                                    [round_id, prompt_id])
+                    prompts += 1
+        return {"turns": turns, "ratings": ratings, "round_prompts": prompts}
+
+    def redact_older_than(self, cutoff: str, redact: Any) -> int:
+        """Apply `redact` to the raw question and answer of turns logged before `cutoff`; returns how many."""
+        with self._transaction():
+            rows = list(self.db.execute("SELECT id, user_text, answer_text FROM turns WHERE created_at < ? AND "
+                                        "redacted = 0", [cutoff]))
+            for turn_id, user_text, answer_text in rows:
+                self.db.execute("UPDATE turns SET user_text = ?, answer_text = ?, redacted = 1 WHERE id = ?",
+                                [redact(user_text), redact(answer_text or ""), turn_id])
+        return len(rows)
+
+    def backup(self, destination: str | Path) -> dict[str, int]:
+        """Copy the whole database with SQLite's online backup API (writers may keep writing); returns row counts.
+
+        Raises:
+            OSError: `destination` exists already or cannot be written.
+        """
+        destination = Path(destination)
+        if destination.exists():
+            raise FileExistsError(f"{destination} exists; choose a new file")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        target = sqlite3.connect(destination)
+        try:
+            with self._lock:
+                self.db.conn.backup(target)
+            return {table: target.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                    for table in ("turns", "ratings", "rounds", "round_prompts", "round_candidates")}
+        finally:
+            target.close()
 
     # ---- rounds --------------------------------------------------------------------------------------------
 
@@ -487,7 +553,12 @@ def _schema_2(db: sqlite_utils.Database) -> None:
         WHERE c.accepted = 1""")
 
 
-_MIGRATIONS = {1: _schema_1, 2: _schema_2}
+def _schema_3(db: sqlite_utils.Database) -> None:
+    # Turns whose raw text the retention period has already redacted.
+    db["turns"].add_column("redacted", int, not_null_default=0)
+
+
+_MIGRATIONS = {1: _schema_1, 2: _schema_2, 3: _schema_3}
 _TURN_FIELDS = (
     "SELECT t.id, t.sender_id, t.user_text, t.answer_id, t.answer_topic, t.created_at, r.score AS rating "
     "FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id"

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from .config import Config
+from .maintenance import apply_retention
 from .rounds import RoundBusy, run_round
 from .store import Store, utc_now
 
@@ -26,6 +27,7 @@ def run_worker(config: Config, echo: Callable[[str], None] = print, stop: thread
     echo(f"worker: a round every {settings.interval_minutes:g} min and/or after {settings.after_new_ratings} "
          f"new ratings (0 = off); checking every {settings.poll_seconds:g} s")
     while not stop.is_set() and (max_rounds is None or started < max_rounds):
+        apply_retention(config)
         reason = _due(config, last_time, last_stamp)
         if reason:
             echo(f"worker: starting a round ({reason})")

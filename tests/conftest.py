@@ -5,11 +5,14 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
+from rsft_plugin import runtime
 from rsft_plugin.answer_bank import AnswerBank, load_answer_bank
 from rsft_plugin.config import Config, load_config
+from rsft_plugin.golden import load_golden
 from rsft_plugin.model import ResponseModel
 from rsft_plugin.registry import Registry
 
@@ -64,3 +67,37 @@ def relabelled(model: ResponseModel, tag: str) -> ResponseModel:
     """Same encoder, answers prefixed with `tag`: a real, distinguishable other version."""
     bank = AnswerBank.from_records([{**r, "text": f"{tag} {r['text']}"} for r in model.bank.to_records()])
     return model.with_bank(bank)
+
+
+# ---- rounds ----------------------------------------------------------------------------------------------------
+
+LENIENT_GATE = {"min_improvement": -1.0, "topic_tolerance": 1.0, "rated_tolerance": 1.0}
+
+
+def round_config(tmp_path, **sections):
+    sections.setdefault("gate", LENIENT_GATE)
+    sections.setdefault("worker", {"poll_seconds": 0.2})
+    sections["paths"] = {"run_dir": str(tmp_path / "run")}  # its own round lock and secrets
+    return load_config(write_config(tmp_path, **sections))
+
+
+def feed_traffic(config, n: int = 200, noise: float = 0.2, seed: int = 0) -> None:
+    """Ask golden train questions through the real Assistant and rate each answer from its label."""
+    assistant = runtime.boot(config, watch=False)
+    rng = np.random.default_rng(seed)
+    try:
+        for i, question in enumerate(load_golden(config.paths.golden, split="train")[:n]):
+            reply = assistant.answer(f"sim-{seed}-{i}", None, question.question)
+            correct = assistant.store.turn(reply.turn_id)["answer_topic"] == question.topic
+            assistant.rate(f"sim-{seed}-{i}", reply.turn_id, int(correct) ^ int(rng.random() < noise))
+    finally:
+        runtime.shutdown()
+
+
+@pytest.fixture
+def fed(tmp_path, pretrained):
+    config = round_config(tmp_path)
+    registry = Registry(config.paths.models_dir)
+    registry.set_live(registry.publish(pretrained).name, "test")
+    feed_traffic(config)
+    return config

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import threading
 import time
 
@@ -190,3 +191,45 @@ def test_simulated_traffic_then_a_round_makes_the_bot_answer_from_the_new_versio
             store.close()
         time.sleep(0.3)
     assert served_by == result.new_version
+
+
+@pytest.mark.parametrize("body, status", [
+    (b"not json", 400), (b"[1, 2]", 400), (b'{"message": "hi"}', 400), (b'{"sender": 5, "message": "hi"}', 400),
+    (b'{"sender": "x", "message": null}', 400), (b'{"sender": "x", "message": {"a": 1}}', 400),
+    (b'{"sender": "", "message": "hi"}', 400), (('{"sender": "x", "message": "' + "a" * 20_001 + '"}').encode(), 413),
+])
+def test_malformed_rest_bodies_get_a_clear_4xx(stack, body, status):
+    response = requests.post(f"{stack.rasa_url}/webhooks/rest/webhook", data=body, timeout=30,
+                             headers={"Content-Type": "application/json"})
+    assert response.status_code == status and response.json()["error"]
+
+
+def test_killed_action_server_gets_the_fallback_and_a_restart_serves_the_live_version(stack):
+    in_flight: list = []
+    asker = threading.Thread(target=lambda: in_flight.append(
+        _say(stack, "e2e-crash", "how do I reset my password")))
+    asker.start()
+    time.sleep(0.02)
+    stack.stop_actions(signal.SIGKILL)  # kill -9, possibly mid-request
+    asker.join(timeout=120)
+    assert in_flight and in_flight[0] and all(m.get("text") for m in in_flight[0])  # an answer or the fallback
+    while_down = _say(stack, "e2e-crash", "where is my parcel")
+    assert [m["text"] for m in while_down] == [_fallback_text()]
+
+    stack.start_actions()
+    answer = _rated_answer(_say(stack, "e2e-crash", "where is my parcel"))
+    store = _store(stack)
+    try:
+        turn = store.turn(json.loads(answer["buttons"][0]["payload"][len("/rate"):])["turn_id"])
+        assert turn["model_version"] == Registry(stack.config.paths.models_dir).live_name()
+    finally:
+        store.close()
+
+
+def _fallback_text() -> str:
+    import yaml
+
+    from .conftest import REPO
+
+    domain = yaml.safe_load((REPO / "bot" / "domain.yml").read_text())
+    return domain["responses"]["utter_default"][0]["text"].strip()

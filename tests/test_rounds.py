@@ -11,15 +11,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 
-from rsft_plugin import runtime
 from rsft_plugin.cli import main
-from rsft_plugin.config import load_config
-from rsft_plugin.golden import load_golden
 from rsft_plugin.registry import Registry
 from rsft_plugin.rounds import RoundBusy, _round_lock, run_round
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
@@ -27,41 +23,9 @@ from rsft_plugin.store import Store
 from rsft_plugin.webapp import build_app
 from rsft_plugin.worker import run_worker
 
-from .conftest import REPO, write_config
+from .conftest import REPO, feed_traffic, round_config
 
 pytestmark = pytest.mark.timeout(600)
-LENIENT_GATE = {"min_improvement": -1.0, "topic_tolerance": 1.0, "rated_tolerance": 1.0}
-
-
-def _config(tmp_path, **sections):
-    sections.setdefault("gate", LENIENT_GATE)
-    sections.setdefault("worker", {"poll_seconds": 0.2})
-    sections["paths"] = {"run_dir": str(tmp_path / "run")}  # its own round lock and secrets
-    return load_config(write_config(tmp_path, **sections))
-
-
-def _feed(config, n: int = 200, noise: float = 0.2, seed: int = 0) -> None:
-    """Ask golden train questions through the real Assistant and rate each answer from its label."""
-    assistant = runtime.boot(config, watch=False)
-    rng = np.random.default_rng(seed)
-    try:
-        for i, question in enumerate(load_golden(config.paths.golden, split="train")[:n]):
-            reply = assistant.answer(f"sim-{seed}-{i}", None, question.question)
-            correct = assistant.store.turn(reply.turn_id)["answer_topic"] == question.topic
-            assistant.rate(f"sim-{seed}-{i}", reply.turn_id, int(correct) ^ int(rng.random() < noise))
-    finally:
-        runtime.shutdown()
-
-
-@pytest.fixture
-def fed(tmp_path, pretrained):
-    config = _config(tmp_path)
-    registry = Registry(config.paths.models_dir)
-    registry.set_live(registry.publish(pretrained).name, "test")
-    _feed(config)
-    return config
-
-
 def test_a_round_promotes_a_new_version_with_provenance_and_a_report(fed):
     result = run_round(fed, show_bar=False)
     assert result.status == "promoted", result.reason
@@ -96,10 +60,10 @@ def test_a_round_promotes_a_new_version_with_provenance_and_a_report(fed):
 
 @pytest.mark.parametrize("rule", ["threshold", "best_of_n"])
 def test_the_other_rules_run_a_round_too(tmp_path, pretrained, rule):
-    config = _config(tmp_path, reject={"rule": rule, "min_accepted": 5})
+    config = round_config(tmp_path, reject={"rule": rule, "min_accepted": 5})
     registry = Registry(config.paths.models_dir)
     registry.set_live(registry.publish(pretrained).name, "test")
-    _feed(config, n=120)
+    feed_traffic(config, n=120)
     result = run_round(config, show_bar=False)
     assert result.status == "promoted", result.reason
     store = Store(config.paths.db)
@@ -110,7 +74,7 @@ def test_the_other_rules_run_a_round_too(tmp_path, pretrained, rule):
 
 
 def test_a_round_without_traffic_stops_and_says_why(tmp_path, pretrained):
-    config = _config(tmp_path)
+    config = round_config(tmp_path)
     registry = Registry(config.paths.models_dir)
     registry.set_live(registry.publish(pretrained).name, "test")
     result = run_round(config, show_bar=False)
@@ -167,7 +131,7 @@ def test_rollback_puts_back_the_previous_version(fed):
 
 
 def test_worker_runs_a_round_after_enough_new_ratings(tmp_path, pretrained):
-    config = _config(tmp_path, worker={"interval_minutes": 0, "after_new_ratings": 50, "poll_seconds": 0.2})
+    config = round_config(tmp_path, worker={"interval_minutes": 0, "after_new_ratings": 50, "poll_seconds": 0.2})
     registry = Registry(config.paths.models_dir)
     registry.set_live(registry.publish(pretrained).name, "test")
     lines: list[str] = []
@@ -178,7 +142,7 @@ def test_worker_runs_a_round_after_enough_new_ratings(tmp_path, pretrained):
     worker.start()
     time.sleep(1)
     assert not any("starting a round" in line for line in lines)
-    _feed(config, n=120)
+    feed_traffic(config, n=120)
     worker.join(timeout=300)
     stop.set()
     assert any("new ratings" in line for line in lines), lines
@@ -186,7 +150,7 @@ def test_worker_runs_a_round_after_enough_new_ratings(tmp_path, pretrained):
 
 
 def test_operator_api_needs_the_token_and_reports_status(tmp_path, pretrained):
-    config = _config(tmp_path)
+    config = round_config(tmp_path)
     registry = Registry(config.paths.models_dir)
     registry.set_live(registry.publish(pretrained).name, "test")
     token = get_secret(config.paths.run_dir, OPERATOR_TOKEN)

@@ -185,3 +185,43 @@ def test_gate_refuses_a_deliberately_worse_model_and_says_why(pretrained):
     assert "below the required gain" in result.reason and result.candidate_accuracy < result.live_accuracy
     same = gate(pretrained, pretrained, heldout, [], GateConfig(min_improvement=0.0))
     assert same.promote and same.candidate_accuracy == same.live_accuracy
+
+
+def test_ratings_written_during_collection_are_neither_lost_nor_half_read(tmp_path, embed_fixed):
+    import threading
+
+    store = Store(tmp_path / "rsft.db")
+    for n in range(40):
+        _log(store, f"seed{n}", f"question {n} about my refund number {n * 31}", "refund_status", rating=n % 2)
+    writer = Store(tmp_path / "rsft.db")  # another connection, as the action server has
+    written: list[str] = []
+    stop = threading.Event()
+
+    def rate_continuously() -> None:
+        n = 0
+        while not stop.is_set() and n < 150:
+            turn_id = writer.log_turn(TurnRecord(f"live{n}", None, f"live question {n} on invoices {n * 17}",
+                                                 "get_invoice", "get_invoice", "...", "v0001", 0.5, 0.2, [], 5.0))
+            writer.rate(turn_id, f"live{n}", n % 2)
+            written.append(turn_id)
+            n += 1
+            stop.wait(0.005)
+
+    thread = threading.Thread(target=rate_continuously)
+    thread.start()
+    try:
+        for _ in range(3):
+            prompts = collect_prompts(store, embed_fixed, CollectConfig(min_prompts=1, merge_cosine=0.999),
+                                      np.random.default_rng(0))
+            for prompt in prompts.prompts:  # everything a collection saw is whole
+                assert all(store.turn(t) is not None for t in prompt.turn_ids)
+    finally:
+        stop.set()
+        thread.join()
+    try:
+        assert written
+        ratings = {r["turn_id"] for r in store.db.query("SELECT turn_id FROM ratings")}
+        assert set(written) <= ratings, "a rating written during collection was lost"
+    finally:
+        writer.close()
+        store.close()

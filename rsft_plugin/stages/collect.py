@@ -14,6 +14,7 @@ import torch
 
 from ..assistant import clean_text
 from ..config import CollectConfig
+from ..pii import redact
 from ..store import Store
 from .records import Prompt, PromptSet, RoundStopped
 
@@ -32,7 +33,8 @@ def collect_prompts(store: Store, embed: Embed, config: CollectConfig, rng: np.r
     turns = new_turns + replayed
     if not turns:
         raise RoundStopped(f"no questions were logged since the last round (need {config.min_prompts})")
-    texts = [clean_text(t["user_text"]) for t in turns]
+    # Personal data never reaches a prompt: prompts are what training examples and reports are made of.
+    texts = [redact(clean_text(t["user_text"])) for t in turns]
     embeddings = embed(texts)  # (T, d)
     groups = _merge(embeddings, config.merge_cosine)
     replay_ids = {t["id"] for t in replayed}

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..config import FinetuneConfig
 from ..encoder import embed, trainable_state
+from ..faults import checkpoint
 from ..model import ResponseModel
 from .records import FinetuneResult, Progress, TrainingPair, no_progress
 
@@ -56,6 +57,7 @@ def finetune(live: ResponseModel, pairs: list[TrainingPair], config: FinetuneCon
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            checkpoint("finetune:step")
             epoch_loss += loss.item() * len(batch)
             seen += len(batch)
             bar.update(1)
