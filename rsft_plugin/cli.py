@@ -283,11 +283,12 @@ def status_command(ctx: click.Context) -> None:
     Example: rsft status
     """
     from .registry import Registry
-    from .rounds import round_status
+    from .versions import round_history
 
     config = _config(ctx)
     click.echo(f"live model: {Registry(config.paths.models_dir).live_name() or 'none'}")
-    current = round_status(config)
+    newest = round_history(config, 1)
+    current = newest[0] if newest else None
     if current is None:
         click.echo("no rounds yet")
         return

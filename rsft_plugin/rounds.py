@@ -79,17 +79,6 @@ def run_round(config: Config, echo: Callable[[str], None] = lambda line: None, s
             store.close()
 
 
-def round_status(config: Config) -> dict[str, Any] | None:
-    """The newest round's row (stage, progress, status, numbers), or None before the first round."""
-    store = Store(config.paths.db)
-    try:
-        store.fail_abandoned_rounds(process_alive)
-        rounds = store.rounds(1)
-        return rounds[0] if rounds else None
-    finally:
-        store.close()
-
-
 class _Round:
     def __init__(self, config: Config, store: Store, live: ResponseModel, round_id: int,
                  echo: Callable[[str], None], show_bar: bool) -> None:

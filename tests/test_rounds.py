@@ -54,6 +54,8 @@ def test_a_round_promotes_a_new_version_with_provenance_and_a_report(fed):
         assert (result.report_dir / name).stat().st_size > 0
     history = CliRunner().invoke(main, ["--config", str(fed.source), "history"])
     assert "promoted" in history.output and "v0002" in history.output
+    status = CliRunner().invoke(main, ["--config", str(fed.source), "status"])
+    assert "live model: v0002" in status.output and f"round {result.round_id}: promoted" in status.output
     shown = CliRunner().invoke(main, ["--config", str(fed.source), "show", str(result.round_id)])
     assert "acceptance_rate" in shown.output and "seconds per stage" in shown.output
 
