@@ -208,13 +208,13 @@ def publish_bank(config: Config, publication_id: int) -> dict[str, Any]:
     from .evaluate import evaluate
     from .golden import load_golden
     from .model import ResponseModel
-    from .rounds import RoundBusy, _round_lock
+    from .rounds import RoundBusy, round_lock
 
     store = Store(config.paths.db)
     try:
         store.update_bank_publication(publication_id, pid=os.getpid(), message="waiting for the round lock")
         try:
-            with _round_lock(config.paths.run_dir):
+            with round_lock(config.paths.run_dir):
                 outcome = _publish_locked(config, store, publication_id, ResponseModel, evaluate, load_golden)
         except RoundBusy:
             outcome = {"status": "failed", "message": "a round is running; publish again when it has finished"}

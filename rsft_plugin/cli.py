@@ -158,6 +158,7 @@ def serve_command(ctx: click.Context) -> None:
         from .secrets import OPERATOR_TOKEN, describe_source
 
         click.echo(f"\n  Chat with the assistant:  {stack.web_url}\n"
+                   f"  Operator console:         {stack.web_url}/console\n"
                    f"  Operator token:           {describe_source(config.paths.run_dir, OPERATOR_TOKEN)}\n"
                    f"  Rasa REST channel:        {stack.rasa_url}/webhooks/rest/webhook\n"
                    f"  Plugin log (SQLite):      {config.paths.db}\n"

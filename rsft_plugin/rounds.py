@@ -67,7 +67,7 @@ def run_round(config: Config, echo: Callable[[str], None] = lambda line: None, s
         RoundBusy: another round holds the lock.
         RegistryError / ModelLoadError: there is no loadable live model to start from.
     """
-    with _round_lock(config.paths.run_dir):
+    with round_lock(config.paths.run_dir):
         store = Store(config.paths.db)
         try:
             store.fail_abandoned_rounds(process_alive)
@@ -242,7 +242,12 @@ def _params(config: Config) -> dict[str, Any]:
 
 
 @contextmanager
-def _round_lock(run_dir: Path) -> Iterator[None]:
+def round_lock(run_dir: Path) -> Iterator[None]:
+    """Held by whatever changes the live model from the outside (a round, a bank publication); not re-entrant.
+
+    Raises:
+        RoundBusy: someone else holds it.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "round.lock").open("w") as handle:
         try:

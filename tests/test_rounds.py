@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from rsft_plugin.cli import main
 from rsft_plugin.registry import Registry
-from rsft_plugin.rounds import RoundBusy, _round_lock, run_round
+from rsft_plugin.rounds import RoundBusy, round_lock, run_round
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
 from rsft_plugin.store import Store
 from rsft_plugin.webapp import build_app
@@ -85,7 +85,7 @@ def test_a_round_without_traffic_stops_and_says_why(tmp_path, pretrained):
 
 
 def test_one_round_at_a_time(fed):
-    with _round_lock(fed.paths.run_dir):
+    with round_lock(fed.paths.run_dir):
         with pytest.raises(RoundBusy, match="another round is running"):
             run_round(fed, show_bar=False)
 
