@@ -592,3 +592,44 @@ def test_store_console_queries(tmp_path):
             store.add_answer_revision("x_y", "x_y", "orders", "text", "delete")
     finally:
         store.close()
+
+
+def test_fuzzed_operator_parameters_never_get_a_500(config, token, versions):
+    """Random query strings, path segments and JSON bodies on the operator API: always an answer below 500."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    texts = st.one_of(st.text(max_size=30), st.sampled_from(["-1", "NaN", "1e309", "' OR 1=1 --", "v0001", "%00"]))
+    queries = st.dictionaries(st.sampled_from(["rating", "score_below", "topic", "version", "since", "until", "q",
+                                               "sort", "limit", "offset", "bogus"]), texts, max_size=5)
+    bodies = st.one_of(st.none(), texts, st.dictionaries(st.sampled_from(["answer_id", "topic", "category", "text",
+                                                                          "note", "version"]), texts, max_size=4))
+    auth = {"Authorization": f"Bearer {token}"}
+    statuses: list[int] = []
+
+    async def exercise(client: TestClient) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def one(query: dict, segment: str, body: Any) -> None:
+            requests = [("GET", "/api/conversations", {"params": query}),
+                        ("GET", f"/api/conversations/{segment}", {}),
+                        ("GET", f"/api/rounds/{segment}", {}),
+                        ("POST", "/api/answers", {"data": json.dumps(body)}),
+                        ("PUT", f"/api/answers/{segment}", {"data": json.dumps(body)}),
+                        ("POST", f"/api/models/{segment}/promote", {})]
+            for method, path, extra in requests:
+                response = await client.request(method, path, headers=auth, **extra)
+                statuses.append(response.status)
+                assert response.status < 500, (method, path, extra, await response.text())
+
+        @settings(max_examples=250, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(query=queries, segment=texts.filter(lambda t: t.strip() and not set(t) & set("/?#%\x00")),
+               body=bodies)
+        def probe(query, segment, body):  # hypothesis is synchronous: it runs in a thread, requests on the loop
+            asyncio.run_coroutine_threadsafe(one(query, segment, body), loop).result(timeout=60)
+
+        await loop.run_in_executor(None, probe)
+
+    _serve(config, exercise)
+    assert statuses and any(400 <= s < 500 for s in statuses)
