@@ -10,11 +10,14 @@ PY310 := $(call find_python,3.10)
 PY311 := $(call find_python,3.11)
 PIP_QUIET := --quiet --progress-bar off
 
-.PHONY: help run test venvs lint clean-run load-test
+.PHONY: help run test venvs lint clean-run load-test bench-quality bench-speed bench-smoke
 help:
 	@echo "make run    start the assistant (Rasa + actions + chat page); Ctrl-C stops it"
 	@echo "make test   run the whole test suite"
 	@echo "make lint   ruff"
+	@echo "make bench-quality  accuracy from ratings vs baselines and Rasa (~45 min; docs/benchmarks.md)"
+	@echo "make bench-speed    latency, throughput, hot swap, one round (~10 min; docs/benchmarks.md)"
+	@echo "make bench-smoke    both benchmarks at toy sizes, with checks (part of make test)"
 	@echo "make load-test  50 customers for 2 minutes over REST (make test runs 15 s)"
 
 venvs: .venv/.installed .venv-rasa/.installed
@@ -46,10 +49,29 @@ $(BROWSER) $(EMOJI_FONT):
 
 test: venvs $(BROWSER) $(EMOJI_FONT)
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory bench-smoke
 
 lint: .venv/.installed
-	.venv/bin/ruff check rsft_plugin actions tests
+	.venv/bin/ruff check rsft_plugin actions tests bench
 
 # The full load test of issue 6: 50 customers for 2 minutes over the REST channel (make test runs it for 15 s).
 load-test: venvs
 	RSFT_LOAD_SECONDS=120 RSFT_LOAD_USERS=50 .venv/bin/python -m pytest tests/test_load.py -s -q
+
+# Benchmarks (docs/benchmarks.md). Datasets are read from BENCH_DATASETS, never copied into the repository.
+BENCH_DATASETS ?= ../shared/datasets
+BENCH_JOBS ?= 2
+
+bench-quality: venvs
+	.venv/bin/python -m bench.quality --datasets $(BENCH_DATASETS) --jobs $(BENCH_JOBS) --out bench/results
+	.venv/bin/python -m bench.report
+
+bench-speed: venvs
+	.venv/bin/python -m bench.speed --datasets $(BENCH_DATASETS) --out bench/results
+	.venv/bin/python -m bench.report
+
+bench-smoke: venvs
+	rm -rf var/bench-smoke
+	.venv/bin/python -m bench.quality --smoke --datasets $(BENCH_DATASETS) --jobs $(BENCH_JOBS) --out var/bench-smoke
+	.venv/bin/python -m bench.speed --smoke --datasets $(BENCH_DATASETS) --out var/bench-smoke
+	.venv/bin/python -m bench.report --results var/bench-smoke --out var/bench-smoke/tables.md

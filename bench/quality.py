@@ -1,0 +1,428 @@
+"""Quality benchmark: how much better does the bot get from noisy 👍/👎 alone, and is the rejection step worth it?
+
+Protocol (the product's own code path: rsft_plugin.rounds.run_round, the same ResponseModel, SQLite Store and
+Assistant, each run in its own temporary rsft installation):
+
+* answer bank = one answer per intent; a fixed split of the dataset into traffic and held-out questions; the
+  held-out questions are written as the run's golden CSV (split=heldout), so the round's gate and every accuracy
+  number use them, and nothing ever trains on them;
+* the traffic is cut into `--rounds` equal chunks. Before round r, simulated users ask chunk r through
+  rsft_plugin.assistant.Assistant (the live model answers, the turn is logged) and rate each answer 👍 iff its
+  intent is the question's label, flipped with probability `noise` (the same flips for every method);
+* after each round: top-1 accuracy on the held-out questions.
+
+Methods, per dataset (noise-free ones once, the three rules once per noise level):
+
+    zero_shot      the pretrained live model, no round
+    naive          fine-tune (rsft_plugin.stages.finetune.finetune) on every served answer, no rejection
+    threshold      run_round, reject.rule=threshold
+    statistical    run_round, reject.rule=statistical
+    best_of_n      run_round, reject.rule=best_of_n
+    oracle         fine-tune on the gold labels of the same traffic questions (upper bound)
+    rasa_diet / rasa_response_selector   Rasa 3.6 trained on all gold-labelled traffic (bench/rasa_peer.py)
+
+naive and oracle see what a round sees: the chunk's questions plus a replay of up to `collect.replay` earlier
+traffic questions, and start from their own previous model. The rounds run with a gate that always promotes
+(min_improvement -1, topic and rating tolerances 1), so every method is measured on every round; whether the
+product's default gate would have promoted the round is recorded next to it.
+
+Methods are independent jobs; `--jobs N` runs N of them at once in worker processes with one torch thread each
+(on 2 shared cores this finishes sooner than one process with two threads, whose OpenMP threads spin-wait for
+each other whenever another process holds a core). Accuracies do not depend on it; per-round seconds do.
+
+    python -m bench.quality --jobs 2              # the full benchmark (make bench-quality)
+    python -m bench.quality --smoke --out DIR     # seconds-long version with checks (make bench-smoke)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from rsft_plugin import runtime
+from rsft_plugin.assistant import clean_text
+from rsft_plugin.config import Config, GateConfig
+from rsft_plugin.evaluate import evaluate
+from rsft_plugin.model import ResponseModel
+from rsft_plugin.registry import Registry
+from rsft_plugin.rounds import run_round
+from rsft_plugin.stages.finetune import finetune
+from rsft_plugin.stages.gate import _refusals  # the gate's own verdict logic, applied to the recorded numbers
+from rsft_plugin.stages.records import TrainingPair
+from rsft_plugin.store import Store
+
+from .common import (
+    DATASETS,
+    DEFAULT_DATASETS,
+    DEFAULT_RESULTS,
+    RASA_PYTHON,
+    REPO,
+    BenchError,
+    Dataset,
+    load_dataset,
+    rasa_env,
+    resolve_datasets_dir,
+    run_metadata,
+    write_json,
+    write_world,
+)
+
+RULES = ("threshold", "statistical", "best_of_n")
+ALWAYS_PROMOTE = {"min_improvement": -1.0, "topic_tolerance": 1.0, "rated_tolerance": 1.0}
+
+FULL = {"traffic": 600, "heldout": 400, "rounds": 5, "noise": [0.0, 0.2, 0.4], "rasa_epochs": 100, "sections": {}}
+SMOKE = {"traffic": 40, "heldout": 20, "rounds": 2, "noise": [0.2], "rasa_epochs": 1,
+         # a few dozen questions: lower the product's minimums so rounds train instead of stopping, and cap epochs
+         "sections": {"collect": {"min_prompts": 5}, "reject": {"min_accepted": 3}, "finetune": {"max_epochs": 1}}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default=DEFAULT_DATASETS,
+                        help="folder with bitext-customer-support/ and banking77/ (relative: to the repo root)")
+    parser.add_argument("--only", default=",".join(DATASETS), help="comma-separated datasets to run")
+    parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="where quality.json and PNGs go")
+    parser.add_argument("--traffic", type=int, help=f"traffic questions per dataset (full: {FULL['traffic']})")
+    parser.add_argument("--heldout", type=int, help=f"held-out questions per dataset (full: {FULL['heldout']})")
+    parser.add_argument("--rounds", type=int, help=f"rounds (full: {FULL['rounds']})")
+    parser.add_argument("--noise", help="comma-separated rating flip probabilities (full: 0,0.2,0.4)")
+    parser.add_argument("--rasa-epochs", type=int, help="DIET/ResponseSelector epochs (full: 100, Rasa's default)")
+    parser.add_argument("--no-rasa", action="store_true", help="leave out the Rasa peer")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="methods run in this many processes at once (1: one after another, cleanest timings)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the rating flips and the replay")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes on the golden set, then check the output")
+    parser.add_argument("--keep-work", action="store_true", help="keep the temporary rsft installations")
+    args = parser.parse_args(argv)
+    sizes = dict(SMOKE if args.smoke else FULL)
+    for key in ("traffic", "heldout", "rounds", "rasa_epochs"):
+        if getattr(args, key) is not None:
+            sizes[key] = getattr(args, key)
+    if args.noise is not None:
+        sizes["noise"] = [float(x) for x in args.noise.split(",")]
+    datasets_dir = resolve_datasets_dir(args.datasets)
+    names = ["golden"] if args.smoke and args.only == ",".join(DATASETS) else args.only.split(",")
+    if args.smoke:  # every loader still has to work, even though only the golden set is run
+        for name in DATASETS:
+            loaded = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], args.seed)
+            if len(loaded.traffic) != sizes["traffic"] or len(loaded.heldout) != sizes["heldout"]:
+                raise BenchError(f"{name}: the split has the wrong size")
+    params = {**sizes, "datasets": names, "datasets_dir": str(datasets_dir), "seed": args.seed, "jobs": args.jobs,
+              "smoke": args.smoke, "rasa": not args.no_rasa, "gate_for_rounds": ALWAYS_PROMOTE,
+              "rsft_config": _config_sections(Config())}
+    result = {"meta": run_metadata(params), "datasets": {}}
+    out_json = args.out / "quality.json"
+    work = Path(tempfile.mkdtemp(prefix="rsft-bench-quality-"))
+    started = time.perf_counter()
+    try:
+        jobs = []
+        for name in names:
+            dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], args.seed)
+            zero_started = time.perf_counter()
+            zero = evaluate(ResponseModel.pretrained(dataset.bank, Config().model), dataset.heldout_questions)
+            result["datasets"][name] = {
+                "dataset": dataset.describe(), "methods": {},
+                "zero_shot": {"accuracy": zero.accuracy, "seconds": round(time.perf_counter() - zero_started, 2)}}
+            print(f"[{name}] zero-shot held-out accuracy {zero.accuracy:.1%} ({zero.n} questions)", flush=True)
+            jobs += [(name, "rasa", None)] if not args.no_rasa else []
+            jobs += [(name, rule, noise) for noise in sizes["noise"] for rule in RULES]
+            jobs += [(name, "oracle", None), (name, "naive", None)]
+        write_json(out_json, result)
+        for (name, key), method in _run_jobs(jobs, sizes, args.seed, datasets_dir, work, result, args.jobs):
+            result["datasets"][name]["methods"].update(method if key == "rasa" else {key: method})
+            write_json(out_json, result)
+        result["meta"]["wall_seconds"] = round(time.perf_counter() - started, 1)
+        result["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        write_json(out_json, result)
+        from .plots import plot_quality
+
+        plots = plot_quality(result, args.out)
+        print(f"wrote {out_json} and {', '.join(str(p) for p in plots)} in {result['meta']['wall_seconds']:.0f} s")
+    finally:
+        if not args.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+    problems = check_quality(result, smoke=args.smoke)
+    for problem in problems:
+        print(f"CHECK FAILED: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _run_jobs(jobs: list[tuple[str, str, float | None]], sizes: dict[str, Any], seed: int, datasets_dir: Path,
+              work: Path, result: dict[str, Any], processes: int) -> Any:
+    """Yield ((dataset, result key), method result) as each job finishes, in this process or in a pool."""
+    def arguments(job: tuple[str, str, float | None]) -> tuple:
+        name, method, noise = job
+        return (name, method, noise, sizes, seed, datasets_dir, work / name,
+                result["datasets"][name]["zero_shot"]["accuracy"])
+
+    def key(job: tuple[str, str, float | None]) -> tuple[str, str]:
+        name, method, noise = job
+        return name, method if noise is None else f"{method}@{noise:g}"
+
+    if processes <= 1:
+        for job in jobs:
+            yield key(job), run_method(*arguments(job))
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_one_thread) as pool:
+        futures = {pool.submit(run_method, *arguments(job)): job for job in jobs}
+        for future in as_completed(futures):
+            yield key(futures[future]), future.result()
+
+
+def _one_thread() -> None:
+    """Pool workers share the cores: one torch thread each instead of every worker using all of them."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_method(name: str, method: str, noise: float | None, sizes: dict[str, Any], seed: int, datasets_dir: Path,
+               work: Path, zero_shot: float) -> dict[str, Any]:
+    """One method on one dataset, start to finish (the unit the process pool runs)."""
+    dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], seed)
+    bench = _DatasetBench(dataset, sizes, seed, work, zero_shot)
+    if method == "rasa":
+        return bench.rasa()
+    if method in ("oracle", "naive"):
+        return bench.supervised(method)
+    return bench.rounds(method, noise)
+
+
+class _DatasetBench:
+    def __init__(self, dataset: Dataset, sizes: dict[str, Any], seed: int, work: Path, zero_shot: float) -> None:
+        self.dataset, self.sizes, self.seed, self.work, self.zero_shot = dataset, sizes, seed, work, zero_shot
+        self.bank = dataset.bank
+        self.chunks = [list(c) for c in np.array_split(np.arange(len(dataset.traffic)), sizes["rounds"])]
+        self.turn_labels: dict[str, str] = {}  # turn id -> the asked question's label, filled while feeding
+        self.heldout = dataset.heldout_questions
+        self.pretrained = ResponseModel.pretrained(self.bank, Config().model)
+
+    def log(self, message: str) -> None:
+        print(f"[{self.dataset.name}] {message}", flush=True)
+
+    # ---- traffic -------------------------------------------------------------------------------------------
+
+    def _flips(self, noise: float) -> np.ndarray:
+        """Which ratings are flipped at this noise level: fixed per (seed, noise), shared by every method."""
+        rng = np.random.default_rng([self.seed, round(noise * 1000)])
+        return rng.random(len(self.dataset.traffic)) < noise
+
+    def _feed(self, config: Config, indices: list[int], flips: np.ndarray, round_no: int) -> dict[str, Any]:
+        """Ask the chunk's questions through the real Assistant and rate each answer from its label."""
+        started = time.perf_counter()
+        assistant = runtime.boot(config, watch=False)
+        served, correct = [], 0
+        try:
+            for i in indices:
+                text, label = self.dataset.traffic[i]
+                sender = f"bench-{round_no}-{i}"
+                reply = assistant.answer(sender, None, text)
+                if reply.turn_id is None:  # nothing to answer (an empty question)
+                    continue
+                right = self.bank.get(reply.answer_id).topic == label
+                assistant.rate(sender, reply.turn_id, int(right) ^ int(flips[i]))
+                served.append((i, reply.answer_id))
+                self.turn_labels[reply.turn_id] = label
+                correct += right
+        finally:
+            runtime.shutdown()
+        return {"served": served, "served_accuracy": correct / len(served) if served else 0.0,
+                "seconds": round(time.perf_counter() - started, 2)}
+
+    # ---- (c, d, e) rounds ----------------------------------------------------------------------------------
+
+    def rounds(self, rule: str, noise: float) -> dict[str, Any]:
+        config = write_world(self.work / f"{rule}-{noise:g}", self.bank, self.dataset.heldout,
+                             _merge(self.sizes["sections"], {"reject": {"rule": rule}, "gate": ALWAYS_PROMOTE}))
+        registry = Registry(config.paths.models_dir)
+        registry.set_live(registry.publish(self.pretrained, notes="pretrained").name, "bench")
+        flips = self._flips(noise)
+        accuracy = self.zero_shot
+        rounds = []
+        for number, chunk in enumerate(self.chunks, start=1):
+            fed = self._feed(config, chunk, flips, number)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            result = run_round(config, show_bar=False)
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            stats, gate = result.stats, result.stats.get("gate") or {}
+            if result.status == "promoted":
+                accuracy = gate["candidate_accuracy"]
+            rounds.append({
+                "round": number, "status": result.status, "reason": result.reason, "accuracy": accuracy,
+                "live_accuracy": gate.get("live_accuracy"), "candidate_accuracy": gate.get("candidate_accuracy"),
+                "default_gate_promotes": _default_gate(gate), "served_accuracy": fed["served_accuracy"],
+                "flipped_ratings": int(flips[chunk].sum()), "prompts": stats.get("prompts"),
+                "trainable_prompts": stats.get("trainable_prompts"), "candidates": stats.get("candidates"),
+                "accepted": stats.get("accepted"), "acceptance_rate": stats.get("acceptance_rate"),
+                "precision": self._precision(config, result.round_id),
+                "finetune": {k: v for k, v in (stats.get("finetune") or {}).items() if k != "history"},
+                "round_seconds": round(seconds, 2), "round_cpu_seconds": round(cpu, 2), "feed_seconds": fed["seconds"],
+                "stage_seconds": result.stage_seconds})
+            self.log(f"{rule} noise {noise:g} round {number}: {result.status}, held-out {accuracy:.1%}, "
+                     f"accepted {stats.get('accepted')} ({stats.get('acceptance_rate')}), "
+                     f"precision {rounds[-1]['precision']}, {seconds:.0f} s (+{fed['seconds']:.0f} s traffic)")
+        return {"method": rule, "noise": noise, "config": _config_sections(config), "rounds": rounds}
+
+    def _precision(self, config: Config, round_id: int) -> float | None:
+        """Share of the round's accepted (prompt, answer) pairs whose answer is the prompt's true intent.
+
+        A prompt's text is its first turn's question (merged near-duplicates keep all turn ids), so its label is
+        the label of the question asked in that turn.
+        """
+        store = Store(config.paths.db)
+        try:
+            examples = store.training_examples(round_id)
+        finally:
+            store.close()
+        judged = [self.turn_labels[first] == self.bank.get(e["answer_id"]).topic for e in examples
+                  if (first := json.loads(e["turn_ids"])[0]) in self.turn_labels]
+        return round(sum(judged) / len(judged), 4) if judged else None
+
+    # ---- (b) naive and (f) oracle --------------------------------------------------------------------------
+
+    def supervised(self, method: str) -> dict[str, Any]:
+        """Fine-tune round by round on every served answer (naive) or on the gold label (oracle)."""
+        config = write_world(self.work / method, self.bank, self.dataset.heldout, self.sizes["sections"])
+        registry = Registry(config.paths.models_dir)
+        registry.set_live(registry.publish(self.pretrained, notes="pretrained").name, "bench")
+        flips = self._flips(0.0)  # naive ignores ratings; they are logged as the product would log them
+        rng = np.random.default_rng(self.seed)
+        live, seen, rounds = self.pretrained, [], []
+        for number, chunk in enumerate(self.chunks, start=1):
+            if method == "naive":
+                fed = self._feed(config, chunk, flips, number)
+                new = [(i, self.bank.index_of(answer_id)) for i, answer_id in fed["served"]]
+            else:
+                fed = {"seconds": 0.0, "served_accuracy": None}
+                new = [(i, self.bank.index_of(self.dataset.traffic[i][1])) for i in chunk]
+            replay_pool = seen[-config.collect.replay * 5:]  # as collect: a sample of the most recent earlier ones
+            replay = ([replay_pool[j] for j in sorted(rng.choice(len(replay_pool), config.collect.replay,
+                                                                 replace=False))]
+                      if len(replay_pool) > config.collect.replay else list(replay_pool))
+            pairs = [TrainingPair(clean_text(self.dataset.traffic[i][0]), answer, ()) for i, answer in new + replay]
+            started, cpu_started = time.perf_counter(), time.process_time()
+            tuned = finetune(live, pairs, config.finetune, show_bar=False)
+            train_seconds = time.perf_counter() - started
+            accuracy = evaluate(tuned.model, self.heldout).accuracy
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            right = [self.bank.answers[a].topic == self.dataset.traffic[i][1] for i, a in new + replay]
+            rounds.append({
+                "round": number, "status": "trained", "accuracy": accuracy, "served_accuracy": fed["served_accuracy"],
+                "pairs": len(pairs), "acceptance_rate": 1.0, "precision": round(sum(right) / len(right), 4),
+                "finetune": {"epochs": tuned.epochs_run, "best_epoch": tuned.best_epoch,
+                             "train_pairs": tuned.train_pairs, "val_pairs": tuned.val_pairs,
+                             "examples_per_second": round(tuned.examples_per_second, 1)},
+                "round_seconds": round(seconds, 2), "round_cpu_seconds": round(cpu, 2),
+                "finetune_seconds": round(train_seconds, 2),
+                "feed_seconds": fed["seconds"]})
+            self.log(f"{method} round {number}: held-out {accuracy:.1%}, {len(pairs)} pairs "
+                     f"(precision {rounds[-1]['precision']:.1%}), {seconds:.0f} s")
+            seen.extend(new)
+            live = tuned.model
+            if method == "naive":  # the next chunk is served by the new model, through the registry as in product
+                registry.set_live(registry.publish(live, parent=registry.live_name(), notes="naive").name, "bench")
+        return {"method": method, "noise": None, "config": _config_sections(config), "rounds": rounds}
+
+    # ---- (g) the Rasa peer ---------------------------------------------------------------------------------
+
+    def rasa(self) -> dict[str, Any]:
+        """Rasa 3.6 (DIET per intent; ResponseSelector per retrieval intent) trained on all gold-labelled traffic."""
+        directory = self.work / "rasa"
+        directory.mkdir(parents=True, exist_ok=True)
+        job = {"train": [list(row) for row in self.dataset.traffic],
+               "test": [list(row) for row in self.dataset.heldout],
+               "answers": {a.topic: a.text for a in self.bank.answers}, "modes": ["diet", "response_selector"],
+               "epochs": self.sizes["rasa_epochs"], "seed": 42}
+        (directory / "job.json").write_text(json.dumps(job), encoding="utf-8")
+        if not RASA_PYTHON.exists():
+            raise BenchError(f"{RASA_PYTHON} is missing: run `make venvs` first")
+        started = time.perf_counter()
+        completed = subprocess.run([str(RASA_PYTHON), str(REPO / "bench" / "rasa_peer.py"), "--job",
+                                    str(directory / "job.json"), "--workdir", str(directory / "projects"), "--out",
+                                    str(directory / "out.json")], cwd=directory, env=rasa_env(), capture_output=True,
+                                   text=True, check=False)
+        if completed.returncode != 0:
+            raise BenchError(f"the Rasa peer failed (exit {completed.returncode}):\n{completed.stderr[-3000:]}")
+        seconds = time.perf_counter() - started
+        out = json.loads((directory / "out.json").read_text(encoding="utf-8"))
+        methods = {}
+        for mode, numbers in out["modes"].items():
+            methods[f"rasa_{mode}"] = {
+                "method": f"rasa_{mode}", "noise": None, "rasa_version": out["rasa_version"],
+                "epochs": job["epochs"], "trained_on": len(job["train"]), "accuracy": numbers["accuracy"],
+                "train_seconds": numbers["train_seconds"], "predict_seconds": numbers["predict_seconds"]}
+            self.log(f"Rasa {mode}: held-out {numbers['accuracy']:.1%} (trained in {numbers['train_seconds']:.0f} s)")
+        methods["rasa_diet"]["process_seconds"] = round(seconds, 1)
+        return methods
+
+
+def _merge(base: dict[str, dict[str, Any]], extra: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    merged = {name: dict(values) for name, values in base.items()}
+    for name, values in extra.items():
+        merged.setdefault(name, {}).update(values)
+    return merged
+
+
+def _default_gate(gate: dict[str, Any]) -> bool | None:
+    """Would the product's default gate (GateConfig()) have promoted this candidate? None when no gate ran."""
+    if not gate:
+        return None
+    refusals = _refusals(SimpleNamespace(accuracy=gate["live_accuracy"]),
+                         SimpleNamespace(accuracy=gate["candidate_accuracy"]), gate["per_topic"],
+                         gate.get("rated_live"), gate.get("rated_candidate"), GateConfig())
+    return not refusals
+
+
+def _config_sections(config: Config) -> dict[str, Any]:
+    return {name: dataclasses.asdict(getattr(config, name))
+            for name in ("model", "collect", "sample", "score", "reject", "finetune", "gate")}
+
+
+def check_quality(result: dict[str, Any], smoke: bool) -> list[str]:
+    """Structural checks (never timings): every method produced numbers, every round finished."""
+    problems = []
+    params = result["meta"]["params"]
+    for name, entry in result["datasets"].items():
+        expected = {"oracle", "naive"} | {f"{rule}@{noise:g}" for noise in params["noise"] for rule in RULES}
+        if params["rasa"]:
+            expected |= {"rasa_diet", "rasa_response_selector"}
+        missing = expected - set(entry["methods"])
+        if missing:
+            problems.append(f"{name}: no result for {sorted(missing)}")
+        if not 0 <= entry.get("zero_shot", {}).get("accuracy", -1) <= 1:
+            problems.append(f"{name}: no zero-shot accuracy")
+        for key, method in entry["methods"].items():
+            if "rounds" not in method:
+                if not 0 <= method.get("accuracy", -1) <= 1:
+                    problems.append(f"{name}/{key}: no accuracy")
+                continue
+            if len(method["rounds"]) != params["rounds"]:
+                problems.append(f"{name}/{key}: {len(method['rounds'])} rounds, expected {params['rounds']}")
+            for row in method["rounds"]:
+                if row["status"] == "failed":
+                    problems.append(f"{name}/{key} round {row['round']} failed: {row.get('reason')}")
+                if smoke and row["status"] not in ("promoted", "trained"):
+                    problems.append(f"{name}/{key} round {row['round']} ended {row['status']}: {row.get('reason')}")
+                if not 0 <= row["accuracy"] <= 1:
+                    problems.append(f"{name}/{key} round {row['round']}: accuracy {row['accuracy']}")
+    return problems
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Markdown tables from bench/results/*.json, written into docs/benchmarks.md between marker comments.
+
+    python -m bench.report                                    # refresh docs/benchmarks.md from bench/results
+    python -m bench.report --results DIR --out tables.md      # render to a file of its own (bench-smoke)
+
+Only the regions between `<!-- bench:quality:start -->` / `<!-- bench:quality:end -->` (and the same for
+`speed`) are replaced; the prose around them is written by hand. Numbers are never typed in: they come from the
+JSON the benchmarks wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from .common import DEFAULT_RESULTS, REPO
+
+DOC = REPO / "docs" / "benchmarks.md"
+RULES = ("threshold", "statistical", "best_of_n")
+LABELS = {
+    "zero_shot": "(a) zero-shot", "naive": "(b) naive, every served answer", "threshold": "(c) rounds: threshold",
+    "statistical": "(d) rounds: statistical", "best_of_n": "(e) rounds: best_of_n", "oracle": "(f) oracle labels",
+    "rasa_diet": "(g) Rasa DIETClassifier", "rasa_response_selector": "(g) Rasa ResponseSelector",
+}
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}"
+
+
+def num(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _table(header: list[str], rows: list[list[str]], align: str = "") -> list[str]:
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = [":--" if a == "l" else "--:" for a in align]
+    return ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |",
+            *["| " + " | ".join(row) + " |" for row in rows]]
+
+
+def _meta_line(meta: dict[str, Any]) -> str:
+    machine, git = meta["machine"], meta["git"]
+    dirty = " (with uncommitted changes)" if git.get("dirty") else ""
+    load = machine.get("load_average_at_start")
+    return (f"Run {meta['date']} on `{machine.get('host')}` ({machine.get('cpus')} × {machine.get('cpu_model')}, "
+            f"{machine.get('memory_gb')} GB), commit `{git.get('commit', '')[:10]}`{dirty}, load average at start "
+            f"{load[0] if load else '?'}; wall time {num(meta.get('wall_seconds', 0) / 60)} min. "
+            f"Command: `{meta['command']}`.")
+
+
+def quality_markdown(result: dict[str, Any], image_prefix: str) -> str:
+    params = result["meta"]["params"]
+    lines = [_meta_line(result["meta"]), ""]
+    lines += _summary(result)
+    for name, entry in result["datasets"].items():
+        info = entry["dataset"]
+        zero = entry.get("zero_shot", {}).get("accuracy")
+        lines += ["", f"#### {name}: {info['intents']} intents, {info['traffic']} traffic / {info['heldout']} "
+                      f"held-out questions", "",
+                  f"Source `{info['source']}`; answer bank `{info['answer_bank']}`; split: {info['split']}. "
+                  f"Zero-shot held-out accuracy **{pct(zero)} %**.", "",
+                  f"![accuracy per round, {name}]({image_prefix}quality_{name}.png)"]
+        for noise in params["noise"]:
+            lines += ["", f"*{name}, ratings flipped with probability {noise:g}*", ""]
+            lines += _method_table(entry, noise, params["rounds"])
+    return "\n".join(lines)
+
+
+def _final(method: dict[str, Any] | None) -> float | None:
+    if not method:
+        return None
+    return method["rounds"][-1]["accuracy"] if "rounds" in method else method.get("accuracy")
+
+
+def _summary(result: dict[str, Any]) -> list[str]:
+    params = result["meta"]["params"]
+    keys = ["naive", *RULES, "oracle", "rasa_diet", "rasa_response_selector"]
+    header = ["dataset", "noise", "zero-shot", "naive", "threshold", "statistical", "best_of_n", "oracle",
+              "Rasa DIET", "Rasa RS"]
+    rows = []
+    for name, entry in result["datasets"].items():
+        for noise in params["noise"]:
+            methods = entry["methods"]
+            cells = [pct(_final(methods.get(f"{k}@{noise:g}") or methods.get(k))) for k in keys]
+            best_rule = max((_final(methods.get(f"{r}@{noise:g}")) or 0 for r in RULES), default=0)
+            cells = [f"**{c}**" if k in RULES and _final(methods.get(f"{k}@{noise:g}")) == best_rule else c
+                     for k, c in zip(keys, cells, strict=True)]
+            rows.append([name, f"{noise:g}", pct(entry.get("zero_shot", {}).get("accuracy")), *cells])
+    return [f"Held-out top-1 accuracy (%) after the last of {params['rounds']} rounds (Rasa: trained once on all "
+            "traffic with gold labels); the best of the three rules in bold.", "",
+            *_table(header, rows, "ll" + "r" * 8)]
+
+
+def _method_table(entry: dict[str, Any], noise: float, rounds: int) -> list[str]:
+    methods = entry["methods"]
+    zero = entry.get("zero_shot", {}).get("accuracy")
+    header = ["method", *[f"r{i}" for i in range(1, rounds + 1)], "Δ vs zero-shot", "accepted (mean)",
+              "precision (mean)", "served acc. (mean)", "default gate", "s / round"]
+    rows = [[LABELS["zero_shot"], *[pct(zero)] * rounds, "0.0", "–", "–", "–", "–", "–"]]
+    for key in ("naive", *RULES, "oracle"):
+        method = methods.get(f"{key}@{noise:g}") or methods.get(key)
+        if not method:
+            continue
+        runs = method["rounds"]
+        accuracies = [pct(r["accuracy"]) for r in runs] + ["–"] * (rounds - len(runs))
+        gate = "".join({True: "✓", False: "✗", None: "·"}[r.get("default_gate_promotes")] for r in runs) \
+            if key in RULES else "–"
+        seconds = _mean([r["round_seconds"] + (r.get("feed_seconds") or 0) for r in runs])
+        label = LABELS[key] + (" (noise-free)" if key in ("naive", "oracle") else "")
+        rows.append([label, *accuracies, f"{100 * (runs[-1]['accuracy'] - zero):+.1f}",
+                     pct(_mean([r.get("acceptance_rate") for r in runs])),
+                     pct(_mean([r.get("precision") for r in runs])),
+                     pct(_mean([r.get("served_accuracy") for r in runs])), gate, num(seconds, 0)])
+    for key in ("rasa_diet", "rasa_response_selector"):
+        method = methods.get(key)
+        if method:
+            rows.append([LABELS[key], *["–"] * (rounds - 1), pct(method["accuracy"]),
+                         f"{100 * (method['accuracy'] - zero):+.1f}", "–", "100.0", "–", "–",
+                         f"{num(method['train_seconds'], 0)} (train)"])
+    return _table(header, rows)
+
+
+def speed_markdown(result: dict[str, Any], image_prefix: str) -> str:
+    lines = [_meta_line(result["meta"]), ""]
+    over = result.get("overhead")
+    if over:
+        lines += ["**Answer time in one process** (the same questions, interleaved, after a warm-up pass; ms):", ""]
+        rows = []
+        for threads, numbers in (over.get("by_threads") or {str(over.get("threads", "?")): over}).items():
+            for name, key, ratio in (
+                    ("bare sentence-transformers encode + matmul", "bare", "1.00"),
+                    ("ResponseModel.answer + render (= a turn's `latency_ms`)", "model",
+                     num(numbers["model_over_bare_p50"], 2)),
+                    ("Assistant.answer (+ SQLite insert of the turn)", "assistant",
+                     num(numbers["assistant_over_bare_p50"], 2))):
+                rows.append([name, threads, num(numbers[f"{key}_ms"]["p50"]), num(numbers[f"{key}_ms"]["p95"]),
+                             num(numbers[f"{key}_ms"]["mean"]), ratio])
+        lines += _table(["path", "torch threads", "p50", "p95", "mean", "p50 / bare p50"], rows, "lrrrrr")
+        lines += ["", f"{over['queries']} questions per setting; both paths chose the same answer for "
+                      f"{pct(over['same_answer_share'], 0)} % of them. The action server runs with torch's default "
+                      f"({over.get('default_threads', '?')} threads)."]
+    load = result.get("load")
+    if load:
+        lines += ["", "**End to end over the REST channel** (Rasa → action server → model → SQLite; ms):", ""]
+        rows = [[str(level["users"]), str(level["requests"]), str(level["failed"]), num(level["messages_per_second"]),
+                 num(level["rest_ms"]["p50"], 0), num(level["rest_ms"]["p95"], 0), num(level["rest_ms"]["p99"], 0),
+                 num(level["action_ms"]["p50"]), num(level["action_ms"]["p95"]), num(level["action_ms"]["p99"])]
+                for level in load["levels"]]
+        lines += _table(["users", "requests", "failed", "msg/s", "REST p50", "REST p95", "REST p99",
+                         "answer p50", "answer p95", "answer p99"], rows)
+        lines += ["", f"*answer* = the action server's own `latency_ms` of the logged turns. At one user, its p50 is "
+                      f"{num(load.get('action_p50_over_bare_p50'), 2)} × the bare encode + matmul p50 measured above.",
+                  "", f"![latency and throughput]({image_prefix}speed_latency.png)"]
+    swap = result.get("hot_swap")
+    if swap:
+        lines += ["", f"**Hot swap while {swap['users']} users chat** (a new version published and made live at "
+                      f"t = 0; the action server polls the pointer every {swap['poll_seconds']} s):", ""]
+        rows = [[str(swap["requests"]), str(swap["failed"]), str(swap["slow_over_1s"]),
+                 str(swap.get("not_answered_by_the_model", 0)), num(swap["publish_seconds"], 2),
+                 num(swap["first_new_answer_s"], 2), num(swap["all_new_after_s"], 2),
+                 num(swap["rest_ms_before_flip"]["p99"], 0), num(swap["rest_ms_after_flip"]["p99"], 0)]]
+        lines += _table(["requests", "failed", "slow (> 1 s)", "not for the model¹", "publish s",
+                         "first new answer s", "all answers new after s", "p99 before ms", "p99 after ms"], rows)
+        lines += ["", "¹ questions Rasa's NLU routed elsewhere (greeting, human hand-off): answered, but not by the "
+                      "response model, so they show no version.", "",
+                  f"![hot swap timeline]({image_prefix}speed_hot_swap.png)"]
+    round_numbers = result.get("round")
+    if round_numbers and round_numbers.get("stage_seconds"):
+        stats = round_numbers["stats"]
+        tuned = stats.get("finetune") or {}
+        lines += ["", f"**One round** ({round_numbers['rule']} rule) on {round_numbers['logged_questions']} logged "
+                      f"banking77 questions → {stats.get('prompts')} prompts ({stats.get('trainable_prompts')} for "
+                      f"training) × K={round_numbers['k']} = {stats.get('candidates')} candidates, "
+                      f"{stats.get('accepted')} accepted ({pct(stats.get('acceptance_rate'))} %), status "
+                      f"`{round_numbers['status']}`:", ""]
+        stages = round_numbers["stage_seconds"]
+        lines += _table(["stage", *stages, "total"], [["seconds", *[num(v) for v in stages.values()],
+                                                       num(sum(stages.values()))]])
+        lines += ["", f"Wall {num(round_numbers['wall_seconds'])} s, CPU {num(round_numbers['cpu_seconds'])} s; "
+                      f"peak memory of the round's process **{num(round_numbers['peak_memory_mb'], 0)} MB** "
+                      f"(getrusage maxrss; {num(round_numbers['memory_after_imports']['maxrss_mb'], 0)} MB after "
+                      "imports).", ""]
+        if round_numbers.get("speedup_vs_baseline"):
+            base = round_numbers["baseline"]
+            lines += _table(["fine-tune", "examples/s", "ratio to the straightforward loop"], [
+                ["library, training steps (as `finetune` reports it)",
+                 num(round_numbers["finetune_examples_per_second"]), num(round_numbers["speedup_vs_baseline"], 2)],
+                ["library, whole stage (epochs × pairs / stage seconds)",
+                 num(round_numbers["finetune_stage_examples_per_second"]),
+                 num(round_numbers["stage_speedup_vs_baseline"], 2)],
+                [f"straightforward loop, bank re-encoded every step ({base['steps']} steps)",
+                 num(round_numbers["baseline_examples_per_second"]), "1.00"]])
+            lines += ["", f"Fine-tune: {tuned.get('epochs')} epochs (best {tuned.get('best_epoch')}), "
+                          f"{tuned.get('train_pairs')} training / {tuned.get('val_pairs')} validation pairs."]
+        lines += ["", f"![round stages]({image_prefix}speed_round_stages.png)"]
+    return "\n".join(lines)
+
+
+def render_into(doc: str, section: str, body: str) -> str:
+    start, end = f"<!-- bench:{section}:start -->", f"<!-- bench:{section}:end -->"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+    if not pattern.search(doc):
+        raise SystemExit(f"{DOC} has no {start} ... {end} region")
+    return pattern.sub(lambda _m: f"{start}\n{body}\n{end}", doc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument("--out", type=Path, help="write the tables to this file instead of into --doc")
+    args = parser.parse_args(argv)
+    prefix = "../bench/results/" if args.out is None else ""
+    bodies = {}
+    for section, render in (("quality", quality_markdown), ("speed", speed_markdown)):
+        path = args.results / f"{section}.json"
+        if path.exists():
+            bodies[section] = render(json.loads(path.read_text(encoding="utf-8")), prefix)
+    if not bodies:
+        print(f"no results in {args.results}", file=sys.stderr)
+        return 1
+    if args.out:
+        args.out.write_text("\n\n".join(bodies.values()) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
+        return 0
+    doc = args.doc.read_text(encoding="utf-8")
+    for section, body in bodies.items():
+        doc = render_into(doc, section, body)
+    args.doc.write_text(doc, encoding="utf-8")
+    print(f"updated {args.doc} ({', '.join(bodies)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
