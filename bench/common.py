@@ -36,6 +36,12 @@ RASA_PYTHON = REPO / ".venv-rasa" / "bin" / "python"
 BITEXT_FILE = "bitext-customer-support/Bitext_Sample_Customer_Support_Training_Dataset.csv"
 BANKING_TRAIN = "banking77/train.csv"
 BANKING_TEST = "banking77/test.csv"
+# The rejection rules the quality benchmark runs rounds with: name -> the reject section it sets. The product's
+# default is statistical with the per-prompt envelope; statistical_global is the one-envelope-per-round variant.
+RULES: dict[str, dict[str, str]] = {
+    "threshold": {"rule": "threshold"}, "statistical": {"rule": "statistical", "r_max": "prompt"},
+    "statistical_global": {"rule": "statistical", "r_max": "observed"}, "best_of_n": {"rule": "best_of_n"}}
+
 DATASETS = ("bitext", "banking77", "golden")
 
 

@@ -6,13 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .common import RULES  # noqa: E402
+
 COLORS = {"naive": "#7f7f7f", "oracle": "#000000", "threshold": "#1f77b4", "statistical": "#d62728",
-          "best_of_n": "#2ca02c", "rasa_diet": "#9467bd", "rasa_response_selector": "#ff7f0e"}
-RULES = ("threshold", "statistical", "best_of_n")
+          "best_of_n": "#2ca02c",
+          "statistical_global": "#e377c2", "rasa_diet": "#9467bd", "rasa_response_selector": "#ff7f0e"}
 
 
 def plot_quality(result: dict[str, Any], out: Path) -> list[Path]:
@@ -23,7 +26,8 @@ def plot_quality(result: dict[str, Any], out: Path) -> list[Path]:
     for name, entry in result["datasets"].items():
         methods = entry["methods"]
         zero = entry.get("zero_shot", {}).get("accuracy")
-        figure, axes = plt.subplots(1, len(noises), figsize=(5.2 * len(noises), 4.4), sharey=True, squeeze=False)
+        figure, axes = plt.subplots(1, len(noises), figsize=(max(7.0, 5.2 * len(noises)), 4.6), sharey=True,
+                                    squeeze=False)
         for axis, noise in zip(axes[0], noises, strict=True):
             for key, style in (("oracle", ":"), ("naive", "--")):
                 if key in methods:
@@ -49,7 +53,7 @@ def plot_quality(result: dict[str, Any], out: Path) -> list[Path]:
         figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
         info = entry["dataset"]
         figure.suptitle(f"{name}: {info['intents']} intents, {info['traffic']} traffic / {info['heldout']} held-out "
-                        f"questions (round 0 = zero-shot {zero:.1%})", fontsize=11)
+                        f"questions\nheld-out accuracy after each round (round 0 = zero-shot, {zero:.1%})", fontsize=10)
         figure.tight_layout(rect=(0, 0.1, 1, 0.95))
         path = out / f"quality_{name}.png"
         figure.savefig(path, dpi=90)
@@ -79,7 +83,11 @@ def plot_speed(result: dict[str, Any], out: Path) -> list[Path]:
                       color="#d62728")
         left.set_xscale("log")
         left.set_yscale("log")
+        left.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         left.set_xticks(users, [str(u) for u in users])
+        left.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        left.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        left.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         left.set_xlabel("concurrent simulated users")
         left.set_ylabel("milliseconds")
         left.legend(fontsize=7)
@@ -111,6 +119,9 @@ def plot_speed(result: dict[str, Any], out: Path) -> list[Path]:
         axis.set_xlabel("seconds since the live pointer flipped (request start)")
         axis.set_ylabel("REST round trip, ms")
         axis.set_yscale("log")
+        axis.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.legend(fontsize=7, loc="upper left")
         axis.grid(alpha=0.3)
         figure.suptitle(f"Hot swap while {swap['users']} users chat")

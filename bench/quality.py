@@ -16,7 +16,8 @@ Methods, per dataset (noise-free ones once, the three rules once per noise level
     zero_shot      the pretrained live model, no round
     naive          fine-tune (rsft_plugin.stages.finetune.finetune) on every served answer, no rejection
     threshold      run_round, reject.rule=threshold
-    statistical    run_round, reject.rule=statistical
+    statistical    run_round, reject.rule=statistical (the default per-prompt envelope)
+    statistical_global   run_round, reject.rule=statistical with reject.r_max=observed (one envelope per round)
     best_of_n      run_round, reject.rule=best_of_n
     oracle         fine-tune on the gold labels of the same traffic questions (upper bound)
     rasa_diet / rasa_response_selector   Rasa 3.6 trained on all gold-labelled traffic (bench/rasa_peer.py)
@@ -52,6 +53,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import yaml
 
 from rsft_plugin import runtime
 from rsft_plugin.assistant import clean_text
@@ -71,6 +73,7 @@ from .common import (
     DEFAULT_RESULTS,
     RASA_PYTHON,
     REPO,
+    RULES,
     BenchError,
     Dataset,
     load_dataset,
@@ -81,7 +84,6 @@ from .common import (
     write_world,
 )
 
-RULES = ("threshold", "statistical", "best_of_n")
 ALWAYS_PROMOTE = {"min_improvement": -1.0, "topic_tolerance": 1.0, "rated_tolerance": 1.0}
 
 FULL = {"traffic": 600, "heldout": 400, "rounds": 5, "noise": [0.0, 0.2, 0.4], "rasa_epochs": 100, "sections": {}}
@@ -103,9 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", help="comma-separated rating flip probabilities (full: 0,0.2,0.4)")
     parser.add_argument("--rasa-epochs", type=int, help="DIET/ResponseSelector epochs (full: 100, Rasa's default)")
     parser.add_argument("--no-rasa", action="store_true", help="leave out the Rasa peer")
+    parser.add_argument("--methods", default=",".join(["naive", "oracle", *RULES, "rasa"]),
+                        help=f"comma-separated subset of naive, oracle, {', '.join(RULES)}, rasa")
     parser.add_argument("--jobs", type=int, default=1,
                         help="methods run in this many processes at once (1: one after another, cleanest timings)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the rating flips and the replay")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one rsft.yml setting for every method, e.g. --set reject.beta=0.5 (repeatable)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the golden set, then check the output")
     parser.add_argument("--keep-work", action="store_true", help="keep the temporary rsft installations")
     args = parser.parse_args(argv)
@@ -115,7 +121,15 @@ def main(argv: list[str] | None = None) -> int:
             sizes[key] = getattr(args, key)
     if args.noise is not None:
         sizes["noise"] = [float(x) for x in args.noise.split(",")]
+    try:
+        sizes["sections"] = _merge(sizes["sections"], parse_overrides(args.overrides))
+    except ValueError as error:
+        parser.error(str(error))
     datasets_dir = resolve_datasets_dir(args.datasets)
+    methods = set(args.methods.split(",")) - ({"rasa"} if args.no_rasa else set())
+    unknown = methods - {"naive", "oracle", "rasa", *RULES}
+    if unknown:
+        parser.error(f"unknown method(s) {sorted(unknown)}")
     names = ["golden"] if args.smoke and args.only == ",".join(DATASETS) else args.only.split(",")
     if args.smoke:  # every loader still has to work, even though only the golden set is run
         for name in DATASETS:
@@ -123,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             if len(loaded.traffic) != sizes["traffic"] or len(loaded.heldout) != sizes["heldout"]:
                 raise BenchError(f"{name}: the split has the wrong size")
     params = {**sizes, "datasets": names, "datasets_dir": str(datasets_dir), "seed": args.seed, "jobs": args.jobs,
-              "smoke": args.smoke, "rasa": not args.no_rasa, "gate_for_rounds": ALWAYS_PROMOTE,
-              "rsft_config": _config_sections(Config())}
+              "methods": sorted(methods), "smoke": args.smoke, "rasa": "rasa" in methods,
+              "gate_for_rounds": ALWAYS_PROMOTE, "rsft_config": _config_sections(Config())}
     result = {"meta": run_metadata(params), "datasets": {}}
     out_json = args.out / "quality.json"
     work = Path(tempfile.mkdtemp(prefix="rsft-bench-quality-"))
@@ -139,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
                 "dataset": dataset.describe(), "methods": {},
                 "zero_shot": {"accuracy": zero.accuracy, "seconds": round(time.perf_counter() - zero_started, 2)}}
             print(f"[{name}] zero-shot held-out accuracy {zero.accuracy:.1%} ({zero.n} questions)", flush=True)
-            jobs += [(name, "rasa", None)] if not args.no_rasa else []
-            jobs += [(name, rule, noise) for noise in sizes["noise"] for rule in RULES]
-            jobs += [(name, "oracle", None), (name, "naive", None)]
+            jobs += [(name, "rasa", None)] if "rasa" in methods else []
+            jobs += [(name, rule, noise) for noise in sizes["noise"] for rule in RULES if rule in methods]
+            jobs += [(name, method, None) for method in ("oracle", "naive") if method in methods]
         write_json(out_json, result)
         for (name, key), method in _run_jobs(jobs, sizes, args.seed, datasets_dir, work, result, args.jobs):
             result["datasets"][name]["methods"].update(method if key == "rasa" else {key: method})
@@ -249,7 +263,7 @@ class _DatasetBench:
 
     def rounds(self, rule: str, noise: float) -> dict[str, Any]:
         config = write_world(self.work / f"{rule}-{noise:g}", self.bank, self.dataset.heldout,
-                             _merge(self.sizes["sections"], {"reject": {"rule": rule}, "gate": ALWAYS_PROMOTE}))
+                             _merge(self.sizes["sections"], {"reject": RULES[rule], "gate": ALWAYS_PROMOTE}))
         registry = Registry(config.paths.models_dir)
         registry.set_live(registry.publish(self.pretrained, notes="pretrained").name, "bench")
         flips = self._flips(noise)
@@ -266,7 +280,8 @@ class _DatasetBench:
             rounds.append({
                 "round": number, "status": result.status, "reason": result.reason, "accuracy": accuracy,
                 "live_accuracy": gate.get("live_accuracy"), "candidate_accuracy": gate.get("candidate_accuracy"),
-                "default_gate_promotes": _default_gate(gate), "served_accuracy": fed["served_accuracy"],
+                "default_gate_promotes": None if not gate else not _default_gate(gate),
+                "default_gate_refusals": _default_gate(gate), "served_accuracy": fed["served_accuracy"],
                 "flipped_ratings": int(flips[chunk].sum()), "prompts": stats.get("prompts"),
                 "trainable_prompts": stats.get("trainable_prompts"), "candidates": stats.get("candidates"),
                 "accepted": stats.get("accepted"), "acceptance_rate": stats.get("acceptance_rate"),
@@ -379,14 +394,29 @@ def _merge(base: dict[str, dict[str, Any]], extra: dict[str, dict[str, Any]]) ->
     return merged
 
 
-def _default_gate(gate: dict[str, Any]) -> bool | None:
-    """Would the product's default gate (GateConfig()) have promoted this candidate? None when no gate ran."""
+def _default_gate(gate: dict[str, Any]) -> list[str]:
+    """Why the product's default gate (GateConfig()) would refuse this candidate; [] = it would promote it."""
     if not gate:
-        return None
-    refusals = _refusals(SimpleNamespace(accuracy=gate["live_accuracy"]),
-                         SimpleNamespace(accuracy=gate["candidate_accuracy"]), gate["per_topic"],
-                         gate.get("rated_live"), gate.get("rated_candidate"), GateConfig())
-    return not refusals
+        return []
+    live, candidate = (SimpleNamespace(accuracy=gate[key]) for key in ("live_accuracy", "candidate_accuracy"))
+    return _refusals(live, candidate, gate["per_topic"], gate.get("rated_live"), gate.get("rated_candidate"),
+                     GateConfig())
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, dict[str, Any]]:
+    """["reject.beta=0.5", ...] -> {"reject": {"beta": 0.5}}; values are read as YAML scalars.
+
+    The merged sections are validated by Config when each method writes its rsft.yml, so a wrong key or value
+    fails there with the config's own message.
+    """
+    sections: dict[str, dict[str, Any]] = {}
+    for override in overrides:
+        name, equals, value = override.partition("=")
+        section, dot, key = name.partition(".")
+        if not equals or not dot or not section or not key:
+            raise ValueError(f"--set {override!r}: expected SECTION.KEY=VALUE, e.g. reject.beta=0.5")
+        sections.setdefault(section, {})[key] = yaml.safe_load(value)
+    return sections
 
 
 def _config_sections(config: Config) -> dict[str, Any]:
@@ -399,7 +429,9 @@ def check_quality(result: dict[str, Any], smoke: bool) -> list[str]:
     problems = []
     params = result["meta"]["params"]
     for name, entry in result["datasets"].items():
-        expected = {"oracle", "naive"} | {f"{rule}@{noise:g}" for noise in params["noise"] for rule in RULES}
+        chosen = set(params.get("methods", ["naive", "oracle", *RULES]))
+        expected = ({m for m in ("oracle", "naive") if m in chosen}
+                    | {f"{rule}@{noise:g}" for noise in params["noise"] for rule in RULES if rule in chosen})
         if params["rasa"]:
             expected |= {"rasa_diet", "rasa_response_selector"}
         missing = expected - set(entry["methods"])

@@ -17,13 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import DEFAULT_RESULTS, REPO
+from .common import DEFAULT_RESULTS, REPO, RULES
 
 DOC = REPO / "docs" / "benchmarks.md"
-RULES = ("threshold", "statistical", "best_of_n")
 LABELS = {
     "zero_shot": "(a) zero-shot", "naive": "(b) naive, every served answer", "threshold": "(c) rounds: threshold",
-    "statistical": "(d) rounds: statistical", "best_of_n": "(e) rounds: best_of_n", "oracle": "(f) oracle labels",
+    "statistical": "(d) rounds: statistical (per prompt)",
+    "statistical_global": "(d′) rounds: statistical, one envelope per round",
+    "best_of_n": "(e) rounds: best_of_n", "oracle": "(f) oracle labels",
     "rasa_diet": "(g) Rasa DIETClassifier", "rasa_response_selector": "(g) Rasa ResponseSelector",
 }
 
@@ -85,8 +86,7 @@ def _final(method: dict[str, Any] | None) -> float | None:
 def _summary(result: dict[str, Any]) -> list[str]:
     params = result["meta"]["params"]
     keys = ["naive", *RULES, "oracle", "rasa_diet", "rasa_response_selector"]
-    header = ["dataset", "noise", "zero-shot", "naive", "threshold", "statistical", "best_of_n", "oracle",
-              "Rasa DIET", "Rasa RS"]
+    header = ["dataset", "noise", "zero-shot", "naive", *RULES, "oracle", "Rasa DIET", "Rasa RS"]
     rows = []
     for name, entry in result["datasets"].items():
         for noise in params["noise"]:
@@ -97,8 +97,8 @@ def _summary(result: dict[str, Any]) -> list[str]:
                      for k, c in zip(keys, cells, strict=True)]
             rows.append([name, f"{noise:g}", pct(entry.get("zero_shot", {}).get("accuracy")), *cells])
     return [f"Held-out top-1 accuracy (%) after the last of {params['rounds']} rounds (Rasa: trained once on all "
-            "traffic with gold labels); the best of the three rules in bold.", "",
-            *_table(header, rows, "ll" + "r" * 8)]
+            "traffic with gold labels); the best rule in bold.", "",
+            *_table(header, rows, "ll" + "r" * (len(header) - 2))]
 
 
 def _method_table(entry: dict[str, Any], noise: float, rounds: int) -> list[str]:

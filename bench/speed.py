@@ -51,7 +51,7 @@ from .common import (
 )
 
 NEW_TAG = "[v-next]"
-FULL = {"users": [1, 10, 50], "requests": 300, "min_requests_per_user": 6, "overhead_queries": 150, "warmup": 150,
+FULL = {"users": [1, 10, 50], "requests": 300, "min_requests_per_user": 6, "overhead_queries": 100, "warmup": 100,
         "swap_users": 50, "swap_max_seconds": 90, "swap_before": 3, "swap_after": 5,
         "round_prompts": 1000, "round_heldout": 300, "k": 8, "baseline_steps": 15, "noise": 0.2, "round_config": {}}
 SMOKE = {"users": [1, 3], "requests": 6, "min_requests_per_user": 2, "overhead_queries": 10, "warmup": 5,

@@ -167,9 +167,10 @@ class RejectConfig:
     s_min: float = _help("threshold/best_of_n: minimum similarity to a trusted answer.", 0.8)
     r_min: float = _help("threshold/best_of_n: minimum smoothed rating.", 0.5)
     beta: float = _help("statistical: temperature of the tilt p(c) ∝ q(c)·exp(r(c)/beta).", 0.2)
-    r_max: typing.Literal["observed", "bound"] = _help(
-        "statistical: envelope M = exp(r_max/beta) from the round's largest reward (observed, tighter: more "
-        "accepted) or from w_similarity + w_rating (bound).", "observed")
+    r_max: typing.Literal["prompt", "observed", "bound"] = _help(
+        "statistical: the envelope M = exp(r_max/beta). prompt: per prompt, r_max = its best answer that clears "
+        "s_min and r_min (only those are eligible); observed: the round's largest reward; bound: w_similarity + "
+        "w_rating. prompt learned most in docs/benchmarks.md.", "prompt")
     min_accepted: int = _help("A round with fewer accepted samples stops before training.", 10)
 
     def __post_init__(self) -> None:

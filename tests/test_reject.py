@@ -74,3 +74,43 @@ def test_too_few_accepted_stops_the_round_with_a_reason():
     outcome = reject([scored(0, "a", 0.5, 0.1)], RejectConfig(rule="threshold"), R_MAX, np.random.default_rng(0))
     with pytest.raises(RoundStopped, match="only 0 of 1 candidates were accepted by the threshold rule"):
         outcome.require(1)
+
+
+def _two_prompt_draws(n: int, seed: int) -> list:
+    """i.i.d. draws from q for two prompts: prompt 0 with the rewards above, prompt 1 with every reward lowered."""
+    rng = np.random.default_rng(seed)
+    draws = []
+    for prompt, shift in ((0, 0.0), (1, -0.6)):
+        for i, c in enumerate(rng.choice(len(Q), size=n, p=Q)):
+            similarity = 0.9 if c != 0 else 0.5  # answer 0 is unlike every trusted answer: never eligible
+            draws.append(scored(prompt, f"a{c}", Q[c], REWARDS[c] + shift, similarity=similarity, rating=0.7,
+                                draw=i))
+    return draws
+
+
+def test_per_prompt_envelope_samples_each_prompts_tilted_policy_over_eligible_answers():
+    config = RejectConfig(rule="statistical", r_max="prompt", beta=BETA, s_min=0.8, r_min=0.5)
+    outcome = reject(_two_prompt_draws(40_000, seed=2), config, R_MAX, np.random.default_rng(9))
+    eligible = np.array([0.0, 1, 1, 1, 1, 1])
+    target = target_distribution(Q, REWARDS, BETA) * eligible
+    target /= target.sum()  # the same for both prompts: a constant shift of r cancels in p(c|x)
+    for prompt in (0, 1):
+        accepted = np.bincount([int(d.scored.candidate.answer_id[1:]) for d in outcome.decisions
+                                if d.accepted and d.scored.candidate.prompt_id == prompt], minlength=len(Q))
+        assert accepted[0] == 0
+        assert chisquare(accepted[1:], target[1:] * accepted.sum()).pvalue > 0.01
+    # A global envelope would accept prompt 1's answers far less often; per prompt, both rates are equal.
+    rates = [np.mean([d.accepted for d in outcome.decisions if d.scored.candidate.prompt_id == p]) for p in (0, 1)]
+    assert rates[1] == pytest.approx(rates[0], rel=0.05)
+
+
+def test_per_prompt_envelope_always_accepts_each_prompts_best_eligible_answer():
+    candidates = [scored(0, "best", 0.2, 1.7, similarity=0.9, rating=0.7, draw=0),
+                  scored(0, "far_worse", 0.5, 0.9, similarity=0.85, rating=0.5, draw=1),
+                  scored(1, "only_eligible", 0.1, 1.3, similarity=0.8, rating=0.5, draw=0),
+                  scored(1, "badly_rated", 0.8, 1.6, similarity=0.99, rating=0.4, draw=1)]
+    config = RejectConfig(rule="statistical", r_max="prompt", beta=0.1)
+    for seed in range(20):
+        outcome = reject(candidates, config, R_MAX, np.random.default_rng(seed))
+        assert [d.scored.candidate.answer_id for d in outcome.accepted] == ["best", "only_eligible"]
+    assert outcome.boundary["r_max"] == "per prompt"

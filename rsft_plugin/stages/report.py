@@ -41,7 +41,11 @@ def _reward_histogram(path: Path, outcome: RejectOutcome) -> Path:
     bins = 30
     axes.hist([rejected, accepted], bins=bins, range=(0, max(outcome.r_max, 1e-6)), stacked=True,
               label=[f"rejected ({len(rejected)})", f"accepted ({len(accepted)})"], color=["#c8c8c8", "#2b7bba"])
-    if outcome.rule == "statistical":
+    if outcome.rule == "statistical" and outcome.boundary["r_max"] == "per prompt":
+        axes.set_title(f"per-prompt envelope, β = {outcome.boundary['beta']}; eligible: similarity ≥ "
+                       f"{outcome.boundary['s_min']}, rating ≥ {outcome.boundary['r_min']}", fontsize=9)
+        extra = ([], [])
+    elif outcome.rule == "statistical":
         axis = axes.twinx()
         beta, r_max = outcome.boundary["beta"], outcome.boundary["r_max"]
         xs = [r_max * i / 200 for i in range(201)]
