@@ -202,7 +202,9 @@ def _git_state() -> dict[str, Any]:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
 
-    dirty = git("status", "--porcelain", "--", "rsft_plugin", "bench", "actions", "bot", "data")
+    # The code and data that decide the numbers; bench/results (the benchmarks' own output) does not count.
+    dirty = git("status", "--porcelain", "--", "rsft_plugin", "bench", ":!bench/results", "actions", "bot", "data",
+                "rsft.yml")
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(dirty), "dirty_files": dirty.splitlines()[:20]}
 
 
