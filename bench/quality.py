@@ -46,6 +46,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -193,17 +194,29 @@ def _run_jobs(jobs: list[tuple[str, str, float | None]], sizes: dict[str, Any], 
             yield key(job), run_method(*arguments(job))
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_one_thread) as pool:
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_init_worker,
+                             initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(run_method, *arguments(job)): job for job in jobs}
         for future in as_completed(futures):
             yield key(futures[future]), future.result()
 
 
-def _one_thread() -> None:
-    """Pool workers share the cores: one torch thread each instead of every worker using all of them."""
+def _init_worker(parent: int) -> None:
+    """Pool workers share the cores: one torch thread each instead of every worker using all of them.
+
+    They also exit when the benchmark's process dies: killed with it still running, a worker would otherwise
+    finish its job alone, stealing a core from the next run.
+    """
     import torch
 
     torch.set_num_threads(1)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(2)
+    os._exit(1)
 
 
 def run_method(name: str, method: str, noise: float | None, sizes: dict[str, Any], seed: int, datasets_dir: Path,
