@@ -161,6 +161,14 @@ def speed_markdown(result: dict[str, Any], image_prefix: str) -> str:
         lines += ["", f"*answer* = the action server's own `latency_ms` of the logged turns. At one user, its p50 is "
                       f"{num(load.get('action_p50_over_bare_p50'), 2)} × the bare encode + matmul p50 measured above.",
                   "", f"![latency and throughput]({image_prefix}speed_latency.png)"]
+    long = result.get("conversation_length")
+    if long:
+        lines += ["", "**One long conversation** (one user, back to back; REST round trip p50 per block of turns, ms; "
+                      "the load levels above use conversations of "
+                      f"{result['meta']['params'].get('turns_per_conversation', '?')} questions):", ""]
+        lines += _table([*(f"turns {b['turns']}" for b in long["blocks"]), "one-turn conversations"],
+                        [[*(num(b["p50_ms"], 0) for b in long["blocks"]),
+                          num(long["one_turn_conversations_p50_ms"], 0)]], "r" * (len(long["blocks"]) + 1))
     swap = result.get("hot_swap")
     if swap:
         lines += ["", f"**Hot swap while {swap['users']} users chat** (a new version published and made live at "

@@ -6,7 +6,7 @@ bounded:
 
 1. answer overhead, in this process: the same questions answered by ResponseModel.answer + render (what the
    action server times as a turn's `latency_ms`) and by a bare sentence-transformers encode + matmul + argmax;
-2. load: 1, 10 and 50 concurrent simulated users, each its own conversation, post questions to the REST channel;
+2. load: 1, 10 and 50 concurrent simulated users, in conversations of 10 questions, post to the REST channel;
    end-to-end latency p50/p95/p99, messages/s, and the action server's own answer time (`latency_ms` of the turns
    it logged);
 3. hot swap: while 50 users chat, publish a new version and flip the live pointer; failed and slow (> 1 s)
@@ -53,9 +53,11 @@ from .common import (
 NEW_TAG = "[v-next]"
 FULL = {"users": [1, 10, 50], "requests": 300, "min_requests_per_user": 6, "overhead_queries": 100, "warmup": 100,
         "swap_users": 50, "swap_max_seconds": 90, "swap_before": 3, "swap_after": 5,
+        "turns_per_conversation": 10, "long_conversation": 240, "block": 40,
         "round_prompts": 1000, "round_heldout": 300, "k": 8, "baseline_steps": 15, "noise": 0.2, "round_config": {}}
 SMOKE = {"users": [1, 3], "requests": 6, "min_requests_per_user": 2, "overhead_queries": 10, "warmup": 5,
          "swap_users": 4, "swap_max_seconds": 60, "swap_before": 1.5, "swap_after": 2,
+         "turns_per_conversation": 10, "long_conversation": 8, "block": 4,
          "round_prompts": 30, "round_heldout": 20, "k": 8, "baseline_steps": 1, "noise": 0.2,
          # a few dozen prompts: lower the product's minimums so the round trains instead of stopping
          "round_config": {"collect": {"min_prompts": 5}, "reject": {"min_accepted": 3},
@@ -141,10 +143,34 @@ def serve(result: dict[str, Any], sizes: dict[str, Any], seed: int, directory: P
         result["load"]["action_p50_over_bare_p50"] = round(
             first["action_ms"]["p50"] / result["overhead"]["bare_ms"]["p50"], 2)
         write_json(out_json, result)
+        print("one long conversation ...", flush=True)
+        result["conversation_length"] = conversation_length(stack, questions, sizes)
+        write_json(out_json, result)
         print("hot swap under load ...", flush=True)
         result["hot_swap"] = hot_swap(stack, live, questions, sizes)
     finally:
         stack.stop()
+
+
+def conversation_length(stack: Any, questions: list[str], sizes: dict[str, Any]) -> dict[str, Any]:
+    """REST time per turn along one long conversation, in blocks, against conversations of one turn each.
+
+    Rasa loads a conversation's whole tracker on every message, so the time per turn grows with its length.
+    """
+    session = requests.Session()
+    long_ms = [_ask(session, stack, "speed-long", questions[i % len(questions)])[2]
+               for i in range(sizes["long_conversation"])]
+    fresh_ms = [_ask(session, stack, f"speed-fresh-{i}", questions[i % len(questions)])[2]
+                for i in range(sizes["block"])]
+    block = sizes["block"]
+    blocks = [{"turns": f"{start + 1}-{start + block}",
+               "p50_ms": round(float(np.median(long_ms[start:start + block])), 1)}
+              for start in range(0, len(long_ms) - block + 1, block)]
+    result = {"blocks": blocks, "one_turn_conversations_p50_ms": round(float(np.median(fresh_ms)), 1)}
+    print(f"  turns {blocks[0]['turns']}: p50 {blocks[0]['p50_ms']} ms ... turns {blocks[-1]['turns']}: p50 "
+          f"{blocks[-1]['p50_ms']} ms; one-turn conversations p50 {result['one_turn_conversations_p50_ms']} ms",
+          flush=True)
+    return result
 
 
 # ---- 1. answer overhead ------------------------------------------------------------------------------------
@@ -238,7 +264,9 @@ def _ask(session: requests.Session, stack: Any, sender: str, message: str) -> tu
 
 
 def load_level(stack: Any, questions: list[str], users: int, sizes: dict[str, Any], seed: int) -> dict[str, Any]:
-    """`users` threads, each one conversation, each asking a fixed number of questions back to back."""
+    """`users` threads, each asking a fixed number of questions back to back, in conversations of
+    `turns_per_conversation` questions (Rasa reloads a conversation's whole tracker on every turn, so one endless
+    conversation would get slower with every message, which no real customer's does)."""
     per_user = max(sizes["min_requests_per_user"], math.ceil(sizes["requests"] / users))
     prefix = f"speed-{users}u-"
     rng = np.random.default_rng([seed, users])
@@ -251,8 +279,9 @@ def load_level(stack: Any, questions: list[str], users: int, sizes: dict[str, An
 
     def user(number: int) -> None:
         session = requests.Session()
-        for question in plans[number]:
-            ok, _text, ms = _ask(session, stack, f"{prefix}{number}", question)
+        for i, question in enumerate(plans[number]):
+            sender = f"{prefix}{number}-{i // sizes['turns_per_conversation']}"
+            ok, _text, ms = _ask(session, stack, sender, question)
             with lock:
                 records.append((ok, ms))
 
@@ -305,9 +334,12 @@ def hot_swap(stack: Any, live: Any, questions: list[str], sizes: dict[str, Any])
     def user(number: int) -> None:
         session = requests.Session()
         rng = np.random.default_rng(number)
+        asked = 0
         while not stop.is_set():
             start = time.perf_counter()
-            ok, text, ms = _ask(session, stack, f"swap-{number}", questions[int(rng.integers(len(questions)))])
+            sender = f"swap-{number}-{asked // sizes['turns_per_conversation']}"
+            ok, text, ms = _ask(session, stack, sender, questions[int(rng.integers(len(questions)))])
+            asked += 1
             version = "-" if text is None else "new" if text.startswith(NEW_TAG) else "old"
             with lock:
                 timeline.append((start, ms, version, ok))
@@ -414,6 +446,8 @@ def check_speed(result: dict[str, Any], smoke: bool) -> list[str]:
             problems.append(f"{level['failed']} failed requests at {level['users']} users")
         if not level["action_ms"]["n"]:
             problems.append(f"no logged turns at {level['users']} users")
+    if not (result.get("conversation_length") or {}).get("blocks"):
+        problems.append("the long-conversation measurement did not run")
     swap = result.get("hot_swap") or {}
     if not swap.get("saw_new_version"):
         problems.append("the hot swap never reached the new version")
