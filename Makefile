@@ -15,8 +15,8 @@ help:
 	@echo "make run    start the assistant (Rasa + actions + chat page); Ctrl-C stops it"
 	@echo "make test   run the whole test suite"
 	@echo "make lint   ruff"
-	@echo "make bench-quality  accuracy from ratings vs baselines and Rasa (~45 min; docs/benchmarks.md)"
-	@echo "make bench-speed    latency, throughput, hot swap, one round (~10 min; docs/benchmarks.md)"
+	@echo "make bench-quality  accuracy from ratings vs baselines and Rasa (~70 min; docs/benchmarks.md)"
+	@echo "make bench-speed    latency, throughput, hot swap, one round (~4 min; docs/benchmarks.md)"
 	@echo "make bench-smoke    both benchmarks at toy sizes, with checks (part of make test)"
 	@echo "make load-test  50 customers for 2 minutes over REST (make test runs 15 s)"
 

@@ -170,7 +170,7 @@ class RejectConfig:
     r_max: typing.Literal["prompt", "observed", "bound"] = _help(
         "statistical: the envelope M = exp(r_max/beta). prompt: per prompt, r_max = its best answer that clears "
         "s_min and r_min (only those are eligible); observed: the round's largest reward; bound: w_similarity + "
-        "w_rating. prompt learned most in docs/benchmarks.md.", "prompt")
+        "w_rating. Measured in docs/benchmarks.md.", "prompt")
     min_accepted: int = _help("A round with fewer accepted samples stops before training.", 10)
 
     def __post_init__(self) -> None:

@@ -13,8 +13,8 @@ statistical  rejection sampling. Target p(c) ∝ q(c)·exp(r(c)/β), proposal q 
                          prompt whose best answer is below the round's best is accepted exp(−gap/β) as often.
                bound     as observed, with r_max = w_similarity + w_rating, the largest reward possible.
              Either way p̃ <= M·q holds for every candidate it is applied to.
-             docs/benchmarks.md: the global envelope starves the fine-tune (about half of best_of_n's accepted
-             pairs, at lower precision); the per-prompt one learns as much as best_of_n.
+             docs/benchmarks.md: the global envelope starves the fine-tune (up to half as many accepted pairs,
+             at lower precision); the per-prompt one accepts about as many as best_of_n.
 
 Plain functions over floats: no model is loaded here.
 """
