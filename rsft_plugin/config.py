@@ -164,8 +164,9 @@ class RejectConfig:
 
     rule: typing.Literal["threshold", "best_of_n", "statistical"] = _help(
         "threshold | best_of_n | statistical.", "statistical")
-    s_min: float = _help("threshold/best_of_n: minimum similarity to a trusted answer.", 0.8)
-    r_min: float = _help("threshold/best_of_n: minimum smoothed rating.", 0.5)
+    s_min: float = _help("threshold, best_of_n, statistical per prompt: minimum similarity to a trusted answer.",
+                         0.8)
+    r_min: float = _help("threshold, best_of_n, statistical per prompt: minimum smoothed rating.", 0.5)
     beta: float = _help("statistical: temperature of the tilt p(c) ∝ q(c)·exp(r(c)/beta).", 0.2)
     r_max: typing.Literal["prompt", "observed", "bound"] = _help(
         "statistical: the envelope M = exp(r_max/beta). prompt: per prompt, r_max = its best answer that clears "

@@ -80,7 +80,7 @@ class RejectOutcome:
     rule: str
     decisions: list[Decision]
     r_max: float
-    boundary: dict[str, float]  # what the histogram marks: thresholds, or the tilt's parameters
+    boundary: dict[str, float | str]  # what the histogram shows: thresholds, or the tilt's parameters
 
     @property
     def accepted(self) -> list[Decision]:
