@@ -8,47 +8,28 @@ the bank once per epoch without gradients instead; this loop measures what that 
 
 from __future__ import annotations
 
-import copy
 import time
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from rsft_plugin.config import FinetuneConfig
-from rsft_plugin.encoder import trainable_state
 from rsft_plugin.model import ResponseModel
+from rsft_plugin.stages.finetune import batches, encode_for_training, pair_loss, trainable_copy
 from rsft_plugin.stages.records import TrainingPair
 
 
 def straightforward_examples_per_second(live: ResponseModel, pairs: list[TrainingPair], config: FinetuneConfig,
                                         max_steps: int) -> dict[str, float]:
     """Train a copy of `live` for at most `max_steps` steps (one pass over `pairs` at most); examples/s."""
-    torch.manual_seed(config.seed)
-    encoder = copy.deepcopy(live.encoder)
-    trainable = trainable_state(encoder, live.config.trainable_layers)
-    for parameter in encoder.parameters():
-        parameter.requires_grad_(False)
-    for parameter in trainable.values():
-        parameter.requires_grad_(True)
-    optimizer = torch.optim.AdamW(list(trainable.values()), lr=config.learning_rate, weight_decay=0.01)
-    answer_texts = [a.text[: live.config.max_query_chars] for a in live.bank.answers]
-    tokenize = getattr(encoder, "preprocess", None) or encoder.tokenize
-    order = np.random.default_rng(config.seed).permutation(len(pairs))
-    batches = [[pairs[i] for i in order[s:s + config.batch_size]] for s in range(0, len(pairs), config.batch_size)]
+    encoder, _trainable, optimizer = trainable_copy(live, config)
+    answer_texts = [a.text for a in live.bank.answers]
+    max_chars = live.config.max_query_chars
     encoder.train()
     seen, steps, losses = 0, 0, []
     started = time.perf_counter()
-    for batch in batches[:max_steps]:
-        queries = F.normalize(encoder(tokenize([p.prompt[: live.config.max_query_chars] for p in batch]))
-                              ["sentence_embedding"], dim=-1)  # (B, d)
-        answers = F.normalize(encoder(tokenize(answer_texts))["sentence_embedding"], dim=-1)  # (A, d), every step
-        logits = queries @ answers.T / config.train_temperature  # (B, A)
-        margins = torch.zeros_like(logits)
-        for row, pair in enumerate(batch):
-            if pair.hard_negatives:
-                margins[row, list(pair.hard_negatives)] = config.hard_negative_margin / config.train_temperature
-        loss = F.cross_entropy(logits + margins, torch.tensor([p.answer_index for p in batch]))
+    for batch in batches(pairs, config.batch_size, np.random.default_rng(config.seed))[:max_steps]:
+        answers = encode_for_training(encoder, answer_texts, max_chars)  # (A, d), with gradients, every step
+        loss = pair_loss(encoder, batch, answers, config, max_chars)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -13,6 +13,8 @@ import os
 import platform
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -212,6 +214,23 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     return path
+
+
+def finish_run(result: dict[str, Any], out_json: Path, started: float,
+               plot: Callable[[dict[str, Any], Path], list[Path]]) -> None:
+    """Stamp the run's wall time and closing load average, write the JSON, draw its plots beside it."""
+    result["meta"]["wall_seconds"] = round(time.perf_counter() - started, 1)
+    result["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    write_json(out_json, result)
+    plots = plot(result, out_json.parent)
+    print(f"wrote {out_json} and {', '.join(str(p) for p in plots)} in {result['meta']['wall_seconds']:.0f} s")
+
+
+def exit_status(problems: list[str]) -> int:
+    """Print the structural checks that failed; 1 if any did."""
+    for problem in problems:
+        print(f"CHECK FAILED: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def rasa_env() -> dict[str, str]:

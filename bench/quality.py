@@ -77,6 +77,8 @@ from .common import (
     RULES,
     BenchError,
     Dataset,
+    exit_status,
+    finish_run,
     load_dataset,
     rasa_env,
     resolve_datasets_dir,
@@ -161,20 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         for (name, key), method in _run_jobs(jobs, sizes, args.seed, datasets_dir, work, result, args.jobs):
             result["datasets"][name]["methods"].update(method if key == "rasa" else {key: method})
             write_json(out_json, result)
-        result["meta"]["wall_seconds"] = round(time.perf_counter() - started, 1)
-        result["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-        write_json(out_json, result)
         from .plots import plot_quality
 
-        plots = plot_quality(result, args.out)
-        print(f"wrote {out_json} and {', '.join(str(p) for p in plots)} in {result['meta']['wall_seconds']:.0f} s")
+        finish_run(result, out_json, started, plot_quality)
     finally:
         if not args.keep_work:
             shutil.rmtree(work, ignore_errors=True)
-    problems = check_quality(result, smoke=args.smoke)
-    for problem in problems:
-        print(f"CHECK FAILED: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    return exit_status(check_quality(result, smoke=args.smoke))
 
 
 def _run_jobs(jobs: list[tuple[str, str, float | None]], sizes: dict[str, Any], seed: int, datasets_dir: Path,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -43,6 +42,8 @@ from .common import (
     DEFAULT_RESULTS,
     REPO,
     BenchError,
+    exit_status,
+    finish_run,
     percentile,
     resolve_datasets_dir,
     run_metadata,
@@ -94,19 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         result["round"] = round_speed(datasets_dir, sizes, args.seed, work / "round")
         write_json(out_json, result)
         serve(result, sizes, args.seed, work / "serve", out_json)
-        result["meta"]["wall_seconds"] = round(time.perf_counter() - started, 1)
-        result["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-        write_json(out_json, result)
         from .plots import plot_speed
 
-        plots = plot_speed(result, args.out)
-        print(f"wrote {out_json} and {', '.join(str(p) for p in plots)} in {result['meta']['wall_seconds']:.0f} s")
+        finish_run(result, out_json, started, plot_speed)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    problems = check_speed(result, args.smoke)
-    for problem in problems:
-        print(f"CHECK FAILED: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    return exit_status(check_speed(result, args.smoke))
 
 
 def serve(result: dict[str, Any], sizes: dict[str, Any], seed: int, directory: Path, out_json: Path) -> None:

@@ -13,26 +13,17 @@ from .store import Store
 def apply_retention(config: Config) -> int:
     """Redact raw text of turns older than `privacy.retention_days`; returns how many turns were redacted."""
     cutoff = (datetime.now(UTC) - timedelta(days=config.privacy.retention_days)).isoformat(timespec="milliseconds")
-    store = Store(config.paths.db)
-    try:
+    with Store(config.paths.db) as store:
         return store.redact_older_than(cutoff, redact)
-    finally:
-        store.close()
 
 
 def forget_sender(config: Config, sender_id: str) -> dict[str, int]:
     """Delete one customer's turns and ratings and their traces in recorded rounds."""
-    store = Store(config.paths.db)
-    try:
+    with Store(config.paths.db) as store:
         return store.forget(sender_id)
-    finally:
-        store.close()
 
 
 def backup_log(config: Config, destination: Path) -> dict[str, int]:
     """Online copy of the plugin's log to `destination` (a new file); returns the row counts copied."""
-    store = Store(config.paths.db)
-    try:
+    with Store(config.paths.db) as store:
         return store.backup(destination)
-    finally:
-        store.close()

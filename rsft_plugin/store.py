@@ -93,6 +93,12 @@ class Store:
         with self._lock:
             self.db.conn.close()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     # ---- writing -------------------------------------------------------------------------------------------
 
     def log_turn(self, turn: TurnRecord) -> str:

@@ -101,3 +101,31 @@ def fed(tmp_path, pretrained):
     registry.set_live(registry.publish(pretrained).name, "test")
     feed_traffic(config)
     return config
+
+
+def start_stack(directory: Path, pretrained: ResponseModel, before_start=None, server: dict | None = None,
+                **sections: dict):
+    """Rasa + action server + web on free ports, serving `pretrained` from `directory` (the caller stops it).
+
+    `before_start(config)` runs once the model is live and before the servers start (to log earlier traffic).
+    """
+    from rsft_plugin.launcher import Stack, free_port
+
+    ports = {"rasa_port": free_port(), "action_port": free_port(), "web_port": free_port()}
+    config = load_config(write_config(directory, server={**ports, **(server or {})}, **sections))
+    registry = Registry(config.paths.models_dir)
+    registry.set_live(registry.publish(pretrained, notes="pretrained").name, "test stack")
+    if before_start is not None:
+        before_start(config)
+    stack = Stack(config, log_dir=directory / "logs")
+    stack.start()
+    return stack
+
+
+def assert_interrupted_round_failed(config: Config, round_id: int) -> None:
+    """The round killed mid-way is recorded as failed by the next round, with the reason."""
+    from rsft_plugin.store import Store
+
+    with Store(config.paths.db) as store:
+        killed = store.round(round_id)
+    assert killed["status"] == "failed" and "ended without finishing" in killed["reason"]

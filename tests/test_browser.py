@@ -12,19 +12,14 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from rsft_plugin import runtime
-from rsft_plugin.config import load_config
-from rsft_plugin.golden import load_golden
-from rsft_plugin.launcher import Stack, free_port
 from rsft_plugin.registry import Registry
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
 from rsft_plugin.store import Store
 
-from .conftest import REPO, write_config
+from .conftest import REPO, feed_traffic, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -37,29 +32,12 @@ WAIT_MS = 60_000  # how long a step may take on a busy 2-core machine (Playwrigh
 expect.set_options(timeout=WAIT_MS)
 
 
-def _seed(config, n: int = 150, noise: float = 0.2) -> None:
-    """Earlier customers: golden train questions asked through the real Assistant, rated from their labels."""
-    assistant = runtime.boot(config, watch=False)
-    rng = np.random.default_rng(7)
-    try:
-        for i, question in enumerate(load_golden(config.paths.golden, split="train")[:n]):
-            reply = assistant.answer(f"earlier-{i}", None, question.question)
-            correct = assistant.store.turn(reply.turn_id)["answer_topic"] == question.topic
-            assistant.rate(f"earlier-{i}", reply.turn_id, int(correct) ^ int(rng.random() < noise))
-    finally:
-        runtime.shutdown()
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, pretrained):
-    directory = tmp_path_factory.mktemp("browser")
-    config = load_config(write_config(directory, gate=LENIENT_GATE, finetune=SHORT_FINETUNE, server={
-        "rasa_port": free_port(), "action_port": free_port(), "web_port": free_port(), "reload_poll_seconds": 0.2}))
-    registry = Registry(config.paths.models_dir)
-    registry.set_live(registry.publish(pretrained, notes="pretrained").name, "browser test")
-    _seed(config)
-    stack = Stack(config, log_dir=directory / "logs")
-    stack.start()
+    # earlier customers: golden train questions asked through the real Assistant, rated from their labels
+    stack = start_stack(tmp_path_factory.mktemp("browser"), pretrained,
+                        before_start=lambda config: feed_traffic(config, n=150, noise=0.2, seed=7),
+                        server={"reload_poll_seconds": 0.2}, gate=LENIENT_GATE, finetune=SHORT_FINETUNE)
     yield stack
     stack.stop()
 

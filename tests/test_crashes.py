@@ -15,9 +15,8 @@ from rsft_plugin.faults import CRASH_ENV
 from rsft_plugin.model import ResponseModel
 from rsft_plugin.registry import Registry
 from rsft_plugin.rounds import run_round
-from rsft_plugin.store import Store
 
-from .conftest import REPO, feed_traffic, round_config
+from .conftest import REPO, assert_interrupted_round_failed, feed_traffic, round_config
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -68,9 +67,4 @@ def test_a_round_killed_anywhere_leaves_the_live_model_serving(template, tmp_pat
     assert result.status == "promoted", result.reason
     assert registry.live_name() == result.new_version
     assert not list(config.paths.models_dir.glob(".staging-*")) and not list(config.paths.models_dir.glob(".LIVE*"))
-    store = Store(config.paths.db)
-    try:
-        killed = store.round(result.round_id - 1)
-        assert killed["status"] == "failed" and "ended without finishing" in killed["reason"]
-    finally:
-        store.close()
+    assert_interrupted_round_failed(config, result.round_id - 1)

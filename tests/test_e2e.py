@@ -16,25 +16,18 @@ import pytest
 import requests
 
 from rsft_plugin.config import load_config
-from rsft_plugin.launcher import Stack, free_port, rasa_token
+from rsft_plugin.launcher import Stack, rasa_token
 from rsft_plugin.registry import Registry
 from rsft_plugin.store import Store
 
-from .conftest import relabelled, write_config
+from .conftest import relabelled, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, pretrained):
-    directory = tmp_path_factory.mktemp("e2e")
-    config = load_config(write_config(directory, server={
-        "rasa_port": free_port(), "action_port": free_port(), "web_port": free_port(),
-        "reload_poll_seconds": 0.2}))
-    registry = Registry(config.paths.models_dir)
-    registry.set_live(registry.publish(pretrained).name, "e2e")
-    stack = Stack(config, log_dir=directory / "logs")
-    stack.start()
+    stack = start_stack(tmp_path_factory.mktemp("e2e"), pretrained, server={"reload_poll_seconds": 0.2})
     yield stack
     stack.stop()
 
@@ -161,7 +154,6 @@ def test_simulated_traffic_then_a_round_makes_the_bot_answer_from_the_new_versio
     from click.testing import CliRunner
 
     from rsft_plugin.cli import main
-    from rsft_plugin.config import load_config
     from rsft_plugin.rounds import run_round
 
     from .conftest import REPO

@@ -17,12 +17,10 @@ from collections import Counter
 import pytest
 import requests
 
-from rsft_plugin.config import load_config
 from rsft_plugin.golden import load_golden
-from rsft_plugin.launcher import Stack, free_port
-from rsft_plugin.registry import Registry
+from rsft_plugin.launcher import Stack
 
-from .conftest import REPO, write_config
+from .conftest import REPO, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 USERS = int(os.environ.get("RSFT_LOAD_USERS", "50"))
@@ -31,13 +29,7 @@ SECONDS = float(os.environ.get("RSFT_LOAD_SECONDS", "15"))
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, pretrained):
-    directory = tmp_path_factory.mktemp("load")
-    config = load_config(write_config(directory, server={
-        "rasa_port": free_port(), "action_port": free_port(), "web_port": free_port()}))
-    registry = Registry(config.paths.models_dir)
-    registry.set_live(registry.publish(pretrained).name, "load")
-    stack = Stack(config, log_dir=directory / "logs")
-    stack.start()
+    stack = start_stack(tmp_path_factory.mktemp("load"), pretrained)
     yield stack
     stack.stop()
 

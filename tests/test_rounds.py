@@ -23,7 +23,7 @@ from rsft_plugin.store import Store
 from rsft_plugin.webapp import build_app
 from rsft_plugin.worker import run_worker
 
-from .conftest import REPO, feed_traffic, round_config
+from .conftest import REPO, assert_interrupted_round_failed, feed_traffic, round_config
 
 pytestmark = pytest.mark.timeout(600)
 def test_a_round_promotes_a_new_version_with_provenance_and_a_report(fed):
@@ -112,12 +112,7 @@ def test_a_killed_finetune_leaves_the_live_model_alone_and_the_next_round_runs(f
     assert registry.live_name() == "v0001" and [i.name for i in registry.versions()] == ["v0001"]
     result = run_round(fed, show_bar=False)
     assert result.status == "promoted" and registry.live_name() == "v0002"
-    store = Store(fed.paths.db)
-    try:
-        killed = store.round(result.round_id - 1)
-        assert killed["status"] == "failed" and "ended without finishing" in killed["reason"]
-    finally:
-        store.close()
+    assert_interrupted_round_failed(fed, result.round_id - 1)
 
 
 def test_rollback_puts_back_the_previous_version(fed):

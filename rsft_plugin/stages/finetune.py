@@ -30,15 +30,8 @@ from .records import FinetuneResult, Progress, TrainingPair, no_progress
 def finetune(live: ResponseModel, pairs: list[TrainingPair], config: FinetuneConfig,
              progress: Progress = no_progress, show_bar: bool = True) -> FinetuneResult:
     """Train a copy of `live` on `pairs`; `live` itself is never modified."""
-    torch.manual_seed(config.seed)
-    encoder = copy.deepcopy(live.encoder)
-    trainable = trainable_state(encoder, live.config.trainable_layers)
-    for parameter in encoder.parameters():
-        parameter.requires_grad_(False)
-    for parameter in trainable.values():
-        parameter.requires_grad_(True)
+    encoder, trainable, optimizer = trainable_copy(live, config)
     train, val = _split(pairs, config.val_fraction, config.seed)
-    optimizer = torch.optim.AdamW(list(trainable.values()), lr=config.learning_rate, weight_decay=0.01)
     answer_texts = [a.text for a in live.bank.answers]
     rng = np.random.default_rng(config.seed)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
@@ -52,8 +45,8 @@ def finetune(live: ResponseModel, pairs: list[TrainingPair], config: FinetuneCon
         started = time.perf_counter()
         encoder.train()
         epoch_loss = 0.0
-        for batch in _batches(train, config.batch_size, rng):
-            loss = _loss(encoder, batch, answers, config, live.config.max_query_chars)
+        for batch in batches(train, config.batch_size, rng):
+            loss = pair_loss(encoder, batch, answers, config, live.config.max_query_chars)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -83,11 +76,30 @@ def finetune(live: ResponseModel, pairs: list[TrainingPair], config: FinetuneCon
                           seen / train_seconds if train_seconds else 0.0, history)
 
 
-def _loss(encoder, batch: list[TrainingPair], answers: torch.Tensor, config: FinetuneConfig,
-          max_chars: int) -> torch.Tensor:
+def trainable_copy(live: ResponseModel, config: FinetuneConfig
+                   ) -> tuple[torch.nn.Module, dict[str, torch.Tensor], torch.optim.Optimizer]:
+    """A copy of `live`'s encoder whose top `trainable_layers` layers learn, and their optimiser."""
+    torch.manual_seed(config.seed)
+    encoder = copy.deepcopy(live.encoder)
+    trainable = trainable_state(encoder, live.config.trainable_layers)
+    for parameter in encoder.parameters():
+        parameter.requires_grad_(False)
+    for parameter in trainable.values():
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(list(trainable.values()), lr=config.learning_rate, weight_decay=0.01)
+    return encoder, trainable, optimizer
+
+
+def encode_for_training(encoder, texts: list[str], max_chars: int) -> torch.Tensor:
+    """Unit-length embeddings (N, d) with gradients through the trainable layers."""
     prepare = getattr(encoder, "preprocess", None) or encoder.tokenize  # `tokenize` is deprecated in ST 6
-    features = prepare([p.prompt[:max_chars] for p in batch])
-    queries = F.normalize(encoder(features)["sentence_embedding"], dim=-1)  # (B, d)
+    return F.normalize(encoder(prepare([t[:max_chars] for t in texts]))["sentence_embedding"], dim=-1)
+
+
+def pair_loss(encoder, batch: list[TrainingPair], answers: torch.Tensor, config: FinetuneConfig,
+              max_chars: int) -> torch.Tensor:
+    """Cross-entropy over the bank `answers` (A, d) with hard-negative margins, for one batch of pairs."""
+    queries = encode_for_training(encoder, [p.prompt for p in batch], max_chars)  # (B, d)
     logits = queries @ answers.T / config.train_temperature  # (B, A)
     margins = torch.zeros_like(logits)
     for row, pair in enumerate(batch):
@@ -101,7 +113,7 @@ def _validation_loss(encoder, pairs: list[TrainingPair], answer_texts: list[str]
                      max_chars: int) -> float:
     answers = embed(encoder, answer_texts, max_chars)
     with torch.inference_mode():
-        total = sum(_loss(encoder, pairs[i:i + 256], answers, config, max_chars).item() * len(pairs[i:i + 256])
+        total = sum(pair_loss(encoder, pairs[i:i + 256], answers, config, max_chars).item() * len(pairs[i:i + 256])
                     for i in range(0, len(pairs), 256))
     return total / len(pairs)
 
@@ -116,6 +128,7 @@ def _split(pairs: list[TrainingPair], fraction: float, seed: int) -> tuple[list[
     return [p for p in pairs if p.prompt not in val_prompts], [p for p in pairs if p.prompt in val_prompts]
 
 
-def _batches(pairs: list[TrainingPair], size: int, rng: np.random.Generator) -> list[list[TrainingPair]]:
+def batches(pairs: list[TrainingPair], size: int, rng: np.random.Generator) -> list[list[TrainingPair]]:
+    """The pairs in random order, cut into batches of `size`."""
     order = rng.permutation(len(pairs))
     return [[pairs[i] for i in order[start:start + size]] for start in range(0, len(pairs), size)]
