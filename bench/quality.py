@@ -63,6 +63,7 @@ from rsft_plugin.evaluate import evaluate
 from rsft_plugin.model import ResponseModel
 from rsft_plugin.registry import Registry
 from rsft_plugin.rounds import run_round
+from rsft_plugin.stages.collect import replay_sample
 from rsft_plugin.stages.finetune import finetune
 from rsft_plugin.stages.gate import _refusals  # the gate's own verdict logic, applied to the recorded numbers
 from rsft_plugin.stages.records import TrainingPair
@@ -308,11 +309,8 @@ class _DatasetBench:
         A prompt's text is its first turn's question (merged near-duplicates keep all turn ids), so its label is
         the label of the question asked in that turn.
         """
-        store = Store(config.paths.db)
-        try:
+        with Store(config.paths.db) as store:
             examples = store.training_examples(round_id)
-        finally:
-            store.close()
         judged = [self.turn_labels[first] == self.bank.get(e["answer_id"]).topic for e in examples
                   if (first := json.loads(e["turn_ids"])[0]) in self.turn_labels]
         return round(sum(judged) / len(judged), 4) if judged else None
@@ -334,10 +332,8 @@ class _DatasetBench:
             else:
                 fed = {"seconds": 0.0, "served_accuracy": None}
                 new = [(i, self.bank.index_of(self.dataset.traffic[i][1])) for i in chunk]
-            replay_pool = seen[-config.collect.replay * 5:]  # as collect: a sample of the most recent earlier ones
-            replay = ([replay_pool[j] for j in sorted(rng.choice(len(replay_pool), config.collect.replay,
-                                                                 replace=False))]
-                      if len(replay_pool) > config.collect.replay else list(replay_pool))
+            # as collect does: a sample of the most recent earlier questions
+            replay = replay_sample(seen[-config.collect.replay * 5:], config.collect.replay, rng)
             pairs = [TrainingPair(clean_text(self.dataset.traffic[i][0]), answer, ()) for i, answer in new + replay]
             started, cpu_started = time.perf_counter(), time.process_time()
             tuned = finetune(live, pairs, config.finetune, show_bar=False)

@@ -288,12 +288,9 @@ def load_level(stack: Any, questions: list[str], users: int, sizes: dict[str, An
     wall = time.perf_counter() - started
     from rsft_plugin.store import Store
 
-    store = Store(stack.config.paths.db)
-    try:
+    with Store(stack.config.paths.db) as store:
         action_ms = [row["latency_ms"] for row in store.db.query(
             "SELECT latency_ms FROM turns WHERE sender_id LIKE ? AND sender_id != ?", [prefix + "%", prefix + "warm"])]
-    finally:
-        store.close()
     ok_ms = [ms for ok, ms in records if ok]
     level = {"users": users, "requests": len(records), "failed": sum(not ok for ok, _ in records),
              "slow_over_1s": sum(ms > 1000 for _, ms in records), "wall_seconds": round(wall, 2),

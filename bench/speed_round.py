@@ -98,11 +98,8 @@ def run(args: argparse.Namespace) -> int:
         "memory_at_start": at_start, "memory_after_imports": after_imports, "memory_after_round": peak_memory_mb()}
     if result.status in ("promoted", "kept"):
         live = ResponseModel.load(Registry(config.paths.models_dir).version_path(result.live_version), config.model)
-        store = Store(config.paths.db)
-        try:
+        with Store(config.paths.db) as store:
             pairs = accepted_pairs(store, result.round_id, live.bank)
-        finally:
-            store.close()
         out["baseline"] = straightforward_examples_per_second(live, pairs, config.finetune, args.baseline_steps)
     args.out.write_text(json.dumps(out, indent=1, default=str), encoding="utf-8")
     return 0

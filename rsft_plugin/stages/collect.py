@@ -56,10 +56,14 @@ def collect_prompts(store: Store, embed: Embed, config: CollectConfig, rng: np.r
 def _replay(store: Store, since: str | None, limit: int, rng: np.random.Generator) -> list[dict]:
     if since is None or limit == 0:
         return []
-    pool = [t for t in store.turns_before(since, limit * 5) if clean_text(t["user_text"])]
-    if len(pool) <= limit:
-        return pool
-    return [pool[i] for i in sorted(rng.choice(len(pool), size=limit, replace=False))]
+    return replay_sample([t for t in store.turns_before(since, limit * 5) if clean_text(t["user_text"])], limit, rng)
+
+
+def replay_sample(recent: list, limit: int, rng: np.random.Generator) -> list:
+    """Up to `limit` items drawn without replacement from `recent` (the most recent earlier turns), in order."""
+    if len(recent) <= limit:
+        return list(recent)
+    return [recent[i] for i in sorted(rng.choice(len(recent), size=limit, replace=False))]
 
 
 def _merge(embeddings: torch.Tensor, bound: float) -> list[list[int]]:
