@@ -47,8 +47,9 @@ EMOJI_FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 $(BROWSER) $(EMOJI_FONT):
 	apt-get update && apt-get install -y --no-install-recommends chromium fonts-noto-color-emoji
 
-# bench-smoke first, so that pytest's summary is the last line CI reads.
+# lint and bench-smoke first, so that pytest's summary is the last line CI reads.
 test: venvs $(BROWSER) $(EMOJI_FONT)
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory bench-smoke
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
