@@ -17,6 +17,8 @@ import yaml
 
 from .errors import DataError
 
+ANSWERS_FILE = "answers.json"  # the bank a model version answers from, saved inside its directory
+
 _SLOT = re.compile(r"\{(\w+)\}")
 _SLOT_PATTERNS = {
     "order_id": re.compile(r"(?:order\s*(?:no\.?|number|nr\.?|#)?\s*|#)(\d{4,12})\b", re.IGNORECASE),

@@ -27,10 +27,9 @@ import subprocess
 import sys
 from typing import Any
 
-from .answer_bank import AnswerBank, load_answer_bank
+from .answer_bank import ANSWERS_FILE, AnswerBank, load_answer_bank
 from .config import Config, load_config
 from .errors import Conflict, DataError, InputError, NotFound, RsftError
-from .model import ANSWERS_FILE
 from .registry import Registry
 from .store import Store, process_alive, utc_now
 

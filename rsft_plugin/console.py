@@ -2,7 +2,8 @@
 
 Thin by design: each handler parses the request, calls one library function (inbox, answer_edits, round_reports,
 model_admin, exports) in a worker thread, and turns library errors into a 4xx JSON body (or a polite page).
-The pages are server-rendered shells; /static/console.js fills them from the same /api the bearer token uses.
+The pages are server-rendered shells (Jinja2 templates in web/templates/, every value autoescaped);
+/static/console.js fills them from the same /api the bearer token uses.
 
 Access (enforced by `guard`, which every request passes through):
     public          the routes in `PUBLIC` (chat page, /static, /config.json, /healthz, the login form)
@@ -15,14 +16,15 @@ Access (enforced by `guard`, which every request passes through):
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from string import Template
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
+import aiohttp_jinja2
+import jinja2
 from aiohttp import web
 
 from . import answer_edits, exports, inbox, model_admin, round_reports
@@ -40,12 +42,20 @@ SESSION_KEY: Any = web.RequestKey("operator_session", object) if hasattr(web, "R
 PUBLIC_RESOURCES = web.AppKey("public_resources", set)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+TEMPLATES_DIR = Path(__file__).parent / "web" / "templates"
+
+
+class View(NamedTuple):
+    path: str
+    title: str
+
+
 VIEWS = {  # name -> (path, title) of the console's pages, in navigation order
-    "inbox": ("/console/inbox", "Inbox"),
-    "answers": ("/console/answers", "Answer bank"),
-    "rounds": ("/console/rounds", "Rounds"),
-    "models": ("/console/models", "Models"),
-    "export": ("/console/export", "Export"),
+    "inbox": View("/console/inbox", "Inbox"),
+    "answers": View("/console/answers", "Answer bank"),
+    "rounds": View("/console/rounds", "Rounds"),
+    "models": View("/console/models", "Models"),
+    "export": View("/console/export", "Export"),
 }
 
 
@@ -101,18 +111,18 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         if wants_page:
             if exc.status == 404 and request.path.startswith("/console"):
-                return _message_page(404, "Not found", "There is nothing at this address.")
+                return _message_page(request, 404, "Not found", "There is nothing at this address.")
             raise
         return web.json_response({"error": exc.reason}, status=exc.status, headers=_allow(exc))
     except RsftError as exc:
         status = 400 if isinstance(exc, InputError) else 404 if isinstance(exc, NotFound) else 409
         if wants_page:
-            return _message_page(status, "That did not work", str(exc))
+            return _message_page(request, status, "That did not work", str(exc))
         return web.json_response({"error": str(exc)}, status=status)
     except Exception:  # a bug: logged with its traceback, answered politely
         log.exception("unexpected error on %s %s", request.method, request.path)
         if wants_page:
-            return _message_page(500, "Something went wrong", "The error was logged; please try again.")
+            return _message_page(request, 500, "Something went wrong", "The error was logged; please try again.")
         return web.json_response({"error": "internal error; it was logged"}, status=500)
 
 
@@ -130,20 +140,21 @@ def add_console_routes(app: web.Application, config: Config, token: str, session
         target = _safe_next(request.query.get("next"))
         if sessions.get(request.cookies.get(COOKIE_NAME)) is not None:
             raise web.HTTPSeeOther(target)
-        return _login_page(target)
+        return _login_page(request, target)
 
     async def login(request: web.Request) -> web.Response:
         address = request.remote or "unknown"
         if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            return _login_page("/console/inbox", "Send the login form, please.", status=400)
+            return _login_page(request, "/console/inbox", "Send the login form, please.", status=400)
         form = await request.post()
         target = _safe_next(form.get("next") if isinstance(form.get("next"), str) else None)
         if throttle.blocked(address):
-            return _login_page(target, "Too many wrong tokens; wait a few minutes and try again.", status=429)
+            return _login_page(request, target, "Too many wrong tokens; wait a few minutes and try again.",
+                               status=429)
         given = form.get("token")
         if not isinstance(given, str) or not matches(given.strip(), token):
             throttle.failed(address)
-            return _login_page(target, "That is not the operator token.", status=401)
+            return _login_page(request, target, "That is not the operator token.", status=401)
         throttle.succeeded(address)
         sessions.end(request.cookies.get(COOKIE_NAME))
         cookie, _ = sessions.create()
@@ -164,12 +175,12 @@ def add_console_routes(app: web.Application, config: Config, token: str, session
         async def handler(request: web.Request) -> web.Response:
             session = request.get(SESSION_KEY)
             value = request.match_info.get(arg, "") if arg else ""
-            return _shell(view, title or VIEWS[view][1], session.csrf_token if session else "", value)
+            return _shell(request, view, title or VIEWS[view].title, session.csrf_token if session else "", value)
 
         return handler
 
     async def console_home(request: web.Request) -> web.Response:
-        raise web.HTTPFound(VIEWS["inbox"][0])
+        raise web.HTTPFound(VIEWS["inbox"].path)
 
     # ---- API -----------------------------------------------------------------------------------------------
 
@@ -248,8 +259,8 @@ def add_console_routes(app: web.Application, config: Config, token: str, session
     router.add_post("/console/logout", logout)
     router.add_get("/console", console_home)
     router.add_get("/console/", console_home)
-    for view, (path, _title) in VIEWS.items():
-        router.add_get(path, page(view))
+    for name, view in VIEWS.items():
+        router.add_get(view.path, page(name))
     router.add_get("/console/conversations/{sender_id}", page("conversation", "Conversation", "sender_id"))
     router.add_get("/console/rounds/{round_id}", page("round", "Round", "round_id"))
 
@@ -304,95 +315,33 @@ def _safe_next(target: str | None) -> str:
     if target and target.startswith("/console/") and not target.startswith("//") and "\\" not in target \
             and not target.startswith(LOGIN_PATH) and all(32 < ord(c) < 127 for c in target):
         return target
-    return VIEWS["inbox"][0]
+    return VIEWS["inbox"].path
 
 
-_HEAD = Template("""<!DOCTYPE html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <meta name="color-scheme" content="light">
-  <meta name="referrer" content="same-origin">
-  $extra
-  <title>$title — rsft operator console</title>
-  <link rel="icon" href="data:,">
-  <link rel="stylesheet" href="/static/console.css">
-</head>
-""")
-
-_LOGIN = Template("""<body class="login-body">
-  <main class="login-card">
-    <h1>rsft operator console</h1>
-    <p class="muted">Log in with the operator token: <code>RSFT_OPERATOR_TOKEN</code>, or the token
-      <code>make run</code> generated into <code>var/run/secrets/operator-token</code>.</p>
-    $message
-    <form method="post" action="/console/login" class="stack">
-      <input type="hidden" name="next" value="$next">
-      <label for="token">Operator token</label>
-      <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
-      <button type="submit" class="primary">Log in</button>
-    </form>
-  </main>
-</body>
-</html>
-""")
-
-_SHELL = Template("""<body data-view="$view" data-arg="$arg">
-  <a class="skip-link" href="#main">Skip to content</a>
-  <header class="topbar">
-    <a class="brand" href="/console/inbox"><span class="brand-mark" aria-hidden="true">R</span> rsft console</a>
-    <nav aria-label="Console">$nav</nav>
-    <div id="round-badge" class="round-badge" role="status" aria-live="polite" hidden></div>
-    <form method="post" action="/console/logout" class="logout">
-      <input type="hidden" name="csrf_token" value="$csrf">
-      <button type="submit" class="link-button">Log out</button>
-    </form>
-  </header>
-  <main id="main" tabindex="-1">
-    <h1 id="page-title">$title</h1>
-    <div id="notice" class="notice" role="alert" hidden></div>
-    <div id="view" aria-busy="true"><p class="muted">Loading…</p></div>
-  </main>
-  <dialog id="confirm" aria-labelledby="confirm-title">
-    <form method="dialog">
-      <h2 id="confirm-title">Are you sure?</h2>
-      <p id="confirm-text"></p>
-      <div class="dialog-buttons">
-        <button value="cancel" class="secondary">Cancel</button>
-        <button value="ok" id="confirm-ok" class="primary">Confirm</button>
-      </div>
-    </form>
-  </dialog>
-  <noscript><p class="notice">The console needs JavaScript.</p></noscript>
-  <script src="/static/console.js" defer></script>
-</body>
-</html>
-""")
+def setup_templates(app: web.Application) -> None:
+    """Jinja2 (autoescaping every value) for the console's server-rendered pages, from web/templates/."""
+    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True, trim_blocks=True,
+                         lstrip_blocks=True, keep_trailing_newline=True)
 
 
-def _login_page(target: str, message: str = "", status: int = 200) -> web.Response:
-    body = _HEAD.substitute(title="Log in", extra="") + _LOGIN.substitute(
-        next=html.escape(target), message=f'<p class="notice error" role="alert">{html.escape(message)}</p>'
-        if message else "")
-    return web.Response(text=body, status=status, content_type="text/html",
-                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
+def _render(request: web.Request, name: str, context: dict[str, Any], status: int = 200,
+            frame_deny: bool = True) -> web.Response:
+    response = aiohttp_jinja2.render_template(name, request, context, status=status)
+    response.headers["Cache-Control"] = "no-store"
+    if frame_deny:
+        response.headers["X-Frame-Options"] = "DENY"
+    return response
 
 
-def _shell(view: str, title: str, csrf: str, arg: str) -> web.Response:
+def _login_page(request: web.Request, target: str, message: str = "", status: int = 200) -> web.Response:
+    return _render(request, "login.html", {"title": "Log in", "next": target, "message": message}, status)
+
+
+def _shell(request: web.Request, view: str, title: str, csrf: str, arg: str) -> web.Response:
     current = "inbox" if view == "conversation" else "rounds" if view == "round" else view
-    nav = "".join(f'<a href="{path}"{" aria-current=page" if name == current else ""}>{label}</a>'
-                  for name, (path, label) in VIEWS.items())
-    body = _HEAD.substitute(title=html.escape(title), extra=f'<meta name="csrf-token" content="{html.escape(csrf)}">')
-    body += _SHELL.substitute(view=html.escape(view), arg=html.escape(arg), nav=nav, csrf=html.escape(csrf),
-                              title=html.escape(title))
-    return web.Response(text=body, content_type="text/html",
-                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
+    return _render(request, "shell.html", {"view": view, "arg": arg, "csrf": csrf, "title": title,
+                                           "views": VIEWS, "current": current})
 
 
-def _message_page(status: int, title: str, message: str) -> web.Response:
-    body = _HEAD.substitute(title=html.escape(title), extra="") + (
-        f'<body class="login-body"><main class="login-card"><h1>{html.escape(title)}</h1>'
-        f'<p>{html.escape(message)}</p><p><a href="/console/inbox">Back to the console</a></p></main></body></html>')
-    return web.Response(text=body, status=status, content_type="text/html", headers={"Cache-Control": "no-store"})
-
+def _message_page(request: web.Request, status: int, title: str, message: str) -> web.Response:
+    return _render(request, "message.html", {"title": title, "message": message}, status, frame_deny=False)

@@ -26,7 +26,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from . import __version__
-from .answer_bank import Answer, AnswerBank
+from .answer_bank import ANSWERS_FILE, Answer, AnswerBank
 from .config import ModelConfig
 from .encoder import BASE_ENCODER, embed, load_base_encoder, trainable_state
 from .errors import DataError, ModelLoadError
@@ -34,7 +34,6 @@ from .faults import checkpoint
 
 VERSION_FILE = "version.json"
 WEIGHTS_FILE = "weights.pt"
-ANSWERS_FILE = "answers.json"
 FORMAT = 1
 
 

@@ -4,6 +4,14 @@ The browser holds only a random session id (a cookie, HttpOnly, SameSite=Strict)
 process. Sessions live in memory: restarting the web server logs every operator out, which is the safe direction.
 A session ends `console.session_minutes` after login (not after the last request: the console polls while a
 round runs, so an idle timeout would never fire in an open tab).
+
+Why not aiohttp-session: its storages are the client-side cookie ones (SimpleCookieStorage is plain JSON;
+EncryptedCookieStorage/NaClCookieStorage need `cryptography`/PyNaCl and a secret key to keep) or a Redis /
+Memcached server. With a cookie-held session, logout only asks the browser to forget it — a copied cookie stays
+valid until it expires — and its CSRF token would live in the cookie it is meant to back up. The server-side
+alternatives add a service to run for a single-operator console. What is needed here is small: a server-side table
+that logout and expiry revoke at once, a CSRF token bound to each session, and a cap on how many exist; this module
+does that in about 80 lines with no extra dependency or process.
 """
 
 from __future__ import annotations

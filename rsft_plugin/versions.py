@@ -1,19 +1,23 @@
 """Operations the CLI and the web console share: the first version, evaluating a version, rollback, and reading
-rounds back."""
+rounds back.
+
+The web server imports this module (rollback, rounds) and must never load torch: the two operations that load a
+model (`create_initial_version`, `evaluate_version`, CLI only) import the model modules when they run.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .answer_bank import load_answer_bank
 from .config import Config
 from .errors import RegistryError, RsftError
-from .evaluate import EvalReport, evaluate, format_report
-from .golden import load_golden
-from .model import ResponseModel, VersionInfo, read_version_info
 from .registry import Registry
 from .store import Store, process_alive
+
+if TYPE_CHECKING:
+    from .evaluate import EvalReport
+    from .model import VersionInfo
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,11 @@ def create_initial_version(config: Config, force: bool = False) -> tuple[Version
 
     Returns the live version's info and whether it was created now (False: one was live already).
     """
+    from .answer_bank import load_answer_bank
+    from .evaluate import evaluate
+    from .golden import load_golden
+    from .model import ResponseModel, read_version_info
+
     registry = Registry(config.paths.models_dir)
     live = registry.live_name()
     if live and not force:
@@ -43,6 +52,10 @@ def create_initial_version(config: Config, force: bool = False) -> tuple[Version
 
 def evaluate_version(config: Config, name: str | None = None, split: str | None = "heldout") -> VersionEval:
     """Accuracy of version `name` (default: live) on the golden set's `split` (None: all of it)."""
+    from .evaluate import evaluate, format_report
+    from .golden import load_golden
+    from .model import ResponseModel
+
     registry = Registry(config.paths.models_dir)
     path = registry.version_path(name) if name else registry.live_path()
     model = ResponseModel.load(path, config.model)

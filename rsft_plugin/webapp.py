@@ -17,7 +17,7 @@ from aiohttp import web
 
 from .answer_edits import publications
 from .config import Config
-from .console import PUBLIC_RESOURCES, add_console_routes, errors, guard, mark_public
+from .console import PUBLIC_RESOURCES, add_console_routes, errors, guard, mark_public, setup_templates
 from .registry import Registry
 from .secrets import OPERATOR_TOKEN, get_secret
 from .sessions import SessionStore
@@ -41,6 +41,7 @@ def build_app(config: Config, rasa_url: str, shop_name: str = "Northwind Goods",
     sessions = sessions if sessions is not None else SessionStore(config.console.session_minutes)
     app = web.Application(middlewares=[errors, guard(token, sessions)])
     app[PUBLIC_RESOURCES] = set()
+    setup_templates(app)
     settings = {"rasa_url": rasa_url.rstrip("/"), "shop_name": shop_name}
 
     async def chat_page(request: web.Request) -> web.FileResponse:
