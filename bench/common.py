@@ -28,6 +28,7 @@ import yaml
 from rsft_plugin.answer_bank import AnswerBank, load_answer_bank
 from rsft_plugin.config import Config, load_config
 from rsft_plugin.golden import GoldenQuestion
+from rsft_plugin.stages.rules import rule_names
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -38,11 +39,13 @@ RASA_PYTHON = REPO / ".venv-rasa" / "bin" / "python"
 BITEXT_FILE = "bitext-customer-support/Bitext_Sample_Customer_Support_Training_Dataset.csv"
 BANKING_TRAIN = "banking77/train.csv"
 BANKING_TEST = "banking77/test.csv"
-# The rejection rules the quality benchmark runs rounds with: name -> the reject section it sets. The product's
-# default is statistical with the per-prompt envelope; statistical_global is the one-envelope-per-round variant.
-RULES: dict[str, dict[str, str]] = {
-    "threshold": {"rule": "threshold"}, "statistical": {"rule": "statistical", "r_max": "prompt"},
-    "statistical_global": {"rule": "statistical", "r_max": "observed"}, "best_of_n": {"rule": "best_of_n"}}
+# The rejection rules the quality benchmark runs rounds with: method name -> the reject section it sets. Every
+# registered rule under its own name, in registration order, followed by its variants: the product's default is
+# statistical with the per-prompt envelope; statistical_global is the one-envelope-per-round variant.
+RULE_VARIANTS: dict[str, dict[str, dict[str, str]]] = {  # rule -> {method name: its other reject.* settings}
+    "statistical": {"statistical": {"r_max": "prompt"}, "statistical_global": {"r_max": "observed"}}}
+RULES: dict[str, dict[str, str]] = {method: {"rule": rule, **settings} for rule in rule_names()
+                                    for method, settings in RULE_VARIANTS.get(rule, {rule: {}}).items()}
 
 DATASETS = ("bitext", "banking77", "golden")
 

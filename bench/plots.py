@@ -16,6 +16,7 @@ from .common import RULES  # noqa: E402
 COLORS = {"naive": "#7f7f7f", "oracle": "#000000", "threshold": "#1f77b4", "statistical": "#d62728",
           "best_of_n": "#2ca02c",
           "statistical_global": "#e377c2", "rasa_diet": "#9467bd", "rasa_response_selector": "#ff7f0e"}
+# (a rule without a colour here gets matplotlib's next one)
 
 
 def plot_quality(result: dict[str, Any], out: Path) -> list[Path]:
@@ -65,7 +66,7 @@ def plot_quality(result: dict[str, Any], out: Path) -> list[Path]:
 def _line(axis: Any, method: dict[str, Any], zero: float | None, key: str, style: str, suffix: str) -> None:
     xs = [0] + [r["round"] for r in method["rounds"]]
     ys = [zero] + [r["accuracy"] for r in method["rounds"]]
-    axis.plot(xs, ys, style, marker="o", markersize=3, color=COLORS[key], label=f"{key} {suffix}".strip())
+    axis.plot(xs, ys, style, marker="o", markersize=3, color=COLORS.get(key), label=f"{key} {suffix}".strip())
 
 
 def plot_speed(result: dict[str, Any], out: Path) -> list[Path]:

@@ -11,7 +11,7 @@ Assistant, each run in its own temporary rsft installation):
   intent is the question's label, flipped with probability `noise` (the same flips for every method);
 * after each round: top-1 accuracy on the held-out questions.
 
-Methods, per dataset (noise-free ones once, the three rules once per noise level):
+Methods, per dataset (noise-free ones once, each rule of bench/common.RULES once per noise level):
 
     zero_shot      the pretrained live model, no round
     naive          fine-tune (rsft_plugin.stages.finetune.finetune) on every served answer, no rejection

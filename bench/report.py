@@ -26,7 +26,7 @@ LABELS = {
     "statistical_global": "(d′) rounds: statistical, one envelope per round",
     "best_of_n": "(e) rounds: best_of_n", "oracle": "(f) oracle labels",
     "rasa_diet": "(g) Rasa DIETClassifier", "rasa_response_selector": "(g) Rasa ResponseSelector",
-}
+}  # a rule without a label here (a newly registered one) is labelled "rounds: NAME"
 
 
 def pct(value: float | None, digits: int = 1) -> str:
@@ -116,7 +116,7 @@ def _method_table(entry: dict[str, Any], noise: float, rounds: int) -> list[str]
         gate = "".join({True: "✓", False: "✗", None: "·"}[r.get("default_gate_promotes")] for r in runs) \
             if key in RULES else "–"
         seconds = _mean([r["round_seconds"] + (r.get("feed_seconds") or 0) for r in runs])
-        label = LABELS[key] + (" (noise-free)" if key in ("naive", "oracle") else "")
+        label = LABELS.get(key, f"rounds: {key}") + (" (noise-free)" if key in ("naive", "oracle") else "")
         rows.append([label, *accuracies, f"{100 * (runs[-1]['accuracy'] - zero):+.1f}",
                      pct(_mean([r.get("acceptance_rate") for r in runs])),
                      pct(_mean([r.get("precision") for r in runs])),

@@ -14,6 +14,7 @@ import click
 
 from .config import Config, load_config
 from .errors import RsftError
+from .stages.rules import rule_names
 
 
 def _fail_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -171,8 +172,14 @@ def serve_command(ctx: click.Context) -> None:
         stack.stop()
 
 
+class _RuleChoice(click.Choice):
+    """The registered rejection rules (rsft_plugin/stages/rules.py), read when the option is parsed."""
+
+    choices = property(lambda self: rule_names(), lambda self, value: None)  # type: ignore[assignment]
+
+
 @main.command("retrain")
-@click.option("--rule", type=click.Choice(["threshold", "best_of_n", "statistical"]), default=None,
+@click.option("--rule", type=_RuleChoice(()), default=None,
               help="Rejection rule (default: reject.rule in rsft.yml).")
 @click.option("--k", type=int, default=None, help="Candidates sampled per prompt (default: sample.k).")
 @click.option("--temperature", type=float, default=None, help="Sampling temperature (default: sample.temperature).")

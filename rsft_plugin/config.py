@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .stages.rules import rule_names, unknown_rule_message
 
 CONFIG_ENV = "RSFT_CONFIG"
 DEFAULT_CONFIG_NAME = "rsft.yml"
@@ -155,15 +156,12 @@ class ScoreConfig:
         _check(self.max_weight_per_sender > 0, "score", "max_weight_per_sender", "must be > 0")
 
 
-RULES = ("threshold", "best_of_n", "statistical")
-
-
 @dataclass
 class RejectConfig:
     """Stage 4: which candidates are kept for training."""
 
-    rule: typing.Literal["threshold", "best_of_n", "statistical"] = _help(
-        "threshold | best_of_n | statistical.", "statistical")
+    rule: str = _help(f"A registered rejection rule (rsft_plugin/stages/rules.py): {' | '.join(rule_names())}.",
+                      "statistical")
     s_min: float = _help("threshold, best_of_n, statistical per prompt: minimum similarity to a trusted answer.",
                          0.8)
     r_min: float = _help("threshold, best_of_n, statistical per prompt: minimum smoothed rating.", 0.5)
@@ -175,6 +173,7 @@ class RejectConfig:
     min_accepted: int = _help("A round with fewer accepted samples stops before training.", 10)
 
     def __post_init__(self) -> None:
+        _check(self.rule in rule_names(), "reject", "rule", unknown_rule_message(self.rule))
         _check(0 <= self.s_min <= 1, "reject", "s_min", "must be in [0, 1]")
         _check(0 <= self.r_min <= 1, "reject", "r_min", "must be in [0, 1]")
         _check(self.beta > 0, "reject", "beta", "must be > 0")

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ matplotlib.use("Agg")  # files only: servers and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .records import GateResult, RejectOutcome  # noqa: E402
+from .rules import get_rule  # noqa: E402
 
 
 def write_report(directory: Path, record: dict[str, Any], outcome: RejectOutcome | None,
@@ -41,23 +41,7 @@ def _reward_histogram(path: Path, outcome: RejectOutcome) -> Path:
     bins = 30
     axes.hist([rejected, accepted], bins=bins, range=(0, max(outcome.r_max, 1e-6)), stacked=True,
               label=[f"rejected ({len(rejected)})", f"accepted ({len(accepted)})"], color=["#c8c8c8", "#2b7bba"])
-    if outcome.rule == "statistical" and outcome.boundary["r_max"] == "per prompt":
-        axes.set_title(f"per-prompt envelope, β = {outcome.boundary['beta']}; eligible: similarity ≥ "
-                       f"{outcome.boundary['s_min']}, rating ≥ {outcome.boundary['r_min']}", fontsize=9)
-        extra = ([], [])
-    elif outcome.rule == "statistical":
-        axis = axes.twinx()
-        beta, r_max = outcome.boundary["beta"], outcome.boundary["r_max"]
-        xs = [r_max * i / 200 for i in range(201)]
-        axis.plot(xs, [math.exp((x - r_max) / beta) for x in xs], color="#d62728",
-                  label="P(accept) = exp((r − r_max)/β)")
-        axis.set_ylabel("acceptance probability")
-        axis.set_ylim(0, 1.05)
-        extra = axis.get_legend_handles_labels()
-    else:
-        axes.set_title(f"thresholds: similarity ≥ {outcome.boundary['s_min']}, rating ≥ {outcome.boundary['r_min']}",
-                       fontsize=9)
-        extra = ([], [])
+    extra = get_rule(outcome.rule).draw_boundary(axes, outcome.boundary)
     axes.set_xlabel("reward = w_sim·similarity + w_rating·rating")
     axes.set_ylabel("candidates")
     handles, labels = axes.get_legend_handles_labels()
