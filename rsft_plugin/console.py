@@ -7,10 +7,16 @@ The pages are server-rendered shells (Jinja2 templates in web/templates/, every 
 
 Access (enforced by `guard`, which every request passes through):
     public          the routes in `PUBLIC` (chat page, /static, /config.json, /healthz, the login form)
-    everything else needs the operator: `Authorization: Bearer <operator token>`, or the console's session cookie.
+    everything else needs the operator: `Authorization: Bearer <operator token>` (the scheme in any case, as
+                    RFC 7235 says), or the console's session cookie.
                     Without it: /console pages (GET) redirect to the login form; anything else gets 401 JSON.
                     With the session cookie, a state-changing request must also carry the session's CSRF token
                     (header X-CSRF-Token, or form field csrf_token) — else 403.
+                    Wrong tokens, in the header or on the login form, are throttled per address (see
+                    sessions.LoginThrottle): 429 after ten; the right token is never refused.
+
+Request bodies are read by web_input's `read_json` and `read_form` only: anything that is not UTF-8 JSON (or a
+form) of sane nesting is a 400 with a JSON error (on /api) or the login page, never a 500.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from .config import Config
 from .errors import InputError, NotFound, RsftError
 from .secrets import matches
 from .sessions import COOKIE_NAME, CSRF_FIELD, CSRF_HEADER, LoginThrottle, Session, SessionStore, csrf_ok
+from .web_input import bearer_token, read_form, read_json
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,8 @@ LOGIN_PATH = "/console/login"
 # where the guard leaves the request's session for the handlers (a typed key where aiohttp has them)
 SESSION_KEY: Any = web.RequestKey("operator_session", object) if hasattr(web, "RequestKey") else "operator_session"
 PUBLIC_RESOURCES = web.AppKey("public_resources", set)
+# the wrong-token throttle, shared by the login form and the guard's bearer check (tests put their own here)
+LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 TEMPLATES_DIR = Path(__file__).parent / "web" / "templates"
@@ -75,8 +84,11 @@ def guard(token: str, sessions: SessionStore) -> Any:
         header = request.headers.get("Authorization")
         session: Session | None = None
         if header is not None:
-            given = header[len("Bearer "):] if header.startswith("Bearer ") else None
-            authenticated = matches(given, token)
+            authenticated = matches(bearer_token(header), token)
+            if not authenticated:
+                refused = await _wrong_token(request)
+                if refused is not None:
+                    return web.json_response({"error": refused}, status=429)
         else:
             session = sessions.get(request.cookies.get(COOKIE_NAME))
             authenticated = session is not None
@@ -90,7 +102,7 @@ def guard(token: str, sessions: SessionStore) -> Any:
         if session is not None and request.method not in SAFE_METHODS:
             given = request.headers.get(CSRF_HEADER)
             if given is None and request.content_type == "application/x-www-form-urlencoded":
-                given = (await request.post()).get(CSRF_FIELD)
+                given = (await read_form(request)).get(CSRF_FIELD)
             if not csrf_ok(session, given if isinstance(given, str) else None):
                 return web.json_response({"error": "missing or wrong CSRF token; reload the page and try again"},
                                          status=403)
@@ -129,7 +141,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 def add_console_routes(app: web.Application, config: Config, token: str, sessions: SessionStore,
                        throttle: LoginThrottle | None = None) -> None:
     """Register the login form, the console pages and the console's JSON API on `app`."""
-    throttle = throttle or LoginThrottle()
+    app[LOGIN_THROTTLE] = throttle or LoginThrottle()
 
     async def run(function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(function, *args)
@@ -143,19 +155,18 @@ def add_console_routes(app: web.Application, config: Config, token: str, session
         return _login_page(request, target)
 
     async def login(request: web.Request) -> web.Response:
-        address = request.remote or "unknown"
         if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
             return _login_page(request, "/console/inbox", "Send the login form, please.", status=400)
-        form = await request.post()
+        try:
+            form = await read_form(request)
+        except InputError as exc:
+            return _login_page(request, "/console/inbox", str(exc), status=400)
         target = _safe_next(form.get("next") if isinstance(form.get("next"), str) else None)
-        if throttle.blocked(address):
-            return _login_page(request, target, "Too many wrong tokens; wait a few minutes and try again.",
-                               status=429)
         given = form.get("token")
-        if not isinstance(given, str) or not matches(given.strip(), token):
-            throttle.failed(address)
-            return _login_page(request, target, "That is not the operator token.", status=401)
-        throttle.succeeded(address)
+        if not isinstance(given, str) or not matches(given.strip(), token):  # the right token is never throttled
+            refused = await _wrong_token(request)
+            return _login_page(request, target, refused or "That is not the operator token.",
+                               status=401 if refused is None else 429)
         sessions.end(request.cookies.get(COOKIE_NAME))
         cookie, _ = sessions.create()
         response = web.Response(status=303, headers={"Location": target, "Cache-Control": "no-store"})
@@ -291,14 +302,22 @@ def _round_id(request: web.Request) -> int:
     return int(raw)
 
 
+async def _wrong_token(request: web.Request) -> str | None:
+    """Count a wrong operator token from this request's address. Returns None when it is to be answered 401 at
+    once, else (after the throttle's delay) the message of its 429."""
+    throttle = request.app[LOGIN_THROTTLE]
+    wait = throttle.failed(request.remote or "unknown")
+    if wait is None:
+        return None
+    if wait <= throttle.delay:  # once per burst, not once per guess
+        log.warning("wrong operator tokens from %s: throttled (429 after a delay)", request.remote)
+    await asyncio.sleep(wait)
+    return "Too many wrong tokens from your address; wrong tokens are refused for a few minutes (the right one works)."
+
+
 async def _json_body(request: web.Request, optional: bool = False) -> Any:
-    text = await request.text()
-    if not text.strip() and optional:
-        return {}
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise InputError("the request body must be JSON") from exc
+    """The handlers' JSON body: web_input.read_json (a 400 for anything undecodable or too deep)."""
+    return await read_json(request, optional)
 
 
 def _dumps(value: Any) -> str:

@@ -12,6 +12,15 @@ valid until it expires — and its CSRF token would live in the cookie it is mea
 alternatives add a service to run for a single-operator console. What is needed here is small: a server-side table
 that logout and expiry revoke at once, a CSRF token bound to each session, and a cap on how many exist; this module
 does that in about 80 lines with no extra dependency or process.
+
+Wrong tokens are throttled by `LoginThrottle`: per client address, the first ten within five minutes get 401, later
+ones 429 after a growing delay; the right token always logs in. The address is the TCP peer (aiohttp's
+`request.remote`). Behind a reverse proxy that is the proxy's address, so every client shares one budget of wrong
+tokens: a guesser anywhere slows down every wrong token, but cannot keep the operator (with the right token) out.
+`X-Forwarded-For` and `Forwarded` are not read: rsft installs no forwarded-header middleware, so a client cannot
+pick its own address by sending those headers. To throttle per end client behind a proxy you trust, configure the
+app with a middleware that rewrites `request.remote` from that proxy's header only (e.g. aiohttp-remotes'
+`XForwardedStrict` with the proxy's address).
 """
 
 from __future__ import annotations
@@ -105,30 +114,57 @@ def _key(cookie: str) -> str:
 
 
 class LoginThrottle:
-    """At most `attempts` failed logins per client address within `window` seconds; then 429 until they age out.
+    """Slows down guessing at the operator token without ever refusing the right one.
 
-    The generated operator token cannot be guessed anyway; this bounds guessing at a hand-chosen
-    RSFT_OPERATOR_TOKEN. The bearer token on /api is unaffected.
+    Wrong tokens (on the login form, or in an `Authorization` header on /api) are counted per client address.
+    The first `attempts` wrong tokens within `window` seconds are answered 401 at once; every further wrong token
+    from that address, until the older ones age out of the window, is refused with 429 after a delay: `delay`
+    seconds, doubling with each further wrong token up to `max_delay`. The right token is checked first and is
+    never refused or delayed, whatever came before it from the same address (an earlier version locked the whole
+    address, so anyone sharing it could keep the operator out).
+
+    What makes guessing hopeless is the token's length, not this throttle: the generated token has 256 random
+    bits; a hand-chosen RSFT_OPERATOR_TOKEN should be as long and random. The throttle bounds a guesser on one
+    address to about one wrong token per `max_delay` seconds per connection it keeps open.
+
+    Args:
+        attempts: wrong tokens per address answered without delay within `window`.
+        window: seconds a wrong token counts against its address.
+        delay: the first throttled refusal's delay, in seconds; tests pass 0.
+        max_delay: the longest delay before a throttled refusal.
+        clock: injectable for tests.
     """
 
-    def __init__(self, attempts: int = 10, window: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, attempts: int = 10, window: float = 300.0, delay: float = 1.0, max_delay: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.attempts, self.window, self.clock = attempts, window, clock
+        self.delay, self.max_delay = delay, max_delay
         self._failures: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
     def blocked(self, address: str) -> bool:
+        """Whether the next wrong token from `address` will be refused with 429 (the right one never is)."""
         with self._lock:
             return len(self._recent(address)) >= self.attempts
 
-    def failed(self, address: str) -> None:
-        with self._lock:
-            self._failures[address] = [*self._recent(address), self.clock()]
-            if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
-                self._failures = {a: t for a, t in self._failures.items() if t and self.clock() - t[-1] < self.window}
+    def failed(self, address: str) -> float | None:
+        """Record a wrong token from `address`.
 
-    def succeeded(self, address: str) -> None:
+        Returns:
+            None while the address is under the limit (answer 401 at once); else the seconds to wait before
+            refusing this attempt with 429.
+        """
         with self._lock:
-            self._failures.pop(address, None)
+            recent = self._recent(address)
+            over = len(recent) - self.attempts
+            # the newest timestamps are enough to stay over the limit; older ones would only use memory
+            self._failures[address] = [*recent[-(self.attempts + 64):], self.clock()]
+            if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
+                now = self.clock()
+                self._failures = {a: t for a, t in self._failures.items() if t and now - t[-1] < self.window}
+        if over < 0:
+            return None
+        return min(self.max_delay, self.delay * 2.0 ** min(over, 32))
 
     def _recent(self, address: str) -> list[float]:
         now = self.clock()

@@ -18,10 +18,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from rsft_plugin.config import load_config
+from rsft_plugin.console import LOGIN_THROTTLE
 from rsft_plugin.registry import Registry
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
 from rsft_plugin.sessions import COOKIE_NAME, LoginThrottle, SessionStore
 from rsft_plugin.store import Store, TurnRecord
+from rsft_plugin.web_input import bearer_token
 from rsft_plugin.webapp import build_app
 
 from .conftest import relabelled, write_config
@@ -66,9 +68,13 @@ def versions(config, pretrained):
     return registry
 
 
-def _serve(config, exercise: Callable[[TestClient], Awaitable[Any]], sessions: SessionStore | None = None) -> Any:
+def _serve(config, exercise: Callable[[TestClient], Awaitable[Any]], sessions: SessionStore | None = None,
+           throttle: LoginThrottle | None = None) -> Any:
     async def run() -> Any:
-        async with TestClient(TestServer(build_app(config, "http://127.0.0.1:1", sessions=sessions))) as client:
+        app = build_app(config, "http://127.0.0.1:1", sessions=sessions)
+        if throttle is not None:
+            app[LOGIN_THROTTLE] = throttle
+        async with TestClient(TestServer(app)) as client:
             return await exercise(client)
 
     return asyncio.run(run())
@@ -117,6 +123,9 @@ def test_every_route_but_the_public_ones_refuses_an_unauthenticated_request(conf
         for method, path in protected:
             url = re.sub(r"\{(\w+)\}", lambda m: SAMPLE_VALUES[m.group(1)], path)
             for headers in ({}, {"Authorization": "Bearer not-the-token"}, {"Authorization": token},
+                            {"Authorization": "bearer not-the-token"}, {"Authorization": f"Basic {token}"},
+                            {"Authorization": f"Bearer{token}"}, {"Authorization": f"bearer{token}"},
+                            {"Authorization": "Bearer "}, {"Authorization": f"Token {token}"},
                             {"Cookie": f"{COOKIE_NAME}=forged"}, {"Cookie": f"{COOKIE_NAME}={expired_cookie}"}):
                 response = await client.request(method, url, headers=headers, allow_redirects=False)
                 if path.startswith("/console") and method in ("GET", "HEAD"):
@@ -127,11 +136,29 @@ def test_every_route_but_the_public_ones_refuses_an_unauthenticated_request(conf
                     if method != "HEAD":
                         assert "error" in await response.json()
             if method in ("GET", "HEAD"):  # POSTs would start rounds and publications; other tests cover them
-                good = await client.request(method, url, headers={"Authorization": f"Bearer {token}"},
-                                            allow_redirects=False)
-                assert good.status not in (401, 403), (method, url)
+                for scheme in ("Bearer", "bearer", "BEARER"):  # RFC 7235: auth schemes are case-insensitive
+                    good = await client.request(method, url, headers={"Authorization": f"{scheme} {token}"},
+                                                allow_redirects=False)
+                    assert good.status not in (401, 403), (method, url, scheme)
 
-    _serve(config, exercise, sessions)
+    # hundreds of wrong tokens on purpose: a throttle that never trips keeps each answer a plain 401
+    _serve(config, exercise, sessions, throttle=LoginThrottle(attempts=10**6))
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("Bearer abc", "abc"), ("bearer abc", "abc"), ("BEARER abc", "abc"), ("BeArEr  abc ", "abc"),
+    ("Basic abc", None), ("Bearerabc", None), ("Bearer", None), ("Bearer ", None), ("abc", None), ("", None),
+])
+def test_the_bearer_scheme_is_case_insensitive_and_nothing_else_passes(header, expected):
+    assert bearer_token(header) == expected
+
+
+def test_a_lowercase_bearer_scheme_reaches_the_api(config, token):
+    async def exercise(client: TestClient) -> list[int]:
+        return [(await client.get("/api/status", headers={"Authorization": f"{scheme} {token}"})).status
+                for scheme in ("bearer", "BEARER", "Bearer", "Basic")]
+
+    assert _serve(config, exercise) == [200, 200, 200, 401]
 
 
 def _public_key():
@@ -223,26 +250,63 @@ def test_login_only_ever_redirects_into_the_console(config, token, target, expec
 
 def test_repeated_wrong_tokens_are_throttled(config, token):
     clock = Clock()
-    throttle = LoginThrottle(attempts=3, window=60, clock=clock)
+    throttle = LoginThrottle(attempts=3, window=60, delay=1.0, max_delay=5.0, clock=clock)
     for _ in range(3):
         assert not throttle.blocked("1.2.3.4")
-        throttle.failed("1.2.3.4")
+        assert throttle.failed("1.2.3.4") is None
     assert throttle.blocked("1.2.3.4") and not throttle.blocked("5.6.7.8")
+    # each further wrong token waits longer before its refusal, up to max_delay
+    assert [throttle.failed("1.2.3.4") for _ in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
     clock.now += 61
-    assert not throttle.blocked("1.2.3.4")
+    assert not throttle.blocked("1.2.3.4") and throttle.failed("1.2.3.4") is None
 
     async def exercise(client: TestClient) -> list[int]:
         statuses = []
-        for given in ["wrong"] * 10 + [token]:
+        for given in ["wrong"] * 15 + [token] + ["wrong"] * 3 + [f"  {token} "]:
             response = await client.post("/console/login", data={"token": given}, allow_redirects=False)
             statuses.append(response.status)
         return statuses
 
-    assert _serve(config, exercise) == [401] * 10 + [429]
+    # the right token logs in after any number of wrong ones from the same address; the wrong ones stay refused
+    assert _serve(config, exercise, throttle=LoginThrottle(delay=0)) == [401] * 10 + [429] * 5 + [303] + [429] * 3 \
+        + [303]
 
 
-@pytest.mark.parametrize("body, content_type", [("token=", "application/x-www-form-urlencoded"),
-                                                ('{"token": 1}', "application/json"), ("\x00\xff", "text/plain")])
+def test_wrong_bearer_tokens_are_throttled_but_the_right_one_never_is(config, token):
+    async def exercise(client: TestClient) -> list[int]:
+        statuses = []
+        for given in ["wrong"] * 12 + [token] + ["wrong"]:
+            response = await client.get("/api/status", headers={"Authorization": f"Bearer {given}"})
+            statuses.append(response.status)
+            assert "error" in await response.json() or response.status == 200
+        login = await client.post("/console/login", data={"token": "wrong"}, allow_redirects=False)
+        statuses.append(login.status)  # one budget of wrong tokens per address: the API's count on the form too
+        return statuses
+
+    assert _serve(config, exercise, throttle=LoginThrottle(delay=0)) == [401] * 10 + [429] * 2 + [200, 429, 429]
+
+
+def test_a_throttled_wrong_token_waits_before_its_refusal(config, token):
+    async def exercise(client: TestClient) -> list[tuple[int, float]]:
+        timings = []
+        for given in ["wrong"] * 3 + [token]:
+            started = time.monotonic()
+            response = await client.post("/console/login", data={"token": given}, allow_redirects=False)
+            timings.append((response.status, time.monotonic() - started))
+        return timings
+
+    timings = _serve(config, exercise, throttle=LoginThrottle(attempts=2, delay=0.3, max_delay=0.3))
+    assert [s for s, _ in timings] == [401, 401, 429, 303]
+    assert timings[2][1] >= 0.3 and timings[3][1] < 0.3  # the right token is not delayed either
+
+
+@pytest.mark.parametrize("body, content_type", [
+    ("token=", "application/x-www-form-urlencoded"), ('{"token": 1}', "application/json"),
+    ("\x00\xff", "text/plain"), ("token=\xff\xfe", "application/x-www-form-urlencoded"),
+    ("token=x", "application/x-www-form-urlencoded; charset=bogus"),
+    ('--x\r\nContent-Disposition: form-data; name="token"\r\n\r\n\xff\r\n--x--\r\n', "multipart/form-data; boundary=x"),
+    ("garbage", "multipart/form-data"),
+])
 def test_a_malformed_login_is_a_polite_4xx(config, body, content_type):
     async def exercise(client: TestClient) -> int:
         response = await client.post("/console/login", data=body.encode("latin-1"),
@@ -251,6 +315,55 @@ def test_a_malformed_login_is_a_polite_4xx(config, body, content_type):
         return response.status
 
     assert _serve(config, exercise) in (400, 401)
+
+
+# Bodies no JSON route may answer with a 500: deep nesting (the decoder's RecursionError), invalid UTF-8, a lone
+# surrogate's UTF-8 form, a charset the body does not have. Kept here so the fuzz test below sends them too.
+BAD_JSON_BODIES = [b"[" * 100_000, b'{"a":' * 100_000, b"[" * 40 + b"]" * 40, b'{"version": ' * 5000 + b"1",
+                   b'{"text": "\xff\xfe refund"}', b"\xff", b'{"text": "\xed\xa0\x80 refund"}',
+                   b'{"text": "\\ud800 refund"}', b"\xef\xbb\xbf{}", b"\x00"]
+# POST routes that read no body and start a process (a round, a publication): other tests cover them
+STARTS_A_PROCESS = {"/api/rounds", "/api/publications"}
+
+
+@pytest.mark.parametrize("body", BAD_JSON_BODIES, ids=lambda b: repr(b[:12]))
+def test_every_json_route_refuses_undecodable_or_too_deep_bodies_with_a_400(config, token, body):
+    app = build_app(config, "http://127.0.0.1:1")
+    routes = sorted({(r.method, r.resource.canonical) for r in app.router.routes()
+                     if r.method in ("POST", "PUT", "PATCH", "DELETE") and r.resource.canonical.startswith("/api/")
+                     and r.resource.canonical not in STARTS_A_PROCESS})
+    assert ("POST", "/api/answers") in routes and ("POST", "/api/models/rollback") in routes
+
+    async def exercise(client: TestClient) -> dict:
+        answers = {}
+        for method, path in routes:
+            url = re.sub(r"\{(\w+)\}", lambda m: SAMPLE_VALUES[m.group(1)], path)
+            for content_type in ("application/json", "application/json; charset=bogus"):
+                response = await client.request(method, url, data=body, headers={
+                    "Authorization": f"Bearer {token}", "Content-Type": content_type})
+                answers[method, url, content_type] = (response.status, (await response.json()).get("error"))
+        return answers
+
+    for route, (status, error) in _serve(config, exercise).items():
+        assert 400 <= status < 500 and error, (route, status, error)
+        if route[1] in ("/api/answers", "/api/answers/track_order", "/api/models/rollback"):
+            assert status == 400, (route, error)
+            assert any(w in error for w in ("UTF-8", "nests deeper", "JSON", "Unicode")), (route, error)
+
+
+def test_a_session_form_post_with_invalid_utf8_is_a_400(config, token):
+    async def exercise(client: TestClient) -> list[tuple[int, str]]:
+        headers, _ = await _login(client, token)
+        answers = []
+        for path in ("/console/logout", "/api/models/rollback"):  # a page, and the API
+            response = await client.post(path, data=b"csrf_token=\xff\xfe", allow_redirects=False,
+                                         headers={**headers, "Content-Type": "application/x-www-form-urlencoded"})
+            answers.append((response.status, await response.text()))
+        return answers
+
+    (page_status, page), (api_status, api) = _serve(config, exercise)
+    assert page_status == 400 and "UTF-8" in page
+    assert api_status == 400 and "UTF-8" in json.loads(api)["error"]
 
 
 # ---- inbox and conversations ---------------------------------------------------------------------------------------
@@ -604,19 +717,25 @@ def test_fuzzed_operator_parameters_never_get_a_500(config, token, versions):
                                                "sort", "limit", "offset", "bogus"]), texts, max_size=5)
     bodies = st.one_of(st.none(), texts, st.dictionaries(st.sampled_from(["answer_id", "topic", "category", "text",
                                                                           "note", "version"]), texts, max_size=4))
+    raw_bodies = st.one_of(st.sampled_from(BAD_JSON_BODIES), st.binary(max_size=40),
+                           st.integers(1, 200_000).map(lambda n: b"[" * n),
+                           st.integers(1, 5_000).map(lambda n: b'{"text": ' * n + b'"x"' + b"}" * n))
     auth = {"Authorization": f"Bearer {token}"}
     statuses: list[int] = []
 
     async def exercise(client: TestClient) -> None:
         loop = asyncio.get_running_loop()
 
-        async def one(query: dict, segment: str, body: Any) -> None:
+        async def one(query: dict, segment: str, body: Any, raw: bytes) -> None:
             requests = [("GET", "/api/conversations", {"params": query}),
                         ("GET", f"/api/conversations/{segment}", {}),
                         ("GET", f"/api/rounds/{segment}", {}),
                         ("POST", "/api/answers", {"data": json.dumps(body)}),
                         ("PUT", f"/api/answers/{segment}", {"data": json.dumps(body)}),
-                        ("POST", f"/api/models/{segment}/promote", {})]
+                        ("POST", f"/api/models/{segment}/promote", {}),
+                        ("POST", "/api/answers", {"data": raw}),  # undecodable or absurdly deep bodies
+                        ("PUT", f"/api/answers/{segment}", {"data": raw}),
+                        ("POST", "/api/models/rollback", {"data": raw})]
             for method, path, extra in requests:
                 response = await client.request(method, path, headers=auth, **extra)
                 statuses.append(response.status)
@@ -625,9 +744,9 @@ def test_fuzzed_operator_parameters_never_get_a_500(config, token, versions):
         @settings(max_examples=250, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         @given(query=queries, segment=texts.filter(lambda t: t.strip() and not set(t) & set("/?#%\x00")),
-               body=bodies)
-        def probe(query, segment, body):  # hypothesis is synchronous: it runs in a thread, requests on the loop
-            asyncio.run_coroutine_threadsafe(one(query, segment, body), loop).result(timeout=60)
+               body=bodies, raw=raw_bodies)
+        def probe(query, segment, body, raw):  # hypothesis is synchronous: it runs in a thread, requests on the loop
+            asyncio.run_coroutine_threadsafe(one(query, segment, body, raw), loop).result(timeout=60)
 
         await loop.run_in_executor(None, probe)
 

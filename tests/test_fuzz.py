@@ -178,3 +178,60 @@ def test_action_server_payloads_are_run_or_refused_with_a_reason(config, live_re
 def test_redaction_never_grows_personal_data_and_is_idempotent(text):
     once = redact(text)
     assert redact(once) == once
+
+
+# The web server reads every JSON body with console.read_json and every form with console.read_form: fuzzed here
+# behind the same `errors` middleware the app uses, with the shapes that once gave a 500 (issue 14, finding 6).
+request_bodies = st.one_of(
+    st.binary(max_size=200),
+    st.integers(1, 200_000).map(lambda n: b"[" * n),
+    st.integers(1, 50_000).map(lambda n: b'{"a":' * n + b"1" + b"}" * n),
+    st.tuples(st.integers(1, 60), json_values).map(lambda d: ("[" * d[0] + json.dumps(d[1]) + "]" * d[0]).encode()),
+    st.text(max_size=60).map(lambda t: json.dumps({"text": t}).encode("utf-8", "surrogatepass")),
+    st.sampled_from([b'{"text": "\\ud800 refund"}', b"\xed\xa0\x80", b"\xef\xbb\xbf{}", b"token=\xff\xfe",
+                     b'--x\r\nContent-Disposition: form-data; name="token"\r\n\r\n\xff\r\n--x--\r\n']))
+content_types = st.sampled_from(["application/json", "application/json; charset=bogus", "text/plain",
+                                 "application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=x",
+                                 "multipart/form-data; boundary=x", "multipart/form-data"])
+
+
+def test_request_bodies_are_read_or_refused_with_a_400_never_a_500():
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from rsft_plugin.console import errors
+    from rsft_plugin.web_input import read_form, read_json
+
+    async def echo_json(request: web.Request) -> web.Response:
+        return web.json_response({"read": type(await read_json(request)).__name__})
+
+    async def echo_form(request: web.Request) -> web.Response:
+        return web.json_response({"read": len(await read_form(request))})
+
+    app = web.Application(middlewares=[errors])
+    app.router.add_post("/api/json", echo_json)
+    app.router.add_post("/api/form", echo_form)
+
+    async def exercise(client: TestClient) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def one(body: bytes, content_type: str) -> None:
+            for path in ("/api/json", "/api/form"):
+                response = await client.post(path, data=body, headers={"Content-Type": content_type})
+                answer = await response.json()
+                assert response.status in (200, 400), (path, body[:40], content_type, response.status, answer)
+                assert "read" in answer if response.status == 200 else answer["error"]
+
+        @fuzz(600)
+        @given(body=request_bodies, content_type=content_types)
+        def probe(body, content_type):  # hypothesis is synchronous: it runs in a thread, requests on the loop
+            asyncio.run_coroutine_threadsafe(one(body, content_type), loop).result(timeout=60)
+
+        await loop.run_in_executor(None, probe)
+
+    async def run() -> None:
+        async with TestClient(TestServer(app)) as client:
+            await exercise(client)
+
+    asyncio.run(run())
+
