@@ -27,8 +27,9 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 
 def _supervisor(tmp_path: Path, programs: list[Program], **options) -> Supervisor:
     lines: list[str] = []
+    options.setdefault("start_seconds", 1)
     supervisor = Supervisor(programs, tmp_path / "state", {"RSFT_TEST_SECRET": "s3cr3t-value"},
-                            start_seconds=1, announce=lines.append, **options)
+                            announce=lines.append, **options)
     supervisor.lines = lines
     return supervisor
 
@@ -111,7 +112,8 @@ def test_a_program_that_keeps_dying_while_starting_backs_off_then_supervision_gi
     marker = tmp_path / "ran-once"
     once = [sys.executable, "-c", f"import pathlib, sys, time; m = pathlib.Path({str(marker)!r}); "
                                   "sys.exit(1) if m.exists() else (m.touch(), time.sleep(600))"]
-    supervisor = _supervisor(tmp_path, [Program("once", once, tmp_path)], start_retries=2)
+    # start_seconds=5: a dying restart is "dying while starting" even when a busy machine starts Python slowly
+    supervisor = _supervisor(tmp_path, [Program("once", once, tmp_path)], start_retries=2, start_seconds=5)
     supervisor.start_daemon()
     try:
         supervisor.start("once")
