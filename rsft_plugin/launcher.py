@@ -77,7 +77,7 @@ def ensure_rasa_model(config: Config, log_dir: Path, announce: Callable[[str], N
         training = subprocess.Popen(command, cwd=bot, stdout=log, stderr=subprocess.STDOUT, env=_rasa_env())
         while training.poll() is None:
             try:
-                training.wait(timeout=15)
+                training.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 announce(f"  ... still training ({time.monotonic() - began:.0f} s)")
     if training.returncode != 0 or not model.exists():

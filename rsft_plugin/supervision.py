@@ -142,7 +142,7 @@ class Supervisor:
         program = self.programs[name]
         self._rpc().supervisor.startProcess(name, False)
         deadline = began + self.start_timeout_seconds
-        next_note = began + 15
+        next_note = began + 10
         while time.monotonic() < deadline:
             info = self._rpc().supervisor.getProcessInfo(name)
             if info["statename"] in ("BACKOFF", "EXITED", "FATAL"):
@@ -154,7 +154,7 @@ class Supervisor:
                 return time.monotonic() - began
             if time.monotonic() >= next_note:
                 self.announce(f"  ... still waiting for {name} ({time.monotonic() - began:.0f} s)")
-                next_note += 15
+                next_note += 10
             time.sleep(0.3)
         raise LaunchError(f"{name} did not answer at {program.ready_url} within {self.start_timeout_seconds:.0f} s; "
                           f"see {self.log_path(name)}")
