@@ -143,6 +143,8 @@ def versions_command(ctx: click.Context) -> None:
 def serve_command(ctx: click.Context) -> None:
     """Start Rasa, the action server and the chat page; Ctrl-C stops all of them (this is `make run`).
 
+    A server that dies is restarted (see `rsft status`); serve exits non-zero only when one keeps dying.
+
     Trains the Rasa model first when bot/ changed, and creates the first model version when there is none.
 
     Example: rsft serve
@@ -164,8 +166,7 @@ def serve_command(ctx: click.Context) -> None:
                    f"  Rasa REST channel:        {stack.rasa_url}/webhooks/rest/webhook\n"
                    f"  Plugin log (SQLite):      {config.paths.db}\n"
                    f"  Server logs:              {stack.log_dir}\n\n  Ctrl-C stops everything.\n")
-        exited = stack.wait()
-        raise click.ClickException(f"{exited} stopped unexpectedly; see {stack.log_dir / (exited + '.log')}")
+        raise click.ClickException(stack.wait())  # only when a server's restart budget is spent
     except KeyboardInterrupt:
         click.echo("\nstopping ...")
     finally:
@@ -286,15 +287,17 @@ def show_command(ctx: click.Context, round_id: int) -> None:
 @click.pass_context
 @_fail_cleanly
 def status_command(ctx: click.Context) -> None:
-    """The live version and the newest round's stage and progress.
+    """The live version, the servers of `rsft serve` (state, restarts) and the newest round's progress.
 
     Example: rsft status
     """
+    from .launcher import servers_status_line
     from .registry import Registry
     from .versions import round_history
 
     config = _config(ctx)
     click.echo(f"live model: {Registry(config.paths.models_dir).live_name() or 'none'}")
+    click.echo(servers_status_line(config))
     newest = round_history(config, 1)
     current = newest[0] if newest else None
     if current is None:

@@ -78,6 +78,9 @@ class ServerConfig:
     web_port: int = _help("Chat page.", 8000)
     reload_poll_seconds: float = _help("How often the action server checks the live pointer.", 0.5)
     start_timeout_seconds: float = _help("How long to wait for a server to come up.", 240.0)
+    restart_budget: int = _help("`rsft serve` gives up when one server was restarted more than this many times "
+                                "within restart_window_seconds.", 5)
+    restart_window_seconds: float = _help("The window of restart_budget.", 600.0)
 
     def __post_init__(self) -> None:
         for key in ("rasa_port", "action_port", "web_port"):
@@ -85,6 +88,8 @@ class ServerConfig:
             _check(0 <= port <= 65535, "server", key, f"{port} is not a TCP port")
         _check(self.reload_poll_seconds > 0, "server", "reload_poll_seconds", "must be > 0")
         _check(self.start_timeout_seconds > 0, "server", "start_timeout_seconds", "must be > 0")
+        _check(self.restart_budget >= 0, "server", "restart_budget", "must be >= 0")
+        _check(self.restart_window_seconds > 0, "server", "restart_window_seconds", "must be > 0")
 
 
 @dataclass
