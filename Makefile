@@ -54,7 +54,7 @@ test: venvs $(BROWSER) $(EMOJI_FONT)
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: .venv/.installed
-	.venv/bin/ruff check rsft_plugin actions tests bench
+	.venv/bin/ruff check rsft_plugin tests bench
 
 # The full load test of issue 6: 50 customers for 2 minutes over the REST channel (make test runs it for 15 s).
 load-test: venvs

@@ -12,8 +12,9 @@ from typing import Any
 
 import click
 
-from .config import Config, load_config
+from .config import Config, default_config_path, load_config, require_file
 from .errors import RsftError
+from .rasa import commands as rasa_commands
 from .stages.rules import rule_names
 
 
@@ -29,7 +30,11 @@ def _fail_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _config(ctx: click.Context) -> Config:
-    return ctx.obj["config"]
+    """The command's config; refuses (with the fix) when no rsft.yml was found, so no state lands in a random folder."""
+    try:
+        return require_file(ctx.obj["config"])
+    except RsftError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,6 +50,9 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
         ctx.obj = {"config": load_config(config_path), "config_path": config_path}
     except RsftError as exc:
         raise click.ClickException(str(exc)) from exc
+    source = ctx.obj["config"].source
+    click.echo(f"rsft: config {source}" if source else f"rsft: config none ({default_config_path()} does not exist)",
+               err=True)
 
 
 @main.command("init-model")
@@ -200,7 +208,7 @@ def retrain_command(ctx: click.Context, rule: str | None, k: int | None, tempera
     """
     from .rounds import run_round
 
-    config = load_config(ctx.obj["config_path"], overrides={
+    config = load_config(_config(ctx).source, overrides={
         "reject": {"rule": rule, "beta": beta}, "sample": {"k": k, "temperature": temperature, "seed": seed},
         "collect": {"min_prompts": min_prompts}})
     result = run_round(config, echo=click.echo)
@@ -414,6 +422,10 @@ def _pct(value: float | None) -> str:
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+for _command in rasa_commands.COMMANDS:  # init-rasa, doctor (rsft_plugin/rasa/commands.py)
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .rasa import rasa_pythonpath
 from .secrets import ACTION_TOKEN, RASA_TOKEN, get_secret
 from .supervision import LaunchError, Program, Supervisor, describe_status, read_status
 
@@ -49,7 +50,8 @@ _NAMES = ("actions", "rasa", "web")
 def bot_fingerprint(bot_dir: Path) -> str:
     """Hash of everything `rasa train` reads: a changed bot/ means a new model, an unchanged one reuses the old."""
     digest = hashlib.sha256()
-    files = [bot_dir / name for name in _BOT_INPUTS] + sorted((bot_dir / "data").rglob("*.yml"))
+    files = ([bot_dir / name for name in _BOT_INPUTS] + sorted((bot_dir / "domain").rglob("*.yml"))
+             + sorted((bot_dir / "data").rglob("*.yml")))
     for path in files:
         if path.exists():
             digest.update(str(path.relative_to(bot_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -70,9 +72,9 @@ def ensure_rasa_model(config: Config, log_dir: Path, announce: Callable[[str], N
              f"(log: {log_dir / 'rasa-train.log'}) ...")
     began = time.monotonic()
     bot = config.paths.bot_dir
-    command = [str(config.paths.rasa_bin), "train", "--config", str(bot / "config.yml"), "--domain",
-               str(bot / "domain.yml"), "--data", str(bot / "data"), "--out", str(models),
-               "--fixed-model-name", name]
+    domain = bot / "domain" if (bot / "domain").is_dir() else bot / "domain.yml"  # a folder: Rasa merges its files
+    command = [str(config.paths.rasa_bin), "train", "--config", str(bot / "config.yml"), "--domain", str(domain),
+               "--data", str(bot / "data"), "--out", str(models), "--fixed-model-name", name]
     with (log_dir / "rasa-train.log").open("w") as log:
         training = subprocess.Popen(command, cwd=bot, stdout=log, stderr=subprocess.STDOUT, env=_rasa_env())
         while training.poll() is None:
@@ -209,14 +211,15 @@ class Stack:
         rasa_python = paths.rasa_bin.with_name("python")
         if not rasa_python.exists():
             raise LaunchError(f"no python next to {paths.rasa_bin}; the Rasa environment is incomplete")
-        # bot/rasa_run.py is `rasa` taking --auth-token from $RSFT_RASA_TOKEN; bot/ on PYTHONPATH also makes
-        # bot/channels.py importable. Rasa's venv must not see ours (PYTHONPATH, VIRTUAL_ENV).
-        rasa_env = {"PYTHONPATH": str(paths.bot_dir), "VIRTUAL_ENV": "", **_RASA_QUIET,
+        # rsft_plugin.rasa.rasa_run is `rasa` taking --auth-token from $RSFT_RASA_TOKEN; with rsft_plugin's folder
+        # on PYTHONPATH, Rasa also imports our channel (rsft_plugin.rasa.channels). Rasa's venv must not see ours
+        # (VIRTUAL_ENV, and nothing of our environment on PYTHONPATH).
+        rasa_env = {"PYTHONPATH": rasa_pythonpath(), "VIRTUAL_ENV": "", **_RASA_QUIET,
                     "RSFT_ACTION_URL": f"{self.action_url}/webhook", "RSFT_TRACKER_DB": str(paths.tracker_db)}
         return [
-            Program("actions", [sys.executable, "-m", "actions", "--host", self.host, "--port",
+            Program("actions", [sys.executable, "-m", "rsft_plugin.rasa", "--host", self.host, "--port",
                                 str(server.action_port)], _repo_root(), config_env, f"{self.action_url}/health"),
-            Program("rasa", [str(rasa_python), "-m", "rasa_run", "run", "--enable-api", "--cors",
+            Program("rasa", [str(rasa_python), "-m", "rsft_plugin.rasa.rasa_run", "run", "--enable-api", "--cors",
                              *sorted(set(web_origins)), "--interface", self.host, "--port", str(server.rasa_port),
                              "--model", str(model), "--endpoints", str(paths.bot_dir / "endpoints.yml"),
                              "--credentials", str(paths.bot_dir / "credentials.yml")],

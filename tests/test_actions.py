@@ -15,7 +15,7 @@ from rsft_plugin import runtime
 def executor(config, live_registry):
     runtime.boot(config, watch=False)
     executor = ActionExecutor()
-    executor.register_package("actions")
+    executor.register_package("rsft_plugin.rasa.actions")
     yield executor
     runtime.shutdown()
 

@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rasa_sdk.executor import ActionExecutor
 
-from actions.__main__ import problem_with
 from rsft_plugin import runtime
 from rsft_plugin.answer_bank import AnswerBank
 from rsft_plugin.assistant import Assistant
@@ -24,6 +23,7 @@ from rsft_plugin.errors import ConfigError, DataError, RatingRefused
 from rsft_plugin.golden import load_golden
 from rsft_plugin.live import LiveModel
 from rsft_plugin.pii import redact
+from rsft_plugin.rasa.server import problem_with
 from rsft_plugin.store import Store
 
 
@@ -149,7 +149,7 @@ action_calls = st.one_of(json_values, st.fixed_dictionaries({
 def test_action_server_payloads_are_run_or_refused_with_a_reason(config, live_registry):
     runtime.boot(config, watch=False)
     executor = ActionExecutor()
-    executor.register_package("actions")
+    executor.register_package("rsft_plugin.rasa.actions")
 
     @fuzz(1000)
     @given(call=action_calls)

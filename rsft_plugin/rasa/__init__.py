@@ -8,10 +8,23 @@
     rsft_plugin.rasa.bot_files   `rsft init-rasa`: our intents, examples, responses and rules beside a bot's own
     rsft_plugin.rasa.doctor      `rsft doctor`: is everything wired, and where do sample lines go?
 
-This `__init__` imports nothing, so Rasa's Python can import the channel module without our dependencies.
+This `__init__` imports only the standard library, so Rasa's Python can import the channel without our
+dependencies.
 """
+
+from pathlib import Path
 
 ACTIONS_MODULE = "rsft_plugin.rasa.actions"
 CHANNEL_CLASS = "rsft_plugin.rasa.channels.RestWithFallback"
 ANSWER_ACTION = "action_answer"
 RATE_ACTION = "action_rate"
+TOKEN_HEADER = "X-Rsft-Action-Token"  # Rasa -> action server, the shared secret RSFT_ACTION_TOKEN
+
+
+def rasa_pythonpath() -> str:
+    """The folder to put on Rasa's PYTHONPATH so that Rasa's own Python imports rsft_plugin.rasa.channels.
+
+    That is the folder holding `rsft_plugin`: a source checkout installed with `pip install -e` (the supported
+    layout; a site-packages folder would put our Python 3.11 packages on Rasa's 3.10 path).
+    """
+    return str(Path(__file__).resolve().parents[2])

@@ -26,7 +26,8 @@ from typing import Any
 import yaml
 
 from ..errors import RsftError
-from . import CHANNEL_CLASS
+from ..secrets import ACTION_TOKEN
+from . import CHANNEL_CLASS, TOKEN_HEADER
 
 FILES = Path(__file__).parent / "files"
 STATE_DIR = ".rsft"
@@ -234,12 +235,15 @@ def _add_action_endpoint(bot_dir: Path, url: str, result: InitResult) -> None:
     if endpoint:
         found = endpoint.get("url") if isinstance(endpoint, dict) else endpoint
         result.unchanged.append(path)
-        result.notes.append(f"endpoints.yml already has an action_endpoint ({found}); rsft's action server must "
-                            f"be the one answering there (`rsft doctor` checks it)")
+        if found != url:
+            result.notes.append(f"endpoints.yml already has an action_endpoint ({found}); rsft's action server "
+                                f"must be the one answering there (`rsft doctor` checks it)")
         return
     _append(path, f"# Added by `rsft init-rasa`: one action server for the bot's own actions and rsft's\n"
-                  f"# (`python -m rsft_plugin.rasa`, loopback only).\n"
-                  f"action_endpoint:\n  url: \"{url}\"\n", result)
+                  f"# (`python -m rsft_plugin.rasa`, loopback only). It answers only calls that carry its token:\n"
+                  f"# start Rasa and the action server with the same RSFT_ACTION_TOKEN in their environment.\n"
+                  f"action_endpoint:\n  url: \"{url}\"\n  headers:\n"
+                  f"    {TOKEN_HEADER}: ${{{ACTION_TOKEN[1]}}}\n", result)
 
 
 def _add_channel(bot_dir: Path, result: InitResult) -> None:

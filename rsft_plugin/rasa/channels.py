@@ -1,23 +1,25 @@
-"""The REST channel of the Northwind Goods assistant: Rasa's own, made strict and never silent.
+"""rsft's REST channel: Rasa's own, made strict and never silent. A bot names it in credentials.yml as
+`rsft_plugin.rasa.channels.RestWithFallback:` (`rsft init-rasa --channel` does), in place of `rest:`.
 
 * A body that is not a JSON object with a string `sender` and a string `message` gets a 400 with a reason
   (Rasa's own channel would answer some of these with a 500), and so does JSON nested too deeply to parse
   (Python's parser raises RecursionError) and a sender id that is not 1 to 128 printable characters (Rasa
   stores the sender id in every tracker row: a 1 MB id made a 16.8 MB tracker).
 * When a message produced no bot message at all — the action server was down or crashed mid-request, and Rasa
-  logged the error and carried on — the customer gets the domain's `utter_default` instead of silence.
+  logged the error and carried on — the customer gets the trained domain's `utter_default` instead of silence
+  (or the channel's `fallback_text:` setting in credentials.yml, or a plain apology).
 
-credentials.yml names this class; the launcher puts bot/ on Rasa's PYTHONPATH so it can be imported.
+This module runs inside Rasa's own process (Rasa 3.6: Python 3.10, another environment than rsft's), so it imports
+only Rasa, Sanic and the standard library. Rasa imports it by module path; the folder holding `rsft_plugin` must be
+on Rasa's PYTHONPATH (`rsft init-rasa` prints it; the launcher sets it).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-import yaml
 from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
 from rasa.core.channels.rest import RestInput
 from sanic import Blueprint, response
@@ -27,19 +29,37 @@ MAX_MESSAGE_CHARS = 20_000
 MAX_SENDER_CHARS = 128  # the chat page's ids are UUIDs (36 characters)
 
 
-def _fallback_text() -> str:
-    domain = yaml.safe_load((Path(__file__).parent / "domain.yml").read_text(encoding="utf-8"))
-    return domain["responses"]["utter_default"][0]["text"].strip()
+DEFAULT_FALLBACK_TEXT = "Sorry, I can't answer right now. Please try again in a moment."
+
+
+def domain_fallback_text(app: Any) -> str | None:
+    """The text of `utter_default` in the model Rasa is serving, if it has one."""
+    domain = getattr(getattr(getattr(app, "ctx", None), "agent", None), "domain", None)
+    for variant in (getattr(domain, "responses", None) or {}).get("utter_default") or []:
+        if isinstance(variant, dict) and isinstance(variant.get("text"), str) and variant["text"].strip():
+            return variant["text"].strip()
+    return None
 
 
 class RestWithFallback(RestInput):
     """Served at the usual /webhooks/rest/webhook."""
 
-    fallback_text = _fallback_text()
+    def __init__(self, fallback_text: str | None = None) -> None:
+        self.configured_text = fallback_text
+        self._app: Any = None
 
     @classmethod
     def name(cls) -> str:
         return "rest"
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> RestWithFallback:
+        text = (credentials or {}).get("fallback_text")
+        return cls(text if isinstance(text, str) and text.strip() else None)
+
+    @property
+    def fallback_text(self) -> str:
+        return self.configured_text or domain_fallback_text(self._app) or DEFAULT_FALLBACK_TEXT
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         async def answer_or_fall_back(message: UserMessage) -> None:
@@ -48,7 +68,11 @@ class RestWithFallback(RestInput):
             if isinstance(collector, CollectingOutputChannel) and not collector.messages:
                 await collector.send_text_message(message.sender_id, self.fallback_text)
 
+        async def remember_app(request: Request) -> None:
+            self._app = request.app  # whose ctx.agent holds the trained domain
+
         blueprint = super().blueprint(answer_or_fall_back)
+        blueprint.middleware(remember_app, "request")
         blueprint.middleware(_refuse_malformed, "request")
         return blueprint
 

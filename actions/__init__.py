@@ -1,1 +1,0 @@
-"""The rasa-sdk action package of rsft. Start it with `python -m rasa_sdk --actions actions`."""

@@ -1,0 +1,5 @@
+"""`python -m rsft_plugin.rasa`: the action server (rsft_plugin/rasa/server.py)."""
+
+from .server import main
+
+main()
