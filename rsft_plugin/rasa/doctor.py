@@ -108,16 +108,18 @@ def _rasa_status(rasa_url: str, token: str | None, timeout: float) -> list[Check
             pass
     except (OSError, ValueError) as exc:
         return [Check("Rasa server", False, f"{rasa_url} does not answer ({_reason(exc)})", start)]
+    checks = [Check("Rasa server", True, f"{rasa_url} answers")]
     open_code = _get_status(f"{rasa_url}/status", timeout)
     if not token:
-        return [Check("Rasa API token", False, "no token given ($RSFT_RASA_TOKEN or --token)",
-                      "pass the token Rasa was started with (`--auth-token`)")]
+        return [*checks, Check("Rasa API token", False, "no token given ($RSFT_RASA_TOKEN or --token)",
+                               "pass the token Rasa was started with (`--auth-token`)")]
     try:
         status = _get_json(f"{rasa_url}/status?token={urllib.parse.quote(token)}", timeout)
     except (OSError, ValueError) as exc:
-        return [Check("Rasa API token", False, f"/status refused the token ({_reason(exc)})",
-                      "pass the token Rasa was started with (`--auth-token`), and start it with --enable-api")]
-    checks = [Check("Rasa API token", open_code in (401, 403),
+        return [*checks, Check("Rasa API token", False, f"/status refused the token ({_reason(exc)})",
+                               "pass the token Rasa was started with (`--auth-token`), and start it with "
+                               "--enable-api")]
+    checks += [Check("Rasa API token", open_code in (401, 403),
                     "accepted; strangers get " + str(open_code) if open_code in (401, 403)
                     else f"Rasa's API answers without a token ({open_code})",
                     "start Rasa with `--auth-token` so that only you can use its HTTP API")]
@@ -136,7 +138,7 @@ def _route(rasa_url: str, token: str | None, text: str, question: bool, bot: Pat
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return Check(f"{what} {text!r}", False, f"/model/parse failed ({_reason(exc)})", "see the Rasa server's log")
     to_answer = intent in ANSWER_INTENTS
-    where = f"{intent} {confidence:.2f} -> " + (ANSWER_ACTION if to_answer else "the bot's own flows")
+    where = f"{intent} {confidence:.2f} -> " + (ANSWER_ACTION if to_answer else "not a store answer")
     if question:
         return Check(f"question {text!r}", to_answer, where,
                      f"the bot's intent {intent!r} catches store questions: add examples like this one under "
