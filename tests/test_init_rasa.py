@@ -135,3 +135,29 @@ def test_doctor_with_nothing_running_fails_each_check_with_its_fix(moodbot, monk
     assert "PASS  config:" in result.output and "FAIL  live model" in result.output
     assert "fix: start the action server: `python -m rsft_plugin.rasa`" in result.output
     assert "FAIL  Rasa server" in result.output and "fix: start Rasa" in result.output
+
+
+def _bot_package(bot: Path, package: str, action_name: str) -> None:
+    (bot / package).mkdir(parents=True)
+    (bot / package / "__init__.py").write_text("")
+    (bot / package / "actions.py").write_text(
+        "from rasa_sdk import Action\n\n\n"
+        f"class BotAction(Action):\n    def name(self):\n        return {action_name!r}\n\n"
+        "    def run(self, dispatcher, tracker, domain):\n        return []\n")
+
+
+def test_one_executor_serves_the_bots_package_and_ours(config, live_registry, tmp_path):
+    from rsft_plugin import runtime
+    from rsft_plugin.rasa.server import bot_action_packages, build_executor
+
+    config.paths.bot_dir = tmp_path / "bot"
+    _bot_package(config.paths.bot_dir, "botpkg_hello", "action_hello_from_the_bot")
+    runtime.boot(config, watch=False)
+    try:
+        executor = build_executor(config, ["botpkg_hello"])
+        assert {"action_answer", "action_rate", "action_hello_from_the_bot"} <= set(executor.actions)
+    finally:
+        runtime.shutdown()
+    assert bot_action_packages(config.paths.bot_dir) == []  # its packages are not called `actions`
+    _bot_package(config.paths.bot_dir, "actions", "action_x")
+    assert bot_action_packages(config.paths.bot_dir) == ["actions"]

@@ -82,6 +82,7 @@ def starter(tmp_path_factory):
     """The moodbot after the three commands, with its servers running: (bot, urls, tokens, timings, processes)."""
     root = tmp_path_factory.mktemp("starter")
     bot = root / "moodbot"
+    bot.mkdir()
     timings: dict[str, float] = {}
     _timed("rasa init --no-prompt (trains the moodbot)", timings,
            [str(RASA), "init", "--no-prompt", "--init-dir", str(bot)], cwd=root, env=_rasa_env())
@@ -142,7 +143,7 @@ def test_one_action_server_serves_the_bots_actions_and_ours(starter):
 def test_the_moodbots_flows_are_unchanged(starter):
     assert [m.get("text") for m in _say(starter, "mood", "hello")] == ["Hey! How are you?"]
     sad = _say(starter, "mood", "I am sad")
-    assert sad[0]["text"] == "Here is something to cheer you up:" and sad[0].get("image")
+    assert sad[0]["text"] == "Here is something to cheer you up:" and any(m.get("image") for m in sad)
     assert sad[-1]["text"] == "Did that help you?" and not _is_store_answer(sad)
 
 

@@ -145,7 +145,7 @@ def _check_names(bot: dict[str, Any]) -> set[str]:
     """Names of ours to leave out because the bot has its own; stops when the bot uses one of our core names."""
     ours = rsft_domain()
     clashes, left_out = [], set()
-    for key in ("intents", "entities", "actions", "responses"):
+    for key in ("intents", "actions", "responses"):  # entities of the same name merge without harm
         theirs = set(_names(bot.get(key))) if key != "responses" else set(bot.get("responses") or {})
         mine = set(_names(ours.get(key))) if key != "responses" else set(ours["responses"])
         for name in sorted(mine & theirs):
@@ -265,7 +265,6 @@ def _add_channel(bot_dir: Path, result: InitResult) -> None:
                   f"# that answers with utter_default instead of silence when no action answered. Rasa imports it\n"
                   f"# from rsft's package: start Rasa with PYTHONPATH as `rsft init-rasa` printed.\n"
                   f"{CHANNEL_CLASS}:\n", result)
-    result.written[:] = list(dict.fromkeys(result.written))
 
 
 def _config_text(bot_dir: Path, rasa_bin: Path | None, answers: Path | None, golden: Path | None) -> str:
