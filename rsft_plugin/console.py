@@ -238,7 +238,7 @@ def add_console_routes(app: web.Application, parts: Parts, token: str, sessions:
             while (chunk := await run(next, chunks, done)) is not done:
                 await response.write(chunk.encode("utf-8"))
         finally:
-            chunks.close()  # a client that went away mid-download: the generator closes its Store now
+            chunks.close()  # a client that went away mid-download: the generator stops reading the log now
         await response.write_eof()
         return response
 

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,13 @@ def run_round(parts: Parts, echo: Callable[[str], None] = lambda line: None, sho
         RegistryError / ModelLoadError: there is no loadable live model to start from.
     """
     config, log_ = parts.config, parts.log
-    with round_lock(config.paths.run_dir):
+    with ExitStack() as held:
+        try:
+            held.enter_context(round_lock(config.paths.run_dir))
+        except RoundBusy as busy:
+            if job_id is not None:  # the job queued for this process will not run
+                jobs.finish(log_, job_id, failed=True, message=str(busy))
+            raise
         jobs.sweep(log_)  # a round killed earlier is marked failed before this one starts
         job = jobs.adopt(log_, job_id) if job_id is not None else jobs.start(log_, jobs.ROUND, exclusive=False)
         result: RoundResult | None = None
