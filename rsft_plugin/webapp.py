@@ -58,10 +58,7 @@ def build_app(parts: Parts, rasa_url: str, shop_name: str = "Northwind Goods",
         return web.json_response({"status": "ok"})
 
     async def status(request: web.Request) -> web.Response:
-        round_ = _latest_round(parts)  # after the job sweep
-        job = jobs.busy(parts.log)
-        return web.json_response({"live_version": parts.registry.live_name(), "round": round_,
-                                  "job": job.to_dict() if job else None})
+        return web.json_response({"live_version": parts.registry.live_name(), "round": _latest_round(parts)})
 
     async def trigger(request: web.Request) -> web.Response:
         try:
