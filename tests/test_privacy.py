@@ -113,7 +113,7 @@ def test_forget_deletes_a_customer_everywhere(tmp_path, pretrained):
     store = open_sqlite(config.paths.db)
     try:
         for example in store.training_examples(next_round.round_id):
-            assert not their_turns & set(json.loads(example["turn_ids"]))
+            assert not their_turns & set(example["turn_ids"])
     finally:
         store.close()
 
