@@ -12,7 +12,7 @@ from typing import Any
 from .answer_bank import render
 from .errors import RatingRefused
 from .live import LiveModel
-from .store import Store, TurnRecord
+from .log import ConversationLog, TurnRecord
 
 RATE_INTENT = "rate"
 THUMBS = {1: "👍", 0: "👎"}
@@ -36,7 +36,7 @@ class Reply:
 
 
 class Assistant:
-    def __init__(self, store: Store, live: LiveModel, max_ratings_per_minute: int | None = None) -> None:
+    def __init__(self, store: ConversationLog, live: LiveModel, max_ratings_per_minute: int | None = None) -> None:
         self.store = store
         self.live = live
         self.max_ratings_per_minute = max_ratings_per_minute

@@ -18,8 +18,8 @@ import requests
 
 from rsft_plugin.config import load_config
 from rsft_plugin.launcher import Stack, action_token, rasa_token
+from rsft_plugin.log import SqliteLog, open_sqlite
 from rsft_plugin.registry import Registry
-from rsft_plugin.store import Store
 
 from .conftest import relabelled, start_stack
 
@@ -46,8 +46,8 @@ def _rated_answer(messages: list[dict]) -> dict:
     return rateable[0]
 
 
-def _store(stack: Stack) -> Store:
-    return Store(stack.config.paths.db)
+def _store(stack: Stack) -> SqliteLog:
+    return open_sqlite(stack.config.paths.db)
 
 
 def test_question_then_thumbs_up_is_recorded_against_that_answer(stack):
@@ -155,9 +155,8 @@ def test_simulated_traffic_then_a_round_makes_the_bot_answer_from_the_new_versio
     from click.testing import CliRunner
 
     from rsft_plugin.cli import main
-    from rsft_plugin.rounds import run_round
 
-    from .conftest import REPO
+    from .conftest import REPO, run_round
 
     config_path = stack.config.source
     simulated = CliRunner().invoke(main, ["--config", str(config_path), "simulate", "--dataset",

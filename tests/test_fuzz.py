@@ -22,9 +22,9 @@ from rsft_plugin.config import load_config
 from rsft_plugin.errors import ConfigError, DataError, RatingRefused
 from rsft_plugin.golden import load_golden
 from rsft_plugin.live import LiveModel
+from rsft_plugin.log import SqliteLog, open_sqlite
 from rsft_plugin.pii import redact
 from rsft_plugin.rasa.server import problem_with
-from rsft_plugin.store import Store
 
 
 def fuzz(examples: int) -> settings:
@@ -46,12 +46,12 @@ def assistant(tmp_path_factory, pretrained):
     directory = tmp_path_factory.mktemp("fuzz")
     registry = Registry(directory / "models")
     registry.set_live(registry.publish(pretrained).name, "fuzz")
-    store = Store(directory / "rsft.db")
+    store = open_sqlite(directory / "rsft.db")
     yield Assistant(store, LiveModel(registry, pretrained.config), max_ratings_per_minute=None)
     store.close()
 
 
-def _snapshot(store: Store) -> tuple:
+def _snapshot(store: SqliteLog) -> tuple:
     return (list(store.db.query("SELECT * FROM turns ORDER BY rowid")),
             list(store.db.query("SELECT * FROM ratings ORDER BY rowid")))
 

@@ -11,6 +11,7 @@ import torch
 from rsft_plugin.config import CollectConfig, FinetuneConfig, GateConfig, SampleConfig, ScoreConfig
 from rsft_plugin.encoder import embed, trainable_state
 from rsft_plugin.golden import GoldenQuestion
+from rsft_plugin.log import SqliteLog, TurnRecord, open_sqlite
 from rsft_plugin.model import ResponseModel
 from rsft_plugin.stages.collect import collect_prompts
 from rsft_plugin.stages.finetune import finetune
@@ -18,14 +19,13 @@ from rsft_plugin.stages.gate import gate
 from rsft_plugin.stages.records import Prompt, PromptSet, RoundStopped, SampledCandidate, TrainingPair
 from rsft_plugin.stages.sample import sample_candidates
 from rsft_plugin.stages.score import capped_votes, score_candidates, smoothed_rating
-from rsft_plugin.store import Store, TurnRecord
 
 from .conftest import REPO
 
 
 @pytest.fixture
 def store(tmp_path):
-    opened = Store(tmp_path / "rsft.db")
+    opened = open_sqlite(tmp_path / "rsft.db")
     yield opened
     opened.close()
 
@@ -35,7 +35,7 @@ def embed_fixed(pretrained):
     return lambda texts: embed(pretrained.encoder, texts)
 
 
-def _log(store: Store, sender: str, text: str, answer_id: str, rating: int | None = None) -> str:
+def _log(store: SqliteLog, sender: str, text: str, answer_id: str, rating: int | None = None) -> str:
     turn_id = store.log_turn(TurnRecord(sender, None, text, answer_id, answer_id, "...", "v0001", 0.5, 0.2, [], 5.0))
     if rating is not None:
         store.rate(turn_id, sender, rating)
@@ -190,10 +190,10 @@ def test_gate_refuses_a_deliberately_worse_model_and_says_why(pretrained):
 def test_ratings_written_during_collection_are_neither_lost_nor_half_read(tmp_path, embed_fixed):
     import threading
 
-    store = Store(tmp_path / "rsft.db")
+    store = open_sqlite(tmp_path / "rsft.db")
     for n in range(40):
         _log(store, f"seed{n}", f"question {n} about my refund number {n * 31}", "refund_status", rating=n % 2)
-    writer = Store(tmp_path / "rsft.db")  # another connection, as the action server has
+    writer = open_sqlite(tmp_path / "rsft.db")  # another connection, as the action server has
     written: list[str] = []
     stop = threading.Event()
 

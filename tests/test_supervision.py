@@ -218,7 +218,7 @@ class _Customers:
 @pytest.mark.e2e
 def test_each_server_killed_with_sigkill_under_traffic_is_back_in_bounded_time_and_nothing_told_is_lost(
         tmp_path, pretrained):
-    from rsft_plugin.store import Store
+    from rsft_plugin.log import open_sqlite
 
     from .conftest import start_stack
 
@@ -258,12 +258,12 @@ def test_each_server_killed_with_sigkill_under_traffic_is_back_in_bounded_time_a
         assert {name: server["restarts"] for name, server in status["servers"].items()} == {
             "actions": 1, "rasa": 1, "web": 1}
         assert customers.told_turns and customers.told_ratings
-        with Store(stack.config.paths.db) as store:
+        with open_sqlite(stack.config.paths.db) as store:
             for sender, turn_id in customers.told_turns:
                 turn = store.turn(turn_id)
-                assert turn is not None and turn["sender_id"] == sender, turn_id
+                assert turn is not None and turn.sender_id == sender, turn_id
             for turn_id, score in customers.told_ratings:
-                assert store.turn(turn_id)["rating"] == score, turn_id
+                assert store.turn(turn_id).rating == score, turn_id
         pids = stack.pids()
     finally:
         stack.stop()

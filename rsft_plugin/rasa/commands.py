@@ -78,6 +78,7 @@ def doctor_command(ctx: click.Context, rasa_url: str | None, token: str | None, 
 
     Example: rsft doctor --question "where is my parcel?"
     """
+    from ..parts import build_parts
     from .doctor import SAMPLE_OFF_TOPIC, SAMPLE_QUESTIONS, run_checks
 
     try:
@@ -86,8 +87,9 @@ def doctor_command(ctx: click.Context, rasa_url: str | None, token: str | None, 
         raise click.ClickException(str(exc)) from exc
     click.echo(f"PASS  config: {config.source}")
     url = rasa_url or f"http://{config.server.host}:{config.server.rasa_port}"
-    checks = run_checks(config, url, token or os.environ.get("RSFT_RASA_TOKEN"),
-                        questions or SAMPLE_QUESTIONS, off_topic or SAMPLE_OFF_TOPIC)
+    with build_parts(config) as parts:
+        checks = run_checks(parts, url, token or os.environ.get("RSFT_RASA_TOKEN"),
+                            questions or SAMPLE_QUESTIONS, off_topic or SAMPLE_OFF_TOPIC)
     for check in checks:
         click.echo(check.line())
     failed = sum(not check.ok for check in checks)

@@ -21,8 +21,7 @@ from typing import Any
 
 import yaml
 
-from ..config import Config
-from ..registry import Registry
+from ..parts import Parts
 from . import ANSWER_ACTION, RATE_ACTION, TOKEN_HEADER
 
 # Questions a store's customers ask, in words that are not in rsft's training examples.
@@ -47,11 +46,12 @@ class Check:
         return text if self.ok or not self.fix else f"{text}\n      fix: {self.fix}"
 
 
-def run_checks(config: Config, rasa_url: str, token: str | None, questions: Iterable[str] = SAMPLE_QUESTIONS,
+def run_checks(parts: Parts, rasa_url: str, token: str | None, questions: Iterable[str] = SAMPLE_QUESTIONS,
                off_topic: Iterable[str] = SAMPLE_OFF_TOPIC, timeout: float = 10.0) -> list[Check]:
     """Every check, in the order a person would fix them."""
+    config = parts.config
     bot = config.paths.bot_dir
-    checks = [_live_model(config)]
+    checks = [_live_model(parts)]
     checks += _action_endpoint(bot, timeout)
     status = _rasa_status(rasa_url, token, timeout)
     checks += status
@@ -61,8 +61,9 @@ def run_checks(config: Config, rasa_url: str, token: str | None, questions: Iter
     return checks
 
 
-def _live_model(config: Config) -> Check:
-    live = Registry(config.paths.models_dir).live_name()
+def _live_model(parts: Parts) -> Check:
+    config = parts.config
+    live = parts.registry.live_name()
     if live:
         return Check("live model", True, f"{live} in {config.paths.models_dir}")
     return Check("live model", False, f"no live version in {config.paths.models_dir}",

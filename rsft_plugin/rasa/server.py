@@ -35,6 +35,7 @@ from sanic.response import HTTPResponse
 
 from ..config import CONFIG_ENV, Config, load_config, missing_config_message
 from ..errors import ConfigError, RsftError
+from ..parts import build_parts
 from ..secrets import ACTION_TOKEN, get_secret, matches
 from ..versions import create_initial_version
 from . import ACTIONS_MODULE, TOKEN_HEADER
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         log.info("rsft config: %s", config.source)
         packages = ([p.strip() for given in args.actions for p in given.split(",") if p.strip()]
                     if args.actions is not None else bot_action_packages(config.paths.bot_dir))
-        create_initial_version(config)  # the first start makes the pretrained version live
+        with build_parts(config) as parts:  # closed before runtime.boot() builds the server's own
+            create_initial_version(parts)  # the first start makes the pretrained version live
         os.environ.setdefault(CONFIG_ENV, str(config.source))  # the actions' runtime.boot() reads the same file
         executor = build_executor(config, packages)
     except RsftError as exc:
