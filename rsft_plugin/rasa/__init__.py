@@ -4,9 +4,11 @@
     rsft_plugin.rasa.server      one action server for the bot's own action package and ours
                                  (`python -m rsft_plugin.rasa`)
     rsft_plugin.rasa.channels    RestWithFallback, the REST channel that never stays silent; it runs inside
-                                 Rasa's own process (Python 3.10 for Rasa 3.6), so it imports only Rasa, Sanic, PyYAML
+                                 Rasa's own process (Python 3.10 for Rasa 3.6), so it imports only Rasa and Sanic
     rsft_plugin.rasa.bot_files   `rsft init-rasa`: our intents, examples, responses and rules beside a bot's own
     rsft_plugin.rasa.doctor      `rsft doctor`: is everything wired, and where do sample lines go?
+    rsft_plugin.rasa.commands    the two commands' click layer (registered on the `rsft` group)
+    rsft_plugin.rasa.rasa_run    `rasa` with its API token from $RSFT_RASA_TOKEN, not the command line (Rasa's Python)
 
 This `__init__` imports only the standard library, so Rasa's Python can import the channel without our
 dependencies.

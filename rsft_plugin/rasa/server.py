@@ -1,6 +1,6 @@
 """One action server for a bot's own actions and rsft's: `python -m rsft_plugin.rasa`, one process, loopback.
 
-    python -m rsft_plugin.rasa [--actions PKG[,PKG...]] [--host 127.0.0.1] [--port 5055]
+    python -m rsft_plugin.rasa [--config rsft.yml] [--actions PKG[,PKG...]] [--host 127.0.0.1] [--port 5055]
 
 It registers rsft's actions (rsft_plugin.rasa.actions, which loads the live model once) and then the bot's own
 action packages, the way `rasa_sdk --actions` does (ActionExecutor.register_package, once per package). By default
@@ -33,7 +33,7 @@ from rasa_sdk.executor import ActionExecutor
 from sanic import Request, response
 from sanic.response import HTTPResponse
 
-from ..config import CONFIG_ENV, Config, load_config, missing_config_message
+from ..config import CONFIG_ENV, Config, load_config, require_file
 from ..errors import ConfigError, RsftError
 from ..parts import build_parts
 from ..secrets import ACTION_TOKEN, get_secret, matches
@@ -110,7 +110,7 @@ def build_executor(config: Config, packages: list[str]) -> ActionExecutor:
         sys.path.insert(0, str(config.paths.bot_dir))
     for package in packages:
         executor.register_package(package)
-    taken = sorted(name for name, run in ours.items()
+    taken = sorted(name for name in ours  # rasa-sdk keeps the last action registered under a name
                    if getattr(getattr(executor.actions[name], "__self__", None), "__module__", "") != ACTIONS_MODULE)
     if taken:
         raise ConfigError(f"the bot's actions {taken} have the names of rsft's actions; rename the bot's")
@@ -119,6 +119,7 @@ def build_executor(config: Config, packages: list[str]) -> ActionExecutor:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="rsft action server: the bot's actions and rsft's, one process")
+    parser.add_argument("--config", default=None, help="rsft.yml to use (default: $RSFT_CONFIG or ./rsft.yml)")
     parser.add_argument("--host", default=os.environ.get("SANIC_HOST", "127.0.0.1"),
                         help="interface to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=None, help="default: server.action_port of rsft.yml (5055)")
@@ -127,15 +128,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s - %(message)s")
     try:
-        config = load_config()  # $RSFT_CONFIG or ./rsft.yml
-        if config.source is None:
-            raise ConfigError(missing_config_message())
+        config = require_file(load_config(args.config))  # --config, $RSFT_CONFIG or ./rsft.yml; never defaults
         log.info("rsft config: %s", config.source)
         packages = ([p.strip() for given in args.actions for p in given.split(",") if p.strip()]
                     if args.actions is not None else bot_action_packages(config.paths.bot_dir))
         with build_parts(config) as parts:  # closed before runtime.boot() builds the server's own
             create_initial_version(parts)  # the first start makes the pretrained version live
-        os.environ.setdefault(CONFIG_ENV, str(config.source))  # the actions' runtime.boot() reads the same file
+        os.environ[CONFIG_ENV] = str(config.source)  # the actions' runtime.boot() reads the same file
         executor = build_executor(config, packages)
     except RsftError as exc:
         sys.exit(f"rsft action server: not starting: {exc}")
