@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelLoadError
+from ..errors import ConfigError, ModelLoadError
 from .checkpoint import find_checkpoint, load_base
 from .settings import LoraTraining, WriterSettings
 from .writer import Writer, _pad_batch
@@ -163,7 +163,7 @@ def load_writer(directory: str | Path, cache_root: str | Path, settings: WriterS
         record = json.loads((directory / WRITER_FILE).read_text(encoding="utf-8"))
         saved = WriterSettings.from_json(record["settings"])
         base_sha = record["base_sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
         raise ModelLoadError(f"{directory / WRITER_FILE} is missing or unreadable: {exc}") from exc
     checkpoint = find_checkpoint(cache_root, base_sha)
     model, tokenizer = load_base(checkpoint)
