@@ -32,6 +32,9 @@ class WriterSettings:
     grounding_answers: int = _help("How many top bank answers the writer sees for a question.", 2)
     max_new_tokens: int = _help("Longest reply, in tokens.", 48)
     time_limit_seconds: float = _help("A reply not finished by then is replaced by the grounding answer.", 5.0)
+    guard_faithfulness: bool = _help(
+        "Serving: a reply stating an amount, duration, URL, email or phone number that its grounding answers do not "
+        "state is replaced by the top grounding answer (sampling for training is never guarded).", True)
     max_prompt_tokens: int = _help("Longer prompts keep their end (the question) and lose grounding text.", 640)
     temperature: float = _help("Sampling temperature of the proposal q when a round samples replies.", 0.8)
     top_p: float = _help("Nucleus sampling: smallest token set with this much probability.", 0.95)

@@ -4,7 +4,8 @@ The prompt is the model's chat template with a system message that names the sho
 the answers say) and lists the grounding answers, then the customer's question as the user message.
 
 Serving (`write`) decodes greedily under a token budget and a time limit, and never raises: on a timeout, a reply
-cut off with no complete sentence, or any error, the caller gets the top grounding answer itself, with the reason.
+cut off with no complete sentence, a reply that states a fact its grounding does not (unless the guard is off), or
+any error, the caller gets the top grounding answer itself, with the reason.
 
 Sampling (`sample`) draws K replies at the configured temperature and top-p and returns, for each, its sequence
 log-probability under that sampling distribution, log q(reply | prompt) = sum_t log q(y_t | prompt, y_<t), where
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .faithfulness import is_faithful
 from .settings import WriterSettings
 
 if TYPE_CHECKING:
@@ -46,10 +48,11 @@ class Reply:
 
     text: str
     fallback: bool  # True: `text` is the top grounding answer, not a written reply
-    reason: str  # why it fell back ("timeout", "truncated", "empty", "error: ..."); "" when written
+    reason: str  # why it fell back ("timeout", "truncated", "empty", "unfaithful", "error: ..."); "" when written
     prompt_tokens: int
     new_tokens: int
     seconds: float
+    written: str = ""  # what the writer wrote (also when it was not served); "" after an error
 
 
 @dataclass(frozen=True)
@@ -138,8 +141,9 @@ class Writer:
 
     # --- serving -------------------------------------------------------------------------------------------------
     def write(self, question: str, grounding: Sequence[str], max_new_tokens: int | None = None,
-              time_limit: float | None = None) -> Reply:
-        """The greedy reply to `question`, or `grounding[0]` itself when it cannot be written in time.
+              time_limit: float | None = None, guard: bool | None = None) -> Reply:
+        """The greedy reply to `question`, or `grounding[0]` itself when it cannot be written in time (or, with
+        `guard`, default `settings.guard_faithfulness`, when it states a fact the grounding does not).
 
         Never raises (an empty `grounding` is the caller's bug and raises ValueError).
         """
@@ -153,7 +157,7 @@ class Writer:
             prompt = self.prompt_ids(question, grounding)
             new, finished = self._greedy(prompt, budget, limit)
             seconds = time.monotonic() - started
-            text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+            text = written = self.tokenizer.decode(new, skip_special_tokens=True).strip()
             reason = ""
             if not finished and len(new) < budget:
                 reason = "timeout"
@@ -162,9 +166,12 @@ class Writer:
                 reason = "" if text else "truncated"
             elif not text:
                 reason = "empty"
+            if not reason and (self.settings.guard_faithfulness if guard is None else guard) and \
+                    not is_faithful(text, grounding[: self.settings.grounding_answers]):
+                reason = "unfaithful"
             if reason:
-                return Reply(grounding[0], True, reason, len(prompt), len(new), seconds)
-            return Reply(text, False, "", len(prompt), len(new), seconds)
+                return Reply(grounding[0], True, reason, len(prompt), len(new), seconds, written)
+            return Reply(text, False, "", len(prompt), len(new), seconds, written)
         except Exception as exc:  # serving must answer: any failure of the model serves the grounding answer
             log.exception("the writer failed; serving the grounding answer")
             return Reply(grounding[0], True, f"error: {type(exc).__name__}: {exc}", len(prompt), 0,

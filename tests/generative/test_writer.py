@@ -37,7 +37,7 @@ def test_long_prompts_lose_grounding_not_the_question(writer) -> None:
 
 
 def test_write_answers_within_the_budget(writer) -> None:
-    reply = writer.write(QUESTION, [RETURNS], max_new_tokens=16)
+    reply = writer.write(QUESTION, [RETURNS], max_new_tokens=16, guard=False)
     assert reply.new_tokens <= 16 and reply.prompt_tokens > 50
     assert reply.text.strip()
     assert reply.fallback == bool(reply.reason)
@@ -74,8 +74,8 @@ def test_samples_carry_their_log_probability_under_q(writer) -> None:
     assert forced == pytest.approx([s.model_logprob for s in samples], abs=1e-2)
     # the same seed draws the same replies; the global RNG is left alone
     state = torch.random.get_rng_state()
-    again = writer.sample(QUESTION, [RETURNS], k=2, seed=3, max_new_tokens=16)
-    assert [s.token_ids for s in again] == [s.token_ids for s in samples]
+    first, again = (writer.sample(QUESTION, [RETURNS], k=2, seed=5, max_new_tokens=4) for _ in range(2))
+    assert [s.token_ids for s in again] == [s.token_ids for s in first]
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
@@ -83,3 +83,18 @@ def test_at_temperature_one_without_top_p_q_is_the_model(writer) -> None:
     samples = writer.sample(QUESTION, [RETURNS], k=2, seed=0, temperature=1.0, top_p=1.0, max_new_tokens=8)
     for s in samples:
         assert s.logprob == pytest.approx(s.model_logprob, abs=1e-3)
+
+
+def test_the_guard_serves_the_grounding_answer_instead_of_an_invented_fact(writer) -> None:
+    from rsft_plugin.generative.faithfulness import is_faithful
+
+    unguarded = writer.write(QUESTION, [RETURNS], max_new_tokens=16, guard=False)
+    guarded = writer.write(QUESTION, [RETURNS], max_new_tokens=16, guard=True)
+    assert guarded.written == unguarded.written  # greedy: the same words either way
+    if unguarded.fallback or is_faithful(unguarded.text, [RETURNS]):
+        assert guarded.text == unguarded.text
+    else:
+        assert guarded.fallback and guarded.reason == "unfaithful" and guarded.text == RETURNS
+    # the untuned 135M model answers "No, you cannot return it after 3 weeks." (this keeps the test from passing
+    # vacuously; a different torch build may word it otherwise)
+    assert guarded.reason == "unfaithful", unguarded.written
