@@ -330,7 +330,7 @@ STARTS_A_PROCESS = {"/api/rounds", "/api/publications"}
 
 @pytest.mark.parametrize("body", BAD_JSON_BODIES, ids=lambda b: repr(b[:12]))
 def test_every_json_route_refuses_undecodable_or_too_deep_bodies_with_a_400(config, token, body):
-    app = build_app(config, "http://127.0.0.1:1")
+    app = build_app(build_parts(config), "http://127.0.0.1:1")
     routes = sorted({(r.method, r.resource.canonical) for r in app.router.routes()
                      if r.method in ("POST", "PUT", "PATCH", "DELETE") and r.resource.canonical.startswith("/api/")
                      and r.resource.canonical not in STARTS_A_PROCESS})
