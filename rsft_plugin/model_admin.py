@@ -11,7 +11,7 @@ from typing import Any
 
 from .config import Config
 from .errors import InputError, NotFound, RegistryError
-from .registry import Registry
+from .models.registry import Registry
 from .versions import rollback
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from .assistant import Assistant
 from .config import Config, load_config
-from .live import LiveModel
 from .maintenance import apply_retention
-from .registry import Registry
+from .models.live import LiveModel
+from .models.registry import Registry
 from .store import Store
 
 log = logging.getLogger(__name__)

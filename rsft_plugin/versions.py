@@ -11,8 +11,8 @@ from .config import Config
 from .errors import RegistryError, RsftError
 from .evaluate import EvalReport, evaluate, format_report
 from .golden import load_golden
-from .model import ResponseModel, VersionInfo, read_version_info
-from .registry import Registry
+from .models import VersionInfo, load_version, pretrained_policy, read_version_info
+from .models.registry import Registry
 from .store import Store, process_alive
 
 
@@ -23,7 +23,7 @@ class VersionEval:
 
 
 def create_initial_version(config: Config, force: bool = False) -> tuple[VersionInfo, bool]:
-    """Save the pretrained encoder over the answer bank as a version and make it live.
+    """Save the untuned model of the configured kind (`model.kind`) over the answer bank as a version, make it live.
 
     Returns the live version's info and whether it was created now (False: one was live already).
     """
@@ -32,7 +32,7 @@ def create_initial_version(config: Config, force: bool = False) -> tuple[Version
     if live and not force:
         return read_version_info(registry.live_path()), False
     bank = load_answer_bank(config.paths.answers)
-    model = ResponseModel.pretrained(bank, config.model)
+    model = pretrained_policy(bank, config.model)
     heldout = evaluate(model, load_golden(config.paths.golden, bank, "heldout"))
     info = registry.publish(model, parent=live, eval_numbers={"heldout_accuracy": round(heldout.accuracy, 4),
                                                                "heldout_n": heldout.n},
@@ -45,7 +45,7 @@ def evaluate_version(config: Config, name: str | None = None, split: str | None 
     """Accuracy of version `name` (default: live) on the golden set's `split` (None: all of it)."""
     registry = Registry(config.paths.models_dir)
     path = registry.version_path(name) if name else registry.live_path()
-    model = ResponseModel.load(path, config.model)
+    model = load_version(path, config.model)
     report = evaluate(model, load_golden(config.paths.golden, model.bank, split))
     title = f"model {model.name} on the golden set ({split or 'all'}: {report.n} questions)"
     return VersionEval(report, format_report(report, title))

@@ -18,7 +18,7 @@ from aiohttp import web
 from .answer_edits import publications
 from .config import Config
 from .console import PUBLIC_RESOURCES, add_console_routes, errors, guard, mark_public
-from .registry import Registry
+from .models.registry import Registry
 from .secrets import OPERATOR_TOKEN, get_secret
 from .sessions import SessionStore
 from .store import Store, process_alive

@@ -8,7 +8,7 @@ import pytest
 
 from rsft_plugin.assistant import ASK_FOR_A_QUESTION, Assistant, clean_text, parse_score
 from rsft_plugin.errors import RatingRefused
-from rsft_plugin.live import LiveModel
+from rsft_plugin.models.live import LiveModel
 from rsft_plugin.store import Store
 
 

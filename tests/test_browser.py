@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from rsft_plugin.registry import Registry
+from rsft_plugin.models.registry import Registry
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
 from rsft_plugin.store import Store
 

@@ -18,7 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from rsft_plugin.config import load_config
-from rsft_plugin.registry import Registry
+from rsft_plugin.models.registry import Registry
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
 from rsft_plugin.sessions import COOKIE_NAME, LoginThrottle, SessionStore
 from rsft_plugin.store import Store, TurnRecord

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 
 from rsft_plugin.cli import main
-from rsft_plugin.registry import Registry
+from rsft_plugin.models.registry import Registry
 from rsft_plugin.rounds import RoundBusy, round_lock, run_round
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
 from rsft_plugin.store import Store

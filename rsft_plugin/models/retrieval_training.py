@@ -1,4 +1,7 @@
-"""Stage 5 — fine-tune a copy of the live model on the accepted (prompt, answer) pairs.
+"""Fine-tuning of the retrieval kind: a copy of the model trained on accepted (prompt, answer) pairs.
+
+Pairs arrive with candidate keys (answer ids); they are mapped to bank indices here, the only place that needs
+them (`index_pairs`).
 
 Loss: cross-entropy of softmax(cosine / train_temperature) over the whole bank with the accepted answer as the
 target; the prompt's rejected candidates are hard negatives whose logits get an extra `hard_negative_margin`,
@@ -14,24 +17,44 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..answer_bank import AnswerBank
 from ..config import FinetuneConfig
-from ..encoder import embed, trainable_state
 from ..faults import checkpoint
-from ..model import ResponseModel
-from .records import FinetuneResult, Progress, TrainingPair, no_progress
+from .base import FinetuneResult, Progress, TrainingPair, no_progress
+from .encoder import embed, trainable_state
+
+if TYPE_CHECKING:
+    from .retrieval import ResponseModel
 
 
-def finetune(live: ResponseModel, pairs: list[TrainingPair], config: FinetuneConfig,
-             progress: Progress = no_progress, show_bar: bool = True) -> FinetuneResult:
+@dataclass(frozen=True)
+class IndexedPair:
+    """A training pair as the retrieval loss needs it: positions in the answer bank."""
+
+    prompt: str
+    answer_index: int  # the accepted answer's index in the bank
+    hard_negatives: tuple[int, ...]  # rejected candidates of the same prompt
+
+
+def index_pairs(pairs: list[TrainingPair], bank: AnswerBank) -> list[IndexedPair]:
+    """Map the pairs' candidate keys (answer ids) to bank indices; hard negatives in index order."""
+    return [IndexedPair(p.prompt, bank.index_of(p.target_key), tuple(sorted(bank.index_of(k) for k in p.negative_keys)))
+            for p in pairs]
+
+
+def finetune_retrieval(live: ResponseModel, pairs: list[TrainingPair], config: FinetuneConfig,
+                       progress: Progress = no_progress, show_bar: bool = True) -> FinetuneResult:
     """Train a copy of `live` on `pairs`; `live` itself is never modified."""
     encoder, trainable, optimizer = trainable_copy(live, config)
-    train, val = _split(pairs, config.val_fraction, config.seed)
+    train, val = _split(index_pairs(pairs, live.bank), config.val_fraction, config.seed)
     answer_texts = [a.text for a in live.bank.answers]
     rng = np.random.default_rng(config.seed)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
@@ -71,7 +94,7 @@ def finetune(live: ResponseModel, pairs: list[TrainingPair], config: FinetuneCon
         for name, parameter in trainable.items():
             parameter.copy_(best_state[name])
             parameter.requires_grad_(False)
-    model = ResponseModel(encoder, live.bank, live.config)
+    model = type(live)(encoder, live.bank, live.config)
     return FinetuneResult(model, len(history), best_epoch, best_loss, len(train), len(val),
                           seen / train_seconds if train_seconds else 0.0, history)
 
@@ -96,7 +119,7 @@ def encode_for_training(encoder, texts: list[str], max_chars: int) -> torch.Tens
     return F.normalize(encoder(prepare([t[:max_chars] for t in texts]))["sentence_embedding"], dim=-1)
 
 
-def pair_loss(encoder, batch: list[TrainingPair], answers: torch.Tensor, config: FinetuneConfig,
+def pair_loss(encoder, batch: list[IndexedPair], answers: torch.Tensor, config: FinetuneConfig,
               max_chars: int) -> torch.Tensor:
     """Cross-entropy over the bank `answers` (A, d) with hard-negative margins, for one batch of pairs."""
     queries = encode_for_training(encoder, [p.prompt for p in batch], max_chars)  # (B, d)
@@ -109,7 +132,7 @@ def pair_loss(encoder, batch: list[TrainingPair], answers: torch.Tensor, config:
     return F.cross_entropy(logits + margins, targets)
 
 
-def _validation_loss(encoder, pairs: list[TrainingPair], answer_texts: list[str], config: FinetuneConfig,
+def _validation_loss(encoder, pairs: list[IndexedPair], answer_texts: list[str], config: FinetuneConfig,
                      max_chars: int) -> float:
     answers = embed(encoder, answer_texts, max_chars)
     with torch.inference_mode():
@@ -118,7 +141,7 @@ def _validation_loss(encoder, pairs: list[TrainingPair], answer_texts: list[str]
     return total / len(pairs)
 
 
-def _split(pairs: list[TrainingPair], fraction: float, seed: int) -> tuple[list[TrainingPair], list[TrainingPair]]:
+def _split(pairs: list[IndexedPair], fraction: float, seed: int) -> tuple[list[IndexedPair], list[IndexedPair]]:
     """Split by prompt, so one prompt's pairs never sit on both sides."""
     prompts = sorted({p.prompt for p in pairs})
     rng = np.random.default_rng(seed)
@@ -128,7 +151,7 @@ def _split(pairs: list[TrainingPair], fraction: float, seed: int) -> tuple[list[
     return [p for p in pairs if p.prompt not in val_prompts], [p for p in pairs if p.prompt in val_prompts]
 
 
-def batches(pairs: list[TrainingPair], size: int, rng: np.random.Generator) -> list[list[TrainingPair]]:
+def batches(pairs: list[IndexedPair], size: int, rng: np.random.Generator) -> list[list[IndexedPair]]:
     """The pairs in random order, cut into batches of `size`."""
     order = rng.permutation(len(pairs))
     return [[pairs[i] for i in order[start:start + size]] for start in range(0, len(pairs), size)]

@@ -1,0 +1,18 @@
+"""Stage 5 — fine-tune a copy of the live model on the accepted (prompt, candidate) pairs.
+
+How a model learns belongs to its kind (`ResponsePolicy.finetune`; the retrieval kind's loss is in
+models/retrieval_training.py). This stage hands it the accepted pairs, keyed by candidate key, and gets back a
+trained copy; the live model is never modified.
+"""
+
+from __future__ import annotations
+
+from ..config import FinetuneConfig
+from ..models.base import ResponsePolicy
+from .records import FinetuneResult, Progress, TrainingPair, no_progress
+
+
+def finetune(live: ResponsePolicy, pairs: list[TrainingPair], config: FinetuneConfig,
+             progress: Progress = no_progress, show_bar: bool = True) -> FinetuneResult:
+    """Train a copy of `live` on `pairs`; `live` itself is never modified."""
+    return live.finetune(pairs, config, progress, show_bar)
