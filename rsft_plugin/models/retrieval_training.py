@@ -18,7 +18,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -26,13 +26,18 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..answer_bank import AnswerBank
-from ..config import FinetuneConfig
+from ..config import FinetuneConfig, ModelConfig
 from ..faults import checkpoint
 from .base import FinetuneResult, Progress, TrainingPair, no_progress
 from .encoder import embed, trainable_state
 
-if TYPE_CHECKING:
-    from .retrieval import ResponseModel
+
+class EncoderModel(Protocol):
+    """What training uses of a retrieval model: its encoder, bank and settings (and its constructor)."""
+
+    encoder: torch.nn.Module
+    bank: AnswerBank
+    config: ModelConfig
 
 
 @dataclass(frozen=True)
@@ -46,11 +51,11 @@ class IndexedPair:
 
 def index_pairs(pairs: list[TrainingPair], bank: AnswerBank) -> list[IndexedPair]:
     """Map the pairs' candidate keys (answer ids) to bank indices; hard negatives in index order."""
-    return [IndexedPair(p.prompt, bank.index_of(p.target_key), tuple(sorted(bank.index_of(k) for k in p.negative_keys)))
-            for p in pairs]
+    return [IndexedPair(p.prompt, bank.index_of(p.target_key),
+                        tuple(sorted(bank.index_of(key) for key in p.negative_keys))) for p in pairs]
 
 
-def finetune_retrieval(live: ResponseModel, pairs: list[TrainingPair], config: FinetuneConfig,
+def finetune_retrieval(live: EncoderModel, pairs: list[TrainingPair], config: FinetuneConfig,
                        progress: Progress = no_progress, show_bar: bool = True) -> FinetuneResult:
     """Train a copy of `live` on `pairs`; `live` itself is never modified."""
     encoder, trainable, optimizer = trainable_copy(live, config)
@@ -99,7 +104,7 @@ def finetune_retrieval(live: ResponseModel, pairs: list[TrainingPair], config: F
                           seen / train_seconds if train_seconds else 0.0, history)
 
 
-def trainable_copy(live: ResponseModel, config: FinetuneConfig
+def trainable_copy(live: EncoderModel, config: FinetuneConfig
                    ) -> tuple[torch.nn.Module, dict[str, torch.Tensor], torch.optim.Optimizer]:
     """A copy of `live`'s encoder whose top `trainable_layers` layers learn, and their optimiser."""
     torch.manual_seed(config.seed)
