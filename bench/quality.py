@@ -61,7 +61,7 @@ from rsft_plugin.assistant import clean_text
 from rsft_plugin.config import Config, GateConfig
 from rsft_plugin.evaluate import evaluate
 from rsft_plugin.log import RoundLog
-from rsft_plugin.model import ResponseModel
+from rsft_plugin.models import pretrained_policy
 from rsft_plugin.parts import Parts, build_parts
 from rsft_plugin.rounds import run_round
 from rsft_plugin.stages.collect import replay_sample
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], args.seed)
             zero_started = time.perf_counter()
-            zero = evaluate(ResponseModel.pretrained(dataset.bank, Config().model), dataset.heldout_questions)
+            zero = evaluate(pretrained_policy(dataset.bank, Config().model), dataset.heldout_questions)
             result["datasets"][name] = {
                 "dataset": dataset.describe(), "methods": {},
                 "zero_shot": {"accuracy": zero.accuracy, "seconds": round(time.perf_counter() - zero_started, 2)}}
@@ -234,7 +234,7 @@ class _DatasetBench:
         self.chunks = [list(c) for c in np.array_split(np.arange(len(dataset.traffic)), sizes["rounds"])]
         self.turn_labels: dict[str, str] = {}  # turn id -> the asked question's label, filled while feeding
         self.heldout = dataset.heldout_questions
-        self.pretrained = ResponseModel.pretrained(self.bank, Config().model)
+        self.pretrained = pretrained_policy(self.bank, Config().model)
 
     def log(self, message: str) -> None:
         print(f"[{self.dataset.name}] {message}", flush=True)
@@ -334,10 +334,10 @@ class _DatasetBench:
         for number, chunk in enumerate(self.chunks, start=1):
             if method == "naive":
                 fed = self._feed(config, chunk, flips, number)
-                new = [(i, self.bank.index_of(answer_id)) for i, answer_id in fed["served"]]
+                new = list(fed["served"])  # (traffic index, the served answer's key)
             else:
                 fed = {"seconds": 0.0, "served_accuracy": None}
-                new = [(i, self.bank.index_of(self.dataset.traffic[i][1])) for i in chunk]
+                new = [(i, self.bank.get(self.dataset.traffic[i][1]).id) for i in chunk]
             # as collect does: a sample of the most recent earlier questions
             replay = replay_sample(seen[-config.collect.replay * 5:], config.collect.replay, rng)
             pairs = [TrainingPair(clean_text(self.dataset.traffic[i][0]), answer, ()) for i, answer in new + replay]
@@ -346,7 +346,7 @@ class _DatasetBench:
             train_seconds = time.perf_counter() - started
             accuracy = evaluate(tuned.model, self.heldout).accuracy
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-            right = [self.bank.answers[a].topic == self.dataset.traffic[i][1] for i, a in new + replay]
+            right = [self.bank.get(a).topic == self.dataset.traffic[i][1] for i, a in new + replay]
             rounds.append({
                 "round": number, "status": "trained", "accuracy": accuracy, "served_accuracy": fed["served_accuracy"],
                 "pairs": len(pairs), "acceptance_rate": 1.0, "precision": round(sum(right) / len(right), 4),

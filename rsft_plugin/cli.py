@@ -69,7 +69,7 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 @click.pass_context
 @_fail_cleanly
 def init_model(ctx: click.Context, force: bool) -> None:
-    """Create the first model version from the pretrained encoder and make it live.
+    """Create the first model version (untuned, of the configured model.kind) and make it live.
 
     Does nothing when a live version exists (unless --force).
 

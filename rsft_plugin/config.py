@@ -56,12 +56,16 @@ class PathsConfig:
 class ModelConfig:
     """The live response model: a bi-encoder retrieval policy softmax(cosine / temperature) over the bank."""
 
+    kind: str = _help("Model kind `rsft init-model` creates (a saved version records its own kind).", "retrieval")
     temperature: float = _help("Softmax temperature of the policy over answers.", 0.05)
     top_k: int = _help("How many alternatives each logged turn records.", 3)
     trainable_layers: int = _help("How many top transformer layers fine-tuning may change.", 2)
     max_query_chars: int = _help("Longer messages are cut before encoding (the encoder sees 256 tokens).", 1000)
 
     def __post_init__(self) -> None:
+        from .models.kinds import KINDS  # imports no torch; the kinds' own modules load only when used
+
+        _check(self.kind in KINDS, "model", "kind", f"must be one of {sorted(KINDS)}")
         _check(self.temperature > 0, "model", "temperature", "must be > 0")
         _check(1 <= self.top_k <= 50, "model", "top_k", "must be between 1 and 50")
         _check(0 <= self.trainable_layers <= 6, "model", "trainable_layers", "must be between 0 and 6")

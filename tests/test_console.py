@@ -21,8 +21,8 @@ from rsft_plugin.config import load_config
 from rsft_plugin.console import LOGIN_THROTTLE
 from rsft_plugin.errors import JobBusy
 from rsft_plugin.log import CandidateRow, RoundPrompt, TurnRecord, open_sqlite
+from rsft_plugin.models.registry import Registry
 from rsft_plugin.parts import build_parts
-from rsft_plugin.registry import Registry
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
 from rsft_plugin.sessions import COOKIE_NAME, LoginThrottle, SessionStore
 from rsft_plugin.web_input import bearer_token
