@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from ..answer_bank import Answer, AnswerBank  # every kind keeps the bank it answers from
+from ..answer_bank import ANSWERS_FILE, Answer, AnswerBank  # noqa: F401 (ANSWERS_FILE: re-exported for the kinds)
 from ..errors import ModelLoadError
 
 if TYPE_CHECKING:
