@@ -3,6 +3,10 @@
 `python -m rasa_sdk --actions actions` works too, but Sanic 25 then imports the actions (and so loads the model)
 in a manager process and again in a spawned worker. One process loads the model once and keeps one pointer
 watcher, which is what rsft wants.
+
+Only Rasa may call the webhook: every POST /webhook must carry the shared secret (RSFT_ACTION_TOKEN, which the
+launcher puts in both servers' environments; bot/endpoints.yml sends it as the X-Rsft-Action-Token header), or
+it gets a 401 before the executor runs. /health stays open.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from sanic import Request, response
 from sanic.response import HTTPResponse
 
 from rsft_plugin.errors import ModelLoadError
+from rsft_plugin.secrets import ACTION_TOKEN, get_secret, matches
+
+TOKEN_HEADER = "X-Rsft-Action-Token"
 
 
 def problem_with(action_call: Any) -> str | None:
@@ -53,6 +60,26 @@ async def _refuse_malformed_calls(request: Request) -> HTTPResponse | None:
     return response.json({"error": problem}, status=400) if problem else None
 
 
+def _require_token(expected: str):
+    async def require_token(request: Request) -> HTTPResponse | None:
+        if request.path.rstrip("/") != "/webhook":
+            return None
+        if not matches(request.headers.get(TOKEN_HEADER), expected):
+            return response.json({"error": f"missing or wrong {TOKEN_HEADER}"}, status=401)
+        return None
+
+    return require_token
+
+
+def _expected_token() -> str:
+    """RSFT_ACTION_TOKEN when set (the launcher sets it), else the installation's secret file (run_dir)."""
+    if os.environ.get(ACTION_TOKEN[1]):
+        return os.environ[ACTION_TOKEN[1]]
+    from rsft_plugin.config import load_config
+
+    return get_secret(load_config().paths.run_dir, ACTION_TOKEN)  # RSFT_CONFIG or ./rsft.yml
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="rsft action server (rasa-sdk, single process)")
     parser.add_argument("--host", default=os.environ.get("SANIC_HOST", "127.0.0.1"))
@@ -65,6 +92,7 @@ def main() -> None:
     except ModelLoadError as exc:
         sys.exit(f"rsft action server: not starting: {exc}")
     app = create_app(executor, cors_origins=None)
+    app.register_middleware(_require_token(_expected_token()), "request")  # first: strangers learn nothing
     app.register_middleware(_refuse_malformed_calls, "request")
     app.run(host=args.host, port=args.port, single_process=True, access_log=False, motd=False)
 

@@ -1,6 +1,6 @@
 """Quality benchmark: how much better does the bot get from noisy 👍/👎 alone, and is the rejection step worth it?
 
-Protocol (the product's own code path: rsft_plugin.rounds.run_round, the same ResponseModel, SQLite Store and
+Protocol (the product's own code path: rsft_plugin.rounds.run_round, the same ResponseModel, SQLite log and
 Assistant, each run in its own temporary rsft installation):
 
 * answer bank = one answer per intent; a fixed split of the dataset into traffic and held-out questions; the
@@ -60,14 +60,14 @@ from rsft_plugin import runtime
 from rsft_plugin.assistant import clean_text
 from rsft_plugin.config import Config, GateConfig
 from rsft_plugin.evaluate import evaluate
-from rsft_plugin.model import ResponseModel
-from rsft_plugin.registry import Registry
+from rsft_plugin.log import RoundLog
+from rsft_plugin.models import pretrained_policy
+from rsft_plugin.parts import Parts, build_parts
 from rsft_plugin.rounds import run_round
 from rsft_plugin.stages.collect import replay_sample
 from rsft_plugin.stages.finetune import finetune
 from rsft_plugin.stages.gate import _refusals  # the gate's own verdict logic, applied to the recorded numbers
 from rsft_plugin.stages.records import TrainingPair
-from rsft_plugin.store import Store
 
 from .common import (
     DATASETS,
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], args.seed)
             zero_started = time.perf_counter()
-            zero = evaluate(ResponseModel.pretrained(dataset.bank, Config().model), dataset.heldout_questions)
+            zero = evaluate(pretrained_policy(dataset.bank, Config().model), dataset.heldout_questions)
             result["datasets"][name] = {
                 "dataset": dataset.describe(), "methods": {},
                 "zero_shot": {"accuracy": zero.accuracy, "seconds": round(time.perf_counter() - zero_started, 2)}}
@@ -234,7 +234,7 @@ class _DatasetBench:
         self.chunks = [list(c) for c in np.array_split(np.arange(len(dataset.traffic)), sizes["rounds"])]
         self.turn_labels: dict[str, str] = {}  # turn id -> the asked question's label, filled while feeding
         self.heldout = dataset.heldout_questions
-        self.pretrained = ResponseModel.pretrained(self.bank, Config().model)
+        self.pretrained = pretrained_policy(self.bank, Config().model)
 
     def log(self, message: str) -> None:
         print(f"[{self.dataset.name}] {message}", flush=True)
@@ -273,7 +273,11 @@ class _DatasetBench:
     def rounds(self, rule: str, noise: float) -> dict[str, Any]:
         config = write_world(self.work / f"{rule}-{noise:g}", self.bank, self.dataset.heldout,
                              _merge(self.sizes["sections"], {"reject": RULES[rule], "gate": ALWAYS_PROMOTE}))
-        registry = Registry(config.paths.models_dir)
+        with build_parts(config) as parts:  # this run's composition root
+            return self._rounds(parts, rule, noise)
+
+    def _rounds(self, parts: Parts, rule: str, noise: float) -> dict[str, Any]:
+        config, registry = parts.config, parts.registry
         registry.set_live(registry.publish(self.pretrained, notes="pretrained").name, "bench")
         flips = self._flips(noise)
         accuracy = self.zero_shot
@@ -281,7 +285,7 @@ class _DatasetBench:
         for number, chunk in enumerate(self.chunks, start=1):
             fed = self._feed(config, chunk, flips, number)
             started, cpu_started = time.perf_counter(), time.process_time()
-            result = run_round(config, show_bar=False)
+            result = run_round(parts, show_bar=False)
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
             stats, gate = result.stats, result.stats.get("gate") or {}
             if result.status == "promoted":
@@ -294,7 +298,7 @@ class _DatasetBench:
                 "flipped_ratings": int(flips[chunk].sum()), "prompts": stats.get("prompts"),
                 "trainable_prompts": stats.get("trainable_prompts"), "candidates": stats.get("candidates"),
                 "accepted": stats.get("accepted"), "acceptance_rate": stats.get("acceptance_rate"),
-                "precision": self._precision(config, result.round_id),
+                "precision": self._precision(parts.log, result.round_id),
                 "finetune": {k: v for k, v in (stats.get("finetune") or {}).items() if k != "history"},
                 "round_seconds": round(seconds, 2), "round_cpu_seconds": round(cpu, 2), "feed_seconds": fed["seconds"],
                 "stage_seconds": result.stage_seconds})
@@ -303,16 +307,14 @@ class _DatasetBench:
                      f"precision {rounds[-1]['precision']}, {seconds:.0f} s (+{fed['seconds']:.0f} s traffic)")
         return {"method": rule, "noise": noise, "config": _config_sections(config), "rounds": rounds}
 
-    def _precision(self, config: Config, round_id: int) -> float | None:
+    def _precision(self, log: RoundLog, round_id: int) -> float | None:
         """Share of the round's accepted (prompt, answer) pairs whose answer is the prompt's true intent.
 
         A prompt's text is its first turn's question (merged near-duplicates keep all turn ids), so its label is
         the label of the question asked in that turn.
         """
-        with Store(config.paths.db) as store:
-            examples = store.training_examples(round_id)
-        judged = [self.turn_labels[first] == self.bank.get(e["answer_id"]).topic for e in examples
-                  if (first := json.loads(e["turn_ids"])[0]) in self.turn_labels]
+        judged = [self.turn_labels[first] == self.bank.get(e.answer_id).topic for e in log.training_examples(round_id)
+                  if (first := e.turn_ids[0]) in self.turn_labels]
         return round(sum(judged) / len(judged), 4) if judged else None
 
     # ---- (b) naive and (f) oracle --------------------------------------------------------------------------
@@ -320,7 +322,11 @@ class _DatasetBench:
     def supervised(self, method: str) -> dict[str, Any]:
         """Fine-tune round by round on every served answer (naive) or on the gold label (oracle)."""
         config = write_world(self.work / method, self.bank, self.dataset.heldout, self.sizes["sections"])
-        registry = Registry(config.paths.models_dir)
+        with build_parts(config) as parts:  # this run's composition root
+            return self._supervised(parts, method)
+
+    def _supervised(self, parts: Parts, method: str) -> dict[str, Any]:
+        config, registry = parts.config, parts.registry
         registry.set_live(registry.publish(self.pretrained, notes="pretrained").name, "bench")
         flips = self._flips(0.0)  # naive ignores ratings; they are logged as the product would log them
         rng = np.random.default_rng(self.seed)
@@ -328,10 +334,10 @@ class _DatasetBench:
         for number, chunk in enumerate(self.chunks, start=1):
             if method == "naive":
                 fed = self._feed(config, chunk, flips, number)
-                new = [(i, self.bank.index_of(answer_id)) for i, answer_id in fed["served"]]
+                new = list(fed["served"])  # (traffic index, the served answer's key)
             else:
                 fed = {"seconds": 0.0, "served_accuracy": None}
-                new = [(i, self.bank.index_of(self.dataset.traffic[i][1])) for i in chunk]
+                new = [(i, self.bank.get(self.dataset.traffic[i][1]).id) for i in chunk]
             # as collect does: a sample of the most recent earlier questions
             replay = replay_sample(seen[-config.collect.replay * 5:], config.collect.replay, rng)
             pairs = [TrainingPair(clean_text(self.dataset.traffic[i][0]), answer, ()) for i, answer in new + replay]
@@ -340,7 +346,7 @@ class _DatasetBench:
             train_seconds = time.perf_counter() - started
             accuracy = evaluate(tuned.model, self.heldout).accuracy
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-            right = [self.bank.answers[a].topic == self.dataset.traffic[i][1] for i, a in new + replay]
+            right = [self.bank.get(a).topic == self.dataset.traffic[i][1] for i, a in new + replay]
             rounds.append({
                 "round": number, "status": "trained", "accuracy": accuracy, "served_accuracy": fed["served_accuracy"],
                 "pairs": len(pairs), "acceptance_rate": 1.0, "precision": round(sum(right) / len(right), 4),

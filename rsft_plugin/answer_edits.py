@@ -7,7 +7,7 @@ How edits are versioned:
       applied on top.
     - Edits reach customers only when an operator presses **Publish bank**: a separate process
       (`python -m rsft_plugin.answer_edits publish ID`, so the web server stays responsive and never loads a
-      model) takes the live version's weights, puts the working bank under them (`ResponseModel.with_bank`, no
+      model) takes the live version's weights, puts the working bank under them (`ResponsePolicy.with_bank`, no
       retraining: answer embeddings are recomputed when the version loads), measures held-out accuracy, publishes
       it as a new immutable version whose parent is the live one, and flips the live pointer. Each publication
       is a row of `bank_publications`.
@@ -23,15 +23,16 @@ import json
 import logging
 import os
 import re
-import subprocess
 import sys
 from typing import Any
 
+from . import jobs
 from .answer_bank import ANSWERS_FILE, AnswerBank, load_answer_bank
 from .config import Config, load_config
-from .errors import Conflict, DataError, InputError, NotFound, RsftError
-from .registry import Registry
-from .store import Store, process_alive, utc_now
+from .errors import Conflict, DataError, InputError, JobBusy, NotFound, RsftError
+from .log import AnswerBankLog, utc_now
+from .models.registry import Registry
+from .parts import Parts, build_parts
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +41,19 @@ _CATEGORY = re.compile(r"^[a-z][a-z0-9_ -]{0,39}$")
 MIN_TEXT, MAX_TEXT, MAX_NOTE = 10, 2000, 300
 
 
-def working_bank(config: Config, store: Store) -> tuple[AnswerBank, int | None]:
+def working_bank(config: Config, log: AnswerBankLog) -> tuple[AnswerBank, int | None]:
     """answers.yml with the newest revision of every edited or added answer; and the newest revision id."""
     records = {r["id"]: r for r in load_answer_bank(config.paths.answers).to_records()}
     newest = None
-    for revision in store.latest_answer_revisions():
-        records[revision["answer_id"]] = {"id": revision["answer_id"], "topic": revision["topic"],
-                                          "category": revision["category"], "text": revision["text"]}
-        newest = max(newest or 0, revision["id"])
+    for revision in log.latest_answer_revisions():
+        records[revision.answer_id] = {"id": revision.answer_id, "topic": revision.topic,
+                                       "category": revision.category, "text": revision.text}
+        newest = max(newest or 0, revision.id)
     return AnswerBank.from_records(list(records.values()), source="working answer bank"), newest
 
 
-def live_bank(config: Config) -> tuple[str | None, AnswerBank | None]:
+def live_bank(registry: Registry) -> tuple[str | None, AnswerBank | None]:
     """The live version's name and the bank it answers from (read from its answers.json, no model loaded)."""
-    registry = Registry(config.paths.models_dir)
     name = registry.live_name()
     if name is None:
         return None, None
@@ -64,22 +64,18 @@ def live_bank(config: Config) -> tuple[str | None, AnswerBank | None]:
         return name, None
 
 
-def bank_overview(config: Config) -> dict[str, Any]:
+def bank_overview(parts: Parts) -> dict[str, Any]:
     """Every answer of the working bank with its state against the live bank (live / edited / new)."""
-    store = Store(config.paths.db)
-    try:
-        bank, newest = working_bank(config, store)
-        revisions = store.answer_revisions(limit=100_000)
-        publications = store.bank_publications(5, is_alive=process_alive)
-    finally:
-        store.close()
-    live_name, live = live_bank(config)
+    bank, newest = working_bank(parts.config, parts.log)
+    revisions = parts.log.answer_revisions(limit=100_000)
+    recent = publications(parts, 5)
+    live_name, live = live_bank(parts.registry)
     live_by_id = {a.id: a for a in live.answers} if live else {}
     counts: dict[str, int] = {}
     updated: dict[str, str] = {}
     for revision in revisions:
-        counts[revision["answer_id"]] = counts.get(revision["answer_id"], 0) + 1
-        updated.setdefault(revision["answer_id"], revision["created_at"])
+        counts[revision.answer_id] = counts.get(revision.answer_id, 0) + 1
+        updated.setdefault(revision.answer_id, revision.created_at)
     answers = []
     for answer in bank.answers:
         served = live_by_id.get(answer.id)
@@ -90,10 +86,10 @@ def bank_overview(config: Config) -> dict[str, Any]:
     return {"live_version": live_name, "answers": answers,
             "pending": sum(a["state"] != "live" for a in answers),
             "newest_revision": newest, "topics": bank.topics,
-            "categories": sorted({a.category for a in bank.answers}), "publications": publications}
+            "categories": sorted({a.category for a in bank.answers}), "publications": recent}
 
 
-def add_answer(config: Config, fields: Any) -> dict[str, Any]:
+def add_answer(parts: Parts, fields: Any) -> dict[str, Any]:
     """Add an answer to the working bank (id, topic, category, text; optional note).
 
     Raises:
@@ -106,19 +102,15 @@ def add_answer(config: Config, fields: Any) -> dict[str, Any]:
         if not _ID.match(values[key]):
             raise InputError(f"{key} must be 2-64 lowercase letters, digits or underscores, starting with a letter")
     category = _category(values.get("category") or "general")
-    store = Store(config.paths.db)
-    try:
-        bank, _ = working_bank(config, store)
-        if answer_id in bank.ids:
-            raise Conflict(f"an answer with id {answer_id!r} exists already; edit it instead")
-        text = _text(values["text"])
-        _check_bank(bank.to_records() + [{"id": answer_id, "topic": topic, "category": category, "text": text}])
-        return store.add_answer_revision(answer_id, topic, category, text, "add", _note(values))
-    finally:
-        store.close()
+    bank, _ = working_bank(parts.config, parts.log)
+    if answer_id in bank.ids:
+        raise Conflict(f"an answer with id {answer_id!r} exists already; edit it instead")
+    text = _text(values["text"])
+    _check_bank(bank.to_records() + [{"id": answer_id, "topic": topic, "category": category, "text": text}])
+    return parts.log.add_answer_revision(answer_id, topic, category, text, "add", _note(values)).to_dict()
 
 
-def edit_answer(config: Config, answer_id: str, fields: Any) -> dict[str, Any]:
+def edit_answer(parts: Parts, answer_id: str, fields: Any) -> dict[str, Any]:
     """Change an answer's text (and optionally its category) as a new revision.
 
     Raises:
@@ -126,79 +118,60 @@ def edit_answer(config: Config, answer_id: str, fields: Any) -> dict[str, Any]:
         InputError: a malformed field, an unknown slot, or nothing changed.
     """
     values = _fields(fields, required=("text",), optional=("category", "note"))
-    store = Store(config.paths.db)
-    try:
-        bank, _ = working_bank(config, store)
-        if answer_id not in bank.ids:
-            raise NotFound(f"there is no answer {answer_id!r} in the answer bank")
-        current = bank.get(answer_id)
-        text = _text(values["text"])
-        category = _category(values["category"]) if values.get("category") else current.category
-        if text == current.text and category == current.category:
-            raise InputError("nothing changed: the text and category are the same as the current ones")
-        _check_bank([r if r["id"] != answer_id else {**r, "text": text, "category": category}
-                     for r in bank.to_records()])
-        return store.add_answer_revision(answer_id, current.topic, category, text, "edit", _note(values))
-    finally:
-        store.close()
+    bank, _ = working_bank(parts.config, parts.log)
+    if answer_id not in bank.ids:
+        raise NotFound(f"there is no answer {answer_id!r} in the answer bank")
+    current = bank.get(answer_id)
+    text = _text(values["text"])
+    category = _category(values["category"]) if values.get("category") else current.category
+    if text == current.text and category == current.category:
+        raise InputError("nothing changed: the text and category are the same as the current ones")
+    _check_bank([r if r["id"] != answer_id else {**r, "text": text, "category": category}
+                 for r in bank.to_records()])
+    return parts.log.add_answer_revision(answer_id, current.topic, category, text, "edit",
+                                         _note(values)).to_dict()
 
 
-def answer_history(config: Config, answer_id: str) -> dict[str, Any]:
+def answer_history(parts: Parts, answer_id: str) -> dict[str, Any]:
     """An answer's revisions, newest first, and its text in data/answers.yml (None if it was added here).
 
     Raises:
         NotFound: the answer is neither in answers.yml nor added in the console.
     """
-    original = {a.id: a for a in load_answer_bank(config.paths.answers).answers}.get(answer_id)
-    store = Store(config.paths.db)
-    try:
-        revisions = store.answer_revisions(answer_id)
-    finally:
-        store.close()
+    original = {a.id: a for a in load_answer_bank(parts.config.paths.answers).answers}.get(answer_id)
+    revisions = parts.log.answer_revisions(answer_id)
     if original is None and not revisions:
         raise NotFound(f"there is no answer {answer_id!r} in the answer bank")
-    return {"id": answer_id, "original": original.text if original else None, "revisions": revisions}
+    return {"id": answer_id, "original": original.text if original else None,
+            "revisions": [r.to_dict() for r in revisions]}
 
 
-def publications(config: Config, limit: int = 10) -> list[dict[str, Any]]:
-    """Publications of the answer bank, newest first (dead 'running' ones are marked failed)."""
-    store = Store(config.paths.db)
-    try:
-        return store.bank_publications(limit, is_alive=process_alive)
-    finally:
-        store.close()
+def publications(parts: Parts, limit: int = 10) -> list[dict[str, Any]]:
+    """Publications of the answer bank, newest first (dead 'running' ones are marked failed by the job sweep)."""
+    jobs.sweep(parts.log)
+    return [p.to_dict() for p in parts.log.publications(limit)]
 
 
-def start_publication(config: Config) -> dict[str, Any]:
+def start_publication(parts: Parts) -> dict[str, Any]:
     """Start publishing the working bank in a process of its own; returns the publication row (running).
 
     Raises:
         Conflict: a publication or a round is running.
     """
-    store = Store(config.paths.db)
     try:
-        store.fail_abandoned_rounds(process_alive)
-        latest = store.rounds(1)
-        if latest and latest[0]["status"] == "running":
-            raise Conflict("a round is running; publish the answer bank when it has finished")
-        publication_id = store.start_bank_publication(os.getpid(), process_alive)
-        if publication_id is None:
-            raise Conflict("the answer bank is being published already")
-        command = [sys.executable, "-m", "rsft_plugin.answer_edits"]
-        if config.source:
-            command += ["--config", str(config.source)]
-        log_dir = config.paths.run_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with (log_dir / "publish-bank.log").open("ab") as output:
-            process = subprocess.Popen([*command, "publish", str(publication_id)], stdout=output,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        store.update_bank_publication(publication_id, pid=process.pid)
-        return store.bank_publications(1)[0]
-    finally:
-        store.close()
+        job = jobs.start(parts.log, jobs.PUBLISH_BANK)
+    except JobBusy as busy:
+        if busy.job is not None and busy.job.kind == jobs.ROUND:
+            raise Conflict("a round is running; publish the answer bank when it has finished") from busy
+        raise Conflict("the answer bank is being published already") from busy
+    publication_id = parts.log.start_publication(job.id)
+    pid = jobs.spawn(parts.config, parts.log, job, "rsft_plugin.answer_edits", ["publish", str(publication_id)],
+                     "publish-bank.log")
+    parts.log.update_publication(publication_id, pid=pid)
+    return parts.log.publication(publication_id).to_dict()  # type: ignore[union-attr]
 
 
-def publish_bank(config: Config, publication_id: int) -> dict[str, Any]:
+def publish_bank(parts: Parts, publication_id: int) -> dict[str, Any]:
     """Build a version from the live weights and the working bank, make it live, record the outcome.
 
     Runs in its own process (see the module docstring). Never raises for an expected failure: the outcome
@@ -206,40 +179,43 @@ def publish_bank(config: Config, publication_id: int) -> dict[str, Any]:
     """
     from .evaluate import evaluate
     from .golden import load_golden
-    from .model import ResponseModel
+    from .models import load_version
     from .rounds import RoundBusy, round_lock
 
-    store = Store(config.paths.db)
+    store = parts.log
+    publication = store.publication(publication_id)
+    job_id = publication.job_id if publication else None
+    if job_id is not None:
+        jobs.adopt(store, job_id)
+    store.update_publication(publication_id, pid=os.getpid(), message="waiting for the round lock")
     try:
-        store.update_bank_publication(publication_id, pid=os.getpid(), message="waiting for the round lock")
-        try:
-            with round_lock(config.paths.run_dir):
-                outcome = _publish_locked(config, store, publication_id, ResponseModel, evaluate, load_golden)
-        except RoundBusy:
-            outcome = {"status": "failed", "message": "a round is running; publish again when it has finished"}
-        except RsftError as exc:
-            outcome = {"status": "failed", "message": str(exc)}
-        except Exception as exc:  # recorded for the operator; the live model is untouched
-            log.exception("publication %s failed", publication_id)
-            outcome = {"status": "failed", "message": f"{type(exc).__name__}: {exc}"}
-        store.update_bank_publication(publication_id, finished_at=utc_now(), **outcome)
-        return {"id": publication_id, **outcome}
-    finally:
-        store.close()
+        with round_lock(parts.config.paths.run_dir):
+            outcome = _publish_locked(parts, publication_id, load_version, evaluate, load_golden)
+    except RoundBusy:
+        outcome = {"status": "failed", "message": "a round is running; publish again when it has finished"}
+    except RsftError as exc:
+        outcome = {"status": "failed", "message": str(exc)}
+    except Exception as exc:  # recorded for the operator; the live model is untouched
+        log.exception("publication %s failed", publication_id)
+        outcome = {"status": "failed", "message": f"{type(exc).__name__}: {exc}"}
+    store.update_publication(publication_id, finished_at=utc_now(), **outcome)
+    if job_id is not None:
+        jobs.finish(store, job_id, outcome["status"] == "failed", outcome["message"])
+    return {"id": publication_id, **outcome}
 
 
-def _publish_locked(config: Config, store: Store, publication_id: int, model_class: Any, evaluate: Any,
+def _publish_locked(parts: Parts, publication_id: int, load_version: Any, evaluate: Any,
                     load_golden: Any) -> dict[str, Any]:
-    registry = Registry(config.paths.models_dir)
+    config, registry, store = parts.config, parts.registry, parts.log
     bank, newest = working_bank(config, store)
-    live_name, served = live_bank(config)
+    live_name, served = live_bank(registry)
     if live_name is None:
         raise RsftError("there is no live model yet; run `rsft init-model` first")
-    store.update_bank_publication(publication_id, live_version=live_name, revision_id=newest, answers=len(bank),
-                                  message="building the new version")
+    store.update_publication(publication_id, live_version=live_name, revision_id=newest, answers=len(bank),
+                             message="building the new version")
     if served is not None and served.content_hash() == bank.content_hash():
         return {"status": "unchanged", "message": f"{live_name} already answers from this bank; nothing to publish"}
-    live = model_class.load(registry.live_path(), config.model)
+    live = load_version(registry.live_path(), config.model)
     candidate = live.with_bank(bank)
     heldout = evaluate(candidate, load_golden(config.paths.golden, bank, "heldout"))
     info = registry.publish(candidate, parent=live.name,
@@ -310,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("publication_id", type=int, help="The bank_publications row the console created.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    outcome = publish_bank(load_config(args.config), args.publication_id)
+    with build_parts(load_config(args.config)) as parts:
+        outcome = publish_bank(parts, args.publication_id)
     print(json.dumps(outcome, default=str), flush=True)
     return 0 if outcome.get("status") != "failed" else 1
 

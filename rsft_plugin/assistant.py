@@ -11,8 +11,8 @@ from typing import Any
 
 from .answer_bank import render
 from .errors import RatingRefused
-from .live import LiveModel
-from .store import Store, TurnRecord
+from .log import ConversationLog, TurnRecord
+from .models.live import LiveModel
 
 RATE_INTENT = "rate"
 THUMBS = {1: "👍", 0: "👎"}
@@ -36,7 +36,7 @@ class Reply:
 
 
 class Assistant:
-    def __init__(self, store: Store, live: LiveModel, max_ratings_per_minute: int | None = None) -> None:
+    def __init__(self, store: ConversationLog, live: LiveModel, max_ratings_per_minute: int | None = None) -> None:
         self.store = store
         self.live = live
         self.max_ratings_per_minute = max_ratings_per_minute
@@ -49,17 +49,17 @@ class Assistant:
         model = self.live.current  # read the reference once: a swap mid-request cannot mix versions
         started = time.perf_counter()
         answered = model.answer(query)
-        reply_text = render(answered.answer.text, query)
+        reply_text = render(answered.text, query)
         latency_ms = (time.perf_counter() - started) * 1000
         turn_id = self.store.log_turn(TurnRecord(
-            sender_id=sender_id, message_id=message_id, user_text=text, answer_id=answered.answer.id,
-            answer_topic=answered.answer.topic, answer_text=reply_text, model_version=model.name,
+            sender_id=sender_id, message_id=message_id, user_text=text, answer_id=answered.answer_id,
+            answer_topic=answered.topic, answer_text=reply_text, model_version=model.name,
             score=answered.score, probability=answered.probability,
             top_k=[{"answer_id": r.answer_id, "topic": r.topic, "cosine": round(r.cosine, 4),
                     "probability": round(r.probability, 4)} for r in answered.top_k],
             latency_ms=latency_ms,
         ))
-        return Reply(reply_text, turn_id, rating_buttons(turn_id), answered.answer.id, model.name)
+        return Reply(reply_text, turn_id, rating_buttons(turn_id), answered.answer_id, model.name)
 
     def rate(self, sender_id: str, turn_id: Any, score: Any) -> Reply:
         """Record a 👍/👎 for one of this sender's answers.

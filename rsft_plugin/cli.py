@@ -8,13 +8,16 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .config import Config, load_config
 from .errors import RsftError
 from .stages.rules import rule_names
+
+if TYPE_CHECKING:
+    from .parts import Parts
 
 
 def _fail_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,6 +33,20 @@ def _fail_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _config(ctx: click.Context) -> Config:
     return ctx.obj["config"]
+
+
+def _parts(ctx: click.Context, config: Config | None = None) -> Parts:
+    """This command's parts, built once (the composition root of a CLI process) and closed when it ends."""
+    if ctx.obj.get("parts") is None:
+        from .parts import build_parts
+
+        ctx.obj["parts"] = build_parts(config or _config(ctx))
+        ctx.call_on_close(ctx.obj["parts"].close)
+    return ctx.obj["parts"]
+
+
+def _echo(lines: list[str]) -> None:
+    click.echo("\n".join(lines))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,7 +69,7 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 @click.pass_context
 @_fail_cleanly
 def init_model(ctx: click.Context, force: bool) -> None:
-    """Create the first model version from the pretrained encoder and make it live.
+    """Create the first model version (untuned, of the configured model.kind) and make it live.
 
     Does nothing when a live version exists (unless --force).
 
@@ -60,7 +77,7 @@ def init_model(ctx: click.Context, force: bool) -> None:
     """
     from .versions import create_initial_version
 
-    info, created = create_initial_version(_config(ctx), force=force)
+    info, created = create_initial_version(_parts(ctx), force=force)
     if created:
         click.echo(f"created {info.name} (pretrained, held-out accuracy {info.eval.get('heldout_accuracy', 0):.1%})"
                    f" and made it live")
@@ -81,7 +98,7 @@ def eval_command(ctx: click.Context, split: str, version_name: str | None) -> No
     """
     from .versions import evaluate_version
 
-    report = evaluate_version(_config(ctx), version_name, None if split == "all" else split)
+    report = evaluate_version(_parts(ctx), version_name, None if split == "all" else split)
     click.echo(report.table)
 
 
@@ -95,22 +112,9 @@ def log_command(ctx: click.Context, limit: int, sender: str | None) -> None:
 
     Example: rsft log --limit 5
     """
-    from .store import Store
+    from .round_text import turn_lines
 
-    store = Store(_config(ctx).paths.db)
-    try:
-        turns = store.recent_turns(limit, sender)
-    finally:
-        store.close()
-    if not turns:
-        click.echo("no turns logged yet")
-        return
-    click.echo(f"{'time (UTC)':<19}  {'sender':<12}  {'question':<40}  {'answer':<22}  score  version  rating")
-    for turn in turns:
-        rating = {1: "👍", 0: "👎"}.get(turn["rating"], "-")
-        question = " ".join(turn["user_text"].split())
-        click.echo(f"{turn['created_at'][:19]:<19}  {turn['sender_id'][:12]:<12}  {_clip(question, 40):<40}  "
-                   f"{turn['answer_id'][:22]:<22}  {turn['score']:.2f}   {turn['model_version']:<7}  {rating}")
+    _echo(turn_lines(_parts(ctx).log.recent_turns(limit, sender)))
 
 
 @main.command("versions")
@@ -121,9 +125,7 @@ def versions_command(ctx: click.Context) -> None:
 
     Example: rsft versions
     """
-    from .registry import Registry
-
-    registry = Registry(_config(ctx).paths.models_dir)
+    registry = _parts(ctx).registry
     live = registry.live_name()
     infos = registry.versions()
     if not infos:
@@ -143,6 +145,8 @@ def versions_command(ctx: click.Context) -> None:
 def serve_command(ctx: click.Context) -> None:
     """Start Rasa, the action server and the chat page; Ctrl-C stops all of them (this is `make run`).
 
+    A server that dies is restarted (see `rsft status`); serve exits non-zero only when one keeps dying.
+
     Trains the Rasa model first when bot/ changed, and creates the first model version when there is none.
 
     Example: rsft serve
@@ -151,7 +155,7 @@ def serve_command(ctx: click.Context) -> None:
     from .versions import create_initial_version
 
     config = _config(ctx)
-    create_initial_version(config)
+    create_initial_version(_parts(ctx))
     stack = Stack(config)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the servers like Ctrl-C does
     try:
@@ -164,8 +168,7 @@ def serve_command(ctx: click.Context) -> None:
                    f"  Rasa REST channel:        {stack.rasa_url}/webhooks/rest/webhook\n"
                    f"  Plugin log (SQLite):      {config.paths.db}\n"
                    f"  Server logs:              {stack.log_dir}\n\n  Ctrl-C stops everything.\n")
-        exited = stack.wait()
-        raise click.ClickException(f"{exited} stopped unexpectedly; see {stack.log_dir / (exited + '.log')}")
+        raise click.ClickException(stack.wait())  # only when a server's restart budget is spent
     except KeyboardInterrupt:
         click.echo("\nstopping ...")
     finally:
@@ -186,10 +189,11 @@ class _RuleChoice(click.Choice):
 @click.option("--beta", type=float, default=None, help="Tilt of the statistical rule (default: reject.beta).")
 @click.option("--min-prompts", type=int, default=None, help="Stop when fewer prompts (default: collect.min_prompts).")
 @click.option("--seed", type=int, default=None, help="Seed of the round's random draws (default: sample.seed).")
+@click.option("--job-id", type=int, default=None, hidden=True, help="The queued job this round runs (the web's).")
 @click.pass_context
 @_fail_cleanly
 def retrain_command(ctx: click.Context, rule: str | None, k: int | None, temperature: float | None,
-                    beta: float | None, min_prompts: int | None, seed: int | None) -> None:
+                    beta: float | None, min_prompts: int | None, seed: int | None, job_id: int | None) -> None:
     """Run one rejection-sampling fine-tuning round now; flags override rsft.yml.
 
     Prints each stage as it finishes and a progress bar while fine-tuning. Exits 0 when the round promoted,
@@ -202,7 +206,7 @@ def retrain_command(ctx: click.Context, rule: str | None, k: int | None, tempera
     config = load_config(ctx.obj["config_path"], overrides={
         "reject": {"rule": rule, "beta": beta}, "sample": {"k": k, "temperature": temperature, "seed": seed},
         "collect": {"min_prompts": min_prompts}})
-    result = run_round(config, echo=click.echo)
+    result = run_round(_parts(ctx, config), echo=click.echo, job_id=job_id)
     click.echo(f"report: {result.report_dir}")
     if result.status == "failed":
         sys.exit(1)
@@ -222,7 +226,7 @@ def worker_command(ctx: click.Context, max_rounds: int | None) -> None:
     from .worker import run_worker
 
     try:
-        run_worker(_config(ctx), echo=click.echo, max_rounds=max_rounds)
+        run_worker(_parts(ctx), echo=click.echo, max_rounds=max_rounds)
     except KeyboardInterrupt:
         click.echo("worker stopped")
 
@@ -240,7 +244,7 @@ def rollback_command(ctx: click.Context, version: str | None) -> None:
     """
     from .versions import rollback
 
-    previous, now = rollback(_config(ctx), version)
+    previous, now = rollback(_parts(ctx).registry, version)
     click.echo(f"live model: {previous} -> {now}")
 
 
@@ -253,19 +257,10 @@ def history_command(ctx: click.Context, limit: int) -> None:
 
     Example: rsft history --limit 5
     """
+    from .round_text import history_lines
     from .versions import round_history
 
-    rounds = round_history(_config(ctx), limit)
-    if not rounds:
-        click.echo("no rounds yet; run `rsft retrain`")
-        return
-    click.echo(" round  started (UTC)        status    rule         prompts  accepted  rate    live   -> cand.  new")
-    for r in rounds:
-        stats, gate = r["stats"], r["stats"].get("gate", {})
-        click.echo(f"{r['id']:>6}  {r['started_at'][:19]:<19}  {r['status']:<8}  {r['rule']:<11}  "
-                   f"{stats.get('trainable_prompts', '-'):>7}  {stats.get('accepted', '-'):>8}  "
-                   f"{_pct(stats.get('acceptance_rate')):>6}  {_pct(gate.get('live_accuracy')):>6} -> "
-                   f"{_pct(gate.get('candidate_accuracy')):>6}  {r['new_version'] or '-'}")
+    _echo(history_lines(round_history(_parts(ctx), limit)))
 
 
 @main.command("show")
@@ -277,33 +272,28 @@ def show_command(ctx: click.Context, round_id: int) -> None:
 
     Example: rsft show 3
     """
-    from .versions import describe_round
+    from .round_text import describe_round
+    from .versions import round_record
 
-    click.echo(describe_round(_config(ctx), round_id))
+    click.echo(describe_round(round_record(_parts(ctx), round_id), round_id))
 
 
 @main.command("status")
 @click.pass_context
 @_fail_cleanly
 def status_command(ctx: click.Context) -> None:
-    """The live version and the newest round's stage and progress.
+    """The live version, the servers of `rsft serve` (state, restarts) and the newest round's progress.
 
     Example: rsft status
     """
-    from .registry import Registry
+    from .launcher import servers_status_line
+    from .round_text import status_lines
     from .versions import round_history
 
-    config = _config(ctx)
-    click.echo(f"live model: {Registry(config.paths.models_dir).live_name() or 'none'}")
-    newest = round_history(config, 1)
-    current = newest[0] if newest else None
-    if current is None:
-        click.echo("no rounds yet")
-        return
-    click.echo(f"round {current['id']}: {current['status']}, stage {current['stage']} "
-               f"({current['progress']:.0%}) {current['message'] or ''}".rstrip())
-    if current["reason"]:
-        click.echo(f"  {current['reason']}")
+    parts = _parts(ctx)
+    newest = round_history(parts, 1)
+    lines = status_lines(parts.registry.live_name(), newest[0] if newest else None)
+    _echo([lines[0], servers_status_line(parts.config), *lines[1:]])
 
 
 @main.command("simulate")
@@ -331,7 +321,7 @@ def simulate_command(ctx: click.Context, dataset: Path, count: int, noise: float
 
     config = _config(ctx)
     url = rasa_url or f"http://{config.server.host}:{config.server.rasa_port}"
-    result = simulate(read_labelled(dataset, split), count, noise, url, config.paths.db, seed, concurrency)
+    result = simulate(read_labelled(dataset, split), count, noise, url, _parts(ctx).log, seed, concurrency)
     handled_by_rasa = result.asked - result.answered - result.failed
     click.echo(f"asked {result.asked}: {result.answered} answered by the response model, {handled_by_rasa} by "
                f"Rasa's own intents (greet, handoff, ...), {result.failed} failed; served accuracy "
@@ -353,7 +343,7 @@ def forget_command(ctx: click.Context, sender: str, yes: bool) -> None:
 
     if not yes:
         click.confirm(f"Delete every turn and rating of {sender!r}?", abort=True)
-    removed = forget_sender(_config(ctx), sender)
+    removed = forget_sender(_parts(ctx).log, sender)
     click.echo(f"deleted {removed['turns']} turns and {removed['ratings']} ratings of {sender!r}; "
                f"{removed['round_prompts']} recorded round prompts were theirs alone and went too")
 
@@ -370,7 +360,7 @@ def backup_command(ctx: click.Context, path: Path) -> None:
     from .maintenance import backup_log
 
     try:
-        counts = backup_log(_config(ctx), path)
+        counts = backup_log(_parts(ctx).log, path)
     except OSError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"backed up to {path}: " + ", ".join(f"{n} {table}" for table, n in counts.items()))
@@ -386,8 +376,8 @@ def retention_command(ctx: click.Context) -> None:
     """
     from .maintenance import apply_retention
 
-    config = _config(ctx)
-    click.echo(f"redacted {apply_retention(config)} turns older than {config.privacy.retention_days:g} days")
+    parts = _parts(ctx)
+    click.echo(f"redacted {apply_retention(parts)} turns older than {parts.config.privacy.retention_days:g} days")
 
 
 @main.command("web")
@@ -403,14 +393,6 @@ def web_command(ctx: click.Context, host: str, port: int, rasa_url: str) -> None
     from .webapp import serve
 
     serve(_config(ctx), host, port, rasa_url)
-
-
-def _pct(value: float | None) -> str:
-    return f"{value:.1%}" if isinstance(value, int | float) else "-"
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 if __name__ == "__main__":

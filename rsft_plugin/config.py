@@ -56,12 +56,16 @@ class PathsConfig:
 class ModelConfig:
     """The live response model: a bi-encoder retrieval policy softmax(cosine / temperature) over the bank."""
 
+    kind: str = _help("Model kind `rsft init-model` creates (a saved version records its own kind).", "retrieval")
     temperature: float = _help("Softmax temperature of the policy over answers.", 0.05)
     top_k: int = _help("How many alternatives each logged turn records.", 3)
     trainable_layers: int = _help("How many top transformer layers fine-tuning may change.", 2)
     max_query_chars: int = _help("Longer messages are cut before encoding (the encoder sees 256 tokens).", 1000)
 
     def __post_init__(self) -> None:
+        from .models.kinds import KINDS  # imports no torch; the kinds' own modules load only when used
+
+        _check(self.kind in KINDS, "model", "kind", f"must be one of {sorted(KINDS)}")
         _check(self.temperature > 0, "model", "temperature", "must be > 0")
         _check(1 <= self.top_k <= 50, "model", "top_k", "must be between 1 and 50")
         _check(0 <= self.trainable_layers <= 6, "model", "trainable_layers", "must be between 0 and 6")
@@ -78,6 +82,9 @@ class ServerConfig:
     web_port: int = _help("Chat page.", 8000)
     reload_poll_seconds: float = _help("How often the action server checks the live pointer.", 0.5)
     start_timeout_seconds: float = _help("How long to wait for a server to come up.", 240.0)
+    restart_budget: int = _help("`rsft serve` gives up when one server was restarted more than this many times "
+                                "within restart_window_seconds.", 5)
+    restart_window_seconds: float = _help("The window of restart_budget.", 600.0)
 
     def __post_init__(self) -> None:
         for key in ("rasa_port", "action_port", "web_port"):
@@ -85,6 +92,8 @@ class ServerConfig:
             _check(0 <= port <= 65535, "server", key, f"{port} is not a TCP port")
         _check(self.reload_poll_seconds > 0, "server", "reload_poll_seconds", "must be > 0")
         _check(self.start_timeout_seconds > 0, "server", "start_timeout_seconds", "must be > 0")
+        _check(self.restart_budget >= 0, "server", "restart_budget", "must be >= 0")
+        _check(self.restart_window_seconds > 0, "server", "restart_window_seconds", "must be > 0")
 
 
 @dataclass

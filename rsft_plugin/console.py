@@ -34,8 +34,8 @@ import jinja2
 from aiohttp import web
 
 from . import answer_edits, exports, inbox, model_admin, round_reports
-from .config import Config
 from .errors import InputError, NotFound, RsftError
+from .parts import Parts
 from .secrets import matches
 from .sessions import COOKIE_NAME, CSRF_FIELD, CSRF_HEADER, LoginThrottle, Session, SessionStore, csrf_ok
 from .web_input import bearer_token, read_form, read_json
@@ -138,7 +138,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.json_response({"error": "internal error; it was logged"}, status=500)
 
 
-def add_console_routes(app: web.Application, config: Config, token: str, sessions: SessionStore,
+def add_console_routes(app: web.Application, parts: Parts, token: str, sessions: SessionStore,
                        throttle: LoginThrottle | None = None) -> None:
     """Register the login form, the console pages and the console's JSON API on `app`."""
     app[LOGIN_THROTTLE] = throttle or LoginThrottle()
@@ -197,60 +197,60 @@ def add_console_routes(app: web.Application, config: Config, token: str, session
 
     async def conversations(request: web.Request) -> web.Response:
         query = inbox.InboxQuery.from_params(dict(request.query))
-        return web.json_response(await run(inbox.search, config, query), dumps=_dumps)
+        return web.json_response(await run(inbox.search, parts, query), dumps=_dumps)
 
     async def conversation(request: web.Request) -> web.Response:
-        return web.json_response(await run(inbox.conversation, config, request.match_info["sender_id"]),
+        return web.json_response(await run(inbox.conversation, parts, request.match_info["sender_id"]),
                                  dumps=_dumps)
 
     async def answers(request: web.Request) -> web.Response:
-        return web.json_response(await run(answer_edits.bank_overview, config), dumps=_dumps)
+        return web.json_response(await run(answer_edits.bank_overview, parts), dumps=_dumps)
 
     async def add_answer(request: web.Request) -> web.Response:
-        revision = await run(answer_edits.add_answer, config, await _json_body(request))
+        revision = await run(answer_edits.add_answer, parts, await _json_body(request))
         return web.json_response(revision, status=201, dumps=_dumps)
 
     async def edit_answer(request: web.Request) -> web.Response:
-        revision = await run(answer_edits.edit_answer, config, request.match_info["answer_id"],
+        revision = await run(answer_edits.edit_answer, parts, request.match_info["answer_id"],
                              await _json_body(request))
         return web.json_response(revision, dumps=_dumps)
 
     async def answer_history(request: web.Request) -> web.Response:
-        return web.json_response(await run(answer_edits.answer_history, config, request.match_info["answer_id"]),
+        return web.json_response(await run(answer_edits.answer_history, parts, request.match_info["answer_id"]),
                                  dumps=_dumps)
 
     async def publications(request: web.Request) -> web.Response:
-        return web.json_response({"publications": await run(answer_edits.publications, config)}, dumps=_dumps)
+        return web.json_response({"publications": await run(answer_edits.publications, parts)}, dumps=_dumps)
 
     async def publish(request: web.Request) -> web.Response:
-        return web.json_response(await run(answer_edits.start_publication, config), status=202, dumps=_dumps)
+        return web.json_response(await run(answer_edits.start_publication, parts), status=202, dumps=_dumps)
 
     async def rounds(request: web.Request) -> web.Response:
-        return web.json_response({"rounds": await run(round_reports.rounds_overview, config)}, dumps=_dumps)
+        return web.json_response({"rounds": await run(round_reports.rounds_overview, parts)}, dumps=_dumps)
 
     async def round_detail(request: web.Request) -> web.Response:
         round_id = _round_id(request)
-        return web.json_response(await run(round_reports.round_detail, config, round_id), dumps=_dumps)
+        return web.json_response(await run(round_reports.round_detail, parts, round_id), dumps=_dumps)
 
     async def round_plot(request: web.Request) -> web.FileResponse:
-        path = await run(round_reports.plot_path, config, _round_id(request), request.match_info["name"])
+        path = await run(round_reports.plot_path, parts, _round_id(request), request.match_info["name"])
         return web.FileResponse(path, headers={"Cache-Control": "private, no-cache"})
 
     async def models(request: web.Request) -> web.Response:
-        return web.json_response(await run(model_admin.models_overview, config), dumps=_dumps)
+        return web.json_response(await run(model_admin.models_overview, parts), dumps=_dumps)
 
     async def promote(request: web.Request) -> web.Response:
-        return web.json_response(await run(model_admin.promote_version, config, request.match_info["name"]))
+        return web.json_response(await run(model_admin.promote_version, parts, request.match_info["name"]))
 
     async def rollback(request: web.Request) -> web.Response:
         body = await _json_body(request, optional=True)
         if not isinstance(body, dict) or set(body) - {"version"}:
             raise InputError('expected {} or {"version": "v0002"}')
-        return web.json_response(await run(model_admin.rollback_version, config, body.get("version")))
+        return web.json_response(await run(model_admin.rollback_version, parts, body.get("version")))
 
     async def export(request: web.Request) -> web.StreamResponse:
         dataset, fmt = request.match_info["dataset"], request.match_info["fmt"]
-        chunks = await run(exports.export_lines, config.paths.db, dataset, fmt)  # NotFound before any byte
+        chunks = await run(exports.export_lines, parts.log, dataset, fmt)  # NotFound before any byte
         response = web.StreamResponse(headers={
             "Content-Type": exports.FORMATS[fmt], "Cache-Control": "no-store",
             "Content-Disposition": f'attachment; filename="rsft-{dataset}.{fmt}"'})
@@ -260,7 +260,7 @@ def add_console_routes(app: web.Application, config: Config, token: str, session
             while (chunk := await run(next, chunks, done)) is not done:
                 await response.write(chunk.encode("utf-8"))
         finally:
-            chunks.close()  # a client that went away mid-download: the generator closes its Store now
+            chunks.close()  # a client that went away mid-download: the generator stops reading the log now
         await response.write_eof()
         return response
 

@@ -37,3 +37,11 @@ class NotFound(RsftError):
 
 class Conflict(RsftError):
     """Refused because of the current state: another run is in progress, or it exists already (HTTP 409)."""
+
+
+class JobBusy(Conflict):
+    """Another job (a round, a bank publication) is active; `job` is that job."""
+
+    def __init__(self, message: str, job: object = None) -> None:
+        super().__init__(message)
+        self.job = job

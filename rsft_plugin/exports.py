@@ -13,11 +13,10 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .errors import NotFound
-from .store import Store
+from .log import ConversationLog, RoundLog
 
 FORMATS = {"jsonl": "application/x-ndjson; charset=utf-8", "csv": "text/csv; charset=utf-8"}
 
@@ -27,64 +26,62 @@ class Dataset:
     name: str
     description: str
     fields: tuple[str, ...]
-    rows: Callable[[Store], Iterator[dict[str, Any]]]
+    rows: Callable[[Any], Iterator[dict[str, Any]]]
 
 
-def _training_examples(store: Store) -> Iterator[dict[str, Any]]:
+def _training_examples(log: RoundLog) -> Iterator[dict[str, Any]]:
     redact = _redactor()
-    for row in store.training_examples():
-        yield {**row, "prompt": redact(row["prompt"] or ""), "turn_ids": json.loads(row["turn_ids"] or "[]")}
+    for row in log.training_examples():
+        yield {**row.to_dict(), "prompt": redact(row.prompt or ""),
+               "candidate_text": redact(row.candidate_text) if row.candidate_text else row.candidate_text}
 
 
-def _conversations(store: Store) -> Iterator[dict[str, Any]]:
+def _conversations(log: ConversationLog) -> Iterator[dict[str, Any]]:
     redact = _redactor()
-    for row in store.iter_turns():
-        yield {"turn_id": row["id"], "sender_id": row["sender_id"], "created_at": row["created_at"],
-               "question": redact(row["user_text"] or ""), "answer_id": row["answer_id"],
-               "answer_topic": row["answer_topic"], "answer_text": redact(row["answer_text"] or ""),
-               "model_version": row["model_version"], "score": row["score"], "rating": row["rating"],
-               "rated_at": row["rated_at"]}
+    for row in log.iter_turns():
+        yield {"turn_id": row.id, "sender_id": row.sender_id, "created_at": row.created_at,
+               "question": redact(row.user_text or ""), "answer_id": row.answer_id, "reply_key": row.reply_key,
+               "answer_topic": row.answer_topic, "answer_text": redact(row.answer_text or ""),
+               "model_version": row.model_version, "score": row.score, "rating": row.rating,
+               "rated_at": row.rated_at}
 
 
 DATASETS = {d.name: d for d in (
     Dataset("training-examples", "accepted (prompt, answer) pairs of every round, with reward parts and provenance",
-            ("round_id", "prompt_id", "prompt", "answer_id", "topic", "turn_ids", "sampled_by", "rule", "q",
+            ("round_id", "prompt_id", "prompt", "candidate_key", "candidate_text", "answer_id", "topic", "turn_ids",
+             "sampled_by", "rule", "q",
              "similarity", "rating_up", "rating_down", "rating", "reward", "accept_probability"),
             _training_examples),
     Dataset("conversations", "every logged turn with its answer, model version, score and rating",
-            ("turn_id", "sender_id", "created_at", "question", "answer_id", "answer_topic", "answer_text",
+            ("turn_id", "sender_id", "created_at", "question", "answer_id", "reply_key", "answer_topic", "answer_text",
              "model_version", "score", "rating", "rated_at"),
             _conversations),
 )}
 
 
-def export_lines(db_path: str | Path, dataset: str, fmt: str) -> Iterator[str]:
-    """The export as text chunks (a header line first for CSV). Opens and closes its own Store.
+def export_lines(log: ConversationLog, dataset: str, fmt: str) -> Iterator[str]:
+    """The export as text chunks (a header line first for CSV), read from `log` (a whole `Log`).
 
     Raises:
         NotFound: an unknown dataset or format (checked before anything is produced).
     """
     chosen = _dataset(dataset, fmt)
-    return _lines(db_path, chosen, fmt)
+    return _lines(log, chosen, fmt)
 
 
-def _lines(db_path: str | Path, chosen: Dataset, fmt: str) -> Iterator[str]:
-    store = Store(db_path)
-    try:
-        if fmt == "jsonl":
-            for row in chosen.rows(store):
-                yield json.dumps({k: row.get(k) for k in chosen.fields}, ensure_ascii=False) + "\n"
-            return
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n")
-        writer.writerow(chosen.fields)
-        for n, row in enumerate(chosen.rows(store), start=1):
-            writer.writerow([_csv_cell(row.get(k)) for k in chosen.fields])
-            if n % 200 == 0:
-                yield _drain(buffer)
-        yield _drain(buffer)
-    finally:
-        store.close()
+def _lines(log: Any, chosen: Dataset, fmt: str) -> Iterator[str]:
+    if fmt == "jsonl":
+        for row in chosen.rows(log):
+            yield json.dumps({k: row.get(k) for k in chosen.fields}, ensure_ascii=False) + "\n"
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(chosen.fields)
+    for n, row in enumerate(chosen.rows(log), start=1):
+        writer.writerow([_csv_cell(row.get(k)) for k in chosen.fields])
+        if n % 200 == 0:
+            yield _drain(buffer)
+    yield _drain(buffer)
 
 
 def _dataset(dataset: str, fmt: str) -> Dataset:

@@ -1,7 +1,7 @@
 """The console's inbox and conversation view: which conversations to look at, and every turn of one of them.
 
 `InboxQuery.from_params` turns query-string parameters into a validated query (clear InputError otherwise);
-`search` and `conversation` read the log through the Store. User text is shown raw here: this is the live log,
+`search` and `conversation` read the log. User text is shown raw here: this is the live log,
 behind the operator login. Exports and round reports redact it (see exports.py, round_reports.py).
 """
 
@@ -13,9 +13,8 @@ from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from .config import Config
 from .errors import InputError, NotFound
-from .store import Store
+from .parts import Parts
 
 RATINGS = ("any", "down", "up", "rated", "unrated")
 SORTS = ("newest", "down_first", "lowest_score")
@@ -74,39 +73,30 @@ class InboxQuery:
         return data
 
 
-def search(config: Config, query: InboxQuery) -> dict[str, Any]:
+def search(parts: Parts, query: InboxQuery) -> dict[str, Any]:
     """One page of matching conversations, the total, and what the filters can choose from."""
-    store = Store(config.paths.db)
-    try:
-        total, rows = store.conversations(
-            rating=query.rating, score_below=query.score_below, topic=query.topic,
-            since=query.since.isoformat() if query.since else None,
-            until=(query.until + timedelta(days=1)).isoformat() if query.until else None,
-            version=query.version, text=query.q, sort=query.sort, limit=query.limit, offset=query.offset)
-        facets = store.turn_facets()
-    finally:
-        store.close()
-    return {"total": total, "conversations": rows, "query": query.to_json(), "facets": facets,
-            "low_score": config.console.low_score}
+    total, rows = parts.log.conversations(
+        rating=query.rating, score_below=query.score_below, topic=query.topic,
+        since=query.since.isoformat() if query.since else None,
+        until=(query.until + timedelta(days=1)).isoformat() if query.until else None,
+        version=query.version, text=query.q, sort=query.sort, limit=query.limit, offset=query.offset)
+    return {"total": total, "conversations": [r.to_dict() for r in rows], "query": query.to_json(),
+            "facets": parts.log.turn_facets().to_dict(), "low_score": parts.config.console.low_score}
 
 
-def conversation(config: Config, sender_id: str) -> dict[str, Any]:
+def conversation(parts: Parts, sender_id: str) -> dict[str, Any]:
     """Every turn of one conversation with answer, model version, score, top-k and rating.
 
     Raises:
         NotFound: no turn was logged for this sender.
     """
-    store = Store(config.paths.db)
-    try:
-        turns = store.conversation(sender_id)
-    finally:
-        store.close()
+    turns = parts.log.conversation(sender_id)
     if not turns:
         raise NotFound(f"there is no conversation with sender id {sender_id!r}")
-    ratings = [t["rating"] for t in turns if t["rating"] is not None]
-    return {"sender_id": sender_id, "turns": turns, "first_at": turns[0]["created_at"],
-            "last_at": turns[-1]["created_at"], "up": ratings.count(1), "down": ratings.count(0),
-            "versions": sorted({t["model_version"] for t in turns})}
+    ratings = [t.rating for t in turns if t.rating is not None]
+    return {"sender_id": sender_id, "turns": [t.to_dict() for t in turns], "first_at": turns[0].created_at,
+            "last_at": turns[-1].created_at, "up": ratings.count(1), "down": ratings.count(0),
+            "versions": sorted({t.model_version for t in turns if t.model_version})}
 
 
 def _date(given: Mapping[str, str], key: str) -> date | None:

@@ -1,4 +1,4 @@
-"""Start and stop the whole assistant: the Rasa server, the action server and the chat page.
+"""Start and stop the whole assistant: the Rasa server, the action server and the chat page, kept running.
 
 `make run` calls `rsft serve`, which uses `Stack`; the end-to-end tests use the same class on free ports, so the
 tests start exactly what a user starts.
@@ -7,6 +7,18 @@ Processes and the files they own:
     rasa (.venv-rasa)         the REST channel and HTTP API; its tracker store (paths.tracker_db)
     action server (.venv)     rsft_plugin: the live model and the plugin's log (paths.db)
     web (.venv)               the chat page; it owns no file
+
+Supervision (issue 14). A crashed server is restarted; `rsft serve` gives up (stops all, exits non-zero) only
+when a server keeps dying. The process work is done by supervisord (PyPI `supervisor`, see supervision.py), not by
+a hand-written loop, because it fits: it is pure Python (pip-installs into .venv with no native parts; circus
+would bring pyzmq and tornado), maintained, and gives per-program restarts, back-off for a program that dies
+while starting, a FATAL state after `startretries`, rotated per-program logs, process-group stops and an XML-RPC
+unix socket to ask it what runs. It lacks a budget for restarts of a program that had been up (it restarts those
+at once, forever), so supervision.py adds one, logs each restart and writes the status file `rsft status` reads.
+systemd units would do the same in production but not in tests or a developer's `make run`.
+
+Secrets (the Rasa API token, the action server's token) reach the servers through the environment, never a
+command line (/proc/<pid>/cmdline is world-readable) nor supervisord's configuration file.
 """
 
 from __future__ import annotations
@@ -18,20 +30,20 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .config import Config
-from .errors import RsftError
-from .secrets import RASA_TOKEN, get_secret
+from .secrets import ACTION_TOKEN, RASA_TOKEN, get_secret
+from .supervision import LaunchError, Program, Supervisor, describe_status, read_status
+
+__all__ = ["LaunchError", "Stack", "bot_fingerprint", "ensure_rasa_model", "free_port", "rasa_token",
+           "servers_status_line"]
 
 _BOT_INPUTS = ("config.yml", "domain.yml", "requirements.txt")
-
-
-class LaunchError(RsftError):
-    """A server would not start, or the Rasa model would not train."""
+_NAMES = ("actions", "rasa", "web")
 
 
 def bot_fingerprint(bot_dir: Path) -> str:
@@ -44,25 +56,33 @@ def bot_fingerprint(bot_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def ensure_rasa_model(config: Config, log_dir: Path) -> Path:
+def ensure_rasa_model(config: Config, log_dir: Path, announce: Callable[[str], None] = print) -> Path:
     """The trained Rasa model for the current bot/, training it only when no model has this fingerprint."""
     models = config.paths.run_dir / "rasa-models"
     name = f"bot-{bot_fingerprint(config.paths.bot_dir)}"
     model = models / f"{name}.tar.gz"
     if model.exists():
+        announce(f"rsft: Rasa model: {model.name} matches bot/ (cached, no training)")
         return model
     models.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
-    print(f"Training the Rasa model for this bot/ (fingerprint {name[4:]}); this takes a minute or two ...",
-          flush=True)
+    announce(f"rsft: Rasa model: none for this bot/ (fingerprint {name[4:]}); training it, a minute or two "
+             f"(log: {log_dir / 'rasa-train.log'}) ...")
+    began = time.monotonic()
     bot = config.paths.bot_dir
     command = [str(config.paths.rasa_bin), "train", "--config", str(bot / "config.yml"), "--domain",
                str(bot / "domain.yml"), "--data", str(bot / "data"), "--out", str(models),
                "--fixed-model-name", name]
     with (log_dir / "rasa-train.log").open("w") as log:
-        result = subprocess.run(command, cwd=bot, stdout=log, stderr=subprocess.STDOUT, env=_rasa_env())
-    if result.returncode != 0 or not model.exists():
-        raise LaunchError(f"rasa train failed (exit {result.returncode}); see {log_dir / 'rasa-train.log'}")
+        training = subprocess.Popen(command, cwd=bot, stdout=log, stderr=subprocess.STDOUT, env=_rasa_env())
+        while training.poll() is None:
+            try:
+                training.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                announce(f"  ... still training ({time.monotonic() - began:.0f} s)")
+    if training.returncode != 0 or not model.exists():
+        raise LaunchError(f"rasa train failed (exit {training.returncode}); see {log_dir / 'rasa-train.log'}")
+    announce(f"rsft: Rasa model trained in {time.monotonic() - began:.0f} s: {model}")
     return model
 
 
@@ -71,19 +91,33 @@ def rasa_token(config: Config) -> str:
     return get_secret(config.paths.run_dir, RASA_TOKEN)
 
 
+def action_token(config: Config) -> str:
+    """The shared secret Rasa sends to the action server (RSFT_ACTION_TOKEN, or made once and kept 0600)."""
+    return get_secret(config.paths.run_dir, ACTION_TOKEN)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
+def servers_status_line(config: Config) -> str:
+    """`rsft status`'s line about the servers of `rsft serve` (state and restarts of each)."""
+    return describe_status(read_status(config.paths.run_dir / "logs"))
+
+
 @dataclass
 class Stack:
-    """The three servers of the assistant, started in order and stopped together."""
+    """The three servers of the assistant under supervision: started in order, restarted when they die.
+
+    `announce` receives each step of the start and each restart (print by default).
+    """
 
     config: Config
     log_dir: Path | None = None
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    announce: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+    supervisor: Supervisor | None = None
 
     def __post_init__(self) -> None:
         self.log_dir = self.log_dir or self.config.paths.run_dir / "logs"
@@ -108,103 +142,89 @@ class Stack:
     def start(self) -> None:
         """Start actions, then Rasa, then the chat page; wait until each answers. Stops all on failure."""
         try:
-            model = ensure_rasa_model(self.config, self.log_dir)
-            self.start_actions()
-            self._start_rasa(model)
-            self._start_web()
+            model = ensure_rasa_model(self.config, self.log_dir, self.announce)
+            server = self.config.server
+            self.supervisor = Supervisor(
+                self._programs(model), self.log_dir, self._secrets(), announce=self.announce,
+                restart_budget=server.restart_budget, restart_window_seconds=server.restart_window_seconds,
+                start_timeout_seconds=server.start_timeout_seconds)
+            self.announce(f"rsft: starting supervisord (logs and status in {self.log_dir})")
+            self.supervisor.start_daemon()
+            steps = {"actions": ("the action server (loads the live model)", f"{self.action_url}/webhook"),
+                     "rasa": ("Rasa (loads its model; ~30 s on 2 cores)", f"{self.rasa_url}/webhooks/rest/webhook"),
+                     "web": ("the chat page", self.web_url)}
+            for name in _NAMES:
+                what, url = steps[name]
+                self.announce(f"rsft: starting {what} ...")
+                took = self.supervisor.start(name)
+                self.announce(f"rsft: {name} up at {url} ({took:.1f} s)")
+            self.supervisor.watch()
         except BaseException:
             self.stop()
             raise
 
-    def start_actions(self) -> None:
-        server = self.config.server
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if self.config.source:
-            env["RSFT_CONFIG"] = str(self.config.source)
-        self._spawn("actions", [sys.executable, "-m", "actions", "--host", self.host, "--port",
-                                str(server.action_port)], cwd=_repo_root(), env=env)
-        self._wait("actions", f"{self.action_url}/health")
-
-    def stop_actions(self, sig: int = signal.SIGTERM) -> None:
-        self._terminate("actions", sig)
-
-    def _start_rasa(self, model: Path) -> None:
-        server, paths = self.config.server, self.config.paths
-        web_origins = [f"http://{h}:{server.web_port}" for h in (self.host, "localhost", "127.0.0.1")]
-        env = {**_rasa_env(), "RSFT_ACTION_URL": f"{self.action_url}/webhook",
-               "RSFT_TRACKER_DB": str(paths.tracker_db), "PYTHONPATH": str(paths.bot_dir)}  # bot/channels.py
-        paths.tracker_db.parent.mkdir(parents=True, exist_ok=True)
-        self._spawn("rasa", [str(paths.rasa_bin), "run", "--enable-api", "--auth-token", rasa_token(self.config),
-                             "--cors", *sorted(set(web_origins)), "--interface", self.host, "--port",
-                             str(server.rasa_port), "--model", str(model), "--endpoints",
-                             str(paths.bot_dir / "endpoints.yml"), "--credentials",
-                             str(paths.bot_dir / "credentials.yml")], cwd=paths.bot_dir, env=env)
-        self._wait("rasa", f"{self.rasa_url}/webhooks/rest/")
-
-    def _start_web(self) -> None:
-        config_flag = ["--config", str(self.config.source)] if self.config.source else []
-        command = [sys.executable, "-m", "rsft_plugin.cli", *config_flag, "web", "--host", self.host, "--port",
-                   str(self.config.server.web_port), "--rasa-url", self.rasa_url]
-        self._spawn("web", command, cwd=_repo_root(), env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self._wait("web", f"{self.web_url}/healthz")
-
     def stop(self) -> None:
         """Stop everything this stack started (web, Rasa, actions), politely and then firmly."""
-        for name in ("web", "rasa", "actions"):
-            self._terminate(name, signal.SIGTERM)
+        if self.supervisor is not None:
+            self.supervisor.stop()
 
     def wait(self) -> str:
-        """Block until one of the servers exits; returns its name."""
-        while True:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    return name
-            time.sleep(0.5)
+        """Block until supervision gives up on a server (its restart budget is spent); returns why."""
+        return self._supervised.wait()
+
+    def pid(self, name: str) -> int:
+        """The pid of `name` (actions, rasa, web) now; 0 while it is not running."""
+        return self._supervised.pid(name)
+
+    def pids(self) -> dict[str, int]:
+        return self._supervised.pids()
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Send `sig` to server `name` (as `kill -9` would); returns the pid that got it."""
+        pid = self.pid(name)
+        os.kill(pid, sig)
+        return pid
+
+    def status(self) -> dict[str, Any]:
+        """What the status file says: each server's state, readiness and restarts."""
+        return self._supervised.status()
 
     # ---- internals -----------------------------------------------------------------------------------------
 
-    def _spawn(self, name: str, command: list[str], cwd: Path, env: dict[str, str]) -> None:
-        log = (self.log_dir / f"{name}.log").open("ab")
-        # A session of its own, so stopping it also stops whatever it started (Sanic workers).
-        self.processes[name] = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
+    @property
+    def _supervised(self) -> Supervisor:
+        if self.supervisor is None:
+            raise LaunchError("the stack is not started")
+        return self.supervisor
 
-    def _wait(self, name: str, url: str) -> None:
-        deadline = time.monotonic() + self.config.server.start_timeout_seconds
-        process = self.processes[name]
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise LaunchError(f"{name} exited with code {process.returncode} while starting; "
-                                  f"last lines of {self.log_dir / (name + '.log')}:\n{self._tail(name)}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.3)
-        raise LaunchError(f"{name} did not answer at {url} within {self.config.server.start_timeout_seconds:.0f} s; "
-                          f"see {self.log_dir / (name + '.log')}")
+    def _secrets(self) -> dict[str, str]:
+        return {RASA_TOKEN[1]: rasa_token(self.config), ACTION_TOKEN[1]: action_token(self.config)}
 
-    def _terminate(self, name: str, sig: int) -> None:
-        process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, sig)
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-        except ProcessLookupError:
-            pass
-
-    def _tail(self, name: str, lines: int = 20) -> str:
-        try:
-            return "\n".join((self.log_dir / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+    def _programs(self, model: Path) -> list[Program]:
+        server, paths = self.config.server, self.config.paths
+        config_env = {"RSFT_CONFIG": str(self.config.source)} if self.config.source else {}
+        config_flag = ["--config", str(self.config.source)] if self.config.source else []
+        web_origins = [f"http://{h}:{server.web_port}" for h in (self.host, "localhost", "127.0.0.1")]
+        paths.tracker_db.parent.mkdir(parents=True, exist_ok=True)
+        rasa_python = paths.rasa_bin.with_name("python")
+        if not rasa_python.exists():
+            raise LaunchError(f"no python next to {paths.rasa_bin}; the Rasa environment is incomplete")
+        # bot/rasa_run.py is `rasa` taking --auth-token from $RSFT_RASA_TOKEN; bot/ on PYTHONPATH also makes
+        # bot/channels.py importable. Rasa's venv must not see ours (PYTHONPATH, VIRTUAL_ENV).
+        rasa_env = {"PYTHONPATH": str(paths.bot_dir), "VIRTUAL_ENV": "", **_RASA_QUIET,
+                    "RSFT_ACTION_URL": f"{self.action_url}/webhook", "RSFT_TRACKER_DB": str(paths.tracker_db)}
+        return [
+            Program("actions", [sys.executable, "-m", "actions", "--host", self.host, "--port",
+                                str(server.action_port)], _repo_root(), config_env, f"{self.action_url}/health"),
+            Program("rasa", [str(rasa_python), "-m", "rasa_run", "run", "--enable-api", "--cors",
+                             *sorted(set(web_origins)), "--interface", self.host, "--port", str(server.rasa_port),
+                             "--model", str(model), "--endpoints", str(paths.bot_dir / "endpoints.yml"),
+                             "--credentials", str(paths.bot_dir / "credentials.yml")],
+                    paths.bot_dir, rasa_env, f"{self.rasa_url}/webhooks/rest/"),
+            Program("web", [sys.executable, "-m", "rsft_plugin.cli", *config_flag, "web", "--host", self.host,
+                            "--port", str(server.web_port), "--rasa-url", self.rasa_url], _repo_root(), {},
+                    f"{self.web_url}/healthz"),
+        ]
 
 
 def _repo_root() -> Path:
@@ -214,5 +234,8 @@ def _repo_root() -> Path:
 def _rasa_env() -> dict[str, str]:
     # Rasa's venv must not see ours (PYTHONPATH, VIRTUAL_ENV) and needs no telemetry or network.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    env.update({"RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"})
+    env.update(_RASA_QUIET)
     return env
+
+
+_RASA_QUIET = {"RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-from .config import Config
+from .log import MaintenanceLog
+from .parts import Parts
 from .pii import redact
-from .store import Store
 
 
-def apply_retention(config: Config) -> int:
+def apply_retention(parts: Parts) -> int:
     """Redact raw text of turns older than `privacy.retention_days`; returns how many turns were redacted."""
-    cutoff = (datetime.now(UTC) - timedelta(days=config.privacy.retention_days)).isoformat(timespec="milliseconds")
-    with Store(config.paths.db) as store:
-        return store.redact_older_than(cutoff, redact)
+    cutoff = (parts.clock() - timedelta(days=parts.config.privacy.retention_days)).isoformat(timespec="milliseconds")
+    return parts.log.redact_older_than(cutoff, redact)
 
 
-def forget_sender(config: Config, sender_id: str) -> dict[str, int]:
+def forget_sender(log: MaintenanceLog, sender_id: str) -> dict[str, int]:
     """Delete one customer's turns and ratings and their traces in recorded rounds."""
-    with Store(config.paths.db) as store:
-        return store.forget(sender_id)
+    return log.forget(sender_id)
 
 
-def backup_log(config: Config, destination: Path) -> dict[str, int]:
+def backup_log(log: MaintenanceLog, destination: Path) -> dict[str, int]:
     """Online copy of the plugin's log to `destination` (a new file); returns the row counts copied."""
-    with Store(config.paths.db) as store:
-        return store.backup(destination)
+    return log.backup(destination)

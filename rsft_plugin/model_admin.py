@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import Config
 from .errors import InputError, NotFound, RegistryError
-from .registry import Registry
+from .models.registry import Registry
+from .parts import Parts
 from .versions import rollback
 
 
-def models_overview(config: Config) -> dict[str, Any]:
+def models_overview(parts: Parts) -> dict[str, Any]:
     """Every version newest first, with parent, round, held-out accuracy and whether it is live."""
-    registry = Registry(config.paths.models_dir)
+    registry = parts.registry
     live = registry.live_name()
     versions = []
     for info in reversed(registry.versions()):
@@ -30,14 +30,14 @@ def models_overview(config: Config) -> dict[str, Any]:
     return {"live": live, "previous": registry.previous_live(), "versions": versions, "history": history}
 
 
-def promote_version(config: Config, name: Any) -> dict[str, Any]:
+def promote_version(parts: Parts, name: Any) -> dict[str, Any]:
     """Make version `name` live.
 
     Raises:
         InputError: not a version name, or it is live already.
         NotFound: no complete version of that name.
     """
-    registry = Registry(config.paths.models_dir)
+    registry = parts.registry
     _known(registry, name)
     if registry.live_name() == name:
         raise InputError(f"{name} is live already")
@@ -45,20 +45,20 @@ def promote_version(config: Config, name: Any) -> dict[str, Any]:
     return {"live": name, "previous": previous}
 
 
-def rollback_version(config: Config, name: Any = None) -> dict[str, Any]:
+def rollback_version(parts: Parts, name: Any = None) -> dict[str, Any]:
     """Put back the version that was live before the current one (or version `name`).
 
     Raises:
         InputError: nothing to roll back to, or `name` is live already.
         NotFound: no complete version of that name.
     """
-    registry = Registry(config.paths.models_dir)
+    registry = parts.registry
     if name is not None:
         _known(registry, name)
         if registry.live_name() == name:
             raise InputError(f"{name} is live already")
     try:
-        previous, now = rollback(config, name)
+        previous, now = rollback(registry, name)
     except RegistryError as exc:
         raise InputError(str(exc)) from exc
     return {"live": now, "previous": previous}

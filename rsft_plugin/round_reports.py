@@ -13,7 +13,9 @@ from typing import Any
 
 from .config import Config
 from .errors import NotFound
-from .store import Store, process_alive
+from .log import RoundRecord
+from .parts import Parts
+from .versions import round_history, round_record
 
 PLOTS = {
     "reward_histogram.png": "Rewards of accepted and rejected candidates, with the acceptance rule",
@@ -24,25 +26,19 @@ _SUMMARY = ("id", "status", "stage", "progress", "message", "reason", "started_a
             "new_version", "rule")
 
 
-def rounds_overview(config: Config, limit: int = 50) -> list[dict[str, Any]]:
+def rounds_overview(parts: Parts, limit: int = 50) -> list[dict[str, Any]]:
     """Rounds newest first with their headline numbers; rounds whose process died are marked failed first."""
-    store = Store(config.paths.db)
-    try:
-        store.fail_abandoned_rounds(process_alive)
-        rows = store.rounds(limit)
-    finally:
-        store.close()
     out = []
-    for row in rows:
-        stats, gate = row["stats"], row["stats"].get("gate") or {}
-        out.append({**{k: row[k] for k in _SUMMARY}, "prompts": stats.get("prompts"),
+    for row in round_history(parts, limit):
+        stats, gate = row.stats, row.gate
+        out.append({**_summary(row), "prompts": stats.get("prompts"),
                     "candidates": stats.get("candidates"), "accepted": stats.get("accepted"),
                     "acceptance_rate": stats.get("acceptance_rate"), "live_accuracy": gate.get("live_accuracy"),
                     "candidate_accuracy": gate.get("candidate_accuracy")})
     return out
 
 
-def round_detail(config: Config, round_id: int, examples: int = 25) -> dict[str, Any]:
+def round_detail(parts: Parts, round_id: int, examples: int = 25) -> dict[str, Any]:
     """Everything about one round: numbers, per-topic accuracy before/after, examples, plots, why it ended so.
 
     Raises:
@@ -50,27 +46,22 @@ def round_detail(config: Config, round_id: int, examples: int = 25) -> dict[str,
     """
     from .pii import redact  # prompts are customer text
 
-    store = Store(config.paths.db)
-    try:
-        store.fail_abandoned_rounds(process_alive)
-        row = store.round(round_id)
-        if row is None:
-            raise NotFound(f"there is no round {round_id}")
-        accepted_total, accepted = store.round_examples(round_id, True, examples)
-        rejected_total, rejected = store.round_examples(round_id, False, examples)
-    finally:
-        store.close()
-    for example in accepted + rejected:
-        example["prompt"] = redact(example["prompt"] or "")
-    stats, gate = row["stats"], row["stats"].get("gate") or {}
+    row = round_record(parts, round_id)
+    if row is None:
+        raise NotFound(f"there is no round {round_id}")
+    accepted_total, accepted_rows = parts.log.round_examples(round_id, True, examples)
+    rejected_total, rejected_rows = parts.log.round_examples(round_id, False, examples)
+    accepted, rejected = ([{**e.to_dict(), "prompt": redact(e.prompt or "")} for e in rows]
+                          for rows in (accepted_rows, rejected_rows))
+    stats, gate = row.stats, row.gate
     per_topic = [{"topic": topic, "live": numbers.get("live"), "candidate": numbers.get("candidate"),
                   "change": (numbers.get("candidate") or 0) - (numbers.get("live") or 0)}
                  for topic, numbers in sorted((gate.get("per_topic") or {}).items())]
     acceptance = [{"topic": t, "rate": r} for t, r in sorted((stats.get("acceptance_by_topic") or {}).items(),
                                                               key=lambda item: (item[1], item[0]))]
-    directory = _round_dir(config, round_id)
+    directory = _round_dir(parts.config, round_id)
     return {
-        **{k: row[k] for k in _SUMMARY}, "params": row["params"], "stage_seconds": row["stage_seconds"],
+        **_summary(row), "params": row.params, "stage_seconds": row.stage_seconds,
         "stats": {k: v for k, v in stats.items() if k not in ("gate", "acceptance_by_topic")},
         "gate": {k: v for k, v in gate.items() if k != "per_topic"} or None,
         "verdict": _verdict(row), "per_topic": per_topic, "acceptance_by_topic": acceptance,
@@ -80,7 +71,7 @@ def round_detail(config: Config, round_id: int, examples: int = 25) -> dict[str,
     }
 
 
-def plot_path(config: Config, round_id: int, name: str) -> Path:
+def plot_path(parts: Parts, round_id: int, name: str) -> Path:
     """The file of one of a round's plots; only the report's own PNGs are ever served.
 
     Raises:
@@ -88,7 +79,7 @@ def plot_path(config: Config, round_id: int, name: str) -> Path:
     """
     if name not in PLOTS:
         raise NotFound(f"no plot {name!r}; a round's plots are {sorted(PLOTS)}")
-    path = _round_dir(config, round_id) / name
+    path = _round_dir(parts.config, round_id) / name
     if not path.is_file():
         raise NotFound(f"round {round_id} has no {name}")
     return path
@@ -98,17 +89,21 @@ def _round_dir(config: Config, round_id: int) -> Path:
     return config.paths.rounds_dir / f"round-{round_id:04d}"
 
 
-def _verdict(row: dict[str, Any]) -> str:
+def _summary(row: RoundRecord) -> dict[str, Any]:
+    return {k: getattr(row, k) for k in _SUMMARY}
+
+
+def _verdict(row: RoundRecord) -> str:
     """One sentence: promoted, kept or stopped, and why."""
-    reason = row["reason"] or ""
-    match row["status"]:
+    reason = row.reason or ""
+    match row.status:
         case "promoted":
-            return f"Promoted {row['new_version']} (trained from {row['live_version']}): {reason}"
+            return f"Promoted {row.new_version} (trained from {row.live_version}): {reason}"
         case "kept":
-            return f"Kept {row['live_version']} live — the gate refused the candidate: {reason}"
+            return f"Kept {row.live_version} live — the gate refused the candidate: {reason}"
         case "stopped":
             return f"Stopped before training: {reason}"
         case "failed":
             return f"Failed: {reason}"
         case _:
-            return f"Running: {row['stage']} ({(row['progress'] or 0):.0%})"
+            return f"Running: {row.stage} ({(row.progress or 0):.0%})"

@@ -15,20 +15,22 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import jobs
 from .config import Config
-from .encoder import embed, load_base_encoder
 from .errors import RsftError
 from .faults import checkpoint
 from .golden import load_golden
-from .model import ResponseModel
-from .registry import Registry
+from .log import CandidateRow, RoundPrompt, RoundRecord, utc_now
+from .models import ResponsePolicy, load_version
+from .models.encoder import embed, load_base_encoder
+from .parts import Parts
 from .stages.collect import collect_prompts
 from .stages.finetune import finetune
 from .stages.gate import gate
@@ -38,7 +40,6 @@ from .stages.reject import reject
 from .stages.report import write_report
 from .stages.sample import sample_candidates
 from .stages.score import score_candidates
-from .store import Store, process_alive, utc_now
 
 log = logging.getLogger(__name__)
 STAGES = ("collect", "sample", "score", "reject", "finetune", "gate", "promote", "report")
@@ -59,33 +60,51 @@ class RoundResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     report_dir: Path | None = None
 
+    def record(self, parts: Parts) -> RoundRecord | None:
+        """The round's row as the log has it now."""
+        return parts.log.round(self.round_id)
 
-def run_round(config: Config, echo: Callable[[str], None] = lambda line: None, show_bar: bool = True) -> RoundResult:
-    """Run one round with `config` (CLI flags already applied).
+
+def run_round(parts: Parts, echo: Callable[[str], None] = lambda line: None, show_bar: bool = True,
+              job_id: int | None = None) -> RoundResult:
+    """Run one round with `parts.config` (CLI flags already applied), recorded as a job of kind "round".
+
+    Args:
+        job_id: a job queued for this round (by the web's POST /api/rounds); None records a new job.
 
     Raises:
         RoundBusy: another round holds the lock.
         RegistryError / ModelLoadError: there is no loadable live model to start from.
     """
-    with round_lock(config.paths.run_dir):
-        store = Store(config.paths.db)
+    config, log_ = parts.config, parts.log
+    with ExitStack() as held:
         try:
-            store.fail_abandoned_rounds(process_alive)
-            live = ResponseModel.load(Registry(config.paths.models_dir).live_path(), config.model)
-            round_id = store.start_round(live.name, config.reject.rule, _params(config), os.getpid())
+            held.enter_context(round_lock(config.paths.run_dir))
+        except RoundBusy as busy:
+            if job_id is not None:  # the job queued for this process will not run
+                jobs.finish(log_, job_id, failed=True, message=str(busy))
+            raise
+        jobs.sweep(log_)  # a round killed earlier is marked failed before this one starts
+        job = jobs.adopt(log_, job_id) if job_id is not None else jobs.start(log_, jobs.ROUND, exclusive=False)
+        result: RoundResult | None = None
+        try:
+            live = load_version(parts.registry.live_path(), config.model)
+            round_id = log_.start_round(live.name, config.reject.rule, _params(config), os.getpid(), job.id)
             echo(f"round {round_id}: live model {live.name}, rule {config.reject.rule}, k={config.sample.k}")
-            return _Round(config, store, live, round_id, echo, show_bar).run()
+            result = _Round(parts, live, round_id, echo, show_bar).run()
+            return result
         finally:
-            store.close()
+            failed = result is None or result.status == "failed"
+            jobs.finish(log_, job.id, failed, result.reason if result else "the round could not start")
 
 
 class _Round:
-    def __init__(self, config: Config, store: Store, live: ResponseModel, round_id: int,
+    def __init__(self, parts: Parts, live: ResponsePolicy, round_id: int,
                  echo: Callable[[str], None], show_bar: bool) -> None:
-        self.config, self.store, self.live, self.round_id = config, store, live, round_id
+        self.config, self.store, self.live, self.round_id = parts.config, parts.log, live, round_id
         self.echo, self.show_bar = echo, show_bar
-        self.registry = Registry(config.paths.models_dir)
-        self.rng = np.random.default_rng(config.sample.seed)
+        self.registry = parts.registry
+        self.rng = np.random.default_rng(self.config.sample.seed)
         self.result = RoundResult(round_id, "running", "", live.name)
         self.outcome: RejectOutcome | None = None
         self.gate_result: GateResult | None = None
@@ -135,7 +154,7 @@ class _Round:
                       f"({self.outcome.acceptance_rate:.1%})")
             self.outcome.require(self.config.reject.min_accepted)  # recorded above, then stop if too few
         with self._stage("finetune"):
-            tuned = finetune(self.live, _training_pairs(prompts, self.outcome, bank), self.config.finetune,
+            tuned = finetune(self.live, _training_pairs(prompts, self.outcome), self.config.finetune,
                              self._progress, show_bar=self.show_bar)
             self._note(finetune={"epochs": tuned.epochs_run, "best_epoch": tuned.best_epoch,
                                  "best_val_loss": round(tuned.best_val_loss, 4), "train_pairs": tuned.train_pairs,
@@ -182,16 +201,19 @@ class _Round:
         self.result.stats.update(numbers)
 
     def _save_rows(self, prompts: PromptSet, outcome: RejectOutcome) -> None:
-        self.store.save_round_rows(
-            self.round_id,
-            [{"prompt_id": p.id, "text": p.text, "turn_ids": list(p.turn_ids), "replay": int(p.replay),
-              "gate_only": int(p.gate_only)} for p in prompts.prompts],
-            [{"prompt_id": d.scored.candidate.prompt_id, "draw": d.scored.candidate.draw,
-              "answer_id": d.scored.candidate.answer_id, "topic": d.scored.candidate.topic, "q": d.scored.candidate.q,
-              "cosine": d.scored.candidate.cosine, "similarity": d.scored.similarity,
-              "rating_up": d.scored.rating_up, "rating_down": d.scored.rating_down, "rating": d.scored.rating,
-              "reward": d.scored.reward, "accept_probability": d.accept_probability, "accepted": int(d.accepted),
-              "rule": outcome.rule, "sampled_by": d.scored.candidate.sampled_by} for d in outcome.decisions])
+        rows = []
+        for d in outcome.decisions:
+            c = d.scored.candidate
+            rows.append(CandidateRow(
+                prompt_id=c.prompt_id, draw=c.draw, candidate_key=getattr(c, "key", None) or c.answer_id,
+                candidate_text=getattr(c, "text", None), answer_id=c.answer_id, topic=c.topic, q=c.q,
+                cosine=c.cosine, similarity=d.scored.similarity, rating_up=d.scored.rating_up,
+                rating_down=d.scored.rating_down, rating=d.scored.rating, reward=d.scored.reward,
+                accept_probability=d.accept_probability, accepted=d.accepted, rule=outcome.rule,
+                sampled_by=c.sampled_by))
+        self.store.save_round_rows(self.round_id, [
+            RoundPrompt(prompt_id=p.id, text=p.text, turn_ids=list(p.turn_ids), replay=bool(p.replay),
+                        gate_only=bool(p.gate_only)) for p in prompts.prompts], rows)
 
     def _finish(self) -> None:
         with self._stage("report"):
@@ -212,20 +234,19 @@ class _Round:
         self.echo(f"round {self.round_id} {self.result.status}: {self.result.reason}")
 
 
-def _training_pairs(prompts: PromptSet, outcome: RejectOutcome, bank: Any) -> list[TrainingPair]:
-    """Accepted candidates become targets; the same prompt's rejected candidates become hard negatives."""
+def _training_pairs(prompts: PromptSet, outcome: RejectOutcome) -> list[TrainingPair]:
+    """Accepted candidates become targets; the same prompt's rejected candidates become hard negatives (by key)."""
     text = {p.id: p.text for p in prompts.prompts}
     accepted: dict[int, set[str]] = {}
     rejected: dict[int, set[str]] = {}
     for d in outcome.decisions:
         side = accepted if d.accepted else rejected
-        side.setdefault(d.scored.candidate.prompt_id, set()).add(d.scored.candidate.answer_id)
+        side.setdefault(d.scored.candidate.prompt_id, set()).add(d.scored.candidate.key)
     pairs = []
     for d in outcome.accepted:
         prompt_id = d.scored.candidate.prompt_id
         negatives = rejected.get(prompt_id, set()) - accepted.get(prompt_id, set())
-        pairs.append(TrainingPair(text[prompt_id], bank.index_of(d.scored.candidate.answer_id),
-                                  tuple(sorted(bank.index_of(a) for a in negatives))))
+        pairs.append(TrainingPair(text[prompt_id], d.scored.candidate.key, tuple(sorted(negatives))))
     return pairs
 
 

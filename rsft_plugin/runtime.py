@@ -11,13 +11,13 @@ from pathlib import Path
 
 from .assistant import Assistant
 from .config import Config, load_config
-from .live import LiveModel
 from .maintenance import apply_retention
-from .registry import Registry
-from .store import Store
+from .models.live import LiveModel
+from .parts import Parts, build_parts
 
 log = logging.getLogger(__name__)
 _assistant: Assistant | None = None
+_parts: Parts | None = None
 
 
 def boot(config: Config | None = None, watch: bool = True) -> Assistant:
@@ -27,16 +27,21 @@ def boot(config: Config | None = None, watch: bool = True) -> Assistant:
         ModelLoadError: no live model can be loaded; the action server refuses to start rather than answer
             nothing.
     """
-    global _assistant
+    global _assistant, _parts
     config = config or load_config()
-    store = Store(config.paths.db)
-    live = LiveModel(Registry(config.paths.models_dir), config.model)
+    parts = build_parts(config)  # the action server's composition root
+    try:
+        live = LiveModel(parts.registry, config.model)
+    except BaseException:
+        parts.close()
+        raise
     if watch:
         live.start_watching(config.server.reload_poll_seconds)
     if _assistant is not None:
         shutdown()
-    _assistant = Assistant(store, live, config.privacy.max_ratings_per_minute)
-    redacted = apply_retention(config)
+    _parts = parts
+    _assistant = Assistant(parts.log, live, config.privacy.max_ratings_per_minute)
+    redacted = apply_retention(parts)
     if redacted:
         log.info("retention: redacted the raw text of %d turns older than %g days", redacted,
                  config.privacy.retention_days)
@@ -56,8 +61,10 @@ def assistant() -> Assistant:
 
 
 def shutdown() -> None:
-    global _assistant
+    global _assistant, _parts
     if _assistant is not None:
         _assistant.live.stop_watching()
-        _assistant.store.close()
         _assistant = None
+    if _parts is not None:
+        _parts.close()
+        _parts = None

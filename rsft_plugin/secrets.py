@@ -1,4 +1,4 @@
-"""Secrets of a running installation: the Rasa API token and the operator token.
+"""Secrets of a running installation: the Rasa API token, the action server's token and the operator token.
 
 Each comes from its environment variable when set; otherwise it is generated on first use into
 `run_dir/secrets/<name>` with mode 0600 (the folder 0700), so no installation ships a default secret.
@@ -13,6 +13,7 @@ from pathlib import Path
 
 RASA_TOKEN = ("rasa-token", "RSFT_RASA_TOKEN")
 OPERATOR_TOKEN = ("operator-token", "RSFT_OPERATOR_TOKEN")
+ACTION_TOKEN = ("action-token", "RSFT_ACTION_TOKEN")  # Rasa -> action server (header X-Rsft-Action-Token)
 
 
 def get_secret(run_dir: Path, which: tuple[str, str]) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 import requests
 
 from .errors import DataError, RsftError
-from .store import Store
+from .log import ConversationLog
 
 TEXT_COLUMNS = ("question", "instruction", "text")
 LABEL_COLUMNS = ("topic", "intent", "category", "label")
@@ -63,7 +63,7 @@ def read_labelled(path: str | Path, split: str | None = None) -> list[tuple[str,
         raise DataError(f"dataset {path} does not exist") from exc
 
 
-def simulate(rows: list[tuple[str, str]], n: int, noise: float, rasa_url: str, db_path: Path, seed: int = 0,
+def simulate(rows: list[tuple[str, str]], n: int, noise: float, rasa_url: str, log: ConversationLog, seed: int = 0,
              concurrency: int = 4, timeout: float = 60.0) -> SimulationResult:
     """Ask `n` questions drawn from `rows` (without replacement while possible) and rate every answer."""
     if not 0 <= noise <= 1:
@@ -74,17 +74,13 @@ def simulate(rows: list[tuple[str, str]], n: int, noise: float, rasa_url: str, d
     picks = rng.permutation(len(rows)).tolist() * (n // len(rows) + 1)
     plan = [(f"sim-{seed}-{i}", *rows[picks[i]], bool(rng.random() < noise)) for i in range(n)]
     result = SimulationResult()
-    store = Store(db_path)
-    try:
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            for outcome in pool.map(lambda p: _one(p, rasa_url, store, timeout), plan):
-                _tally(result, outcome)
-    finally:
-        store.close()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for outcome in pool.map(lambda p: _one(p, rasa_url, log, timeout), plan):
+            _tally(result, outcome)
     return result
 
 
-def _one(plan: tuple[str, str, str, bool], rasa_url: str, store: Store, timeout: float) -> dict:
+def _one(plan: tuple[str, str, str, bool], rasa_url: str, store: ConversationLog, timeout: float) -> dict:
     sender, question, label, flip = plan
     try:
         messages = _say(rasa_url, sender, question, timeout)
@@ -94,7 +90,7 @@ def _one(plan: tuple[str, str, str, bool], rasa_url: str, store: Store, timeout:
         payloads = {json.loads(b["payload"][len("/rate"):])["score"]: b["payload"] for b in rateable["buttons"]}
         turn_id = json.loads(payloads[1][len("/rate"):])["turn_id"]
         turn = store.turn(turn_id)
-        correct = turn is not None and turn["answer_topic"] == label
+        correct = turn is not None and turn.answer_topic == label
         score = int(correct) ^ int(flip)
         _say(rasa_url, sender, payloads[score], timeout)
         return {"answered": True, "correct": correct, "score": score, "flipped": flip}

@@ -8,16 +8,17 @@ model (`create_initial_version`, `evaluate_version`, CLI only) import the model 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .config import Config
-from .errors import RegistryError, RsftError
-from .registry import Registry
-from .store import Store, process_alive
+from . import jobs
+from .errors import RegistryError
+from .log import RoundRecord
+from .models import VersionInfo, load_version, pretrained_policy, read_version_info
+from .models.registry import Registry
+from .parts import Parts
 
 if TYPE_CHECKING:
     from .evaluate import EvalReport
-    from .model import VersionInfo
 
 
 @dataclass(frozen=True)
@@ -26,22 +27,21 @@ class VersionEval:
     table: str
 
 
-def create_initial_version(config: Config, force: bool = False) -> tuple[VersionInfo, bool]:
-    """Save the pretrained encoder over the answer bank as a version and make it live.
+def create_initial_version(parts: Parts, force: bool = False) -> tuple[VersionInfo, bool]:
+    """Save the untuned model of the configured kind (`model.kind`) over the answer bank as a version, make it live.
 
     Returns the live version's info and whether it was created now (False: one was live already).
     """
     from .answer_bank import load_answer_bank
     from .evaluate import evaluate
     from .golden import load_golden
-    from .model import ResponseModel, read_version_info
 
-    registry = Registry(config.paths.models_dir)
+    config, registry = parts.config, parts.registry
     live = registry.live_name()
     if live and not force:
         return read_version_info(registry.live_path()), False
     bank = load_answer_bank(config.paths.answers)
-    model = ResponseModel.pretrained(bank, config.model)
+    model = pretrained_policy(bank, config.model)
     heldout = evaluate(model, load_golden(config.paths.golden, bank, "heldout"))
     info = registry.publish(model, parent=live, eval_numbers={"heldout_accuracy": round(heldout.accuracy, 4),
                                                                "heldout_n": heldout.n},
@@ -50,78 +50,38 @@ def create_initial_version(config: Config, force: bool = False) -> tuple[Version
     return info, True
 
 
-def evaluate_version(config: Config, name: str | None = None, split: str | None = "heldout") -> VersionEval:
+def evaluate_version(parts: Parts, name: str | None = None, split: str | None = "heldout") -> VersionEval:
     """Accuracy of version `name` (default: live) on the golden set's `split` (None: all of it)."""
     from .evaluate import evaluate, format_report
     from .golden import load_golden
-    from .model import ResponseModel
 
-    registry = Registry(config.paths.models_dir)
+    config, registry = parts.config, parts.registry
     path = registry.version_path(name) if name else registry.live_path()
-    model = ResponseModel.load(path, config.model)
+    model = load_version(path, config.model)
     report = evaluate(model, load_golden(config.paths.golden, model.bank, split))
     title = f"model {model.name} on the golden set ({split or 'all'}: {report.n} questions)"
     return VersionEval(report, format_report(report, title))
 
 
-def rollback(config: Config, version: str | None = None) -> tuple[str | None, str]:
+def rollback(registry: Registry, version: str | None = None) -> tuple[str | None, str]:
     """Point LIVE at `version`, or at the version live before the current one; returns (previous, now).
 
     Raises:
         RegistryError: no such version, or nothing to roll back to.
     """
-    registry = Registry(config.paths.models_dir)
     target = version or registry.previous_live()
     if target is None:
         raise RegistryError("there is no earlier live version to roll back to; name one (rsft versions)")
     return registry.set_live(target, "rollback"), target
 
 
-def round_history(config: Config, limit: int = 20) -> list[dict[str, Any]]:
-    """Rounds, newest first; rounds whose process died are marked failed first."""
-    store = Store(config.paths.db)
-    try:
-        store.fail_abandoned_rounds(process_alive)
-        return store.rounds(limit)
-    finally:
-        store.close()
+def round_history(parts: Parts, limit: int = 20) -> list[RoundRecord]:
+    """Rounds, newest first; rounds whose process died are marked failed first (the job sweep)."""
+    jobs.sweep(parts.log)
+    return parts.log.rounds(limit)
 
 
-def describe_round(config: Config, round_id: int) -> str:
-    """A readable account of one round.
-
-    Raises:
-        RsftError: no such round.
-    """
-    store = Store(config.paths.db)
-    try:
-        store.fail_abandoned_rounds(process_alive)
-        row = store.round(round_id)
-    finally:
-        store.close()
-    if row is None:
-        raise RsftError(f"there is no round {round_id} (rsft history lists them)")
-    stats, gate = row["stats"], row["stats"].get("gate", {})
-    lines = [f"round {row['id']}: {row['status']} — {row['reason'] or row['stage']}",
-             f"  started {row['started_at']}, finished {row['finished_at'] or '-'}",
-             f"  live version {row['live_version']}, rule {row['rule']}, new version {row['new_version'] or '-'}"]
-    for key in ("prompts", "trainable_prompts", "gate_prompts", "replayed_prompts", "candidates",
-                "rated_turns_used", "accepted", "acceptance_rate", "reward_mean"):
-        if key in stats:
-            lines.append(f"  {key:<18} {stats[key]}")
-    if "finetune" in stats:
-        tuned = stats["finetune"]
-        lines.append(f"  fine-tune          {tuned['epochs']} epochs (best {tuned['best_epoch']}), "
-                     f"{tuned['train_pairs']} train / {tuned['val_pairs']} val pairs, "
-                     f"{tuned['examples_per_second']} examples/s")
-    if gate:
-        lines.append(f"  held-out accuracy  {gate['live_accuracy']:.1%} (live) -> {gate['candidate_accuracy']:.1%} "
-                     f"(candidate); kept-out ratings: {gate['rated_n']}")
-    if row["stage_seconds"]:
-        lines.append("  seconds per stage  " + ", ".join(f"{k} {v:.1f}" for k, v in row["stage_seconds"].items()))
-    if stats.get("acceptance_by_topic"):
-        worst = sorted(stats["acceptance_by_topic"].items(), key=lambda item: item[1])[:5]
-        lines.append("  lowest acceptance  " + ", ".join(f"{t} {r:.0%}" for t, r in worst))
-    if row["report_dir"]:
-        lines.append(f"  report             {row['report_dir']} (report.json and PNG plots)")
-    return "\n".join(lines)
+def round_record(parts: Parts, round_id: int) -> RoundRecord | None:
+    """One round (after the job sweep), or None."""
+    jobs.sweep(parts.log)
+    return parts.log.round(round_id)

@@ -9,39 +9,44 @@ published answer bank as its own process too, and status is read from the SQLite
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from aiohttp import web
 
-from .answer_edits import publications
+from . import jobs
 from .config import Config
 from .console import PUBLIC_RESOURCES, add_console_routes, errors, guard, mark_public, setup_templates
-from .registry import Registry
+from .errors import JobBusy
+from .parts import Parts, build_parts
 from .secrets import OPERATOR_TOKEN, get_secret
 from .sessions import SessionStore
-from .store import Store, process_alive
 
 STATIC_DIR = Path(__file__).parent / "web" / "static"
 _ROUND_FIELDS = ("id", "status", "stage", "progress", "message", "reason", "started_at", "finished_at",
                  "live_version", "new_version", "rule")
 
 
-def build_app(config: Config, rasa_url: str, shop_name: str = "Northwind Goods",
+def build_app(parts: Parts, rasa_url: str, shop_name: str = "Northwind Goods",
               sessions: SessionStore | None = None) -> web.Application:
     """`/` chat page, `/static/*`, `/config.json`, `/healthz` (public); the console under `/console/`; the
     operator API under `/api/`.
 
     Args:
+        parts: the web process's parts (one log connection for every request); the app closes them on cleanup.
         sessions: the console's session store (default: one with `console.session_minutes`); tests pass one
             with their own clock.
     """
+    config = parts.config
     token = get_secret(config.paths.run_dir, OPERATOR_TOKEN)
     sessions = sessions if sessions is not None else SessionStore(config.console.session_minutes)
     app = web.Application(middlewares=[errors, guard(token, sessions)])
     app[PUBLIC_RESOURCES] = set()
     setup_templates(app)
+
+    async def close_parts(_app: web.Application) -> None:
+        parts.close()
+
+    app.on_cleanup.append(close_parts)
     settings = {"rasa_url": rasa_url.rstrip("/"), "shop_name": shop_name}
 
     async def chat_page(request: web.Request) -> web.FileResponse:
@@ -54,25 +59,20 @@ def build_app(config: Config, rasa_url: str, shop_name: str = "Northwind Goods",
         return web.json_response({"status": "ok"})
 
     async def status(request: web.Request) -> web.Response:
-        return web.json_response({"live_version": Registry(config.paths.models_dir).live_name(),
-                                  "round": _latest_round(config)})
+        return web.json_response({"live_version": parts.registry.live_name(), "round": _latest_round(parts)})
 
     async def trigger(request: web.Request) -> web.Response:
-        current = _latest_round(config)
-        if current and current["status"] == "running":
-            return web.json_response({"error": "a round is already running", "round": current}, status=409)
-        if any(p["status"] == "running" for p in publications(config, 1)):
-            return web.json_response({"error": "the answer bank is being published; retrain when it is live"},
+        try:
+            job = jobs.start(parts.log, jobs.ROUND, queued=True)
+        except JobBusy as busy:
+            if busy.job is not None and busy.job.kind == jobs.PUBLISH_BANK:
+                return web.json_response({"error": "the answer bank is being published; retrain when it is live"},
+                                         status=409)
+            return web.json_response({"error": "a round is already running", "round": _latest_round(parts)},
                                      status=409)
-        command = [sys.executable, "-m", "rsft_plugin.cli"]
-        if config.source:
-            command += ["--config", str(config.source)]
-        log_dir = config.paths.run_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with (log_dir / "rounds.log").open("ab") as log:
-            process = subprocess.Popen([*command, "retrain"], stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-        return web.json_response({"started": True, "pid": process.pid,
+        pid = jobs.spawn(config, parts.log, job, "rsft_plugin.cli", ["retrain", "--job-id", str(job.id)],
+                         "rounds.log")
+        return web.json_response({"started": True, "pid": pid,
                                   "status_url": str(request.url.with_path("/api/status"))}, status=202)
 
     mark_public(app, app.router.add_get("/", chat_page))
@@ -81,19 +81,16 @@ def build_app(config: Config, rasa_url: str, shop_name: str = "Northwind Goods",
     mark_public(app, app.router.add_static("/static/", STATIC_DIR))
     app.router.add_get("/api/status", status)
     app.router.add_post("/api/rounds", trigger)
-    add_console_routes(app, config, token, sessions)
+    add_console_routes(app, parts, token, sessions)
     return app
 
 
-def _latest_round(config: Config) -> dict | None:
-    store = Store(config.paths.db)
-    try:
-        store.fail_abandoned_rounds(process_alive)
-        rounds = store.rounds(1)
-    finally:
-        store.close()
-    return {k: rounds[0][k] for k in _ROUND_FIELDS} if rounds else None
+def _latest_round(parts: Parts) -> dict | None:
+    jobs.sweep(parts.log)
+    rounds = parts.log.rounds(1)
+    return {k: getattr(rounds[0], k) for k in _ROUND_FIELDS} if rounds else None
 
 
 def serve(config: Config, host: str, port: int, rasa_url: str) -> None:
-    web.run_app(build_app(config, rasa_url), host=host, port=port, print=None, access_log=None)
+    """The web server process: its parts are built here, once."""
+    web.run_app(build_app(build_parts(config), rasa_url), host=host, port=port, print=None, access_log=None)

@@ -13,8 +13,8 @@ from rsft_plugin import runtime
 from rsft_plugin.answer_bank import AnswerBank, load_answer_bank
 from rsft_plugin.config import Config, load_config
 from rsft_plugin.golden import load_golden
-from rsft_plugin.model import ResponseModel
-from rsft_plugin.registry import Registry
+from rsft_plugin.models.registry import Registry
+from rsft_plugin.models.retrieval import ResponseModel
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -122,10 +122,28 @@ def start_stack(directory: Path, pretrained: ResponseModel, before_start=None, s
     return stack
 
 
+def run_round(config: Config, **kwargs):
+    """A round as its own process runs one: the parts built once from `config`, then closed."""
+    from rsft_plugin.parts import build_parts
+    from rsft_plugin.rounds import run_round as run
+
+    with build_parts(config) as parts:
+        return run(parts, **kwargs)
+
+
+def run_worker(config: Config, *args, **kwargs):
+    """The worker as `rsft worker` runs it: the parts built once from `config`, then closed."""
+    from rsft_plugin.parts import build_parts
+    from rsft_plugin.worker import run_worker as run
+
+    with build_parts(config) as parts:
+        return run(parts, *args, **kwargs)
+
+
 def assert_interrupted_round_failed(config: Config, round_id: int) -> None:
     """The round killed mid-way is recorded as failed by the next round, with the reason."""
-    from rsft_plugin.store import Store
+    from rsft_plugin.log import open_sqlite
 
-    with Store(config.paths.db) as store:
+    with open_sqlite(config.paths.db) as store:
         killed = store.round(round_id)
     assert killed["status"] == "failed" and "ended without finishing" in killed["reason"]

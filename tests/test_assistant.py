@@ -8,13 +8,13 @@ import pytest
 
 from rsft_plugin.assistant import ASK_FOR_A_QUESTION, Assistant, clean_text, parse_score
 from rsft_plugin.errors import RatingRefused
-from rsft_plugin.live import LiveModel
-from rsft_plugin.store import Store
+from rsft_plugin.log import open_sqlite
+from rsft_plugin.models.live import LiveModel
 
 
 @pytest.fixture
 def assistant(config, live_registry):
-    store = Store(config.paths.db)
+    store = open_sqlite(config.paths.db)
     yield Assistant(store, LiveModel(live_registry, config.model))
     store.close()
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from rsft_plugin.registry import Registry
+from rsft_plugin.log import open_sqlite
+from rsft_plugin.models.registry import Registry
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
-from rsft_plugin.store import Store
 
 from .conftest import REPO, feed_traffic, start_stack
 
@@ -97,7 +97,7 @@ def test_the_chat_page_recovers_from_an_outage_rates_by_keyboard_and_survives_a_
     expect(page.locator(f'.msg.bot.rated-up[data-turn-id="{turn_id}"]')).to_be_visible()
     expect(page.locator(".msg.bot.rated-up button.rate-down")).to_be_disabled()
     assert page.evaluate("localStorage.getItem('rsft.sender')") == sender
-    store = Store(stack.config.paths.db)
+    store = open_sqlite(stack.config.paths.db)
     try:
         turn = store.turn(turn_id)
     finally:
@@ -207,7 +207,7 @@ def test_from_a_thumbs_down_in_the_chat_to_a_promoted_model_in_the_console(stack
 
 
 def _rounds(stack) -> int:
-    store = Store(stack.config.paths.db)
+    store = open_sqlite(stack.config.paths.db)
     try:
         return store.count("rounds")
     finally:

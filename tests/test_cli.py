@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from rsft_plugin.cli import main
-from rsft_plugin.store import Store, TurnRecord
+from rsft_plugin.log import TurnRecord, open_sqlite
 
 
 def _commands() -> list[str]:
@@ -38,7 +38,7 @@ def test_init_model_eval_versions_and_log(config):
     versions = _run(path, "versions")
     assert "*  v0001" in versions.output
 
-    store = Store(config.paths.db)
+    store = open_sqlite(config.paths.db)
     store.rate(store.log_turn(TurnRecord("cli-sender", None, "where is my order", "track_order", "track_order",
                                          "text", "v0001", 0.5, 0.3, [], 10.0)), "cli-sender", 0)
     store.close()

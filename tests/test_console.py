@@ -19,10 +19,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from rsft_plugin.config import load_config
 from rsft_plugin.console import LOGIN_THROTTLE
-from rsft_plugin.registry import Registry
+from rsft_plugin.errors import JobBusy
+from rsft_plugin.log import CandidateRow, RoundPrompt, TurnRecord, open_sqlite
+from rsft_plugin.models.registry import Registry
+from rsft_plugin.parts import build_parts
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
 from rsft_plugin.sessions import COOKIE_NAME, LoginThrottle, SessionStore
-from rsft_plugin.store import Store, TurnRecord
 from rsft_plugin.web_input import bearer_token
 from rsft_plugin.webapp import build_app
 
@@ -71,7 +73,7 @@ def versions(config, pretrained):
 def _serve(config, exercise: Callable[[TestClient], Awaitable[Any]], sessions: SessionStore | None = None,
            throttle: LoginThrottle | None = None) -> Any:
     async def run() -> Any:
-        app = build_app(config, "http://127.0.0.1:1", sessions=sessions)
+        app = build_app(build_parts(config), "http://127.0.0.1:1", sessions=sessions)
         if throttle is not None:
             app[LOGIN_THROTTLE] = throttle
         async with TestClient(TestServer(app)) as client:
@@ -108,7 +110,7 @@ def _turn(sender: str, text: str, topic: str, score: float, version: str = "v000
 def test_every_route_but_the_public_ones_refuses_an_unauthenticated_request(config, token):
     clock = Clock()
     sessions = SessionStore(60, clock=clock)
-    app = build_app(config, "http://127.0.0.1:1", sessions=sessions)
+    app = build_app(build_parts(config), "http://127.0.0.1:1", sessions=sessions)
     routes = sorted({(r.method, r.resource.canonical) for r in app.router.routes()})
     public_in_app = {(m, p) for m, p in routes
                      if any(r.resource in app[_public_key()] for r in app.router.routes()
@@ -328,7 +330,7 @@ STARTS_A_PROCESS = {"/api/rounds", "/api/publications"}
 
 @pytest.mark.parametrize("body", BAD_JSON_BODIES, ids=lambda b: repr(b[:12]))
 def test_every_json_route_refuses_undecodable_or_too_deep_bodies_with_a_400(config, token, body):
-    app = build_app(config, "http://127.0.0.1:1")
+    app = build_app(build_parts(config), "http://127.0.0.1:1")
     routes = sorted({(r.method, r.resource.canonical) for r in app.router.routes()
                      if r.method in ("POST", "PUT", "PATCH", "DELETE") and r.resource.canonical.startswith("/api/")
                      and r.resource.canonical not in STARTS_A_PROCESS})
@@ -372,7 +374,7 @@ def test_a_session_form_post_with_invalid_utf8_is_a_400(config, token):
 @pytest.fixture
 def logged(config):
     """Three conversations: alice (👎 on a low score, v0002), bob (👍), carol (unrated, odd characters)."""
-    store = Store(config.paths.db)
+    store = open_sqlite(config.paths.db)
     try:
         first = store.log_turn(_turn("alice", "where is my parcel?", "track_order", 0.62))
         second = store.log_turn(_turn("alice", "it still has not come", "delayed_delivery", 0.31, "v0002"))
@@ -533,16 +535,15 @@ def test_answer_edits_are_versioned_and_publishing_makes_a_new_live_version(conf
 @pytest.fixture
 def finished_round(config):
     """A recorded round (rows as the stages write them) with a prompt holding an email, and one plot."""
-    store = Store(config.paths.db)
+    store = open_sqlite(config.paths.db)
     try:
         round_id = store.start_round("v0001", "statistical", {}, 1)
         store.save_round_rows(round_id, [
-            {"prompt_id": 0, "text": "refund to jane.doe@example.com please", "turn_ids": ["a"], "replay": 0,
-             "gate_only": 0},
-            {"prompt_id": 1, "text": "where is my parcel", "turn_ids": ["b"], "replay": 0, "gate_only": 0}],
-            [{"prompt_id": p, "draw": d, "answer_id": a, "topic": a, "q": 0.4, "cosine": 0.5, "similarity": s,
-              "rating_up": 1.0, "rating_down": 0.0, "rating": 0.67, "reward": s + 0.67, "accept_probability": ap,
-              "accepted": acc, "rule": "statistical", "sampled_by": "v0001"}
+            RoundPrompt(prompt_id=0, text="refund to jane.doe@example.com please", turn_ids=["a"]),
+            RoundPrompt(prompt_id=1, text="where is my parcel", turn_ids=["b"])],
+            [CandidateRow(prompt_id=p, draw=d, candidate_key=a, candidate_text=None, answer_id=a, topic=a, q=0.4,
+                          cosine=0.5, similarity=s, rating_up=1.0, rating_down=0.0, rating=0.67, reward=s + 0.67,
+                          accept_probability=ap, accepted=bool(acc), rule="statistical", sampled_by="v0001")
              for p, d, a, s, ap, acc in [(0, 0, "refund_status", 0.9, 0.9, 1), (0, 1, "warranty", 0.1, 0.01, 0),
                                          (1, 0, "track_order", 0.8, 0.7, 1), (1, 1, "place_order", 0.2, 0.02, 0)]])
         store.update_round(round_id, status="kept", stage="done", progress=1.0, finished_at="2025-01-01T00:00:00",
@@ -620,9 +621,9 @@ def test_promote_and_rollback_move_the_live_pointer(config, token, versions):
 
 
 def test_retrain_is_refused_while_the_answer_bank_is_being_published(config, token):
-    store = Store(config.paths.db)
+    store = open_sqlite(config.paths.db)
     try:
-        assert store.start_bank_publication(os.getpid(), lambda pid: True) is not None
+        assert _start_publication(store, os.getpid(), lambda pid: True) is not None
     finally:
         store.close()
 
@@ -638,7 +639,7 @@ def test_retrain_is_refused_while_the_answer_bank_is_being_published(config, tok
 
 
 def test_exports_stream_jsonl_and_csv_with_personal_data_redacted(config, token, finished_round):
-    store = Store(config.paths.db)
+    store = open_sqlite(config.paths.db)
     try:
         turn = store.log_turn(_turn("dave", "my card 4111 1111 1111 1111 and mail dave@example.org", "payment_failed",
                                     0.5))
@@ -674,11 +675,20 @@ def test_exports_stream_jsonl_and_csv_with_personal_data_redacted(config, token,
     assert "jane.doe" not in out["training-examples.csv"] and "dave@" not in out["conversations.csv"]
 
 
-# ---- the Store queries behind the console ------------------------------------------------------------------------
+def _start_publication(store, pid: int, is_alive) -> int | None:
+    """What the console does to start a publication: a job, then its row (None while another job is active)."""
+    try:
+        job = store.start_job("publish_bank", pid, is_alive)
+    except JobBusy:
+        return None
+    return store.start_publication(job.id)
+
+
+# ---- the log's queries behind the console ------------------------------------------------------------------
 
 
 def test_store_console_queries(tmp_path):
-    store = Store(tmp_path / "log.db")
+    store = open_sqlite(tmp_path / "log.db")
     try:
         ids = [store.log_turn(_turn(f"s{i}", f"question {i}", "track_order", 0.5)) for i in range(5)]
         assert [r["id"] for r in store.iter_turns(batch=2)] == ids
@@ -688,11 +698,12 @@ def test_store_console_queries(tmp_path):
         with pytest.raises(ValueError):
             store.conversations(sort="random")
 
-        first = store.start_bank_publication(4242, lambda pid: True)
-        assert store.start_bank_publication(4343, lambda pid: True) is None  # one at a time
-        second = store.start_bank_publication(4343, lambda pid: pid != 4242)  # the first one's process is gone
-        assert [(r["id"], r["status"]) for r in store.bank_publications(5)] == [(second, "running"), (first, "failed")]
-        assert store.bank_publications(1, is_alive=lambda pid: False)[0]["status"] == "failed"
+        first = _start_publication(store, 4242, lambda pid: True)
+        assert _start_publication(store, 4343, lambda pid: True) is None  # one at a time
+        second = _start_publication(store, 4343, lambda pid: pid != 4242)  # the first one's process is gone
+        assert [(r["id"], r["status"]) for r in store.publications(5)] == [(second, "running"), (first, "failed")]
+        store.fail_abandoned(lambda pid: False)
+        assert store.publications(1)[0]["status"] == "failed"
 
         store.add_answer_revision("gift_wrap", "gift_wrap", "orders", "text one", "add")
         store.add_answer_revision("warranty", "warranty", "products", "text w", "edit")

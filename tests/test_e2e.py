@@ -11,14 +11,15 @@ import re
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
 from rsft_plugin.config import load_config
-from rsft_plugin.launcher import Stack, rasa_token
-from rsft_plugin.registry import Registry
-from rsft_plugin.store import Store
+from rsft_plugin.launcher import Stack, action_token, rasa_token
+from rsft_plugin.log import SqliteLog, open_sqlite
+from rsft_plugin.models.registry import Registry
 
 from .conftest import relabelled, start_stack
 
@@ -45,8 +46,8 @@ def _rated_answer(messages: list[dict]) -> dict:
     return rateable[0]
 
 
-def _store(stack: Stack) -> Store:
-    return Store(stack.config.paths.db)
+def _store(stack: Stack) -> SqliteLog:
+    return open_sqlite(stack.config.paths.db)
 
 
 def test_question_then_thumbs_up_is_recorded_against_that_answer(stack):
@@ -144,7 +145,7 @@ def test_flipping_the_live_pointer_swaps_the_model_without_a_failed_request(stac
 
 
 def _live_model(stack: Stack):
-    from rsft_plugin.model import ResponseModel
+    from rsft_plugin.models.retrieval import ResponseModel
 
     return ResponseModel.load(Registry(stack.config.paths.models_dir).live_path(), stack.config.model)
 
@@ -154,9 +155,8 @@ def test_simulated_traffic_then_a_round_makes_the_bot_answer_from_the_new_versio
     from click.testing import CliRunner
 
     from rsft_plugin.cli import main
-    from rsft_plugin.rounds import run_round
 
-    from .conftest import REPO
+    from .conftest import REPO, run_round
 
     config_path = stack.config.source
     simulated = CliRunner().invoke(main, ["--config", str(config_path), "simulate", "--dataset",
@@ -189,6 +189,10 @@ def test_simulated_traffic_then_a_round_makes_the_bot_answer_from_the_new_versio
     (b"not json", 400), (b"[1, 2]", 400), (b'{"message": "hi"}', 400), (b'{"sender": 5, "message": "hi"}', 400),
     (b'{"sender": "x", "message": null}', 400), (b'{"sender": "x", "message": {"a": 1}}', 400),
     (b'{"sender": "", "message": "hi"}', 400), (('{"sender": "x", "message": "' + "a" * 20_001 + '"}').encode(), 413),
+    (b"[" * 100_000, 400), (b'{"sender": "x", "message": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),
+    (('{"sender": "' + "s" * 1_000_000 + '", "message": "hi"}').encode(), 400),
+    (('{"sender": "' + "s" * 129 + '", "message": "hi"}').encode(), 400),
+    (b'{"sender": "tab\\there", "message": "hi"}', 400), (b'{"sender": "nl\\n", "message": "hi"}', 400),
 ])
 def test_malformed_rest_bodies_get_a_clear_4xx(stack, body, status):
     response = requests.post(f"{stack.rasa_url}/webhooks/rest/webhook", data=body, timeout=30,
@@ -196,26 +200,68 @@ def test_malformed_rest_bodies_get_a_clear_4xx(stack, body, status):
     assert response.status_code == status and response.json()["error"]
 
 
-def test_killed_action_server_gets_the_fallback_and_a_restart_serves_the_live_version(stack):
+def test_killed_action_server_gets_the_fallback_and_its_restart_serves_the_live_version(stack):
     in_flight: list = []
     asker = threading.Thread(target=lambda: in_flight.append(
         _say(stack, "e2e-crash", "how do I reset my password")))
     asker.start()
     time.sleep(0.02)
-    stack.stop_actions(signal.SIGKILL)  # kill -9, possibly mid-request
+    killed = stack.kill("actions", signal.SIGKILL)  # kill -9, possibly mid-request
     asker.join(timeout=120)
     assert in_flight and in_flight[0] and all(m.get("text") for m in in_flight[0])  # an answer or the fallback
-    while_down = _say(stack, "e2e-crash", "where is my parcel")
-    assert [m["text"] for m in while_down] == [_fallback_text()]
 
-    stack.start_actions()
-    answer = _rated_answer(_say(stack, "e2e-crash", "where is my parcel"))
+    deadline = time.monotonic() + 120  # supervision restarts it; meanwhile customers get the fallback line
+    while True:
+        messages = _say(stack, "e2e-crash", "where is my parcel")
+        assert messages and all(m.get("text") for m in messages)
+        if any(m.get("buttons") for m in messages) or time.monotonic() > deadline:
+            break
+        assert [m["text"] for m in messages] == [_fallback_text()]
+        time.sleep(0.5)
+    assert stack.pid("actions") not in (0, killed)
+    answer = _rated_answer(messages)
     store = _store(stack)
     try:
         turn = store.turn(json.loads(answer["buttons"][0]["payload"][len("/rate"):])["turn_id"])
         assert turn["model_version"] == Registry(stack.config.paths.models_dir).live_name()
     finally:
         store.close()
+
+
+def test_the_action_server_refuses_callers_without_the_shared_secret(stack):
+    """Issue 14: a direct POST /webhook wrote a turn for a forged sender; now only Rasa (with the token) may."""
+    call = {"next_action": "action_answer", "sender_id": "e2e-forged",
+            "tracker": {"sender_id": "e2e-forged", "slots": {}, "events": [], "latest_message": {
+                "text": "where is my parcel", "intent": {"name": "ask"}, "entities": []}}, "domain": {}}
+    for headers in ({}, {"X-Rsft-Action-Token": "guess"}, {"X-Rsft-Action-Token": ""}):
+        response = requests.post(f"{stack.action_url}/webhook", json=call, headers=headers, timeout=30)
+        assert response.status_code == 401, (headers, response.text)
+    with _store(stack) as store:
+        assert not store.recent_turns(sender_id="e2e-forged")
+    assert requests.get(f"{stack.action_url}/health", timeout=10).status_code == 200
+    assert _rated_answer(_say(stack, "e2e-after-forgery", "where is my parcel"))  # Rasa still gets through
+
+
+def test_no_secret_is_on_any_servers_command_line(stack):
+    """Issue 14: the Rasa token was on `rasa run`'s command line, which /proc shows to every local user."""
+    secrets = [rasa_token(stack.config).encode(), action_token(stack.config).encode()]
+    ours = {pid for pid in stack.pids().values() if pid}
+    ours |= {int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat") if _parent(stat) in ours}
+    assert len(ours) >= 4  # supervisord, actions, rasa, web (and whatever they started)
+    for pid in ours:
+        try:
+            command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        assert not [secret for secret in secrets if secret in command_line], pid
+    assert not [s for s in secrets if s in (stack.log_dir / "supervisord.conf").read_bytes()]
+
+
+def _parent(stat: Path) -> int:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
 
 
 def _fallback_text() -> str:

@@ -22,9 +22,9 @@ from rsft_plugin.assistant import Assistant
 from rsft_plugin.config import load_config
 from rsft_plugin.errors import ConfigError, DataError, RatingRefused
 from rsft_plugin.golden import load_golden
-from rsft_plugin.live import LiveModel
+from rsft_plugin.log import SqliteLog, open_sqlite
+from rsft_plugin.models.live import LiveModel
 from rsft_plugin.pii import redact
-from rsft_plugin.store import Store
 
 
 def fuzz(examples: int) -> settings:
@@ -41,17 +41,17 @@ json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner,
 
 @pytest.fixture(scope="module")
 def assistant(tmp_path_factory, pretrained):
-    from rsft_plugin.registry import Registry
+    from rsft_plugin.models.registry import Registry
 
     directory = tmp_path_factory.mktemp("fuzz")
     registry = Registry(directory / "models")
     registry.set_live(registry.publish(pretrained).name, "fuzz")
-    store = Store(directory / "rsft.db")
+    store = open_sqlite(directory / "rsft.db")
     yield Assistant(store, LiveModel(registry, pretrained.config), max_ratings_per_minute=None)
     store.close()
 
 
-def _snapshot(store: Store) -> tuple:
+def _snapshot(store: SqliteLog) -> tuple:
     return (list(store.db.query("SELECT * FROM turns ORDER BY rowid")),
             list(store.db.query("SELECT * FROM ratings ORDER BY rowid")))
 

@@ -12,13 +12,12 @@ from click.testing import CliRunner
 from rsft_plugin.assistant import Assistant
 from rsft_plugin.cli import main
 from rsft_plugin.errors import RatingRefused
-from rsft_plugin.live import LiveModel
+from rsft_plugin.log import TurnRecord, open_sqlite
+from rsft_plugin.models.live import LiveModel
 from rsft_plugin.pii import redact
-from rsft_plugin.rounds import run_round
 from rsft_plugin.stages.score import capped_votes, smoothed_rating
-from rsft_plugin.store import Store, TurnRecord
 
-from .conftest import feed_traffic, round_config
+from .conftest import feed_traffic, round_config, run_round
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -43,12 +42,12 @@ def test_redaction(text, expected):
 
 def test_personal_data_never_reaches_training_examples_or_reports(tmp_path, pretrained):
     config = round_config(tmp_path)
-    from rsft_plugin.registry import Registry
+    from rsft_plugin.models.registry import Registry
 
     registry = Registry(config.paths.models_dir)
     registry.set_live(registry.publish(pretrained).name, "test")
     feed_traffic(config, n=120)
-    store = Store(config.paths.db)
+    store = open_sqlite(config.paths.db)
     secret_mail, secret_card = "jane.doe@example.org", "4111 1111 1111 1111"
     for n in range(30):
         text = f"my card {secret_card} was charged twice, mail jane.doe@example.org #{n}"
@@ -58,11 +57,11 @@ def test_personal_data_never_reaches_training_examples_or_reports(tmp_path, pret
     store.close()
     result = run_round(config, show_bar=False)
     assert result.status == "promoted", result.reason
-    store = Store(config.paths.db)
+    store = open_sqlite(config.paths.db)
     try:
         prompts = [row[0] for row in store.db.execute("SELECT text FROM round_prompts")]
         assert any("[CARD]" in p and "[EMAIL]" in p for p in prompts)
-        dumped = json.dumps(prompts) + json.dumps(store.training_examples())
+        dumped = json.dumps(prompts) + json.dumps([e.to_dict() for e in store.training_examples()])
         assert secret_mail not in dumped and secret_card not in dumped
         assert store.db.execute("SELECT count(*) FROM turns WHERE user_text LIKE '%jane.doe%'").fetchone()[0] == 30
     finally:
@@ -72,7 +71,7 @@ def test_personal_data_never_reaches_training_examples_or_reports(tmp_path, pret
 
 
 def test_retention_redacts_old_raw_text_only(tmp_path):
-    store = Store(tmp_path / "rsft.db")
+    store = open_sqlite(tmp_path / "rsft.db")
     old = store.log_turn(TurnRecord("s", None, "mail me: a@b.example", "x", "x", "sent to a@b.example", "v1", 0.5,
                                     0.5, [], 1.0))
     store.db.execute("UPDATE turns SET created_at = '2000-01-01T00:00:00.000+00:00' WHERE id = ?", [old])
@@ -82,7 +81,7 @@ def test_retention_redacts_old_raw_text_only(tmp_path):
     config_path.write_text(f"paths:\n  db: {tmp_path / 'rsft.db'}\nprivacy:\n  retention_days: 30\n")
     result = CliRunner().invoke(main, ["--config", str(config_path), "retention"])
     assert result.exit_code == 0 and "redacted 1 turns" in result.output
-    store = Store(tmp_path / "rsft.db")
+    store = open_sqlite(tmp_path / "rsft.db")
     try:
         assert store.turn(old)["user_text"] == "mail me: [EMAIL]"
         assert store.turn(old)["answer_text"] == "sent to [EMAIL]"
@@ -93,13 +92,13 @@ def test_retention_redacts_old_raw_text_only(tmp_path):
 
 def test_forget_deletes_a_customer_everywhere(tmp_path, pretrained):
     config = round_config(tmp_path)
-    from rsft_plugin.registry import Registry
+    from rsft_plugin.models.registry import Registry
 
     registry = Registry(config.paths.models_dir)
     registry.set_live(registry.publish(pretrained).name, "test")
     feed_traffic(config, n=120)
     run_round(config, show_bar=False)
-    store = Store(config.paths.db)
+    store = open_sqlite(config.paths.db)
     sender = store.db.execute("SELECT sender_id FROM turns LIMIT 1").fetchone()[0]
     their_turns = {r[0] for r in store.db.execute("SELECT id FROM turns WHERE sender_id = ?", [sender])}
     store.close()
@@ -111,16 +110,16 @@ def test_forget_deletes_a_customer_everywhere(tmp_path, pretrained):
         for (turn_ids,) in db.execute("SELECT turn_ids FROM round_prompts"):
             assert not their_turns & set(json.loads(turn_ids))
     next_round = run_round(config, show_bar=False)
-    store = Store(config.paths.db)
+    store = open_sqlite(config.paths.db)
     try:
         for example in store.training_examples(next_round.round_id):
-            assert not their_turns & set(json.loads(example["turn_ids"]))
+            assert not their_turns & set(example["turn_ids"])
     finally:
         store.close()
 
 
 def test_ratings_are_rate_limited_per_sender(config, live_registry):
-    store = Store(config.paths.db)
+    store = open_sqlite(config.paths.db)
     assistant = Assistant(store, LiveModel(live_registry, config.model), max_ratings_per_minute=3)
     try:
         turns = [assistant.answer("eager", None, f"where is my order {n}").turn_id for n in range(5)]
@@ -144,10 +143,10 @@ def test_one_sender_cannot_teach_the_bot_a_wrong_answer():
 
 
 def test_backup_while_the_bot_writes(tmp_path):
-    store = Store(tmp_path / "rsft.db")
+    store = open_sqlite(tmp_path / "rsft.db")
     for n in range(200):
         store.log_turn(TurnRecord(f"s{n}", None, "q", "x", "x", "a", "v1", 0.5, 0.5, [], 1.0))
-    writer_store = Store(tmp_path / "rsft.db")
+    writer_store = open_sqlite(tmp_path / "rsft.db")
     stop = threading.Event()
 
     def keep_writing() -> None:

@@ -4,7 +4,6 @@ promotion with provenance, stops, the lock, a killed fine-tune, rollback, the wo
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -16,14 +15,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 
 from rsft_plugin.cli import main
-from rsft_plugin.registry import Registry
-from rsft_plugin.rounds import RoundBusy, round_lock, run_round
+from rsft_plugin.log import open_sqlite
+from rsft_plugin.models.registry import Registry
+from rsft_plugin.parts import build_parts
+from rsft_plugin.rounds import RoundBusy, round_lock
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
-from rsft_plugin.store import Store
 from rsft_plugin.webapp import build_app
-from rsft_plugin.worker import run_worker
 
-from .conftest import REPO, assert_interrupted_round_failed, feed_traffic, round_config
+from .conftest import REPO, assert_interrupted_round_failed, feed_traffic, round_config, run_round, run_worker
 
 pytestmark = pytest.mark.timeout(600)
 def test_a_round_promotes_a_new_version_with_provenance_and_a_report(fed):
@@ -36,13 +35,13 @@ def test_a_round_promotes_a_new_version_with_provenance_and_a_report(fed):
     assert set(result.stage_seconds) == {"collect", "sample", "score", "reject", "finetune", "gate", "promote",
                                          "report"}
     assert 0 < result.stats["acceptance_rate"] < 1 and result.stats["finetune"]["examples_per_second"] > 0
-    store = Store(fed.paths.db)
+    store = open_sqlite(fed.paths.db)
     try:
         examples = store.training_examples(result.round_id)
         assert len(examples) == result.stats["accepted"]
         for example in examples[:20]:
             assert example["sampled_by"] == "v0001" and example["rule"] == "statistical"
-            assert all(store.turn(t) for t in json.loads(example["turn_ids"]))
+            assert all(store.turn(t) for t in example["turn_ids"])
             assert 0 <= example["similarity"] <= 1 and 0 < example["rating"] < 1
         candidates = store.round_candidates(result.round_id)
         assert len(candidates) == result.stats["candidates"] and any(not c["accepted"] for c in candidates)
@@ -68,7 +67,7 @@ def test_the_other_rules_run_a_round_too(tmp_path, pretrained, rule):
     feed_traffic(config, n=120)
     result = run_round(config, show_bar=False)
     assert result.status == "promoted", result.reason
-    store = Store(config.paths.db)
+    store = open_sqlite(config.paths.db)
     try:
         assert {e["rule"] for e in store.training_examples(result.round_id)} == {rule}
     finally:
@@ -94,7 +93,7 @@ def test_a_killed_finetune_leaves_the_live_model_alone_and_the_next_round_runs(f
     env = {**os.environ, "RSFT_CONFIG": str(fed.source)}
     process = subprocess.Popen([sys.executable, "-m", "rsft_plugin.cli", "retrain"], env=env, cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = Store(fed.paths.db)
+    store = open_sqlite(fed.paths.db)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -154,7 +153,7 @@ def test_operator_api_needs_the_token_and_reports_status(tmp_path, pretrained):
     assert oct((config.paths.run_dir / "secrets" / "operator-token").stat().st_mode & 0o777) == "0o600"
 
     async def exercise() -> dict:
-        async with TestClient(TestServer(build_app(config, "http://127.0.0.1:1"))) as client:
+        async with TestClient(TestServer(build_app(build_parts(config), "http://127.0.0.1:1"))) as client:
             for method, path in (("GET", "/api/status"), ("POST", "/api/rounds")):
                 for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
                     response = await client.request(method, path, headers=headers)

@@ -14,14 +14,14 @@ import torch
 
 from ..assistant import clean_text
 from ..config import CollectConfig
+from ..log import Log
 from ..pii import redact
-from ..store import Store
 from .records import Prompt, PromptSet, RoundStopped
 
 Embed = Callable[[list[str]], torch.Tensor]
 
 
-def collect_prompts(store: Store, embed: Embed, config: CollectConfig, rng: np.random.Generator) -> PromptSet:
+def collect_prompts(store: Log, embed: Embed, config: CollectConfig, rng: np.random.Generator) -> PromptSet:
     """Gather, merge and split this round's prompts.
 
     Raises:
@@ -53,7 +53,7 @@ def collect_prompts(store: Store, embed: Embed, config: CollectConfig, rng: np.r
     return result
 
 
-def _replay(store: Store, since: str | None, limit: int, rng: np.random.Generator) -> list[dict]:
+def _replay(store: Log, since: str | None, limit: int, rng: np.random.Generator) -> list[dict]:
     if since is None or limit == 0:
         return []
     return replay_sample([t for t in store.turns_before(since, limit * 5) if clean_text(t["user_text"])], limit, rng)

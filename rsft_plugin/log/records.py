@@ -1,0 +1,287 @@
+"""Typed rows that cross the log's boundary. Every backend returns these, never its own row objects.
+
+Records are frozen dataclasses. `record["field"]` reads a field by name too (for code written against the old
+row dicts, such as stage helpers and tests); `to_dict()` gives a JSON-ready dict for the web API and exports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+JOB_KINDS = ("round", "publish_bank")
+JOB_ACTIVE = ("queued", "running")
+JOB_DONE = ("finished", "failed")
+ABANDONED = "its process ended without finishing (killed or crashed)"
+ROUND_ABANDONED = "the round's process ended without finishing (killed or crashed)"
+
+
+class Record:
+    """Read-by-name and conversion helpers shared by every record."""
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], **overrides: Any) -> Any:
+        """Build from a backend row, ignoring columns the record does not name."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in {**row, **overrides}.items() if k in names})
+
+
+# ---- conversations --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TurnRecord(Record):
+    """What the bot answered to one customer message (what `log_turn` writes).
+
+    `reply_key` identifies the served reply (retrieval: the answer id, the default); `answer_id` may be None for a
+    reply that is not from the answer bank.
+    """
+
+    sender_id: str
+    message_id: str | None
+    user_text: str
+    answer_id: str | None
+    answer_topic: str
+    answer_text: str
+    model_version: str
+    score: float
+    probability: float
+    top_k: list[dict[str, Any]]
+    latency_ms: float
+    reply_key: str | None = None
+
+
+@dataclass(frozen=True)
+class RatingRecord(Record):
+    turn_id: str
+    sender_id: str
+    score: int
+    created_at: str
+    replaced: bool  # True when it replaced an earlier rating of the same turn
+
+
+@dataclass(frozen=True)
+class Turn(Record):
+    """A logged turn with its rating (None when unrated)."""
+
+    id: str
+    sender_id: str
+    user_text: str
+    answer_id: str | None
+    answer_topic: str | None
+    created_at: str
+    rating: int | None = None
+    rated_at: str | None = None
+    reply_key: str | None = None
+    message_id: str | None = None
+    answer_text: str | None = None
+    model_version: str | None = None
+    score: float | None = None
+    probability: float | None = None
+    top_k: list[dict[str, Any]] = field(default_factory=list)
+    latency_ms: float | None = None
+    redacted: bool = False
+
+
+@dataclass(frozen=True)
+class ConversationSummary(Record):
+    """One conversation in the inbox: counts, lowest score, versions, and its newest matching question."""
+
+    sender_id: str
+    turns: int
+    first_at: str
+    last_at: str
+    down: int
+    up: int
+    min_score: float | None
+    versions: list[str]
+    matching_turns: int
+    question: str | None
+
+
+@dataclass(frozen=True)
+class TurnFacets(Record):
+    """What the inbox can filter on."""
+
+    topics: list[str]
+    versions: list[str]
+    first_at: str | None
+    last_at: str | None
+    conversations: int
+
+
+# ---- rounds ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoundRecord(Record):
+    """One fine-tuning round as recorded: status (running | promoted | kept | stopped | failed) and its numbers."""
+
+    id: int
+    status: str
+    stage: str
+    progress: float
+    message: str
+    started_at: str
+    live_version: str
+    rule: str
+    finished_at: str | None = None
+    new_version: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None
+    report_dir: str | None = None
+    pid: int | None = None
+    job_id: int | None = None
+
+    @property
+    def gate(self) -> dict[str, Any]:
+        """The gate's numbers from `stats` ({} when the round did not reach the gate)."""
+        return self.stats.get("gate") or {}
+
+
+@dataclass(frozen=True)
+class RoundPrompt(Record):
+    """A prompt a round collected, with the turns it came from."""
+
+    prompt_id: int
+    text: str
+    turn_ids: list[str]
+    replay: bool = False
+    gate_only: bool = False
+
+
+@dataclass(frozen=True)
+class CandidateRow(Record):
+    """One sampled candidate of a round: its key and text, q, reward parts and whether it was accepted."""
+
+    prompt_id: int
+    draw: int
+    candidate_key: str
+    candidate_text: str | None
+    answer_id: str | None
+    topic: str | None
+    q: float
+    cosine: float | None
+    similarity: float | None
+    rating_up: float | None
+    rating_down: float | None
+    rating: float | None
+    reward: float
+    accept_probability: float
+    accepted: bool
+    rule: str
+    sampled_by: str
+
+
+@dataclass(frozen=True)
+class RoundExample(Record):
+    """A candidate with its prompt text (what a round report shows)."""
+
+    prompt_id: int
+    draw: int
+    prompt: str | None
+    candidate_key: str | None
+    candidate_text: str | None
+    answer_id: str | None
+    topic: str | None
+    q: float
+    cosine: float | None
+    similarity: float | None
+    rating_up: float | None
+    rating_down: float | None
+    rating: float | None
+    reward: float
+    accept_probability: float
+    accepted: bool
+    sampled_by: str
+
+
+@dataclass(frozen=True)
+class TrainingExample(Record):
+    """An accepted candidate with its provenance (a row of the `training_examples` view)."""
+
+    round_id: int
+    prompt_id: int
+    prompt: str | None
+    candidate_key: str | None
+    candidate_text: str | None
+    answer_id: str | None
+    topic: str | None
+    turn_ids: list[str]
+    sampled_by: str
+    rule: str
+    q: float
+    similarity: float | None
+    rating_up: float | None
+    rating_down: float | None
+    rating: float | None
+    reward: float
+    accept_probability: float
+
+
+# ---- answer bank edits ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnswerRevision(Record):
+    id: int
+    answer_id: str
+    topic: str
+    category: str
+    text: str
+    action: str  # add | edit
+    note: str | None
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Publication(Record):
+    """A publication of the edited answer bank: running | published | unchanged | failed."""
+
+    id: int
+    status: str
+    started_at: str
+    finished_at: str | None = None
+    live_version: str | None = None
+    new_version: str | None = None
+    revision_id: int | None = None
+    answers: int | None = None
+    message: str | None = None
+    pid: int | None = None
+    job_id: int | None = None
+
+
+# ---- jobs -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job(Record):
+    """Long work started from the web or the CLI (a round, a bank publication): queued -> running -> finished|failed."""
+
+    id: int
+    kind: str
+    status: str
+    pid: int | None
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    message: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in JOB_ACTIVE

@@ -1,0 +1,20 @@
+"""The embedded SQLite log (the default backend): one file, WAL mode, readable in Datasette as it is."""
+
+from __future__ import annotations
+
+from .bank import SqliteAnswerBank
+from .base import utc_now
+from .conversations import SqliteConversations
+from .jobs import SqliteJobs
+from .maintenance import SqliteMaintenance
+from .migrations import SCHEMA_VERSION
+from .rounds import SqliteRounds
+
+__all__ = ["SCHEMA_VERSION", "SqliteLog", "utc_now"]
+
+
+class SqliteLog(SqliteConversations, SqliteRounds, SqliteAnswerBank, SqliteMaintenance, SqliteJobs):
+    """Every part of the log over one SQLite connection (thread-safe; one per process)."""
+
+    def __enter__(self) -> SqliteLog:
+        return self

@@ -1,0 +1,172 @@
+"""Turns, ratings and the inbox's queries over them (SQLite)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ...errors import RatingRefused
+from ..records import ConversationSummary, RatingRecord, Turn, TurnFacets, TurnRecord
+from .base import SqliteBase, utc_now
+
+_TURN_FIELDS = (
+    "SELECT t.id, t.sender_id, t.user_text, t.answer_id, t.answer_topic, t.created_at, t.reply_key, "
+    "r.score AS rating FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id"
+)
+_TURNS_WITH_RATINGS = (
+    "SELECT t.*, r.score AS rating, r.updated_at AS rated_at FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id"
+)
+COUNTED = ("turns", "ratings", "rounds", "round_prompts", "round_candidates")
+
+
+def _turn(row: dict[str, Any]) -> Turn:
+    top_k = json.loads(row["top_k"]) if row.get("top_k") else []
+    return Turn.from_row(row, top_k=top_k, redacted=bool(row.get("redacted")))
+
+
+class SqliteConversations(SqliteBase):
+    def log_turn(self, turn: TurnRecord) -> str:
+        turn_id = uuid.uuid4().hex
+        row = {"id": turn_id, **turn.to_dict(), "top_k": json.dumps(turn.top_k), "created_at": utc_now(),
+               "reply_key": turn.reply_key or turn.answer_id}
+        with self._transaction():
+            self.db["turns"].insert(row)
+        return turn_id
+
+    def rate(self, turn_id: str, sender_id: str, score: int, max_per_minute: int | None = None) -> RatingRecord:
+        if score not in (0, 1):
+            raise RatingRefused(f"a rating is 0 or 1, not {score!r}")
+        now = utc_now()
+        with self._transaction():
+            if max_per_minute is not None:
+                minute_ago = (datetime.now(UTC) - timedelta(minutes=1)).isoformat(timespec="milliseconds")
+                recent = self.db.execute("SELECT count(*) FROM ratings WHERE sender_id = ? AND updated_at > ?",
+                                         [sender_id, minute_ago]).fetchone()[0]
+                if recent >= max_per_minute:
+                    raise RatingRefused("that is a lot of ratings in one minute; please wait a moment")
+            owner = self.db.execute("SELECT sender_id FROM turns WHERE id = ?", [turn_id]).fetchone()
+            if owner is None:
+                raise RatingRefused("there is no answer with that id")
+            if owner[0] != sender_id:
+                raise RatingRefused("that answer was given in another conversation")
+            replaced = self.db.execute("SELECT 1 FROM ratings WHERE turn_id = ?", [turn_id]).fetchone() is not None
+            self.db.execute(
+                "INSERT INTO ratings (turn_id, sender_id, score, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(turn_id) DO UPDATE SET score = excluded.score, updated_at = excluded.updated_at",
+                [turn_id, sender_id, score, now, now],
+            )
+        return RatingRecord(turn_id, sender_id, score, now, replaced)
+
+    def turn(self, turn_id: str) -> Turn | None:
+        rows = self._rows(_TURNS_WITH_RATINGS + " WHERE t.id = ?", [turn_id])
+        return _turn(rows[0]) if rows else None
+
+    def recent_turns(self, limit: int = 20, sender_id: str | None = None) -> list[Turn]:
+        where, params = ("WHERE t.sender_id = ?", [sender_id]) if sender_id else ("", [])
+        return [_turn(r) for r in self._rows(
+            f"{_TURNS_WITH_RATINGS} {where} ORDER BY t.created_at DESC, t.rowid DESC LIMIT ?", [*params, limit])]
+
+    def rated_turns(self, exclude_turn_ids: set[str] | None = None) -> list[Turn]:
+        rows = self._rows(f"{_TURN_FIELDS} WHERE r.score IS NOT NULL ORDER BY t.created_at, t.rowid")
+        return [Turn.from_row(r) for r in rows if not exclude_turn_ids or r["id"] not in exclude_turn_ids]
+
+    def turns_for_round(self, since: str | None, limit: int) -> list[Turn]:
+        where, params = ("WHERE t.created_at > ?", [since]) if since else ("", [])
+        return [Turn.from_row(r) for r in self._rows(
+            f"{_TURN_FIELDS} {where} ORDER BY t.created_at DESC, t.rowid DESC LIMIT ?", [*params, limit])]
+
+    def turns_before(self, until: str, limit: int) -> list[Turn]:
+        return [Turn.from_row(r) for r in self._rows(
+            f"{_TURN_FIELDS} WHERE t.created_at <= ? ORDER BY t.created_at DESC, t.rowid DESC LIMIT ?",
+            [until, limit])]
+
+    def ratings_since(self, since: str | None) -> int:
+        if since is None:
+            return self._value("SELECT count(*) FROM ratings")
+        return self._value("SELECT count(*) FROM ratings WHERE updated_at > ?", [since])
+
+    def count(self, table: str) -> int:
+        if table not in COUNTED:
+            raise ValueError(f"no table {table!r}")
+        return self._value(f"SELECT count(*) FROM {table}")
+
+    def conversations(self, *, rating: str = "any", score_below: float | None = None, topic: str | None = None,
+                      since: str | None = None, until: str | None = None, version: str | None = None,
+                      text: str | None = None, sort: str = "newest", limit: int = 50,
+                      offset: int = 0) -> tuple[int, list[ConversationSummary]]:
+        """Conversations (one per sender) having at least one turn that matches every given filter.
+
+        Args:
+            rating: any | down | up | rated | unrated (of the matching turn).
+            score_below: the matching turn's answer score (cosine) is below this.
+            topic / version: the matching turn was answered with this topic / by this model version.
+            since / until: ISO timestamps or dates; the matching turn was logged at or after `since`, before `until`.
+            text: case-insensitive substring of the question or the answer, or the exact sender id.
+            sort: newest (last turn first) | down_first (conversations with a 👎 first, then newest) |
+                lowest_score (lowest answer score first).
+        """
+        conditions, params = [], []
+        rating_sql = {"any": None, "down": "r.score = 0", "up": "r.score = 1", "rated": "r.score IS NOT NULL",
+                      "unrated": "r.score IS NULL"}
+        if rating not in rating_sql:
+            raise ValueError(f"rating must be one of {sorted(rating_sql)}")
+        if rating_sql[rating]:
+            conditions.append(rating_sql[rating])
+        for clause, value in (("t.score < ?", score_below), ("t.answer_topic = ?", topic),
+                              ("t.created_at >= ?", since), ("t.created_at < ?", until),
+                              ("t.model_version = ?", version)):
+            if value is not None:
+                conditions.append(clause)
+                params.append(value)
+        if text:
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            conditions.append("(t.user_text LIKE ? ESCAPE '\\' OR t.answer_text LIKE ? ESCAPE '\\' "
+                              "OR t.sender_id = ?)")
+            params += [pattern, pattern, text]
+        order = {"newest": "last_at DESC", "down_first": "(down > 0) DESC, last_at DESC",
+                 "lowest_score": "min_score ASC, last_at DESC"}
+        if sort not in order:
+            raise ValueError(f"sort must be one of {sorted(order)}")
+        where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
+        matched = (f"SELECT t.sender_id, max(t.created_at) AS hit_at, count(*) AS hits FROM turns t "
+                   f"LEFT JOIN ratings r ON r.turn_id = t.id {where} GROUP BY t.sender_id")
+        total = self._value(f"SELECT count(*) FROM ({matched})", params)
+        rows = self._rows(f"""
+            WITH matched AS ({matched})
+            SELECT t.sender_id, count(*) AS turns, min(t.created_at) AS first_at, max(t.created_at) AS last_at,
+                   coalesce(sum(r.score = 0), 0) AS down, coalesce(sum(r.score = 1), 0) AS up,
+                   min(t.score) AS min_score, group_concat(DISTINCT t.model_version) AS versions,
+                   m.hits AS matching_turns,
+                   (SELECT h.user_text FROM turns h WHERE h.sender_id = t.sender_id AND h.created_at = m.hit_at
+                    ORDER BY h.rowid DESC LIMIT 1) AS question
+            FROM turns t JOIN matched m ON m.sender_id = t.sender_id LEFT JOIN ratings r ON r.turn_id = t.id
+            GROUP BY t.sender_id ORDER BY {order[sort]} LIMIT ? OFFSET ?""", [*params, limit, offset])
+        return total, [ConversationSummary.from_row(
+            row, versions=sorted(set((row["versions"] or "").split(",")) - {""})) for row in rows]
+
+    def conversation(self, sender_id: str) -> list[Turn]:
+        return [_turn(r) for r in self._rows(
+            f"{_TURNS_WITH_RATINGS} WHERE t.sender_id = ? ORDER BY t.created_at, t.rowid", [sender_id])]
+
+    def turn_facets(self) -> TurnFacets:
+        with self._lock:
+            topics = [r[0] for r in self.db.execute(
+                "SELECT DISTINCT answer_topic FROM turns WHERE answer_topic IS NOT NULL ORDER BY 1")]
+            versions = [r[0] for r in self.db.execute("SELECT DISTINCT model_version FROM turns ORDER BY 1")]
+            first, last, senders = self.db.execute(
+                "SELECT min(created_at), max(created_at), count(DISTINCT sender_id) FROM turns").fetchone()
+        return TurnFacets(topics, versions, first, last, senders)
+
+    def iter_turns(self, batch: int = 500) -> Iterator[Turn]:
+        last = 0
+        while True:
+            rows = self._rows(f"{_TURNS_WITH_RATINGS.replace('SELECT t.*', 'SELECT t.rowid AS _rowid, t.*')} "
+                              "WHERE t.rowid > ? ORDER BY t.rowid LIMIT ?", [last, batch])
+            if not rows:
+                return
+            last = rows[-1]["_rowid"]
+            for row in rows:
+                yield _turn(row)
