@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 # name -> "module:Class"; imported lazily so that reading versions never loads torch
 KINDS: dict[str, str] = {
     DEFAULT_KIND: "rsft_plugin.models.retrieval:ResponseModel",
+    "generative": "rsft_plugin.generative.policy:GenerativePolicy",
 }
 
 

@@ -6,6 +6,7 @@ on a fresh clone converts the GGUF (~60 s on 2 busy cores); every later run load
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from rsft_plugin.generative.writer import Writer
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_CACHE = REPO / "var" / "base-models"
+# Versions saved by tests live in tmp models dirs; they find the base by hash here instead of converting again.
+os.environ.setdefault("RSFT_BASE_CACHE", str(BASE_CACHE))
 
 # Short grounding answers keep prompts near 100 tokens, so a test's forward passes take well under a second.
 RETURNS = "You can return most items within 30 days of delivery, unused and in their original packaging."
