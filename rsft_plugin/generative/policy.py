@@ -204,11 +204,12 @@ class GenerativePolicy:
         """LoRA-train a copy of the writer on the accepted pairs; this policy is never modified.
 
         Pair keys are replies this policy drew (sample_many) or bank answer ids. Seed, validation share and
-        patience come from `config`; learning rate, batch size and epochs from the generative settings.
+        patience come from `config`, epochs are the smaller of `config`'s and the generative settings', learning
+        rate and batch size come from the generative settings (a LoRA step on CPU is seconds, not milliseconds).
         """
         examples = [self._example(pair) for pair in pairs]
         training = replace(self.training, seed=config.seed, val_fraction=config.val_fraction,
-                           patience=config.patience)
+                           patience=config.patience, max_epochs=min(self.training.max_epochs, config.max_epochs))
         started = time.monotonic()
         result = finetune_writer(self.writer, examples, training, progress, show_bar)
         seconds = time.monotonic() - started
