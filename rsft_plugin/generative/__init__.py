@@ -6,7 +6,9 @@
     lora.py          LoRA fine-tune of a copy on accepted (prompt, reply) pairs; save/load (adapter + base hash)
     quality.py       the gate's measures for written replies and the promote rule
     settings.py      WriterSettings and LoraTraining (validated dataclasses)
+    policy.py        GenerativePolicy: the `generative` kind of models/kinds.py (retriever grounds, writer words)
 
-Importing this package, or any of these modules, loads no torch: they import it inside the functions that run the
-model, so the web server may use the faithfulness checker and settings.
+Importing this package, or any module above but policy.py, loads no torch: they import it inside the functions
+that run the model, so the web server may use the faithfulness checker and settings. policy.py imports the
+retrieval kind (torch); models/kinds.py imports it only when a generative version is loaded.
 """
