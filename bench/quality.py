@@ -1,6 +1,6 @@
 """Quality benchmark: how much better does the bot get from noisy 👍/👎 alone, and is the rejection step worth it?
 
-Protocol (the product's own code path: rsft_plugin.rounds.run_round, the same ResponseModel, SQLite log and
+Protocol (the product's own code path: rsft_plugin.rounds.run_round, the same retrieval policy, SQLite log and
 Assistant, each run in its own temporary rsft installation):
 
 * answer bank = one answer per intent; a fixed split of the dataset into traffic and held-out questions; the
