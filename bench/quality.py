@@ -1,6 +1,6 @@
 """Quality benchmark: how much better does the bot get from noisy 👍/👎 alone, and is the rejection step worth it?
 
-Protocol (the product's own code path: rsft_plugin.rounds.run_round, the same ResponseModel, SQLite log and
+Protocol (the product's own code path: rsft_plugin.rounds.run_round, the same retrieval policy, SQLite log and
 Assistant, each run in its own temporary rsft installation):
 
 * answer bank = one answer per intent; a fixed split of the dataset into traffic and held-out questions; the
@@ -54,11 +54,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import yaml
 
 from rsft_plugin import runtime
-from rsft_plugin.assistant import clean_text
-from rsft_plugin.config import Config, GateConfig
+from rsft_plugin.config import Config, GateConfig, parse_overrides
+from rsft_plugin.errors import ConfigError
 from rsft_plugin.evaluate import evaluate
 from rsft_plugin.log import RoundLog
 from rsft_plugin.models import pretrained_policy
@@ -68,6 +67,7 @@ from rsft_plugin.stages.collect import replay_sample
 from rsft_plugin.stages.finetune import finetune
 from rsft_plugin.stages.gate import _refusals  # the gate's own verdict logic, applied to the recorded numbers
 from rsft_plugin.stages.records import TrainingPair
+from rsft_plugin.text import clean_text
 
 from .common import (
     DATASETS,
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes["noise"] = [float(x) for x in args.noise.split(",")]
     try:
         sizes["sections"] = _merge(sizes["sections"], parse_overrides(args.overrides))
-    except ValueError as error:
+    except ConfigError as error:
         parser.error(str(error))
     datasets_dir = resolve_datasets_dir(args.datasets)
     methods = set(args.methods.split(",")) - ({"rasa"} if args.no_rasa else set())
@@ -411,22 +411,6 @@ def _default_gate(gate: dict[str, Any]) -> list[str]:
     live, candidate = (SimpleNamespace(accuracy=gate[key]) for key in ("live_accuracy", "candidate_accuracy"))
     return _refusals(live, candidate, gate["per_topic"], gate.get("rated_live"), gate.get("rated_candidate"),
                      GateConfig())
-
-
-def parse_overrides(overrides: list[str]) -> dict[str, dict[str, Any]]:
-    """["reject.beta=0.5", ...] -> {"reject": {"beta": 0.5}}; values are read as YAML scalars.
-
-    The merged sections are validated by Config when each method writes its rsft.yml, so a wrong key or value
-    fails there with the config's own message.
-    """
-    sections: dict[str, dict[str, Any]] = {}
-    for override in overrides:
-        name, equals, value = override.partition("=")
-        section, dot, key = name.partition(".")
-        if not equals or not dot or not section or not key:
-            raise ValueError(f"--set {override!r}: expected SECTION.KEY=VALUE, e.g. reject.beta=0.5")
-        sections.setdefault(section, {})[key] = yaml.safe_load(value)
-    return sections
 
 
 def _config_sections(config: Config) -> dict[str, Any]:

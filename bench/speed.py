@@ -4,7 +4,7 @@ Everything runs against the real servers on loopback — Rasa 3.6 and the action
 rsft_plugin.launcher.Stack on free ports with a temporary config, as `make run` starts them — and every loop is
 bounded:
 
-1. answer overhead, in this process: the same questions answered by ResponseModel.answer + render (what the
+1. answer overhead, in this process: the same questions answered by the live policy's answer + render (what the
    action server times as a turn's `latency_ms`) and by a bare sentence-transformers encode + matmul + argmax;
 2. load: 1, 10 and 50 concurrent simulated users, in conversations of 10 questions, post to the REST channel;
    end-to-end latency p50/p95/p99, messages/s, and the action server's own answer time (`latency_ms` of the turns

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from .golden import GoldenQuestion
 from .models.base import ResponsePolicy
+from .text import clean_text
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class EvalReport:
 
 def evaluate(model: ResponsePolicy, questions: list[GoldenQuestion]) -> EvalReport:
     """Answer every question (batched) and count how often the chosen reply's topic is the labelled one."""
-    answered = model.answer_many([q.question for q in questions])
+    answered = model.answer_many([clean_text(q.question) or "?" for q in questions])  # as served
     hits: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for question, result in zip(questions, answered, strict=True):
         hits[question.topic][1] += 1

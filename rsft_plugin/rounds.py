@@ -163,7 +163,7 @@ class _Round:
                                  "history": tuned.history})
         with self._stage("gate"):
             heldout = load_golden(self.config.paths.golden, bank, "heldout")
-            rated_slice = [t for t in self.store.rated_turns() if t["id"] in prompts.gate_turn_ids]
+            rated_slice = [t for t in self.store.rated_turns() if t.id in prompts.gate_turn_ids]
             self.gate_result = gate(self.live, tuned.model, heldout, rated_slice, self.config.gate)
             self._note(gate=_gate_numbers(self.gate_result))
             self.echo(f"  gate: {'promote' if self.gate_result.promote else 'keep'} — {self.gate_result.reason}")
@@ -205,8 +205,8 @@ class _Round:
         for d in outcome.decisions:
             c = d.scored.candidate
             rows.append(CandidateRow(
-                prompt_id=c.prompt_id, draw=c.draw, candidate_key=getattr(c, "key", None) or c.answer_id,
-                candidate_text=getattr(c, "text", None), answer_id=c.answer_id, topic=c.topic, q=c.q,
+                prompt_id=c.prompt_id, draw=c.draw, candidate_key=c.key,
+                candidate_text=c.text, answer_id=c.answer_id, topic=c.topic, q=c.q,
                 cosine=c.cosine, similarity=d.scored.similarity, rating_up=d.scored.rating_up,
                 rating_down=d.scored.rating_down, rating=d.scored.rating, reward=d.scored.reward,
                 accept_probability=d.accept_probability, accepted=d.accepted, rule=outcome.rule,

@@ -11,6 +11,8 @@ from ..models.base import FinetuneResult, Progress, TrainingPair, no_progress
 if TYPE_CHECKING:
     import torch
 
+    from ..log import Turn
+
 __all__ = ["Decision", "FinetuneResult", "GateResult", "Progress", "Prompt", "PromptSet", "RejectOutcome",
            "RoundStopped", "SampledCandidate", "ScoredCandidate", "TrainingPair", "no_progress", "turn_key"]
 
@@ -19,9 +21,9 @@ class RoundStopped(RsftError):
     """A round ended early for a reason that is not a fault (too few prompts, too few accepted samples)."""
 
 
-def turn_key(turn: dict) -> str:
+def turn_key(turn: Turn) -> str:
     """The candidate key of the reply a logged turn served (retrieval: its answer id; older rows have no reply_key)."""
-    return turn.get("reply_key") or turn["answer_id"]
+    return turn.reply_key or turn.answer_id
 
 
 @dataclass(frozen=True)

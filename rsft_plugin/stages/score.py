@@ -24,15 +24,16 @@ from collections.abc import Callable, Iterable
 import torch
 
 from ..answer_bank import AnswerBank
-from ..assistant import clean_text
 from ..config import ScoreConfig
 from ..golden import GoldenQuestion
+from ..log import Turn
+from ..text import clean_text
 from .records import PromptSet, SampledCandidate, ScoredCandidate, turn_key
 
 Embed = Callable[[list[str]], torch.Tensor]
 
 
-def score_candidates(candidates: list[SampledCandidate], prompt_set: PromptSet, rated_turns: list[dict],
+def score_candidates(candidates: list[SampledCandidate], prompt_set: PromptSet, rated_turns: list[Turn],
                      curated: list[GoldenQuestion], bank: AnswerBank, embed: Embed,
                      config: ScoreConfig) -> list[ScoredCandidate]:
     """Reward every candidate from ratings and similarity to trusted answers (see the module docstring).
@@ -98,17 +99,17 @@ def reward(similarity: float, rating: float, w_similarity: float, w_rating: floa
     return w_similarity * similarity + w_rating * rating
 
 
-def _neighbour_votes(prompt_set: PromptSet, rated_turns: list[dict], embed: Embed,
+def _neighbour_votes(prompt_set: PromptSet, rated_turns: list[Turn], embed: Embed,
                      bound: float) -> dict[int, dict[str, list[tuple[str, int]]]]:
     """For each prompt: reply key -> [(sender, 0/1)] from rated turns at or above `bound` cosine."""
     votes: dict[int, dict[str, list[tuple[str, int]]]] = defaultdict(lambda: defaultdict(list))
     if not rated_turns or not prompt_set.prompts:
         return votes
-    rated_embeddings = embed([clean_text(t["user_text"]) for t in rated_turns])  # (R, d)
+    rated_embeddings = embed([clean_text(t.user_text) for t in rated_turns])  # (R, d)
     close = (prompt_set.embeddings @ rated_embeddings.T) >= bound  # (P, R)
     for p_row, r_col in close.nonzero().tolist():
         turn = rated_turns[r_col]
-        votes[prompt_set.prompts[p_row].id][turn_key(turn)].append((turn["sender_id"], int(turn["rating"])))
+        votes[prompt_set.prompts[p_row].id][turn_key(turn)].append((turn.sender_id, int(turn.rating)))
     return votes
 
 
