@@ -51,7 +51,7 @@ from ..models.base import (
     no_progress,
     read_version_info,
 )
-from ..models.retrieval import ResponseModel
+from ..models.kinds import DEFAULT_KIND, policy_class
 from .checkpoint import ensure_checkpoint, sha256_file
 from .faithfulness import check_faithfulness
 from .lora import WRITER_FILE, WriterExample, finetune_writer, load_writer, save_writer
@@ -109,8 +109,10 @@ class GenerativePolicy:
 
     kind: ClassVar[str] = "generative"
 
-    def __init__(self, retriever: ResponseModel, writer: Writer, config: ModelConfig,
+    def __init__(self, retriever: Any, writer: Writer, config: ModelConfig,
                  info: VersionInfo | None = None, training: LoraTraining | None = None) -> None:
+        """`retriever` is a retrieval-kind policy: its answers ground the writer, and its `encode` and
+        `answer_embeddings` give a written reply's nearest answer."""
         self.retriever = retriever
         self.writer = writer
         self.config = config
@@ -249,7 +251,7 @@ class GenerativePolicy:
         directory.mkdir(parents=True, exist_ok=True)
         if any(directory.iterdir()):
             raise ModelLoadError(f"refusing to save into non-empty directory {directory}")
-        self.retriever.save(directory / RETRIEVER_DIR, replace(info, kind=ResponseModel.kind))
+        self.retriever.save(directory / RETRIEVER_DIR, replace(info, kind=self.retriever.kind))
         save_writer(self.writer, directory / WRITER_DIR)
         (directory / ANSWERS_FILE).write_text(
             json.dumps(self.bank.to_records(), indent=1, ensure_ascii=False), encoding="utf-8")
@@ -270,7 +272,7 @@ class GenerativePolicy:
         if info.kind != cls.kind:
             raise ModelLoadError(f"{directory} holds a {info.kind!r} model, not a {cls.kind!r} one")
         config = config or ModelConfig(kind=cls.kind)
-        retriever = ResponseModel.load(directory / RETRIEVER_DIR, replace(config, kind=ResponseModel.kind))
+        retriever = policy_class(DEFAULT_KIND).load(directory / RETRIEVER_DIR, replace(config, kind=DEFAULT_KIND))
         if retriever.bank.content_hash() != info.answer_bank_hash:
             raise ModelLoadError(f"{directory}: the retriever's bank does not match the bank hash in {VERSION_FILE}")
         hashed = _hashed_file(directory)
@@ -286,7 +288,7 @@ class GenerativePolicy:
 
         The base checkpoint is converted on first use into `base_cache(models_dir)` (default var/models).
         """
-        retriever = ResponseModel.pretrained(bank, replace(config, kind=ResponseModel.kind))
+        retriever = policy_class(DEFAULT_KIND).pretrained(bank, replace(config, kind=DEFAULT_KIND))
         checkpoint = ensure_checkpoint(base_cache(models_dir or Path("var") / "models"))
         return cls(retriever, Writer.from_checkpoint(checkpoint, settings), config)
 
