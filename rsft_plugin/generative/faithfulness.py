@@ -25,7 +25,7 @@ _NUMBER_WORDS = {
     "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fourteen": 14, "fifteen": 15, "twenty": 20,
     "twenty-one": 21, "thirty": 30, "forty-five": 45, "sixty": 60, "ninety": 90, "hundred": 100,
 }
-_NUM = r"\d+(?:[.,]\d+)?"
+_NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:[.,]\d+)?"
 _WORD_NUM = "|".join(sorted((re.escape(w) for w in _NUMBER_WORDS if w not in ("a", "an")), key=len, reverse=True))
 _RANGE_SEP = r"\s*(?:-|–|—|to|or|and)\s*"
 # Units normalised to a base: minutes and hours stay, weeks become days, years become months.
@@ -147,8 +147,9 @@ def _normalise_url(url: str) -> str:
 
 
 def _number(text: str) -> str:
-    """'4,95' -> '4.95', '5.00' -> '5', '30' -> '30'."""
-    value = float(text.replace(",", "."))
+    """'4,95' -> '4.95', '5.00' -> '5', '30' -> '30', '1,000' -> '1000'."""
+    thousands = re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", text)
+    value = float(text.replace(",", "") if thousands else text.replace(",", "."))
     return f"{value:g}" if value != int(value) else str(int(value))
 
 
@@ -163,6 +164,7 @@ def _count(word: str) -> float | None:
 
 
 def _looks_like_other(text: str) -> bool:
-    """Times (8:00-20:00), dates and plain ranges of small numbers are not phone numbers."""
+    """Times (8:00-20:00), dates (12.05.2024, 2024-05-12) and ranges of small numbers are not phone numbers."""
     stripped = text.strip()
-    return ":" in stripped or bool(re.fullmatch(r"\d{1,4}\s*[-–]\s*\d{1,4}", stripped))
+    return (":" in stripped or bool(re.fullmatch(r"\d{1,4}\s*[-–]\s*\d{1,4}", stripped))
+            or bool(re.fullmatch(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}", stripped)))

@@ -34,6 +34,7 @@ GROUNDING = [
     "The reset link works for an hour.",
     "Express takes one to two days and costs €9.95.",
     "Our team is there 8:00–20:00 on weekdays.",
+    "Orders placed on 12.05.2024 or 2024-05-12 ship the same way.",
     "Sure! Let me know if there is anything else I can help with.",
 ])
 def test_grounded_facts_are_faithful(reply: str) -> None:
@@ -49,6 +50,7 @@ def test_grounded_facts_are_faithful(reply: str) -> None:
     ("Delivery takes 6 business days.", "duration", "6 days"),
     ("The reset link is valid for 24 hours.", "duration", "24 hours"),
     ("Express costs $12.95.", "amount", "12.95"),
+    ("Gift cards go up to €1,000.", "amount", "1000"),
     ("Standard delivery is 5 euros.", "amount", "5"),
     ("Subscribers get a 15% discount.", "amount", "15%"),
     ("Write to support@northwind.example.", "email", "support@northwind.example"),
