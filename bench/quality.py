@@ -1,6 +1,6 @@
 """Quality benchmark: how much better does the bot get from noisy 👍/👎 alone, and is the rejection step worth it?
 
-Protocol (the product's own code path: rsft_plugin.rounds.run_round, the same ResponseModel, SQLite log and
+Protocol (the product's own code path: rsft_plugin.rounds.run_round, the same retrieval policy, SQLite log and
 Assistant, each run in its own temporary rsft installation):
 
 * answer bank = one answer per intent; a fixed split of the dataset into traffic and held-out questions; the
@@ -54,20 +54,20 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import yaml
 
 from rsft_plugin import runtime
-from rsft_plugin.assistant import clean_text
-from rsft_plugin.config import Config, GateConfig
+from rsft_plugin.config import Config, GateConfig, parse_overrides
+from rsft_plugin.errors import ConfigError
 from rsft_plugin.evaluate import evaluate
 from rsft_plugin.log import RoundLog
-from rsft_plugin.model import ResponseModel
+from rsft_plugin.models import pretrained_policy
 from rsft_plugin.parts import Parts, build_parts
 from rsft_plugin.rounds import run_round
 from rsft_plugin.stages.collect import replay_sample
 from rsft_plugin.stages.finetune import finetune
 from rsft_plugin.stages.gate import _refusals  # the gate's own verdict logic, applied to the recorded numbers
 from rsft_plugin.stages.records import TrainingPair
+from rsft_plugin.text import clean_text
 
 from .common import (
     DATASETS,
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes["noise"] = [float(x) for x in args.noise.split(",")]
     try:
         sizes["sections"] = _merge(sizes["sections"], parse_overrides(args.overrides))
-    except ValueError as error:
+    except ConfigError as error:
         parser.error(str(error))
     datasets_dir = resolve_datasets_dir(args.datasets)
     methods = set(args.methods.split(",")) - ({"rasa"} if args.no_rasa else set())
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], args.seed)
             zero_started = time.perf_counter()
-            zero = evaluate(ResponseModel.pretrained(dataset.bank, Config().model), dataset.heldout_questions)
+            zero = evaluate(pretrained_policy(dataset.bank, Config().model), dataset.heldout_questions)
             result["datasets"][name] = {
                 "dataset": dataset.describe(), "methods": {},
                 "zero_shot": {"accuracy": zero.accuracy, "seconds": round(time.perf_counter() - zero_started, 2)}}
@@ -234,7 +234,7 @@ class _DatasetBench:
         self.chunks = [list(c) for c in np.array_split(np.arange(len(dataset.traffic)), sizes["rounds"])]
         self.turn_labels: dict[str, str] = {}  # turn id -> the asked question's label, filled while feeding
         self.heldout = dataset.heldout_questions
-        self.pretrained = ResponseModel.pretrained(self.bank, Config().model)
+        self.pretrained = pretrained_policy(self.bank, Config().model)
 
     def log(self, message: str) -> None:
         print(f"[{self.dataset.name}] {message}", flush=True)
@@ -334,10 +334,10 @@ class _DatasetBench:
         for number, chunk in enumerate(self.chunks, start=1):
             if method == "naive":
                 fed = self._feed(config, chunk, flips, number)
-                new = [(i, self.bank.index_of(answer_id)) for i, answer_id in fed["served"]]
+                new = list(fed["served"])  # (traffic index, the served answer's key)
             else:
                 fed = {"seconds": 0.0, "served_accuracy": None}
-                new = [(i, self.bank.index_of(self.dataset.traffic[i][1])) for i in chunk]
+                new = [(i, self.bank.get(self.dataset.traffic[i][1]).id) for i in chunk]
             # as collect does: a sample of the most recent earlier questions
             replay = replay_sample(seen[-config.collect.replay * 5:], config.collect.replay, rng)
             pairs = [TrainingPair(clean_text(self.dataset.traffic[i][0]), answer, ()) for i, answer in new + replay]
@@ -346,7 +346,7 @@ class _DatasetBench:
             train_seconds = time.perf_counter() - started
             accuracy = evaluate(tuned.model, self.heldout).accuracy
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-            right = [self.bank.answers[a].topic == self.dataset.traffic[i][1] for i, a in new + replay]
+            right = [self.bank.get(a).topic == self.dataset.traffic[i][1] for i, a in new + replay]
             rounds.append({
                 "round": number, "status": "trained", "accuracy": accuracy, "served_accuracy": fed["served_accuracy"],
                 "pairs": len(pairs), "acceptance_rate": 1.0, "precision": round(sum(right) / len(right), 4),
@@ -411,22 +411,6 @@ def _default_gate(gate: dict[str, Any]) -> list[str]:
     live, candidate = (SimpleNamespace(accuracy=gate[key]) for key in ("live_accuracy", "candidate_accuracy"))
     return _refusals(live, candidate, gate["per_topic"], gate.get("rated_live"), gate.get("rated_candidate"),
                      GateConfig())
-
-
-def parse_overrides(overrides: list[str]) -> dict[str, dict[str, Any]]:
-    """["reject.beta=0.5", ...] -> {"reject": {"beta": 0.5}}; values are read as YAML scalars.
-
-    The merged sections are validated by Config when each method writes its rsft.yml, so a wrong key or value
-    fails there with the config's own message.
-    """
-    sections: dict[str, dict[str, Any]] = {}
-    for override in overrides:
-        name, equals, value = override.partition("=")
-        section, dot, key = name.partition(".")
-        if not equals or not dot or not section or not key:
-            raise ValueError(f"--set {override!r}: expected SECTION.KEY=VALUE, e.g. reject.beta=0.5")
-        sections.setdefault(section, {})[key] = yaml.safe_load(value)
-    return sections
 
 
 def _config_sections(config: Config) -> dict[str, Any]:

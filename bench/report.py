@@ -139,7 +139,7 @@ def speed_markdown(result: dict[str, Any], image_prefix: str) -> str:
         for threads, numbers in (over.get("by_threads") or {str(over.get("threads", "?")): over}).items():
             for name, key, ratio in (
                     ("bare sentence-transformers encode + matmul", "bare", "1.00"),
-                    ("ResponseModel.answer + render (= a turn's `latency_ms`)", "model",
+                    ("policy.answer + render (= a turn's `latency_ms`)", "model",
                      num(numbers["model_over_bare_p50"], 2)),
                     ("Assistant.answer (+ SQLite insert of the turn)", "assistant",
                      num(numbers["assistant_over_bare_p50"], 2))):

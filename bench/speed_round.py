@@ -32,7 +32,7 @@ def prepare(args: argparse.Namespace) -> int:
     import numpy as np
 
     from rsft_plugin import runtime
-    from rsft_plugin.model import ResponseModel
+    from rsft_plugin.models import pretrained_policy
     from rsft_plugin.parts import build_parts
 
     from .common import load_dataset, write_json, write_world
@@ -40,8 +40,7 @@ def prepare(args: argparse.Namespace) -> int:
     dataset = load_dataset("banking77", args.datasets, args.prompts, args.heldout, args.seed)
     config = write_world(args.dir, dataset.bank, dataset.heldout, json.loads(args.sections))
     with build_parts(config) as parts:
-        parts.registry.set_live(parts.registry.publish(ResponseModel.pretrained(dataset.bank, config.model)).name,
-                                "bench")
+        parts.registry.set_live(parts.registry.publish(pretrained_policy(dataset.bank, config.model)).name, "bench")
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
     assistant = runtime.boot(config, watch=False)
@@ -59,7 +58,7 @@ def prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def accepted_pairs(store: Any, round_id: int, bank: Any) -> list[Any]:
+def accepted_pairs(store: Any, round_id: int) -> list[Any]:
     """The round's training pairs rebuilt from its recorded rows, as the round built them: each accepted
     candidate is a target, the same prompt's rejected candidates are its hard negatives."""
     from rsft_plugin.stages.records import TrainingPair
@@ -71,15 +70,14 @@ def accepted_pairs(store: Any, round_id: int, bank: Any) -> list[Any]:
     pairs = []
     for example in store.training_examples(round_id):
         negatives = rejected.get(example["prompt_id"], set()) - accepted.get(example["prompt_id"], set())
-        pairs.append(TrainingPair(example["prompt"], bank.index_of(example["answer_id"]),
-                                  tuple(sorted(bank.index_of(a) for a in negatives))))
+        pairs.append(TrainingPair(example["prompt"], example["answer_id"], tuple(sorted(negatives))))
     return pairs
 
 
 def run(args: argparse.Namespace) -> int:
     at_start = peak_memory_mb()
     from rsft_plugin.config import load_config
-    from rsft_plugin.model import ResponseModel
+    from rsft_plugin.models import load_version
     from rsft_plugin.parts import build_parts
     from rsft_plugin.rounds import run_round
 
@@ -98,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
         "stats": {k: v for k, v in result.stats.items() if k != "acceptance_by_topic"},
         "memory_at_start": at_start, "memory_after_imports": after_imports, "memory_after_round": peak_memory_mb()}
     if result.status in ("promoted", "kept"):
-        live = ResponseModel.load(parts.registry.version_path(result.live_version), config.model)
-        pairs = accepted_pairs(parts.log, result.round_id, live.bank)
+        live = load_version(parts.registry.version_path(result.live_version), config.model)
+        pairs = accepted_pairs(parts.log, result.round_id)
         out["baseline"] = straightforward_examples_per_second(live, pairs, config.finetune, args.baseline_steps)
     parts.close()
     args.out.write_text(json.dumps(out, indent=1, default=str), encoding="utf-8")

@@ -7,7 +7,7 @@ How edits are versioned:
       applied on top.
     - Edits reach customers only when an operator presses **Publish bank**: a separate process
       (`python -m rsft_plugin.answer_edits publish ID`, so the web server stays responsive and never loads a
-      model) takes the live version's weights, puts the working bank under them (`ResponseModel.with_bank`, no
+      model) takes the live version's weights, puts the working bank under them (`ResponsePolicy.with_bank`, no
       retraining: answer embeddings are recomputed when the version loads), measures held-out accuracy, publishes
       it as a new immutable version whose parent is the live one, and flips the live pointer. Each publication
       is a row of `bank_publications`.
@@ -31,8 +31,8 @@ from .answer_bank import ANSWERS_FILE, AnswerBank, load_answer_bank
 from .config import Config, load_config
 from .errors import Conflict, DataError, InputError, JobBusy, NotFound, RsftError
 from .log import AnswerBankLog, utc_now
+from .models.registry import Registry
 from .parts import Parts, build_parts
-from .registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def publish_bank(parts: Parts, publication_id: int) -> dict[str, Any]:
     """
     from .evaluate import evaluate
     from .golden import load_golden
-    from .model import ResponseModel
+    from .models import load_version
     from .rounds import RoundBusy, round_lock
 
     store = parts.log
@@ -190,7 +190,7 @@ def publish_bank(parts: Parts, publication_id: int) -> dict[str, Any]:
     store.update_publication(publication_id, pid=os.getpid(), message="waiting for the round lock")
     try:
         with round_lock(parts.config.paths.run_dir):
-            outcome = _publish_locked(parts, publication_id, ResponseModel, evaluate, load_golden)
+            outcome = _publish_locked(parts, publication_id, load_version, evaluate, load_golden)
     except RoundBusy:
         outcome = {"status": "failed", "message": "a round is running; publish again when it has finished"}
     except RsftError as exc:
@@ -204,7 +204,7 @@ def publish_bank(parts: Parts, publication_id: int) -> dict[str, Any]:
     return {"id": publication_id, **outcome}
 
 
-def _publish_locked(parts: Parts, publication_id: int, model_class: Any, evaluate: Any,
+def _publish_locked(parts: Parts, publication_id: int, load_version: Any, evaluate: Any,
                     load_golden: Any) -> dict[str, Any]:
     config, registry, store = parts.config, parts.registry, parts.log
     bank, newest = working_bank(config, store)
@@ -215,7 +215,7 @@ def _publish_locked(parts: Parts, publication_id: int, model_class: Any, evaluat
                              message="building the new version")
     if served is not None and served.content_hash() == bank.content_hash():
         return {"status": "unchanged", "message": f"{live_name} already answers from this bank; nothing to publish"}
-    live = model_class.load(registry.live_path(), config.model)
+    live = load_version(registry.live_path(), config.model)
     candidate = live.with_bank(bank)
     heldout = evaluate(candidate, load_golden(config.paths.golden, bank, "heldout"))
     info = registry.publish(candidate, parent=live.name,

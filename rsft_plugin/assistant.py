@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import re
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
 from .answer_bank import render
 from .errors import RatingRefused
-from .live import LiveModel
 from .log import ConversationLog, TurnRecord
+from .models.live import LiveModel
+from .text import clean_text, storable_text
 
 RATE_INTENT = "rate"
 THUMBS = {1: "👍", 0: "👎"}
@@ -49,17 +49,17 @@ class Assistant:
         model = self.live.current  # read the reference once: a swap mid-request cannot mix versions
         started = time.perf_counter()
         answered = model.answer(query)
-        reply_text = render(answered.answer.text, query)
+        reply_text = render(answered.text, query)
         latency_ms = (time.perf_counter() - started) * 1000
         turn_id = self.store.log_turn(TurnRecord(
-            sender_id=sender_id, message_id=message_id, user_text=text, answer_id=answered.answer.id,
-            answer_topic=answered.answer.topic, answer_text=reply_text, model_version=model.name,
+            sender_id=sender_id, message_id=message_id, user_text=storable_text(text), answer_id=answered.answer_id,
+            answer_topic=answered.topic, answer_text=reply_text, model_version=model.name,
             score=answered.score, probability=answered.probability,
             top_k=[{"answer_id": r.answer_id, "topic": r.topic, "cosine": round(r.cosine, 4),
                     "probability": round(r.probability, 4)} for r in answered.top_k],
-            latency_ms=latency_ms,
+            latency_ms=latency_ms, reply_key=answered.key,
         ))
-        return Reply(reply_text, turn_id, rating_buttons(turn_id), answered.answer.id, model.name)
+        return Reply(reply_text, turn_id, rating_buttons(turn_id), answered.answer_id, model.name)
 
     def rate(self, sender_id: str, turn_id: Any, score: Any) -> Reply:
         """Record a 👍/👎 for one of this sender's answers.
@@ -94,14 +94,3 @@ def parse_score(value: Any) -> int:
     if isinstance(value, int | float) and value in (0, 1):
         return int(value)
     raise RatingRefused("a rating is 1 (👍) or 0 (👎)")
-
-
-def clean_text(text: Any) -> str:
-    """The message as the model should see it: control and format characters become spaces, whitespace collapsed.
-
-    The raw text is what the log keeps; this is only what gets encoded.
-    """
-    if not isinstance(text, str):
-        return ""
-    kept = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text)
-    return " ".join(kept.split())

@@ -4,7 +4,6 @@ turns library errors into one clear message."""
 from __future__ import annotations
 
 import functools
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .config import Config, default_config_path, load_config, require_file
+from .config import Config, default_config_path, load_config, merge_overrides, parse_overrides, require_file
 from .errors import RsftError
 from .rasa import commands as rasa_commands
 from .stages.rules import rule_names
@@ -57,14 +56,20 @@ def _echo(lines: list[str]) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="rsft.yml to use (default: $RSFT_CONFIG or ./rsft.yml).")
+@click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one rsft.yml setting for this command, e.g. --set reject.beta=0.5 (repeatable).")
 @click.pass_context
-def main(ctx: click.Context, config_path: Path | None) -> None:
+def main(ctx: click.Context, config_path: Path | None, assignments: tuple[str, ...]) -> None:
     """rsft: a Rasa customer-service assistant that retrains itself from rated conversations.
 
-    Example: rsft eval --split heldout
+    Settings come from rsft.yml, then `--set SECTION.KEY=VALUE` (any setting), then a command's own flags.
+
+    Example: rsft --set sample.k=4 --set reject.rule=best_of_n retrain
     """
     try:
-        ctx.obj = {"config": load_config(config_path), "config_path": config_path}
+        overrides = parse_overrides(assignments)
+        ctx.obj = {"config": load_config(config_path, overrides), "config_path": config_path,
+                   "overrides": overrides}
     except RsftError as exc:
         raise click.ClickException(str(exc)) from exc
     source = ctx.obj["config"].source
@@ -77,7 +82,7 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 @click.pass_context
 @_fail_cleanly
 def init_model(ctx: click.Context, force: bool) -> None:
-    """Create the first model version from the pretrained encoder and make it live.
+    """Create the first model version (untuned, of the configured model.kind) and make it live.
 
     Does nothing when a live version exists (unless --force).
 
@@ -147,42 +152,6 @@ def versions_command(ctx: click.Context) -> None:
                    f"{f'{accuracy:.1%}' if accuracy is not None else '-':>8}  {info.notes}")
 
 
-@main.command("serve")
-@click.pass_context
-@_fail_cleanly
-def serve_command(ctx: click.Context) -> None:
-    """Start Rasa, the action server and the chat page; Ctrl-C stops all of them (this is `make run`).
-
-    A server that dies is restarted (see `rsft status`); serve exits non-zero only when one keeps dying.
-
-    Trains the Rasa model first when bot/ changed, and creates the first model version when there is none.
-
-    Example: rsft serve
-    """
-    from .launcher import Stack
-    from .versions import create_initial_version
-
-    config = _config(ctx)
-    create_initial_version(_parts(ctx))
-    stack = Stack(config)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the servers like Ctrl-C does
-    try:
-        stack.start()
-        from .secrets import OPERATOR_TOKEN, describe_source
-
-        click.echo(f"\n  Chat with the assistant:  {stack.web_url}\n"
-                   f"  Operator console:         {stack.web_url}/console\n"
-                   f"  Operator token:           {describe_source(config.paths.run_dir, OPERATOR_TOKEN)}\n"
-                   f"  Rasa REST channel:        {stack.rasa_url}/webhooks/rest/webhook\n"
-                   f"  Plugin log (SQLite):      {config.paths.db}\n"
-                   f"  Server logs:              {stack.log_dir}\n\n  Ctrl-C stops everything.\n")
-        raise click.ClickException(stack.wait())  # only when a server's restart budget is spent
-    except KeyboardInterrupt:
-        click.echo("\nstopping ...")
-    finally:
-        stack.stop()
-
-
 class _RuleChoice(click.Choice):
     """The registered rejection rules (rsft_plugin/stages/rules.py), read when the option is parsed."""
 
@@ -211,9 +180,9 @@ def retrain_command(ctx: click.Context, rule: str | None, k: int | None, tempera
     """
     from .rounds import run_round
 
-    config = load_config(_config(ctx).source, overrides={
+    config = load_config(_config(ctx).source, overrides=merge_overrides(ctx.obj["overrides"], {
         "reject": {"rule": rule, "beta": beta}, "sample": {"k": k, "temperature": temperature, "seed": seed},
-        "collect": {"min_prompts": min_prompts}})
+        "collect": {"min_prompts": min_prompts}}))
     result = run_round(_parts(ctx, config), echo=click.echo, job_id=job_id)
     click.echo(f"report: {result.report_dir}")
     if result.status == "failed":
@@ -304,108 +273,16 @@ def status_command(ctx: click.Context) -> None:
     _echo([lines[0], servers_status_line(parts.config), *lines[1:]])
 
 
-@main.command("simulate")
-@click.option("--dataset", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="CSV with a question/instruction/text column and a topic/intent/label column.")
-@click.option("--n", "count", default=100, show_default=True, type=click.IntRange(1, 1_000_000),
-              help="How many questions to ask.")
-@click.option("--noise", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Probability that a simulated rating is flipped.")
-@click.option("--split", default=None, help="Only rows whose split column equals this (e.g. train).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64))
-@click.option("--rasa-url", default=None, help="Rasa server (default: from rsft.yml's server section).")
-@click.pass_context
-@_fail_cleanly
-def simulate_command(ctx: click.Context, dataset: Path, count: int, noise: float, split: str | None, seed: int,
-                     concurrency: int, rasa_url: str | None) -> None:
-    """Replay labelled questions through the running bot over REST and rate each answer from its label.
-
-    👍 when the answering topic equals the label, 👎 otherwise, flipped with probability --noise.
-
-    Example: rsft simulate --dataset data/golden.csv --split train --n 360 --noise 0.2
-    """
-    from .simulate import read_labelled, simulate
-
-    config = _config(ctx)
-    url = rasa_url or f"http://{config.server.host}:{config.server.rasa_port}"
-    result = simulate(read_labelled(dataset, split), count, noise, url, _parts(ctx).log, seed, concurrency)
-    handled_by_rasa = result.asked - result.answered - result.failed
-    click.echo(f"asked {result.asked}: {result.answered} answered by the response model, {handled_by_rasa} by "
-               f"Rasa's own intents (greet, handoff, ...), {result.failed} failed; served accuracy "
-               f"{result.served_accuracy:.1%}; ratings 👍 {result.rated_up} / 👎 {result.rated_down} "
-               f"({result.flipped} flipped by noise)")
-
-
-@main.command("forget")
-@click.argument("sender")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.pass_context
-@_fail_cleanly
-def forget_command(ctx: click.Context, sender: str, yes: bool) -> None:
-    """Delete a customer's turns and ratings (Rasa sender id) and remove them from every future training set.
-
-    Example: rsft forget 3f2a9c61-sender-id --yes
-    """
-    from .maintenance import forget_sender
-
-    if not yes:
-        click.confirm(f"Delete every turn and rating of {sender!r}?", abort=True)
-    removed = forget_sender(_parts(ctx).log, sender)
-    click.echo(f"deleted {removed['turns']} turns and {removed['ratings']} ratings of {sender!r}; "
-               f"{removed['round_prompts']} recorded round prompts were theirs alone and went too")
-
-
-@main.command("backup")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.pass_context
-@_fail_cleanly
-def backup_command(ctx: click.Context, path: Path) -> None:
-    """Copy the plugin's log to PATH with SQLite's online backup API; safe while the bot is running.
-
-    Example: rsft backup backups/rsft-2026-11-29.db
-    """
-    from .maintenance import backup_log
-
-    try:
-        counts = backup_log(_parts(ctx).log, path)
-    except OSError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"backed up to {path}: " + ", ".join(f"{n} {table}" for table, n in counts.items()))
-
-
-@main.command("retention")
-@click.pass_context
-@_fail_cleanly
-def retention_command(ctx: click.Context) -> None:
-    """Redact personal data from raw text older than privacy.retention_days now (the worker does it too).
-
-    Example: rsft retention
-    """
-    from .maintenance import apply_retention
-
-    parts = _parts(ctx)
-    click.echo(f"redacted {apply_retention(parts)} turns older than {parts.config.privacy.retention_days:g} days")
-
-
-@main.command("web")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--rasa-url", required=True, help="Where the page sends messages (Rasa's REST channel).")
-@click.pass_context
-def web_command(ctx: click.Context, host: str, port: int, rasa_url: str) -> None:
-    """Serve the chat page and the operator API (`rsft serve` starts it for you).
-
-    Example: rsft web --port 8000 --rasa-url http://127.0.0.1:5005
-    """
-    from .webapp import serve
-
-    serve(_config(ctx), host, port, rasa_url)
-
+# The operational commands (serve, web, simulate, forget, backup, retention) live in cli_ops.py.
+from . import cli_ops  # noqa: E402, F401  (registers them on `main`)
 
 for _command in rasa_commands.COMMANDS:  # init-rasa, doctor (rsft_plugin/rasa/commands.py)
     main.add_command(_command)
 
 
 if __name__ == "__main__":
-    main()
+    # Under `python -m rsft_plugin.cli` this file runs as __main__, while cli_ops registered its commands on the
+    # group of the imported module `rsft_plugin.cli`: run that one.
+    from rsft_plugin.cli import main as registered_main
+
+    registered_main()

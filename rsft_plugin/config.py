@@ -56,12 +56,16 @@ class PathsConfig:
 class ModelConfig:
     """The live response model: a bi-encoder retrieval policy softmax(cosine / temperature) over the bank."""
 
+    kind: str = _help("Model kind `rsft init-model` creates (a saved version records its own kind).", "retrieval")
     temperature: float = _help("Softmax temperature of the policy over answers.", 0.05)
     top_k: int = _help("How many alternatives each logged turn records.", 3)
     trainable_layers: int = _help("How many top transformer layers fine-tuning may change.", 2)
     max_query_chars: int = _help("Longer messages are cut before encoding (the encoder sees 256 tokens).", 1000)
 
     def __post_init__(self) -> None:
+        from .models.kinds import KINDS  # imports no torch; the kinds' own modules load only when used
+
+        _check(self.kind in KINDS, "model", "kind", f"must be one of {sorted(KINDS)}")
         _check(self.temperature > 0, "model", "temperature", "must be > 0")
         _check(1 <= self.top_k <= 50, "model", "top_k", "must be between 1 and 50")
         _check(0 <= self.trainable_layers <= 6, "model", "trainable_layers", "must be between 0 and 6")
@@ -321,6 +325,38 @@ def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, A
     return config
 
 
+def parse_overrides(assignments: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """["reject.beta=0.5", ...] -> {"reject": {"beta": 0.5}}: the generic `--set SECTION.KEY=VALUE` of the CLI and
+    the benchmarks. Values are read as YAML scalars (0.5, true, statistical); `load_config` validates them.
+
+    Raises:
+        ConfigError: an assignment that is not SECTION.KEY=VALUE, or a value that is not one YAML scalar.
+    """
+    sections: dict[str, dict[str, Any]] = {}
+    for assignment in assignments:
+        name, equals, text = assignment.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not equals or not dot or not section or not key:
+            raise ConfigError(f"--set {assignment!r}: expected SECTION.KEY=VALUE, e.g. reject.beta=0.5")
+        try:
+            value = yaml.safe_load(text) if text.strip() else text
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({exc})") from exc
+        if isinstance(value, dict | list):
+            raise ConfigError(f"--set {assignment!r}: the value must be one scalar, not a mapping or a list")
+        sections.setdefault(section, {})[key] = value
+    return sections
+
+
+def merge_overrides(*layers: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """Later layers win, key by key (None values are 'not given' and never replace an earlier value)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for section, values in (layer or {}).items():
+            merged.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+    return merged
+
+
 def _build_config(raw: dict[str, Any]) -> Config:
     hints = typing.get_type_hints(Config)
     sections = [f.name for f in dataclasses.fields(Config) if f.name != "source"]
@@ -370,3 +406,11 @@ def _type_name(kind: Any) -> str:
     if typing.get_origin(kind) is typing.Literal:
         return "one of " + ", ".join(repr(v) for v in typing.get_args(kind))
     return getattr(kind, "__name__", str(kind))
+
+
+def settings_as_yaml(config: Config) -> str:
+    """Every section and key of `config` as YAML (paths as strings): what `rsft config` prints."""
+    sections = {name: {key: str(value) if isinstance(value, Path) else value
+                       for key, value in dataclasses.asdict(getattr(config, name)).items()}
+                for name in config.section_names()}
+    return yaml.safe_dump(sections, sort_keys=False, allow_unicode=True)

@@ -6,7 +6,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from .golden import GoldenQuestion
-from .model import ResponseModel
+from .models.base import ResponsePolicy
+from .text import clean_text
 
 
 @dataclass(frozen=True)
@@ -36,13 +37,13 @@ class EvalReport:
                               for t, s in sorted(self.per_topic.items())}}
 
 
-def evaluate(model: ResponseModel, questions: list[GoldenQuestion]) -> EvalReport:
-    """Answer every question (batched) and count how often the chosen answer's topic is the labelled one."""
-    answered = model.answer_many([q.question for q in questions])
+def evaluate(model: ResponsePolicy, questions: list[GoldenQuestion]) -> EvalReport:
+    """Answer every question (batched) and count how often the chosen reply's topic is the labelled one."""
+    answered = model.answer_many([clean_text(q.question) or "?" for q in questions])  # as served
     hits: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for question, result in zip(questions, answered, strict=True):
         hits[question.topic][1] += 1
-        hits[question.topic][0] += int(result.answer.topic == question.topic)
+        hits[question.topic][0] += int(result.topic == question.topic)
     per_topic = {topic: TopicScore(c, t) for topic, (c, t) in hits.items()}
     return EvalReport(model.name, len(questions), sum(s.correct for s in per_topic.values()), per_topic)
 

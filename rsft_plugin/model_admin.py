@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import InputError, NotFound, RegistryError
+from .models.registry import Registry
 from .parts import Parts
-from .registry import Registry
 from .versions import rollback
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from .config import Config
 from .log import Log, open_log
-from .registry import Registry
+from .models.registry import Registry
 
 
 def _now() -> datetime:

@@ -24,12 +24,12 @@ import numpy as np
 
 from . import jobs
 from .config import Config
-from .encoder import embed, load_base_encoder
 from .errors import RsftError
 from .faults import checkpoint
 from .golden import load_golden
 from .log import CandidateRow, RoundPrompt, RoundRecord, utc_now
-from .model import ResponseModel
+from .models import ResponsePolicy, load_version
+from .models.encoder import embed, load_base_encoder
 from .parts import Parts
 from .stages.collect import collect_prompts
 from .stages.finetune import finetune
@@ -88,7 +88,7 @@ def run_round(parts: Parts, echo: Callable[[str], None] = lambda line: None, sho
         job = jobs.adopt(log_, job_id) if job_id is not None else jobs.start(log_, jobs.ROUND, exclusive=False)
         result: RoundResult | None = None
         try:
-            live = ResponseModel.load(parts.registry.live_path(), config.model)
+            live = load_version(parts.registry.live_path(), config.model)
             round_id = log_.start_round(live.name, config.reject.rule, _params(config), os.getpid(), job.id)
             echo(f"round {round_id}: live model {live.name}, rule {config.reject.rule}, k={config.sample.k}")
             result = _Round(parts, live, round_id, echo, show_bar).run()
@@ -99,7 +99,7 @@ def run_round(parts: Parts, echo: Callable[[str], None] = lambda line: None, sho
 
 
 class _Round:
-    def __init__(self, parts: Parts, live: ResponseModel, round_id: int,
+    def __init__(self, parts: Parts, live: ResponsePolicy, round_id: int,
                  echo: Callable[[str], None], show_bar: bool) -> None:
         self.config, self.store, self.live, self.round_id = parts.config, parts.log, live, round_id
         self.echo, self.show_bar = echo, show_bar
@@ -154,7 +154,7 @@ class _Round:
                       f"({self.outcome.acceptance_rate:.1%})")
             self.outcome.require(self.config.reject.min_accepted)  # recorded above, then stop if too few
         with self._stage("finetune"):
-            tuned = finetune(self.live, _training_pairs(prompts, self.outcome, bank), self.config.finetune,
+            tuned = finetune(self.live, _training_pairs(prompts, self.outcome), self.config.finetune,
                              self._progress, show_bar=self.show_bar)
             self._note(finetune={"epochs": tuned.epochs_run, "best_epoch": tuned.best_epoch,
                                  "best_val_loss": round(tuned.best_val_loss, 4), "train_pairs": tuned.train_pairs,
@@ -163,7 +163,7 @@ class _Round:
                                  "history": tuned.history})
         with self._stage("gate"):
             heldout = load_golden(self.config.paths.golden, bank, "heldout")
-            rated_slice = [t for t in self.store.rated_turns() if t["id"] in prompts.gate_turn_ids]
+            rated_slice = [t for t in self.store.rated_turns() if t.id in prompts.gate_turn_ids]
             self.gate_result = gate(self.live, tuned.model, heldout, rated_slice, self.config.gate)
             self._note(gate=_gate_numbers(self.gate_result))
             self.echo(f"  gate: {'promote' if self.gate_result.promote else 'keep'} — {self.gate_result.reason}")
@@ -205,8 +205,8 @@ class _Round:
         for d in outcome.decisions:
             c = d.scored.candidate
             rows.append(CandidateRow(
-                prompt_id=c.prompt_id, draw=c.draw, candidate_key=getattr(c, "key", None) or c.answer_id,
-                candidate_text=getattr(c, "text", None), answer_id=c.answer_id, topic=c.topic, q=c.q,
+                prompt_id=c.prompt_id, draw=c.draw, candidate_key=c.key,
+                candidate_text=c.text, answer_id=c.answer_id, topic=c.topic, q=c.q,
                 cosine=c.cosine, similarity=d.scored.similarity, rating_up=d.scored.rating_up,
                 rating_down=d.scored.rating_down, rating=d.scored.rating, reward=d.scored.reward,
                 accept_probability=d.accept_probability, accepted=d.accepted, rule=outcome.rule,
@@ -234,20 +234,19 @@ class _Round:
         self.echo(f"round {self.round_id} {self.result.status}: {self.result.reason}")
 
 
-def _training_pairs(prompts: PromptSet, outcome: RejectOutcome, bank: Any) -> list[TrainingPair]:
-    """Accepted candidates become targets; the same prompt's rejected candidates become hard negatives."""
+def _training_pairs(prompts: PromptSet, outcome: RejectOutcome) -> list[TrainingPair]:
+    """Accepted candidates become targets; the same prompt's rejected candidates become hard negatives (by key)."""
     text = {p.id: p.text for p in prompts.prompts}
     accepted: dict[int, set[str]] = {}
     rejected: dict[int, set[str]] = {}
     for d in outcome.decisions:
         side = accepted if d.accepted else rejected
-        side.setdefault(d.scored.candidate.prompt_id, set()).add(d.scored.candidate.answer_id)
+        side.setdefault(d.scored.candidate.prompt_id, set()).add(d.scored.candidate.key)
     pairs = []
     for d in outcome.accepted:
         prompt_id = d.scored.candidate.prompt_id
         negatives = rejected.get(prompt_id, set()) - accepted.get(prompt_id, set())
-        pairs.append(TrainingPair(text[prompt_id], bank.index_of(d.scored.candidate.answer_id),
-                                  tuple(sorted(bank.index_of(a) for a in negatives))))
+        pairs.append(TrainingPair(text[prompt_id], d.scored.candidate.key, tuple(sorted(negatives))))
     return pairs
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from .assistant import Assistant
 from .config import Config, load_config
-from .live import LiveModel
 from .maintenance import apply_retention
+from .models.live import LiveModel
 from .parts import Parts, build_parts
 
 log = logging.getLogger(__name__)

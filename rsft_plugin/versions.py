@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 from . import jobs
 from .errors import RegistryError
 from .log import RoundRecord
+from .models import VersionInfo, load_version, pretrained_policy, read_version_info
+from .models.registry import Registry
 from .parts import Parts
-from .registry import Registry
 
 if TYPE_CHECKING:
     from .evaluate import EvalReport
-    from .model import VersionInfo
 
 
 @dataclass(frozen=True)
@@ -28,21 +28,20 @@ class VersionEval:
 
 
 def create_initial_version(parts: Parts, force: bool = False) -> tuple[VersionInfo, bool]:
-    """Save the pretrained encoder over the answer bank as a version and make it live.
+    """Save the untuned model of the configured kind (`model.kind`) over the answer bank as a version, make it live.
 
     Returns the live version's info and whether it was created now (False: one was live already).
     """
     from .answer_bank import load_answer_bank
     from .evaluate import evaluate
     from .golden import load_golden
-    from .model import ResponseModel, read_version_info
 
     config, registry = parts.config, parts.registry
     live = registry.live_name()
     if live and not force:
         return read_version_info(registry.live_path()), False
     bank = load_answer_bank(config.paths.answers)
-    model = ResponseModel.pretrained(bank, config.model)
+    model = pretrained_policy(bank, config.model)
     heldout = evaluate(model, load_golden(config.paths.golden, bank, "heldout"))
     info = registry.publish(model, parent=live, eval_numbers={"heldout_accuracy": round(heldout.accuracy, 4),
                                                                "heldout_n": heldout.n},
@@ -55,11 +54,10 @@ def evaluate_version(parts: Parts, name: str | None = None, split: str | None = 
     """Accuracy of version `name` (default: live) on the golden set's `split` (None: all of it)."""
     from .evaluate import evaluate, format_report
     from .golden import load_golden
-    from .model import ResponseModel
 
     config, registry = parts.config, parts.registry
     path = registry.version_path(name) if name else registry.live_path()
-    model = ResponseModel.load(path, config.model)
+    model = load_version(path, config.model)
     report = evaluate(model, load_golden(config.paths.golden, model.bank, split))
     title = f"model {model.name} on the golden set ({split or 'all'}: {report.n} questions)"
     return VersionEval(report, format_report(report, title))

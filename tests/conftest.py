@@ -13,8 +13,8 @@ from rsft_plugin import runtime
 from rsft_plugin.answer_bank import AnswerBank, load_answer_bank
 from rsft_plugin.config import Config, load_config
 from rsft_plugin.golden import load_golden
-from rsft_plugin.model import ResponseModel
-from rsft_plugin.registry import Registry
+from rsft_plugin.models.registry import Registry
+from rsft_plugin.models.retrieval import ResponseModel
 
 REPO = Path(__file__).resolve().parent.parent
 

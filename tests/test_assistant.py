@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from rsft_plugin.assistant import ASK_FOR_A_QUESTION, Assistant, clean_text, parse_score
+from rsft_plugin.assistant import ASK_FOR_A_QUESTION, Assistant, parse_score
 from rsft_plugin.errors import RatingRefused
-from rsft_plugin.live import LiveModel
 from rsft_plugin.log import open_sqlite
+from rsft_plugin.models.live import LiveModel
+from rsft_plugin.text import clean_text
 
 
 @pytest.fixture
@@ -87,3 +88,15 @@ def test_parse_score_accepts_plain_zero_and_one(value, expected):
 
 def test_clean_text_removes_controls_but_keeps_words():
     assert clean_text("  hi\x00there\u200b\n\nfriend  ") == "hi there friend"
+
+
+def test_clean_text_drops_lone_surrogates_that_utf8_cannot_encode():
+    assert clean_text("\ud800 refund\udfff please") == "refund please"
+    assert clean_text("\ud800").encode("utf-8") == b""
+
+
+def test_a_message_with_a_lone_surrogate_gets_a_normal_answer(assistant):
+    # Issue 14: "\ud800 refund" reached the tokenizer and crashed the action server with a TypeError.
+    reply = assistant.answer("alice", None, "\ud800 how do I get a refund?")
+    assert reply.turn_id and reply.answer_id
+    assert assistant.store.turn(reply.turn_id).user_text == "\\ud800 how do I get a refund?"  # kept, escaped

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from rsft_plugin.log import open_sqlite
-from rsft_plugin.registry import Registry
+from rsft_plugin.models.registry import Registry
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
 
 from .conftest import REPO, feed_traffic, start_stack

@@ -58,3 +58,13 @@ def test_eval_of_an_unknown_version_is_a_clear_error(config):
     _run(config.source, "init-model")
     result = CliRunner().invoke(main, ["--config", str(config.source), "eval", "--version", "v0042"])
     assert result.exit_code == 1 and "v0042" in result.output
+
+
+def test_set_overrides_any_setting_for_a_command_and_refuses_bad_values(config):
+    shown = _run(config.source, "--set", "reject.beta=0.5", "--set", "sample.k=3", "config")
+    assert shown.exit_code == 0
+    assert "beta: 0.5" in shown.output and "k: 3" in shown.output and str(config.source) in shown.output
+    bad = CliRunner().invoke(main, ["--config", str(config.source), "--set", "reject.rule=nonsense", "status"])
+    assert bad.exit_code != 0 and "valid rules are" in bad.output
+    malformed = CliRunner().invoke(main, ["--config", str(config.source), "--set", "beta=0.5", "status"])
+    assert malformed.exit_code != 0 and "SECTION.KEY=VALUE" in malformed.output

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rsft_plugin.config import load_config
+from rsft_plugin.config import load_config, merge_overrides, parse_overrides
 from rsft_plugin.errors import ConfigError
 
 
@@ -80,3 +80,16 @@ def test_the_repository_config_states_the_defaults():
     for section in defaults.section_names():
         if section != "paths":
             assert getattr(repo, section) == getattr(defaults, section), section
+
+
+def test_set_assignments_parse_as_yaml_scalars_and_refuse_other_shapes():
+    assert parse_overrides(["reject.beta=0.5", "reject.rule=best_of_n", "sample.with_replacement=true"]) == {
+        "reject": {"beta": 0.5, "rule": "best_of_n"}, "sample": {"with_replacement": True}}
+    for bad in ("reject.beta", "beta=0.5", ".beta=1", "reject.=1", "reject.beta=[1, 2]", "reject.beta={a: 1}"):
+        with pytest.raises(ConfigError):
+            parse_overrides([bad])
+
+
+def test_later_override_layers_win_and_none_means_not_given():
+    merged = merge_overrides({"sample": {"k": 4, "seed": 1}}, {"sample": {"k": None, "seed": 2}, "reject": {}})
+    assert merged == {"sample": {"k": 4, "seed": 2}, "reject": {}}

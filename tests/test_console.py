@@ -21,8 +21,8 @@ from rsft_plugin.config import load_config
 from rsft_plugin.console import LOGIN_THROTTLE
 from rsft_plugin.errors import JobBusy
 from rsft_plugin.log import CandidateRow, RoundPrompt, TurnRecord, open_sqlite
+from rsft_plugin.models.registry import Registry
 from rsft_plugin.parts import build_parts
-from rsft_plugin.registry import Registry
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
 from rsft_plugin.sessions import COOKIE_NAME, LoginThrottle, SessionStore
 from rsft_plugin.web_input import bearer_token
@@ -330,7 +330,7 @@ STARTS_A_PROCESS = {"/api/rounds", "/api/publications"}
 
 @pytest.mark.parametrize("body", BAD_JSON_BODIES, ids=lambda b: repr(b[:12]))
 def test_every_json_route_refuses_undecodable_or_too_deep_bodies_with_a_400(config, token, body):
-    app = build_app(config, "http://127.0.0.1:1")
+    app = build_app(build_parts(config), "http://127.0.0.1:1")
     routes = sorted({(r.method, r.resource.canonical) for r in app.router.routes()
                      if r.method in ("POST", "PUT", "PATCH", "DELETE") and r.resource.canonical.startswith("/api/")
                      and r.resource.canonical not in STARTS_A_PROCESS})

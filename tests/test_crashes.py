@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from rsft_plugin.faults import CRASH_ENV
-from rsft_plugin.model import ResponseModel
-from rsft_plugin.registry import Registry
+from rsft_plugin.models.registry import Registry
+from rsft_plugin.models.retrieval import ResponseModel
 
 from .conftest import REPO, assert_interrupted_round_failed, feed_traffic, round_config, run_round
 

@@ -19,7 +19,7 @@ import requests
 from rsft_plugin.config import load_config
 from rsft_plugin.launcher import Stack, action_token, rasa_token
 from rsft_plugin.log import SqliteLog, open_sqlite
-from rsft_plugin.registry import Registry
+from rsft_plugin.models.registry import Registry
 
 from .conftest import relabelled, start_stack
 
@@ -145,7 +145,7 @@ def test_flipping_the_live_pointer_swaps_the_model_without_a_failed_request(stac
 
 
 def _live_model(stack: Stack):
-    from rsft_plugin.model import ResponseModel
+    from rsft_plugin.models.retrieval import ResponseModel
 
     return ResponseModel.load(Registry(stack.config.paths.models_dir).live_path(), stack.config.model)
 

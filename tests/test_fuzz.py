@@ -21,8 +21,8 @@ from rsft_plugin.assistant import Assistant
 from rsft_plugin.config import load_config
 from rsft_plugin.errors import ConfigError, DataError, RatingRefused
 from rsft_plugin.golden import load_golden
-from rsft_plugin.live import LiveModel
 from rsft_plugin.log import SqliteLog, open_sqlite
+from rsft_plugin.models.live import LiveModel
 from rsft_plugin.pii import redact
 from rsft_plugin.rasa.server import problem_with
 
@@ -41,7 +41,7 @@ json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner,
 
 @pytest.fixture(scope="module")
 def assistant(tmp_path_factory, pretrained):
-    from rsft_plugin.registry import Registry
+    from rsft_plugin.models.registry import Registry
 
     directory = tmp_path_factory.mktemp("fuzz")
     registry = Registry(directory / "models")

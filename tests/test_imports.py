@@ -24,9 +24,10 @@ _BUILD_WEB_APP = """
 import json, sys
 
 from rsft_plugin.config import load_config
+from rsft_plugin.parts import build_parts
 from rsft_plugin.webapp import build_app
 
-build_app(load_config(sys.argv[1]), "http://127.0.0.1:1")
+build_app(build_parts(load_config(sys.argv[1])), "http://127.0.0.1:1")
 print(json.dumps(sorted(name for name in {heavy!r} if name in sys.modules)))
 """
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rsft_plugin.errors import ModelLoadError
-from rsft_plugin.model import ResponseModel, policy_from_cosines, sample_without_replacement
+from rsft_plugin.models.retrieval import ResponseModel, policy_from_cosines, sample_without_replacement
 
 TOPICAL = {
     "I forgot my password and can't get in": "reset_password",

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from rsft_plugin.assistant import Assistant
 from rsft_plugin.cli import main
 from rsft_plugin.errors import RatingRefused
-from rsft_plugin.live import LiveModel
 from rsft_plugin.log import TurnRecord, open_sqlite
+from rsft_plugin.models.live import LiveModel
 from rsft_plugin.pii import redact
 from rsft_plugin.stages.score import capped_votes, smoothed_rating
 
@@ -42,7 +42,7 @@ def test_redaction(text, expected):
 
 def test_personal_data_never_reaches_training_examples_or_reports(tmp_path, pretrained):
     config = round_config(tmp_path)
-    from rsft_plugin.registry import Registry
+    from rsft_plugin.models.registry import Registry
 
     registry = Registry(config.paths.models_dir)
     registry.set_live(registry.publish(pretrained).name, "test")
@@ -92,7 +92,7 @@ def test_retention_redacts_old_raw_text_only(tmp_path):
 
 def test_forget_deletes_a_customer_everywhere(tmp_path, pretrained):
     config = round_config(tmp_path)
-    from rsft_plugin.registry import Registry
+    from rsft_plugin.models.registry import Registry
 
     registry = Registry(config.paths.models_dir)
     registry.set_live(registry.publish(pretrained).name, "test")

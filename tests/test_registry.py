@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from rsft_plugin.errors import ModelLoadError, RegistryError
-from rsft_plugin.live import LiveModel
-from rsft_plugin.registry import Registry
+from rsft_plugin.models.live import LiveModel
+from rsft_plugin.models.registry import Registry
 
 from .conftest import relabelled
 

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from rsft_plugin.cli import main
 from rsft_plugin.log import open_sqlite
+from rsft_plugin.models.registry import Registry
 from rsft_plugin.parts import build_parts
-from rsft_plugin.registry import Registry
 from rsft_plugin.rounds import RoundBusy, round_lock
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
 from rsft_plugin.webapp import build_app

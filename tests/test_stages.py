@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from rsft_plugin.config import CollectConfig, FinetuneConfig, GateConfig, SampleConfig, ScoreConfig
-from rsft_plugin.encoder import embed, trainable_state
 from rsft_plugin.golden import GoldenQuestion
 from rsft_plugin.log import SqliteLog, TurnRecord, open_sqlite
-from rsft_plugin.model import ResponseModel
+from rsft_plugin.models.encoder import embed, trainable_state
+from rsft_plugin.models.retrieval import ResponseModel
 from rsft_plugin.stages.collect import collect_prompts
 from rsft_plugin.stages.finetune import finetune
 from rsft_plugin.stages.gate import gate
@@ -112,7 +112,7 @@ def test_rewards_come_from_neighbour_ratings_and_similarity_to_trusted_answers(b
         {"id": "r3", "sender_id": "cy", "user_text": "do you sell garden furniture", "answer_id": "back_in_stock",
          "rating": 1},  # unrelated: must not count
     ]
-    candidates = [SampledCandidate(0, i, a, a, 0.1, 0.5, "v0001")
+    candidates = [SampledCandidate(0, i, a, bank.get(a).text, a, a, 0.1, 0.5, "v0001")
                   for i, a in enumerate(["refund_status", "shipping_costs", "back_in_stock"])]
     scored = {s.candidate.answer_id: s for s in score_candidates(candidates, prompt_set, rated, [], bank,
                                                                  embed_fixed, ScoreConfig())}
@@ -127,7 +127,8 @@ def test_rewards_come_from_neighbour_ratings_and_similarity_to_trusted_answers(b
 def test_curated_questions_make_their_topic_trusted(bank, embed_fixed):
     text = "can i pay with paypal"
     prompt_set = PromptSet([Prompt(0, text, ("t",), False, False)], embed_fixed([text]))
-    candidates = [SampledCandidate(0, 0, "payment_methods", "payment_methods", 0.3, 0.5, "v0001")]
+    candidates = [SampledCandidate(0, 0, "payment_methods", bank.get("payment_methods").text, "payment_methods",
+                                   "payment_methods", 0.3, 0.5, "v0001")]
     curated = [GoldenQuestion("Can I pay with PayPal?", "payment_methods", "train")]
     without = score_candidates(candidates, prompt_set, [], [], bank, embed_fixed, ScoreConfig())[0]
     with_curated = score_candidates(candidates, prompt_set, [], curated, bank, embed_fixed, ScoreConfig())[0]
@@ -143,8 +144,8 @@ def _pairs(bank) -> list[TrainingPair]:
                 ("I paid but the refund is missing", "refund_status"),
                 ("do you ship to Canada", "international_shipping"),
                 ("delivery to Japan possible?", "international_shipping")] * 3
-    negatives = (bank.index_of("track_order"), bank.index_of("shipping_costs"))
-    return [TrainingPair(text, bank.index_of(answer), negatives) for text, answer in examples]
+    negatives = ("track_order", "shipping_costs")
+    return [TrainingPair(text, answer, negatives) for text, answer in examples]
 
 
 def test_finetune_changes_every_trainable_parameter_and_nothing_else(pretrained, bank):
@@ -165,9 +166,9 @@ def test_finetune_changes_every_trainable_parameter_and_nothing_else(pretrained,
 
 def test_finetune_learns_the_accepted_pairs(pretrained, bank):
     pairs = _pairs(bank)
-    before = np.mean([pretrained.answer(p.prompt).answer.id == bank.answers[p.answer_index].id for p in pairs])
+    before = np.mean([pretrained.answer(p.prompt).answer.id == bank.get(p.target_key).id for p in pairs])
     result = finetune(pretrained, pairs, FinetuneConfig(max_epochs=8, batch_size=6, learning_rate=2e-4), show_bar=False)
-    after = np.mean([result.model.answer(p.prompt).answer.id == bank.answers[p.answer_index].id for p in pairs])
+    after = np.mean([result.model.answer(p.prompt).answer.id == bank.get(p.target_key).id for p in pairs])
     assert after > before or after == 1.0
 
 

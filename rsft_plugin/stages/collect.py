@@ -12,10 +12,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..assistant import clean_text
 from ..config import CollectConfig
-from ..log import Log
+from ..log import Log, Turn
 from ..pii import redact
+from ..text import clean_text
 from .records import Prompt, PromptSet, RoundStopped
 
 Embed = Callable[[list[str]], torch.Tensor]
@@ -28,16 +28,16 @@ def collect_prompts(store: Log, embed: Embed, config: CollectConfig, rng: np.ran
         RoundStopped: fewer than `min_prompts` prompts are left for training.
     """
     since = store.last_completed_round_start()
-    new_turns = [t for t in store.turns_for_round(since, config.max_prompts) if clean_text(t["user_text"])]
+    new_turns = [t for t in store.turns_for_round(since, config.max_prompts) if clean_text(t.user_text)]
     replayed = _replay(store, since, config.replay, rng)
     turns = new_turns + replayed
     if not turns:
         raise RoundStopped(f"no questions were logged since the last round (need {config.min_prompts})")
     # Personal data never reaches a prompt: prompts are what training examples and reports are made of.
-    texts = [redact(clean_text(t["user_text"])) for t in turns]
+    texts = [redact(clean_text(t.user_text)) for t in turns]
     embeddings = embed(texts)  # (T, d)
     groups = _merge(embeddings, config.merge_cosine)
-    replay_ids = {t["id"] for t in replayed}
+    replay_ids = {t.id for t in replayed}
     prompts = []
     for prompt_id, members in enumerate(groups):
         turn_ids = tuple(turns[i]["id"] for i in members)
@@ -53,10 +53,10 @@ def collect_prompts(store: Log, embed: Embed, config: CollectConfig, rng: np.ran
     return result
 
 
-def _replay(store: Log, since: str | None, limit: int, rng: np.random.Generator) -> list[dict]:
+def _replay(store: Log, since: str | None, limit: int, rng: np.random.Generator) -> list[Turn]:
     if since is None or limit == 0:
         return []
-    return replay_sample([t for t in store.turns_before(since, limit * 5) if clean_text(t["user_text"])], limit, rng)
+    return replay_sample([t for t in store.turns_before(since, limit * 5) if clean_text(t.user_text)], limit, rng)
 
 
 def replay_sample(recent: list, limit: int, rng: np.random.Generator) -> list:

@@ -1,134 +1,18 @@
-"""Stage 5 — fine-tune a copy of the live model on the accepted (prompt, answer) pairs.
+"""Stage 5 — fine-tune a copy of the live model on the accepted (prompt, candidate) pairs.
 
-Loss: cross-entropy of softmax(cosine / train_temperature) over the whole bank with the accepted answer as the
-target; the prompt's rejected candidates are hard negatives whose logits get an extra `hard_negative_margin`,
-so the model must beat them by that much. Only the top `trainable_layers` transformer layers learn.
-
-Speed on 2 CPU cores: the answer side is encoded once per epoch without gradients (not every step), so a step
-costs one forward/backward pass over the batch's prompts only; the frozen layers keep no activations for
-backward. Early stopping watches the loss on a validation split of the accepted pairs; the best epoch is kept.
+How a model learns belongs to its kind (`ResponsePolicy.finetune`; the retrieval kind's loss is in
+models/retrieval_training.py). This stage hands it the accepted pairs, keyed by candidate key, and gets back a
+trained copy; the live model is never modified.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-import time
-
-import numpy as np
-import torch
-import torch.nn.functional as F
-from tqdm import tqdm
-
 from ..config import FinetuneConfig
-from ..encoder import embed, trainable_state
-from ..faults import checkpoint
-from ..model import ResponseModel
+from ..models.base import ResponsePolicy
 from .records import FinetuneResult, Progress, TrainingPair, no_progress
 
 
-def finetune(live: ResponseModel, pairs: list[TrainingPair], config: FinetuneConfig,
+def finetune(live: ResponsePolicy, pairs: list[TrainingPair], config: FinetuneConfig,
              progress: Progress = no_progress, show_bar: bool = True) -> FinetuneResult:
     """Train a copy of `live` on `pairs`; `live` itself is never modified."""
-    encoder, trainable, optimizer = trainable_copy(live, config)
-    train, val = _split(pairs, config.val_fraction, config.seed)
-    answer_texts = [a.text for a in live.bank.answers]
-    rng = np.random.default_rng(config.seed)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total_steps = steps_per_epoch * config.max_epochs
-    best_loss, best_epoch, best_state, history = math.inf, 0, None, []
-    stale, seen, train_seconds = 0, 0, 0.0
-    bar = tqdm(total=total_steps, desc="fine-tune", unit="step", disable=not show_bar, leave=False)
-    for epoch in range(1, config.max_epochs + 1):
-        # (A, d), refreshed once per epoch; cloned out of inference mode so autograd may save it
-        answers = embed(encoder, answer_texts, live.config.max_query_chars).clone()
-        started = time.perf_counter()
-        encoder.train()
-        epoch_loss = 0.0
-        for batch in batches(train, config.batch_size, rng):
-            loss = pair_loss(encoder, batch, answers, config, live.config.max_query_chars)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            checkpoint("finetune:step")
-            epoch_loss += loss.item() * len(batch)
-            seen += len(batch)
-            bar.update(1)
-            progress("finetune", min(1.0, bar.n / total_steps), f"epoch {epoch}, loss {loss.item():.3f}")
-        encoder.eval()
-        train_seconds += time.perf_counter() - started
-        val_loss = _validation_loss(encoder, val or train, answer_texts, config, live.config.max_query_chars)
-        history.append({"epoch": epoch, "train_loss": epoch_loss / max(1, len(train)), "val_loss": val_loss})
-        if val_loss < best_loss - 1e-4:
-            best_loss, best_epoch, stale = val_loss, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in trainable.items()}
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    bar.close()
-    with torch.no_grad():
-        for name, parameter in trainable.items():
-            parameter.copy_(best_state[name])
-            parameter.requires_grad_(False)
-    model = ResponseModel(encoder, live.bank, live.config)
-    return FinetuneResult(model, len(history), best_epoch, best_loss, len(train), len(val),
-                          seen / train_seconds if train_seconds else 0.0, history)
-
-
-def trainable_copy(live: ResponseModel, config: FinetuneConfig
-                   ) -> tuple[torch.nn.Module, dict[str, torch.Tensor], torch.optim.Optimizer]:
-    """A copy of `live`'s encoder whose top `trainable_layers` layers learn, and their optimiser."""
-    torch.manual_seed(config.seed)
-    encoder = copy.deepcopy(live.encoder)
-    trainable = trainable_state(encoder, live.config.trainable_layers)
-    for parameter in encoder.parameters():
-        parameter.requires_grad_(False)
-    for parameter in trainable.values():
-        parameter.requires_grad_(True)
-    optimizer = torch.optim.AdamW(list(trainable.values()), lr=config.learning_rate, weight_decay=0.01)
-    return encoder, trainable, optimizer
-
-
-def encode_for_training(encoder, texts: list[str], max_chars: int) -> torch.Tensor:
-    """Unit-length embeddings (N, d) with gradients through the trainable layers."""
-    prepare = getattr(encoder, "preprocess", None) or encoder.tokenize  # `tokenize` is deprecated in ST 6
-    return F.normalize(encoder(prepare([t[:max_chars] for t in texts]))["sentence_embedding"], dim=-1)
-
-
-def pair_loss(encoder, batch: list[TrainingPair], answers: torch.Tensor, config: FinetuneConfig,
-              max_chars: int) -> torch.Tensor:
-    """Cross-entropy over the bank `answers` (A, d) with hard-negative margins, for one batch of pairs."""
-    queries = encode_for_training(encoder, [p.prompt for p in batch], max_chars)  # (B, d)
-    logits = queries @ answers.T / config.train_temperature  # (B, A)
-    margins = torch.zeros_like(logits)
-    for row, pair in enumerate(batch):
-        if pair.hard_negatives:
-            margins[row, list(pair.hard_negatives)] = config.hard_negative_margin / config.train_temperature
-    targets = torch.tensor([p.answer_index for p in batch])
-    return F.cross_entropy(logits + margins, targets)
-
-
-def _validation_loss(encoder, pairs: list[TrainingPair], answer_texts: list[str], config: FinetuneConfig,
-                     max_chars: int) -> float:
-    answers = embed(encoder, answer_texts, max_chars)
-    with torch.inference_mode():
-        total = sum(pair_loss(encoder, pairs[i:i + 256], answers, config, max_chars).item() * len(pairs[i:i + 256])
-                    for i in range(0, len(pairs), 256))
-    return total / len(pairs)
-
-
-def _split(pairs: list[TrainingPair], fraction: float, seed: int) -> tuple[list[TrainingPair], list[TrainingPair]]:
-    """Split by prompt, so one prompt's pairs never sit on both sides."""
-    prompts = sorted({p.prompt for p in pairs})
-    rng = np.random.default_rng(seed)
-    rng.shuffle(prompts)
-    n_val = int(len(prompts) * fraction) if len(prompts) >= 5 else 0
-    val_prompts = set(prompts[:n_val])
-    return [p for p in pairs if p.prompt not in val_prompts], [p for p in pairs if p.prompt in val_prompts]
-
-
-def batches(pairs: list[TrainingPair], size: int, rng: np.random.Generator) -> list[list[TrainingPair]]:
-    """The pairs in random order, cut into batches of `size`."""
-    order = rng.permutation(len(pairs))
-    return [[pairs[i] for i in order[start:start + size]] for start in range(0, len(pairs), size)]
+    return live.finetune(pairs, config, progress, show_bar)

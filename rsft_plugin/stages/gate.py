@@ -2,22 +2,23 @@
 
 Both are scored on data training never saw: the golden set's held-out questions (top-1 topic accuracy, overall
 and per topic) and the rated turns the collect stage kept out (agreement: a 👍 turn agrees when the model would
-give the rated answer again, a 👎 turn when it would give another one). The candidate is promoted only when its
-held-out accuracy beats the live model's by `min_improvement`, no topic drops by more than `topic_tolerance`,
-and agreement with the kept-out ratings drops by no more than `rated_tolerance`.
+give the rated reply, by candidate key, again; a 👎 turn when it would give another one). The candidate is
+promoted only when its held-out accuracy beats the live model's by `min_improvement`, no topic drops by more than
+`topic_tolerance`, and agreement with the kept-out ratings drops by no more than `rated_tolerance`.
 """
 
 from __future__ import annotations
 
-from ..assistant import clean_text
 from ..config import GateConfig
 from ..evaluate import EvalReport, evaluate
 from ..golden import GoldenQuestion
-from ..model import ResponseModel
-from .records import GateResult
+from ..log import Turn
+from ..models.base import ResponsePolicy
+from ..text import clean_text
+from .records import GateResult, turn_key
 
 
-def gate(live: ResponseModel, candidate: ResponseModel, heldout: list[GoldenQuestion], rated_slice: list[dict],
+def gate(live: ResponsePolicy, candidate: ResponsePolicy, heldout: list[GoldenQuestion], rated_slice: list[Turn],
          config: GateConfig) -> GateResult:
     """Compare `candidate` with `live`; the result says whether to promote and why."""
     live_eval, candidate_eval = evaluate(live, heldout), evaluate(candidate, heldout)
@@ -51,9 +52,9 @@ def _refusals(live: EvalReport, candidate: EvalReport, per_topic: dict[str, dict
     return reasons
 
 
-def _agreement(model: ResponseModel, rated: list[dict]) -> float | None:
+def _agreement(model: ResponsePolicy, rated: list[Turn]) -> float | None:
     if not rated:
         return None
-    answers = model.answer_many([clean_text(t["user_text"]) or "?" for t in rated])
-    agree = [(a.answer.id == t["answer_id"]) == (t["rating"] == 1) for a, t in zip(answers, rated, strict=True)]
+    answers = model.answer_many([clean_text(t.user_text) or "?" for t in rated])
+    agree = [(a.key == turn_key(t)) == (t.rating == 1) for a, t in zip(answers, rated, strict=True)]
     return sum(agree) / len(agree)

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import RsftError
+from ..models.base import FinetuneResult, Progress, TrainingPair, no_progress
 
-# progress(stage, fraction in [0, 1], message)
-Progress = Callable[[str, float, str], None]
+if TYPE_CHECKING:
+    import torch
 
+    from ..log import Turn
 
-def no_progress(stage: str, fraction: float, message: str) -> None:
-    """The default progress sink: ignore."""
+__all__ = ["Decision", "FinetuneResult", "GateResult", "Progress", "Prompt", "PromptSet", "RejectOutcome",
+           "RoundStopped", "SampledCandidate", "ScoredCandidate", "TrainingPair", "no_progress", "turn_key"]
 
 
 class RoundStopped(RsftError):
     """A round ended early for a reason that is not a fault (too few prompts, too few accepted samples)."""
+
+
+def turn_key(turn: Turn) -> str:
+    """The candidate key of the reply a logged turn served (retrieval: its answer id; older rows have no reply_key)."""
+    return turn.reply_key or turn.answer_id
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,12 @@ class PromptSet:
 class SampledCandidate:
     prompt_id: int
     draw: int  # position in the prompt's draw order
-    answer_id: str
-    topic: str
-    q: float  # q(answer | prompt), the live policy at the sampling temperature
-    cosine: float  # the live model's cosine for (prompt, answer)
+    key: str  # stable candidate key (retrieval: the answer id; a generated reply: a hash of its text)
+    text: str  # the candidate's reply text
+    answer_id: str | None  # the bank answer it is or is grounded in; None when it has none
+    topic: str  # the topic of that answer
+    q: float  # q(candidate | prompt), the live policy at the sampling temperature
+    cosine: float  # the live model's score for (prompt, candidate)
     sampled_by: str  # the live version that drew it
 
 
@@ -103,25 +109,6 @@ class RejectOutcome:
             counts[0] += int(decision.accepted)
             counts[1] += 1
         return {topic: accepted / total for topic, (accepted, total) in sorted(seen.items())}
-
-
-@dataclass(frozen=True)
-class TrainingPair:
-    prompt: str
-    answer_index: int  # the accepted answer's index in the bank
-    hard_negatives: tuple[int, ...]  # rejected candidates of the same prompt
-
-
-@dataclass
-class FinetuneResult:
-    model: Any  # ResponseModel, a copy of the live one
-    epochs_run: int
-    best_epoch: int
-    best_val_loss: float
-    train_pairs: int
-    val_pairs: int
-    examples_per_second: float
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

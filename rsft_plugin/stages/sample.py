@@ -1,17 +1,17 @@
-"""Stage 2 — sample: K candidate answers per prompt from the live model's policy, each with q(c | prompt)."""
+"""Stage 2 — sample: K candidates per prompt from the live model's policy, each with its key, text and q(c | prompt)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..config import SampleConfig
-from ..model import ResponseModel
+from ..models.base import ResponsePolicy
 from .records import Progress, Prompt, SampledCandidate, no_progress
 
 _BATCH = 256
 
 
-def sample_candidates(live: ResponseModel, prompts: list[Prompt], config: SampleConfig,
+def sample_candidates(live: ResponsePolicy, prompts: list[Prompt], config: SampleConfig,
                       rng: np.random.Generator, progress: Progress = no_progress) -> list[SampledCandidate]:
     """Draw `config.k` candidates per prompt (distinct unless `with_replacement`) at `config.temperature`."""
     sampled: list[SampledCandidate] = []
@@ -20,7 +20,7 @@ def sample_candidates(live: ResponseModel, prompts: list[Prompt], config: Sample
         draws = live.sample_many([p.text for p in batch], config.k, config.temperature, rng,
                                  replace=config.with_replacement)
         for prompt, candidates in zip(batch, draws, strict=True):
-            sampled.extend(SampledCandidate(prompt.id, draw, c.answer.id, c.answer.topic, c.probability, c.cosine,
-                                            live.name) for draw, c in enumerate(candidates))
+            sampled.extend(SampledCandidate(prompt.id, draw, c.key, c.text, c.answer_id, c.topic, c.probability,
+                                            c.cosine, live.name) for draw, c in enumerate(candidates))
         progress("sample", min(1.0, (start + len(batch)) / len(prompts)), f"{len(sampled)} candidates")
     return sampled

@@ -7,10 +7,13 @@ above `neighbour_cosine`), each sender counting for at most `max_weight_per_send
 Beta(prior_up, prior_down) prior:  (up + prior_up) / (up + down + prior_up + prior_down). No votes gives the prior
 mean (0.5 by default): one vote is evidence, not certainty.
 
-similarity(c): sentence-transformers cosine (the pretrained MiniLM, fixed across rounds) between answer c and the
-prompt's trusted answers, clipped to [0, 1]: answers whose smoothed rating on the prompt's neighbourhood exceeds
-`trusted_rating`, and operator-curated answers (the topics of golden train questions near the prompt). A trusted
-answer has similarity 1; with no trusted answer at all, similarity is 0.
+similarity(c): sentence-transformers cosine (the pretrained MiniLM, fixed across rounds) between candidate c's
+text and the texts of the prompt's trusted answers, clipped to [0, 1]: answers whose smoothed rating on the
+prompt's neighbourhood exceeds `trusted_rating`, and operator-curated answers (the topics of golden train questions
+near the prompt). A trusted answer has similarity 1; with no trusted answer at all, similarity is 0.
+
+Candidates and trusted answers are identified by their key (the answer id for retrieval); each distinct key's text
+is embedded once per round.
 """
 
 from __future__ import annotations
@@ -21,24 +24,26 @@ from collections.abc import Callable, Iterable
 import torch
 
 from ..answer_bank import AnswerBank
-from ..assistant import clean_text
 from ..config import ScoreConfig
 from ..golden import GoldenQuestion
-from .records import PromptSet, SampledCandidate, ScoredCandidate
+from ..log import Turn
+from ..text import clean_text
+from .records import PromptSet, SampledCandidate, ScoredCandidate, turn_key
 
 Embed = Callable[[list[str]], torch.Tensor]
 
 
-def score_candidates(candidates: list[SampledCandidate], prompt_set: PromptSet, rated_turns: list[dict],
+def score_candidates(candidates: list[SampledCandidate], prompt_set: PromptSet, rated_turns: list[Turn],
                      curated: list[GoldenQuestion], bank: AnswerBank, embed: Embed,
                      config: ScoreConfig) -> list[ScoredCandidate]:
     """Reward every candidate from ratings and similarity to trusted answers (see the module docstring).
 
     `rated_turns` must already exclude the turns kept out for the gate.
     """
-    answer_index = {a.id: i for i, a in enumerate(bank.answers)}
-    answer_embeddings = embed([a.text for a in bank.answers])  # (A, d)
-    answer_similarity = (answer_embeddings @ answer_embeddings.T).clamp(0, 1).cpu().numpy()  # (A, A)
+    texts = _texts_by_key(candidates, bank)
+    row_of = {key: row for row, key in enumerate(texts)}
+    key_embeddings = embed(list(texts.values()))  # (K, d), one row per distinct key
+    key_similarity = (key_embeddings @ key_embeddings.T).clamp(0, 1).cpu().numpy()  # (K, K)
     votes = _neighbour_votes(prompt_set, rated_turns, embed, config.neighbour_cosine)
     curated_answers = _curated_answers(prompt_set, curated, bank, embed, config.neighbour_cosine)
     scored = []
@@ -50,15 +55,26 @@ def score_candidates(candidates: list[SampledCandidate], prompt_set: PromptSet, 
         trusted = curated_answers[prompt_id] | {
             answer for answer, (up, down) in tallies.items()
             if up > 0 and smoothed_rating(up, down, config.prior_up, config.prior_down) > config.trusted_rating}
-        trusted_rows = [answer_index[a] for a in trusted if a in answer_index]
+        trusted_rows = [row_of[key] for key in trusted if key in row_of]
         for candidate in prompt_candidates:
-            up, down = tallies.get(candidate.answer_id, (0.0, 0.0))
+            up, down = tallies.get(candidate.key, (0.0, 0.0))
             rating = smoothed_rating(up, down, config.prior_up, config.prior_down)
-            row = answer_index[candidate.answer_id]
-            similarity = float(answer_similarity[row, trusted_rows].max()) if trusted_rows else 0.0
+            row = row_of[candidate.key]
+            similarity = float(key_similarity[row, trusted_rows].max()) if trusted_rows else 0.0
             scored.append(ScoredCandidate(candidate, similarity, up, down, rating,
                                           reward(similarity, rating, config.w_similarity, config.w_rating)))
     return scored
+
+
+def _texts_by_key(candidates: list[SampledCandidate], bank: AnswerBank) -> dict[str, str]:
+    """key -> reply text: the bank's answers (what trusted keys name), in bank order, then any other candidate.
+
+    For retrieval every candidate is a bank answer, so this embeds exactly the bank, in its order.
+    """
+    texts = {answer.id: answer.text for answer in bank.answers}
+    for candidate in candidates:
+        texts.setdefault(candidate.key, candidate.text)
+    return texts
 
 
 def smoothed_rating(up: float, down: float, prior_up: float = 1.0, prior_down: float = 1.0) -> float:
@@ -83,23 +99,23 @@ def reward(similarity: float, rating: float, w_similarity: float, w_rating: floa
     return w_similarity * similarity + w_rating * rating
 
 
-def _neighbour_votes(prompt_set: PromptSet, rated_turns: list[dict], embed: Embed,
+def _neighbour_votes(prompt_set: PromptSet, rated_turns: list[Turn], embed: Embed,
                      bound: float) -> dict[int, dict[str, list[tuple[str, int]]]]:
-    """For each prompt: answer id -> [(sender, 0/1)] from rated turns at or above `bound` cosine."""
+    """For each prompt: reply key -> [(sender, 0/1)] from rated turns at or above `bound` cosine."""
     votes: dict[int, dict[str, list[tuple[str, int]]]] = defaultdict(lambda: defaultdict(list))
     if not rated_turns or not prompt_set.prompts:
         return votes
-    rated_embeddings = embed([clean_text(t["user_text"]) for t in rated_turns])  # (R, d)
+    rated_embeddings = embed([clean_text(t.user_text) for t in rated_turns])  # (R, d)
     close = (prompt_set.embeddings @ rated_embeddings.T) >= bound  # (P, R)
     for p_row, r_col in close.nonzero().tolist():
         turn = rated_turns[r_col]
-        votes[prompt_set.prompts[p_row].id][turn["answer_id"]].append((turn["sender_id"], int(turn["rating"])))
+        votes[prompt_set.prompts[p_row].id][turn_key(turn)].append((turn.sender_id, int(turn.rating)))
     return votes
 
 
 def _curated_answers(prompt_set: PromptSet, curated: list[GoldenQuestion], bank: AnswerBank, embed: Embed,
                      bound: float) -> dict[int, set[str]]:
-    """For each prompt: the answers of the topics of curated questions at or above `bound` cosine."""
+    """For each prompt: the keys of the answers of the topics of curated questions at or above `bound` cosine."""
     found: dict[int, set[str]] = defaultdict(set)
     if not curated or not prompt_set.prompts:
         return found

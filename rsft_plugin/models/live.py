@@ -13,9 +13,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import ModelConfig
-from .errors import ModelLoadError, RegistryError
-from .model import ResponseModel
+from ..config import ModelConfig
+from ..errors import ModelLoadError, RegistryError
+from .base import ResponsePolicy
+from .kinds import load_version
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,8 @@ log = logging.getLogger(__name__)
 
 class LiveModel:
     def __init__(self, registry: Registry, model_config: ModelConfig,
-                 loader: Callable[[Path, ModelConfig], ResponseModel] = ResponseModel.load) -> None:
-        """Load the live version now.
+                 loader: Callable[[Path, ModelConfig], ResponsePolicy] = load_version) -> None:
+        """Load the live version now, with the class its version.json's kind names.
 
         Raises:
             ModelLoadError: there is no live version, or it cannot be loaded (nothing to serve).
@@ -43,7 +44,7 @@ class LiveModel:
         log.info("serving model version %s", self._current.name)
 
     @property
-    def current(self) -> ResponseModel:
+    def current(self) -> ResponsePolicy:
         """The model to answer with; read it once per request."""
         return self._current
 

@@ -1,4 +1,4 @@
-"""The response model: a retrieval policy over the answer bank.
+"""The retrieval kind of response model: a policy over the answer bank.
 
 A bi-encoder embeds the customer's query and every answer; the policy is softmax(cosine / temperature) over the
 bank. The answer embeddings are computed once when a version is loaded, never per request.
@@ -7,6 +7,9 @@ A saved version is a directory that describes itself:
     version.json   name, parent, round, base encoder, model config, answer-bank hash, weights hash, eval numbers
     weights.pt     the fine-tunable top transformer layers (the rest is the pretrained encoder, by reference)
     answers.json   the answer bank this version was built on (its hash is in version.json)
+
+A candidate's key is its answer id. This module is the `retrieval` entry of models/kinds.py; everything else
+reaches it through `load_version`, `pretrained_policy` or the `ResponsePolicy` protocol.
 """
 
 from __future__ import annotations
@@ -16,79 +19,42 @@ import hashlib
 import json
 import os
 import platform
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
-from . import __version__
-from .answer_bank import ANSWERS_FILE, Answer, AnswerBank
-from .config import ModelConfig
+from .. import __version__
+from ..answer_bank import AnswerBank
+from ..config import FinetuneConfig, ModelConfig
+from ..errors import DataError, ModelLoadError
+from ..faults import checkpoint
+from .base import (
+    ANSWERS_FILE,
+    VERSION_FILE,
+    Answered,
+    Candidate,
+    FinetuneResult,
+    Progress,
+    Ranked,
+    TrainingPair,
+    VersionInfo,
+    no_progress,
+    read_version_info,
+)
 from .encoder import BASE_ENCODER, embed, load_base_encoder, trainable_state
-from .errors import DataError, ModelLoadError
-from .faults import checkpoint
 
-VERSION_FILE = "version.json"
 WEIGHTS_FILE = "weights.pt"
-FORMAT = 1
-
-
-@dataclass(frozen=True)
-class Ranked:
-    """One answer's place in the policy for a query."""
-
-    answer_id: str
-    topic: str
-    cosine: float
-    probability: float
-
-
-@dataclass(frozen=True)
-class Answered:
-    """The model's answer to one query: the top answer plus the alternatives behind it."""
-
-    answer: Answer
-    score: float  # cosine of the chosen answer
-    probability: float  # its policy probability
-    top_k: tuple[Ranked, ...]
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A sampled answer with its policy probability q(answer | prompt) at the sampling temperature."""
-
-    answer: Answer
-    probability: float
-    cosine: float
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """What version.json holds: enough to rebuild the version and to explain where it came from."""
-
-    name: str
-    created_at: str
-    created_by: str
-    rsft_version: str
-    base_encoder: dict[str, str]
-    temperature: float
-    trainable_layers: int
-    answer_bank_hash: str
-    n_answers: int
-    weights_sha256: str = ""
-    parent: str | None = None
-    round_id: int | None = None
-    eval: dict[str, Any] = field(default_factory=dict)
-    notes: str = ""
-    format: int = FORMAT
 
 
 class ResponseModel:
-    """Answer, sample, save and load; one instance is one immutable version in memory."""
+    """Answer, sample, fine-tune, save and load; one instance is one immutable version in memory."""
+
+    kind: ClassVar[str] = "retrieval"
 
     def __init__(self, encoder: SentenceTransformer, bank: AnswerBank, config: ModelConfig,
                  info: VersionInfo | None = None) -> None:
@@ -128,11 +94,11 @@ class ResponseModel:
         for cosines in self.cosines(queries):
             probabilities = policy_from_cosines(cosines, self.config.temperature)
             order = np.argsort(-cosines, kind="stable")[: self.config.top_k]
-            top_k = tuple(Ranked(self.bank.answers[i].id, self.bank.answers[i].topic, float(cosines[i]),
-                                 float(probabilities[i])) for i in order)
-            best = order[0]
-            results.append(Answered(self.bank.answers[best], float(cosines[best]),
-                                    float(probabilities[best]), top_k))
+            top_k = tuple(Ranked(self.bank.answers[i].id, self.bank.answers[i].id, self.bank.answers[i].topic,
+                                 float(cosines[i]), float(probabilities[i])) for i in order)
+            best = self.bank.answers[order[0]]
+            results.append(Answered(best.id, best.text, best.topic, best, float(cosines[order[0]]),
+                                    float(probabilities[order[0]]), top_k))
         return results
 
     def sample(self, query: str, k: int, temperature: float | None = None,
@@ -153,9 +119,21 @@ class ResponseModel:
             probabilities = policy_from_cosines(cosines, temperature or self.config.temperature)
             chosen = (rng.choice(len(probabilities), size=k, p=probabilities) if replace
                       else sample_without_replacement(probabilities, k, rng))
-            results.append([Candidate(self.bank.answers[i], float(probabilities[i]), float(cosines[i]))
+            results.append([_candidate(self.bank.answers[i], float(probabilities[i]), float(cosines[i]))
                             for i in chosen])
         return results
+
+    # ---- training ------------------------------------------------------------------------------------------
+
+    def finetune(self, pairs: list[TrainingPair], config: FinetuneConfig, progress: Progress = no_progress,
+                 show_bar: bool = True) -> FinetuneResult:
+        """Train a copy on accepted pairs (keys are answer ids); this model is never modified.
+
+        See retrieval_training.py for the loss.
+        """
+        from .retrieval_training import finetune_retrieval  # training code stays out of serving processes
+
+        return finetune_retrieval(self, pairs, config, progress, show_bar)
 
     def _answer_texts(self) -> list[str]:
         return [answer.text for answer in self.bank.answers]
@@ -179,6 +157,7 @@ class ResponseModel:
             round_id=round_id,
             eval=dict(eval_numbers or {}),
             notes=notes,
+            kind=self.kind,
         )
 
     def save(self, directory: str | Path, info: VersionInfo) -> VersionInfo:
@@ -213,6 +192,8 @@ class ResponseModel:
         """
         directory = Path(directory)
         info = read_version_info(directory)
+        if info.kind != cls.kind:
+            raise ModelLoadError(f"{directory} holds a {info.kind!r} model, not a {cls.kind!r} one")
         try:
             bank = AnswerBank.from_records(json.loads((directory / ANSWERS_FILE).read_text(encoding="utf-8")))
         except (OSError, ValueError, DataError) as exc:
@@ -258,20 +239,8 @@ def sample_without_replacement(probabilities: np.ndarray, k: int, rng: np.random
     return np.argsort(-keys, kind="stable")[: min(k, len(probabilities))]
 
 
-def read_version_info(directory: str | Path) -> VersionInfo:
-    """Parse a version's version.json.
-
-    Raises:
-        ModelLoadError: missing, unreadable or incomplete.
-    """
-    path = Path(directory) / VERSION_FILE
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return VersionInfo(**raw)
-    except FileNotFoundError as exc:
-        raise ModelLoadError(f"{directory} is not a model version (no {VERSION_FILE})") from exc
-    except (OSError, ValueError, TypeError) as exc:
-        raise ModelLoadError(f"{path} is unreadable or incomplete: {exc}") from exc
+def _candidate(answer: Any, probability: float, cosine: float) -> Candidate:
+    return Candidate(answer.id, answer.text, answer.topic, answer, probability, cosine)
 
 
 def _apply_weights(encoder: SentenceTransformer, saved: dict[str, torch.Tensor], n_layers: int,

@@ -20,7 +20,7 @@ import tqdm  # noqa: E402
 import transformers  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 
-from .errors import ModelLoadError  # noqa: E402
+from ..errors import ModelLoadError  # noqa: E402
 
 # tqdm's default lock is a multiprocessing lock whose creation fixes the process-wide start method to "fork";
 # Sanic (the action server) then refuses to start. A thread lock is all a progress bar needs.

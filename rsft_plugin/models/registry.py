@@ -1,13 +1,15 @@
 """Model versions on disk and the live pointer.
 
     models_dir/
-      v0001/ v0002/ ...     immutable versions (see model.py for their contents)
+      v0001/ v0002/ ...     immutable versions of any kind (see base.py; retrieval.py for the retrieval kind's files)
       .staging-*/           a version being written; renamed into place only when complete
       LIVE                  one line: the name of the live version, replaced atomically with os.replace
       pointer-log.jsonl     every change of LIVE, for rollback and audit
 
 A version becomes visible under its name only by a rename of a finished directory, so a crash while writing
 leaves a `.staging-*` folder that is never listed, never promotable and is swept on the next write.
+
+This module imports no torch: the web server lists and promotes versions through it.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelLoadError, RegistryError
-from .faults import checkpoint
-from .model import ResponseModel, VersionInfo, read_version_info
+from ..errors import ModelLoadError, RegistryError
+from ..faults import checkpoint
+from .base import ResponsePolicy, VersionInfo, read_version_info
 
 POINTER_FILE = "LIVE"
 POINTER_LOG = "pointer-log.jsonl"
@@ -107,7 +109,7 @@ class Registry:
 
     # ---- writing -------------------------------------------------------------------------------------------
 
-    def publish(self, model: ResponseModel, parent: str | None = None, round_id: int | None = None,
+    def publish(self, model: ResponsePolicy, parent: str | None = None, round_id: int | None = None,
                 eval_numbers: dict[str, Any] | None = None, notes: str = "") -> VersionInfo:
         """Save `model` as the next immutable version. It is not made live: call `set_live` for that."""
         with self._lock():

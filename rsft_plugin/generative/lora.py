@@ -1,0 +1,263 @@
+"""LoRA fine-tuning of the writer on accepted (prompt, reply) pairs, and saving / loading a writer's adapter.
+
+The loss is the writer's cross-entropy on the reply tokens only (the end-of-turn token included; the system
+prompt, the grounding answers and the question are context, labelled -100). Training works on a COPY: the copy
+shares the frozen base weights with the live writer (they are never written) and gets its own adapter tensors,
+so the live adapter is untouched whatever happens. Early stopping keeps the epoch with the best validation loss.
+
+A saved writer is a folder with `writer.json` (settings, the base checkpoint's sha256, adapter or none) and, when
+it has one, peft's `adapter_model.safetensors` + `adapter_config.json`. The base is never copied.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, ModelLoadError
+from .checkpoint import find_checkpoint, load_base
+from .settings import LoraTraining, WriterSettings
+from .writer import Writer, _pad_batch
+
+WRITER_FILE = "writer.json"
+WRITER_FORMAT = 1
+
+# progress(stage, fraction in [0, 1], message), as rounds report it
+Progress = Callable[[str, float, str], None]
+
+
+def _no_progress(stage: str, fraction: float, message: str) -> None:
+    """Ignore progress."""
+
+
+@dataclass(frozen=True)
+class WriterExample:
+    """One accepted pair: the prompt (question + the grounding answers it was written from) and the reply."""
+
+    question: str
+    grounding: tuple[str, ...]
+    reply: str
+
+
+@dataclass
+class LoraResult:
+    writer: Writer  # the trained copy (adapter at its best epoch)
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    train_pairs: int
+    val_pairs: int
+    steps: int
+    seconds: float
+    tokens_per_second: float  # prompt + reply tokens through forward and backward, per second of training
+    trainable_parameters: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def finetune_writer(writer: Writer, examples: Sequence[WriterExample], training: LoraTraining | None = None,
+                    progress: Progress = _no_progress, show_bar: bool = True) -> LoraResult:
+    """Train a LoRA adapter (new, or continuing the writer's own) on `examples`; `writer` is never modified.
+
+    Raises:
+        ValueError: no examples.
+    """
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    training = training or LoraTraining()
+    if not examples:
+        raise ValueError("fine-tuning the writer needs at least one accepted pair")
+    rng = np.random.default_rng(training.seed)
+    order = rng.permutation(len(examples))
+    n_val = 0
+    if training.val_fraction > 0 and len(examples) >= 2:
+        n_val = min(len(examples) - 1, max(1, round(training.val_fraction * len(examples))))
+    val_rows = [writer.example_ids(*_fields(examples[i])) for i in order[:n_val]]
+    train_rows = [writer.example_ids(*_fields(examples[i])) for i in order[n_val:]]
+
+    trained = _trainable_copy(writer, seed=training.seed)
+    model = trained.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=training.learning_rate, weight_decay=0.0)
+    batches_per_epoch = math.ceil(len(train_rows) / training.batch_size)
+    bar = tqdm(total=training.max_epochs * batches_per_epoch, desc="fine-tune writer", unit="step",
+               disable=not show_bar, leave=False)
+    best_loss, best_epoch, best_state, stale = math.inf, 0, _adapter_state(model), 0
+    history: list[dict[str, float]] = []
+    tokens = steps = 0
+    started = time.monotonic()
+    with writer.threads():
+        for epoch in range(1, training.max_epochs + 1):
+            model.train()
+            epoch_loss = 0.0
+            for b, start in enumerate(range(0, len(train_rows), training.batch_size)):
+                picked = [train_rows[i] for i in rng.permutation(len(train_rows))[start: start + training.batch_size]]
+                loss, n_tokens = _batch_loss(model, picked, writer.pad_id)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                epoch_loss += loss.item()
+                tokens += n_tokens
+                steps += 1
+                rate = tokens / max(time.monotonic() - started, 1e-9)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{rate:.0f}")
+                progress("finetune", ((epoch - 1) * batches_per_epoch + b + 1) / (training.max_epochs
+                                                                                    * batches_per_epoch),
+                         f"epoch {epoch} step {b + 1}/{batches_per_epoch} loss {loss.item():.3f} {rate:.0f} tok/s")
+            train_loss = epoch_loss / max(batches_per_epoch, 1)
+            val_loss = _eval_loss(model, val_rows, writer.pad_id, training.batch_size) if val_rows else train_loss
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+            if val_loss < best_loss - 1e-6:
+                best_loss, best_epoch, best_state, stale = val_loss, epoch, _adapter_state(model), 0
+            else:
+                stale += 1
+            out_of_time = training.max_seconds and time.monotonic() - started > training.max_seconds
+            if stale >= training.patience or out_of_time:
+                break
+    bar.close()
+    seconds = time.monotonic() - started
+    _load_adapter_state(model, best_state)
+    model.eval()
+    model.requires_grad_(False)
+    return LoraResult(writer=trained, epochs_run=len(history), best_epoch=best_epoch, best_val_loss=best_loss,
+                      train_pairs=len(train_rows), val_pairs=len(val_rows), steps=steps, seconds=seconds,
+                      tokens_per_second=tokens / max(seconds, 1e-9),
+                      trainable_parameters=sum(p.numel() for p in params), history=history)
+
+
+def save_writer(writer: Writer, directory: str | Path) -> dict[str, Any]:
+    """Write the writer's adapter (if any) and writer.json into `directory`; returns what writer.json holds."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    has_adapter = _is_peft(writer.model)
+    if has_adapter:
+        writer.model.save_pretrained(directory, save_embedding_layers=False)
+        (directory / "README.md").unlink(missing_ok=True)  # peft's model card template: nothing of ours in it
+    if writer.base is None:
+        raise ModelLoadError("a writer built without a base checkpoint cannot be saved (nothing to reference)")
+    record = {"format": WRITER_FORMAT, "base_sha256": writer.base.sha256, "base_name": writer.base.name,
+              "adapter": has_adapter, "settings": writer.settings.to_json()}
+    (directory / WRITER_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def load_writer(directory: str | Path, cache_root: str | Path, settings: WriterSettings | None = None) -> Writer:
+    """Rebuild a saved writer: the base checkpoint by hash from `cache_root`, then its adapter.
+
+    Args:
+        settings: overrides the saved settings (e.g. a new time limit from rsft.yml); the adapter is unchanged.
+
+    Raises:
+        ModelLoadError: missing or damaged files, or a base that is neither cached nor convertible.
+    """
+    directory = Path(directory)
+    try:
+        record = json.loads((directory / WRITER_FILE).read_text(encoding="utf-8"))
+        saved = WriterSettings.from_json(record["settings"])
+        base_sha = record["base_sha256"]
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
+        raise ModelLoadError(f"{directory / WRITER_FILE} is missing or unreadable: {exc}") from exc
+    checkpoint = find_checkpoint(cache_root, base_sha)
+    model, tokenizer = load_base(checkpoint)
+    if record.get("adapter"):
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, directory, is_trainable=False)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise ModelLoadError(f"{directory}: the adapter cannot be loaded: {exc}") from exc
+        model.eval()
+    return Writer(model, tokenizer, settings or saved, checkpoint)
+
+
+def _fields(example: WriterExample) -> tuple[str, tuple[str, ...], str]:
+    return example.question, example.grounding, example.reply
+
+
+def _is_peft(model: Any) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def _trainable_copy(writer: Writer, seed: int) -> Writer:
+    """A writer whose module tree and adapter are new, sharing the frozen base tensors with `writer`."""
+    import torch
+
+    frozen = {id(p): p for n, p in writer.model.named_parameters() if "lora_" not in n}
+    model = copy.deepcopy(writer.model, memo=dict(frozen))
+    if _is_peft(model):
+        for name, param in model.named_parameters():
+            param.requires_grad = "lora_" in name
+    else:
+        from peft import LoraConfig, get_peft_model
+
+        s = writer.settings
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = get_peft_model(model, LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
+                                                     target_modules=list(s.lora_targets), task_type="CAUSAL_LM"))
+    return Writer(model, writer.tokenizer, writer.settings, writer.base)
+
+
+def _batch_loss(model: Any, rows: list[tuple[list[int], int]], pad_id: int) -> tuple[Any, int]:
+    """Mean cross-entropy over the batch's reply tokens, and the number of tokens in the batch.
+
+    The vocabulary projection runs only where a reply token is predicted: a prompt is ~10x longer than its reply,
+    and logits over 49k tokens at every prompt position would dominate memory (and cost ~12 % of the compute).
+    """
+    import torch
+
+    batch, labels = _pad_batch(rows, pad_id)  # (B, L)
+    mask = _length_mask(rows, batch)
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = causal_lm.model(input_ids=batch, attention_mask=mask).last_hidden_state  # (B, L, d)
+    targets = labels[:, 1:]  # (B, L-1): position t predicts token t+1
+    where = targets != -100
+    logits = causal_lm.lm_head(hidden[:, :-1][where])  # (R, V), R = reply tokens in the batch
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets[where])
+    return loss, int(mask.sum())
+
+
+def _eval_loss(model: Any, rows: list[tuple[list[int], int]], pad_id: int, batch_size: int) -> float:
+    """Reply-token-weighted mean cross-entropy over `rows`, in eval mode."""
+    import torch
+
+    model.eval()
+    total = count = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start: start + batch_size]
+            loss, _ = _batch_loss(model, chunk, pad_id)
+            n = sum(len(ids) - prompt_len for ids, prompt_len in chunk)
+            total += float(loss) * n
+            count += n
+    return total / max(count, 1)
+
+
+def _length_mask(rows: list[tuple[list[int], int]], batch: Any) -> Any:
+    import torch
+
+    mask = torch.zeros_like(batch)
+    for i, (ids, _) in enumerate(rows):
+        mask[i, : len(ids)] = 1
+    return mask
+
+
+def _adapter_state(model: Any) -> dict[str, Any]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _load_adapter_state(model: Any, state: dict[str, Any]) -> None:
+    import torch
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)

@@ -1,0 +1,324 @@
+"""The generative kind of response policy: retrieval grounds, the writer words the reply.
+
+For a question, a retriever (the retrieval kind's model, frozen here) ranks the bank; the writer gets the top
+`grounding_answers` answers and writes the reply (writer.py). The reply's *topic* is that of its nearest bank answer
+under the retriever's encoder (the fixed MiniLM unless the retriever was tuned), which is what `rsft eval` and the
+gate compare with the labelled topic. A reply that could not be written in time is the top grounding answer itself,
+with that answer's id as its key, exactly as the retrieval kind would have answered.
+
+Keys: a written reply's key is "gen-" + the first 16 hex digits of sha256(text); a fallback's key is the answer id.
+
+Sampling draws K i.i.d. replies per question from the writer's proposal q (temperature and top-p of the
+`generative` settings; the retrieval-oriented `sample.temperature` does not apply to a language model), each with
+log q; `Candidate.probability` is exp(log q). The policy remembers what it drew (key -> question, grounding, text),
+so `finetune` can turn the accepted keys of the same round back into (prompt, reply) pairs; a key that is a bank
+answer id (a trusted or curated answer) trains the writer to give that answer's text.
+
+A saved version:
+    version.json      kind "generative", the bank hash, weights_sha256 = sha256 of the adapter (or writer.json)
+    answers.json      the bank it is grounded in
+    retriever/        the retrieval model that grounds it (a retrieval version of its own)
+    writer/           writer.json (settings, base checkpoint sha256) + the LoRA adapter; the base is not copied
+The base checkpoint is looked up by hash in `base_cache(models_dir)`: $RSFT_BASE_CACHE, else <models_dir>/base-models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..answer_bank import Answer, AnswerBank
+from ..config import FinetuneConfig, ModelConfig
+from ..errors import DataError, ModelLoadError
+from ..golden import GoldenQuestion
+from ..models.base import (
+    ANSWERS_FILE,
+    VERSION_FILE,
+    Answered,
+    Candidate,
+    FinetuneResult,
+    Progress,
+    TrainingPair,
+    VersionInfo,
+    no_progress,
+    read_version_info,
+)
+from ..models.kinds import DEFAULT_KIND, policy_class
+from .checkpoint import ensure_checkpoint, sha256_file
+from .faithfulness import check_faithfulness
+from .lora import WRITER_FILE, WriterExample, finetune_writer, load_writer, save_writer
+from .quality import WriterQuality, writer_quality
+from .settings import LoraTraining, WriterSettings
+from .writer import Reply, Writer
+
+BASE_CACHE_ENV = "RSFT_BASE_CACHE"
+BASE_CACHE_DIR = "base-models"
+RETRIEVER_DIR = "retriever"
+WRITER_DIR = "writer"
+KEY_PREFIX = "gen-"
+
+
+def base_cache(models_dir: str | Path) -> Path:
+    """Where converted base checkpoints live: $RSFT_BASE_CACHE, else <models_dir>/base-models."""
+    return Path(os.environ.get(BASE_CACHE_ENV) or Path(models_dir) / BASE_CACHE_DIR)
+
+
+def reply_key(text: str) -> str:
+    """The stable key of a written reply: the same text always has the same key."""
+    return KEY_PREFIX + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class WrittenAnswer(Answered):
+    """An Answered with what the turn log wants to know about the writing."""
+
+    grounding_ids: tuple[str, ...] = ()
+    fallback: bool = False
+    reason: str = ""  # why the grounding answer was served: timeout, truncated, empty, unfaithful, error: ...
+    written: str = ""  # what the writer wrote, also when it was not served
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class GeneratedCandidate(Candidate):
+    """A sampled reply with log q (Candidate.probability is exp of it) and its faithfulness verdict."""
+
+    logprob: float = 0.0
+    model_logprob: float = 0.0
+    grounding_ids: tuple[str, ...] = ()
+    finished: bool = True
+    violations: tuple[str, ...] = ()  # "kind: value" of facts the grounding does not state
+
+    @property
+    def faithful(self) -> bool:
+        return not self.violations
+
+
+class GenerativePolicy:
+    """Retrieval-grounded writer; one instance is one immutable version in memory."""
+
+    kind: ClassVar[str] = "generative"
+
+    def __init__(self, retriever: Any, writer: Writer, config: ModelConfig,
+                 info: VersionInfo | None = None, training: LoraTraining | None = None) -> None:
+        """`retriever` is a retrieval-kind policy: its answers ground the writer, and its `encode` and
+        `answer_embeddings` give a written reply's nearest answer."""
+        self.retriever = retriever
+        self.writer = writer
+        self.config = config
+        self.info = info
+        self.training = training or LoraTraining()
+        self._drawn: dict[str, tuple[str, tuple[str, ...], str]] = {}  # key -> (question, grounding, text)
+
+    @property
+    def bank(self) -> AnswerBank:
+        return self.retriever.bank
+
+    @property
+    def name(self) -> str:
+        return self.info.name if self.info else "unsaved"
+
+    # ---- serving -------------------------------------------------------------------------------------------
+
+    def answer(self, query: str) -> WrittenAnswer:
+        return self.answer_many([query])[0]
+
+    def answer_many(self, queries: list[str]) -> list[WrittenAnswer]:
+        """Ground every query with the retriever, write each reply (or fall back), then topic each reply."""
+        if not queries:
+            return []
+        grounded = self.retriever.answer_many(queries)
+        replies: list[tuple[Reply, tuple[Answer, ...]]] = []
+        for query, found in zip(queries, grounded, strict=True):
+            answers = self._grounding(found)
+            replies.append((self.writer.write(query, [a.text for a in answers]), answers))
+        topics = self._nearest([reply.text for reply, _ in replies])
+        results = []
+        for found, (reply, answers), (nearest, cosine) in zip(grounded, replies, topics, strict=True):
+            top = answers[0]
+            key, topic = (top.id, top.topic) if reply.fallback else (reply_key(reply.text), nearest.topic)
+            results.append(WrittenAnswer(
+                key=key, text=reply.text, topic=topic, answer=top, score=cosine, probability=found.probability,
+                top_k=found.top_k, grounding_ids=tuple(a.id for a in answers), fallback=reply.fallback,
+                reason=reply.reason, written=reply.written, prompt_tokens=reply.prompt_tokens,
+                new_tokens=reply.new_tokens, seconds=reply.seconds))
+        return results
+
+    def evaluate_writing(self, questions: list[GoldenQuestion]) -> WriterQuality:
+        """Topic-correct share, mean similarity to the labelled answer and faithfulness-violation share of the
+        replies to labelled questions (quality.py); what the gate compares besides `evaluate`'s accuracy.
+
+        A violation counts what the writer wrote, also when the serving guard replaced it.
+        """
+        answered = self.answer_many([q.question for q in questions])
+        by_topic = {a.topic: i for i, a in enumerate(self.bank.answers)}
+        served = self.retriever.encode([a.text for a in answered])  # (N, d)
+        labelled = self.retriever.answer_embeddings[[by_topic[q.topic] for q in questions]]  # (N, d)
+        similarities = (served * labelled).sum(dim=1).cpu().numpy()
+        faithful = [a.reason != "unfaithful" and (not a.written or check_faithfulness(
+            a.written, [self.bank.get(i).text for i in a.grounding_ids]).faithful) for a in answered]
+        return writer_quality([a.topic for a in answered], [q.topic for q in questions], similarities.tolist(),
+                              faithful, [a.fallback for a in answered])
+
+    # ---- sampling ------------------------------------------------------------------------------------------
+
+    def sample_many(self, queries: list[str], k: int, temperature: float | None = None,
+                    rng: np.random.Generator | None = None, replace: bool = False) -> list[list[GeneratedCandidate]]:
+        """k i.i.d. replies per query from q, with log q and faithfulness (see the module docstring).
+
+        `temperature` and `replace` are the retrieval proposal's settings and are not used: the writer samples at
+        its own temperature, with replacement (i.i.d. draws, as the statistical rule's exactness needs).
+        """
+        rng = rng or np.random.default_rng()
+        results = []
+        for query, found in zip(queries, self.retriever.answer_many(queries) if queries else [], strict=True):
+            answers = self._grounding(found)
+            texts = tuple(a.text for a in answers)
+            drawn = self.writer.sample(query, texts, k, seed=int(rng.integers(2**31 - 1)))
+            candidates = []
+            for sample in drawn:
+                text = sample.text or answers[0].text
+                key = reply_key(text)
+                self._drawn[key] = (query, texts, text)
+                verdict = check_faithfulness(text, texts)
+                candidates.append(GeneratedCandidate(
+                    key=key, text=text, topic=answers[0].topic, answer=answers[0],
+                    probability=math.exp(sample.logprob), cosine=found.score, logprob=sample.logprob,
+                    model_logprob=sample.model_logprob, grounding_ids=tuple(a.id for a in answers),
+                    finished=sample.finished, violations=tuple(f"{v.kind}: {v.value}" for v in verdict.violations)))
+            results.append(candidates)
+        return results
+
+    # ---- training ------------------------------------------------------------------------------------------
+
+    def finetune(self, pairs: list[TrainingPair], config: FinetuneConfig, progress: Progress = no_progress,
+                 show_bar: bool = True) -> FinetuneResult:
+        """LoRA-train a copy of the writer on the accepted pairs; this policy is never modified.
+
+        Pair keys are replies this policy drew (sample_many) or bank answer ids. Seed, validation share and
+        patience come from `config`, epochs are the smaller of `config`'s and the generative settings', learning
+        rate and batch size come from the generative settings (a LoRA step on CPU is seconds, not milliseconds).
+        """
+        examples = [self._example(pair) for pair in pairs]
+        training = replace(self.training, seed=config.seed, val_fraction=config.val_fraction,
+                           patience=config.patience, max_epochs=min(self.training.max_epochs, config.max_epochs))
+        started = time.monotonic()
+        result = finetune_writer(self.writer, examples, training, progress, show_bar)
+        seconds = time.monotonic() - started
+        trained = GenerativePolicy(self.retriever, result.writer, self.config, None, self.training)
+        return FinetuneResult(model=trained, epochs_run=result.epochs_run, best_epoch=result.best_epoch,
+                              best_val_loss=result.best_val_loss, train_pairs=result.train_pairs,
+                              val_pairs=result.val_pairs,
+                              examples_per_second=result.train_pairs * result.epochs_run / max(seconds, 1e-9),
+                              history=[{**h, "tokens_per_second": result.tokens_per_second}
+                                       for h in result.history])
+
+    def _example(self, pair: TrainingPair) -> WriterExample:
+        if pair.target_key in self._drawn:
+            question, grounding, text = self._drawn[pair.target_key]
+            return WriterExample(pair.prompt, grounding, text)
+        try:
+            answer = self.bank.get(pair.target_key)
+        except KeyError:
+            raise DataError(f"fine-tuning pair names key {pair.target_key!r}, which this policy neither drew nor "
+                            "holds in its bank") from None
+        grounding = tuple(a.text for a in self._grounding(self.retriever.answer(pair.prompt)))
+        return WriterExample(pair.prompt, grounding, answer.text)
+
+    # ---- persistence ---------------------------------------------------------------------------------------
+
+    def describe(self, name: str, parent: str | None = None, round_id: int | None = None,
+                 eval_numbers: dict[str, Any] | None = None, notes: str = "") -> VersionInfo:
+        info = self.retriever.describe(name, parent, round_id, eval_numbers, notes)
+        base = self.writer.base
+        return replace(info, kind=self.kind, temperature=self.writer.settings.temperature,
+                       base_encoder={**info.base_encoder, "writer_base": base.name if base else "",
+                                     "writer_base_sha256": base.sha256 if base else ""})
+
+    def save(self, directory: str | Path, info: VersionInfo) -> VersionInfo:
+        """Write retriever/, writer/ (adapter only), answers.json and, last, version.json."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if any(directory.iterdir()):
+            raise ModelLoadError(f"refusing to save into non-empty directory {directory}")
+        self.retriever.save(directory / RETRIEVER_DIR, replace(info, kind=self.retriever.kind))
+        save_writer(self.writer, directory / WRITER_DIR)
+        (directory / ANSWERS_FILE).write_text(
+            json.dumps(self.bank.to_records(), indent=1, ensure_ascii=False), encoding="utf-8")
+        info = replace(info, kind=self.kind, weights_sha256=sha256_file(_hashed_file(directory)))
+        _write_json_durably(directory / VERSION_FILE, info)
+        self.info = info
+        return info
+
+    @classmethod
+    def load(cls, directory: str | Path, config: ModelConfig | None = None) -> GenerativePolicy:
+        """Load a saved generative version; the base checkpoint by hash from `base_cache(<models dir>)`.
+
+        Raises:
+            ModelLoadError: another kind, missing or damaged parts, a hash that does not match.
+        """
+        directory = Path(directory)
+        info = read_version_info(directory)
+        if info.kind != cls.kind:
+            raise ModelLoadError(f"{directory} holds a {info.kind!r} model, not a {cls.kind!r} one")
+        config = config or ModelConfig(kind=cls.kind)
+        retriever = policy_class(DEFAULT_KIND).load(directory / RETRIEVER_DIR, replace(config, kind=DEFAULT_KIND))
+        if retriever.bank.content_hash() != info.answer_bank_hash:
+            raise ModelLoadError(f"{directory}: the retriever's bank does not match the bank hash in {VERSION_FILE}")
+        hashed = _hashed_file(directory)
+        if not hashed.exists() or sha256_file(hashed) != info.weights_sha256:
+            raise ModelLoadError(f"{directory}: {hashed.name} is missing or does not match its recorded hash")
+        writer = load_writer(directory / WRITER_DIR, base_cache(directory.parent))
+        return cls(retriever, writer, config, info)
+
+    @classmethod
+    def pretrained(cls, bank: AnswerBank, config: ModelConfig, models_dir: str | Path | None = None,
+                   settings: WriterSettings | None = None) -> GenerativePolicy:
+        """The untuned writer grounded by the pretrained retriever over `bank` (what `rsft init-model` saves).
+
+        The base checkpoint is converted on first use into `base_cache(models_dir)` (default var/models).
+        """
+        retriever = policy_class(DEFAULT_KIND).pretrained(bank, replace(config, kind=DEFAULT_KIND))
+        checkpoint = ensure_checkpoint(base_cache(models_dir or Path("var") / "models"))
+        return cls(retriever, Writer.from_checkpoint(checkpoint, settings), config)
+
+    def with_bank(self, bank: AnswerBank) -> GenerativePolicy:
+        """The same writer grounded in another bank (an edited answer bank needs no retraining)."""
+        return GenerativePolicy(self.retriever.with_bank(bank), self.writer, self.config, None, self.training)
+
+    # ---- helpers -------------------------------------------------------------------------------------------
+
+    def _grounding(self, found: Answered) -> tuple[Answer, ...]:
+        ids = [r.answer_id for r in found.top_k if r.answer_id][: self.writer.settings.grounding_answers]
+        return tuple(self.bank.get(i) for i in ids) or (found.answer,)
+
+    def _nearest(self, texts: list[str]) -> list[tuple[Answer, float]]:
+        """Each text's nearest bank answer under the retriever's encoder, with the cosine."""
+        cosines = (self.retriever.encode(texts) @ self.retriever.answer_embeddings.T).cpu().numpy()  # (N, A)
+        best = np.argmax(cosines, axis=1)
+        return [(self.bank.answers[i], float(cosines[row, i])) for row, i in enumerate(best)]
+
+
+def _hashed_file(directory: Path) -> Path:
+    """The file whose sha256 is the version's weights_sha256: the adapter, or writer.json when there is none."""
+    adapter = directory / WRITER_DIR / "adapter_model.safetensors"
+    return adapter if adapter.exists() else directory / WRITER_DIR / WRITER_FILE
+
+
+def _write_json_durably(path: Path, info: VersionInfo) -> None:
+    from dataclasses import asdict
+
+    with path.open("w", encoding="utf-8") as handle:
+        json.dump(asdict(info), handle, indent=2, ensure_ascii=False)
+        handle.flush()
+        os.fsync(handle.fileno())

@@ -1,0 +1,66 @@
+"""What the gate and `rsft eval` measure for written replies, as plain functions over numbers (no model here).
+
+On held-out golden questions a writer is judged on three things at once:
+    topic-correct  the written reply's nearest bank answer (fixed MiniLM) has the labelled topic
+    similarity     cosine (fixed MiniLM, clipped to [0, 1]) between the reply and the labelled topic's answer
+    violations     share of replies that state a fact their grounding does not (faithfulness.py)
+A candidate may replace the live writer only when it is not worse on any of the three and better on at least one
+by `min_improvement` (violations: lower is better).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class WriterQuality:
+    n: int
+    topic_correct: float  # share of replies whose nearest answer has the labelled topic
+    similarity: float  # mean similarity to the labelled answer, in [0, 1]
+    violations: float  # share of replies with a faithfulness violation
+    fallbacks: float  # share of replies that were the grounding answer (timeout, error, truncation)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"n": self.n, "topic_correct": round(self.topic_correct, 4), "similarity": round(self.similarity, 4),
+                "violations": round(self.violations, 4), "fallbacks": round(self.fallbacks, 4)}
+
+
+def writer_quality(reply_topics: Sequence[str], labelled_topics: Sequence[str], similarities: Sequence[float],
+                   faithful: Sequence[bool], fallback: Sequence[bool]) -> WriterQuality:
+    """Aggregate per-reply judgements (aligned sequences, one entry per held-out question)."""
+    n = len(labelled_topics)
+    if not (len(reply_topics) == len(similarities) == len(faithful) == len(fallback) == n):
+        raise ValueError("writer_quality needs one entry per question in every sequence")
+    if n == 0:
+        return WriterQuality(0, 0.0, 0.0, 0.0, 0.0)
+    return WriterQuality(
+        n=n,
+        topic_correct=float(np.mean([a == b for a, b in zip(reply_topics, labelled_topics, strict=True)])),
+        similarity=float(np.mean(np.clip(np.asarray(similarities, dtype=np.float64), 0.0, 1.0))),
+        violations=float(np.mean([not f for f in faithful])),
+        fallbacks=float(np.mean(fallback)),
+    )
+
+
+def compare_quality(live: WriterQuality, candidate: WriterQuality, min_improvement: float = 0.005,
+                    tolerance: float = 0.0) -> tuple[bool, list[str]]:
+    """(promote, reasons): not worse on any measure (beyond `tolerance`) and better on one by `min_improvement`.
+
+    Returns the reasons for refusing (empty when promoted) or, when promoted, the measures that improved.
+    """
+    gains = {  # positive = the candidate is better
+        "topic-correct": candidate.topic_correct - live.topic_correct,
+        "similarity": candidate.similarity - live.similarity,
+        "faithfulness violations": live.violations - candidate.violations,
+    }
+    worse = [f"{name} worse by {-gain:.3f}" for name, gain in gains.items() if gain < -tolerance - 1e-12]
+    better = [f"{name} better by {gain:.3f}" for name, gain in gains.items() if gain >= min_improvement - 1e-12]
+    if worse:
+        return False, worse
+    if not better:
+        return False, [f"no measure improved by {min_improvement}"]
+    return True, better

@@ -1,0 +1,287 @@
+"""The writer: a small chat model that words a reply from the customer's question and the bank's top answers.
+
+The prompt is the model's chat template with a system message that names the shop, states the rule (use only what
+the answers say) and lists the grounding answers, then the customer's question as the user message.
+
+Serving (`write`) decodes greedily under a token budget and a time limit, and never raises: on a timeout, a reply
+cut off with no complete sentence, a reply that states a fact its grounding does not (unless the guard is off), or
+any error, the caller gets the top grounding answer itself, with the reason.
+
+Sampling (`sample`) draws K replies at the configured temperature and top-p and returns, for each, its sequence
+log-probability under that sampling distribution, log q(reply | prompt) = sum_t log q(y_t | prompt, y_<t), where
+q(. | ...) is the writer's next-token distribution after temperature and top-p, i.e. exactly the distribution the
+reply was drawn from (the proposal of the statistical rejection rule). `model_logprob` is the same sum under the
+untempered model (temperature 1, no top-p), which `reply_logprobs` recomputes for any given reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .faithfulness import is_faithful
+from .settings import WriterSettings
+
+if TYPE_CHECKING:
+    import torch
+
+    from .checkpoint import BaseCheckpoint
+
+log = logging.getLogger(__name__)
+
+_SYSTEM = (
+    "You are the customer-service assistant of {shop}. Answer the customer's question in one to three short "
+    "sentences, using only what the answers below say. If they do not cover the question, say so and suggest "
+    "contacting our customer care team. Never invent amounts, deadlines, links, email addresses or phone numbers."
+    "\n\nAnswers:\n{answers}"
+)
+_SENTENCE_END = (".", "!", "?")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What serving shows the customer: the written reply, or the grounding answer when writing failed."""
+
+    text: str
+    fallback: bool  # True: `text` is the top grounding answer, not a written reply
+    reason: str  # why it fell back ("timeout", "truncated", "empty", "unfaithful", "error: ..."); "" when written
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float
+    written: str = ""  # what the writer wrote (also when it was not served); "" after an error
+
+
+@dataclass(frozen=True)
+class SampledReply:
+    """One reply drawn from the writer's proposal q."""
+
+    text: str
+    token_ids: tuple[int, ...]  # the reply's tokens, end-of-turn token included when it finished
+    logprob: float  # log q(reply | prompt) at the sampling temperature and top-p
+    model_logprob: float  # log p(reply | prompt) under the untempered writer
+    finished: bool  # ended with the end-of-turn token (else cut by max_new_tokens or the time limit)
+
+
+class Writer:
+    """A causal LM (the base, or the base with LoRA adapters) plus its tokenizer and settings."""
+
+    def __init__(self, model: Any, tokenizer: Any, settings: WriterSettings | None = None,
+                 base: BaseCheckpoint | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings or WriterSettings()
+        self.base = base
+        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.end_id: int = end if isinstance(end, int) and end != tokenizer.unk_token_id else tokenizer.eos_token_id
+        self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_id
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: BaseCheckpoint, settings: WriterSettings | None = None) -> Writer:
+        """The untuned writer over a cached base checkpoint (no adapter)."""
+        from .checkpoint import load_base
+
+        model, tokenizer = load_base(checkpoint)
+        return cls(model, tokenizer, settings, checkpoint)
+
+    @contextmanager
+    def threads(self) -> Iterator[None]:
+        """Run torch with `settings.threads` threads inside the block, and restore the process's count after."""
+        import torch
+
+        wanted, before = self.settings.threads, torch.get_num_threads()
+        if wanted and wanted != before:
+            torch.set_num_threads(wanted)
+        try:
+            yield
+        finally:
+            if wanted and wanted != before:
+                torch.set_num_threads(before)
+
+    # --- prompts -----------------------------------------------------------------------------------------------
+    def messages(self, question: str, grounding: Sequence[str]) -> list[dict[str, str]]:
+        """The chat messages for one question and its grounding answers (best first)."""
+        answers = "\n".join(f"{i}. {' '.join(text.split())}" for i, text in enumerate(grounding, start=1))
+        system = _SYSTEM.format(shop=self.settings.shop_name, answers=answers)
+        return [{"role": "system", "content": system}, {"role": "user", "content": " ".join(question.split())}]
+
+    def prompt_ids(self, question: str, grounding: Sequence[str]) -> list[int]:
+        """Token ids of the prompt up to the assistant's turn; drops trailing grounding answers, then cuts the
+        first one, until it fits `max_prompt_tokens`."""
+        if not grounding:
+            raise ValueError("the writer needs at least one grounding answer")
+        kept = list(grounding[: self.settings.grounding_answers])
+        while True:
+            ids = self._template(question, kept)
+            if len(ids) <= self.settings.max_prompt_tokens:
+                return ids
+            if len(kept) > 1:
+                kept.pop()
+                continue
+            excess = len(ids) - self.settings.max_prompt_tokens
+            words = kept[0].split()
+            if len(words) <= 8:  # the question itself is too long: keep the prompt's end
+                return ids[-self.settings.max_prompt_tokens:]
+            kept[0] = " ".join(words[: max(8, len(words) - max(excess, 8))])
+
+    def example_ids(self, question: str, grounding: Sequence[str], reply: str) -> tuple[list[int], int]:
+        """(prompt + reply + end-of-turn token ids, prompt length): what fine-tuning trains on."""
+        prompt = self.prompt_ids(question, grounding)
+        reply_ids = self.tokenizer(reply.strip(), add_special_tokens=False)["input_ids"]
+        return prompt + list(reply_ids) + [self.end_id], len(prompt)
+
+    def _template(self, question: str, grounding: Sequence[str]) -> list[int]:
+        encoded = self.tokenizer.apply_chat_template(self.messages(question, grounding), add_generation_prompt=True,
+                                                     tokenize=True)
+        ids = encoded["input_ids"] if isinstance(encoded, dict) or hasattr(encoded, "keys") else encoded
+        return list(ids)
+
+    # --- serving -------------------------------------------------------------------------------------------------
+    def write(self, question: str, grounding: Sequence[str], max_new_tokens: int | None = None,
+              time_limit: float | None = None, guard: bool | None = None) -> Reply:
+        """The greedy reply to `question`, or `grounding[0]` itself when it cannot be written in time (or, with
+        `guard`, default `settings.guard_faithfulness`, when it states a fact the grounding does not).
+
+        Never raises (an empty `grounding` is the caller's bug and raises ValueError).
+        """
+        if not grounding:
+            raise ValueError("the writer needs at least one grounding answer")
+        budget = max_new_tokens or self.settings.max_new_tokens
+        limit = self.settings.time_limit_seconds if time_limit is None else time_limit
+        started = time.monotonic()
+        prompt: list[int] = []
+        try:
+            prompt = self.prompt_ids(question, grounding)
+            new, finished = self._greedy(prompt, budget, limit)
+            seconds = time.monotonic() - started
+            text = written = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+            reason = ""
+            if not finished and len(new) < budget:
+                reason = "timeout"
+            elif not finished:
+                text = _last_sentence_end(text)
+                reason = "" if text else "truncated"
+            elif not text:
+                reason = "empty"
+            if not reason and (self.settings.guard_faithfulness if guard is None else guard) and \
+                    not is_faithful(text, grounding[: self.settings.grounding_answers]):
+                reason = "unfaithful"
+            if reason:
+                return Reply(grounding[0], True, reason, len(prompt), len(new), seconds, written)
+            return Reply(text, False, "", len(prompt), len(new), seconds, written)
+        except Exception as exc:  # serving must answer: any failure of the model serves the grounding answer
+            log.exception("the writer failed; serving the grounding answer")
+            return Reply(grounding[0], True, f"error: {type(exc).__name__}: {exc}", len(prompt), 0,
+                         time.monotonic() - started)
+
+    def _greedy(self, prompt: list[int], budget: int, limit: float) -> tuple[list[int], bool]:
+        import torch
+
+        ids = torch.tensor([prompt])  # (1, P)
+        with self.threads(), torch.inference_mode():
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=budget,
+                                      do_sample=False, max_time=limit, eos_token_id=self.end_id,
+                                      pad_token_id=self.pad_id)
+        new = out[0, len(prompt):].tolist()
+        if self.end_id in new:
+            return new[: new.index(self.end_id)], True
+        return new, False
+
+    # --- sampling ------------------------------------------------------------------------------------------------
+    def sample(self, question: str, grounding: Sequence[str], k: int, temperature: float | None = None,
+               top_p: float | None = None, seed: int = 0, max_new_tokens: int | None = None,
+               time_limit: float | None = None) -> list[SampledReply]:
+        """k replies drawn i.i.d. from q (temperature, top-p), each with log q and the untempered log p.
+
+        Reproducible for a given seed; the global torch RNG is left as it was.
+        """
+        import torch
+
+        temperature = temperature or self.settings.temperature
+        top_p = top_p or self.settings.top_p
+        budget = max_new_tokens or self.settings.max_new_tokens
+        prompt = self.prompt_ids(question, grounding)
+        ids = torch.tensor([prompt]).repeat(k, 1)  # (k, P)
+        with self.threads(), torch.random.fork_rng(devices=[]), torch.inference_mode():
+            torch.manual_seed(seed)
+            out = self.model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=temperature,
+                top_p=top_p, top_k=0, max_new_tokens=budget, max_time=time_limit, eos_token_id=self.end_id,
+                pad_token_id=self.pad_id, return_dict_in_generate=True, output_scores=True, output_logits=True)
+        new = out.sequences[:, len(prompt):]  # (k, T)
+        steps = new.shape[1]
+        q_logp = _token_logprobs(torch.stack(out.scores[:steps], dim=1), new)  # (k, T) under q
+        p_logp = _token_logprobs(torch.stack(out.logits[:steps], dim=1), new)  # (k, T) untempered
+        is_end = new == self.end_id
+        # a token counts up to and including the first end-of-turn token; later ones are padding
+        ended_before = torch.cumsum(is_end.int(), dim=1) - is_end.int()  # (k, T)
+        keep = ended_before == 0
+        replies = []
+        for row in range(k):
+            tokens = new[row][keep[row]].tolist()
+            finished = bool(is_end[row][keep[row]].any())
+            text_ids = tokens[:-1] if finished else tokens
+            replies.append(SampledReply(
+                text=self.tokenizer.decode(text_ids, skip_special_tokens=True).strip(), token_ids=tuple(tokens),
+                logprob=float(q_logp[row][keep[row]].sum()), model_logprob=float(p_logp[row][keep[row]].sum()),
+                finished=finished))
+        return replies
+
+    def reply_logprobs(self, question: str, grounding: Sequence[str], replies: Sequence[str]) -> list[float]:
+        """log p(reply + end-of-turn | prompt) under the untempered writer, by teacher forcing."""
+        prompt = self.prompt_ids(question, grounding)
+        return self.token_logprobs(prompt, [self.example_ids(question, grounding, r)[0][len(prompt):] for r in replies])
+
+    def token_logprobs(self, prompt: list[int], continuations: Sequence[Sequence[int]]) -> list[float]:
+        """log p(continuation | prompt) under the untempered writer for each token sequence, by teacher forcing."""
+        import torch
+
+        rows = [(list(prompt) + list(tokens), len(prompt)) for tokens in continuations]
+        batch, labels = _pad_batch(rows, self.pad_id)  # (B, L) each
+        with self.threads(), torch.inference_mode():
+            logits = self.model(input_ids=batch, attention_mask=(labels != -100) | _prefix_mask(rows, batch)).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, L-1, V)
+        targets = labels[:, 1:]  # (B, L-1)
+        picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, L-1)
+        return [float(v) for v in (picked * (targets != -100)).sum(dim=1)]
+
+
+def _token_logprobs(scores: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log softmax(scores) at the chosen tokens: scores (k, T, V), tokens (k, T) -> (k, T)."""
+    import torch
+
+    logp = torch.log_softmax(scores.float(), dim=-1)
+    picked = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return torch.nan_to_num(picked, neginf=0.0)  # padding after the end may sit on a filtered token
+
+
+def _pad_batch(rows: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded input ids (B, L) and labels (B, L): -100 on the prompt and the padding."""
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    batch = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (ids, prompt_len) in enumerate(rows):
+        batch[i, : len(ids)] = torch.tensor(ids)
+        labels[i, prompt_len: len(ids)] = torch.tensor(ids[prompt_len:])
+    return batch, labels
+
+
+def _prefix_mask(rows: list[tuple[list[int], int]], batch: torch.Tensor) -> torch.Tensor:
+    """True on each row's prompt tokens (B, L): with the labels' mask, the attention mask of real tokens."""
+    import torch
+
+    mask = torch.zeros_like(batch, dtype=torch.bool)
+    for i, (_, prompt_len) in enumerate(rows):
+        mask[i, :prompt_len] = True
+    return mask
+
+
+def _last_sentence_end(text: str) -> str:
+    """The text up to its last sentence end, or "" when it has none."""
+    cut = max(text.rfind(mark) for mark in _SENTENCE_END)
+    return text[: cut + 1].strip() if cut >= 0 else ""

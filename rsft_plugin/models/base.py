@@ -1,0 +1,189 @@
+"""What every kind of response model shares: the version record, the policy interface and its records.
+
+A *kind* (retrieval today, a generative model later) is one class implementing `ResponsePolicy`; `kinds.py` maps
+the kind's name, as written in version.json, to that class. Nothing here imports torch: the web server reads
+versions through this module and must stay light.
+
+A candidate reply is identified by a stable string `key`: for retrieval the answer id, for a generated reply a
+hash of its text. Stages, the log and provenance work on keys and reply texts, never on positions in a bank.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from ..answer_bank import ANSWERS_FILE, Answer, AnswerBank  # noqa: F401 (ANSWERS_FILE: re-exported for the kinds)
+from ..errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..config import FinetuneConfig, ModelConfig
+
+VERSION_FILE = "version.json"
+FORMAT = 1
+DEFAULT_KIND = "retrieval"
+
+# progress(stage, fraction in [0, 1], message)
+Progress = Callable[[str, float, str], None]
+
+
+def no_progress(stage: str, fraction: float, message: str) -> None:
+    """The default progress sink: ignore."""
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One alternative's place in the policy for a query."""
+
+    key: str  # stable candidate key (retrieval: the answer id)
+    answer_id: str | None  # the bank answer it is (retrieval) or is grounded in; None when it has none
+    topic: str
+    cosine: float  # the model's score for (query, reply)
+    probability: float
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The model's answer to one query: the chosen reply plus the alternatives behind it."""
+
+    key: str  # stable key of the reply (retrieval: the answer id)
+    text: str  # the reply text, before placeholders are rendered
+    topic: str
+    answer: Answer | None  # the bank answer it is (retrieval) or is grounded in; None when it has none
+    score: float  # the model's score of the chosen reply (retrieval: cosine)
+    probability: float  # its policy probability
+    top_k: tuple[Ranked, ...]
+
+    @property
+    def answer_id(self) -> str | None:
+        return self.answer.id if self.answer else None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A sampled reply with its policy probability q(reply | prompt) at the sampling temperature."""
+
+    key: str
+    text: str
+    topic: str
+    answer: Answer | None  # the bank answer it is (retrieval) or is grounded in
+    probability: float
+    cosine: float
+
+    @property
+    def answer_id(self) -> str | None:
+        return self.answer.id if self.answer else None
+
+
+@dataclass(frozen=True)
+class TrainingPair:
+    """One accepted (prompt, reply) pair; the same prompt's rejected candidates are its hard negatives."""
+
+    prompt: str
+    target_key: str  # the accepted candidate's key
+    negative_keys: tuple[str, ...] = ()  # rejected candidates of the same prompt
+
+
+@dataclass
+class FinetuneResult:
+    model: Any  # a ResponsePolicy: a trained copy of the live one
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    train_pairs: int
+    val_pairs: int
+    examples_per_second: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What version.json holds: enough to rebuild the version and to explain where it came from."""
+
+    name: str
+    created_at: str
+    created_by: str
+    rsft_version: str
+    base_encoder: dict[str, str]
+    temperature: float
+    trainable_layers: int
+    answer_bank_hash: str
+    n_answers: int
+    weights_sha256: str = ""
+    parent: str | None = None
+    round_id: int | None = None
+    eval: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+    format: int = FORMAT
+    kind: str = DEFAULT_KIND  # which class loads it (models/kinds.py); versions written before kinds are retrieval
+
+
+def read_version_info(directory: str | Path) -> VersionInfo:
+    """Parse a version's version.json.
+
+    Raises:
+        ModelLoadError: missing, unreadable or incomplete.
+    """
+    path = Path(directory) / VERSION_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return VersionInfo(**raw)
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"{directory} is not a model version (no {VERSION_FILE})") from exc
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelLoadError(f"{path} is unreadable or incomplete: {exc}") from exc
+
+
+@runtime_checkable
+class ResponsePolicy(Protocol):
+    """A response model: one instance is one immutable version in memory.
+
+    What serving (answer), a round (sample, finetune, gate), `rsft eval` and the registry (describe, save, load)
+    need. A new kind implements this and adds one line to `kinds.KINDS`.
+    """
+
+    kind: ClassVar[str]
+    info: VersionInfo | None
+    bank: AnswerBank  # the answer bank it answers from or is grounded in
+    config: ModelConfig
+
+    @property
+    def name(self) -> str:
+        """The version name, or "unsaved"."""
+
+    def answer(self, query: str) -> Answered:
+        """The best reply for one query."""
+
+    def answer_many(self, queries: list[str]) -> list[Answered]:
+        """Best replies for many queries, batched; what evaluation and the gate use."""
+
+    def sample_many(self, queries: list[str], k: int, temperature: float | None = None,
+                    rng: np.random.Generator | None = None, replace: bool = False) -> list[list[Candidate]]:
+        """k candidates per query, each with its proposal probability q(candidate | query) at `temperature`."""
+
+    def finetune(self, pairs: list[TrainingPair], config: FinetuneConfig, progress: Progress = no_progress,
+                 show_bar: bool = True) -> FinetuneResult:
+        """Train a copy on accepted pairs; this version is never modified."""
+
+    def describe(self, name: str, parent: str | None = None, round_id: int | None = None,
+                 eval_numbers: dict[str, Any] | None = None, notes: str = "") -> VersionInfo:
+        """The VersionInfo this model would be saved with under `name`."""
+
+    def save(self, directory: str | Path, info: VersionInfo) -> VersionInfo:
+        """Write the version into an empty or new directory, version.json last; returns the info written."""
+
+    @classmethod
+    def load(cls, directory: str | Path, config: ModelConfig | None = None) -> ResponsePolicy:
+        """Load a saved version. Raises ModelLoadError."""
+
+    @classmethod
+    def pretrained(cls, bank: AnswerBank, config: ModelConfig) -> ResponsePolicy:
+        """The untuned model over `bank` (what `rsft init-model` saves)."""
+
+    def with_bank(self, bank: AnswerBank) -> ResponsePolicy:
+        """The same weights over another answer bank (an edited bank needs no retraining)."""

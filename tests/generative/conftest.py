@@ -1,0 +1,36 @@
+"""Fixtures of the generative kind's tests: the real SmolLM2 writer, converted once per clone, loaded once per session.
+
+The base checkpoint lives in the repository's var/base-models (the same cache `make run` uses): the first test run
+on a fresh clone converts the GGUF (~60 s on 2 busy cores); every later run loads it in under a second.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rsft_plugin.generative.checkpoint import BaseCheckpoint, ensure_checkpoint
+from rsft_plugin.generative.settings import WriterSettings
+from rsft_plugin.generative.writer import Writer
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_CACHE = REPO / "var" / "base-models"
+# Versions saved by tests live in tmp models dirs; they find the base by hash here instead of converting again.
+os.environ.setdefault("RSFT_BASE_CACHE", str(BASE_CACHE))
+
+# Short grounding answers keep prompts near 100 tokens, so a test's forward passes take well under a second.
+RETURNS = "You can return most items within 30 days of delivery, unused and in their original packaging."
+EXPRESS = "Express delivery costs €9.95 and arrives in 1–2 business days."
+
+
+@pytest.fixture(scope="session")
+def base_checkpoint() -> BaseCheckpoint:
+    return ensure_checkpoint(BASE_CACHE)
+
+
+@pytest.fixture(scope="session")
+def writer(base_checkpoint: BaseCheckpoint) -> Writer:
+    """The untuned writer at test sizes (16 new tokens). Tests never modify it: fine-tuning trains a copy."""
+    return Writer.from_checkpoint(base_checkpoint, WriterSettings(max_new_tokens=16, time_limit_seconds=60.0))

@@ -1,0 +1,102 @@
+"""LoRA fine-tuning of the real writer at test sizes (3 pairs, one epoch), and a saved writer's round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rsft_plugin.errors import ModelLoadError
+from rsft_plugin.generative.lora import WRITER_FILE, WriterExample, finetune_writer, load_writer, save_writer
+from rsft_plugin.generative.settings import LoraTraining, WriterSettings
+
+from .conftest import BASE_CACHE, EXPRESS, RETURNS
+
+pytestmark = pytest.mark.writer
+
+EXAMPLES = [
+    WriterExample("Can I return it after 3 weeks?", (RETURNS,), "Yes, within 30 days of delivery."),
+    WriterExample("How much is express?", (EXPRESS,), "Express costs €9.95."),
+    WriterExample("Can I send back shoes I wore?", (RETURNS,), "Only unused items can be returned."),
+]
+TRAINING = LoraTraining(learning_rate=5e-3, batch_size=2, max_epochs=1, val_fraction=0.34, seed=7)
+
+
+@pytest.fixture(scope="module")
+def trained(writer):
+    """One epoch on 3 pairs (2 train, 1 validation): ~5-15 s on 2 busy cores."""
+    before = {n: p.detach().clone() for n, p in writer.model.named_parameters()}
+    result = finetune_writer(writer, EXAMPLES, TRAINING, show_bar=False)
+    return result, before
+
+
+def test_finetune_trains_every_adapter_weight_of_a_copy(writer, trained) -> None:
+    result, before = trained
+    assert (result.train_pairs, result.val_pairs, result.epochs_run, result.best_epoch) == (2, 1, 1, 1)
+    assert result.steps == 1 and result.tokens_per_second > 0 and result.seconds > 0
+    assert result.trainable_parameters == 30 * 8 * ((576 + 576) + (576 + 192))  # r 8 on q_proj and v_proj: 0.46 M
+    lora = {n: p for n, p in result.writer.model.named_parameters() if "lora_" in n}
+    assert lora and sum(p.numel() for p in lora.values()) == result.trainable_parameters
+    # lora_B starts at zero and lora_A at random: after a step with a large learning rate every matrix moved
+    assert all(p.abs().sum() > 0 for n, p in lora.items() if "lora_B" in n)
+    # the live writer is untouched: same weights, still no adapter
+    assert not hasattr(writer.model, "peft_config")
+    assert all(torch.equal(before[n], p) for n, p in writer.model.named_parameters())
+    # the copy shares the frozen base weights with the live writer instead of duplicating them
+    assert result.writer.model.get_base_model().model.embed_tokens.weight is writer.model.model.embed_tokens.weight
+
+
+def test_training_raises_the_likelihood_of_the_training_replies(writer, trained) -> None:
+    result, _ = trained
+    example = EXAMPLES[0]
+    before = writer.reply_logprobs(example.question, example.grounding, [example.reply])[0]
+    after = result.writer.reply_logprobs(example.question, example.grounding, [example.reply])[0]
+    assert after > before
+    assert result.history[0]["train_loss"] > 0 and result.history[0]["val_loss"] == result.best_val_loss
+
+
+def test_a_saved_writer_references_its_base_and_reloads(tmp_path, writer, trained) -> None:
+    result, _ = trained
+    record = save_writer(result.writer, tmp_path / "v")
+    assert record["base_sha256"] == writer.base.sha256 and record["adapter"] is True
+    files = {p.name: p.stat().st_size for p in (tmp_path / "v").iterdir()}
+    assert set(files) == {WRITER_FILE, "adapter_config.json", "adapter_model.safetensors"}
+    assert sum(files.values()) < 5_000_000, "the base is referenced by hash, never copied"
+    loaded = load_writer(tmp_path / "v", BASE_CACHE)
+    assert loaded.settings == result.writer.settings and loaded.base == writer.base
+    example = EXAMPLES[1]
+    assert loaded.reply_logprobs(example.question, example.grounding, [example.reply]) == pytest.approx(
+        result.writer.reply_logprobs(example.question, example.grounding, [example.reply]), abs=1e-4)
+    # settings from rsft.yml override the saved ones; the adapter stays
+    faster = load_writer(tmp_path / "v", BASE_CACHE, WriterSettings(time_limit_seconds=1.0))
+    assert faster.settings.time_limit_seconds == 1.0 and hasattr(faster.model, "peft_config")
+
+
+def test_the_untuned_writer_saves_without_an_adapter(tmp_path, writer) -> None:
+    record = save_writer(writer, tmp_path / "v0")
+    assert record["adapter"] is False
+    assert {p.name for p in (tmp_path / "v0").iterdir()} == {WRITER_FILE}
+    assert not hasattr(load_writer(tmp_path / "v0", BASE_CACHE).model, "peft_config")
+
+
+def test_a_damaged_writer_folder_is_a_model_load_error(tmp_path) -> None:
+    with pytest.raises(ModelLoadError, match="missing or unreadable"):
+        load_writer(tmp_path, BASE_CACHE)
+    (tmp_path / WRITER_FILE).write_text(json.dumps({"settings": {"nope": 1}, "base_sha256": "x"}))
+    with pytest.raises(ModelLoadError):
+        load_writer(tmp_path, BASE_CACHE)
+
+
+def test_the_same_seed_gives_the_same_adapter_initialisation(writer) -> None:
+    from rsft_plugin.generative.lora import _trainable_copy
+
+    a, b = _trainable_copy(writer, seed=1), _trainable_copy(writer, seed=1)
+    pa = {n: p for n, p in a.model.named_parameters() if "lora_A" in n}
+    pb = {n: p for n, p in b.model.named_parameters() if "lora_A" in n}
+    assert pa and all(torch.equal(pa[n], pb[n]) for n in pa)
+
+
+def test_no_pairs_is_refused(writer) -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        finetune_writer(writer, [], TRAINING, show_bar=False)

@@ -1,0 +1,98 @@
+"""The generative kind behind the ResponsePolicy interface, on the real writer and MiniLM at test sizes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from rsft_plugin.config import FinetuneConfig, ModelConfig
+from rsft_plugin.generative.policy import GeneratedCandidate, GenerativePolicy, WrittenAnswer, reply_key
+from rsft_plugin.generative.settings import LoraTraining
+from rsft_plugin.generative.writer import Writer
+from rsft_plugin.models import ResponsePolicy, TrainingPair, load_version, policy_class
+from rsft_plugin.models.registry import Registry
+
+pytestmark = pytest.mark.writer
+
+QUESTION = "Can I return shoes after 3 weeks?"
+
+
+@pytest.fixture(scope="module")
+def policy(pretrained, writer) -> GenerativePolicy:
+    """The session's retriever and writer (16 new tokens, one grounding answer) as a generative policy."""
+    small = Writer(writer.model, writer.tokenizer, replace(writer.settings, grounding_answers=1), writer.base)
+    return GenerativePolicy(pretrained, small, ModelConfig(kind="generative"),
+                            training=LoraTraining(learning_rate=5e-3, batch_size=4, max_epochs=1))
+
+
+def test_the_kind_is_registered_and_implements_the_interface(policy) -> None:
+    assert policy_class("generative") is GenerativePolicy
+    assert isinstance(policy, ResponsePolicy)
+
+
+def test_answer_writes_a_grounded_reply_with_a_topic(policy, bank) -> None:
+    answered = policy.answer(QUESTION)
+    assert isinstance(answered, WrittenAnswer)
+    assert answered.grounding_ids and answered.answer.id == answered.grounding_ids[0]
+    assert answered.topic in bank.topics and answered.text
+    if answered.fallback:
+        assert answered.key == answered.answer.id and answered.text == answered.answer.text
+    else:
+        assert answered.key == reply_key(answered.text) and answered.new_tokens <= 16
+
+
+def test_a_timeout_answers_with_the_grounding_answer(policy) -> None:
+    slow = GenerativePolicy(policy.retriever, Writer(policy.writer.model, policy.writer.tokenizer,
+                                                     replace(policy.writer.settings, time_limit_seconds=1e-4),
+                                                     policy.writer.base), policy.config)
+    answered = slow.answer(QUESTION)
+    grounded = policy.retriever.answer(QUESTION)
+    assert answered.fallback and answered.reason == "timeout"
+    assert (answered.key, answered.text, answered.topic) == (grounded.key, grounded.text, grounded.topic)
+
+
+def test_sample_many_draws_k_replies_with_log_q(policy) -> None:
+    [candidates] = policy.sample_many([QUESTION], k=2, rng=np.random.default_rng(0))
+    assert len(candidates) == 2
+    for c in candidates:
+        assert isinstance(c, GeneratedCandidate)
+        assert c.key == reply_key(c.text) and c.probability == pytest.approx(math.exp(c.logprob))
+        assert c.answer_id == c.grounding_ids[0] and c.logprob < 0
+        assert c.faithful == (not c.violations)
+
+
+def test_finetune_trains_a_copy_and_a_version_round_trips(tmp_path, policy, bank) -> None:
+    [candidates] = policy.sample_many([QUESTION], k=2, rng=np.random.default_rng(1))
+    pairs = [TrainingPair(QUESTION, candidates[0].key, (candidates[1].key,)),
+             TrainingPair("How do I start a return?", "start_return")]  # a bank answer id trains its text
+    result = policy.finetune(pairs, FinetuneConfig(val_fraction=0.0), show_bar=False)
+    trained = result.model
+    assert isinstance(trained, GenerativePolicy) and trained is not policy
+    assert hasattr(trained.writer.model, "peft_config") and not hasattr(policy.writer.model, "peft_config")
+    assert result.train_pairs == 2 and result.epochs_run == 1
+
+    registry = Registry(tmp_path / "models")
+    info = registry.publish(trained, notes="test")
+    assert info.kind == "generative" and info.base_encoder["writer_base_sha256"] == policy.writer.base.sha256
+    folder = registry.version_path(info.name)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size < 30_000_000, "the writer's base is referenced by hash, not copied"
+    loaded = load_version(folder, ModelConfig(kind="generative"))
+    assert isinstance(loaded, GenerativePolicy) and loaded.name == info.name
+    reply = "Only unused items can be returned."
+    assert loaded.writer.reply_logprobs(QUESTION, ["x"], [reply]) == pytest.approx(
+        trained.writer.reply_logprobs(QUESTION, ["x"], [reply]), abs=1e-4)
+
+
+def test_evaluate_writing_measures_what_the_gate_compares(policy, bank) -> None:
+    from rsft_plugin.golden import GoldenQuestion
+
+    questions = [GoldenQuestion(QUESTION, "return_policy", "test"),
+                 GoldenQuestion("How much does express shipping cost?", "shipping_costs", "test")]
+    quality = policy.evaluate_writing(questions)
+    assert quality.n == 2
+    assert 0 <= quality.topic_correct <= 1 and 0 <= quality.similarity <= 1
+    assert 0 <= quality.violations <= 1 and 0 <= quality.fallbacks <= 1

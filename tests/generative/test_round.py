@@ -1,0 +1,72 @@
+"""One whole round of the generative kind at toy sizes, through promote and the serving process's hot swap.
+
+3 logged prompts x K=2 replies of <= 8 tokens, a lenient threshold rule, one LoRA epoch, a gate on 2 held-out
+questions: ~2 minutes on 2 busy cores (stages ~75 s: sample 19, finetune 25, gate 21), the slowest test of the
+kind; `-m "not slow"` leaves it out.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+
+import pytest
+
+from rsft_plugin.config import load_config
+from rsft_plugin.generative.policy import GenerativePolicy
+from rsft_plugin.generative.settings import LoraTraining
+from rsft_plugin.generative.writer import Writer
+from rsft_plugin.models.live import LiveModel
+from rsft_plugin.models.registry import Registry
+
+from ..conftest import REPO, feed_traffic, run_round, write_config
+
+pytestmark = [pytest.mark.writer, pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def _tiny_golden(path) -> None:
+    with open(REPO / "data" / "golden.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    train = [r for r in rows if r["split"] == "train"][:3]
+    heldout = [r for r in rows if r["split"] == "heldout"][:2]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["question", "topic", "split"])
+        writer.writeheader()
+        writer.writerows(train + heldout)
+
+
+def test_a_generative_round_promotes_a_new_writer_and_serving_swaps_to_it(tmp_path, pretrained, writer) -> None:
+    _tiny_golden(tmp_path / "golden.csv")
+    path = write_config(tmp_path, model={"kind": "generative"},
+                        gate={"min_improvement": -1.0, "topic_tolerance": 1.0, "rated_tolerance": 1.0},
+                        collect={"min_prompts": 2, "gate_fraction": 0.0}, sample={"k": 2},
+                        reject={"rule": "threshold", "s_min": 0.0, "r_min": 0.0, "min_accepted": 1},
+                        finetune={"val_fraction": 0.0, "max_epochs": 1})
+    text = path.read_text(encoding="utf-8").replace(str(REPO / "data" / "golden.csv"), str(tmp_path / "golden.csv"))
+    path.write_text(text.replace(str(REPO / "var" / "run"), str(tmp_path / "run")), encoding="utf-8")
+    config = load_config(path)
+    registry = Registry(config.paths.models_dir)
+    registry.set_live(registry.publish(pretrained).name, "retrieval serves the first traffic")
+    feed_traffic(config, n=3)
+
+    small = Writer(writer.model, writer.tokenizer, replace(writer.settings, max_new_tokens=8, grounding_answers=1),
+                   writer.base)
+    generative = GenerativePolicy(pretrained, small, config.model, training=LoraTraining(batch_size=8, max_epochs=1))
+    first = registry.publish(generative, notes="pretrained writer").name
+    registry.set_live(first, "test")
+    live = LiveModel(registry, config.model)
+    assert isinstance(live.current, GenerativePolicy) and live.current.name == first
+
+    result = run_round(config, show_bar=False)
+    assert result.status == "promoted", result.reason
+    assert set(result.stage_seconds) >= {"sample", "score", "reject", "finetune", "gate", "promote"}
+    promoted = registry.live_name()
+    assert promoted == result.new_version != first
+    info = [i for i in registry.versions() if i.name == promoted][0]
+    assert info.kind == "generative" and info.parent == first
+
+    assert live.refresh() and live.current.name == promoted  # the serving process swaps to the new writer
+    served = live.current
+    assert isinstance(served, GenerativePolicy) and hasattr(served.writer.model, "peft_config")
+    answered = served.answer("How do I place an order?")
+    assert answered.text and answered.grounding_ids

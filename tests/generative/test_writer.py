@@ -1,0 +1,100 @@
+"""The writer on the real SmolLM2 at test sizes: prompt, reply with fallback, K samples with log q."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rsft_plugin.generative.settings import WriterSettings
+from rsft_plugin.generative.writer import Writer
+
+from .conftest import EXPRESS, RETURNS
+
+pytestmark = pytest.mark.writer
+
+QUESTION = "Can I return it after 3 weeks?"
+
+
+def test_the_prompt_names_the_shop_the_rule_and_the_answers(writer) -> None:
+    system, user = writer.messages(QUESTION, [RETURNS, EXPRESS])
+    assert system["role"] == "system" and "Northwind Goods" in system["content"]
+    assert "only what the answers below say" in system["content"]
+    assert f"1. {RETURNS}" in system["content"] and f"2. {EXPRESS}" in system["content"]
+    assert user == {"role": "user", "content": QUESTION}
+    text = writer.tokenizer.decode(writer.prompt_ids(QUESTION, [RETURNS]))
+    assert text.rstrip().endswith("assistant") and QUESTION in text
+
+
+def test_long_prompts_lose_grounding_not_the_question(writer) -> None:
+    small = Writer(writer.model, writer.tokenizer, WriterSettings(max_prompt_tokens=120), writer.base)
+    long_answer = RETURNS + " " + " ".join(["More words about returns."] * 60)
+    ids = small.prompt_ids(QUESTION, [long_answer, EXPRESS])
+    assert len(ids) <= 120
+    text = small.tokenizer.decode(ids)
+    assert QUESTION in text and "Northwind Goods" in text and EXPRESS not in text
+
+
+def test_write_answers_within_the_budget(writer) -> None:
+    reply = writer.write(QUESTION, [RETURNS], max_new_tokens=16, guard=False)
+    assert reply.new_tokens <= 16 and reply.prompt_tokens > 50
+    assert reply.text.strip()
+    assert reply.fallback == bool(reply.reason)
+    if reply.fallback:  # 16 tokens may end mid-sentence with no sentence end: then the answer itself is served
+        assert reply.text == RETURNS and reply.reason == "truncated"
+
+
+def test_a_timeout_serves_the_grounding_answer(writer) -> None:
+    reply = writer.write(QUESTION, [RETURNS, EXPRESS], max_new_tokens=16, time_limit=1e-4)
+    assert reply.fallback and reply.reason == "timeout"
+    assert reply.text == RETURNS
+
+
+def test_any_error_serves_the_grounding_answer(writer) -> None:
+    class Broken(torch.nn.Module):
+        def generate(self, **kwargs):
+            raise RuntimeError("out of memory")
+
+    broken = Writer(Broken(), writer.tokenizer, writer.settings, writer.base)
+    reply = broken.write(QUESTION, [RETURNS])
+    assert reply.fallback and reply.text == RETURNS and "out of memory" in reply.reason
+
+
+def test_samples_carry_their_log_probability_under_q(writer) -> None:
+    samples = writer.sample(QUESTION, [RETURNS], k=2, seed=3, max_new_tokens=16)
+    assert len(samples) == 2
+    for s in samples:
+        assert s.text and 1 <= len(s.token_ids) <= 16
+        assert math.isfinite(s.logprob) and s.logprob < 0 and math.isfinite(s.model_logprob)
+        assert s.finished == (s.token_ids[-1] == writer.end_id)
+    # the untempered log-probability is what teacher forcing gives for the same tokens
+    prompt = writer.prompt_ids(QUESTION, [RETURNS])
+    forced = writer.token_logprobs(prompt, [s.token_ids for s in samples])
+    assert forced == pytest.approx([s.model_logprob for s in samples], abs=1e-2)
+    # the same seed draws the same replies; the global RNG is left alone
+    state = torch.random.get_rng_state()
+    first, again = (writer.sample(QUESTION, [RETURNS], k=2, seed=5, max_new_tokens=4) for _ in range(2))
+    assert [s.token_ids for s in again] == [s.token_ids for s in first]
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_at_temperature_one_without_top_p_q_is_the_model(writer) -> None:
+    samples = writer.sample(QUESTION, [RETURNS], k=2, seed=0, temperature=1.0, top_p=1.0, max_new_tokens=8)
+    for s in samples:
+        assert s.logprob == pytest.approx(s.model_logprob, abs=1e-3)
+
+
+def test_the_guard_serves_the_grounding_answer_instead_of_an_invented_fact(writer) -> None:
+    from rsft_plugin.generative.faithfulness import is_faithful
+
+    unguarded = writer.write(QUESTION, [RETURNS], max_new_tokens=16, guard=False)
+    guarded = writer.write(QUESTION, [RETURNS], max_new_tokens=16, guard=True)
+    assert guarded.written == unguarded.written  # greedy: the same words either way
+    if unguarded.fallback or is_faithful(unguarded.text, [RETURNS]):
+        assert guarded.text == unguarded.text
+    else:
+        assert guarded.fallback and guarded.reason == "unfaithful" and guarded.text == RETURNS
+    # the untuned 135M model answers "No, you cannot return it after 3 weeks." (this keeps the test from passing
+    # vacuously; a different torch build may word it otherwise)
+    assert guarded.reason == "unfaithful", unguarded.written
