@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .config import Config, default_config_path, load_config, merge_overrides, parse_overrides, require_file
+from .config import Config, default_config_path, load_config, merge_overrides, parse_overrides
+from .config_file import require_file
 from .errors import RsftError
 from .rasa import commands as rasa_commands
 from .stages.rules import rule_names

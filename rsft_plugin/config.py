@@ -277,25 +277,6 @@ def default_config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_NAME)).resolve()
 
 
-def missing_config_message(where: Path | None = None) -> str:
-    """Why rsft refuses to run without a config file, and how to make one."""
-    where = where or Path.cwd()
-    return (f"no rsft.yml in {where} and ${CONFIG_ENV} is not set; rsft does not create state in a folder without "
-            f"its config. Run `rsft init-rasa BOT_DIR` to write one next to your Rasa bot, then run rsft from that "
-            f"folder, or pass --config PATH (or set {CONFIG_ENV}=PATH)")
-
-
-def require_file(config: Config) -> Config:
-    """`config` if it was read from a file; rsft refuses to make state from defaults alone.
-
-    Raises:
-        ConfigError: no file was found (the message says how to make one).
-    """
-    if config.source is None:
-        raise ConfigError(missing_config_message())
-    return config
-
-
 def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
     """Read rsft.yml (if it exists) and apply overrides ({section: {key: value}}, None values ignored).
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..config import require_file
+from ..config_file import require_file
 from ..errors import RsftError
 
 

@@ -33,7 +33,8 @@ from rasa_sdk.executor import ActionExecutor
 from sanic import Request, response
 from sanic.response import HTTPResponse
 
-from ..config import CONFIG_ENV, Config, load_config, require_file
+from ..config import CONFIG_ENV, Config, load_config
+from ..config_file import require_file
 from ..errors import ConfigError, RsftError
 from ..parts import build_parts
 from ..secrets import ACTION_TOKEN, get_secret, matches
