@@ -10,7 +10,7 @@ import torch
 
 from rsft_plugin.config import CollectConfig, FinetuneConfig, GateConfig, SampleConfig, ScoreConfig
 from rsft_plugin.golden import GoldenQuestion
-from rsft_plugin.log import SqliteLog, TurnRecord, open_sqlite
+from rsft_plugin.log import SqliteLog, Turn, TurnRecord, open_sqlite
 from rsft_plugin.models.encoder import embed, trainable_state
 from rsft_plugin.models.retrieval import ResponseModel
 from rsft_plugin.stages.collect import collect_prompts
@@ -101,16 +101,18 @@ def test_smoothing_and_sender_caps():
     assert capped_votes([("a", 1), ("a", 0), ("b", 1)], 1.0) == (1.5, 0.5)
 
 
+def _rated(turn_id: str, sender: str, text: str, answer_id: str, rating: int) -> Turn:
+    return Turn(id=turn_id, sender_id=sender, user_text=text, answer_id=answer_id, answer_topic=answer_id,
+                created_at="2026-11-30T00:00:00", rating=rating)
+
+
 def test_rewards_come_from_neighbour_ratings_and_similarity_to_trusted_answers(bank, embed_fixed):
     prompt_text = "how long does a refund take to reach my card"
     prompt_set = PromptSet([Prompt(0, prompt_text, ("t",), False, False)], embed_fixed([prompt_text]))
     rated = [  # a near-identical question rated 👍 on refund_status, and 👎 on shipping_costs
-        {"id": "r1", "sender_id": "ann", "user_text": "how long does a refund take to reach my card?",
-         "answer_id": "refund_status", "rating": 1},
-        {"id": "r2", "sender_id": "bob", "user_text": "How long does a refund take to reach my card",
-         "answer_id": "shipping_costs", "rating": 0},
-        {"id": "r3", "sender_id": "cy", "user_text": "do you sell garden furniture", "answer_id": "back_in_stock",
-         "rating": 1},  # unrelated: must not count
+        _rated("r1", "ann", "how long does a refund take to reach my card?", "refund_status", 1),
+        _rated("r2", "bob", "How long does a refund take to reach my card", "shipping_costs", 0),
+        _rated("r3", "cy", "do you sell garden furniture", "back_in_stock", 1),  # unrelated: must not count
     ]
     candidates = [SampledCandidate(0, i, a, bank.get(a).text, a, a, 0.1, 0.5, "v0001")
                   for i, a in enumerate(["refund_status", "shipping_costs", "back_in_stock"])]
