@@ -231,7 +231,7 @@ def rollback_command(ctx: click.Context, version: str | None) -> None:
 @click.pass_context
 @_fail_cleanly
 def history_command(ctx: click.Context, limit: int) -> None:
-    """Rounds, newest first: status, rule, prompts, acceptance, accuracy before/after, new version.
+    """Rounds, newest first: status, rule, prompts, acceptance, accuracy before/after, new version, and why.
 
     Example: rsft history --limit 5
     """

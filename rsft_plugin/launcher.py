@@ -38,7 +38,7 @@ from typing import Any
 from .config import Config
 from .rasa import rasa_pythonpath
 from .secrets import ACTION_TOKEN, RASA_TOKEN, get_secret
-from .supervision import LaunchError, Program, Supervisor, describe_status, read_status
+from .supervision import LaunchError, Program, Supervisor, describe_status, launcher_gone, read_status
 
 __all__ = ["LaunchError", "Stack", "bot_fingerprint", "ensure_rasa_model", "free_port", "rasa_token",
            "servers_status_line"]
@@ -107,6 +107,21 @@ def free_port() -> int:
 def servers_status_line(config: Config) -> str:
     """`rsft status`'s line about the servers of `rsft serve` (state and restarts of each)."""
     return describe_status(read_status(config.paths.run_dir / "logs"))
+
+
+def servers_status(config: Config) -> dict[str, Any] | None:
+    """The servers of `rsft serve` for the operator API (the console's header): None when it never ran here.
+
+    state is running | stopped | gave up | gone (the status file says running but `rsft serve` is dead);
+    each server has its state, whether it answers, its restarts and the time of the last one.
+    """
+    status = read_status(config.paths.run_dir / "logs")
+    if status is None:
+        return None
+    return {"state": "gone" if launcher_gone(status) else status.get("state"), "failure": status.get("failure"),
+            "updated_at": status.get("updated_at"),
+            "servers": {name: {key: server.get(key) for key in ("state", "ready", "restarts", "last_restart")}
+                        for name, server in (status.get("servers") or {}).items()}}
 
 
 @dataclass

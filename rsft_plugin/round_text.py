@@ -43,7 +43,7 @@ def describe_round(row: RoundRecord | None, round_id: int) -> str:
 
 
 def history_lines(rounds: list[RoundRecord]) -> list[str]:
-    """`rsft history`: one line per round, newest first."""
+    """`rsft history`: one line per round, newest first, then why it ended as it did (or where it is)."""
     if not rounds:
         return ["no rounds yet; run `rsft retrain`"]
     lines = [" round  started (UTC)        status    rule         prompts  accepted  rate    live   -> cand.  new"]
@@ -53,6 +53,8 @@ def history_lines(rounds: list[RoundRecord]) -> list[str]:
                      f"{stats.get('trainable_prompts', '-'):>7}  {stats.get('accepted', '-'):>8}  "
                      f"{pct(stats.get('acceptance_rate')):>6}  {pct(gate.get('live_accuracy')):>6} -> "
                      f"{pct(gate.get('candidate_accuracy')):>6}  {r.new_version or '-'}")
+        if r.reason or r.status == "running":
+            lines.append(f"        why: {r.reason or f'running, stage {r.stage} ({r.progress:.0%})'}")
     return lines
 
 
@@ -69,16 +71,16 @@ def status_lines(live: str | None, current: RoundRecord | None) -> list[str]:
 
 
 def turn_lines(turns: list[Turn]) -> list[str]:
-    """`rsft log`: recent turns, newest first."""
+    """`rsft log`: recent turns, newest first. The sender id comes last and whole, to copy into `rsft forget`."""
     if not turns:
         return ["no turns logged yet"]
-    lines = [f"{'time (UTC)':<19}  {'sender':<12}  {'question':<40}  {'answer':<22}  score  version  rating"]
+    lines = [f"{'time (UTC)':<19}  {'question':<40}  {'answer':<22}  score  version  rating  sender"]
     for turn in turns:
         rating = {1: "👍", 0: "👎"}.get(turn.rating, "-")  # type: ignore[arg-type]
         question = " ".join(turn.user_text.split())
         reply = turn.answer_id or turn.reply_key or "-"
-        lines.append(f"{turn.created_at[:19]:<19}  {turn.sender_id[:12]:<12}  {clip(question, 40):<40}  "
-                     f"{reply[:22]:<22}  {turn.score or 0:.2f}   {turn.model_version or '-':<7}  {rating}")
+        lines.append(f"{turn.created_at[:19]:<19}  {clip(question, 40):<40}  {clip(reply, 22):<22}  "
+                     f"{turn.score or 0:.2f}   {turn.model_version or '-':<7}  {rating:<6}  {turn.sender_id}")
     return lines
 
 

@@ -332,12 +332,17 @@ def read_status(state_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def launcher_gone(status: dict[str, Any]) -> bool:
+    """The file says running, but the `rsft serve` that keeps it is dead (it was killed without cleaning up)."""
+    return status.get("state") == "running" and not _alive(status.get("launcher_pid", 0))
+
+
 def describe_status(status: dict[str, Any] | None) -> str:
     """One line for `rsft status`: each server's state and restarts."""
     if status is None:
         return "servers: not started here (no rsft serve status file)"
     pid = status.get("launcher_pid", 0)
-    if status["state"] == "running" and not _alive(pid):
+    if launcher_gone(status):
         return f"servers: unknown (rsft serve, pid {pid}, is gone; last update {status['updated_at'][:19]})"
     parts = []
     for name, server in status["servers"].items():

@@ -4,7 +4,8 @@ The chat page and its static files are public; so is the console's login form. E
 operator: `Authorization: Bearer <token>` (RSFT_OPERATOR_TOKEN, or the one generated into
 var/run/secrets/operator-token), or a console session made by logging in with that token (see console.py and
 sessions.py). This process never loads a model: a triggered round runs as its own `rsft retrain` process, a
-published answer bank as its own process too, and status is read from the SQLite log.
+published answer bank as its own process too, and status is read from the SQLite log and the status file of
+`rsft serve` (its servers' restarts).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from . import jobs
 from .config import Config
 from .console import PUBLIC_RESOURCES, add_console_routes, errors, guard, mark_public, setup_templates
 from .errors import JobBusy
+from .launcher import servers_status
 from .parts import Parts, build_parts
 from .secrets import OPERATOR_TOKEN, get_secret
 from .sessions import SessionStore
@@ -59,7 +61,8 @@ def build_app(parts: Parts, rasa_url: str, shop_name: str = "Northwind Goods",
         return web.json_response({"status": "ok"})
 
     async def status(request: web.Request) -> web.Response:
-        return web.json_response({"live_version": parts.registry.live_name(), "round": _latest_round(parts)})
+        return web.json_response({"live_version": parts.registry.live_name(), "round": _latest_round(parts),
+                                  "servers": servers_status(config)})
 
     async def trigger(request: web.Request) -> web.Response:
         try:

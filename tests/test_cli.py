@@ -68,3 +68,21 @@ def test_set_overrides_any_setting_for_a_command_and_refuses_bad_values(config):
     assert bad.exit_code != 0 and "valid rules are" in bad.output
     malformed = CliRunner().invoke(main, ["--config", str(config.source), "--set", "beta=0.5", "status"])
     assert malformed.exit_code != 0 and "SECTION.KEY=VALUE" in malformed.output
+
+
+def test_history_says_why_each_round_ended_and_log_shows_whole_sender_ids(config):
+    sender = "3f2a9c61-0b7e-4c55-9d1a-8e2f6a7b9c0d-a-long-sender-id"
+    with open_sqlite(config.paths.db) as store:
+        store.log_turn(TurnRecord(sender, None, "where is my order", "track_order", "track_order", "text", "v0001",
+                                  0.5, 0.3, [], 10.0))
+        kept = store.start_round("v0001", "statistical", {}, 1)
+        store.update_round(kept, status="kept", stage="done", reason="held-out accuracy 80.0% -> 79.0% is below")
+        stopped = store.start_round("v0001", "statistical", {}, 1)
+        store.update_round(stopped, status="stopped", stage="collect", reason="only 3 prompts; need 20")
+    history = _run(config.source, "history")
+    assert "why: held-out accuracy 80.0% -> 79.0% is below" in history.output
+    assert "why: only 3 prompts; need 20" in history.output
+    log = _run(config.source, "log")
+    assert sender in log.output.split()  # whole, so it can be copied into `rsft forget`
+    forget = _run(config.source, "forget", log.output.splitlines()[1].split()[-1], "--yes")
+    assert "deleted 1 turns" in forget.output

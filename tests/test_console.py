@@ -163,6 +163,41 @@ def test_a_lowercase_bearer_scheme_reaches_the_api(config, token):
     assert _serve(config, exercise) == [200, 200, 200, 401]
 
 
+def test_the_status_api_reports_the_servers_restarts_from_the_launchers_status_file(config, token):
+    import subprocess
+
+    from rsft_plugin.supervision import STATUS_FILE
+
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def get_status(client: TestClient) -> dict:
+        return await (await client.get("/api/status", headers=headers)).json()
+
+    assert _serve(config, get_status)["servers"] is None  # `rsft serve` never ran here
+    logs = config.paths.run_dir / "logs"
+    logs.mkdir(parents=True)
+    server = {"state": "running", "ready": True, "pid": 11, "url": None, "restarts": 0, "last_restart": None,
+              "last_exit": None}
+    written = {"state": "running", "launcher_pid": os.getpid(), "started_at": "2026-01-01T10:00:00+00:00",
+               "updated_at": "2026-01-01T10:05:00+00:00", "failure": None, "restart_budget": 5,
+               "restart_window_seconds": 600,
+               "servers": {"actions": {**server, "restarts": 2, "last_restart": "2026-01-01T10:04:00+00:00"},
+                           "rasa": server, "web": server}}
+    (logs / STATUS_FILE).write_text(json.dumps(written), encoding="utf-8")
+    status = _serve(config, get_status)
+    assert set(status) == {"live_version", "round", "servers"}
+    assert status["servers"] == {
+        "state": "running", "failure": None, "updated_at": "2026-01-01T10:05:00+00:00",
+        "servers": {"actions": {"state": "running", "ready": True, "restarts": 2,
+                                "last_restart": "2026-01-01T10:04:00+00:00"},
+                    "rasa": {"state": "running", "ready": True, "restarts": 0, "last_restart": None},
+                    "web": {"state": "running", "ready": True, "restarts": 0, "last_restart": None}}}
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (logs / STATUS_FILE).write_text(json.dumps({**written, "launcher_pid": dead.pid}), encoding="utf-8")
+    assert _serve(config, get_status)["servers"]["state"] == "gone"  # killed without cleaning up
+
+
 def _public_key():
     from rsft_plugin.console import PUBLIC_RESOURCES
 

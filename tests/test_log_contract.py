@@ -111,6 +111,37 @@ def test_ratings_per_minute_are_capped(log):
     assert log.count("ratings") == 2 and log.ratings_since(None) == 2
 
 
+def test_the_cap_counts_attempts_so_flipping_one_turn_is_capped_too(log, tmp_path):
+    turn_id = log.log_turn(_turn())
+    for n in range(5):
+        log.rate(turn_id, "alice", n % 2, max_per_minute=5)
+    with pytest.raises(RatingRefused, match="a lot of ratings"):
+        log.rate(turn_id, "alice", 1, max_per_minute=5)
+    assert log.turn(turn_id)["rating"] == 0 and log.count("ratings") == 1  # the refused flip wrote nothing
+    # Refused calls count too, and another sender has their own budget.
+    with pytest.raises(RatingRefused, match="a lot of ratings"):
+        log.rate(turn_id, "alice", 1, max_per_minute=6)
+    bobs = log.log_turn(_turn(sender="bob"))
+    assert log.rate(bobs, "bob", 1, max_per_minute=5).score == 1
+
+
+def test_sqlite_rating_attempts_are_shared_between_processes_and_pruned(tmp_path):
+    first, second = open_sqlite(tmp_path / "rsft.db"), open_sqlite(tmp_path / "rsft.db")  # two action servers
+    try:
+        turn_id = first.log_turn(_turn())
+        first.rate(turn_id, "alice", 1, max_per_minute=2)
+        second.rate(turn_id, "alice", 0, max_per_minute=2)
+        with pytest.raises(RatingRefused, match="a lot of ratings"):
+            first.rate(turn_id, "alice", 1, max_per_minute=2)
+        assert second.turn(turn_id)["rating"] == 0
+        first.db.execute("UPDATE rating_attempts SET at = '2000-01-01T00:00:00.000+00:00'")  # a minute later
+        assert second.rate(turn_id, "alice", 1, max_per_minute=2).replaced is True
+        assert first.db.execute("SELECT count(*) FROM rating_attempts").fetchone()[0] == 1  # the old ones pruned
+    finally:
+        first.close()
+        second.close()
+
+
 def test_sql_looking_text_is_stored_verbatim(log):
     hostile = "'); DROP TABLE turns; -- \u202e\x00 ☃"
     turn_id = log.log_turn(_turn(text=hostile))

@@ -160,7 +160,7 @@ def test_operator_api_needs_the_token_and_reports_status(tmp_path, pretrained):
                     assert response.status == 401, (method, path, headers)
             good = {"Authorization": f"Bearer {token}"}
             status = await (await client.get("/api/status", headers=good)).json()
-            assert status == {"live_version": "v0001", "round": None}
+            assert status == {"live_version": "v0001", "round": None, "servers": None}
             started = await client.post("/api/rounds", headers=good)
             assert started.status == 202
             pid = (await started.json())["pid"]

@@ -41,6 +41,8 @@ class ConversationLog(Protocol):
 
         Raises:
             RatingRefused: unknown turn, another sender's turn, not 0/1, or over `max_per_minute`; nothing written.
+                The cap counts this sender's rating calls in the last minute (replacements of one turn and
+                refused calls included), durably, so every process sharing the log shares the count.
         """
 
     def turn(self, turn_id: str) -> Turn | None: ...

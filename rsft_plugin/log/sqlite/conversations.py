@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ...errors import RatingRefused
@@ -37,28 +37,45 @@ class SqliteConversations(SqliteBase):
         return turn_id
 
     def rate(self, turn_id: str, sender_id: str, score: int, max_per_minute: int | None = None) -> RatingRecord:
-        if score not in (0, 1):
-            raise RatingRefused(f"a rating is 0 or 1, not {score!r}")
         now = utc_now()
+        refusal: RatingRefused | None = None
+        replaced = False
         with self._transaction():
-            if max_per_minute is not None:
-                minute_ago = (datetime.now(UTC) - timedelta(minutes=1)).isoformat(timespec="milliseconds")
-                recent = self.db.execute("SELECT count(*) FROM ratings WHERE sender_id = ? AND updated_at > ?",
-                                         [sender_id, minute_ago]).fetchone()[0]
-                if recent >= max_per_minute:
-                    raise RatingRefused("that is a lot of ratings in one minute; please wait a moment")
-            owner = self.db.execute("SELECT sender_id FROM turns WHERE id = ?", [turn_id]).fetchone()
-            if owner is None:
-                raise RatingRefused("there is no answer with that id")
-            if owner[0] != sender_id:
-                raise RatingRefused("that answer was given in another conversation")
-            replaced = self.db.execute("SELECT 1 FROM ratings WHERE turn_id = ?", [turn_id]).fetchone() is not None
-            self.db.execute(
-                "INSERT INTO ratings (turn_id, sender_id, score, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(turn_id) DO UPDATE SET score = excluded.score, updated_at = excluded.updated_at",
-                [turn_id, sender_id, score, now, now],
-            )
+            # The attempt is recorded even when the rating is refused, so the transaction must commit: the
+            # refusal is raised after it.
+            if max_per_minute is not None and self._attempts_this_minute(sender_id, now) > max_per_minute:
+                refusal = RatingRefused("that is a lot of ratings in one minute; please wait a moment")
+            else:
+                refusal = self._rating_refusal(turn_id, sender_id, score)
+            if refusal is None:
+                replaced = self.db.execute("SELECT 1 FROM ratings WHERE turn_id = ?",
+                                           [turn_id]).fetchone() is not None
+                self.db.execute(
+                    "INSERT INTO ratings (turn_id, sender_id, score, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(turn_id) DO UPDATE SET score = excluded.score, updated_at = excluded.updated_at",
+                    [turn_id, sender_id, score, now, now],
+                )
+        if refusal is not None:
+            raise refusal
         return RatingRecord(turn_id, sender_id, score, now, replaced)
+
+    def _attempts_this_minute(self, sender_id: str, now: str) -> int:
+        """Record one rating attempt by `sender_id` (pruning attempts older than a minute); count theirs in it."""
+        minute_ago = (datetime.fromisoformat(now) - timedelta(minutes=1)).isoformat(timespec="milliseconds")
+        self.db.execute("DELETE FROM rating_attempts WHERE at <= ?", [minute_ago])
+        self.db.execute("INSERT INTO rating_attempts (sender_id, at) VALUES (?, ?)", [sender_id, now])
+        return self.db.execute("SELECT count(*) FROM rating_attempts WHERE sender_id = ? AND at > ?",
+                               [sender_id, minute_ago]).fetchone()[0]
+
+    def _rating_refusal(self, turn_id: str, sender_id: str, score: int) -> RatingRefused | None:
+        if score not in (0, 1):
+            return RatingRefused(f"a rating is 0 or 1, not {score!r}")
+        owner = self.db.execute("SELECT sender_id FROM turns WHERE id = ?", [turn_id]).fetchone()
+        if owner is None:
+            return RatingRefused("there is no answer with that id")
+        if owner[0] != sender_id:
+            return RatingRefused("that answer was given in another conversation")
+        return None
 
     def turn(self, turn_id: str) -> Turn | None:
         rows = self._rows(_TURNS_WITH_RATINGS + " WHERE t.id = ?", [turn_id])

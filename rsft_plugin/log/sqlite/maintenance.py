@@ -19,6 +19,7 @@ class SqliteMaintenance(SqliteBase):
             ratings = self.db.execute("DELETE FROM ratings WHERE sender_id = ? OR turn_id IN "
                                       "(SELECT id FROM turns WHERE sender_id = ?)", [sender_id, sender_id]).rowcount
             turns = self.db.execute("DELETE FROM turns WHERE sender_id = ?", [sender_id]).rowcount
+            self.db.execute("DELETE FROM rating_attempts WHERE sender_id = ?", [sender_id])
             prompts = 0
             for round_id, prompt_id, raw in list(self.db.execute(
                     "SELECT round_id, prompt_id, turn_ids FROM round_prompts")):

@@ -3,6 +3,8 @@
 Tables (open the file in Datasette or `sqlite-utils` as it is):
     turns             one row per answer the bot gave: who asked what, which reply (reply_key), version, score, top-k
     ratings           one row per rated turn (a new rating by the same sender replaces the old one)
+    rating_attempts   every rating call under a per-minute cap (sender_id, at), the last minute only: the cap
+                      counts attempts, replacements and refusals included, across processes
     rounds            one row per fine-tuning round: status, stage, progress, numbers, why it promoted or not
     round_prompts     the prompts a round collected, with the turns they came from
     round_candidates  every sampled candidate (candidate_key, candidate_text) with q, reward parts, accepted or not
@@ -20,7 +22,7 @@ from contextlib import AbstractContextManager
 
 import sqlite_utils
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def migrate(db: sqlite_utils.Database, transaction: Callable[[], AbstractContextManager[None]]) -> None:
@@ -117,4 +119,11 @@ def _schema_4(db: sqlite_utils.Database) -> None:
             db.execute(f"UPDATE {table} SET job_id = ? WHERE id = ?", [job_id, row_id])
 
 
-_MIGRATIONS = {1: _schema_1, 2: _schema_2, 3: _schema_3, 4: _schema_4}
+def _schema_5(db: sqlite_utils.Database) -> None:
+    """Rating attempts, so the per-minute cap counts calls (flips of one turn too), not stored rows."""
+    db.execute("CREATE TABLE rating_attempts (sender_id TEXT NOT NULL, at TEXT NOT NULL)")
+    db.execute("CREATE INDEX idx_rating_attempts_sender_at ON rating_attempts (sender_id, at)")
+    db.execute("CREATE INDEX idx_rating_attempts_at ON rating_attempts (at)")
+
+
+_MIGRATIONS = {1: _schema_1, 2: _schema_2, 3: _schema_3, 4: _schema_4, 5: _schema_5}

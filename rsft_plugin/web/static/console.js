@@ -128,14 +128,15 @@
       var round = status.round;
       var running = round && round.status === "running";
       clear(badge);
-      if (round && (running || Date.now() - Date.parse(round.finished_at || 0) < 10 * 60 * 1000)) {
-        badge.hidden = false;
+      var recent = round && (running || Date.now() - Date.parse(round.finished_at || 0) < 10 * 60 * 1000);
+      if (recent) {
         append(badge, h("a", { href: "/console/rounds/" + round.id },
           "Round " + round.id + " · ", running ? round.stage + " " + pct(round.progress, 0) : round.status));
         if (running) append(badge, progressBar(round.progress, "round progress"));
-      } else {
-        badge.hidden = true;
       }
+      var servers = serversText(status.servers);
+      if (servers) append(badge, h("span", { class: "servers", title: status.servers.failure || "", text: servers }));
+      badge.hidden = !recent && !servers;
       var key = round ? round.id + ":" + round.status + ":" + round.stage + ":" + round.progress : "none";
       if (key !== lastRoundKey) {
         var first = lastRoundKey === null;
@@ -144,6 +145,16 @@
       }
       setTimeout(pollStatus, running ? 1000 : 4000);
     }, function () { setTimeout(pollStatus, 5000); });
+  }
+
+  // The servers of `rsft serve`, when something is worth a look: "actions restarted 2×", or its state.
+  function serversText(supervision) {
+    if (!supervision) return "";
+    var parts = Object.keys(supervision.servers || {}).filter(function (name) {
+      return supervision.servers[name].restarts > 0;
+    }).map(function (name) { return name + " restarted " + supervision.servers[name].restarts + "×"; });
+    if (supervision.state !== "running") parts.unshift("servers " + supervision.state);
+    return parts.join(" · ");
   }
 
   function retrainButton() {
