@@ -84,5 +84,5 @@ def test_history_says_why_each_round_ended_and_log_shows_whole_sender_ids(config
     assert "why: only 3 prompts; need 20" in history.output
     log = _run(config.source, "log")
     assert sender in log.output.split()  # whole, so it can be copied into `rsft forget`
-    forget = _run(config.source, "forget", log.output.splitlines()[1].split()[-1], "--yes")
+    forget = _run(config.source, "forget", log.stdout.splitlines()[1].split()[-1], "--yes")
     assert "deleted 1 turns" in forget.output
