@@ -1,81 +1,21 @@
 """The `rsft` command line: a thin layer over the library. Each command loads the config, calls the library, and
-turns library errors into one clear message."""
+turns library errors into one clear message. The group and its shared helpers are in cli_common.py; this module
+holds the model and round commands and gathers the others (cli_ops.py, rsft_plugin/rasa/commands.py)."""
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import click
 
-from .config import Config, default_config_path, load_config, merge_overrides, parse_overrides
-from .config_file import require_file
-from .errors import RsftError
+from . import cli_ops  # noqa: F401  (registers serve, web, simulate, forget, backup, retention, config)
+from .cli_common import _config, _echo, _fail_cleanly, _parts, main
+from .config import load_config, merge_overrides
 from .rasa import commands as rasa_commands
 from .stages.rules import rule_names
 
-if TYPE_CHECKING:
-    from .parts import Parts
-
-
-def _fail_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except RsftError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
-
-
-def _config(ctx: click.Context) -> Config:
-    """The command's config; refuses (with the fix) when no rsft.yml was found, so no state lands in a random folder."""
-    try:
-        return require_file(ctx.obj["config"])
-    except RsftError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def _parts(ctx: click.Context, config: Config | None = None) -> Parts:
-    """This command's parts, built once (the composition root of a CLI process) and closed when it ends."""
-    if ctx.obj.get("parts") is None:
-        from .parts import build_parts
-
-        ctx.obj["parts"] = build_parts(config or _config(ctx))
-        ctx.call_on_close(ctx.obj["parts"].close)
-    return ctx.obj["parts"]
-
-
-def _echo(lines: list[str]) -> None:
-    click.echo("\n".join(lines))
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="rsft.yml to use (default: $RSFT_CONFIG or ./rsft.yml).")
-@click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Override one rsft.yml setting for this command, e.g. --set reject.beta=0.5 (repeatable).")
-@click.pass_context
-def main(ctx: click.Context, config_path: Path | None, assignments: tuple[str, ...]) -> None:
-    """rsft: a Rasa customer-service assistant that retrains itself from rated conversations.
-
-    Settings come from rsft.yml, then `--set SECTION.KEY=VALUE` (any setting), then a command's own flags.
-
-    Example: rsft --set sample.k=4 --set reject.rule=best_of_n retrain
-    """
-    try:
-        overrides = parse_overrides(assignments)
-        ctx.obj = {"config": load_config(config_path, overrides), "config_path": config_path,
-                   "overrides": overrides}
-    except RsftError as exc:
-        raise click.ClickException(str(exc)) from exc
-    source = ctx.obj["config"].source
-    click.echo(f"rsft: config {source}" if source else f"rsft: config none ({default_config_path()} does not exist)",
-               err=True)
+for _command in rasa_commands.COMMANDS:  # init-rasa, doctor (rsft_plugin/rasa/commands.py)
+    main.add_command(_command)
 
 
 @main.command("init-model")
@@ -274,16 +214,5 @@ def status_command(ctx: click.Context) -> None:
     _echo([lines[0], servers_status_line(parts.config), *lines[1:]])
 
 
-# The operational commands (serve, web, simulate, forget, backup, retention) live in cli_ops.py.
-from . import cli_ops  # noqa: E402, F401  (registers them on `main`)
-
-for _command in rasa_commands.COMMANDS:  # init-rasa, doctor (rsft_plugin/rasa/commands.py)
-    main.add_command(_command)
-
-
 if __name__ == "__main__":
-    # Under `python -m rsft_plugin.cli` this file runs as __main__, while cli_ops registered its commands on the
-    # group of the imported module `rsft_plugin.cli`: run that one.
-    from rsft_plugin.cli import main as registered_main
-
-    registered_main()
+    main()

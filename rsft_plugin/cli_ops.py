@@ -1,5 +1,5 @@
 """The `rsft` commands that run servers and look after personal data: serve, web, simulate, forget, backup,
-retention. They register on the same group as the model and round commands in cli.py (the same thin layer)."""
+retention, config. They register on the group in cli_common.py, as the model and round commands of cli.py do."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .cli import _config, _fail_cleanly, _parts, main
+from .cli_common import _config, _fail_cleanly, _parts, main
 
 
 @main.command("serve")
