@@ -5,9 +5,10 @@
 
 Each message is normalised as the assistant does (rsft_plugin.text.clean_text; a message left empty is asked
 again, so it counts as caught). For each threshold, a message whose best cosine under the pretrained retrieval
-policy is below it gets the "did not understand" reply. Per threshold: the share of out-of-scope lines caught, the share of in-scope golden
-questions wrongly refused, and of those in-scope questions the share of correct answers lost and of wrong answers
-caught (a refused wrong answer is a gain: the customer is offered topics instead of a wrong answer).
+policy is below it gets the "did not understand" reply. Per threshold: the share of out-of-scope lines caught,
+the share of in-scope golden questions wrongly refused, and of those in-scope questions the share of correct
+answers lost and of wrong answers caught (a refused wrong answer is a gain: the customer is offered topics
+instead of a wrong answer).
 """
 
 from __future__ import annotations
