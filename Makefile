@@ -18,7 +18,7 @@ help:
 	@echo "make bench-quality  accuracy from ratings vs baselines and Rasa (~70 min; docs/benchmarks.md)"
 	@echo "make bench-speed    latency, throughput, hot swap, one round (~4 min; docs/benchmarks.md)"
 	@echo "make bench-oos      out-of-scope caught vs in-scope refused per model.min_score (~1 min)"
-	@echo "make bench-smoke    both benchmarks at toy sizes, with checks (part of make test)"
+	@echo "make bench-smoke    the benchmarks at toy sizes, with checks (part of make test)"
 	@echo "make load-test  50 customers for 2 minutes over REST (make test runs 15 s)"
 
 venvs: .venv/.installed .venv-rasa/.installed
@@ -81,4 +81,5 @@ bench-smoke: venvs
 	rm -rf var/bench-smoke
 	.venv/bin/python -m bench.quality --smoke --datasets $(BENCH_DATASETS) --jobs $(BENCH_JOBS) --out var/bench-smoke
 	.venv/bin/python -m bench.speed --smoke --datasets $(BENCH_DATASETS) --out var/bench-smoke
+	.venv/bin/python -m bench.out_of_scope --smoke --out var/bench-smoke
 	.venv/bin/python -m bench.report --results var/bench-smoke --out var/bench-smoke/tables.md
