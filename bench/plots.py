@@ -155,7 +155,7 @@ def plot_out_of_scope(result: dict[str, Any], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     rows = result["sweep"]
     thresholds = [r["threshold"] for r in rows]
-    figure, axis = plt.subplots(figsize=(7.0, 4.4))
+    figure, axis = plt.subplots(figsize=(9.5, 4.4))
     for key, label, color, style in (
             ("out_of_scope_caught", "out-of-scope lines caught", "#2ca02c", "-"),
             ("in_scope_refused", "in-scope questions refused", "#d62728", "-"),
@@ -170,7 +170,7 @@ def plot_out_of_scope(result: dict[str, Any], out: Path) -> list[Path]:
              title=f"Out-of-scope detection, pretrained policy ({sizes['out_of_scope']} out-of-scope, "
                    f"{sizes['in_scope']} in-scope)")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="center right")
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     path = out / "out_of_scope.png"
     figure.savefig(path, dpi=110)
