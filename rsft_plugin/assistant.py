@@ -55,11 +55,10 @@ class Assistant:
         model = self.live.current  # read the reference once: a swap mid-request cannot mix versions
         started = time.perf_counter()
         answered = model.answer(query)
-        if understood(answered.score, self.live.model_config.min_score):
-            reply_text, key, answer_id, topic = render(answered.text, query), answered.key, answered.answer_id, \
-                answered.topic
-        else:
-            reply_text, key, answer_id, topic = NOT_UNDERSTOOD_TEXT, NOT_UNDERSTOOD, None, NOT_UNDERSTOOD
+        ok = understood(answered.score, self.live.model_config.min_score)
+        reply_text = render(answered.text, query) if ok else NOT_UNDERSTOOD_TEXT
+        answer_id, topic, key = ((answered.answer_id, answered.topic, answered.key) if ok
+                                 else (None, NOT_UNDERSTOOD, NOT_UNDERSTOOD))
         latency_ms = (time.perf_counter() - started) * 1000
         turn_id = self.store.log_turn(TurnRecord(
             sender_id=sender_id, message_id=message_id, user_text=storable_text(text), answer_id=answer_id,
@@ -69,7 +68,7 @@ class Assistant:
                     "probability": round(r.probability, 4)} for r in answered.top_k],
             latency_ms=latency_ms, reply_key=key,
         ))
-        if key == NOT_UNDERSTOOD:
+        if not ok:
             return Reply(reply_text, None, topic_buttons(answered, model.bank), None, model.name, turn_id)
         return Reply(reply_text, turn_id, rating_buttons(turn_id), answer_id, model.name, turn_id)
 
