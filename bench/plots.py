@@ -148,3 +148,31 @@ def plot_speed(result: dict[str, Any], out: Path) -> list[Path]:
         plt.close(figure)
         written.append(path)
     return written
+
+
+def plot_out_of_scope(result: dict[str, Any], out: Path) -> list[Path]:
+    """Shares caught / refused vs the score threshold, the configured default marked."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = result["sweep"]
+    thresholds = [r["threshold"] for r in rows]
+    figure, axis = plt.subplots(figsize=(9.5, 4.4))
+    for key, label, color, style in (
+            ("out_of_scope_caught", "out-of-scope lines caught", "#2ca02c", "-"),
+            ("in_scope_refused", "in-scope questions refused", "#d62728", "-"),
+            ("correct_lost", "correct answers lost", "#ff7f0e", "--"),
+            ("wrong_caught", "wrong answers caught", "#1f77b4", "--")):
+        axis.plot(thresholds, [100 * r[key] for r in rows], style, color=color, marker=".", label=label)
+    default = result["model"].get("configured_min_score")
+    if default is not None:
+        axis.axvline(default, color="#7f7f7f", linestyle=":", label=f"model.min_score = {default:g}")
+    sizes = result["sizes"]
+    axis.set(xlabel="score threshold (best cosine)", ylabel="%", ylim=(-2, 102),
+             title=f"Out-of-scope detection, pretrained policy ({sizes['out_of_scope']} out-of-scope, "
+                   f"{sizes['in_scope']} in-scope)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.tight_layout()
+    path = out / "out_of_scope.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return [path]

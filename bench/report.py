@@ -4,8 +4,8 @@
     python -m bench.report --results DIR --out tables.md      # render to a file of its own (bench-smoke)
 
 Only the regions between `<!-- bench:quality:start -->` / `<!-- bench:quality:end -->` (and the same for
-`speed`) are replaced; the prose around them is written by hand. Numbers are never typed in: they come from the
-JSON the benchmarks wrote.
+`speed` and `out_of_scope`) are replaced; the prose around them is written by hand. Numbers are never typed
+in: they come from the JSON the benchmarks wrote.
 """
 
 from __future__ import annotations
@@ -214,6 +214,27 @@ def speed_markdown(result: dict[str, Any], image_prefix: str) -> str:
     return "\n".join(lines)
 
 
+def out_of_scope_markdown(result: dict[str, Any], image_prefix: str) -> str:
+    sizes, chosen = result["sizes"], result["model"].get("configured_min_score")
+    lines = [_meta_line(result["meta"]), "",
+             f"Pretrained retrieval policy; {sizes['out_of_scope']} out-of-scope lines (`data/out_of_scope.csv`), "
+             f"{sizes['in_scope']} in-scope golden questions ({sizes['in_scope_correct']} answered correctly "
+             f"without a threshold). Shares in %; the configured `model.min_score` in bold.", ""]
+    rows = [[f"**{r['threshold']:g}**" if r["threshold"] == chosen else f"{r['threshold']:g}",
+             pct(r["out_of_scope_caught"]), pct(r["in_scope_refused"]), pct(r["correct_lost"]),
+             pct(r["wrong_caught"]), pct(r["accuracy_answered"])] for r in result["sweep"]]
+    lines += _table(["threshold", "out-of-scope caught", "in-scope refused", "correct answers lost",
+                     "wrong answers caught", "accuracy of the answered"], rows)
+    quantiles = result["score_quantiles"]
+    top = result.get("highest_out_of_scope") or []
+    lines += ["", "Best-cosine 10th / 50th / 90th percentiles: out-of-scope "
+                  f"{' / '.join(num(q, 2) for q in quantiles['out_of_scope'])}, in-scope "
+                  f"{' / '.join(num(q, 2) for q in quantiles['in_scope'])}. Highest-scoring out-of-scope lines: "
+                  + "; ".join(f"\"{t['question']}\" ({num(t['score'], 2)})" for t in top[:4]) + ".", "",
+              f"![out-of-scope curve]({image_prefix}out_of_scope.png)"]
+    return "\n".join(lines)
+
+
 def render_into(doc: str, section: str, body: str) -> str:
     start, end = f"<!-- bench:{section}:start -->", f"<!-- bench:{section}:end -->"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
@@ -230,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prefix = "../bench/results/" if args.out is None else ""
     bodies = {}
-    for section, render in (("quality", quality_markdown), ("speed", speed_markdown)):
+    for section, render in (("quality", quality_markdown), ("speed", speed_markdown),
+                            ("out_of_scope", out_of_scope_markdown)):
         path = args.results / f"{section}.json"
         if path.exists():
             bodies[section] = render(json.loads(path.read_text(encoding="utf-8")), prefix)

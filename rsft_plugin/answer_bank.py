@@ -19,6 +19,7 @@ from .errors import DataError
 
 ANSWERS_FILE = "answers.json"  # the bank a model version answers from, saved inside its directory
 
+MAX_TITLE_CHARS = 60  # a title is shown on a button
 _SLOT = re.compile(r"\{(\w+)\}")
 _SLOT_PATTERNS = {
     "order_id": re.compile(r"(?:order\s*(?:no\.?|number|nr\.?|#)?\s*|#)(\d{4,12})\b", re.IGNORECASE),
@@ -36,6 +37,12 @@ class Answer:
     topic: str
     category: str
     text: str
+    title: str = ""  # a short customer-facing question ("Where is my order?"); optional
+
+    @property
+    def display_title(self) -> str:
+        """The title, or one derived from the topic ("track_order" -> "Track order") when there is none."""
+        return self.title or self.topic.replace("_", " ").strip().capitalize()
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,8 @@ class AnswerBank:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def to_records(self) -> list[dict[str, str]]:
-        return [asdict(a) for a in self.answers]
+        """One dict per answer; `title` only when set, so a bank without titles keeps its earlier hash."""
+        return [{k: v for k, v in asdict(a).items() if k != "title" or v} for a in self.answers]
 
     @classmethod
     def from_records(cls, records: Any, source: str = "answer bank") -> AnswerBank:
@@ -94,17 +102,27 @@ class AnswerBank:
             missing = [k for k in ("id", "topic", "text") if not str(record.get(k) or "").strip()]
             if missing:
                 raise DataError(f"{source}: entry {n} lacks {missing}")
-            unknown = set(record) - {"id", "topic", "category", "text"}
+            unknown = set(record) - {"id", "topic", "category", "text", "title"}
             if unknown:
                 raise DataError(f"{source}: entry {n} has unknown key(s) {sorted(unknown)}")
             answers.append(Answer(id=str(record["id"]).strip(), topic=str(record["topic"]).strip(),
                                   category=str(record.get("category") or "general").strip(),
-                                  text=" ".join(str(record["text"]).split())))
+                                  text=" ".join(str(record["text"]).split()),
+                                  title=_title(record.get("title"), f"{source}: entry {n}")))
         return cls(tuple(answers))
 
 
+def _title(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    title = " ".join(str(value).split())
+    if len(title) > MAX_TITLE_CHARS:
+        raise DataError(f"{where}: title is longer than {MAX_TITLE_CHARS} characters")
+    return title
+
+
 def load_answer_bank(path: str | Path) -> AnswerBank:
-    """Read data/answers.yml (`answers: [{id, topic, category, text}, ...]`).
+    """Read data/answers.yml (`answers: [{id, topic, category, title, text}, ...]`; title is optional).
 
     Raises:
         DataError: missing file, bad YAML, missing fields, duplicate ids or unknown slots.

@@ -46,7 +46,8 @@ def working_bank(config: Config, log: AnswerBankLog) -> tuple[AnswerBank, int | 
     records = {r["id"]: r for r in load_answer_bank(config.paths.answers).to_records()}
     newest = None
     for revision in log.latest_answer_revisions():
-        records[revision.answer_id] = {"id": revision.answer_id, "topic": revision.topic,
+        records[revision.answer_id] = {**records.get(revision.answer_id, {}),  # keeps answers.yml's title
+                                       "id": revision.answer_id, "topic": revision.topic,
                                        "category": revision.category, "text": revision.text}
         newest = max(newest or 0, revision.id)
     return AnswerBank.from_records(list(records.values()), source="working answer bank"), newest

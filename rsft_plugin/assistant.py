@@ -12,6 +12,7 @@ from .answer_bank import render
 from .errors import RatingRefused
 from .log import ConversationLog, TurnRecord
 from .models.live import LiveModel
+from .not_understood import NOT_UNDERSTOOD, NOT_UNDERSTOOD_TEXT, topic_buttons, understood
 from .text import clean_text, storable_text
 
 RATE_INTENT = "rate"
@@ -26,13 +27,14 @@ THANKS_DOWN = ("Thanks for telling me — sorry that missed the mark. Could you 
 
 @dataclass(frozen=True)
 class Reply:
-    """A bot message; `turn_id` is set when it is a rateable answer."""
+    """A bot message; `turn_id` is set when it is a rateable answer, `logged_turn_id` whenever a turn was logged."""
 
     text: str
     turn_id: str | None = None
     buttons: list[dict[str, str]] = field(default_factory=list)
     answer_id: str | None = None
     model_version: str | None = None
+    logged_turn_id: str | None = None
 
 
 class Assistant:
@@ -42,35 +44,48 @@ class Assistant:
         self.max_ratings_per_minute = max_ratings_per_minute
 
     def answer(self, sender_id: str, message_id: str | None, text: str) -> Reply:
-        """Answer a customer's question from the live model and log the turn."""
+        """Answer a customer's question from the live model and log the turn.
+
+        Below `model.min_score` the reply says the message was not understood and offers the closest topics and
+        a person (not_understood.py); that turn is logged too, without an answer and without rating buttons.
+        """
         query = clean_text(text)
         if not query:
             return Reply(ASK_FOR_A_QUESTION)
         model = self.live.current  # read the reference once: a swap mid-request cannot mix versions
         started = time.perf_counter()
         answered = model.answer(query)
-        reply_text = render(answered.text, query)
+        ok = understood(answered.score, self.live.model_config.min_score)
+        reply_text = render(answered.text, query) if ok else NOT_UNDERSTOOD_TEXT
+        answer_id, topic, key = ((answered.answer_id, answered.topic, answered.key) if ok
+                                 else (None, NOT_UNDERSTOOD, NOT_UNDERSTOOD))
         latency_ms = (time.perf_counter() - started) * 1000
         turn_id = self.store.log_turn(TurnRecord(
-            sender_id=sender_id, message_id=message_id, user_text=storable_text(text), answer_id=answered.answer_id,
-            answer_topic=answered.topic, answer_text=reply_text, model_version=model.name,
+            sender_id=sender_id, message_id=message_id, user_text=storable_text(text), answer_id=answer_id,
+            answer_topic=topic, answer_text=reply_text, model_version=model.name,
             score=answered.score, probability=answered.probability,
             top_k=[{"answer_id": r.answer_id, "topic": r.topic, "cosine": round(r.cosine, 4),
                     "probability": round(r.probability, 4)} for r in answered.top_k],
-            latency_ms=latency_ms, reply_key=answered.key,
+            latency_ms=latency_ms, reply_key=key,
         ))
-        return Reply(reply_text, turn_id, rating_buttons(turn_id), answered.answer_id, model.name)
+        if not ok:
+            return Reply(reply_text, None, topic_buttons(answered, model.bank), None, model.name, turn_id)
+        return Reply(reply_text, turn_id, rating_buttons(turn_id), answer_id, model.name, turn_id)
 
     def rate(self, sender_id: str, turn_id: Any, score: Any) -> Reply:
         """Record a 👍/👎 for one of this sender's answers.
 
         Raises:
-            RatingRefused: malformed turn id or score, unknown turn, another sender's turn, or too many
+            RatingRefused: malformed turn id or score, unknown turn, another sender's turn, a turn that was not
+                understood (nothing was answered), or too many
                 ratings from this sender in the last minute.
         """
         if not isinstance(turn_id, str) or not _TURN_ID.match(turn_id):
             raise RatingRefused("the rating does not say which answer it is for")
         value = parse_score(score)
+        turn = self.store.turn(turn_id)
+        if turn is not None and turn.sender_id == sender_id and turn.reply_key == NOT_UNDERSTOOD:
+            raise RatingRefused("that message was not answered, so there is no answer to rate")
         self.store.rate(turn_id, sender_id, value, self.max_ratings_per_minute)
         return Reply(THANKS_UP if value == 1 else THANKS_DOWN)
 

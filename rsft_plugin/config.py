@@ -61,6 +61,7 @@ class ModelConfig:
     top_k: int = _help("How many alternatives each logged turn records.", 3)
     trainable_layers: int = _help("How many top transformer layers fine-tuning may change.", 2)
     max_query_chars: int = _help("Longer messages are cut before encoding (the encoder sees 256 tokens).", 1000)
+    min_score: float = _help("Below this best cosine the bot asks again, offering topics (bench/out_of_scope).", 0.25)
 
     def __post_init__(self) -> None:
         from .models.kinds import KINDS  # imports no torch; the kinds' own modules load only when used
@@ -70,6 +71,7 @@ class ModelConfig:
         _check(1 <= self.top_k <= 50, "model", "top_k", "must be between 1 and 50")
         _check(0 <= self.trainable_layers <= 6, "model", "trainable_layers", "must be between 0 and 6")
         _check(self.max_query_chars >= 16, "model", "max_query_chars", "must be >= 16")
+        _check(-1 <= self.min_score < 1, "model", "min_score", "must be in [-1, 1) (a cosine; -1 turns it off)")
 
 
 @dataclass

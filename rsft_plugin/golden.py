@@ -56,3 +56,36 @@ def load_golden(path: str | Path, bank: AnswerBank | None = None, split: str | N
         if split is None or row_split == split:
             questions.append(GoldenQuestion(question, topic, row_split))
     return questions
+
+
+@dataclass(frozen=True)
+class OutOfScopeQuestion:
+    question: str
+    kind: str  # gibberish, filler, injection, chit-chat, general knowledge, ...
+
+
+def load_out_of_scope(path: str | Path) -> list[OutOfScopeQuestion]:
+    """Read data/out_of_scope.csv (columns question, kind): messages no answer in the bank should be given for.
+
+    Raises:
+        DataError: missing file or columns, or an empty question or kind.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"question", "kind"} - set(reader.fieldnames or [])
+            if missing:
+                raise DataError(f"out-of-scope set {path}: missing column(s) {sorted(missing)}")
+            rows = list(reader)
+    except FileNotFoundError as exc:
+        raise DataError(f"out-of-scope set {path} does not exist") from exc
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise DataError(f"out-of-scope set {path} is not a readable CSV: {exc}") from exc
+    questions = []
+    for line, row in enumerate(rows, start=2):
+        question, kind = (str(row.get(k) or "").strip() for k in ("question", "kind"))
+        if not question or not kind:
+            raise DataError(f"out-of-scope set {path}, line {line}: empty question or kind")
+        questions.append(OutOfScopeQuestion(question, kind))
+    return questions

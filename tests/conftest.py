@@ -82,12 +82,15 @@ def round_config(tmp_path, **sections):
 
 
 def feed_traffic(config, n: int = 200, noise: float = 0.2, seed: int = 0) -> None:
-    """Ask golden train questions through the real Assistant and rate each answer from its label."""
+    """Ask golden train questions through the real Assistant and rate each answer (not a not-understood reply)
+    from its label."""
     assistant = runtime.boot(config, watch=False)
     rng = np.random.default_rng(seed)
     try:
         for i, question in enumerate(load_golden(config.paths.golden, split="train")[:n]):
             reply = assistant.answer(f"sim-{seed}-{i}", None, question.question)
+            if reply.turn_id is None:  # not understood (below model.min_score): logged, but nothing to rate
+                continue
             correct = assistant.store.turn(reply.turn_id)["answer_topic"] == question.topic
             assistant.rate(f"sim-{seed}-{i}", reply.turn_id, int(correct) ^ int(rng.random() < noise))
     finally:

@@ -9,6 +9,8 @@ import pytest
 from rasa_sdk.executor import ActionExecutor
 
 from rsft_plugin import runtime
+from rsft_plugin.assistant import ASK_FOR_A_QUESTION
+from rsft_plugin.not_understood import NOT_UNDERSTOOD, NOT_UNDERSTOOD_TEXT
 
 
 @pytest.fixture
@@ -73,8 +75,20 @@ def test_another_senders_turn_cannot_be_rated(executor):
     assert runtime.assistant().store.turn(turn_id)["rating"] is None
 
 
-@pytest.mark.parametrize("text", ["", None])
+@pytest.mark.parametrize("text", ["", None, "   ", "\u200b\n"])
 def test_empty_question_is_answered_politely(executor, text):
+    # Rasa's NLU may route an empty message to any intent; when it reaches action_answer it is asked again.
     answered = _call(executor, "action_answer", text)
-    assert answered["responses"][0]["text"] and not answered["responses"][0].get("buttons")
+    assert answered["responses"][0]["text"] == ASK_FOR_A_QUESTION
+    assert not answered["responses"][0].get("buttons")
     assert runtime.assistant().store.count("turns") == 0
+
+
+def test_nonsense_gets_topic_buttons_and_a_person_through_the_executor(executor):
+    message = _call(executor, "action_answer", "<script>alert(17)</script>")["responses"][0]
+    assert message["text"] == NOT_UNDERSTOOD_TEXT
+    payloads = [b["payload"] for b in message["buttons"]]
+    assert payloads[-1] == "/human" and len(payloads) >= 2
+    assert not any(p.startswith("/rate") for p in payloads)
+    turn = runtime.assistant().store.recent_turns(1, sender_id="alice")[0]
+    assert turn.reply_key == NOT_UNDERSTOOD and turn.answer_id is None

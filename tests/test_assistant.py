@@ -7,10 +7,14 @@ import json
 import pytest
 
 from rsft_plugin.assistant import ASK_FOR_A_QUESTION, Assistant, parse_score
+from rsft_plugin.config import load_config
 from rsft_plugin.errors import RatingRefused
 from rsft_plugin.log import open_sqlite
 from rsft_plugin.models.live import LiveModel
+from rsft_plugin.not_understood import HUMAN_BUTTON, NOT_UNDERSTOOD, NOT_UNDERSTOOD_TEXT
 from rsft_plugin.text import clean_text
+
+from .conftest import write_config
 
 
 @pytest.fixture
@@ -52,9 +56,9 @@ def test_empty_messages_get_a_prompt_and_log_nothing(assistant, text):
     "'); DROP TABLE ratings; --",
 ])
 def test_odd_messages_are_answered_and_logged_verbatim(assistant, text):
-    reply = assistant.answer("alice", None, text)
-    assert reply.turn_id and reply.text
-    assert assistant.store.turn(reply.turn_id)["user_text"] == text
+    reply = assistant.answer("alice", None, text)  # answered, or (below model.min_score) not understood
+    assert reply.logged_turn_id and reply.text
+    assert assistant.store.turn(reply.logged_turn_id)["user_text"] == text
 
 
 def test_rating_thanks_and_records(assistant):
@@ -100,3 +104,55 @@ def test_a_message_with_a_lone_surrogate_gets_a_normal_answer(assistant):
     reply = assistant.answer("alice", None, "\ud800 how do I get a refund?")
     assert reply.turn_id and reply.answer_id
     assert assistant.store.turn(reply.turn_id).user_text == "\\ud800 how do I get a refund?"  # kept, escaped
+
+
+def test_clean_text_drops_markup_tags_but_not_comparisons():
+    assert clean_text("<script>alert(17)</script>") == "alert(17)"
+    assert clean_text("<img src=x onerror=alert(1)>") == ""
+    assert clean_text("a lamp under <50 euros, >20 cm") == "a lamp under <50 euros, >20 cm"
+
+
+# ---- below model.min_score: not understood (issue 14, finding 3) -----------------------------------------------
+
+@pytest.mark.parametrize("text", ["asdfghjkl", "<script>alert(17)</script>", "what is the capital of Australia"])
+def test_nonsense_is_not_understood_offers_topics_and_a_person_and_is_logged(assistant, text):
+    reply = assistant.answer("alice", "m9", text)
+    assert reply.text == NOT_UNDERSTOOD_TEXT and reply.answer_id is None and reply.turn_id is None
+    titles = [b["title"] for b in reply.buttons]
+    assert "👍" not in titles and "👎" not in titles  # nothing was answered, so nothing to rate
+    assert reply.buttons[-1] == HUMAN_BUTTON and HUMAN_BUTTON["payload"] == "/human"
+    topics = reply.buttons[:-1]
+    bank_titles = {a.display_title for a in assistant.live.current.bank.answers}
+    assert 1 <= len(topics) <= 3 and all(b["payload"] == b["title"] in bank_titles for b in topics)
+    turn = assistant.store.turn(reply.logged_turn_id)
+    assert turn.user_text == text and turn.answer_id is None and turn.reply_key == NOT_UNDERSTOOD
+    assert turn.score < assistant.live.model_config.min_score and len(turn.top_k) == 3
+    assert [b["title"] for b in topics] == [assistant.live.current.bank.get(k["answer_id"]).display_title
+                                            for k in turn.top_k][:len(topics)]
+    with pytest.raises(RatingRefused, match="not answered"):
+        assistant.rate("alice", reply.logged_turn_id, 1)
+
+
+def test_a_topic_button_asks_a_question_that_gets_an_answer(assistant):
+    reply = assistant.answer("alice", None, "asdfghjkl")
+    answered = assistant.answer("alice", None, reply.buttons[0]["payload"])
+    assert answered.answer_id and [b["title"] for b in answered.buttons] == ["👍", "👎"]
+
+
+def test_an_in_scope_question_is_still_answered_with_rating_buttons(assistant):
+    reply = assistant.answer("alice", None, "how do I reset my password?")
+    assert reply.answer_id == "reset_password" and reply.turn_id == reply.logged_turn_id
+    assert [b["title"] for b in reply.buttons] == ["👍", "👎"]
+    assert assistant.store.turn(reply.turn_id).reply_key == "reset_password"
+
+
+@pytest.mark.parametrize("min_score, understood", [(-1.0, True), (0.9, False)])
+def test_the_threshold_comes_from_config(tmp_path, live_registry, min_score, understood):
+    config = load_config(write_config(tmp_path, model={"min_score": min_score}))
+    store = open_sqlite(config.paths.db)
+    try:
+        reply = Assistant(store, LiveModel(live_registry, config.model)).answer("alice", None, "asdfghjkl")
+        assert (reply.text != NOT_UNDERSTOOD_TEXT) is understood
+        assert bool(reply.answer_id) is understood
+    finally:
+        store.close()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 
 import pytest
 
 from rsft_plugin.answer_bank import AnswerBank, extract_slots, load_answer_bank, render
 from rsft_plugin.errors import DataError
-from rsft_plugin.golden import load_golden
+from rsft_plugin.golden import load_golden, load_out_of_scope
 
 from .conftest import REPO
 
@@ -33,6 +35,50 @@ def test_split_filter(bank):
     assert heldout and all(q.split == "heldout" for q in heldout)
     with pytest.raises(DataError, match="unknown split"):
         load_golden(REPO / "data" / "golden.csv", bank, "test")
+
+
+def test_out_of_scope_set_loads_with_at_least_100_distinct_lines_of_several_kinds(bank):
+    lines = load_out_of_scope(REPO / "data" / "out_of_scope.csv")
+    assert len(lines) >= 100 and len({q.question.lower() for q in lines}) == len(lines)
+    assert len({q.kind for q in lines}) >= 8
+    golden = {q.question.lower() for q in load_golden(REPO / "data" / "golden.csv", bank)}
+    assert not golden & {q.question.lower() for q in lines}
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    ("question\nhi\n", "missing column"),
+    ("question,kind\n,gibberish\n", "empty question or kind"),
+])
+def test_malformed_out_of_scope_files_are_refused(tmp_path, content, message):
+    path = tmp_path / "oos.csv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_out_of_scope(path)
+
+
+def test_every_answer_has_a_short_title_and_the_pretrained_model_mostly_answers_it_with_its_own(bank, pretrained):
+    assert all(a.title and a.title == a.display_title and len(a.title) <= 60 for a in bank.answers)
+    assert len({a.title for a in bank.answers}) == len(bank)
+    answered = pretrained.answer_many([a.title for a in bank.answers])
+    own = [a.id for a, r in zip(bank.answers, answered, strict=True) if r.answer_id == a.id]
+    assert len(own) >= len(bank) - 1  # start_return's title goes to return_policy (a near neighbour) untuned
+
+
+def test_titles_round_trip_and_only_change_the_hash_when_present(bank):
+    records = bank.to_records()
+    assert AnswerBank.from_records(records) == bank
+    untitled = AnswerBank.from_records([{k: v for k, v in r.items() if k != "title"} for r in records])
+    assert all("title" not in r for r in untitled.to_records())
+    assert untitled.content_hash() != bank.content_hash()
+    before_titles = hashlib.sha256(json.dumps([{k: r[k] for k in ("id", "topic", "category", "text")}
+                                               for r in records], sort_keys=True, ensure_ascii=False,
+                                              separators=(",", ":")).encode()).hexdigest()
+    assert untitled.content_hash() == before_titles  # banks saved before titles existed keep their hash
+    assert untitled.get("track_order").display_title == "Track order"
+    with pytest.raises(DataError, match="title is longer"):
+        AnswerBank.from_records([{**records[0], "title": "x" * 61}])
 
 
 def test_content_hash_changes_with_any_text(bank):

@@ -41,7 +41,7 @@ def _say(stack: Stack, sender: str, message: str) -> list[dict]:
 
 
 def _rated_answer(messages: list[dict]) -> dict:
-    rateable = [m for m in messages if m.get("buttons")]
+    rateable = [m for m in messages if any(b["payload"].startswith("/rate") for b in m.get("buttons") or [])]
     assert len(rateable) == 1, messages
     return rateable[0]
 

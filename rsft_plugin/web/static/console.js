@@ -274,7 +274,7 @@
             h("span", { class: "score" + (t.score < 0.4 ? " low" : ""), text: "score " + num(t.score) }),
             h("span", { class: "rating-mark", title: t.rating === null ? "not rated" : "rated", text: ratingMark(t.rating) })),
           h("div", { class: "bubble user" }, h("span", { class: "who", text: "Customer" }), h("p", { class: "turn-question", text: t.user_text })),
-          h("div", { class: "bubble bot" }, h("span", { class: "who", text: "Answer · " + t.answer_id + (t.answer_topic !== t.answer_id ? " (" + t.answer_topic + ")" : "") }),
+          h("div", { class: "bubble bot" }, h("span", { class: "who", text: t.answer_id ? "Answer · " + t.answer_id + (t.answer_topic !== t.answer_id ? " (" + t.answer_topic + ")" : "") : "Not answered · " + (t.reply_key || t.answer_topic) }),
             h("p", { class: "turn-answer", text: t.answer_text })),
           h("details", { class: "alternatives", open: true }, h("summary", null, "Top-" + (t.top_k || []).length + " alternatives · p " + pct(t.probability) +
             (typeof t.latency_ms === "number" ? " · " + Math.round(t.latency_ms) + " ms" : "")), alternatives));
