@@ -32,17 +32,7 @@ def load_golden(path: str | Path, bank: AnswerBank | None = None, split: str | N
     path = Path(path)
     if split is not None and split not in SPLITS:
         raise DataError(f"unknown split {split!r}; valid splits are {list(SPLITS)}")
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"question", "topic", "split"} - set(reader.fieldnames or [])
-            if missing:
-                raise DataError(f"golden set {path}: missing column(s) {sorted(missing)}")
-            rows = list(reader)
-    except FileNotFoundError as exc:
-        raise DataError(f"golden set {path} does not exist") from exc
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise DataError(f"golden set {path} is not a readable CSV: {exc}") from exc
+    rows = _read_csv(path, "golden set", {"question", "topic", "split"})
     known_topics = set(bank.topics) if bank else None
     questions = []
     for line, row in enumerate(rows, start=2):
@@ -71,17 +61,7 @@ def load_out_of_scope(path: str | Path) -> list[OutOfScopeQuestion]:
         DataError: missing file or columns, or an empty question or kind.
     """
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"question", "kind"} - set(reader.fieldnames or [])
-            if missing:
-                raise DataError(f"out-of-scope set {path}: missing column(s) {sorted(missing)}")
-            rows = list(reader)
-    except FileNotFoundError as exc:
-        raise DataError(f"out-of-scope set {path} does not exist") from exc
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise DataError(f"out-of-scope set {path} is not a readable CSV: {exc}") from exc
+    rows = _read_csv(path, "out-of-scope set", {"question", "kind"})
     questions = []
     for line, row in enumerate(rows, start=2):
         question, kind = (str(row.get(k) or "").strip() for k in ("question", "kind"))
@@ -89,3 +69,22 @@ def load_out_of_scope(path: str | Path) -> list[OutOfScopeQuestion]:
             raise DataError(f"out-of-scope set {path}, line {line}: empty question or kind")
         questions.append(OutOfScopeQuestion(question, kind))
     return questions
+
+
+def _read_csv(path: Path, what: str, columns: set[str]) -> list[dict[str, str]]:
+    """Every row of a UTF-8 CSV that has at least `columns`.
+
+    Raises:
+        DataError: the file is missing or unreadable, or lacks a column (`what` names the file in the message).
+    """
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = columns - set(reader.fieldnames or [])
+            if missing:
+                raise DataError(f"{what} {path}: missing column(s) {sorted(missing)}")
+            return list(reader)
+    except FileNotFoundError as exc:
+        raise DataError(f"{what} {path} does not exist") from exc
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise DataError(f"{what} {path} is not a readable CSV: {exc}") from exc
