@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from .config import Config
@@ -83,4 +84,7 @@ def spawn(config: Config, log: Log, job: Job, module: str, args: list[str], log_
         finish(log, job.id, failed=True, message=f"could not start: {exc}")
         raise
     log.update_job(job.id, pid=process.pid)
+    # Reap the child when it exits: an unreaped (zombie) child still answers kill(pid, 0), so a job killed with -9
+    # would look alive to `busy` and `sweep` for as long as this process runs.
+    threading.Thread(target=process.wait, name=f"rsft-reap-{process.pid}", daemon=True).start()
     return process.pid

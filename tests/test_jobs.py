@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -57,3 +60,24 @@ def test_a_queued_job_is_adopted_by_the_process_that_runs_it(parts):
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_spawned_job_killed_with_sigkill_is_no_longer_running_and_is_swept_as_failed(parts, tmp_path):
+    # The spawning process (the web server) must reap its child: a zombie still answers kill(pid, 0), and a round
+    # killed with -9 would then block every new one ("a round is already running") until the web server restarts.
+    config = dataclasses.replace(parts.config, source=None)  # no --config: the child here is not rsft
+    job = jobs.start(parts.log, jobs.ROUND, queued=True)
+    pid = jobs.spawn(config, parts.log, job, "timeit", ["-r", "1", "-n", "1", "-s", "import time", "time.sleep(60)"],
+                     "sleeper.log")
+    try:
+        assert jobs.busy(parts.log).id == job.id
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while jobs.busy(parts.log) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert jobs.busy(parts.log) is None
+        assert [swept.id for swept in jobs.sweep(parts.log)] == [job.id]
+        assert parts.log.job(job.id).status == "failed"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
