@@ -74,9 +74,10 @@ def simulate_command(ctx: click.Context, dataset: Path, count: int, noise: float
     config = _config(ctx)
     url = rasa_url or f"http://{config.server.host}:{config.server.rasa_port}"
     result = simulate(read_labelled(dataset, split), count, noise, url, _parts(ctx).log, seed, concurrency)
-    handled_by_rasa = result.asked - result.answered - result.failed
-    click.echo(f"asked {result.asked}: {result.answered} answered by the response model, {handled_by_rasa} by "
-               f"Rasa's own intents (greet, handoff, ...), {result.failed} failed; served accuracy "
+    handled_by_rasa = result.asked - result.answered - result.not_understood - result.failed
+    click.echo(f"asked {result.asked}: {result.answered} answered by the response model, {result.not_understood} "
+               f"not understood (below model.min_score), {handled_by_rasa} by Rasa's own intents (greet, handoff, "
+               f"...), {result.failed} failed; served accuracy "
                f"{result.served_accuracy:.1%}; ratings 👍 {result.rated_up} / 👎 {result.rated_down} "
                f"({result.flipped} flipped by noise)")
 

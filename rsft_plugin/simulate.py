@@ -17,12 +17,15 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from .assistant import RATE_INTENT
 from .errors import DataError, RsftError
 from .log import ConversationLog
 
 TEXT_COLUMNS = ("question", "instruction", "text")
 LABEL_COLUMNS = ("topic", "intent", "category", "label")
 
+
+_RATE_PREFIX = f"/{RATE_INTENT}"  # how a 👍/👎 button's payload starts (assistant.rating_buttons)
 
 @dataclass
 class SimulationResult:
@@ -33,6 +36,7 @@ class SimulationResult:
     rated_down: int = 0
     flipped: int = 0
     failed: int = 0
+    not_understood: int = 0  # the bot said it did not understand (topic buttons, nothing to rate)
 
     @property
     def served_accuracy(self) -> float:
@@ -84,11 +88,12 @@ def _one(plan: tuple[str, str, str, bool], rasa_url: str, store: ConversationLog
     sender, question, label, flip = plan
     try:
         messages = _say(rasa_url, sender, question, timeout)
-        rateable = next((m for m in messages if m.get("buttons")), None)
-        if rateable is None:
-            return {"answered": False}
-        payloads = {json.loads(b["payload"][len("/rate"):])["score"]: b["payload"] for b in rateable["buttons"]}
-        turn_id = json.loads(payloads[1][len("/rate"):])["turn_id"]
+        rating_buttons = [b for m in messages for b in m.get("buttons") or []
+                          if str(b.get("payload", "")).startswith(_RATE_PREFIX)]
+        if not rating_buttons:  # Rasa's own intents, or a not-understood reply whose buttons offer topics
+            return {"answered": False, "not_understood": any(m.get("buttons") for m in messages)}
+        payloads = {json.loads(b["payload"][len(_RATE_PREFIX):])["score"]: b["payload"] for b in rating_buttons}
+        turn_id = json.loads(payloads[1][len(_RATE_PREFIX):])["turn_id"]
         turn = store.turn(turn_id)
         correct = turn is not None and turn.answer_topic == label
         score = int(correct) ^ int(flip)
@@ -111,6 +116,7 @@ def _tally(result: SimulationResult, outcome: dict) -> None:
         result.failed += 1
         return
     if not outcome["answered"]:
+        result.not_understood += int(outcome.get("not_understood", False))
         return
     result.answered += 1
     result.correct += int(outcome["correct"])
