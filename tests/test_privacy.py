@@ -165,7 +165,7 @@ def test_backup_while_the_bot_writes(tmp_path):
         writer_store.close()
         store.close()
     assert result.exit_code == 0, result.output
-    copied = int(result.output.split(": ")[1].split(" turns")[0])
+    copied = int(result.stdout.split(": ")[1].split(" turns")[0])  # stderr has the config line
     with sqlite3.connect(tmp_path / "copy.db") as restored:
         assert restored.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert restored.execute("SELECT count(*) FROM turns").fetchone()[0] == copied >= 200
