@@ -59,19 +59,12 @@ def prepare(args: argparse.Namespace) -> int:
 
 
 def accepted_pairs(store: Any, round_id: int) -> list[Any]:
-    """The round's training pairs rebuilt from its recorded rows, as the round built them: each accepted
-    candidate is a target, the same prompt's rejected candidates are its hard negatives."""
-    from rsft_plugin.stages.records import TrainingPair
+    """The round's training pairs rebuilt from its recorded rows, exactly as the round built them."""
+    from rsft_plugin.rounds import training_pairs
 
-    accepted: dict[int, set[str]] = {}
-    rejected: dict[int, set[str]] = {}
-    for c in store.round_candidates(round_id):
-        (accepted if c["accepted"] else rejected).setdefault(c["prompt_id"], set()).add(c["answer_id"])
-    pairs = []
-    for example in store.training_examples(round_id):
-        negatives = rejected.get(example["prompt_id"], set()) - accepted.get(example["prompt_id"], set())
-        pairs.append(TrainingPair(example["prompt"], example["answer_id"], tuple(sorted(negatives))))
-    return pairs
+    prompt_text = {e.prompt_id: e.prompt for e in store.training_examples(round_id)}
+    return training_pairs((c.prompt_id, prompt_text.get(c.prompt_id) or "", c.candidate_key, c.accepted)
+                          for c in store.round_candidates(round_id))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -207,12 +207,12 @@ def add_console_routes(app: web.Application, parts: Parts, token: str, sessions:
         return web.json_response(await run(answer_edits.bank_overview, parts), dumps=_dumps)
 
     async def add_answer(request: web.Request) -> web.Response:
-        revision = await run(answer_edits.add_answer, parts, await _json_body(request))
+        revision = await run(answer_edits.add_answer, parts, await read_json(request))
         return web.json_response(revision, status=201, dumps=_dumps)
 
     async def edit_answer(request: web.Request) -> web.Response:
         revision = await run(answer_edits.edit_answer, parts, request.match_info["answer_id"],
-                             await _json_body(request))
+                             await read_json(request))
         return web.json_response(revision, dumps=_dumps)
 
     async def answer_history(request: web.Request) -> web.Response:
@@ -243,7 +243,7 @@ def add_console_routes(app: web.Application, parts: Parts, token: str, sessions:
         return web.json_response(await run(model_admin.promote_version, parts, request.match_info["name"]))
 
     async def rollback(request: web.Request) -> web.Response:
-        body = await _json_body(request, optional=True)
+        body = await read_json(request, optional=True)
         if not isinstance(body, dict) or set(body) - {"version"}:
             raise InputError('expected {} or {"version": "v0002"}')
         return web.json_response(await run(model_admin.rollback_version, parts, body.get("version")))
@@ -313,11 +313,6 @@ async def _wrong_token(request: web.Request) -> str | None:
         log.warning("wrong operator tokens from %s: throttled (429 after a delay)", request.remote)
     await asyncio.sleep(wait)
     return "Too many wrong tokens from your address; wrong tokens are refused for a few minutes (the right one works)."
-
-
-async def _json_body(request: web.Request, optional: bool = False) -> Any:
-    """The handlers' JSON body: web_input.read_json (a 400 for anything undecodable or too deep)."""
-    return await read_json(request, optional)
 
 
 def _dumps(value: Any) -> str:

@@ -14,7 +14,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,19 +235,24 @@ class _Round:
 
 
 def _training_pairs(prompts: PromptSet, outcome: RejectOutcome) -> list[TrainingPair]:
-    """Accepted candidates become targets; the same prompt's rejected candidates become hard negatives (by key)."""
     text = {p.id: p.text for p in prompts.prompts}
+    return training_pairs((d.scored.candidate.prompt_id, text[d.scored.candidate.prompt_id], d.scored.candidate.key,
+                           d.accepted) for d in outcome.decisions)
+
+
+def training_pairs(candidates: Iterable[tuple[int, str, str, bool]]) -> list[TrainingPair]:
+    """Accepted candidates become targets; the same prompt's rejected candidates become hard negatives (by key).
+
+    `candidates` are (prompt id, prompt text, candidate key, accepted) in draw order — from a round's decisions,
+    or from its recorded rows (the benchmark rebuilds a round's pairs that way).
+    """
+    rows = list(candidates)
     accepted: dict[int, set[str]] = {}
     rejected: dict[int, set[str]] = {}
-    for d in outcome.decisions:
-        side = accepted if d.accepted else rejected
-        side.setdefault(d.scored.candidate.prompt_id, set()).add(d.scored.candidate.key)
-    pairs = []
-    for d in outcome.accepted:
-        prompt_id = d.scored.candidate.prompt_id
-        negatives = rejected.get(prompt_id, set()) - accepted.get(prompt_id, set())
-        pairs.append(TrainingPair(text[prompt_id], d.scored.candidate.key, tuple(sorted(negatives))))
-    return pairs
+    for prompt_id, _, key, ok in rows:
+        (accepted if ok else rejected).setdefault(prompt_id, set()).add(key)
+    return [TrainingPair(text, key, tuple(sorted(rejected.get(prompt_id, set()) - accepted.get(prompt_id, set()))))
+            for prompt_id, text, key, ok in rows if ok]
 
 
 def _gate_numbers(result: GateResult) -> dict[str, Any]:

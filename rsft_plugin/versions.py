@@ -45,7 +45,7 @@ def create_initial_version(parts: Parts, force: bool = False) -> tuple[VersionIn
     heldout = evaluate(model, load_golden(config.paths.golden, bank, "heldout"))
     info = registry.publish(model, parent=live, eval_numbers={"heldout_accuracy": round(heldout.accuracy, 4),
                                                                "heldout_n": heldout.n},
-                            notes="pretrained all-MiniLM-L6-v2, not fine-tuned")
+                            notes=f"untuned {config.model.kind} model")
     registry.set_live(info.name, "init-model")
     return info, True
 

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import _check as check_setting
 from ..errors import ConfigError
 
 
@@ -20,8 +21,7 @@ def _help(text: str, default: Any) -> Any:
 
 
 def _check(condition: bool, key: str, message: str) -> None:
-    if not condition:
-        raise ConfigError(f"generative.{key}: {message}")
+    check_setting(condition, "generative", key, message)
 
 
 @dataclass(frozen=True)
