@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 
+from rsft_plugin import jobs
 from rsft_plugin.cli import main
 from rsft_plugin.log import open_sqlite
 from rsft_plugin.models.registry import Registry
@@ -170,7 +171,9 @@ def test_operator_api_needs_the_token_and_reports_status(tmp_path, pretrained):
                 if done["round"] and done["round"]["status"] != "running":
                     break
                 await asyncio.sleep(0.5)
-            os.waitpid(pid, 0)
+            # the round's process is reaped by the web side (jobs.spawn); wait until it is gone
+            while jobs.process_alive(pid) and time.monotonic() < deadline + 60:
+                await asyncio.sleep(0.2)
             return done
 
     done = asyncio.run(exercise())
