@@ -131,7 +131,7 @@ def test_each_built_in_rule_draws_its_boundary_on_the_report(tmp_path, section):
 
 
 def test_the_registry_loads_without_torch():
-    """config.py validates reject.rule against the registry, and the web server loads the config."""
+    """config validates reject.rule against the registry, and the web server loads the config."""
     code = "import sys, rsft_plugin.config, rsft_plugin.stages.rules; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""Settings of the writer and its LoRA fine-tune, as dataclasses in the style of rsft_plugin/config.py.
+"""Settings of the writer and its LoRA fine-tune, as dataclasses in the style of rsft_plugin/config/.
 
 Kept here (no torch) until they become the `generative:` section of rsft.yml; every field has help text and is
 validated in `__post_init__`. A version saves its WriterSettings in writer.json, so it can be rebuilt exactly.
@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import _check as check_setting
+from ..config.fields import check as check_setting
 from ..errors import ConfigError
 
 

@@ -29,7 +29,7 @@ new rule uses; registering one makes it valid for `reject.rule`, `rsft retrain -
         def decide(self, scored, r_max, rng):
             return [Verdict(s.reward > 1.0, float(s.reward > 1.0)) for s in scored]
 
-Plain functions over floats: this module imports neither torch nor the stage records (config.py validates
+Plain functions over floats: this module imports neither torch nor the stage records (config/loop.py validates
 `reject.rule` against it, and the web server loads the config).
 """
 

@@ -1,0 +1,127 @@
+"""The sections of a round's stages: collect, sample, score, reject, fine-tune, gate."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+
+from ..stages.rules import rule_names, unknown_rule_message
+from .fields import check as _check
+from .fields import setting as _help
+
+
+@dataclass
+class CollectConfig:
+    """Stage 1: which logged questions a round learns from."""
+
+    min_prompts: int = _help("A round with fewer distinct new prompts stops before sampling.", 20)
+    max_prompts: int = _help("At most this many prompts per round (newest first).", 2000)
+    replay: int = _help("Earlier prompts replayed per round, at most.", 200)
+    merge_cosine: float = _help("Prompts at least this similar are merged into one.", 0.95)
+    gate_fraction: float = _help("Share of rated prompts kept out of training to check the candidate.", 0.1)
+
+    def __post_init__(self) -> None:
+        _check(self.min_prompts >= 1, "collect", "min_prompts", "must be >= 1")
+        _check(self.max_prompts >= self.min_prompts, "collect", "max_prompts", "must be >= min_prompts")
+        _check(self.replay >= 0, "collect", "replay", "must be >= 0")
+        _check(0 < self.merge_cosine <= 1, "collect", "merge_cosine", "must be in (0, 1]")
+        _check(0 <= self.gate_fraction < 1, "collect", "gate_fraction", "must be in [0, 1)")
+
+
+@dataclass
+class SampleConfig:
+    """Stage 2: candidates drawn from the live policy."""
+
+    k: int = _help("Candidates per prompt.", 8)
+    temperature: float = _help("Temperature of the proposal policy q = softmax(cosine / temperature).", 0.1)
+    with_replacement: bool = _help("Draw i.i.d. (exact for the statistical rule) instead of k distinct.", False)
+    seed: int = _help("Seed of every random draw in a round.", 0)
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.k <= 256, "sample", "k", "must be between 1 and 256")
+        _check(self.temperature > 0, "sample", "temperature", "must be > 0")
+
+
+@dataclass
+class ScoreConfig:
+    """Stage 3: reward = w_similarity * similarity + w_rating * smoothed rating (both in [0, 1])."""
+
+    w_similarity: float = _help("Weight of the similarity to trusted answers.", 1.0)
+    w_rating: float = _help("Weight of the smoothed customer rating.", 1.0)
+    prior_up: float = _help("Beta prior: pseudo-👍 added to every (prompt, answer).", 1.0)
+    prior_down: float = _help("Beta prior: pseudo-👎 added to every (prompt, answer).", 1.0)
+    neighbour_cosine: float = _help("Questions at least this similar share ratings and references.", 0.85)
+    trusted_rating: float = _help("An answer whose smoothed rating exceeds this is a trusted reference.", 0.5)
+    max_weight_per_sender: float = _help("Most votes one sender counts for on one (prompt, answer).", 1.0)
+    use_golden_train: bool = _help(
+        "Treat the golden set's train split as operator-curated references (labels, not ratings).", False)
+
+    def __post_init__(self) -> None:
+        _check(self.w_similarity >= 0 and self.w_rating >= 0, "score", "w_similarity",
+               "weights must be >= 0")
+        _check(self.w_similarity + self.w_rating > 0, "score", "w_rating", "at least one weight must be > 0")
+        _check(self.prior_up > 0 and self.prior_down > 0, "score", "prior_up", "priors must be > 0")
+        _check(0 < self.neighbour_cosine <= 1, "score", "neighbour_cosine", "must be in (0, 1]")
+        _check(0 <= self.trusted_rating < 1, "score", "trusted_rating", "must be in [0, 1)")
+        _check(self.max_weight_per_sender > 0, "score", "max_weight_per_sender", "must be > 0")
+
+
+@dataclass
+class RejectConfig:
+    """Stage 4: which candidates are kept for training."""
+
+    rule: str = _help(f"A registered rejection rule (rsft_plugin/stages/rules.py): {' | '.join(rule_names())}.",
+                      "statistical")
+    s_min: float = _help("threshold, best_of_n, statistical per prompt: minimum similarity to a trusted answer.",
+                         0.8)
+    r_min: float = _help("threshold, best_of_n, statistical per prompt: minimum smoothed rating.", 0.5)
+    beta: float = _help("statistical: temperature of the tilt p(c) ∝ q(c)·exp(r(c)/beta).", 0.2)
+    r_max: typing.Literal["prompt", "observed", "bound"] = _help(
+        "statistical: the envelope M = exp(r_max/beta). prompt: per prompt, r_max = its best answer that clears "
+        "s_min and r_min (only those are eligible); observed: the round's largest reward; bound: w_similarity + "
+        "w_rating. Measured in docs/benchmarks.md.", "prompt")
+    min_accepted: int = _help("A round with fewer accepted samples stops before training.", 10)
+
+    def __post_init__(self) -> None:
+        _check(self.rule in rule_names(), "reject", "rule", unknown_rule_message(self.rule))
+        _check(0 <= self.s_min <= 1, "reject", "s_min", "must be in [0, 1]")
+        _check(0 <= self.r_min <= 1, "reject", "r_min", "must be in [0, 1]")
+        _check(self.beta > 0, "reject", "beta", "must be > 0")
+        _check(self.min_accepted >= 1, "reject", "min_accepted", "must be >= 1")
+
+
+@dataclass
+class FinetuneConfig:
+    """Stage 5: fine-tuning a copy of the live model on the accepted pairs."""
+
+    learning_rate: float = _help("AdamW learning rate (small: we adjust, not retrain).", 1e-4)
+    batch_size: int = _help("Pairs per step.", 32)
+    max_epochs: int = _help("Upper bound on epochs.", 10)
+    patience: int = _help("Stop after this many epochs without a better validation loss.", 3)
+    val_fraction: float = _help("Share of accepted pairs held out for early stopping.", 0.15)
+    train_temperature: float = _help("Softmax temperature of the training loss.", 0.05)
+    hard_negative_margin: float = _help("Extra cosine margin demanded against rejected candidates.", 0.1)
+    seed: int = _help("Seed of shuffling and the validation split.", 0)
+
+    def __post_init__(self) -> None:
+        _check(0 < self.learning_rate < 1, "finetune", "learning_rate", "must be in (0, 1)")
+        _check(self.batch_size >= 1, "finetune", "batch_size", "must be >= 1")
+        _check(self.max_epochs >= 1, "finetune", "max_epochs", "must be >= 1")
+        _check(self.patience >= 1, "finetune", "patience", "must be >= 1")
+        _check(0 <= self.val_fraction < 1, "finetune", "val_fraction", "must be in [0, 1)")
+        _check(self.train_temperature > 0, "finetune", "train_temperature", "must be > 0")
+        _check(self.hard_negative_margin >= 0, "finetune", "hard_negative_margin", "must be >= 0")
+
+
+@dataclass
+class GateConfig:
+    """Stage 6: when a candidate may replace the live model."""
+
+    min_improvement: float = _help("Held-out accuracy gain (absolute) the candidate must show.", 0.005)
+    topic_tolerance: float = _help("Largest accuracy drop allowed on any single topic.", 0.25)
+    rated_tolerance: float = _help("Largest drop allowed in agreement with kept-out rated turns.", 0.05)
+
+    def __post_init__(self) -> None:
+        _check(-1 <= self.min_improvement <= 1, "gate", "min_improvement", "must be in [-1, 1]")
+        _check(0 <= self.topic_tolerance <= 1, "gate", "topic_tolerance", "must be in [0, 1]")
+        _check(0 <= self.rated_tolerance <= 1, "gate", "rated_tolerance", "must be in [0, 1]")

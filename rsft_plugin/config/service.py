@@ -1,0 +1,116 @@
+"""The sections that run the service: paths, model, servers, console, worker, privacy."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from .fields import check as _check
+from .fields import setting as _help
+
+
+@dataclass
+class PathsConfig:
+    """Where the plugin keeps its files. Relative paths are relative to the config file's folder."""
+
+    db: Path = _help("The plugin's SQLite log: turns, ratings, rounds.", Path("var/rsft.db"))
+    models_dir: Path = _help("Model versions and the LIVE pointer.", Path("var/models"))
+    answers: Path = _help("The answer bank (YAML).", Path("data/answers.yml"))
+    golden: Path = _help("Golden questions labelled with their topic (CSV).", Path("data/golden.csv"))
+    tracker_db: Path = _help("Rasa's own tracker store (a separate SQLite file).", Path("var/rasa-tracker.db"))
+    run_dir: Path = _help("Secrets, trained Rasa models and logs of `make run`.", Path("var/run"))
+    rounds_dir: Path = _help("Round reports (JSON and PNG plots).", Path("var/rounds"))
+    bot_dir: Path = _help("The Rasa project.", Path("bot"))
+    rasa_bin: Path = _help("The `rasa` executable of the Python 3.10 environment.", Path(".venv-rasa/bin/rasa"))
+
+    def resolve(self, base: Path) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            setattr(self, f.name, value if value.is_absolute() else (base / value).resolve())
+
+
+@dataclass
+class ModelConfig:
+    """The live response model: a bi-encoder retrieval policy softmax(cosine / temperature) over the bank."""
+
+    kind: str = _help("Model kind `rsft init-model` creates (a saved version records its own kind).", "retrieval")
+    temperature: float = _help("Softmax temperature of the policy over answers.", 0.05)
+    top_k: int = _help("How many alternatives each logged turn records.", 3)
+    trainable_layers: int = _help("How many top transformer layers fine-tuning may change.", 2)
+    max_query_chars: int = _help("Longer messages are cut before encoding (the encoder sees 256 tokens).", 1000)
+    min_score: float = _help("Below this best cosine the bot asks again, offering topics (bench/out_of_scope).", 0.25)
+
+    def __post_init__(self) -> None:
+        from ..models.kinds import KINDS  # imports no torch; the kinds' own modules load only when used
+
+        _check(self.kind in KINDS, "model", "kind", f"must be one of {sorted(KINDS)}")
+        _check(self.temperature > 0, "model", "temperature", "must be > 0")
+        _check(1 <= self.top_k <= 50, "model", "top_k", "must be between 1 and 50")
+        _check(0 <= self.trainable_layers <= 6, "model", "trainable_layers", "must be between 0 and 6")
+        _check(self.max_query_chars >= 16, "model", "max_query_chars", "must be >= 16")
+        _check(-1 <= self.min_score < 1, "model", "min_score", "must be in [-1, 1) (a cosine; -1 turns it off)")
+
+
+@dataclass
+class ServerConfig:
+    """Ports and timings of `make run` (Rasa, action server, web page)."""
+
+    host: str = _help("Interface every server binds to.", "127.0.0.1")
+    rasa_port: int = _help("Rasa HTTP server (REST channel and API).", 5005)
+    action_port: int = _help("rasa-sdk action server.", 5055)
+    web_port: int = _help("Chat page.", 8000)
+    reload_poll_seconds: float = _help("How often the action server checks the live pointer.", 0.5)
+    start_timeout_seconds: float = _help("How long to wait for a server to come up.", 240.0)
+    restart_budget: int = _help("`rsft serve` gives up when one server was restarted more than this many times "
+                                "within restart_window_seconds.", 5)
+    restart_window_seconds: float = _help("The window of restart_budget.", 600.0)
+
+    def __post_init__(self) -> None:
+        for key in ("rasa_port", "action_port", "web_port"):
+            port = getattr(self, key)
+            _check(0 <= port <= 65535, "server", key, f"{port} is not a TCP port")
+        _check(self.reload_poll_seconds > 0, "server", "reload_poll_seconds", "must be > 0")
+        _check(self.start_timeout_seconds > 0, "server", "start_timeout_seconds", "must be > 0")
+        _check(self.restart_budget >= 0, "server", "restart_budget", "must be >= 0")
+        _check(self.restart_window_seconds > 0, "server", "restart_window_seconds", "must be > 0")
+
+
+@dataclass
+class ConsoleConfig:
+    """The operator console (/console on the web server): login sessions and inbox defaults."""
+
+    session_minutes: float = _help("An operator session ends this many minutes after login.", 60.0)
+    low_score: float = _help("Inbox 'low score' filter: answers whose cosine score is below this.", 0.4)
+
+    def __post_init__(self) -> None:
+        _check(0 < self.session_minutes <= 7 * 24 * 60, "console", "session_minutes",
+               "must be > 0 and at most a week (10080)")
+        _check(-1 <= self.low_score <= 1, "console", "low_score", "must be a cosine in [-1, 1]")
+
+
+
+@dataclass
+class WorkerConfig:
+    """`rsft worker`: when rounds run by themselves."""
+
+    interval_minutes: float = _help("Run a round this often (0: never by time).", 60.0)
+    after_new_ratings: int = _help("Also run once this many new ratings arrived (0: never by count).", 50)
+    poll_seconds: float = _help("How often the worker checks.", 30.0)
+
+    def __post_init__(self) -> None:
+        _check(self.interval_minutes >= 0, "worker", "interval_minutes", "must be >= 0")
+        _check(self.after_new_ratings >= 0, "worker", "after_new_ratings", "must be >= 0")
+        _check(self.poll_seconds > 0, "worker", "poll_seconds", "must be > 0")
+
+
+@dataclass
+class PrivacyConfig:
+    """Personal data and rating abuse."""
+
+    retention_days: float = _help("Raw customer text older than this is redacted in the log too.", 30.0)
+    max_ratings_per_minute: int = _help("Ratings one sender may give per minute; more are refused.", 20)
+
+    def __post_init__(self) -> None:
+        _check(self.retention_days > 0, "privacy", "retention_days", "must be > 0")
+        _check(self.max_ratings_per_minute >= 1, "privacy", "max_ratings_per_minute", "must be >= 1")
