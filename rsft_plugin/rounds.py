@@ -149,9 +149,12 @@ class _Round:
             self.outcome = reject(scored, self.config.reject, r_max, self.rng)
             self._save_rows(prompts, self.outcome)
             self._note(accepted=len(self.outcome.accepted), acceptance_rate=round(self.outcome.acceptance_rate, 4),
+                       rejected_unfaithful=self.outcome.unfaithful,
                        acceptance_by_topic={t: round(r, 4) for t, r in self.outcome.acceptance_by_topic().items()})
             self.echo(f"  accepted {len(self.outcome.accepted)} of {len(scored)} candidates "
-                      f"({self.outcome.acceptance_rate:.1%})")
+                      f"({self.outcome.acceptance_rate:.1%})"
+                      + (f"; {self.outcome.unfaithful} written replies rejected as unfaithful to their grounding"
+                         if self.outcome.unfaithful else ""))
             self.outcome.require(self.config.reject.min_accepted)  # recorded above, then stop if too few
         with self._stage("finetune"):
             tuned = finetune(self.live, _training_pairs(prompts, self.outcome), self.config.finetune,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy.stats import chisquare
@@ -114,3 +116,25 @@ def test_per_prompt_envelope_always_accepts_each_prompts_best_eligible_answer():
         outcome = reject(candidates, config, R_MAX, np.random.default_rng(seed))
         assert [d.scored.candidate.answer_id for d in outcome.accepted] == ["best", "only_eligible"]
     assert outcome.boundary["r_max"] == "per prompt"
+
+
+def test_statistical_rule_stays_exact_when_q_underflows():
+    # A long written reply: log q = -900, so q is 0.0 in float64. Its acceptance probability is exp(-1/0.3) ≈ 3.6 %;
+    # dividing the classic test by M·q keeps it so, where u ~ U(0, M·q) = 0 would have accepted every such reply.
+    underflowed = [scored(i, "long_reply", float(np.exp(-900.0)), R_MAX - 1.0) for i in range(4000)]
+    decisions = statistical_accept(underflowed, BETA, R_MAX, np.random.default_rng(2))
+    rate = sum(d.accepted for d in decisions) / len(decisions)
+    expected = np.exp(-1.0 / BETA)
+    assert abs(rate - expected) < 4 * np.sqrt(expected * (1 - expected) / len(decisions))
+
+
+def test_an_unfaithful_reply_is_rejected_whatever_its_reward():
+    faithful = scored(0, "grounded", 0.5, R_MAX, similarity=0.99, rating=0.9)
+    invented = scored(0, "invented", 0.5, R_MAX, similarity=0.99, rating=0.9)
+    invented = replace(invented, candidate=replace(invented.candidate, violations=("amount: 45",)))
+    for rule in ("threshold", "best_of_n", "statistical"):
+        outcome = reject([faithful, invented], RejectConfig(rule=rule, s_min=0.5, r_min=0.5), R_MAX,
+                         np.random.default_rng(0))
+        assert [d.accepted for d in outcome.decisions] == [True, False], rule
+        assert outcome.decisions[1].accept_probability == 0.0
+        assert outcome.unfaithful == 1

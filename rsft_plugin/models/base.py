@@ -79,6 +79,11 @@ class Candidate:
     def answer_id(self) -> str | None:
         return self.answer.id if self.answer else None
 
+    @property
+    def violations(self) -> tuple[str, ...]:
+        """Facts the reply states that its grounding does not ("kind: value"); a bank answer states none."""
+        return ()
+
 
 @dataclass(frozen=True)
 class TrainingPair:

@@ -62,6 +62,7 @@ class SampledCandidate:
     q: float  # q(candidate | prompt), the live policy at the sampling temperature
     cosine: float  # the live model's score for (prompt, candidate)
     sampled_by: str  # the live version that drew it
+    violations: tuple[str, ...] = ()  # facts a written reply states that its grounding does not ("kind: value")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class RejectOutcome:
     decisions: list[Decision]
     r_max: float
     boundary: dict[str, float | str]  # what the histogram shows: thresholds, or the tilt's parameters
+    unfaithful: int = 0  # candidates rejected whatever the rule said: they state facts their grounding does not
 
     @property
     def accepted(self) -> list[Decision]:

@@ -2,6 +2,9 @@
 
 The rules themselves (threshold, statistical, best_of_n, and any registered one) and their maths are in rules.py;
 this stage builds the configured rule, applies it, and records its decisions as the round's `RejectOutcome`.
+A written reply that states a fact its grounding answers do not (an amount, a duration, a URL, an email, a phone
+number: `SampledCandidate.violations`) is rejected whatever its reward: a fine-tune on it would teach the writer
+to invent shop policy. The rule still sees it (its draws stay those of an unfiltered round).
 
 Plain functions over floats: no model is loaded here.
 """
@@ -26,13 +29,16 @@ def reject(scored: list[ScoredCandidate], config: RejectConfig, r_max: float,
     verdicts = rule.decide(scored, r_max, rng)
     if len(verdicts) != len(scored):
         raise ValueError(f"the {config.rule} rule gave {len(verdicts)} verdicts for {len(scored)} candidates")
-    decisions = [Decision(s, bool(v.accepted), float(v.probability)) for s, v in zip(scored, verdicts, strict=True)]
-    return RejectOutcome(config.rule, decisions, r_max, rule.boundary(r_max))
+    decisions = [Decision(s, False, 0.0) if s.candidate.violations else Decision(s, bool(v.accepted),
+                                                                                 float(v.probability))
+                 for s, v in zip(scored, verdicts, strict=True)]
+    unfaithful = sum(1 for s in scored if s.candidate.violations)
+    return RejectOutcome(config.rule, decisions, r_max, rule.boundary(r_max), unfaithful)
 
 
 def statistical_accept(scored: list[ScoredCandidate], beta: float, r_max: float,
                        rng: np.random.Generator) -> list[Decision]:
-    """The classic rule, literally: u ~ U(0, M·q(c)), accept when u <= q(c)·exp(r(c)/β), M = exp(r_max/β)."""
+    """The classic rule: accept c ~ q when u ~ U(0, M·q(c)) falls below p̃(c) = q(c)·exp(r(c)/β), M = exp(r_max/β)."""
     return [Decision(s, v.accepted, v.probability)
             for s, v in zip(scored, statistical_verdicts(scored, beta, r_max, rng), strict=True)]
 

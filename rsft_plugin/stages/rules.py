@@ -130,18 +130,19 @@ def clears(s: ScoredCandidate, s_min: float, r_min: float) -> bool:
 
 def statistical_verdicts(scored: Sequence[ScoredCandidate], beta: float, r_max: float,
                          rng: np.random.Generator) -> list[Verdict]:
-    """The classic rule, literally: u ~ U(0, M·q(c)), accept when u <= q(c)·exp(r(c)/β), M = exp(r_max/β).
+    """The classic rule: draw u ~ U(0, M·q(c)), accept when u <= p̃(c) = q(c)·exp(r(c)/β), with M = exp(r_max/β).
 
-    Both sides are divided by M (exp(r_max/β) overflows for small β); the comparison is unchanged.
+    Both sides are divided by M·q(c): u/(M·q(c)) ~ U(0, 1) is compared with exp((r(c) − r_max)/β). The decision is
+    the same, and it stays exact where q itself is not representable: exp(r_max/β) overflows for small β, and a
+    written reply's q (a product over its tokens) underflows to 0 beyond log q ≈ −745, where the undivided test
+    would accept every such reply (u ~ U(0, 0) = 0 <= 0).
     """
     verdicts = []
     for s in scored:
         if s.reward > r_max + 1e-9:
             raise ValueError(f"reward {s.reward} exceeds r_max {r_max}: p <= M·q would not hold")
-        q = s.candidate.q
-        u_over_m = rng.uniform(0.0, q)  # u / M with u ~ U(0, M·q)
-        target_over_m = q * math.exp((s.reward - r_max) / beta)  # p̃(c) / M
-        verdicts.append(Verdict(bool(u_over_m <= target_over_m), math.exp((s.reward - r_max) / beta)))
+        accept_probability = math.exp((s.reward - r_max) / beta)  # p̃(c) / (M·q(c))
+        verdicts.append(Verdict(bool(rng.uniform(0.0, 1.0) <= accept_probability), accept_probability))
     return verdicts
 
 

@@ -21,6 +21,7 @@ def sample_candidates(live: ResponsePolicy, prompts: list[Prompt], config: Sampl
                                  replace=config.with_replacement)
         for prompt, candidates in zip(batch, draws, strict=True):
             sampled.extend(SampledCandidate(prompt.id, draw, c.key, c.text, c.answer_id, c.topic, c.probability,
-                                            c.cosine, live.name) for draw, c in enumerate(candidates))
+                                            c.cosine, live.name, tuple(c.violations))
+                           for draw, c in enumerate(candidates))
         progress("sample", min(1.0, (start + len(batch)) / len(prompts)), f"{len(sampled)} candidates")
     return sampled
