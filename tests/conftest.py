@@ -150,3 +150,26 @@ def assert_interrupted_round_failed(config: Config, round_id: int) -> None:
     with open_sqlite(config.paths.db) as store:
         killed = store.round(round_id)
     assert killed["status"] == "failed" and "ended without finishing" in killed["reason"]
+
+
+# ---- PostgreSQL ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One private PostgreSQL server for the session (started on first use, stopped at the end, even on failure)."""
+    from rsft_plugin.pgserver import PostgresServer
+
+    server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A new, empty database on the session's server (it goes with the server's temporary directory)."""
+    import uuid
+
+    return postgres_server.create_database(f"test_{uuid.uuid4().hex[:12]}")

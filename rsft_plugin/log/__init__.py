@@ -1,7 +1,8 @@
 """The plugin's log: turns, ratings, rounds, answer-bank edits and jobs, behind interfaces split by concept.
 
-`open_log(config)` builds the configured backend (today: the embedded SQLite file at `paths.db`). Only the
-composition root (`rsft_plugin.parts`) and tests call it; everything else is handed the log.
+`open_log(config)` builds the configured backend: the embedded SQLite file at `paths.db` (the default), or the
+PostgreSQL database named by `log.url`. Only the composition root (`rsft_plugin.parts`) and tests call it;
+everything else is handed the log.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .interfaces import AnswerBankLog, ConversationLog, JobLog, Log, MaintenanceLog, RoundLog
+from .postgres import PostgresLog
 from .records import (
     AnswerRevision,
     CandidateRow,
@@ -26,13 +28,13 @@ from .records import (
 )
 from .sqlite import SCHEMA_VERSION, SqliteLog, utc_now
 
-BACKENDS = {"sqlite": SqliteLog}
+BACKENDS = {"sqlite": SqliteLog, "postgres": PostgresLog}
 
 __all__ = [
     "SCHEMA_VERSION", "AnswerBankLog", "AnswerRevision", "CandidateRow", "ConversationLog", "ConversationSummary",
     "Job", "JobLog", "Log", "MaintenanceLog", "Publication", "RatingRecord", "RoundExample", "RoundLog",
-    "RoundPrompt", "RoundRecord", "TrainingExample", "Turn", "TurnFacets", "TurnRecord", "open_log",
-    "open_sqlite", "utc_now",
+    "RoundPrompt", "RoundRecord", "TrainingExample", "Turn", "TurnFacets", "TurnRecord", "describe_log",
+    "open_log", "open_postgres", "open_sqlite", "utc_now",
 ]
 
 
@@ -41,6 +43,22 @@ def open_sqlite(path: str | Path) -> SqliteLog:
     return SqliteLog(path)
 
 
+def open_postgres(url: str) -> PostgresLog:
+    """The PostgreSQL log at `url` (postgresql://...; migrated as needed).
+
+    Raises:
+        LogUnavailable: the server cannot be reached or refuses the login.
+    """
+    return PostgresLog(url)
+
+
 def open_log(config: object) -> Log:
-    """The log named by the config (`paths.db`: the SQLite file)."""
-    return open_sqlite(config.paths.db)  # type: ignore[attr-defined]
+    """The log named by the config: `log.url` when set (PostgreSQL), else the SQLite file at `paths.db`."""
+    url = config.log.url  # type: ignore[attr-defined]
+    return open_postgres(url) if url else open_sqlite(config.paths.db)  # type: ignore[attr-defined]
+
+
+def describe_log(config: object) -> str:
+    """Where the log is, for people (the URL's password hidden)."""
+    log = config.log  # type: ignore[attr-defined]
+    return f"PostgreSQL {log.shown_url()}" if log.url else f"SQLite {config.paths.db}"  # type: ignore[attr-defined]
