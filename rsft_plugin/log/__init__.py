@@ -7,10 +7,11 @@ everything else is handed the log.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .interfaces import AnswerBankLog, ConversationLog, JobLog, Log, MaintenanceLog, RoundLog
-from .postgres import PostgresLog
 from .records import (
     AnswerRevision,
     CandidateRow,
@@ -28,14 +29,31 @@ from .records import (
 )
 from .sqlite import SCHEMA_VERSION, SqliteLog, utc_now
 
-BACKENDS = {"sqlite": SqliteLog, "postgres": PostgresLog}
+if TYPE_CHECKING:
+    from .postgres import PostgresLog
+
+# name -> "module:class" of each backend; a backend's module is imported when it is used (so an SQLite install
+# never imports the PostgreSQL driver).
+BACKENDS = {"sqlite": "rsft_plugin.log.sqlite:SqliteLog", "postgres": "rsft_plugin.log.postgres:PostgresLog"}
 
 __all__ = [
     "SCHEMA_VERSION", "AnswerBankLog", "AnswerRevision", "CandidateRow", "ConversationLog", "ConversationSummary",
     "Job", "JobLog", "Log", "MaintenanceLog", "Publication", "RatingRecord", "RoundExample", "RoundLog",
-    "RoundPrompt", "RoundRecord", "TrainingExample", "Turn", "TurnFacets", "TurnRecord", "describe_log",
-    "open_log", "open_postgres", "open_sqlite", "utc_now",
+    "RoundPrompt", "RoundRecord", "TrainingExample", "Turn", "TurnFacets", "TurnRecord", "backend_class",
+    "describe_log", "open_log", "open_postgres", "open_sqlite", "utc_now",
 ]
+
+
+def backend_class(name: str) -> type:
+    """The class of backend `name` (a key of BACKENDS)."""
+    module, _, cls = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PostgresLog":  # imported on first use, like the backend itself
+        return backend_class("postgres")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_sqlite(path: str | Path) -> SqliteLog:
@@ -49,7 +67,7 @@ def open_postgres(url: str) -> PostgresLog:
     Raises:
         LogUnavailable: the server cannot be reached or refuses the login.
     """
-    return PostgresLog(url)
+    return backend_class("postgres")(url)
 
 
 def open_log(config: object) -> Log:

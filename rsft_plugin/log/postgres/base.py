@@ -22,10 +22,10 @@ from psycopg.rows import dict_row
 from psycopg.types.string import StrDumperUnknown, TextLoader
 
 from ...errors import LogUnavailable
-from ..sqlite.base import to_json, utc_now
+from ..interfaces import utc_now
 from .migrations import migrate
 
-__all__ = ["PostgresBase", "to_json", "utc_now"]
+__all__ = ["PostgresBase", "utc_now"]
 
 # Advisory lock namespaces (the first key of pg_advisory_xact_lock(int, int)); the second key is a hash or 0.
 LOCK_SENDER, LOCK_JOBS, LOCK_PRUNE_ATTEMPTS = 0x7273_0001, 0x7273_0002, 0x7273_0003

@@ -11,8 +11,8 @@ import psycopg
 from psycopg.types.json import Json
 
 from ...errors import RatingRefused
+from ..interfaces import COUNTED
 from ..records import ConversationSummary, RatingRecord, Turn, TurnFacets, TurnRecord
-from ..sqlite.conversations import COUNTED
 from .base import LOCK_PRUNE_ATTEMPTS, PostgresBase, utc_now
 
 _TURN_FIELDS = (

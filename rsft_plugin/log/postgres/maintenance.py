@@ -12,7 +12,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
 from ...pgserver import pg_binary
-from ..sqlite.conversations import COUNTED
+from ..interfaces import COUNTED
 from .base import PostgresBase
 
 
