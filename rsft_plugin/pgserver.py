@@ -117,13 +117,13 @@ class PostgresServer:
         """A libpq URL (with the password) for `database` on this server."""
         return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, name: str) -> str:
-        """CREATE DATABASE `name` (from template0); returns its URL.
+    def create_database(self, name: str, template: str = "template0") -> str:
+        """CREATE DATABASE `name` as a copy of `template` (an empty one by default); returns its URL.
 
         Raises:
-            PostgresUnavailable: createdb failed (it exists already, say); the message says why.
+            PostgresUnavailable: createdb failed (it exists already, or the template is in use); the message says why.
         """
-        self._client("createdb", "--template=template0", "--encoding=UTF8", name)
+        self._client("createdb", f"--template={template}", "--encoding=UTF8", name)
         return self.url(name)
 
     def stop(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,19 @@ def postgres_server():
 @pytest.fixture
 def postgres_url(postgres_server) -> str:
     """A new, empty database on the session's server (it goes with the server's temporary directory)."""
-    import uuid
-
     return postgres_server.create_database(f"test_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def postgres_migrated_template(postgres_server) -> str:
+    """A database the log has migrated once, for tests to copy (faster than migrating each one)."""
+    from rsft_plugin.log import open_postgres
+
+    open_postgres(postgres_server.create_database("rsft_migrated")).close()
+    return "rsft_migrated"
+
+
+@pytest.fixture
+def postgres_log_url(postgres_server, postgres_migrated_template) -> str:
+    """A new database holding an empty, migrated log."""
+    return postgres_server.create_database(f"test_{uuid.uuid4().hex[:12]}", template=postgres_migrated_template)

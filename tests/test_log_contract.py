@@ -1,7 +1,7 @@
 """The log's contract: every backend behind `rsft_plugin.log.Log` passes these tests on real storage.
 
 A backend adds itself to `BACKENDS` with a factory that opens a fresh, empty log (SQLite: a file under `tmp_path`;
-PostgreSQL: a new database on the session's private server, see `postgres_url` in conftest.py), and is done when
+PostgreSQL: a new database on the session's private server, see `postgres_log_url` in conftest.py), and is done when
 this file passes. Backend-only facts (SQLite's WAL and old files, PostgreSQL's concurrency) are at the end.
 """
 
@@ -37,7 +37,7 @@ from rsft_plugin.log import (
 # name -> a fresh, empty log (the pytest request gives access to fixtures such as the PostgreSQL server).
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Log]] = {
     "sqlite": lambda request, tmp: open_sqlite(tmp / "rsft.db"),
-    "postgres": lambda request, tmp: open_postgres(request.getfixturevalue("postgres_url")),
+    "postgres": lambda request, tmp: open_postgres(request.getfixturevalue("postgres_log_url")),
 }
 ALIVE, DEAD = (lambda pid: True), (lambda pid: False)
 

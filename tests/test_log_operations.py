@@ -30,7 +30,7 @@ OLD = "2000-01-01T00:00:00.000+00:00"
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def config_path(request, tmp_path) -> Path:
-    log = {"url": request.getfixturevalue("postgres_url")} if request.param == "postgres" else {}
+    log = {"url": request.getfixturevalue("postgres_log_url")} if request.param == "postgres" else {}
     return write_config(tmp_path, log=log)
 
 
@@ -126,8 +126,8 @@ def test_an_unreachable_postgresql_log_is_one_clear_line(tmp_path):
     assert "hunter2" not in result.output and "Traceback" not in result.output
 
 
-def test_postgresql_backup_is_a_pg_dump_that_restores(tmp_path, postgres_server, postgres_url):
-    config_path = write_config(tmp_path, log={"url": postgres_url})
+def test_postgresql_backup_is_a_pg_dump_that_restores(tmp_path, postgres_server, postgres_log_url):
+    config_path = write_config(tmp_path, log={"url": postgres_log_url})
     with _open(config_path) as log:
         for n in range(30):
             log.rate(log.log_turn(_turn(f"s{n}", "q\x00 with a NUL")), f"s{n}", n % 2)
@@ -157,3 +157,26 @@ def test_postgresql_backup_is_a_pg_dump_that_restores(tmp_path, postgres_server,
         assert restored.conversation("s0")[0].user_text == "q\x00 with a NUL"
     again = _rsft(config_path, "backup", str(target))
     assert again.exit_code == 1 and "exists" in again.output
+
+
+@pytest.mark.timeout(600)
+def test_a_whole_round_runs_on_postgresql(tmp_path, pretrained, postgres_log_url):
+    from rsft_plugin.models.registry import Registry
+
+    from .conftest import feed_traffic, round_config, run_round
+
+    config = round_config(tmp_path, log={"url": postgres_log_url})
+    registry = Registry(config.paths.models_dir)
+    registry.set_live(registry.publish(pretrained).name, "test")
+    feed_traffic(config, n=120)  # the real Assistant logs and rates into PostgreSQL
+    result = run_round(config, show_bar=False)
+    assert result.status == "promoted", result.reason
+    with open_log(config) as log:
+        assert isinstance(log, PostgresLog)
+        examples = log.training_examples(result.round_id)
+        assert len(examples) == result.stats["accepted"] > 0
+        assert all(log.turn(t) for example in examples[:20] for t in example.turn_ids)
+        recorded = log.round(result.round_id)
+        assert recorded.status == "promoted" and list(recorded.stage_seconds) == list(result.stage_seconds)
+    history = _rsft(config.source, "history")
+    assert "promoted" in history.output and "v0002" in history.output

@@ -86,8 +86,8 @@ def test_processes_starting_together_migrate_once(postgres_url):
                 log.close()
 
 
-def test_the_rating_cap_holds_when_one_sender_rates_through_many_processes_at_once(postgres_url):
-    logs = [open_postgres(postgres_url) for _ in range(8)]
+def test_the_rating_cap_holds_when_one_sender_rates_through_many_processes_at_once(postgres_log_url):
+    logs = [open_postgres(postgres_log_url) for _ in range(8)]
     try:
         turns = [logs[0].log_turn(_turn(text=f"q{n}")) for n in range(8)]
         results = _all_at_once(8, lambda n: logs[n].rate(turns[n], "alice", 1, max_per_minute=3))
@@ -99,8 +99,8 @@ def test_the_rating_cap_holds_when_one_sender_rates_through_many_processes_at_on
             log.close()
 
 
-def test_only_one_exclusive_job_starts_when_many_processes_try_at_once(postgres_url):
-    logs = [open_postgres(postgres_url) for _ in range(6)]
+def test_only_one_exclusive_job_starts_when_many_processes_try_at_once(postgres_log_url):
+    logs = [open_postgres(postgres_log_url) for _ in range(6)]
     try:
         for _ in range(5):  # a few races, so that a missing lock shows even when one race happens to go well
             results = _all_at_once(6, lambda n: logs[n].start_job("round", 1000 + n, ALIVE))
@@ -113,8 +113,8 @@ def test_only_one_exclusive_job_starts_when_many_processes_try_at_once(postgres_
             log.close()
 
 
-def test_a_sweep_never_fails_a_job_that_finished_meanwhile(postgres_url):
-    logs = [open_postgres(postgres_url) for _ in range(2)]
+def test_a_sweep_never_fails_a_job_that_finished_meanwhile(postgres_log_url):
+    logs = [open_postgres(postgres_log_url) for _ in range(2)]
     try:
         job = logs[0].start_job("round", 4242, ALIVE)
 
@@ -133,8 +133,8 @@ def test_a_sweep_never_fails_a_job_that_finished_meanwhile(postgres_url):
             log.close()
 
 
-def test_forget_and_redaction_hold_against_a_concurrent_writer(postgres_url):
-    logs = [open_postgres(postgres_url) for _ in range(2)]
+def test_forget_and_redaction_hold_against_a_concurrent_writer(postgres_log_url):
+    logs = [open_postgres(postgres_log_url) for _ in range(2)]
     try:
         mine = [logs[0].log_turn(_turn(text=f"mail a@b.example {n}")) for n in range(20)]
 
@@ -182,15 +182,19 @@ def test_postgres_migrates_a_version_3_database(postgres_url):
         log.close()
 
 
-def test_the_log_reconnects_after_the_server_dropped_its_connection(postgres_url):
-    log = open_postgres(postgres_url)
+def test_the_log_reconnects_after_the_server_dropped_its_connection(postgres_log_url):
+    log = open_postgres(postgres_log_url)
     try:
         log.log_turn(_turn())
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
+        with psycopg.connect(postgres_log_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [log.conn.info.backend_pid])
+        assert log.count("turns") == 1  # a read is repeated on a new connection
+        with psycopg.connect(postgres_log_url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", [log.conn.info.backend_pid])
         with pytest.raises(psycopg.OperationalError):
-            log.count("turns")  # the call in flight fails ...
-        assert log.count("turns") == 1  # ... the next one has a new connection
+            log.log_turn(_turn())  # a write is not repeated (it might have committed) ...
+        log.log_turn(_turn())  # ... the next one reconnects
+        assert log.count("turns") == 2
     finally:
         log.close()
 

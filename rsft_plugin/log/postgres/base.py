@@ -93,13 +93,19 @@ class PostgresBase:
         return self.conn
 
     def _rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        """A read. Reads are repeated once on a new connection when the old one broke (the server restarted or
+        dropped it); writes are not (one may have committed), so they fail once and the next one reconnects."""
         with self._lock:
-            return self._connection().execute(sql, params or []).fetchall()
+            try:
+                return self._connection().execute(sql, params or []).fetchall()
+            except psycopg.OperationalError:
+                if not self.conn.broken:
+                    raise
+                return self._connection().execute(sql, params or []).fetchall()
 
     def _value(self, sql: str, params: list[Any] | None = None) -> Any:
-        with self._lock:
-            row = self._connection().execute(sql, params or []).fetchone()
-        return next(iter(row.values())) if row else None
+        rows = self._rows(sql, params)
+        return next(iter(rows[0].values())) if rows else None
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Cursor]:
