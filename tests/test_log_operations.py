@@ -165,10 +165,12 @@ def test_a_whole_round_runs_on_postgresql(tmp_path, pretrained, postgres_log_url
 
     from .conftest import feed_traffic, round_config, run_round
 
-    config = round_config(tmp_path, log={"url": postgres_log_url})
+    # A small round (the pipeline on PostgreSQL is the point, not the model; tests/test_rounds.py has the full ones).
+    config = round_config(tmp_path, log={"url": postgres_log_url}, collect={"min_prompts": 10}, sample={"k": 4},
+                          reject={"min_accepted": 5}, finetune={"max_epochs": 1})
     registry = Registry(config.paths.models_dir)
     registry.set_live(registry.publish(pretrained).name, "test")
-    feed_traffic(config, n=120)  # the real Assistant logs and rates into PostgreSQL
+    feed_traffic(config, n=60)  # the real Assistant logs and rates into PostgreSQL
     result = run_round(config, show_bar=False)
     assert result.status == "promoted", result.reason
     with open_log(config) as log:

@@ -74,7 +74,11 @@ class PostgresBase:
         self._lock = threading.RLock()
         with self._lock:
             self.conn = _connect(url)
-            migrate(self.conn)
+            try:
+                migrate(self.conn)
+            except BaseException:
+                self.conn.close()
+                raise
 
     def close(self) -> None:
         with self._lock:

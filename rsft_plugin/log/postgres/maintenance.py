@@ -81,7 +81,11 @@ class PostgresMaintenance(PostgresBase):
         destination.parent.mkdir(parents=True, exist_ok=True)
         partial = destination.with_name(destination.name + ".partial")
         # Its own connection: the snapshot stays open for the whole dump without holding up this process's log.
-        with psycopg.connect(self.url) as connection:
+        try:
+            connection = psycopg.connect(self.url)
+        except psycopg.OperationalError as exc:
+            raise BackupFailed(f"cannot reach the PostgreSQL log: {exc}") from exc
+        with connection:
             connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             connection.read_only = True
             with connection.cursor() as cursor:
