@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..records import AnswerRevision, Publication
-from .base import PostgresBase, utc_now
-from .rounds import update_statement
+from .base import PostgresBase, update_statement, utc_now
 
 
 class PostgresAnswerBank(PostgresBase):

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.string import StrDumperUnknown, TextLoader
 
@@ -25,7 +26,7 @@ from ...errors import LogUnavailable
 from ..interfaces import utc_now
 from .migrations import migrate
 
-__all__ = ["PostgresBase", "utc_now"]
+__all__ = ["PostgresBase", "update_statement", "utc_now"]
 
 # Advisory lock namespaces (the first key of pg_advisory_xact_lock(int, int)); the second key is a hash or 0.
 LOCK_SENDER, LOCK_JOBS, LOCK_PRUNE_ATTEMPTS = 0x7273_0001, 0x7273_0002, 0x7273_0003
@@ -64,6 +65,13 @@ def _connect(url: str) -> psycopg.Connection:
         connection.adapters.register_loader(name, _VerbatimTextLoader)
     connection.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
     return connection
+
+
+def update_statement(table: str, row_id: int, values: dict[str, Any]) -> tuple[sql.Composed, list[Any]]:
+    """UPDATE table SET ... WHERE id = row_id, with the column names quoted (callers validate them)."""
+    assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(name)) for name in values)
+    return (sql.SQL("UPDATE {} SET {} WHERE id = %s").format(sql.Identifier(table), assignments),
+            [*values.values(), row_id])
 
 
 class PostgresBase:

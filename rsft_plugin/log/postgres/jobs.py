@@ -14,8 +14,7 @@ import psycopg
 from ...errors import JobBusy
 from ..interfaces import IsAlive
 from ..records import ABANDONED, JOB_ACTIVE, JOB_DONE, JOB_KINDS, ROUND_ABANDONED, Job
-from .base import LOCK_JOBS, PostgresBase, utc_now
-from .rounds import update_statement
+from .base import LOCK_JOBS, PostgresBase, update_statement, utc_now
 
 _STATES = (*JOB_ACTIVE, *JOB_DONE)
 

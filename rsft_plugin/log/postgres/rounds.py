@@ -8,7 +8,7 @@ from psycopg import sql
 from psycopg.types.json import Json
 
 from ..records import CandidateRow, RoundExample, RoundPrompt, RoundRecord, TrainingExample
-from .base import PostgresBase, utc_now
+from .base import PostgresBase, update_statement, utc_now
 
 _JSON_FIELDS = ("params", "stats", "stage_seconds")
 _EXAMPLE_FIELDS = ("c.prompt_id, c.draw, p.text AS prompt, c.candidate_key, c.candidate_text, c.answer_id, c.topic, "
@@ -26,13 +26,6 @@ def _insert(table: str, columns: tuple[str, ...]) -> sql.Composed:
     return sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)),
         sql.SQL(", ").join(sql.Placeholder() * len(columns)))
-
-
-def update_statement(table: str, row_id: int, values: dict[str, Any]) -> tuple[sql.Composed, list[Any]]:
-    """UPDATE table SET ... WHERE id = row_id, with the column names quoted (callers validate them)."""
-    assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(name)) for name in values)
-    return (sql.SQL("UPDATE {} SET {} WHERE id = %s").format(sql.Identifier(table), assignments),
-            [*values.values(), row_id])
 
 
 class PostgresRounds(PostgresBase):
