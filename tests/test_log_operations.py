@@ -182,3 +182,33 @@ def test_a_whole_round_runs_on_postgresql(tmp_path, pretrained, postgres_log_url
         assert recorded.status == "promoted" and list(recorded.stage_seconds) == list(result.stage_seconds)
     history = _rsft(config.source, "history")
     assert "promoted" in history.output and "v0002" in history.output
+
+
+def test_the_console_api_reads_either_backend(config_path, monkeypatch):
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from rsft_plugin.parts import build_parts
+    from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
+    from rsft_plugin.webapp import build_app
+
+    monkeypatch.delenv("RSFT_OPERATOR_TOKEN", raising=False)
+    config = load_config(config_path)
+    with _open(config_path) as log:
+        log.rate(log.log_turn(_turn("alice", "where is my parcel?")), "alice", 0)
+        log.log_turn(_turn("bob", "can I pay later?"))
+    auth = {"Authorization": f"Bearer {get_secret(config.paths.run_dir, OPERATOR_TOKEN)}"}
+
+    async def exercise() -> tuple:
+        with build_parts(config) as parts:
+            async with TestClient(TestServer(build_app(parts, "http://127.0.0.1:1"))) as client:
+                inbox = await (await client.get("/api/conversations?rating=down", headers=auth)).json()
+                alice = await (await client.get("/api/conversations/alice", headers=auth)).json()
+                export = await (await client.get("/api/export/conversations.csv", headers=auth)).text()
+                return inbox, alice, export
+
+    inbox, alice, export = asyncio.run(exercise())
+    assert [c["sender_id"] for c in inbox["conversations"]] == ["alice"]
+    assert alice["turns"][0]["user_text"] == "where is my parcel?"
+    assert len(export.strip().splitlines()) == 3 and "can I pay later?" in export
