@@ -10,7 +10,7 @@ PY310 := $(call find_python,3.10)
 PY311 := $(call find_python,3.11)
 PIP_QUIET := --quiet --progress-bar off
 
-.PHONY: help run test venvs lint clean-run load-test bench-quality bench-speed bench-smoke bench-oos
+.PHONY: help run test venvs lint clean-run load-test bench-quality bench-speed bench-smoke bench-oos postgres-server
 help:
 	@echo "make run    start the assistant (Rasa + actions + chat page); Ctrl-C stops it"
 	@echo "make test   run the whole test suite"
@@ -51,8 +51,13 @@ EMOJI_FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 $(BROWSER) $(EMOJI_FONT):
 	apt-get update && apt-get install -y --no-install-recommends chromium fonts-noto-color-emoji
 
+# The PostgreSQL log's tests start a private server from Debian's PostgreSQL binaries (installed when missing).
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ apt-get update && apt-get install -y --no-install-recommends postgresql; }
+
 # lint and bench-smoke first, so that pytest's summary is the last line CI reads.
-test: venvs $(BROWSER) $(EMOJI_FONT)
+test: venvs $(BROWSER) $(EMOJI_FONT) postgres-server
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory bench-smoke
 	.venv/bin/python -m pytest $(PYTEST_ARGS)

@@ -25,6 +25,7 @@ def serve_command(ctx: click.Context) -> None:
     Example: rsft serve
     """
     from .launcher import Stack
+    from .log import describe_log
     from .versions import create_initial_version
 
     config = _config(ctx)
@@ -39,7 +40,7 @@ def serve_command(ctx: click.Context) -> None:
                    f"  Operator console:         {stack.web_url}/console\n"
                    f"  Operator token:           {describe_source(config.paths.run_dir, OPERATOR_TOKEN)}\n"
                    f"  Rasa REST channel:        {stack.rasa_url}/webhooks/rest/webhook\n"
-                   f"  Plugin log (SQLite):      {config.paths.db}\n"
+                   f"  Plugin log:               {describe_log(config)}\n"
                    f"  Server logs:              {stack.log_dir}\n\n  Ctrl-C stops everything.\n")
         raise click.ClickException(stack.wait())  # only when a server's restart budget is spent
     except KeyboardInterrupt:
@@ -106,7 +107,10 @@ def forget_command(ctx: click.Context, sender: str, yes: bool) -> None:
 @click.pass_context
 @_fail_cleanly
 def backup_command(ctx: click.Context, path: Path) -> None:
-    """Copy the plugin's log to PATH with SQLite's online backup API; safe while the bot is running.
+    """Copy the plugin's log to PATH (a new file); safe while the bot is running.
+
+    SQLite: a database file made with SQLite's online backup API. PostgreSQL (log.url): pg_dump's custom format,
+    restored with `pg_restore --dbname=URL PATH`.
 
     Example: rsft backup backups/rsft-2026-11-29.db
     """

@@ -23,6 +23,10 @@ class RegistryError(RsftError):
     """The models directory or its live pointer is in a state we refuse to act on."""
 
 
+class LogUnavailable(RsftError):
+    """The configured log (a PostgreSQL server) cannot be reached."""
+
+
 class RatingRefused(RsftError):
     """A rating that names no turn, another sender's turn, or carries a bad score."""
 

@@ -5,7 +5,7 @@ tests start exactly what a user starts.
 
 Processes and the files they own:
     rasa (.venv-rasa)         the REST channel and HTTP API; its tracker store (paths.tracker_db)
-    action server (.venv)     rsft_plugin: the live model and the plugin's log (paths.db)
+    action server (.venv)     rsft_plugin: the live model and the plugin's log (paths.db, or log.url)
     web (.venv)               the chat page; it owns no file
 
 Supervision (issue 14). A crashed server is restarted; `rsft serve` gives up (stops all, exits non-zero) only

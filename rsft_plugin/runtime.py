@@ -7,10 +7,10 @@ and never inside an action's `run`.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from .assistant import Assistant
 from .config import Config, load_config
+from .log import describe_log
 from .maintenance import apply_retention
 from .models.live import LiveModel
 from .parts import Parts, build_parts
@@ -45,7 +45,7 @@ def boot(config: Config | None = None, watch: bool = True) -> Assistant:
     if redacted:
         log.info("retention: redacted the raw text of %d turns older than %g days", redacted,
                  config.privacy.retention_days)
-    log.info("rsft assistant ready: model %s, log %s", live.current.name, Path(config.paths.db))
+    log.info("rsft assistant ready: model %s, log %s", live.current.name, describe_log(config))
     return _assistant
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,39 @@ def assert_interrupted_round_failed(config: Config, round_id: int) -> None:
     with open_sqlite(config.paths.db) as store:
         killed = store.round(round_id)
     assert killed["status"] == "failed" and "ended without finishing" in killed["reason"]
+
+
+# ---- PostgreSQL ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One private PostgreSQL server for the session (started on first use, stopped at the end, even on failure)."""
+    from rsft_plugin.pgserver import PostgresServer
+
+    server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A new, empty database on the session's server (it goes with the server's temporary directory)."""
+    return postgres_server.create_database(f"test_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def postgres_migrated_template(postgres_server) -> str:
+    """A database the log has migrated once, for tests to copy (faster than migrating each one)."""
+    from rsft_plugin.log import open_postgres
+
+    open_postgres(postgres_server.create_database("rsft_migrated")).close()
+    return "rsft_migrated"
+
+
+@pytest.fixture
+def postgres_log_url(postgres_server, postgres_migrated_template) -> str:
+    """A new database holding an empty, migrated log."""
+    return postgres_server.create_database(f"test_{uuid.uuid4().hex[:12]}", template=postgres_migrated_template)

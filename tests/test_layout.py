@@ -42,7 +42,7 @@ def test_no_module_is_over_the_size_limit():
 
 
 def test_only_the_composition_root_builds_a_registry_or_a_log():
-    builders = {"Registry", "SqliteLog", "open_log", "open_sqlite"}
+    builders = {"Registry", "SqliteLog", "PostgresLog", "open_log", "open_sqlite", "open_postgres"}
     allowed = {"rsft_plugin/parts.py"}
     offenders = {}
     for path in _modules():
@@ -65,8 +65,19 @@ def test_the_retrieval_model_class_is_named_only_by_its_module_and_its_registrat
     assert set(naming) <= {"rsft_plugin/models/retrieval.py", "rsft_plugin/models/kinds.py"}, naming
 
 
-def test_only_the_log_package_talks_to_sqlite():
-    offenders = [_relative(p) for p in _modules()
-                 if not _relative(p).startswith("rsft_plugin/log/")
-                 and any(f"import {m}" in p.read_text(encoding="utf-8") for m in ("sqlite_utils", "sqlite3"))]
+def _imported_modules(path: Path) -> set[str]:
+    """Top-level names of every module `path` imports (`import a.b`, `from a.b import c` -> a)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_only_the_log_package_talks_to_a_database():
+    drivers = {"sqlite_utils", "sqlite3", "psycopg", "psycopg2", "psycopg_pool"}
+    offenders = {_relative(p): sorted(found) for p in _modules()
+                 if not _relative(p).startswith("rsft_plugin/log/") and (found := _imported_modules(p) & drivers)}
     assert not offenders, offenders

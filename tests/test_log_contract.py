@@ -1,8 +1,8 @@
 """The log's contract: every backend behind `rsft_plugin.log.Log` passes these tests on real storage.
 
-A new backend (PostgreSQL, say) adds itself to `BACKENDS` with a factory that opens a fresh, empty log under
-`tmp_path`, and is done when this file passes. SQLite-only facts (WAL, the schema version, migrating an old file)
-are at the end.
+A backend adds itself to `BACKENDS` with a factory that opens a fresh, empty log (SQLite: a file under `tmp_path`;
+PostgreSQL: a new database on the session's private server, see `postgres_log_url` in conftest.py), and is done when
+this file passes. Backend-only facts (SQLite's WAL and old files, PostgreSQL's concurrency) are at the end.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from rsft_plugin.errors import JobBusy, RatingRefused
+from rsft_plugin.log import BACKENDS as LOG_BACKENDS
 from rsft_plugin.log import (
     SCHEMA_VERSION,
     AnswerRevision,
@@ -28,18 +29,31 @@ from rsft_plugin.log import (
     TrainingExample,
     Turn,
     TurnRecord,
+    backend_class,
+    open_postgres,
     open_sqlite,
 )
 
-BACKENDS: dict[str, Callable[[Path], Log]] = {"sqlite": lambda tmp: open_sqlite(tmp / "rsft.db")}
+# name -> a fresh, empty log (the pytest request gives access to fixtures such as the PostgreSQL server).
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Log]] = {
+    "sqlite": lambda request, tmp: open_sqlite(tmp / "rsft.db"),
+    "postgres": lambda request, tmp: open_postgres(request.getfixturevalue("postgres_log_url")),
+}
 ALIVE, DEAD = (lambda pid: True), (lambda pid: False)
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def log(request, tmp_path):
-    opened = BACKENDS[request.param](tmp_path)
+    opened = BACKENDS[request.param](request, tmp_path)
     yield opened
     opened.close()
+
+
+def test_every_backend_is_in_the_contract_suite_and_implements_the_whole_log():
+    assert set(BACKENDS) == set(LOG_BACKENDS)
+    for cls in map(backend_class, LOG_BACKENDS):
+        missing = [name for name in dir(Log) if not name.startswith("_") and not hasattr(cls, name)]
+        assert not missing, (cls.__name__, missing)
 
 
 def _turn(sender: str = "alice", text: str = "where is my order", answer: str | None = "track_order",

@@ -21,12 +21,20 @@ import yaml
 
 from ..errors import ConfigError
 from .loop import CollectConfig, FinetuneConfig, GateConfig, RejectConfig, SampleConfig, ScoreConfig
-from .service import ConsoleConfig, ModelConfig, PathsConfig, PrivacyConfig, ServerConfig, WorkerConfig
+from .service import (
+    ConsoleConfig,
+    LogConfig,
+    ModelConfig,
+    PathsConfig,
+    PrivacyConfig,
+    ServerConfig,
+    WorkerConfig,
+)
 
 __all__ = [
     "CONFIG_ENV", "CollectConfig", "Config", "ConfigError", "ConsoleConfig", "FinetuneConfig", "GateConfig",
-    "ModelConfig", "PathsConfig", "PrivacyConfig", "RejectConfig", "SampleConfig", "ScoreConfig", "ServerConfig",
-    "WorkerConfig", "default_config_path", "load_config", "merge_overrides", "parse_overrides",
+    "LogConfig", "ModelConfig", "PathsConfig", "PrivacyConfig", "RejectConfig", "SampleConfig", "ScoreConfig",
+    "ServerConfig", "WorkerConfig", "default_config_path", "load_config", "merge_overrides", "parse_overrides",
     "settings_as_yaml",
 ]
 
@@ -37,6 +45,7 @@ DEFAULT_CONFIG_NAME = "rsft.yml"
 @dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
@@ -172,8 +181,15 @@ def _type_name(kind: Any) -> str:
 
 
 def settings_as_yaml(config: Config) -> str:
-    """Every section and key of `config` as YAML (paths as strings): what `rsft config` prints."""
-    sections = {name: {key: str(value) if isinstance(value, Path) else value
-                       for key, value in dataclasses.asdict(getattr(config, name)).items()}
+    """Every section and key of `config` as YAML (paths as strings, secrets hidden): what `rsft config` prints."""
+    sections = {name: {f.name: _shown(f, getattr(getattr(config, name), f.name))
+                       for f in dataclasses.fields(getattr(config, name))}
                 for name in config.section_names()}
     return yaml.safe_dump(sections, sort_keys=False, allow_unicode=True)
+
+
+def _shown(setting: dataclasses.Field, value: Any) -> Any:
+    """A setting as `rsft config` prints it: through its `shown` function (which hides a password) when it has one."""
+    if "shown" in setting.metadata:
+        return setting.metadata["shown"](value)
+    return str(value) if isinstance(value, Path) else value

@@ -1,9 +1,10 @@
-"""The sections that run the service: paths, model, servers, console, worker, privacy."""
+"""The sections that run the service: paths, log, model, servers, console, worker, privacy."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .fields import check as _check
@@ -14,7 +15,8 @@ from .fields import setting as _help
 class PathsConfig:
     """Where the plugin keeps its files. Relative paths are relative to the config file's folder."""
 
-    db: Path = _help("The plugin's SQLite log: turns, ratings, rounds.", Path("var/rsft.db"))
+    db: Path = _help("The plugin's SQLite log: turns, ratings, rounds (unless log.url names PostgreSQL).",
+                     Path("var/rsft.db"))
     models_dir: Path = _help("Model versions and the LIVE pointer.", Path("var/models"))
     answers: Path = _help("The answer bank (YAML).", Path("data/answers.yml"))
     golden: Path = _help("Golden questions labelled with their topic (CSV).", Path("data/golden.csv"))
@@ -28,6 +30,37 @@ class PathsConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             setattr(self, f.name, value if value.is_absolute() else (base / value).resolve())
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password (in the user part or a `password=` parameter) replaced by ***: safe to print."""
+    userinfo = re.match(r"^([a-zA-Z][\w+.-]*://)([^/?#]*)@", url)
+    if userinfo and ":" in userinfo[2]:
+        user = userinfo[2].partition(":")[0]
+        url = f"{userinfo[1]}{user}:***@{url[userinfo.end():]}"
+    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
+
+
+@dataclass
+class LogConfig:
+    """Where the plugin's log lives: the SQLite file at paths.db (the default), or a PostgreSQL database."""
+
+    url: str = field(default="", metadata={
+        "help": "Empty: the SQLite file at paths.db. postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE: a PostgreSQL "
+                "database, for several processes or machines (the password may come from PGPASSWORD or ~/.pgpass "
+                "instead; `rsft config` never prints it).",
+        "shown": redact_url})
+
+    def __post_init__(self) -> None:
+        _check(self.url == "" or (self.url.startswith(POSTGRES_SCHEMES) and not any(c.isspace() for c in self.url)),
+               "log", "url", f"must be empty (SQLite at paths.db) or a URL starting with {POSTGRES_SCHEMES[0]} "
+               f"(got {redact_url(self.url)!r})")
+
+    def shown_url(self) -> str:
+        return redact_url(self.url)
 
 
 @dataclass

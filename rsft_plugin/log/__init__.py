@@ -1,12 +1,15 @@
 """The plugin's log: turns, ratings, rounds, answer-bank edits and jobs, behind interfaces split by concept.
 
-`open_log(config)` builds the configured backend (today: the embedded SQLite file at `paths.db`). Only the
-composition root (`rsft_plugin.parts`) and tests call it; everything else is handed the log.
+`open_log(config)` builds the configured backend: the embedded SQLite file at `paths.db` (the default), or the
+PostgreSQL database named by `log.url`. Only the composition root (`rsft_plugin.parts`) and tests call it;
+everything else is handed the log.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .interfaces import AnswerBankLog, ConversationLog, JobLog, Log, MaintenanceLog, RoundLog
 from .records import (
@@ -26,14 +29,31 @@ from .records import (
 )
 from .sqlite import SCHEMA_VERSION, SqliteLog, utc_now
 
-BACKENDS = {"sqlite": SqliteLog}
+if TYPE_CHECKING:
+    from .postgres import PostgresLog
+
+# name -> "module:class" of each backend; a backend's module is imported when it is used (so an SQLite install
+# never imports the PostgreSQL driver).
+BACKENDS = {"sqlite": "rsft_plugin.log.sqlite:SqliteLog", "postgres": "rsft_plugin.log.postgres:PostgresLog"}
 
 __all__ = [
     "SCHEMA_VERSION", "AnswerBankLog", "AnswerRevision", "CandidateRow", "ConversationLog", "ConversationSummary",
     "Job", "JobLog", "Log", "MaintenanceLog", "Publication", "RatingRecord", "RoundExample", "RoundLog",
-    "RoundPrompt", "RoundRecord", "TrainingExample", "Turn", "TurnFacets", "TurnRecord", "open_log",
-    "open_sqlite", "utc_now",
+    "RoundPrompt", "RoundRecord", "TrainingExample", "Turn", "TurnFacets", "TurnRecord", "backend_class",
+    "describe_log", "open_log", "open_postgres", "open_sqlite", "utc_now",
 ]
+
+
+def backend_class(name: str) -> type:
+    """The class of backend `name` (a key of BACKENDS)."""
+    module, _, cls = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PostgresLog":  # imported on first use, like the backend itself
+        return backend_class("postgres")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_sqlite(path: str | Path) -> SqliteLog:
@@ -41,6 +61,22 @@ def open_sqlite(path: str | Path) -> SqliteLog:
     return SqliteLog(path)
 
 
+def open_postgres(url: str) -> PostgresLog:
+    """The PostgreSQL log at `url` (postgresql://...; migrated as needed).
+
+    Raises:
+        LogUnavailable: the server cannot be reached or refuses the login.
+    """
+    return backend_class("postgres")(url)
+
+
 def open_log(config: object) -> Log:
-    """The log named by the config (`paths.db`: the SQLite file)."""
-    return open_sqlite(config.paths.db)  # type: ignore[attr-defined]
+    """The log named by the config: `log.url` when set (PostgreSQL), else the SQLite file at `paths.db`."""
+    url = config.log.url  # type: ignore[attr-defined]
+    return open_postgres(url) if url else open_sqlite(config.paths.db)  # type: ignore[attr-defined]
+
+
+def describe_log(config: object) -> str:
+    """Where the log is, for people (the URL's password hidden)."""
+    log = config.log  # type: ignore[attr-defined]
+    return f"PostgreSQL {log.shown_url()}" if log.url else f"SQLite {config.paths.db}"  # type: ignore[attr-defined]

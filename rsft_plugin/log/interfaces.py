@@ -7,6 +7,7 @@ A new backend (PostgreSQL, say) is one class implementing `Log` that passes test
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,6 +28,12 @@ from .records import (
 )
 
 IsAlive = Callable[[int | None], bool]
+COUNTED = ("turns", "ratings", "rounds", "round_prompts", "round_candidates")  # what count() and backup() count
+
+
+def utc_now() -> str:
+    """Now as every backend stores it: ISO-8601 UTC with milliseconds, so text order is time order."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @runtime_checkable

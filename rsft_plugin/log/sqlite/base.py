@@ -7,17 +7,15 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from ..interfaces import utc_now
 from .migrations import migrate
 
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+__all__ = ["SqliteBase", "to_json", "utc_now"]
 
 
 def to_json(value: Any) -> Any:

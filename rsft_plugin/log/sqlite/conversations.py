@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ...errors import RatingRefused
+from ..interfaces import COUNTED
 from ..records import ConversationSummary, RatingRecord, Turn, TurnFacets, TurnRecord
 from .base import SqliteBase, utc_now
 
@@ -19,7 +20,6 @@ _TURN_FIELDS = (
 _TURNS_WITH_RATINGS = (
     "SELECT t.*, r.score AS rating, r.updated_at AS rated_at FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id"
 )
-COUNTED = ("turns", "ratings", "rounds", "round_prompts", "round_candidates")
 
 
 def _turn(row: dict[str, Any]) -> Turn:

@@ -7,8 +7,8 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from ..interfaces import COUNTED
 from .base import SqliteBase
-from .conversations import COUNTED
 
 
 class SqliteMaintenance(SqliteBase):
