@@ -166,9 +166,7 @@ def speed_markdown(result: dict[str, Any], image_prefix: str) -> str:
         lines += ["", "**One long conversation** (one user, back to back; REST round trip p50 per block of turns, ms; "
                       "the load levels above use conversations of "
                       f"{result['meta']['params'].get('turns_per_conversation', '?')} questions):", ""]
-        lines += _table([*(f"turns {b['turns']}" for b in long["blocks"]), "one-turn conversations"],
-                        [[*(num(b["p50_ms"], 0) for b in long["blocks"]),
-                          num(long["one_turn_conversations_p50_ms"], 0)]], "r" * (len(long["blocks"]) + 1))
+        lines += _long_conversation_table(long)
     swap = result.get("hot_swap")
     if swap:
         lines += ["", f"**Hot swap while {swap['users']} users chat** (a new version published and made live at "
@@ -241,6 +239,27 @@ def render_into(doc: str, section: str, body: str) -> str:
     if not pattern.search(doc):
         raise SystemExit(f"{DOC} has no {start} ... {end} region")
     return pattern.sub(lambda _m: f"{start}\n{body}\n{end}", doc)
+
+
+def _long_conversation_table(long: dict[str, Any]) -> list[str]:
+    """Blocks of turns with the configured Rasa session limit and without one (older results: one row)."""
+    blocks = [f"turns {b['turns']}" for b in long["blocks"]]
+    own_run = [f"Measured in a run of its own: {_meta_line(long['meta'])}", ""] if long.get("meta") else []
+    if "without_session_limit" not in long:
+        return _table([*blocks, "one-turn conversations"], [[*(num(b["p50_ms"], 0) for b in long["blocks"]),
+                                                               num(long["one_turn_conversations_p50_ms"], 0)]],
+                      "r" * (len(blocks) + 1))
+    limit, unbounded = long["session_max_turns"], long["without_session_limit"]
+    rows = [[f"a new session every {limit} turns (`server.session_max_turns: {limit}`)", long],
+            ["one session (`session_max_turns: 0`: Rasa's inactivity expiry only, as before)", unbounded]]
+    lines = own_run + _table(["Rasa sessions", *blocks, "last / first block", "events in the session at the end"],
+                   [[label, *(num(b["p50_ms"], 0) for b in numbers["blocks"]),
+                     num(numbers["last_over_first_block"], 2), str(numbers["session_events_at_end"])]
+                    for label, numbers in rows])
+    return lines + ["", "The two conversations ran side by side on two stacks serving the same model, alternating "
+                        f"turn by turn ({long['failed']} failed turns); *events in the session* = the events of "
+                        "the current Rasa session (what Rasa loads and replays for the next message). "
+                        f"One-turn conversations: p50 {num(long['one_turn_conversations_p50_ms'], 0)} ms."]
 
 
 def main(argv: list[str] | None = None) -> int:
