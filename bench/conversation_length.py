@@ -5,8 +5,9 @@ turn gets slower as the conversation grows. `server.session_max_turns` starts a 
 turns (rsft_plugin/conversation_sessions.py). Two stacks serve the same model side by side: the one under test
 (the configured limit, by default the product's) and one with `session_max_turns: 0` (Rasa's inactivity expiry
 only: the behaviour before the limit existed). One sender asks both the same questions, alternating turn by turn,
-so both see the same load on a shared machine; the p50 per block of turns is compared, and Rasa's own API says how
-many events each conversation's current session holds at the end.
+so both see the same load on a shared machine; the p50 per block of turns is compared, and Rasa's own API says into
+how many sessions each conversation was split and how many events the largest holds (the most Rasa loads for one
+message).
 """
 
 from __future__ import annotations
@@ -29,25 +30,25 @@ def measure(stack: Any, unbounded: Any, questions: list[str], sizes: dict[str, A
     failed = 0
     for turn in range(sizes["long_conversation"]):
         question = questions[turn % len(questions)]
-        for server, times in ((unbounded, unbounded_ms), (stack, bounded_ms)):
+        pair = ((unbounded, unbounded_ms), (stack, bounded_ms))
+        for server, times in pair if turn % 2 else reversed(pair):  # neither always goes first
             ok, _, ms = ask(session, server, LONG_SENDER, question)
             failed += not ok
             times.append(ms)
     fresh_ms = [ask(session, stack, f"speed-fresh-{i}", questions[i % len(questions)])[2]
                 for i in range(sizes["block"])]
     result = {"session_max_turns": stack.config.server.session_max_turns, "failed": failed,
-              "blocks": _blocks(bounded_ms, sizes["block"]), "session_events_at_end": session_events(stack),
+              "blocks": _blocks(bounded_ms, sizes["block"]), **session_sizes(stack),
               "one_turn_conversations_p50_ms": round(float(np.median(fresh_ms)), 1),
-              "without_session_limit": {"blocks": _blocks(unbounded_ms, sizes["block"]),
-                                        "session_events_at_end": session_events(unbounded)}}
+              "without_session_limit": {"blocks": _blocks(unbounded_ms, sizes["block"]), **session_sizes(unbounded)}}
     result["last_over_first_block"] = _ratio(result["blocks"])
     result["without_session_limit"]["last_over_first_block"] = _ratio(result["without_session_limit"]["blocks"])
     for label, numbers in ((f"session_max_turns {result['session_max_turns']}", result),
                            ("session_max_turns 0", result["without_session_limit"])):
         first, last = numbers["blocks"][0], numbers["blocks"][-1]
         print(f"  {label}: turns {first['turns']} p50 {first['p50_ms']} ms ... turns {last['turns']} p50 "
-              f"{last['p50_ms']} ms (x{numbers['last_over_first_block']}); {numbers['session_events_at_end']} "
-              "events in the current Rasa session at the end", flush=True)
+              f"{last['p50_ms']} ms (x{numbers['last_over_first_block']}); {numbers['sessions']} Rasa sessions, the "
+              f"largest {numbers['largest_session_events']} events", flush=True)
     return result
 
 
@@ -58,26 +59,29 @@ def check(result: dict[str, Any] | None, params: dict[str, Any]) -> list[str]:
         return ["the long-conversation measurement did not run"]
     problems = [f"{result['failed']} failed turns in the long conversations"] if result["failed"] else []
     limit = result["session_max_turns"]
+    unbounded = result["without_session_limit"]
     if 0 < limit < params["long_conversation"] and not (
-            result["session_events_at_end"] < result["without_session_limit"]["session_events_at_end"]):
-        problems.append(f"server.session_max_turns {limit} did not bound the Rasa session: "
-                        f"{result['session_events_at_end']} events at the end, "
-                        f"{result['without_session_limit']['session_events_at_end']} without the limit")
+            result["sessions"] > 1 and result["largest_session_events"] < unbounded["largest_session_events"]):
+        problems.append(f"server.session_max_turns {limit} did not bound the Rasa sessions: {result['sessions']} "
+                        f"sessions, the largest {result['largest_session_events']} events; without the limit "
+                        f"{unbounded['largest_session_events']}")
     return problems
 
 
-def session_events(stack: Any, sender: str = LONG_SENDER) -> int:
-    """Events of the conversation's current Rasa session: what Rasa loads and replays for its next message.
-
-    `include_events=APPLIED` is Rasa's applied_events(), which starts afresh at `session_started`; the default
-    (AFTER_RESTART) would list every session's events.
-    """
+def session_sizes(stack: Any, sender: str = LONG_SENDER) -> dict[str, int]:
+    """How many Rasa sessions the conversation has and how many events the largest holds: Rasa loads and replays
+    at most that many for one message. From every event Rasa keeps (`include_events=ALL`: all sessions)."""
     from rsft_plugin.launcher import rasa_token
 
     response = requests.get(f"{stack.rasa_url}/conversations/{sender}/tracker",
-                            params={"include_events": "APPLIED", "token": rasa_token(stack.config)}, timeout=60)
+                            params={"include_events": "ALL", "token": rasa_token(stack.config)}, timeout=60)
     response.raise_for_status()
-    return len(response.json()["events"])
+    sizes = [0]  # events before the first session_started (Rasa's action_session_start), then one per session
+    for event in response.json()["events"]:
+        if event.get("event") == "session_started":
+            sizes.append(0)
+        sizes[-1] += 1
+    return {"sessions": len(sizes) - 1, "largest_session_events": max(sizes[1:] or sizes)}
 
 
 def _blocks(times_ms: list[float], block: int) -> list[dict[str, Any]]:

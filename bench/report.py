@@ -244,7 +244,8 @@ def render_into(doc: str, section: str, body: str) -> str:
 def _long_conversation_table(long: dict[str, Any]) -> list[str]:
     """Blocks of turns with the configured Rasa session limit and without one (older results: one row)."""
     blocks = [f"turns {b['turns']}" for b in long["blocks"]]
-    own_run = [f"Measured in a run of its own: {_meta_line(long['meta'])}", ""] if long.get("meta") else []
+    own_run = [f"Measured in a run of its own: {_meta_line(long['meta'])} Load average at the end "
+               f"{(long['meta'].get('load_average_at_end') or ['?'])[0]}.", ""] if long.get("meta") else []
     if "without_session_limit" not in long:
         return _table([*blocks, "one-turn conversations"], [[*(num(b["p50_ms"], 0) for b in long["blocks"]),
                                                                num(long["one_turn_conversations_p50_ms"], 0)]],
@@ -252,14 +253,15 @@ def _long_conversation_table(long: dict[str, Any]) -> list[str]:
     limit, unbounded = long["session_max_turns"], long["without_session_limit"]
     rows = [[f"a new session every {limit} turns (`server.session_max_turns: {limit}`)", long],
             ["one session (`session_max_turns: 0`: Rasa's inactivity expiry only, as before)", unbounded]]
-    lines = own_run + _table(["Rasa sessions", *blocks, "last / first block", "events in the session at the end"],
-                   [[label, *(num(b["p50_ms"], 0) for b in numbers["blocks"]),
-                     num(numbers["last_over_first_block"], 2), str(numbers["session_events_at_end"])]
-                    for label, numbers in rows])
+    lines = own_run + _table(["Rasa sessions", *blocks, "last / first block", "sessions", "largest (events)"],
+                             [[label, *(num(b["p50_ms"], 0) for b in numbers["blocks"]),
+                               num(numbers["last_over_first_block"], 2), str(numbers["sessions"]),
+                               str(numbers["largest_session_events"])] for label, numbers in rows])
     return lines + ["", "The two conversations ran side by side on two stacks serving the same model, alternating "
-                        f"turn by turn ({long['failed']} failed turns); *events in the session* = the events of "
-                        "the current Rasa session (what Rasa loads and replays for the next message). "
-                        f"One-turn conversations: p50 {num(long['one_turn_conversations_p50_ms'], 0)} ms."]
+                        f"turn by turn ({long['failed']} failed turns). *largest* = the events of the conversation's "
+                        "largest Rasa session, the most Rasa loads and replays for one message (Rasa's "
+                        "`GET /conversations/<id>/tracker?include_events=ALL`). One-turn conversations: p50 "
+                        f"{num(long['one_turn_conversations_p50_ms'], 0)} ms."]
 
 
 def main(argv: list[str] | None = None) -> int:
