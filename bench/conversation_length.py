@@ -4,10 +4,11 @@ Rasa loads a conversation's tracker (the events of its current session) on every
 turn gets slower as the conversation grows. `server.session_max_turns` starts a new Rasa session every N customer
 turns (rsft_plugin/conversation_sessions.py). Two stacks serve the same model side by side: the one under test
 (the configured limit, by default the product's) and one with `session_max_turns: 0` (Rasa's inactivity expiry
-only: the behaviour before the limit existed). One sender asks both the same questions, alternating turn by turn,
-so both see the same load on a shared machine; the p50 per block of turns is compared, and Rasa's own API says into
-how many sessions each conversation was split and how many events the largest holds (the most Rasa loads for one
-message).
+only: the behaviour before the limit existed). One sender asks both the same questions, alternating turn by turn
+and paired with a one-turn conversation asked at the same moment, so all three see the same load on a shared
+machine; the p50 per block of turns is compared (also relative to the one-turn conversations of the same block), and
+Rasa's own API says into how many sessions each conversation was split and how many events the largest holds (the
+most Rasa loads for one message).
 """
 
 from __future__ import annotations
@@ -23,31 +24,35 @@ LONG_SENDER = "speed-long"
 
 def measure(stack: Any, unbounded: Any, questions: list[str], sizes: dict[str, Any],
             ask: Callable[[requests.Session, Any, str, str], tuple[bool, str | None, float]]) -> dict[str, Any]:
-    """Blocks of p50 REST ms for `stack` and for `unbounded` (sessions never split), and one-turn conversations."""
+    """Blocks of p50 REST ms for `stack` and for `unbounded` (sessions never split), and one-turn conversations.
+
+    Each turn of the long conversations is paired with a one-turn conversation on `stack`, asked at the same
+    moment: the machine's load changes over minutes (other work shares it), so each block's p50 is also given
+    relative to the one-turn conversations of the same block ("load-adjusted").
+    """
     session = requests.Session()
-    bounded_ms: list[float] = []
-    unbounded_ms: list[float] = []
+    times: dict[str, list[float]] = {"bounded": [], "unbounded": [], "fresh": []}
     failed = 0
     for turn in range(sizes["long_conversation"]):
         question = questions[turn % len(questions)]
-        pair = ((unbounded, unbounded_ms), (stack, bounded_ms))
-        for server, times in pair if turn % 2 else reversed(pair):  # neither always goes first
-            ok, _, ms = ask(session, server, LONG_SENDER, question)
+        asks = [("unbounded", unbounded, LONG_SENDER), ("bounded", stack, LONG_SENDER),
+                ("fresh", stack, f"speed-fresh-{turn}")]
+        for key, server, sender in asks[turn % 3:] + asks[:turn % 3]:  # none always goes first
+            ok, _, ms = ask(session, server, sender, question)
             failed += not ok
-            times.append(ms)
-    fresh_ms = [ask(session, stack, f"speed-fresh-{i}", questions[i % len(questions)])[2]
-                for i in range(sizes["block"])]
+            times[key].append(ms)
+    block = sizes["block"]
     result = {"session_max_turns": stack.config.server.session_max_turns, "failed": failed,
-              "blocks": _blocks(bounded_ms, sizes["block"]), **session_sizes(stack),
-              "one_turn_conversations_p50_ms": round(float(np.median(fresh_ms)), 1),
-              "without_session_limit": {"blocks": _blocks(unbounded_ms, sizes["block"]), **session_sizes(unbounded)}}
-    result["last_over_first_block"] = _ratio(result["blocks"])
-    result["without_session_limit"]["last_over_first_block"] = _ratio(result["without_session_limit"]["blocks"])
+              **_summary(times["bounded"], times["fresh"], block), **session_sizes(stack),
+              "one_turn_conversations_p50_ms": round(float(np.median(times["fresh"])), 1),
+              "without_session_limit": {**_summary(times["unbounded"], times["fresh"], block),
+                                        **session_sizes(unbounded)}}
     for label, numbers in ((f"session_max_turns {result['session_max_turns']}", result),
                            ("session_max_turns 0", result["without_session_limit"])):
         first, last = numbers["blocks"][0], numbers["blocks"][-1]
         print(f"  {label}: turns {first['turns']} p50 {first['p50_ms']} ms ... turns {last['turns']} p50 "
-              f"{last['p50_ms']} ms (x{numbers['last_over_first_block']}); {numbers['sessions']} Rasa sessions, the "
+              f"{last['p50_ms']} ms (x{numbers['last_over_first_block']}, load-adjusted "
+              f"x{numbers['last_over_first_block_load_adjusted']}); {numbers['sessions']} Rasa sessions, the "
               f"largest {numbers['largest_session_events']} events", flush=True)
     return result
 
@@ -84,11 +89,12 @@ def session_sizes(stack: Any, sender: str = LONG_SENDER) -> dict[str, int]:
     return {"sessions": len(sizes) - 1, "largest_session_events": max(sizes[1:] or sizes)}
 
 
-def _blocks(times_ms: list[float], block: int) -> list[dict[str, Any]]:
-    return [{"turns": f"{start + 1}-{start + block}",
-             "p50_ms": round(float(np.median(times_ms[start:start + block])), 1)}
-            for start in range(0, len(times_ms) - block + 1, block)]
-
-
-def _ratio(blocks: list[dict[str, Any]]) -> float:
-    return round(blocks[-1]["p50_ms"] / blocks[0]["p50_ms"], 2)
+def _summary(times_ms: list[float], fresh_ms: list[float], block: int) -> dict[str, Any]:
+    blocks = [{"turns": f"{start + 1}-{start + block}",
+               "p50_ms": round(float(np.median(times_ms[start:start + block])), 1),
+               "one_turn_p50_ms": round(float(np.median(fresh_ms[start:start + block])), 1)}
+              for start in range(0, len(times_ms) - block + 1, block)]
+    first, last = blocks[0], blocks[-1]
+    adjusted = (last["p50_ms"] / last["one_turn_p50_ms"]) / (first["p50_ms"] / first["one_turn_p50_ms"])
+    return {"blocks": blocks, "last_over_first_block": round(last["p50_ms"] / first["p50_ms"], 2),
+            "last_over_first_block_load_adjusted": round(adjusted, 2)}
