@@ -16,7 +16,7 @@ help:
 	@echo "make test   run the whole test suite"
 	@echo "make lint   ruff"
 	@echo "make bench-quality  accuracy from ratings vs baselines and Rasa (~70 min; docs/benchmarks.md)"
-	@echo "make bench-speed    latency, throughput, hot swap, one round (~4 min; docs/benchmarks.md)"
+	@echo "make bench-speed    latency, throughput, long conversations, hot swap, one round (~6 min; docs/benchmarks.md)"
 	@echo "make bench-oos      out-of-scope caught vs in-scope refused per model.min_score (~1 min)"
 	@echo "make bench-smoke    the benchmarks at toy sizes, with checks (part of make test)"
 	@echo "make load-test  50 customers for 2 minutes over REST (make test runs 15 s)"

@@ -166,9 +166,7 @@ def speed_markdown(result: dict[str, Any], image_prefix: str) -> str:
         lines += ["", "**One long conversation** (one user, back to back; REST round trip p50 per block of turns, ms; "
                       "the load levels above use conversations of "
                       f"{result['meta']['params'].get('turns_per_conversation', '?')} questions):", ""]
-        lines += _table([*(f"turns {b['turns']}" for b in long["blocks"]), "one-turn conversations"],
-                        [[*(num(b["p50_ms"], 0) for b in long["blocks"]),
-                          num(long["one_turn_conversations_p50_ms"], 0)]], "r" * (len(long["blocks"]) + 1))
+        lines += _long_conversation_table(long)
     swap = result.get("hot_swap")
     if swap:
         lines += ["", f"**Hot swap while {swap['users']} users chat** (a new version published and made live at "
@@ -241,6 +239,36 @@ def render_into(doc: str, section: str, body: str) -> str:
     if not pattern.search(doc):
         raise SystemExit(f"{DOC} has no {start} ... {end} region")
     return pattern.sub(lambda _m: f"{start}\n{body}\n{end}", doc)
+
+
+def _long_conversation_table(long: dict[str, Any]) -> list[str]:
+    """Blocks of turns with the configured Rasa session limit and without one (older results: one row)."""
+    blocks = [f"turns {b['turns']}" for b in long["blocks"]]
+    own_run = [f"Measured in a run of its own: {_meta_line(long['meta'])} Load average at the end "
+               f"{(long['meta'].get('load_average_at_end') or ['?'])[0]}.", ""] if long.get("meta") else []
+    if "without_session_limit" not in long:
+        return _table([*blocks, "one-turn conversations"], [[*(num(b["p50_ms"], 0) for b in long["blocks"]),
+                                                               num(long["one_turn_conversations_p50_ms"], 0)]],
+                      "r" * (len(blocks) + 1))
+    limit, unbounded = long["session_max_turns"], long["without_session_limit"]
+    rows = [[f"a new session every {limit} turns (`server.session_max_turns: {limit}`)", long],
+            ["one session (`session_max_turns: 0`: Rasa's inactivity expiry only, as before)", unbounded]]
+    table = [[label, *(num(b["p50_ms"], 0) for b in numbers["blocks"]), num(numbers["last_over_first_block"], 2),
+              num(numbers.get("last_over_first_block_load_adjusted"), 2), str(numbers["sessions"]),
+              str(numbers["largest_session_events"])] for label, numbers in rows]
+    if "one_turn_p50_ms" in long["blocks"][0]:
+        fresh = [b["one_turn_p50_ms"] for b in long["blocks"]]
+        table.append(["one-turn conversations, asked alongside", *(num(ms, 0) for ms in fresh),
+                      num(fresh[-1] / fresh[0], 2), "", "", ""])
+    lines = own_run + _table(["Rasa sessions", *blocks, "last / first block", "load-adjusted", "sessions",
+                              "largest (events)"], table)
+    return lines + ["", "The two long conversations ran side by side on two stacks serving the same model, each "
+                        "turn paired with a one-turn conversation asked at the same moment "
+                        f"({long['failed']} failed turns). *load-adjusted* = last / first block, each block's p50 "
+                        "divided by the one-turn conversations' p50 of the same block: the machine's load drifts "
+                        "over minutes. *largest* = the events of the conversation's largest Rasa session, the most "
+                        "Rasa loads and replays for one message (Rasa's "
+                        "`GET /conversations/<id>/tracker?include_events=ALL`)."]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,8 @@ bounded:
    action server times as a turn's `latency_ms`) and by a bare sentence-transformers encode + matmul + argmax;
 2. load: 1, 10 and 50 concurrent simulated users, in conversations of 10 questions, post to the REST channel;
    end-to-end latency p50/p95/p99, messages/s, and the action server's own answer time (`latency_ms` of the turns
-   it logged);
+   it logged); then one long conversation of 240 turns, with the configured Rasa session limit and without one
+   (bench/conversation_length.py);
 3. hot swap: while 50 users chat, publish a new version and flip the live pointer; failed and slow (> 1 s)
    requests, and the time until every answer comes from the new version;
 4. one round on ~1,000 logged banking77 prompts x K=8 in a process of its own (bench/speed_round.py): seconds per
@@ -16,6 +17,7 @@ bounded:
 
     python -m bench.speed                     # make bench-speed
     python -m bench.speed --smoke --out DIR   # seconds-long version with checks (make bench-smoke)
+    python -m bench.speed --only conversation_length  # just the long conversation, into bench/results (~3 min)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -37,6 +40,7 @@ import requests
 
 # Only light imports at module level: the measured round process is started before this process loads torch
 # (getrusage's maxrss carries a parent's peak over into its child), and the serving parts import what they need.
+from . import conversation_length
 from .common import (
     DEFAULT_DATASETS,
     DEFAULT_RESULTS,
@@ -52,13 +56,15 @@ from .common import (
 )
 
 NEW_TAG = "[v-next]"
+PART_LONG = "conversation_length"  # `--only conversation_length`
 FULL = {"users": [1, 10, 50], "requests": 300, "min_requests_per_user": 6, "overhead_queries": 100, "warmup": 100,
         "swap_users": 50, "swap_max_seconds": 90, "swap_before": 3, "swap_after": 5,
-        "turns_per_conversation": 10, "long_conversation": 240, "block": 40,
+        "turns_per_conversation": 10, "long_conversation": 240, "block": 40, "session_max_turns": None,
         "round_prompts": 1000, "round_heldout": 300, "k": 8, "baseline_steps": 15, "noise": 0.2, "round_config": {}}
+# session_max_turns None: the product's default (server.session_max_turns); the smoke splits its 8 turns.
 SMOKE = {"users": [1, 3], "requests": 6, "min_requests_per_user": 2, "overhead_queries": 10, "warmup": 5,
          "swap_users": 4, "swap_max_seconds": 60, "swap_before": 1.5, "swap_after": 2,
-         "turns_per_conversation": 10, "long_conversation": 8, "block": 4,
+         "turns_per_conversation": 10, "long_conversation": 8, "block": 4, "session_max_turns": 3,
          "round_prompts": 30, "round_heldout": 20, "k": 8, "baseline_steps": 1, "noise": 0.2,
          # a few dozen prompts: lower the product's minimums so the round trains instead of stopping
          "round_config": {"collect": {"min_prompts": 5}, "reject": {"min_accepted": 3},
@@ -76,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round-prompts", type=int, help="questions logged before the round (full: 1000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, then check the output")
+    parser.add_argument("--only", choices=[PART_LONG],
+                        help="run only this part; it replaces that part of --out's speed.json, with its own metadata")
     args = parser.parse_args(argv)
     sizes = dict(SMOKE if args.smoke else FULL)
     if args.users:
@@ -85,88 +93,124 @@ def main(argv: list[str] | None = None) -> int:
     if args.round_prompts:
         sizes["round_prompts"] = args.round_prompts
     datasets_dir = resolve_datasets_dir(args.datasets)
-    params = {**sizes, "datasets_dir": str(datasets_dir), "seed": args.seed, "smoke": args.smoke}
+    params = {**sizes, "datasets_dir": str(datasets_dir), "seed": args.seed, "smoke": args.smoke, "only": args.only}
     result: dict[str, Any] = {"meta": run_metadata(params)}
     work = Path(tempfile.mkdtemp(prefix="rsft-bench-speed-"))
     started = time.perf_counter()
     out_json = args.out / "speed.json"
     try:
-        print(f"one round on {sizes['round_prompts']} prompts x K={sizes['k']} ...", flush=True)
-        result["round"] = round_speed(datasets_dir, sizes, args.seed, work / "round")
-        write_json(out_json, result)
-        serve(result, sizes, args.seed, work / "serve", out_json)
-        from .plots import plot_speed
+        if args.only:
+            serve(result, sizes, args.seed, work / "serve", work / "speed.json", args.only)
+            result = merge_part(out_json, result, args.only, started)
+        else:
+            print(f"one round on {sizes['round_prompts']} prompts x K={sizes['k']} ...", flush=True)
+            result["round"] = round_speed(datasets_dir, sizes, args.seed, work / "round")
+            write_json(out_json, result)
+            serve(result, sizes, args.seed, work / "serve", out_json)
+            from .plots import plot_speed
 
-        finish_run(result, out_json, started, plot_speed)
+            finish_run(result, out_json, started, plot_speed)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return exit_status(check_speed(result, args.smoke))
 
 
-def serve(result: dict[str, Any], sizes: dict[str, Any], seed: int, directory: Path, out_json: Path) -> None:
-    """Parts 1-3: the answer overhead in process, then load and hot swap against the real servers."""
+def merge_part(out_json: Path, result: dict[str, Any], part: str, started: float) -> dict[str, Any]:
+    """`--only PART`: the part, stamped with this run's own metadata, replaces that part of --out's speed.json; the
+    other parts keep the numbers (and metadata) of the run that measured them."""
+    result["meta"]["wall_seconds"] = round(time.perf_counter() - started, 1)
+    result["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    merged = json.loads(out_json.read_text(encoding="utf-8")) if out_json.exists() else {"meta": result["meta"]}
+    merged[part] = {**result[part], "meta": result["meta"]}
+    write_json(out_json, merged)
+    print(f"wrote the {part} part of {out_json} in {result['meta']['wall_seconds']:.0f} s")
+    return merged
+
+
+def serve(result: dict[str, Any], sizes: dict[str, Any], seed: int, directory: Path, out_json: Path,
+          only: str | None = None) -> None:
+    """Parts 1-3: the answer overhead in process, then load, the long conversation and hot swap against the real
+    servers (`only`: just the long conversation)."""
     from rsft_plugin.answer_bank import load_answer_bank
     from rsft_plugin.golden import load_golden
-    from rsft_plugin.launcher import Stack, free_port
+    from rsft_plugin.launcher import Stack
     from rsft_plugin.models import pretrained_policy
     from rsft_plugin.parts import build_parts
 
     bank = load_answer_bank(REPO / "data" / "answers.yml")
     golden = load_golden(REPO / "data" / "golden.csv", bank)
     questions = [q.question for q in golden]
-    config = write_world(directory, bank, [(q.question, q.topic) for q in golden if q.split == "heldout"],
-                         {"paths": {"run_dir": str(REPO / "var" / "run")},  # the cached trained Rasa model
-                          "server": {"rasa_port": free_port(), "action_port": free_port(), "web_port": free_port()}})
+    heldout = [(q.question, q.topic) for q in golden if q.split == "heldout"]
+    limit = sizes["session_max_turns"]
+    config = _world(directory, bank, heldout, {} if limit is None else {"session_max_turns": limit})
     parts = build_parts(config)  # this process's composition root (the servers build their own)
     live = pretrained_policy(bank, config.model)
     parts.registry.set_live(parts.registry.publish(live, notes="pretrained").name, "bench")
-    print("answer overhead, in process ...", flush=True)
-    result["overhead"] = answer_overhead(parts, live, questions[: sizes["overhead_queries"]])
-    write_json(out_json, result)
+    if not only:
+        print("answer overhead, in process ...", flush=True)
+        result["overhead"] = answer_overhead(parts, live, questions[: sizes["overhead_queries"]])
+        write_json(out_json, result)
     stack = Stack(config, log_dir=directory / "logs")
     print("starting Rasa + action server ...", flush=True)
     started = time.perf_counter()
     stack.start()
     result["stack_start_seconds"] = round(time.perf_counter() - started, 1)
     try:
-        warm = requests.Session()
-        for question in questions[: sizes["warmup"]]:  # every new input length is slow once (see answer_overhead)
-            _ask(warm, stack, "speed-warmup", question)
-        result["load"] = {"levels": [load_level(stack, parts.log, questions, users, sizes, seed)
-                                     for users in sizes["users"]]}
-        first = result["load"]["levels"][0]
-        result["load"]["action_p50_over_bare_p50"] = round(
-            first["action_ms"]["p50"] / result["overhead"]["bare_ms"]["p50"], 2)
+        _warm_up(stack, questions, sizes)
+        if not only:
+            result["load"] = {"levels": [load_level(stack, parts.log, questions, users, sizes, seed)
+                                         for users in sizes["users"]]}
+            first = result["load"]["levels"][0]
+            result["load"]["action_p50_over_bare_p50"] = round(
+                first["action_ms"]["p50"] / result["overhead"]["bare_ms"]["p50"], 2)
+            write_json(out_json, result)
+        result["conversation_length"] = long_conversation(stack, directory / "one-session", bank, heldout, live,
+                                                          questions, sizes)
         write_json(out_json, result)
-        print("one long conversation ...", flush=True)
-        result["conversation_length"] = conversation_length(stack, questions, sizes)
-        write_json(out_json, result)
-        print("hot swap under load ...", flush=True)
-        result["hot_swap"] = hot_swap(stack, parts.registry, live, questions, sizes)
+        if not only:
+            print("hot swap under load ...", flush=True)
+            result["hot_swap"] = hot_swap(stack, parts.registry, live, questions, sizes)
     finally:
         stack.stop()
         parts.close()
 
 
-def conversation_length(stack: Any, questions: list[str], sizes: dict[str, Any]) -> dict[str, Any]:
-    """REST time per turn along one long conversation, in blocks, against conversations of one turn each.
+def _world(directory: Path, bank: Any, heldout: list[tuple[str, str]], server: dict[str, Any]) -> Any:
+    from rsft_plugin.launcher import free_port
 
-    Rasa loads a conversation's whole tracker on every message, so the time per turn grows with its length.
-    """
-    session = requests.Session()
-    long_ms = [_ask(session, stack, "speed-long", questions[i % len(questions)])[2]
-               for i in range(sizes["long_conversation"])]
-    fresh_ms = [_ask(session, stack, f"speed-fresh-{i}", questions[i % len(questions)])[2]
-                for i in range(sizes["block"])]
-    block = sizes["block"]
-    blocks = [{"turns": f"{start + 1}-{start + block}",
-               "p50_ms": round(float(np.median(long_ms[start:start + block])), 1)}
-              for start in range(0, len(long_ms) - block + 1, block)]
-    result = {"blocks": blocks, "one_turn_conversations_p50_ms": round(float(np.median(fresh_ms)), 1)}
-    print(f"  turns {blocks[0]['turns']}: p50 {blocks[0]['p50_ms']} ms ... turns {blocks[-1]['turns']}: p50 "
-          f"{blocks[-1]['p50_ms']} ms; one-turn conversations p50 {result['one_turn_conversations_p50_ms']} ms",
-          flush=True)
-    return result
+    return write_world(directory, bank, heldout,
+                       {"paths": {"run_dir": str(REPO / "var" / "run")},  # the cached trained Rasa model
+                        "server": {"rasa_port": free_port(), "action_port": free_port(), "web_port": free_port(),
+                                   **server}})
+
+
+def _warm_up(stack: Any, questions: list[str], sizes: dict[str, Any]) -> None:
+    warm = requests.Session()
+    for question in questions[: sizes["warmup"]]:  # every new input length is slow once (see answer_overhead)
+        _ask(warm, stack, "speed-warmup", question)
+
+
+def long_conversation(stack: Any, directory: Path, bank: Any, heldout: list[tuple[str, str]], live: Any,
+                      questions: list[str], sizes: dict[str, Any]) -> dict[str, Any]:
+    """Part 2b: one long conversation on `stack` and, turn by turn alongside, on a second stack serving the same
+    model whose Rasa sessions never split (server.session_max_turns 0: the behaviour before the limit)."""
+    from rsft_plugin.launcher import Stack
+    from rsft_plugin.parts import build_parts
+
+    config = _world(directory, bank, heldout, {"session_max_turns": 0})
+    parts = build_parts(config)
+    try:
+        parts.registry.set_live(parts.registry.publish(live, notes="pretrained").name, "bench")
+    finally:
+        parts.close()
+    unbounded = Stack(config, log_dir=directory / "logs")
+    print("one long conversation, with and without the session limit (starting a second stack) ...", flush=True)
+    unbounded.start()
+    try:
+        _warm_up(unbounded, questions, sizes)
+        return conversation_length.measure(stack, unbounded, questions, sizes, _ask)
+    finally:
+        unbounded.stop()
 
 
 # ---- 1. answer overhead ------------------------------------------------------------------------------------
@@ -426,7 +470,10 @@ def _run(command: list[str], what: str) -> None:
 
 def check_speed(result: dict[str, Any], smoke: bool) -> list[str]:
     """Structural checks, never timings: every part ran, nothing failed, the swap reached the new version."""
-    problems = []
+    long = result.get(PART_LONG) or {}
+    problems = conversation_length.check(long, (long.get("meta") or result["meta"])["params"])
+    if (long.get("meta") or result["meta"])["params"].get("only"):
+        return problems
     levels = result.get("load", {}).get("levels", [])
     if len(levels) != len(result["meta"]["params"]["users"]):
         problems.append("not every load level ran")
@@ -435,8 +482,6 @@ def check_speed(result: dict[str, Any], smoke: bool) -> list[str]:
             problems.append(f"{level['failed']} failed requests at {level['users']} users")
         if not level["action_ms"]["n"]:
             problems.append(f"no logged turns at {level['users']} users")
-    if not (result.get("conversation_length") or {}).get("blocks"):
-        problems.append("the long-conversation measurement did not run")
     swap = result.get("hot_swap") or {}
     if not swap.get("saw_new_version"):
         problems.append("the hot swap never reached the new version")

@@ -60,6 +60,13 @@ def assistant() -> Assistant:
     return _assistant
 
 
+def config() -> Config:
+    """The booted process's config."""
+    if _parts is None:
+        raise RuntimeError("rsft_plugin.runtime.boot() has not been called in this process")
+    return _parts.config
+
+
 def shutdown() -> None:
     global _assistant, _parts
     if _assistant is not None:

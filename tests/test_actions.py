@@ -23,11 +23,12 @@ def executor(config, live_registry):
 
 
 def _call(executor: ActionExecutor, action: str, text: str | None, sender: str = "alice",
-          entities: list | None = None, intent: str = "ask_question") -> dict:
+          entities: list | None = None, intent: str = "ask_question", events: list | None = None,
+          active_loop: dict | None = None) -> dict:
     payload = {
         "next_action": action, "sender_id": sender, "version": "3.6.21", "domain": {"intents": []},
-        "tracker": {"sender_id": sender, "slots": {}, "events": [], "paused": False, "followup_action": None,
-                    "active_loop": {}, "latest_action_name": "action_listen",
+        "tracker": {"sender_id": sender, "slots": {}, "events": events or [], "paused": False,
+                    "followup_action": None, "active_loop": active_loop or {}, "latest_action_name": "action_listen",
                     "latest_message": {"text": text, "intent": {"name": intent, "confidence": 1.0},
                                        "entities": entities or [], "message_id": "msg-1"}},
     }
@@ -92,3 +93,17 @@ def test_nonsense_gets_topic_buttons_and_a_person_through_the_executor(executor)
     assert not any(p.startswith("/rate") for p in payloads)
     turn = runtime.assistant().store.recent_turns(1, sender_id="alice")[0]
     assert turn.reply_key == NOT_UNDERSTOOD and turn.answer_id is None
+
+
+def test_the_turn_that_fills_the_session_asks_rasa_to_start_a_new_one(executor):
+    limit = runtime.config().server.session_max_turns
+    session = [{"event": "session_started"}, {"event": "action", "name": "action_listen"}]
+    turn = [{"event": "user", "text": "hi"}, {"event": "action", "name": "action_answer"},
+            {"event": "action", "name": "action_listen"}]
+    assert _call(executor, "action_answer", "refunds?", events=session + turn * (limit - 1))["events"] == []
+    full = session + turn * limit
+    new_session = [{"event": "followup", "timestamp": None, "name": "action_session_start"}]
+    assert _call(executor, "action_answer", "refunds?", events=full)["events"] == new_session
+    assert _call(executor, "action_rate", "/rate", intent="rate", events=full)["events"] == new_session
+    assert _call(executor, "action_answer", "refunds?", events=full,
+                 active_loop={"name": "handoff_form"})["events"] == []

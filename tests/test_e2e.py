@@ -24,11 +24,14 @@ from rsft_plugin.models.registry import Registry
 from .conftest import relabelled, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+SESSION_MAX_TURNS = 3
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, pretrained):
-    stack = start_stack(tmp_path_factory.mktemp("e2e"), pretrained, server={"reload_poll_seconds": 0.2})
+    # A new Rasa session every 3 customer turns: every test below also runs across session boundaries.
+    stack = start_stack(tmp_path_factory.mktemp("e2e"), pretrained,
+                        server={"reload_poll_seconds": 0.2, "session_max_turns": SESSION_MAX_TURNS})
     yield stack
     stack.stop()
 
@@ -63,6 +66,45 @@ def test_question_then_thumbs_up_is_recorded_against_that_answer(stack):
         assert turn["rating"] == 1 and turn["message_id"]
         assert store.db.execute("SELECT turn_id FROM ratings WHERE sender_id = 'e2e-alice'").fetchall() == [
             (turn_id,)]
+    finally:
+        store.close()
+
+
+def _tracker(stack: Stack, sender: str, events: str) -> dict:
+    response = requests.get(f"{stack.rasa_url}/conversations/{sender}/tracker",
+                            params={"include_events": events, "token": rasa_token(stack.config)}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_long_conversation_moves_to_new_rasa_sessions_and_keeps_answering_and_rating(stack):
+    sender, token = "e2e-long", rasa_token(stack.config)
+    questions = ["where is my parcel?", "how do I return a jacket?", "can I pay with a gift card?",
+                 "I was charged twice", "how do I reset my password?", "do you ship to Canada?", "refund status"]
+    first = _rated_answer(_say(stack, sender, questions[0]))
+    # A slot set in the first session (a default slot, through Rasa's API) must be carried into the later ones.
+    requests.post(f"{stack.rasa_url}/conversations/{sender}/tracker/events", params={"token": token},
+                  json={"event": "slot", "name": "session_started_metadata", "value": {"shop": "e2e"}},
+                  timeout=60).raise_for_status()
+    session_sizes = [len(_tracker(stack, sender, "APPLIED")["events"])]  # what Rasa loads for the next message
+    for question in questions[1:]:
+        assert _rated_answer(_say(stack, sender, question))["text"]  # answered across every boundary
+        session_sizes.append(len(_tracker(stack, sender, "APPLIED")["events"]))
+    thumbs_up = next(b for b in first["buttons"] if b["title"] == "👍")  # given two sessions ago
+    assert any("Thanks" in m.get("text", "") for m in _say(stack, sender, thumbs_up["payload"]))
+
+    everything = _tracker(stack, sender, "ALL")
+    starts = [e for e in everything["events"] if e["event"] == "session_started"]
+    assert len(starts) == 1 + (len(questions) + 1 - 1) // SESSION_MAX_TURNS  # 8 turns: sessions of 3, 3, 2
+    assert session_sizes[SESSION_MAX_TURNS - 1] < session_sizes[SESSION_MAX_TURNS - 2], session_sizes  # a new one
+    assert max(session_sizes) <= max(session_sizes[:SESSION_MAX_TURNS]) + 2, session_sizes  # bounded, not growing
+    assert everything["slots"]["session_started_metadata"] == {"shop": "e2e"}
+    assert sum(e["event"] == "user" for e in everything["events"]) == len(questions) + 1  # nothing lost
+    store = _store(stack)
+    try:
+        turn_id = json.loads(thumbs_up["payload"][len("/rate"):])["turn_id"]
+        assert store.turn(turn_id)["rating"] == 1 and store.turn(turn_id)["answer_text"] == first["text"]
+        assert store.db.execute("SELECT count(*) FROM turns WHERE sender_id = ?", [sender]).fetchone()[0] == 7
     finally:
         store.close()
 

@@ -98,6 +98,9 @@ class ServerConfig:
     restart_budget: int = _help("`rsft serve` gives up when one server was restarted more than this many times "
                                 "within restart_window_seconds.", 5)
     restart_window_seconds: float = _help("The window of restart_budget.", 600.0)
+    session_max_turns: int = _help("After this many customer turns in one Rasa session the next message starts a "
+                                   "new one, so the tracker Rasa loads per message stays bounded; slots carry over "
+                                   "as bot/domain.yml's session_config says (0: only Rasa's inactivity expiry).", 20)
 
     def __post_init__(self) -> None:
         for key in ("rasa_port", "action_port", "web_port"):
@@ -107,6 +110,7 @@ class ServerConfig:
         _check(self.start_timeout_seconds > 0, "server", "start_timeout_seconds", "must be > 0")
         _check(self.restart_budget >= 0, "server", "restart_budget", "must be >= 0")
         _check(self.restart_window_seconds > 0, "server", "restart_window_seconds", "must be > 0")
+        _check(self.session_max_turns >= 0, "server", "session_max_turns", "must be >= 0 (0 turns it off)")
 
 
 @dataclass

@@ -11,10 +11,12 @@ import logging
 from typing import Any
 
 from rasa_sdk import Action, Tracker
+from rasa_sdk.events import FollowupAction
 from rasa_sdk.executor import CollectingDispatcher
 
 from rsft_plugin import runtime
 from rsft_plugin.assistant import Reply
+from rsft_plugin.conversation_sessions import SESSION_START_ACTION, should_start_new_session
 from rsft_plugin.errors import RatingRefused
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,13 @@ def _entity(tracker: Tracker, name: str) -> Any:
     return None
 
 
+def _session_boundary(tracker: Tracker) -> list:
+    """Rasa's own action_session_start after this reply once the session holds server.session_max_turns turns."""
+    if should_start_new_session(tracker.events, tracker.active_loop_name, runtime.config().server.session_max_turns):
+        return [FollowupAction(SESSION_START_ACTION)]
+    return []
+
+
 class ActionAnswer(Action):
     """Answer the customer's question from the live response model, with 👍/👎 buttons."""
 
@@ -46,7 +55,7 @@ class ActionAnswer(Action):
         reply = await asyncio.to_thread(runtime.assistant().answer, tracker.sender_id,
                                         message.get("message_id"), message.get("text") or "")
         _send(dispatcher, reply)
-        return []
+        return _session_boundary(tracker)
 
 
 class ActionRate(Action):
@@ -63,4 +72,4 @@ class ActionRate(Action):
             log.info("rating refused for %s: %s", tracker.sender_id, refused)
             reply = Reply(f"Sorry, I couldn't record that rating: {refused}.")
         _send(dispatcher, reply)
-        return []
+        return _session_boundary(tracker)
