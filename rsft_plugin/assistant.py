@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .answer_bank import render
+from .config import HandoffConfig
 from .errors import RatingRefused
+from .handoff import REPEATED_THUMBS_DOWN, offers_person, person_button
 from .log import ConversationLog, TurnRecord
 from .models.live import LiveModel
 from .not_understood import NOT_UNDERSTOOD, NOT_UNDERSTOOD_TEXT, topic_buttons, understood
@@ -23,6 +25,8 @@ ASK_FOR_A_QUESTION = "I didn't catch a question there. What can I help you with 
 THANKS_UP = "Thanks for rating! Glad that helped."
 THANKS_DOWN = ("Thanks for telling me — sorry that missed the mark. Could you rephrase your question? "
                "You can also ask for a human colleague.")
+THANKS_DOWN_AGAIN = ("Thanks for telling me — sorry, I keep missing the mark. You can rephrase your question, or "
+                     "talk to a person from our customer-service team.")
 
 
 @dataclass(frozen=True)
@@ -38,16 +42,19 @@ class Reply:
 
 
 class Assistant:
-    def __init__(self, store: ConversationLog, live: LiveModel, max_ratings_per_minute: int | None = None) -> None:
+    def __init__(self, store: ConversationLog, live: LiveModel, max_ratings_per_minute: int | None = None,
+                 handoff: HandoffConfig | None = None) -> None:
         self.store = store
         self.live = live
         self.max_ratings_per_minute = max_ratings_per_minute
+        self.handoff = handoff or HandoffConfig()
 
-    def answer(self, sender_id: str, message_id: str | None, text: str) -> Reply:
+    def answer(self, sender_id: str, message_id: str | None, text: str, offer_person: bool = True) -> Reply:
         """Answer a customer's question from the live model and log the turn.
 
         Below `model.min_score` the reply says the message was not understood and offers the closest topics and
-        a person (not_understood.py); that turn is logged too, without an answer and without rating buttons.
+        (with `offer_person`: the bot has the hand-off) a person (not_understood.py); that turn is logged too,
+        without an answer and without rating buttons.
         """
         query = clean_text(text)
         if not query:
@@ -69,11 +76,15 @@ class Assistant:
             latency_ms=latency_ms, reply_key=key,
         ))
         if not ok:
-            return Reply(reply_text, None, topic_buttons(answered, model.bank), None, model.name, turn_id)
+            return Reply(reply_text, None, topic_buttons(answered, model.bank, offer_person), None, model.name,
+                         turn_id)
         return Reply(reply_text, turn_id, rating_buttons(turn_id), answer_id, model.name, turn_id)
 
-    def rate(self, sender_id: str, turn_id: Any, score: Any) -> Reply:
+    def rate(self, sender_id: str, turn_id: Any, score: Any, offer_person: bool = True) -> Reply:
         """Record a 👍/👎 for one of this sender's answers.
+
+        From `handoff.offer_after_thumbs_down` 👎 in the conversation on (and with `offer_person`), the reply to a 👎
+        offers "Talk to a person" (reason repeated_thumbs_down).
 
         Raises:
             RatingRefused: malformed turn id or score, unknown turn, another sender's turn, a turn that was not
@@ -87,7 +98,12 @@ class Assistant:
         if turn is not None and turn.sender_id == sender_id and turn.reply_key == NOT_UNDERSTOOD:
             raise RatingRefused("that message was not answered, so there is no answer to rate")
         self.store.rate(turn_id, sender_id, value, self.max_ratings_per_minute)
-        return Reply(THANKS_UP if value == 1 else THANKS_DOWN)
+        if value == 1:
+            return Reply(THANKS_UP)
+        thumbs_down = sum(t.rating == 0 for t in self.store.conversation(sender_id))
+        if offer_person and offers_person(thumbs_down, self.handoff):
+            return Reply(THANKS_DOWN_AGAIN, buttons=[person_button(REPEATED_THUMBS_DOWN)])
+        return Reply(THANKS_DOWN)
 
 
 def rating_buttons(turn_id: str) -> list[dict[str, str]]:

@@ -75,22 +75,36 @@ def log_command(ctx: click.Context, limit: int, sender: str | None) -> None:
 @click.pass_context
 @_fail_cleanly
 def versions_command(ctx: click.Context) -> None:
-    """Model versions, oldest first, with lineage and held-out accuracy; `*` marks the live one.
+    """Model versions, oldest first, with lineage, held-out accuracy and hand-offs; `*` marks the live one.
+
+    "hand-offs" counts customers' requests to talk to a person while the version was live, per 100 turns it
+    answered (a live signal), with the raw counts.
 
     Example: rsft versions
     """
-    registry = _parts(ctx).registry
+    from .handoff import per_version
+
+    parts = _parts(ctx)
+    registry = parts.registry
     live = registry.live_name()
     infos = registry.versions()
     if not infos:
         click.echo("no model versions yet; run `rsft init-model`")
         return
-    click.echo("   version  created (UTC)        parent   round  held-out  notes")
+    handoffs = per_version(parts.log)
+    click.echo("   version  created (UTC)        parent   round  held-out  hand-offs/100  notes")
     for info in infos:
         accuracy = info.eval.get("heldout_accuracy")
         click.echo(f"{'*' if info.name == live else ' '}  {info.name:<7}  {info.created_at[:19]:<19}  "
                    f"{info.parent or '-':<7}  {info.round_id if info.round_id is not None else '-':>5}  "
-                   f"{f'{accuracy:.1%}' if accuracy is not None else '-':>8}  {info.notes}")
+                   f"{f'{accuracy:.1%}' if accuracy is not None else '-':>8}  "
+                   f"{_handoff_rate(handoffs.get(info.name)):>13}  {info.notes}")
+
+
+def _handoff_rate(signal) -> str:  # noqa: ANN001 - a VersionHandoffs or None
+    if signal is None or signal.per_100_answers is None:
+        return f"- ({signal.handoffs}/0)" if signal is not None and signal.handoffs else "-"
+    return f"{signal.per_100_answers:.1f} ({signal.handoffs}/{signal.answered_turns})"
 
 
 class _RuleChoice(click.Choice):

@@ -89,16 +89,18 @@ def simulate_command(ctx: click.Context, dataset: Path, count: int, noise: float
 @click.pass_context
 @_fail_cleanly
 def forget_command(ctx: click.Context, sender: str, yes: bool) -> None:
-    """Delete a customer's turns and ratings (Rasa sender id) and remove them from every future training set.
+    """Delete a customer's turns, ratings and hand-offs with their email (Rasa sender id), and remove them from every
+    future training set.
 
     Example: rsft forget 3f2a9c61-sender-id --yes
     """
     from .maintenance import forget_sender
 
     if not yes:
-        click.confirm(f"Delete every turn and rating of {sender!r}?", abort=True)
+        click.confirm(f"Delete every turn, rating and hand-off of {sender!r}?", abort=True)
     removed = forget_sender(_parts(ctx).log, sender)
-    click.echo(f"deleted {removed['turns']} turns and {removed['ratings']} ratings of {sender!r}; "
+    click.echo(f"deleted {removed['turns']} turns, {removed['ratings']} ratings and {removed['handoffs']} hand-offs "
+               f"of {sender!r}; "
                f"{removed['round_prompts']} recorded round prompts were theirs alone and went too")
 
 

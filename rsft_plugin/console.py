@@ -33,7 +33,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import answer_edits, exports, inbox, model_admin, round_reports
+from . import answer_edits, exports, handoff, inbox, model_admin, round_reports
 from .errors import InputError, NotFound, RsftError
 from .parts import Parts
 from .secrets import matches
@@ -59,13 +59,16 @@ class View(NamedTuple):
     title: str
 
 
-VIEWS = {  # name -> (path, title) of the console's pages, in navigation order
+VIEWS = {  # name -> (path, title) of the console's pages that console.js fills from /api
     "inbox": View("/console/inbox", "Inbox"),
     "answers": View("/console/answers", "Answer bank"),
     "rounds": View("/console/rounds", "Rounds"),
     "models": View("/console/models", "Models"),
     "export": View("/console/export", "Export"),
 }
+HANDOFFS_VIEW = View("/console/handoffs", "Hand-offs")  # rendered on the server (console_handoffs.py)
+NAV = {"inbox": VIEWS["inbox"], "handoffs": HANDOFFS_VIEW,  # the header's links, in this order
+       **{name: view for name, view in VIEWS.items() if name != "inbox"}}
 
 
 def mark_public(app: web.Application, route: web.AbstractRoute | web.AbstractResource) -> None:
@@ -184,9 +187,9 @@ def add_console_routes(app: web.Application, parts: Parts, token: str, sessions:
 
     def page(view: str, title: str | None = None, arg: str = "") -> Handler:
         async def handler(request: web.Request) -> web.Response:
-            session = request.get(SESSION_KEY)
             value = request.match_info.get(arg, "") if arg else ""
-            return _shell(request, view, title or VIEWS[view].title, session.csrf_token if session else "", value)
+            context = await shell_context(request, parts, view, title or VIEWS[view].title, value)
+            return render_page(request, "shell.html", context)
 
         return handler
 
@@ -338,8 +341,9 @@ def setup_templates(app: web.Application) -> None:
                          lstrip_blocks=True, keep_trailing_newline=True)
 
 
-def _render(request: web.Request, name: str, context: dict[str, Any], status: int = 200,
-            frame_deny: bool = True) -> web.Response:
+def render_page(request: web.Request, name: str, context: dict[str, Any], status: int = 200,
+                frame_deny: bool = True) -> web.Response:
+    """A console template, never cached, never framed (except error pages)."""
     response = aiohttp_jinja2.render_template(name, request, context, status=status)
     response.headers["Cache-Control"] = "no-store"
     if frame_deny:
@@ -348,14 +352,17 @@ def _render(request: web.Request, name: str, context: dict[str, Any], status: in
 
 
 def _login_page(request: web.Request, target: str, message: str = "", status: int = 200) -> web.Response:
-    return _render(request, "login.html", {"title": "Log in", "next": target, "message": message}, status)
+    return render_page(request, "login.html", {"title": "Log in", "next": target, "message": message}, status)
 
 
-def _shell(request: web.Request, view: str, title: str, csrf: str, arg: str) -> web.Response:
+async def shell_context(request: web.Request, parts: Parts, view: str, title: str, arg: str = "") -> dict[str, Any]:
+    """What every console page's frame shows: the navigation (with the open hand-offs), the CSRF token."""
+    session = request.get(SESSION_KEY)
     current = "inbox" if view == "conversation" else "rounds" if view == "round" else view
-    return _render(request, "shell.html", {"view": view, "arg": arg, "csrf": csrf, "title": title,
-                                           "views": VIEWS, "current": current})
+    open_handoffs = await asyncio.to_thread(handoff.open_count, parts.log)
+    return {"view": view, "arg": arg, "csrf": session.csrf_token if session else "", "title": title, "views": NAV,
+            "current": current, "open_handoffs": open_handoffs}
 
 
 def _message_page(request: web.Request, status: int, title: str, message: str) -> web.Response:
-    return _render(request, "message.html", {"title": title, "message": message}, status, frame_deny=False)
+    return render_page(request, "message.html", {"title": title, "message": message}, status, frame_deny=False)

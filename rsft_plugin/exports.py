@@ -1,9 +1,9 @@
-"""Downloads for operators: accepted training examples and the conversation log, as JSONL or CSV.
+"""Downloads for operators: accepted training examples, the conversation log and hand-offs, as JSONL or CSV.
 
-Customer text passes through `pii.redact` on its way out (questions, prompts, and answers, whose slots may hold
-an email or an order number taken from the customer's message): an export is a copy that leaves the live log,
-so it never carries personal data. CSV cells that a spreadsheet would run as a formula are prefixed with `'`.
-Rows are produced one at a time, so an export of a large log streams instead of filling memory.
+Customer text passes through `pii.redact` on its way out (questions, prompts, answers, whose slots may hold
+an email or an order number taken from the customer's message, and a hand-off's contact): an export is a copy
+that leaves the live log, so it never carries personal data. CSV cells that a spreadsheet would run as a formula
+are prefixed with `'`. Rows are produced one at a time, so an export of a large log streams instead of filling memory.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import NotFound
-from .log import ConversationLog, RoundLog
+from .log import ConversationLog, HandoffLog, RoundLog
 
 FORMATS = {"jsonl": "application/x-ndjson; charset=utf-8", "csv": "text/csv; charset=utf-8"}
 
@@ -46,6 +46,12 @@ def _conversations(log: ConversationLog) -> Iterator[dict[str, Any]]:
                "rated_at": row.rated_at}
 
 
+def _handoffs(log: HandoffLog) -> Iterator[dict[str, Any]]:
+    redact = _redactor()
+    for row in reversed(log.handoffs(limit=1_000_000)):  # oldest first, as the other exports
+        yield {**row.to_dict(), "contact": redact(row.contact) if row.contact else row.contact}
+
+
 DATASETS = {d.name: d for d in (
     Dataset("training-examples", "accepted (prompt, answer) pairs of every round, with reward parts and provenance",
             ("round_id", "prompt_id", "prompt", "candidate_key", "candidate_text", "answer_id", "topic", "turn_ids",
@@ -56,6 +62,10 @@ DATASETS = {d.name: d for d in (
             ("turn_id", "sender_id", "created_at", "question", "answer_id", "reply_key", "answer_topic", "answer_text",
              "model_version", "score", "rating", "rated_at"),
             _conversations),
+    Dataset("handoffs", "every request to talk to a person: reason, live version, status, contact (redacted)",
+            ("id", "sender_id", "created_at", "reason", "model_version", "status", "contact_state", "contact",
+             "taken_by", "taken_at", "closed_by", "closed_at"),
+            _handoffs),
 )}
 
 

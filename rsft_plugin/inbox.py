@@ -85,18 +85,22 @@ def search(parts: Parts, query: InboxQuery) -> dict[str, Any]:
 
 
 def conversation(parts: Parts, sender_id: str) -> dict[str, Any]:
-    """Every turn of one conversation with answer, model version, score, top-k and rating.
+    """Every turn of one conversation with answer, model version, score, top-k and rating, and its hand-offs to
+    a person (oldest first; a customer may ask for a person before any answer).
 
     Raises:
-        NotFound: no turn was logged for this sender.
+        NotFound: neither a turn nor a hand-off was logged for this sender.
     """
     turns = parts.log.conversation(sender_id)
-    if not turns:
+    handoffs = list(reversed(parts.log.handoffs(sender_id=sender_id)))
+    if not turns and not handoffs:
         raise NotFound(f"there is no conversation with sender id {sender_id!r}")
     ratings = [t.rating for t in turns if t.rating is not None]
-    return {"sender_id": sender_id, "turns": [t.to_dict() for t in turns], "first_at": turns[0].created_at,
-            "last_at": turns[-1].created_at, "up": ratings.count(1), "down": ratings.count(0),
-            "versions": sorted({t.model_version for t in turns if t.model_version})}
+    times = sorted([t.created_at for t in turns] + [h.created_at for h in handoffs])
+    return {"sender_id": sender_id, "turns": [t.to_dict() for t in turns], "first_at": times[0],
+            "last_at": times[-1], "up": ratings.count(1), "down": ratings.count(0),
+            "versions": sorted({t.model_version for t in turns if t.model_version}),
+            "handoffs": [h.to_dict() for h in handoffs]}
 
 
 def _date(given: Mapping[str, str], key: str) -> date | None:

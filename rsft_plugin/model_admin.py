@@ -10,18 +10,25 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import InputError, NotFound, RegistryError
+from .handoff import per_version
 from .models.registry import Registry
 from .parts import Parts
 from .versions import rollback
 
 
 def models_overview(parts: Parts) -> dict[str, Any]:
-    """Every version newest first, with parent, round, held-out accuracy and whether it is live."""
+    """Every version newest first, with parent, round, held-out accuracy, whether it is live, and its hand-offs per
+    100 answered turns (a live signal: customers who wanted a person while it answered)."""
     registry = parts.registry
     live = registry.live_name()
+    handoffs = per_version(parts.log)
     versions = []
     for info in reversed(registry.versions()):
-        versions.append({"name": info.name, "created_at": info.created_at, "parent": info.parent,
+        signal = handoffs.get(info.name)
+        versions.append({"handoffs": signal.handoffs if signal else 0,
+                         "answered_turns": signal.answered_turns if signal else 0,
+                         "handoffs_per_100": signal.per_100_answers if signal else None,
+                         "name": info.name, "created_at": info.created_at, "parent": info.parent,
                          "round_id": info.round_id, "heldout_accuracy": info.eval.get("heldout_accuracy"),
                          "heldout_n": info.eval.get("heldout_n"), "accepted": info.eval.get("accepted"),
                          "notes": info.notes, "n_answers": info.n_answers,

@@ -10,6 +10,7 @@ import logging
 
 from .assistant import Assistant
 from .config import Config, load_config
+from .handoff import HandoffDesk
 from .log import describe_log
 from .maintenance import apply_retention
 from .models.live import LiveModel
@@ -17,6 +18,7 @@ from .parts import Parts, build_parts
 
 log = logging.getLogger(__name__)
 _assistant: Assistant | None = None
+_desk: HandoffDesk | None = None
 _parts: Parts | None = None
 
 
@@ -27,7 +29,7 @@ def boot(config: Config | None = None, watch: bool = True) -> Assistant:
         ModelLoadError: no live model can be loaded; the action server refuses to start rather than answer
             nothing.
     """
-    global _assistant, _parts
+    global _assistant, _desk, _parts
     config = config or load_config()
     parts = build_parts(config)  # the action server's composition root
     try:
@@ -40,7 +42,8 @@ def boot(config: Config | None = None, watch: bool = True) -> Assistant:
     if _assistant is not None:
         shutdown()
     _parts = parts
-    _assistant = Assistant(parts.log, live, config.privacy.max_ratings_per_minute)
+    _assistant = Assistant(parts.log, live, config.privacy.max_ratings_per_minute, config.handoff)
+    _desk = HandoffDesk(parts.log, lambda: live.current.name, config.handoff)
     redacted = apply_retention(parts)
     if redacted:
         log.info("retention: redacted the raw text of %d turns older than %g days", redacted,
@@ -67,8 +70,16 @@ def config() -> Config:
     return _parts.config
 
 
+def handoff_desk() -> HandoffDesk:
+    """The booted hand-off desk (records hand-offs and their contact)."""
+    if _desk is None:
+        raise RuntimeError("rsft_plugin.runtime.boot() has not been called in this process")
+    return _desk
+
+
 def shutdown() -> None:
-    global _assistant, _parts
+    global _assistant, _desk, _parts
+    _desk = None
     if _assistant is not None:
         _assistant.live.stop_watching()
         _assistant = None

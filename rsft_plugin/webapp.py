@@ -17,6 +17,7 @@ from aiohttp import web
 from . import jobs
 from .config import Config
 from .console import PUBLIC_RESOURCES, add_console_routes, errors, guard, mark_public, setup_templates
+from .console_handoffs import add_handoff_routes
 from .errors import JobBusy
 from .launcher import servers_status
 from .parts import Parts, build_parts
@@ -85,6 +86,7 @@ def build_app(parts: Parts, rasa_url: str, shop_name: str = "Northwind Goods",
     app.router.add_get("/api/status", status)
     app.router.add_post("/api/rounds", trigger)
     add_console_routes(app, parts, token, sessions)
+    add_handoff_routes(app, parts)
     return app
 
 

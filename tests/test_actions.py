@@ -22,12 +22,15 @@ def executor(config, live_registry):
     runtime.shutdown()
 
 
+HANDOFF_DOMAIN = {"intents": ["human_handoff"], "actions": ["action_answer", "action_rate", "action_handoff"]}
+
+
 def _call(executor: ActionExecutor, action: str, text: str | None, sender: str = "alice",
           entities: list | None = None, intent: str = "ask_question", events: list | None = None,
-          active_loop: dict | None = None) -> dict:
+          active_loop: dict | None = None, domain: dict | None = None, slots: dict | None = None) -> dict:
     payload = {
-        "next_action": action, "sender_id": sender, "version": "3.6.21", "domain": {"intents": []},
-        "tracker": {"sender_id": sender, "slots": {}, "events": events or [], "paused": False,
+        "next_action": action, "sender_id": sender, "version": "3.6.21", "domain": domain or HANDOFF_DOMAIN,
+        "tracker": {"sender_id": sender, "slots": slots or {}, "events": events or [], "paused": False,
                     "followup_action": None, "active_loop": active_loop or {}, "latest_action_name": "action_listen",
                     "latest_message": {"text": text, "intent": {"name": intent, "confidence": 1.0},
                                        "entities": entities or [], "message_id": "msg-1"}},
@@ -89,7 +92,7 @@ def test_nonsense_gets_topic_buttons_and_a_person_through_the_executor(executor)
     message = _call(executor, "action_answer", "<script>alert(17)</script>")["responses"][0]
     assert message["text"] == NOT_UNDERSTOOD_TEXT
     payloads = [b["payload"] for b in message["buttons"]]
-    assert payloads[-1] == "/human" and len(payloads) >= 2
+    assert payloads[-1] == '/human_handoff{"reason":"low_score"}' and len(payloads) >= 2
     assert not any(p.startswith("/rate") for p in payloads)
     turn = runtime.assistant().store.recent_turns(1, sender_id="alice")[0]
     assert turn.reply_key == NOT_UNDERSTOOD and turn.answer_id is None
@@ -107,3 +110,40 @@ def test_the_turn_that_fills_the_session_asks_rasa_to_start_a_new_one(executor):
     assert _call(executor, "action_rate", "/rate", intent="rate", events=full)["events"] == new_session
     assert _call(executor, "action_answer", "refunds?", events=full,
                  active_loop={"name": "handoff_form"})["events"] == []
+
+
+def test_a_bot_without_the_hand_off_gets_no_person_button(executor):
+    """`rsft init-rasa` bots have no action_handoff: a button to an intent they lack would be a dead end."""
+    message = _call(executor, "action_answer", "asdfghjkl", domain={"intents": [], "actions": ["action_answer"]})
+    assert message["responses"][0]["buttons"] and not any(
+        b["payload"].startswith("/human_handoff") for b in message["responses"][0]["buttons"])
+
+
+def test_the_hand_off_actions_record_validate_and_confirm(executor):
+    store = runtime.assistant().store
+    started = _call(executor, "action_handoff", '/human_handoff{"reason":"low_score"}', intent="human_handoff",
+                    entities=[{"entity": "reason", "value": "low_score"}])
+    handoff_id = next(e["value"] for e in started["events"] if e["name"] == "handoff_id")
+    recorded = store.handoff(handoff_id)
+    assert (recorded.sender_id, recorded.reason, recorded.status, recorded.model_version) == (
+        "alice", "low_score", "open", "v0001")
+
+    def validate(text: str) -> dict:
+        return _call(executor, "validate_handoff_form", text, intent="ask_question", slots={
+            "contact": text, "handoff_id": handoff_id, "requested_slot": "contact"},
+            domain={**HANDOFF_DOMAIN, "forms": {"handoff_form": {"required_slots": ["contact"]}}},
+            events=[{"event": "user", "text": text}, {"event": "slot", "name": "contact", "value": text}])
+
+    def slots(result: dict) -> dict:
+        return {e["name"]: e["value"] for e in result["events"] if e["event"] == "slot"}
+
+    invalid = validate("my email is bob at example")
+    assert slots(invalid) == {"contact": None} and "doesn't look like an email" in invalid["responses"][0]["text"]
+    assert slots(validate("Sure: Bob@Example.COM")) == {"contact": "Bob@example.com"}
+    assert slots(validate("no thanks")) == {"contact": None, "contact_declined": True, "requested_slot": None}
+
+    done = _call(executor, "action_handoff_done", "Bob@example.com", slots={
+        "contact": "Bob@example.com", "handoff_id": handoff_id})
+    assert "reply to Bob@example.com within one business day" in done["responses"][0]["text"]
+    assert store.handoff(handoff_id).contact == "Bob@example.com"
+    assert all(e["value"] is None for e in done["events"])  # the slots are reset for a later hand-off

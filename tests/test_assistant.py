@@ -11,7 +11,7 @@ from rsft_plugin.config import load_config
 from rsft_plugin.errors import RatingRefused
 from rsft_plugin.log import open_sqlite
 from rsft_plugin.models.live import LiveModel
-from rsft_plugin.not_understood import HUMAN_BUTTON, NOT_UNDERSTOOD, NOT_UNDERSTOOD_TEXT
+from rsft_plugin.not_understood import NOT_UNDERSTOOD, NOT_UNDERSTOOD_TEXT
 from rsft_plugin.text import clean_text
 
 from .conftest import write_config
@@ -120,7 +120,8 @@ def test_nonsense_is_not_understood_offers_topics_and_a_person_and_is_logged(ass
     assert reply.text == NOT_UNDERSTOOD_TEXT and reply.answer_id is None and reply.turn_id is None
     titles = [b["title"] for b in reply.buttons]
     assert "👍" not in titles and "👎" not in titles  # nothing was answered, so nothing to rate
-    assert reply.buttons[-1] == HUMAN_BUTTON and HUMAN_BUTTON["payload"] == "/human"
+    # the person button says why it was offered, in Rasa's /intent{entities} syntax for the human_handoff intent
+    assert reply.buttons[-1] == {"title": "Talk to a person", "payload": '/human_handoff{"reason":"low_score"}'}
     topics = reply.buttons[:-1]
     bank_titles = {a.display_title for a in assistant.live.current.bank.answers}
     assert 1 <= len(topics) <= 3 and all(b["payload"] == b["title"] in bank_titles for b in topics)
@@ -154,5 +155,28 @@ def test_the_threshold_comes_from_config(tmp_path, live_registry, min_score, und
         reply = Assistant(store, LiveModel(live_registry, config.model)).answer("alice", None, "asdfghjkl")
         assert (reply.text != NOT_UNDERSTOOD_TEXT) is understood
         assert bool(reply.answer_id) is understood
+    finally:
+        store.close()
+
+
+# ---- repeated 👎 offers a person (issue 14, finding 4) ----------------------------------------------------------
+
+
+def test_the_second_thumbs_down_in_a_conversation_offers_a_person(config, live_registry):
+    store = open_sqlite(config.paths.db)
+    try:
+        assistant = Assistant(store, LiveModel(live_registry, config.model))  # default: from the 2nd 👎 on
+        first, second, third = (assistant.answer("alice", None, q).turn_id
+                                for q in ("where is my order", "how do refunds work", "can I pay by card"))
+        assert assistant.rate("alice", first, 0).buttons == []
+        assert assistant.rate("alice", first, 0).buttons == []  # the same answer again is still one 👎
+        assert assistant.rate("alice", second, 1).buttons == []
+        offered = assistant.rate("alice", third, 0)
+        assert offered.buttons == [{"title": "Talk to a person",
+                                    "payload": '/human_handoff{"reason":"repeated_thumbs_down"}'}]
+        assert "talk to a person" in offered.text
+        bobs = assistant.answer("bob", None, "where is my order").turn_id
+        assert assistant.rate("bob", bobs, 0).buttons == []  # another conversation counts its own
+        assert assistant.rate("alice", third, 0, offer_person=False).buttons == []  # a bot without the hand-off
     finally:
         store.close()

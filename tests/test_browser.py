@@ -126,6 +126,14 @@ def test_from_a_thumbs_down_in_the_chat_to_a_promoted_model_in_the_console(stack
     sender = page.evaluate("localStorage.getItem('rsft.sender')")
     _screenshot(page, shots / "chat.png")
 
+    # -- ... asks for a person: the bot records it, asks for an email, and only then promises a reply
+    page.fill("#text", "I want to talk to a person")
+    page.keyboard.press("Enter")
+    expect(page.locator(".msg.bot").last).to_contain_text("Which email address", timeout=60_000)
+    page.fill("#text", "jane@example.com")
+    page.keyboard.press("Enter")
+    expect(page.locator(".msg.bot").last).to_contain_text("will reply to jane@example.com", timeout=60_000)
+
     # -- the operator logs in (the console sends a stranger to the login form first)
     page.goto(f"{web}/console/inbox")
     expect(page).to_have_url(re.compile(r"/console/login\?next="))
@@ -152,7 +160,21 @@ def test_from_a_thumbs_down_in_the_chat_to_a_promoted_model_in_the_console(stack
     expect(turn.locator(".badge.version")).to_have_text("v0001")
     expect(turn.locator(".score")).to_contain_text(re.compile(r"score \d\.\d\d"))
     expect(turn.locator(".alternatives tbody tr")).to_have_count(stack.config.model.top_k)
+    expect(page.locator("article.handoff-note")).to_contain_text("reply to jane@example.com")
     _screenshot(page, shots / "console-conversation.png")
+
+    # -- the hand-off queue: the open count in the header, the email, Take, the conversation one click away
+    expect(page.locator("#open-handoffs")).to_have_text("1")
+    page.click("nav[aria-label=Console] >> text=Hand-offs")
+    queued = page.locator("tr[data-handoff-id]").first
+    expect(queued).to_contain_text("jane@example.com")
+    expect(queued).to_contain_text("asked for a person")
+    _screenshot(page, shots / "console-handoffs.png")
+    queued.locator("button.take").click()
+    expect(page.locator("tr[data-handoff-id] .badge").first).to_have_text("taken")
+    expect(page.locator("#open-handoffs")).to_have_count(0)
+    page.locator("tr[data-handoff-id] a.conversation-link").first.click()
+    expect(page.locator(f'article.turn[data-turn-id="{turn_id}"]')).to_be_visible()
 
     # -- the answer bank: add an answer (it waits, unpublished, as "new")
     page.goto(f"{web}/console/answers")

@@ -86,3 +86,16 @@ def test_history_says_why_each_round_ended_and_log_shows_whole_sender_ids(config
     assert sender in log.output.split()  # whole, so it can be copied into `rsft forget`
     forget = _run(config.source, "forget", log.stdout.splitlines()[1].split()[-1], "--yes")
     assert "deleted 1 turns" in forget.output
+
+
+def test_versions_show_hand_offs_per_100_answered_turns(config, live_registry):
+    """Issue 14, finding 4: hand-offs per model version are a live signal beside the held-out accuracy."""
+    with open_sqlite(config.paths.db) as store:
+        for n in range(4):
+            store.log_turn(TurnRecord("s", None, f"q{n}", "track_order", "track_order", "text", "v0001", 0.5, 0.3,
+                                      [], 10.0))
+        store.open_handoff("s", "asked", "v0001")
+    versions = _run(config.source, "versions")
+    header = next(line for line in versions.stdout.splitlines() if "version" in line)
+    row = next(line for line in versions.stdout.splitlines() if line.startswith("*"))
+    assert "hand-offs/100" in header and "25.0 (1/4)" in row

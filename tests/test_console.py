@@ -38,7 +38,7 @@ PUBLIC = {("GET", "/"), ("HEAD", "/"), ("GET", "/config.json"), ("HEAD", "/confi
           ("HEAD", "/healthz"), ("GET", "/static"), ("HEAD", "/static"), ("GET", "/console/login"),
           ("HEAD", "/console/login"), ("POST", "/console/login")}
 SAMPLE_VALUES = {"sender_id": "someone", "answer_id": "track_order", "round_id": "1", "name": "v0001",
-                 "dataset": "conversations", "fmt": "csv"}
+                 "dataset": "conversations", "fmt": "csv", "handoff_id": "1"}
 
 
 class Clock:
@@ -497,6 +497,99 @@ def test_the_conversation_view_has_every_turn_with_version_score_top_k_and_ratin
     assert [t["model_version"] for t in data["turns"]] == ["v0001", "v0002"]
     assert data["turns"][1]["score"] == pytest.approx(0.31)
     assert [k["answer_id"] for k in data["turns"][0]["top_k"]] == ["track_order", "warranty"]
+
+
+# ---- the hand-off queue (issue 14, finding 4) ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def handoffs(config, versions):
+    """alice asked (gave an email, while v0001 answered 2 turns), bob's low score (declined), carol's 👎 (pending)."""
+    with open_sqlite(config.paths.db) as store:
+        for text in ("where is my parcel?", "it still has not come"):
+            store.log_turn(_turn("alice", text, "track_order", 0.6))
+        alice = store.open_handoff("alice", "asked", "v0001")
+        store.set_handoff_contact(alice.id, "alice@example.com")
+        store.set_handoff_contact(store.open_handoff("bob/../x <b>", "low_score", "v0001").id, None)
+        store.open_handoff("carol", "repeated_thumbs_down", "v0001")
+    return config
+
+
+def test_the_queue_lists_hand_offs_links_their_conversation_and_counts_the_open_ones(handoffs, token):
+    async def exercise(client: TestClient) -> dict[str, str]:
+        headers, _ = await _login(client, token)
+        pages = {name: await (await client.get(path, headers=headers)).text() for name, path in (
+            ("all", "/console/handoffs"), ("open", "/console/handoffs?status=open"),
+            ("closed", "/console/handoffs?status=closed"), ("inbox", "/console/inbox"),
+            ("models", "/console/models"))}
+        bad = await client.get("/console/handoffs?status=lost", headers=headers)
+        pages["bad"] = f"{bad.status} {await bad.text()}"
+        return pages
+
+    pages = _serve(handoffs, exercise)
+    assert pages["all"].count("data-handoff-id=") == 3
+    assert 'href="/console/conversations/alice"' in pages["all"] and "alice@example.com" in pages["all"]
+    assert 'href="/console/conversations/bob%2F..%2Fx%20%3Cb%3E"' in pages["all"]  # one path segment, escaped
+    assert "<b>" not in pages["all"] and "declined to give an email" in pages["all"]
+    assert "rated answers 👎 repeatedly" in pages["all"] and "not understood (low score)" in pages["all"]
+    assert pages["open"].count("data-handoff-id=") == 3 and "No closed hand-offs" in pages["closed"]
+    for page in (pages["all"], pages["inbox"], pages["models"]):  # the header shows the open count everywhere
+        assert re.search(r'id="open-handoffs"[^>]*>3</span>', page)
+    assert pages["bad"].startswith("400") and "status must be one of" in pages["bad"]
+
+
+def test_operators_take_and_close_hand_offs_with_the_session_and_csrf(handoffs, token):
+    with open_sqlite(handoffs.paths.db) as store:
+        alice, bob, carol = sorted(h.id for h in store.handoffs())
+
+    async def exercise(client: TestClient) -> list[Any]:
+        headers, csrf = await _login(client, token)
+        seen = []
+        for path, form in ((f"/console/handoffs/{alice}/take", {"csrf_token": csrf, "back": "open"}),
+                           (f"/console/handoffs/{alice}/take", {"csrf_token": csrf}),
+                           (f"/console/handoffs/{alice}/close", {"csrf_token": csrf}),
+                           (f"/console/handoffs/{bob}/take", {}),
+                           (f"/console/handoffs/{bob}/take", {"csrf_token": "forged"}),
+                           ("/console/handoffs/999/close", {"csrf_token": csrf})):
+            response = await client.post(path, data=form, headers=headers, allow_redirects=False)
+            seen.append((response.status, response.headers.get("Location")))
+        page = await (await client.get("/console/handoffs", headers=headers)).text()
+        seen.append(re.search(r'id="open-handoffs"[^>]*>(\d+)</span>', page).group(1))
+        return seen
+
+    seen = _serve(handoffs, exercise)
+    assert seen[0] == (303, "/console/handoffs?status=open") and seen[2] == (303, "/console/handoffs")
+    assert seen[1][0] == 409  # taken already: a clear page, not a second taker
+    assert seen[3][0] == 403 and seen[4][0] == 403  # no or a wrong CSRF token: refused, nothing changes
+    assert seen[5][0] == 404 and seen[6] == "2"
+    with open_sqlite(handoffs.paths.db) as store:
+        done = store.handoff(alice)
+        assert (done.status, done.taken_by, done.closed_by) == ("closed", "operator", "operator")
+        assert store.handoff(bob).status == "open" and store.handoff(carol).status == "open"
+
+
+def test_the_hand_off_api_with_the_bearer_token(handoffs, token):
+    auth = {"Authorization": f"Bearer {token}"}
+
+    async def exercise(client: TestClient) -> list[Any]:
+        seen = [await (await client.get("/api/handoffs?status=open", headers=auth)).json()]
+        for path in ("/api/handoffs/3/take", "/api/handoffs/3/take", "/api/handoffs/3/close", "/api/handoffs/x/take"):
+            response = await client.post(path, headers=auth)
+            seen.append((response.status, await response.json()))
+        seen.append((await client.post("/api/handoffs/1/take")).status)  # no credential at all
+        seen.append(await (await client.get("/api/conversations/carol", headers=auth)).json())
+        seen.append(await (await client.get("/api/models", headers=auth)).json())
+        return seen
+
+    listed, took, again, closed, unknown, anonymous, carol, models = _serve(handoffs, exercise)
+    assert listed["counts"] == {"open": 3, "taken": 0, "closed": 0} and len(listed["handoffs"]) == 3
+    assert took[0] == 200 and took[1]["status"] == "taken" and took[1]["sender_id"] == "carol"
+    assert again[0] == 409 and "taken" in again[1]["error"] and closed[1]["status"] == "closed"
+    assert unknown[0] == 404 and anonymous == 401
+    # the conversation view shows the hand-off even of a customer who asked before any answer
+    assert carol["turns"] == [] and [h["reason"] for h in carol["handoffs"]] == ["repeated_thumbs_down"]
+    live = next(v for v in models["versions"] if v["name"] == "v0001")
+    assert (live["handoffs"], live["answered_turns"], live["handoffs_per_100"]) == (3, 2, 150.0)
 
 
 # ---- answer bank -----------------------------------------------------------------------------------------------

@@ -139,6 +139,68 @@ def test_odd_input_gets_a_sensible_reply_and_changes_nothing_logged(stack, messa
         store.close()
 
 
+@pytest.mark.parametrize("message", ["", "   ", "\n\t", "\u200b"])
+def test_an_empty_message_is_asked_to_type_a_question_never_answered_confidently(stack, message):
+    """Issue 14, finding 3: "" got "You're welcome!" (NLU classified it as thanks)."""
+    replies = _say(stack, "e2e-empty", message)
+    assert [m["text"] for m in replies] == [_domain_text("utter_empty_message")]
+    assert "welcome" not in replies[0]["text"].lower() and not replies[0].get("buttons")
+    with _store(stack) as store:
+        assert not store.recent_turns(sender_id="e2e-empty")
+
+
+def _texts(messages: list[dict]) -> list[str]:
+    return [m.get("text", "") for m in messages]
+
+
+def test_asking_for_a_person_records_a_hand_off_and_asks_for_an_email_until_it_is_valid(stack):
+    """Issue 14, finding 4: the bot promised a reply by email, but asked for no email and recorded nothing."""
+    sender = "e2e-handoff-asked"
+    asked = _texts(_say(stack, sender, "I want to talk to a person"))
+    with _store(stack) as store:
+        recorded = store.handoffs(sender_id=sender)
+    assert len(recorded) == 1 and (recorded[0].reason, recorded[0].status, recorded[0].contact_state) == (
+        "asked", "open", "pending")
+    assert recorded[0].model_version == Registry(stack.config.paths.models_dir).live_name()
+    assert asked[-1] == _domain_text("utter_ask_contact") and not any("will reply" in t for t in asked)
+    invalid = _texts(_say(stack, sender, "bob at example dot com"))
+    assert any("doesn't look like an email" in t for t in invalid) and invalid[-1] == _domain_text("utter_ask_contact")
+    confirmed = _texts(_say(stack, sender, "it's bob@example.com"))
+    assert confirmed == ["Thanks! A colleague from our customer-service team will reply to bob@example.com within "
+                         "one business day. You don't need to stay in this chat."]
+    with _store(stack) as store:
+        stored = store.handoff(recorded[0].id)
+    assert (stored.contact, stored.contact_state) == ("bob@example.com", "given")
+    assert _rated_answer(_say(stack, sender, "where is my parcel"))  # the form is over: questions are answered
+
+
+def test_the_low_score_button_records_a_hand_off_and_the_customer_may_decline(stack):
+    sender = "e2e-handoff-low"
+    not_understood = _say(stack, sender, "asdfghjkl")
+    button = next(b for m in not_understood for b in m.get("buttons") or [] if b["title"] == "Talk to a person")
+    asked = _texts(_say(stack, sender, button["payload"]))
+    assert asked[-1] == _domain_text("utter_ask_contact")
+    declined = _texts(_say(stack, sender, "no thanks"))
+    assert len(declined) == 1 and "support@northwindgoods.example" in declined[0] and "will reply to" not in declined[0]
+    with _store(stack) as store:
+        [recorded] = store.handoffs(sender_id=sender)
+    assert (recorded.reason, recorded.contact, recorded.contact_state) == ("low_score", None, "declined")
+
+
+def test_repeated_thumbs_down_offers_a_person_and_records_why(stack):
+    sender = "e2e-handoff-down"
+    replies = []
+    for question in ("where is my order", "how do refunds work"):
+        answer = _rated_answer(_say(stack, sender, question))
+        replies.append(_say(stack, sender, next(b["payload"] for b in answer["buttons"] if b["title"] == "👎")))
+    assert not any(m.get("buttons") for m in replies[0])  # one 👎 is not yet "repeatedly"
+    button = next(b for m in replies[1] for b in m.get("buttons") or [] if b["title"] == "Talk to a person")
+    assert _texts(_say(stack, sender, button["payload"]))[-1] == _domain_text("utter_ask_contact")
+    _say(stack, sender, "cancel")
+    with _store(stack) as store:
+        assert [h.reason for h in store.handoffs(sender_id=sender)] == ["repeated_thumbs_down"]
+
+
 def test_chat_page_and_protected_api(stack):
     page = requests.get(stack.web_url, timeout=10)
     assert page.status_code == 200 and "/static/chat.js" in page.text
@@ -307,9 +369,13 @@ def _parent(stat: Path) -> int:
 
 
 def _fallback_text() -> str:
+    return _domain_text("utter_default")
+
+
+def _domain_text(response: str) -> str:
     import yaml
 
     from .conftest import REPO
 
     domain = yaml.safe_load((REPO / "bot" / "domain.yml").read_text())
-    return domain["responses"]["utter_default"][0]["text"].strip()
+    return " ".join(domain["responses"][response][0]["text"].split())

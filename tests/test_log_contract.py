@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from rsft_plugin.errors import JobBusy, RatingRefused
+from rsft_plugin.errors import Conflict, JobBusy, RatingRefused
 from rsft_plugin.log import BACKENDS as LOG_BACKENDS
 from rsft_plugin.log import (
     SCHEMA_VERSION,
     AnswerRevision,
     CandidateRow,
     ConversationSummary,
+    Handoff,
     Job,
     Log,
     Publication,
@@ -29,6 +30,7 @@ from rsft_plugin.log import (
     TrainingExample,
     Turn,
     TurnRecord,
+    VersionHandoffs,
     backend_class,
     open_postgres,
     open_sqlite,
@@ -233,13 +235,16 @@ def test_forget_removes_a_sender_everywhere_including_rounds(log):
     log.rate(mine[0], "alice", 1)
     log.rate(theirs, "bob", 0)
     round_id = _round_with_rows(log, [[mine[0]], [mine[1], theirs]])
+    log.set_handoff_contact(log.open_handoff("alice", "asked", "v0001").id, "alice@example.com")
+    bobs_handoff = log.open_handoff("bob", "low_score", "v0001")
     removed = log.forget("alice")
-    assert removed == {"turns": 2, "ratings": 1, "round_prompts": 1}
+    assert removed == {"turns": 2, "ratings": 1, "round_prompts": 1, "handoffs": 1}
+    assert log.handoffs(sender_id="alice") == [] and [h.id for h in log.handoffs()] == [bobs_handoff.id]
     assert log.recent_turns(10, "alice") == [] and log.turn(theirs) is not None and log.count("ratings") == 1
     examples = log.training_examples(round_id)
     assert [e.turn_ids for e in examples] == [[theirs]]  # the shared prompt keeps only bob's turn
     assert [c.prompt_id for c in log.round_candidates(round_id)] == [1, 1]
-    assert log.forget("nobody") == {"turns": 0, "ratings": 0, "round_prompts": 0}
+    assert log.forget("nobody") == {"turns": 0, "ratings": 0, "round_prompts": 0, "handoffs": 0}
 
 
 def test_redaction_of_old_turns_happens_once(log):
@@ -259,10 +264,98 @@ def test_redaction_of_old_turns_happens_once(log):
 def test_backup_copies_everything_and_refuses_to_overwrite(log, tmp_path):
     log.rate(log.log_turn(_turn()), "alice", 1)
     _round_with_rows(log, [["x"]])
+    log.open_handoff("alice", "asked", "v0001")
     counts = log.backup(tmp_path / "backups" / "copy.db")
-    assert counts == {"turns": 1, "ratings": 1, "rounds": 1, "round_prompts": 1, "round_candidates": 2}
+    assert counts == {"turns": 1, "ratings": 1, "rounds": 1, "round_prompts": 1, "round_candidates": 2,
+                      "handoffs": 1}
     with pytest.raises(FileExistsError):
         log.backup(tmp_path / "backups" / "copy.db")
+
+
+# ---- hand-offs ------------------------------------------------------------------------------------------------
+
+
+def test_a_handoff_is_recorded_open_with_reason_version_and_no_contact_yet(log):
+    recorded = log.open_handoff("alice", "asked", "v0001")
+    assert isinstance(recorded, Handoff) and recorded == log.handoff(recorded.id)
+    assert (recorded.sender_id, recorded.reason, recorded.model_version, recorded.status) == (
+        "alice", "asked", "v0001", "open")
+    assert (recorded.contact, recorded.contact_state, recorded.taken_by) == (None, "pending", None)
+    assert recorded.created_at and log.handoff(recorded.id + 1) is None
+    with pytest.raises(ValueError, match="reason"):
+        log.open_handoff("alice", "bored", "v0001")
+    assert log.count("handoffs") == 1
+
+
+def test_a_handoffs_contact_is_given_or_declined(log):
+    given = log.set_handoff_contact(log.open_handoff("alice", "asked", "v0001").id, "alice@example.com")
+    declined = log.set_handoff_contact(log.open_handoff("bob", "low_score", None).id, None)
+    assert (given.contact, given.contact_state) == ("alice@example.com", "given")
+    assert (declined.contact, declined.contact_state) == (None, "declined")
+    with pytest.raises(KeyError):
+        log.set_handoff_contact(999, "x@example.com")
+
+
+def test_handoffs_are_taken_then_closed_and_every_other_move_is_refused(log):
+    first = log.open_handoff("alice", "asked", "v0001")
+    taken = log.move_handoff(first.id, "taken", "operator")
+    assert (taken.status, taken.taken_by) == ("taken", "operator") and taken.taken_at
+    with pytest.raises(Conflict):
+        log.move_handoff(first.id, "taken", "someone else")  # nobody takes it from under the operator
+    closed = log.move_handoff(first.id, "closed", "operator")
+    assert (closed.status, closed.closed_by, closed.taken_by) == ("closed", "operator", "operator")
+    with pytest.raises(Conflict):
+        log.move_handoff(first.id, "closed", "operator")
+    second = log.open_handoff("bob", "low_score", "v0001")
+    assert log.move_handoff(second.id, "closed", "operator").status == "closed"  # closed without taking
+    for bad in ("open", "lost"):
+        with pytest.raises(ValueError):
+            log.move_handoff(log.open_handoff("carol", "asked", "v1").id, bad, "operator")
+    with pytest.raises(KeyError):
+        log.move_handoff(999, "taken", "operator")
+
+
+def test_the_handoff_queue_filters_by_status_and_sender_and_counts(log):
+    ids = [log.open_handoff(sender, reason, "v0001").id
+           for sender, reason in (("a", "asked"), ("b", "repeated_thumbs_down"), ("c", "low_score"))]
+    log.move_handoff(ids[0], "taken", "operator")
+    log.move_handoff(ids[1], "closed", "operator")
+    assert [h.id for h in log.handoffs()] == ids[::-1]  # newest first
+    assert [h.id for h in log.handoffs("open")] == [ids[2]] and [h.id for h in log.handoffs("taken")] == [ids[0]]
+    assert [h.id for h in log.handoffs(sender_id="b")] == [ids[1]] and len(log.handoffs(limit=2)) == 2
+    assert log.handoff_counts() == {"open": 1, "taken": 1, "closed": 1}
+    with pytest.raises(ValueError):
+        log.handoffs("lost")
+
+
+def test_handoffs_per_version_against_the_turns_it_answered(log):
+    for n in range(4):
+        log.log_turn(_turn(text=f"q{n}", version="v0001"))
+    log.log_turn(_turn(text="asdfgh", version="v0001", answer=None, reply_key="not_understood"))
+    log.log_turn(_turn(text="q", version="v0002"))
+    log.open_handoff("alice", "asked", "v0001")
+    log.open_handoff("bob", "low_score", "v0003")
+    log.open_handoff("carol", "asked", None)
+    rows = log.handoffs_by_version("not_understood")
+    assert all(isinstance(r, VersionHandoffs) for r in rows)
+    assert [(r.model_version, r.handoffs, r.answered_turns) for r in rows] == [
+        ("v0001", 1, 4), ("v0002", 0, 1), ("v0003", 1, 0)]
+    assert rows[0].per_100_answers == 25.0 and rows[2].per_100_answers is None
+
+
+def test_retention_redacts_handoff_contacts_once(log):
+    log.set_handoff_contact(log.open_handoff("alice", "asked", "v1").id, "alice@example.com")
+    log.set_handoff_contact(log.open_handoff("bob", "asked", "v1").id, None)
+    calls = []
+
+    def redact(text: str) -> str:
+        calls.append(text)
+        return "[EMAIL]"
+
+    assert log.redact_handoff_contacts_older_than("2000-01-01", redact) == 0
+    assert log.redact_handoff_contacts_older_than("9999-01-01", redact) == 1
+    assert log.redact_handoff_contacts_older_than("9999-01-01", redact) == 0 and calls == ["alice@example.com"]
+    assert [h.contact for h in log.handoffs()] == [None, "[EMAIL]"]
 
 
 # ---- rounds ---------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """One YAML file (rsft.yml), one dataclass per section, validated on load.
 
-The sections live in `service.py` (paths, model, servers, console, worker, privacy) and `loop.py` (the
+The sections live in `service.py` (paths, model, servers, console, worker, privacy,
+hand-off) and `loop.py` (the
 round's stages); this module reads the file, applies overrides and builds `Config`.
 
 Precedence: dataclass defaults < rsft.yml < command-line overrides. Unknown sections or keys are an error
@@ -23,6 +24,7 @@ from ..errors import ConfigError
 from .loop import CollectConfig, FinetuneConfig, GateConfig, RejectConfig, SampleConfig, ScoreConfig
 from .service import (
     ConsoleConfig,
+    HandoffConfig,
     LogConfig,
     ModelConfig,
     PathsConfig,
@@ -33,8 +35,9 @@ from .service import (
 
 __all__ = [
     "CONFIG_ENV", "CollectConfig", "Config", "ConfigError", "ConsoleConfig", "FinetuneConfig", "GateConfig",
-    "LogConfig", "ModelConfig", "PathsConfig", "PrivacyConfig", "RejectConfig", "SampleConfig", "ScoreConfig",
-    "ServerConfig", "WorkerConfig", "default_config_path", "load_config", "merge_overrides", "parse_overrides",
+    "HandoffConfig", "LogConfig", "ModelConfig", "PathsConfig", "PrivacyConfig", "RejectConfig", "SampleConfig",
+    "ScoreConfig", "ServerConfig", "WorkerConfig", "default_config_path", "load_config", "merge_overrides",
+    "parse_overrides",
     "settings_as_yaml",
 ]
 
@@ -57,6 +60,7 @@ class Config:
     gate: GateConfig = field(default_factory=GateConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    handoff: HandoffConfig = field(default_factory=HandoffConfig)
     source: Path | None = None  # the file it was read from, for messages
 
     def section_names(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""The sections that run the service: paths, log, model, servers, console, worker, privacy."""
+"""The sections that run the service: paths, log, model, servers, console, worker, privacy, hand-off."""
 
 from __future__ import annotations
 
@@ -151,3 +151,18 @@ class PrivacyConfig:
     def __post_init__(self) -> None:
         _check(self.retention_days > 0, "privacy", "retention_days", "must be > 0")
         _check(self.max_ratings_per_minute >= 1, "privacy", "max_ratings_per_minute", "must be >= 1")
+
+
+@dataclass
+class HandoffConfig:
+    """Talking to a person: when the bot offers it, and what it tells a customer who gives no email."""
+
+    offer_after_thumbs_down: int = _help("From this many 👎 in one conversation on, the rating reply offers "
+                                         "'Talk to a person' (0: never).", 2)
+    support_email: str = _help("Where a customer who gives no email can write to the support team.",
+                               "support@northwindgoods.example")
+
+    def __post_init__(self) -> None:
+        _check(self.offer_after_thumbs_down >= 0, "handoff", "offer_after_thumbs_down", "must be >= 0")
+        _check("@" in self.support_email and not any(c.isspace() for c in self.support_email), "handoff",
+               "support_email", "must be an email address")

@@ -1,4 +1,4 @@
-"""The plugin's log: turns, ratings, rounds, answer-bank edits and jobs, behind interfaces split by concept.
+"""The plugin's log: turns, ratings, rounds, answer-bank edits, jobs and hand-offs, behind interfaces split by concept.
 
 `open_log(config)` builds the configured backend: the embedded SQLite file at `paths.db` (the default), or the
 PostgreSQL database named by `log.url`. Only the composition root (`rsft_plugin.parts`) and tests call it;
@@ -11,11 +11,14 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .interfaces import AnswerBankLog, ConversationLog, JobLog, Log, MaintenanceLog, RoundLog
+from .interfaces import AnswerBankLog, ConversationLog, HandoffLog, JobLog, Log, MaintenanceLog, RoundLog
 from .records import (
+    HANDOFF_REASONS,
+    HANDOFF_STATUSES,
     AnswerRevision,
     CandidateRow,
     ConversationSummary,
+    Handoff,
     Job,
     Publication,
     RatingRecord,
@@ -26,6 +29,7 @@ from .records import (
     Turn,
     TurnFacets,
     TurnRecord,
+    VersionHandoffs,
 )
 from .sqlite import SCHEMA_VERSION, SqliteLog, utc_now
 
@@ -37,10 +41,11 @@ if TYPE_CHECKING:
 BACKENDS = {"sqlite": "rsft_plugin.log.sqlite:SqliteLog", "postgres": "rsft_plugin.log.postgres:PostgresLog"}
 
 __all__ = [
-    "SCHEMA_VERSION", "AnswerBankLog", "AnswerRevision", "CandidateRow", "ConversationLog", "ConversationSummary",
-    "Job", "JobLog", "Log", "MaintenanceLog", "Publication", "RatingRecord", "RoundExample", "RoundLog",
-    "RoundPrompt", "RoundRecord", "TrainingExample", "Turn", "TurnFacets", "TurnRecord", "backend_class",
-    "describe_log", "open_log", "open_postgres", "open_sqlite", "utc_now",
+    "HANDOFF_REASONS", "HANDOFF_STATUSES", "SCHEMA_VERSION", "AnswerBankLog", "AnswerRevision", "CandidateRow",
+    "ConversationLog", "ConversationSummary", "Handoff", "HandoffLog", "Job", "JobLog", "Log", "MaintenanceLog",
+    "Publication", "RatingRecord", "RoundExample", "RoundLog", "RoundPrompt", "RoundRecord", "TrainingExample",
+    "Turn", "TurnFacets", "TurnRecord", "VersionHandoffs", "backend_class", "describe_log", "open_log",
+    "open_postgres", "open_sqlite", "utc_now",
 ]
 
 

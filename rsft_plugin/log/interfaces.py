@@ -15,6 +15,7 @@ from .records import (
     AnswerRevision,
     CandidateRow,
     ConversationSummary,
+    Handoff,
     Job,
     Publication,
     RatingRecord,
@@ -25,10 +26,11 @@ from .records import (
     Turn,
     TurnFacets,
     TurnRecord,
+    VersionHandoffs,
 )
 
 IsAlive = Callable[[int | None], bool]
-COUNTED = ("turns", "ratings", "rounds", "round_prompts", "round_candidates")  # what count() and backup() count
+COUNTED = ("turns", "ratings", "rounds", "round_prompts", "round_candidates", "handoffs")  # count(), backup()
 
 
 def utc_now() -> str:
@@ -84,7 +86,7 @@ class ConversationLog(Protocol):
         """Every turn, oldest first, read in batches."""
 
     def count(self, table: str) -> int:
-        """Rows of turns | ratings | rounds | round_prompts | round_candidates (ValueError otherwise)."""
+        """Rows of turns | ratings | rounds | round_prompts | round_candidates | handoffs (ValueError otherwise)."""
 
 
 @runtime_checkable
@@ -145,7 +147,8 @@ class MaintenanceLog(Protocol):
     """Privacy and safety: retention, forgetting a customer, online backup."""
 
     def forget(self, sender_id: str) -> dict[str, int]:
-        """Delete a sender's turns, ratings and their traces in rounds; counts of turns/ratings/round_prompts."""
+        """Delete a sender's turns, ratings, hand-offs and their traces in rounds; counts of
+        turns/ratings/round_prompts/handoffs."""
 
     def redact_older_than(self, cutoff: str, redact: Callable[[str], str]) -> int: ...
 
@@ -178,7 +181,44 @@ class JobLog(Protocol):
 
 
 @runtime_checkable
-class Log(ConversationLog, RoundLog, AnswerBankLog, MaintenanceLog, JobLog, Protocol):
+class HandoffLog(Protocol):
+    """Requests to talk to a person: recorded by the bot, worked through by operators in the console."""
+
+    def open_handoff(self, sender_id: str, reason: str, model_version: str | None) -> Handoff:
+        """Record a new open hand-off (contact pending). Raises ValueError for a reason not in HANDOFF_REASONS."""
+
+    def set_handoff_contact(self, handoff_id: int, contact: str | None) -> Handoff:
+        """The customer's email (`contact_state` given), or None: they declined (declined).
+
+        Raises:
+            KeyError: no such hand-off.
+        """
+
+    def move_handoff(self, handoff_id: int, status: str, by: str) -> Handoff:
+        """Take (open -> taken) or close (open | taken -> closed) a hand-off, stamping who and when.
+
+        Raises:
+            KeyError: no such hand-off.  ValueError: not a status.  Conflict: not allowed from its current status.
+        """
+
+    def handoff(self, handoff_id: int) -> Handoff | None: ...
+
+    def handoffs(self, status: str | None = None, sender_id: str | None = None, limit: int = 100) -> list[Handoff]:
+        """Newest first; `status` None means every status. Raises ValueError for an unknown status."""
+
+    def handoff_counts(self) -> dict[str, int]:
+        """How many hand-offs are in each status (every status, 0 included)."""
+
+    def handoffs_by_version(self, unanswered_key: str) -> list[VersionHandoffs]:
+        """Per model version (every version with a turn or a hand-off, by name): its hand-offs and the turns it
+        answered (turns whose reply_key is not `unanswered_key`)."""
+
+    def redact_handoff_contacts_older_than(self, cutoff: str, redact: Callable[[str], str]) -> int:
+        """Apply `redact` to the contact of hand-offs recorded before `cutoff` (once each); returns how many."""
+
+
+@runtime_checkable
+class Log(ConversationLog, RoundLog, AnswerBankLog, MaintenanceLog, JobLog, HandoffLog, Protocol):
     """The whole log, as one backend provides it."""
 
     def close(self) -> None: ...

@@ -15,6 +15,9 @@ JOB_ACTIVE = ("queued", "running")
 JOB_DONE = ("finished", "failed")
 ABANDONED = "its process ended without finishing (killed or crashed)"
 ROUND_ABANDONED = "the round's process ended without finishing (killed or crashed)"
+HANDOFF_REASONS = ("asked", "repeated_thumbs_down", "low_score")
+HANDOFF_STATUSES = ("open", "taken", "closed")
+CONTACT_STATES = ("pending", "given", "declined")  # asked for and not answered yet | an email | the customer said no
 
 
 class Record:
@@ -285,3 +288,41 @@ class Job(Record):
     @property
     def active(self) -> bool:
         return self.status in JOB_ACTIVE
+
+
+# ---- hand-offs to a person ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Handoff(Record):
+    """A customer's request to talk to a person: why, which model was live, the queue status, the contact.
+
+    `reason` is one of HANDOFF_REASONS, `status` one of HANDOFF_STATUSES (open -> taken -> closed, or open ->
+    closed), `contact_state` one of CONTACT_STATES. `contact` is the customer's email (personal data).
+    """
+
+    id: int
+    sender_id: str
+    reason: str
+    status: str
+    created_at: str
+    model_version: str | None = None
+    contact: str | None = None
+    contact_state: str = "pending"
+    taken_by: str | None = None
+    taken_at: str | None = None
+    closed_by: str | None = None
+    closed_at: str | None = None
+
+
+@dataclass(frozen=True)
+class VersionHandoffs(Record):
+    """Hand-offs requested while a model version was live, against the turns it answered (a live signal)."""
+
+    model_version: str
+    handoffs: int
+    answered_turns: int
+
+    @property
+    def per_100_answers(self) -> float | None:
+        return 100.0 * self.handoffs / self.answered_turns if self.answered_turns else None

@@ -10,11 +10,11 @@ import asyncio
 import logging
 from typing import Any
 
-from rasa_sdk import Action, Tracker
-from rasa_sdk.events import FollowupAction
+from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from rsft_plugin import runtime
+from rsft_plugin import handoff, runtime
 from rsft_plugin.assistant import Reply
 from rsft_plugin.conversation_sessions import SESSION_START_ACTION, should_start_new_session
 from rsft_plugin.errors import RatingRefused
@@ -43,6 +43,11 @@ def _session_boundary(tracker: Tracker) -> list:
     return []
 
 
+def _offers_person(domain: dict[str, Any]) -> bool:
+    """Only a bot whose domain has the hand-off (ours; not every `rsft init-rasa` bot) gets "Talk to a person"."""
+    return handoff.HANDOFF_ACTION in ((domain or {}).get("actions") or [])
+
+
 class ActionAnswer(Action):
     """Answer the customer's question from the live response model, with 👍/👎 buttons."""
 
@@ -53,7 +58,7 @@ class ActionAnswer(Action):
         message = tracker.latest_message or {}
         # The model is CPU-bound: answer in a worker thread so the server keeps accepting requests.
         reply = await asyncio.to_thread(runtime.assistant().answer, tracker.sender_id,
-                                        message.get("message_id"), message.get("text") or "")
+                                        message.get("message_id"), message.get("text") or "", _offers_person(domain))
         _send(dispatcher, reply)
         return _session_boundary(tracker)
 
@@ -66,10 +71,56 @@ class ActionRate(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list:
         try:
-            reply = await asyncio.to_thread(runtime.assistant().rate, tracker.sender_id,
-                                            _entity(tracker, "turn_id"), _entity(tracker, "score"))
+            reply = await asyncio.to_thread(runtime.assistant().rate, tracker.sender_id, _entity(tracker, "turn_id"),
+                                            _entity(tracker, "score"), _offers_person(domain))
         except RatingRefused as refused:
             log.info("rating refused for %s: %s", tracker.sender_id, refused)
             reply = Reply(f"Sorry, I couldn't record that rating: {refused}.")
         _send(dispatcher, reply)
         return _session_boundary(tracker)
+
+
+class ActionHandoff(Action):
+    """Record the customer's request to talk to a person (why: the `reason` entity of a button), before the
+    `handoff_form` asks for the email the promise needs."""
+
+    def name(self) -> str:
+        return handoff.HANDOFF_ACTION
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list:
+        recorded = await asyncio.to_thread(runtime.handoff_desk().request, tracker.sender_id,
+                                           _entity(tracker, "reason"))
+        dispatcher.utter_message(text=handoff.RECORDED)
+        return [SlotSet("handoff_id", recorded.id), SlotSet("contact", None), SlotSet("contact_declined", None)]
+
+
+class ValidateHandoffForm(FormValidationAction):
+    """Check the reply to "which email?": an email fills `contact`; "no"/"cancel" ends the form declined; anything
+    else is explained and asked again."""
+
+    def name(self) -> str:
+        return "validate_handoff_form"
+
+    def validate_contact(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                         domain: dict[str, Any]) -> dict[str, Any]:
+        answer = handoff.read_contact(value)
+        if answer.kind == "email":
+            return {"contact": answer.email}
+        if answer.kind == "declined":  # requested_slot None ends the form with contact still empty
+            return {"contact": None, "contact_declined": True, "requested_slot": None}
+        dispatcher.utter_message(text=handoff.INVALID_CONTACT)
+        return {"contact": None}
+
+
+class ActionHandoffDone(Action):
+    """Store the email (or that the customer declined) on the hand-off and say honestly what happens next."""
+
+    def name(self) -> str:
+        return "action_handoff_done"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list:
+        contact = tracker.get_slot("contact")
+        text = await asyncio.to_thread(runtime.handoff_desk().record_contact, tracker.sender_id,
+                                       tracker.get_slot("handoff_id"), contact if isinstance(contact, str) else None)
+        dispatcher.utter_message(text=text)
+        return [SlotSet("handoff_id", None), SlotSet("contact", None), SlotSet("contact_declined", None)]

@@ -8,6 +8,10 @@ it) and every training-data file under `data/`. So rsft writes files of its own 
     data/rsft/rules.yml     ask_question and nlu_fallback -> action_answer, rate -> action_rate, out_of_scope -> refusal
     rsft.yml                rsft's own config with explicit paths (state in .rsft/)
 
+rsft's hand-off to a person (intent human_handoff, handoff_form, action_handoff) is not added: a bot may hand over
+in its own way, and rsft adds no slots or forms to a foreign domain. The actions see that the domain has no
+`action_handoff` and offer no "Talk to a person" button (rsft_plugin/rasa/actions.py).
+
 Two files exist once per bot, so rsft adds to them only what is missing: `endpoints.yml` gets an `action_endpoint`
 when it has none (appended; the rest of the file is left as it is), and with `channel=True` `credentials.yml` names
 our REST channel (rsft_plugin.rasa.channels.RestWithFallback), which replaces Rasa's `rest:` entry (both serve

@@ -5,6 +5,9 @@
   (Rasa's own channel would answer some of these with a 500), and so does JSON nested too deeply to parse
   (Python's parser raises RecursionError) and a sender id that is not 1 to 128 printable characters (Rasa
   stores the sender id in every tracker row: a 1 MB id made a 16.8 MB tracker).
+* A message with no visible text (empty, spaces, zero-width or control characters) never reaches NLU, which would
+  classify it as some intent with confidence ("" got "You're welcome!"): the customer is asked to type their
+  question (the domain's `utter_empty_message`, or a plain request).
 * When a message produced no bot message at all — the action server was down or crashed mid-request, and Rasa
   logged the error and carried on — the customer gets the trained domain's `utter_default` instead of silence
   (or the channel's `fallback_text:` setting in credentials.yml, or a plain apology).
@@ -30,12 +33,18 @@ MAX_SENDER_CHARS = 128  # the chat page's ids are UUIDs (36 characters)
 
 
 DEFAULT_FALLBACK_TEXT = "Sorry, I can't answer right now. Please try again in a moment."
+DEFAULT_EMPTY_TEXT = "I didn't get any text there. Please type your question."
 
 
-def domain_fallback_text(app: Any) -> str | None:
-    """The text of `utter_default` in the model Rasa is serving, if it has one."""
+def has_no_text(text: Any) -> bool:
+    """Nothing a person could read: empty, or only spaces, control and invisible (format) characters."""
+    return not isinstance(text, str) or all(ch.isspace() or not ch.isprintable() for ch in text)
+
+
+def domain_fallback_text(app: Any, response: str = "utter_default") -> str | None:
+    """The text of `response` (default: `utter_default`) in the model Rasa is serving, if it has one."""
     domain = getattr(getattr(getattr(app, "ctx", None), "agent", None), "domain", None)
-    for variant in (getattr(domain, "responses", None) or {}).get("utter_default") or []:
+    for variant in (getattr(domain, "responses", None) or {}).get(response) or []:
         if isinstance(variant, dict) and isinstance(variant.get("text"), str) and variant["text"].strip():
             return variant["text"].strip()
     return None
@@ -63,8 +72,12 @@ class RestWithFallback(RestInput):
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         async def answer_or_fall_back(message: UserMessage) -> None:
-            await on_new_message(message)
             collector = message.output_channel
+            if has_no_text(message.text):
+                text = domain_fallback_text(self._app, "utter_empty_message") or DEFAULT_EMPTY_TEXT
+                await collector.send_text_message(message.sender_id, text)
+                return
+            await on_new_message(message)
             if isinstance(collector, CollectingOutputChannel) and not collector.messages:
                 await collector.send_text_message(message.sender_id, self.fallback_text)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from .bank import PostgresAnswerBank
 from .base import utc_now
 from .conversations import PostgresConversations
+from .handoffs import PostgresHandoffs
 from .jobs import PostgresJobs
 from .maintenance import BackupFailed, PostgresMaintenance
 from .migrations import SCHEMA_VERSION
@@ -18,7 +19,8 @@ from .rounds import PostgresRounds
 __all__ = ["SCHEMA_VERSION", "BackupFailed", "PostgresLog", "utc_now"]
 
 
-class PostgresLog(PostgresConversations, PostgresRounds, PostgresAnswerBank, PostgresMaintenance, PostgresJobs):
+class PostgresLog(PostgresConversations, PostgresRounds, PostgresAnswerBank, PostgresMaintenance, PostgresJobs,
+                  PostgresHandoffs):
     """Every part of the log over one PostgreSQL connection (thread-safe; one per process)."""
 
     def __enter__(self) -> PostgresLog:

@@ -22,7 +22,8 @@ class BackupFailed(OSError):
 
 class PostgresMaintenance(PostgresBase):
     def forget(self, sender_id: str) -> dict[str, int]:
-        """Delete a customer's turns and ratings, and every trace of them in recorded rounds, in one transaction.
+        """Delete a customer's turns, ratings and hand-offs (with their contact), and every trace of them in recorded
+        rounds, in one transaction.
 
         The sender's lock keeps their ratings from landing between the deletes; turns they log meanwhile are
         deleted too when committed before the DELETE runs, else kept (as if logged after the forget)."""
@@ -33,8 +34,9 @@ class PostgresMaintenance(PostgresBase):
             turn_ids = [row["id"] for row in cursor.execute(
                 "DELETE FROM turns WHERE sender_id = %s RETURNING id", [sender_id])]
             cursor.execute("DELETE FROM rating_attempts WHERE sender_id = %s", [sender_id])
+            handoffs = cursor.execute("DELETE FROM handoffs WHERE sender_id = %s", [sender_id]).rowcount
             prompts = self._forget_in_rounds(cursor, turn_ids)
-        return {"turns": len(turn_ids), "ratings": ratings, "round_prompts": prompts}
+        return {"turns": len(turn_ids), "ratings": ratings, "round_prompts": prompts, "handoffs": handoffs}
 
     @staticmethod
     def _forget_in_rounds(cursor: psycopg.Cursor, turn_ids: list[str]) -> int:

@@ -12,6 +12,7 @@ Tables (open the file in Datasette or `sqlite-utils` as it is):
     answer_revisions  every edit of the answer bank made in the console
     bank_publications publications of the edited answer bank
     jobs              long work started from the web or the CLI (rounds, publications): queued/running/finished/failed
+    handoffs          requests to talk to a person: sender, reason, live version, open/taken/closed, the contact
     meta              schema version
 """
 
@@ -22,7 +23,7 @@ from contextlib import AbstractContextManager
 
 import sqlite_utils
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def migrate(db: sqlite_utils.Database, transaction: Callable[[], AbstractContextManager[None]]) -> None:
@@ -126,4 +127,16 @@ def _schema_5(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_rating_attempts_at ON rating_attempts (at)")
 
 
-_MIGRATIONS = {1: _schema_1, 2: _schema_2, 3: _schema_3, 4: _schema_4, 5: _schema_5}
+def _schema_6(db: sqlite_utils.Database) -> None:
+    """Hand-offs: every request to talk to a person, as the operators' queue (open -> taken -> closed)."""
+    db.execute("""CREATE TABLE handoffs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, sender_id TEXT NOT NULL, reason TEXT NOT NULL,
+        status TEXT NOT NULL, created_at TEXT NOT NULL, model_version TEXT, contact TEXT,
+        contact_state TEXT NOT NULL DEFAULT 'pending', contact_redacted INTEGER NOT NULL DEFAULT 0,
+        taken_by TEXT, taken_at TEXT, closed_by TEXT, closed_at TEXT)""")
+    db.execute("CREATE INDEX idx_handoffs_status ON handoffs (status, created_at)")
+    db.execute("CREATE INDEX idx_handoffs_sender ON handoffs (sender_id)")
+    db.execute("CREATE INDEX idx_handoffs_version ON handoffs (model_version)")
+
+
+_MIGRATIONS = {1: _schema_1, 2: _schema_2, 3: _schema_3, 4: _schema_4, 5: _schema_5, 6: _schema_6}

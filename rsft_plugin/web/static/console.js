@@ -279,11 +279,23 @@
           h("details", { class: "alternatives", open: true }, h("summary", null, "Top-" + (t.top_k || []).length + " alternatives · p " + pct(t.probability) +
             (typeof t.latency_ms === "number" ? " · " + Math.round(t.latency_ms) + " ms" : "")), alternatives));
       });
+      var handoffs = (data.handoffs || []).map(function (x) {
+        var contact = x.contact_state === "given" ? "reply to " + x.contact : x.contact_state === "declined" ? "declined to give an email" : "no email given (yet)";
+        return h("article", { class: "card handoff-note", "data-handoff-id": x.id },
+          h("header", { class: "turn-head" },
+            h("span", { class: "turn-no", text: "Hand-off #" + x.id }),
+            h("span", { class: "muted", text: when(x.created_at) }),
+            h("span", { class: "badge status-" + x.status, text: x.status }),
+            x.model_version ? h("span", { class: "badge version", text: x.model_version }) : null),
+          h("p", { text: "Asked for a person (" + x.reason.replace(/_/g, " ") + ") · " + contact + (x.taken_by ? " · taken by " + x.taken_by : "") }),
+          h("p", null, h("a", { href: "/console/handoffs" }, "Hand-off queue →")));
+      });
       render(h("p", { class: "summary" },
         h("span", { text: data.turns.length + " turns · " + when(data.first_at) + " – " + when(data.last_at) }),
         h("span", { text: "👍 " + data.up + "  👎 " + data.down }),
         h("span", { text: "versions " + data.versions.join(", ") }),
         h("span", { class: "muted mono", text: data.sender_id })),
+        handoffs,
         turns,
         h("p", null, h("a", { href: "/console/inbox" }, "← Back to the inbox")));
     }, failed);
@@ -483,6 +495,8 @@
           h("td", null, v.round_id !== null ? h("a", { href: "/console/rounds/" + v.round_id }, "Round " + v.round_id) : "–"),
           h("td", { class: "num", text: pct(v.heldout_accuracy) }),
           h("td", { class: "num", text: v.n_answers }),
+          h("td", { class: "num handoff-rate", title: v.handoffs + " hand-offs / " + v.answered_turns + " answered turns",
+                    text: (typeof v.handoffs_per_100 === "number" ? v.handoffs_per_100.toFixed(1) : "–") + " (" + v.handoffs + ")" }),
           h("td", { class: "notes", text: v.notes }),
           h("td", { class: "actions" }, v.live ? null : h("button", { type: "button", class: "secondary small promote", onclick: function () {
             act("Promote " + v.name + "?", v.name + " becomes the live model for every customer (now " + data.live + ").", "Promote", "/api/models/" + encodeURIComponent(v.name) + "/promote");
@@ -497,7 +511,7 @@
             act("Roll back to " + data.previous + "?", data.previous + " becomes live again instead of " + data.live + ".", "Roll back", "/api/models/rollback", {});
           } }, data.previous ? "Rollback to " + data.previous : "Rollback"),
           h("span", { class: "muted", text: "Live: " + (data.live || "none") })),
-        section("Versions", table(["Version", "Created", "Parent", "Made by", "Held-out", "Answers", "Notes", ""], rows, "models")),
+        section("Versions", table(["Version", "Created", "Parent", "Made by", "Held-out", "Answers", "Hand-offs /100 answers", "Notes", ""], rows, "models")),
         section("Live pointer history", history.length ? table(["When", "Change", "Why"], history, "compact") : h("p", { class: "muted", text: "No changes yet." })));
     }
   }
@@ -506,7 +520,8 @@
   function viewExport() {
     var items = [
       ["training-examples", "Accepted training examples", "Every accepted (prompt, answer) pair of every round, with its reward parts (similarity, rating, q, acceptance probability) and provenance (turn ids, sampling version, rule)."],
-      ["conversations", "Conversation log", "Every logged turn: question, answer, topic, model version, score and rating."]
+      ["conversations", "Conversation log", "Every logged turn: question, answer, topic, model version, score and rating."],
+      ["handoffs", "Hand-offs", "Every request to talk to a person: reason, live model version, status, who took it, and the contact (redacted)."]
     ];
     render(h("p", { class: "muted", text: "Customer text is redacted on the way out (emails, phone numbers, card numbers, IBANs, postal codes)." }),
       items.map(function (item) {
@@ -517,7 +532,8 @@
   }
 
   var VIEWS = { inbox: viewInbox, conversation: viewConversation, answers: viewAnswers, rounds: viewRounds,
-                round: viewRound, models: viewModels, export: viewExport };
+                round: viewRound, models: viewModels, export: viewExport,
+                handoffs: function () {} };  // rendered on the server (templates/handoffs.html)
   (VIEWS[view] || function () { render(h("p", { text: "Unknown page." })); })();
   pollStatus();
 })();
