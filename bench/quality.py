@@ -88,7 +88,7 @@ from .common import (
     write_world,
 )
 
-ALWAYS_PROMOTE = {"min_improvement": -1.0, "topic_tolerance": 1.0, "rated_tolerance": 1.0}
+ALWAYS_PROMOTE = {"level": 1.0, "topic_level": 0.0, "rated_level": 0.0}
 
 FULL = {"traffic": 600, "heldout": 400, "rounds": 5, "noise": [0.0, 0.2, 0.4], "rasa_epochs": 100, "sections": {}}
 SMOKE = {"traffic": 40, "heldout": 20, "rounds": 2, "noise": [0.2], "rasa_epochs": 1,
