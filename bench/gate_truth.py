@@ -80,3 +80,45 @@ def total(summaries: list[dict[str, Any]]) -> dict[str, Any]:
             for key, value in (summary.get(name) or {}).items():
                 out[name][key] += value
     return out
+
+
+def rejudge(result: dict[str, Any], config: GateConfig) -> dict[str, Any]:
+    """Every recorded round of a quality.json judged again under `config`: the summary per dataset and noise."""
+    out: dict[str, Any] = {}
+    for name, entry in result["datasets"].items():
+        for method in entry["methods"].values():
+            if "rounds" not in method or method.get("noise") is None:
+                continue
+            rounds = [{**r, "gate_verdicts": _rejudged(r, config)} for r in method["rounds"]]
+            out.setdefault(f"{name}@{method['noise']:g}", []).append(summarize(rounds))
+    return {where: total(summaries) for where, summaries in out.items()}
+
+
+def _rejudged(row: dict[str, Any], config: GateConfig) -> dict[str, Any]:
+    if not row.get("gate_evidence"):
+        return {}
+    verdict = judge(GateEvidence.from_dict(row["gate_evidence"]), config)
+    return {**row["gate_verdicts"], "default": {"promote": verdict.promote, "reason": verdict.reason}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+    from pathlib import Path
+
+    from rsft_plugin.config import parse_overrides
+
+    parser = argparse.ArgumentParser(prog="python -m bench.gate_truth",
+                                     description="Judge a quality.json's rounds again under other gate settings.")
+    parser.add_argument("quality_json", type=Path)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="gate.KEY=VALUE",
+                        help="a gate setting to judge with instead of the default, e.g. --set gate.level=0.1")
+    args = parser.parse_args(argv)
+    config = GateConfig(**parse_overrides(args.overrides).get("gate", {}))
+    result = json.loads(args.quality_json.read_text(encoding="utf-8"))
+    print(json.dumps(rejudge(result, config), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -304,7 +304,7 @@ class _DatasetBench:
                 "round": number, "status": result.status, "reason": result.reason, "accuracy": accuracy,
                 "live_accuracy": gate.get("live_accuracy"), "candidate_accuracy": gate.get("candidate_accuracy"),
                 "default_gate_promotes": verdicts["default"]["promote"] if verdicts else None,
-                "gate_verdicts": verdicts, "truth_live_accuracy": truth_live,
+                "gate_verdicts": verdicts, "gate_evidence": gate.get("evidence"), "truth_live_accuracy": truth_live,
                 "truth_candidate_accuracy": truth_candidate,
                 "truth_gain": None if truth_candidate is None or truth_live is None else truth_candidate - truth_live,
                 "served_accuracy": fed["served_accuracy"],
