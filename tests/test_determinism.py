@@ -103,3 +103,16 @@ def test_the_same_conversations_logged_twice_give_the_same_round(tmp_path, pretr
     answers = [[a.key for a in load_version(Registry(c.paths.models_dir).live_path(), c.model).answer_many(
         [q.question for q in heldout])] for c in configs]
     assert answers[0] == answers[1]  # the same fine-tuned model
+
+
+def test_one_generator_per_query_or_one_shared():
+    import numpy as np
+
+    from rsft_plugin.models.base import generators_for
+
+    shared = np.random.default_rng(0)
+    assert generators_for(shared, 3) == [shared] * 3
+    own = [np.random.default_rng(i) for i in range(2)]
+    assert generators_for(own, 2) == own
+    with pytest.raises(ValueError, match="3 random generators for 2 queries"):
+        generators_for([np.random.default_rng(i) for i in range(3)], 2)
