@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,11 @@ class Dataset:
     heldout: list[tuple[str, str]]  # never trained on; the gate and the accuracy numbers use them
     source: str
     split_note: str
+    truth: list[tuple[str, str]] = field(default_factory=list)  # neither traffic nor held-out: judges the gate
+
+    @property
+    def truth_questions(self) -> list[GoldenQuestion]:
+        return [GoldenQuestion(text, label, "truth") for text, label in self.truth]
 
     @property
     def heldout_questions(self) -> list[GoldenQuestion]:
@@ -73,6 +78,7 @@ class Dataset:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "answer_bank": self.bank_source,
                 "intents": len(self.bank), "traffic": len(self.traffic), "heldout": len(self.heldout),
+                "truth": len(self.truth),
                 "split": self.split_note}
 
 
@@ -82,8 +88,10 @@ def resolve_datasets_dir(value: str | Path) -> Path:
     return (path if path.is_absolute() else REPO / path).resolve()
 
 
-def load_dataset(name: str, datasets_dir: Path, n_traffic: int, n_heldout: int, seed: int) -> Dataset:
-    """Read one dataset and draw its fixed traffic / held-out split (exact duplicate questions dropped first).
+def load_dataset(name: str, datasets_dir: Path, n_traffic: int, n_heldout: int, seed: int,
+                 n_truth: int = 0) -> Dataset:
+    """Read one dataset and draw its fixed traffic / held-out split (exact duplicate questions dropped first), and
+    up to `n_truth` further questions, in neither, that judge the gate (drawn after, so the split does not move).
 
     Raises:
         BenchError: unknown name or missing files.
@@ -95,6 +103,7 @@ def load_dataset(name: str, datasets_dir: Path, n_traffic: int, n_heldout: int, 
         order = rng.permutation(len(rows))
         heldout = [rows[i] for i in order[:n_heldout]]
         traffic = [rows[i] for i in order[n_heldout:n_heldout + n_traffic]]
+        truth = [rows[i] for i in order[n_heldout + n_traffic:n_heldout + n_traffic + n_truth]]
         source, note = str(datasets_dir / BITEXT_FILE), f"one file, shuffled with seed {seed}: held-out first"
     elif name == "banking77":
         bank_path = BENCH / "banking77_answers.yml"
@@ -103,25 +112,30 @@ def load_dataset(name: str, datasets_dir: Path, n_traffic: int, n_heldout: int, 
         seen = {_key(t) for t, _ in train}
         test = [row for row in test if _key(row[0]) not in seen]
         traffic = [train[i] for i in rng.permutation(len(train))[:n_traffic]]
-        heldout = [test[i] for i in rng.permutation(len(test))[:n_heldout]]
-        source = f"{datasets_dir / BANKING_TRAIN} (traffic), {datasets_dir / BANKING_TEST} (held-out)"
+        test_order = rng.permutation(len(test))
+        heldout = [test[i] for i in test_order[:n_heldout]]
+        truth = [test[i] for i in test_order[n_heldout:n_heldout + n_truth]]
+        source = f"{datasets_dir / BANKING_TRAIN} (traffic), {datasets_dir / BANKING_TEST} (held-out, truth)"
         note = f"official train/test files, each subsampled with seed {seed}"
     elif name == "golden":
         bank_path = REPO / "data" / "answers.yml"
         rows = list(csv.DictReader((REPO / "data" / "golden.csv").open(newline="", encoding="utf-8")))
         train = [(r["question"], r["topic"]) for r in rows if r["split"] == "train"]
         test = [(r["question"], r["topic"]) for r in rows if r["split"] == "heldout"]
-        traffic = [train[i] for i in rng.permutation(len(train))[:n_traffic]]
-        heldout = [test[i] for i in rng.permutation(len(test))[:n_heldout]]
+        train_order, test_order = rng.permutation(len(train)), rng.permutation(len(test))
+        traffic = [train[i] for i in train_order[:n_traffic]]
+        heldout = [test[i] for i in test_order[:n_heldout]]
+        # small: every question of the set that is neither traffic nor held-out
+        truth = ([test[i] for i in test_order[n_heldout:]] + [train[i] for i in train_order[n_traffic:]])[:n_truth]
         source, note = str(REPO / "data" / "golden.csv"), "the golden set's own train / heldout splits"
     else:
         raise BenchError(f"unknown dataset {name!r}; known: {list(DATASETS)}")
     bank = load_answer_bank(bank_path)
     known = set(bank.topics)
-    unknown = {label for _, label in traffic + heldout} - known
+    unknown = {label for _, label in traffic + heldout + truth} - known
     if unknown:
         raise BenchError(f"{name}: labels without an answer in {bank_path}: {sorted(unknown)[:5]}")
-    return Dataset(name, bank, str(bank_path.relative_to(REPO)), traffic, heldout, source, note)
+    return Dataset(name, bank, str(bank_path.relative_to(REPO)), traffic, heldout, source, note, truth)
 
 
 def _key(text: str) -> str:

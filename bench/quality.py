@@ -24,8 +24,10 @@ Methods, per dataset (noise-free ones once, each rule of bench/common.RULES once
 
 naive and oracle see what a round sees: the chunk's questions plus a replay of up to `collect.replay` earlier
 traffic questions, and start from their own previous model. The rounds run with a gate that always promotes
-(min_improvement -1, topic and rating tolerances 1), so every method is measured on every round; whether the
-product's default gate would have promoted the round is recorded next to it.
+(gate.level 1, topic and rating checks off), so every method is measured on every round; whether the product's
+default gate (and the older threshold gate) would have promoted the round is recorded next to it, and judged
+against truth: each candidate and its parent are scored on `--truth` further questions that are neither traffic
+nor held-out (bench/gate_truth.py).
 
 Methods are independent jobs; `--jobs N` runs N of them at once in worker processes with one torch thread each
 (on 2 shared cores this finishes sooner than one process with two threads, whose OpenMP threads spin-wait for
@@ -50,25 +52,24 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from rsft_plugin import runtime
-from rsft_plugin.config import Config, GateConfig, parse_overrides
+from rsft_plugin.config import Config, parse_overrides
 from rsft_plugin.errors import ConfigError
 from rsft_plugin.evaluate import evaluate
 from rsft_plugin.log import RoundLog
-from rsft_plugin.models import pretrained_policy
+from rsft_plugin.models import load_version, pretrained_policy
 from rsft_plugin.parts import Parts, build_parts
 from rsft_plugin.rounds import run_round
 from rsft_plugin.stages.collect import replay_sample
 from rsft_plugin.stages.finetune import finetune
-from rsft_plugin.stages.gate import _refusals  # the gate's own verdict logic, applied to the recorded numbers
 from rsft_plugin.stages.records import TrainingPair
 from rsft_plugin.text import clean_text
 
+from . import gate_truth
 from .common import (
     DATASETS,
     DEFAULT_DATASETS,
@@ -88,10 +89,11 @@ from .common import (
     write_world,
 )
 
-ALWAYS_PROMOTE = {"min_improvement": -1.0, "topic_tolerance": 1.0, "rated_tolerance": 1.0}
+ALWAYS_PROMOTE = {"level": 1.0, "topic_level": 0.0, "rated_level": 0.0}
 
-FULL = {"traffic": 600, "heldout": 400, "rounds": 5, "noise": [0.0, 0.2, 0.4], "rasa_epochs": 100, "sections": {}}
-SMOKE = {"traffic": 40, "heldout": 20, "rounds": 2, "noise": [0.2], "rasa_epochs": 1,
+FULL = {"traffic": 600, "heldout": 400, "truth": 1000, "rounds": 5, "noise": [0.0, 0.2, 0.4], "rasa_epochs": 100,
+        "sections": {}}
+SMOKE = {"traffic": 40, "heldout": 20, "truth": 100, "rounds": 2, "noise": [0.2], "rasa_epochs": 1,
          # a few dozen questions: lower the product's minimums so rounds train instead of stopping, and cap epochs
          "sections": {"collect": {"min_prompts": 5}, "reject": {"min_accepted": 3}, "finetune": {"max_epochs": 1}}}
 
@@ -105,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="where quality.json and PNGs go")
     parser.add_argument("--traffic", type=int, help=f"traffic questions per dataset (full: {FULL['traffic']})")
     parser.add_argument("--heldout", type=int, help=f"held-out questions per dataset (full: {FULL['heldout']})")
+    parser.add_argument("--truth", type=int, help=f"questions (neither traffic nor held-out) that judge the gate "
+                                                  f"(full: {FULL['truth']}; fewer where the dataset has fewer)")
     parser.add_argument("--rounds", type=int, help=f"rounds (full: {FULL['rounds']})")
     parser.add_argument("--noise", help="comma-separated rating flip probabilities (full: 0,0.2,0.4)")
     parser.add_argument("--rasa-epochs", type=int, help="DIET/ResponseSelector epochs (full: 100, Rasa's default)")
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-work", action="store_true", help="keep the temporary rsft installations")
     args = parser.parse_args(argv)
     sizes = dict(SMOKE if args.smoke else FULL)
-    for key in ("traffic", "heldout", "rounds", "rasa_epochs"):
+    for key in ("traffic", "heldout", "truth", "rounds", "rasa_epochs"):
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
     if args.noise is not None:
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     names = ["golden"] if args.smoke and args.only == ",".join(DATASETS) else args.only.split(",")
     if args.smoke:  # every loader still has to work, even though only the golden set is run
         for name in DATASETS:
-            loaded = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], args.seed)
+            loaded = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], args.seed, sizes["truth"])
             if len(loaded.traffic) != sizes["traffic"] or len(loaded.heldout) != sizes["heldout"]:
                 raise BenchError(f"{name}: the split has the wrong size")
     params = {**sizes, "datasets": names, "datasets_dir": str(datasets_dir), "seed": args.seed, "jobs": args.jobs,
@@ -150,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         jobs = []
         for name in names:
-            dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], args.seed)
+            dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], args.seed, sizes["truth"])
             zero_started = time.perf_counter()
             zero = evaluate(pretrained_policy(dataset.bank, Config().model), dataset.heldout_questions)
             result["datasets"][name] = {
@@ -163,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         write_json(out_json, result)
         for (name, key), method in _run_jobs(jobs, sizes, args.seed, datasets_dir, work, result, args.jobs):
             result["datasets"][name]["methods"].update(method if key == "rasa" else {key: method})
+            result["datasets"][name]["gate_vs_truth"] = gate_truth.total(
+                [m["gate_vs_truth"] for m in result["datasets"][name]["methods"].values() if "gate_vs_truth" in m])
             write_json(out_json, result)
         from .plots import plot_quality
 
@@ -218,7 +224,7 @@ def _exit_with(parent: int) -> None:
 def run_method(name: str, method: str, noise: float | None, sizes: dict[str, Any], seed: int, datasets_dir: Path,
                work: Path, zero_shot: float) -> dict[str, Any]:
     """One method on one dataset, start to finish (the unit the process pool runs)."""
-    dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], seed)
+    dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], seed, sizes["truth"])
     bench = _DatasetBench(dataset, sizes, seed, work, zero_shot)
     if method == "rasa":
         return bench.rasa()
@@ -281,6 +287,7 @@ class _DatasetBench:
         registry.set_live(registry.publish(self.pretrained, notes="pretrained").name, "bench")
         flips = self._flips(noise)
         accuracy = self.zero_shot
+        truth = self._truth_accuracy(self.pretrained)
         rounds = []
         for number, chunk in enumerate(self.chunks, start=1):
             fed = self._feed(config, chunk, flips, number)
@@ -288,13 +295,19 @@ class _DatasetBench:
             result = run_round(parts, show_bar=False)
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
             stats, gate = result.stats, result.stats.get("gate") or {}
-            if result.status == "promoted":
+            truth_live, truth_candidate = truth, None
+            if result.status == "promoted":  # every round promotes here: the candidate is the new live version
                 accuracy = gate["candidate_accuracy"]
+                truth = truth_candidate = self._truth_accuracy(load_version(registry.live_path(), config.model))
+            verdicts = gate_truth.verdicts(gate)
             rounds.append({
                 "round": number, "status": result.status, "reason": result.reason, "accuracy": accuracy,
                 "live_accuracy": gate.get("live_accuracy"), "candidate_accuracy": gate.get("candidate_accuracy"),
-                "default_gate_promotes": None if not gate else not _default_gate(gate),
-                "default_gate_refusals": _default_gate(gate), "served_accuracy": fed["served_accuracy"],
+                "default_gate_promotes": verdicts["default"]["promote"] if verdicts else None,
+                "gate_verdicts": verdicts, "gate_evidence": gate.get("evidence"), "truth_live_accuracy": truth_live,
+                "truth_candidate_accuracy": truth_candidate,
+                "truth_gain": None if truth_candidate is None or truth_live is None else truth_candidate - truth_live,
+                "served_accuracy": fed["served_accuracy"],
                 "flipped_ratings": int(flips[chunk].sum()), "prompts": stats.get("prompts"),
                 "trainable_prompts": stats.get("trainable_prompts"), "candidates": stats.get("candidates"),
                 "accepted": stats.get("accepted"), "acceptance_rate": stats.get("acceptance_rate"),
@@ -304,8 +317,15 @@ class _DatasetBench:
                 "stage_seconds": result.stage_seconds})
             self.log(f"{rule} noise {noise:g} round {number}: {result.status}, held-out {accuracy:.1%}, "
                      f"accepted {stats.get('accepted')} ({stats.get('acceptance_rate')}), "
-                     f"precision {rounds[-1]['precision']}, {seconds:.0f} s (+{fed['seconds']:.0f} s traffic)")
-        return {"method": rule, "noise": noise, "config": _config_sections(config), "rounds": rounds}
+                     f"precision {rounds[-1]['precision']}, {seconds:.0f} s (+{fed['seconds']:.0f} s traffic)"
+                     + _truth_note(rounds[-1]))
+        return {"method": rule, "noise": noise, "config": _config_sections(config), "rounds": rounds,
+                "gate_vs_truth": gate_truth.summarize(rounds)}
+
+    def _truth_accuracy(self, model: Any) -> float | None:
+        """Accuracy on the truth questions (None when the run has none)."""
+        questions = self.dataset.truth_questions
+        return evaluate(model, questions).accuracy if questions else None
 
     def _precision(self, log: RoundLog, round_id: int) -> float | None:
         """Share of the round's accepted (prompt, answer) pairs whose answer is the prompt's true intent.
@@ -404,13 +424,12 @@ def _merge(base: dict[str, dict[str, Any]], extra: dict[str, dict[str, Any]]) ->
     return merged
 
 
-def _default_gate(gate: dict[str, Any]) -> list[str]:
-    """Why the product's default gate (GateConfig()) would refuse this candidate; [] = it would promote it."""
-    if not gate:
-        return []
-    live, candidate = (SimpleNamespace(accuracy=gate[key]) for key in ("live_accuracy", "candidate_accuracy"))
-    return _refusals(live, candidate, gate["per_topic"], gate.get("rated_live"), gate.get("rated_candidate"),
-                     GateConfig())
+def _truth_note(row: dict[str, Any]) -> str:
+    if row.get("truth_gain") is None or not row.get("gate_verdicts"):
+        return ""
+    said = {name: "promote" if v["promote"] else "refuse" for name, v in row["gate_verdicts"].items()}
+    return (f"; truth {row['truth_live_accuracy']:.1%} -> {row['truth_candidate_accuracy']:.1%} "
+            f"({row['truth_gain']:+.1%}), default gate would {said['default']}, old gate would {said['old']}")
 
 
 def _config_sections(config: Config) -> dict[str, Any]:
@@ -447,6 +466,25 @@ def check_quality(result: dict[str, Any], smoke: bool) -> list[str]:
                     problems.append(f"{name}/{key} round {row['round']} ended {row['status']}: {row.get('reason')}")
                 if not 0 <= row["accuracy"] <= 1:
                     problems.append(f"{name}/{key} round {row['round']}: accuracy {row['accuracy']}")
+            problems += _check_gate_vs_truth(f"{name}/{key}", method, entry["dataset"].get("truth", 0))
+    return problems
+
+
+def _check_gate_vs_truth(where: str, method: dict[str, Any], truth: int) -> list[str]:
+    """A rounds method judged every promoted round against the truth set, and its counts add up."""
+    if method.get("method") not in RULES or not truth:
+        return []
+    promoted = [r for r in method["rounds"] if r["status"] == "promoted"]
+    problems = [f"{where} round {r['round']}: no truth judgement or gate verdicts" for r in promoted
+                if r.get("truth_gain") is None or set(r.get("gate_verdicts") or {}) != set(gate_truth.GATES)]
+    summary = method.get("gate_vs_truth") or {}
+    if summary.get("rounds") != len(promoted):
+        problems.append(f"{where}: gate vs truth judged {summary.get('rounds')} rounds, {len(promoted)} promoted")
+    for name in gate_truth.GATES:
+        counts = summary.get(name) or {}
+        if counts.get("refused_really_better", 0) > summary.get("really_better", 0) or \
+                counts.get("promoted_really_worse", 0) > summary.get("really_worse", 0):
+            problems.append(f"{where}: gate vs truth counts for the {name} gate do not add up: {counts}")
     return problems
 
 

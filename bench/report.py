@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import DEFAULT_RESULTS, REPO, RULES
+from .gate_truth import GATES, total
 
 DOC = REPO / "docs" / "benchmarks.md"
 LABELS = {
@@ -63,6 +64,7 @@ def quality_markdown(result: dict[str, Any], image_prefix: str) -> str:
     params = result["meta"]["params"]
     lines = [_meta_line(result["meta"]), ""]
     lines += _summary(result)
+    lines += _gate_vs_truth(result)
     for name, entry in result["datasets"].items():
         info = entry["dataset"]
         zero = entry.get("zero_shot", {}).get("accuracy")
@@ -99,6 +101,33 @@ def _summary(result: dict[str, Any]) -> list[str]:
     return [f"Held-out top-1 accuracy (%) after the last of {params['rounds']} rounds (Rasa: trained once on all "
             "traffic with gold labels); the best rule in bold.", "",
             *_table(header, rows, "ll" + "r" * (len(header) - 2))]
+
+
+def _gate_vs_truth(result: dict[str, Any]) -> list[str]:
+    """Per dataset and noise: how often the default (statistical) gate and the old threshold gate refused a round
+    that was really >= 1 point better on the truth set, or promoted one that was really >= 1 point worse."""
+    params = result["meta"]["params"]
+    rows = []
+    for name, entry in result["datasets"].items():
+        for noise in params["noise"]:
+            summaries = [m["gate_vs_truth"] for k, m in entry["methods"].items()
+                         if k.endswith(f"@{noise:g}") and "gate_vs_truth" in m]
+            if not summaries:
+                continue
+            t = total(summaries)
+            rows.append([name, f"{noise:g}", str(t["rounds"]), str(t["really_better"]), str(t["really_worse"]),
+                         *[f"{t[g]['promoted']} / {t[g]['refused_really_better']} / {t[g]['promoted_really_worse']}"
+                           for g in GATES]])
+    if not rows:
+        return []
+    truth = {n: e["dataset"].get("truth") for n, e in result["datasets"].items()}
+    return ["", f"**The gate against truth.** Every round of every rule, judged on questions that are neither "
+                f"traffic nor held-out ({', '.join(f'{n}: {k}' for n, k in truth.items())}): really better / worse "
+                "= the candidate's truth accuracy is at least 1 point above / below its parent's. Each gate column: "
+                "promoted / refused but really better / promoted but really worse (bench/gate_truth.py; the old "
+                "gate is the threshold rule before the statistical one).", "",
+            *_table(["dataset", "noise", "rounds", "really better", "really worse", "default gate", "old gate"],
+                    rows, "ll" + "r" * 5)]
 
 
 def _method_table(entry: dict[str, Any], noise: float, rounds: int) -> list[str]:

@@ -37,13 +37,18 @@ class EvalReport:
                               for t, s in sorted(self.per_topic.items())}}
 
 
+def answered_right(model: ResponsePolicy, questions: list[GoldenQuestion]) -> list[bool]:
+    """Per question (batched, as served): is the chosen reply's topic the labelled one? What paired tests need."""
+    answered = model.answer_many([clean_text(q.question) or "?" for q in questions])
+    return [result.topic == question.topic for question, result in zip(questions, answered, strict=True)]
+
+
 def evaluate(model: ResponsePolicy, questions: list[GoldenQuestion]) -> EvalReport:
     """Answer every question (batched) and count how often the chosen reply's topic is the labelled one."""
-    answered = model.answer_many([clean_text(q.question) or "?" for q in questions])  # as served
     hits: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for question, result in zip(questions, answered, strict=True):
+    for question, right in zip(questions, answered_right(model, questions), strict=True):
         hits[question.topic][1] += 1
-        hits[question.topic][0] += int(result.topic == question.topic)
+        hits[question.topic][0] += int(right)
     per_topic = {topic: TopicScore(c, t) for topic, (c, t) in hits.items()}
     return EvalReport(model.name, len(questions), sum(s.correct for s in per_topic.values()), per_topic)
 

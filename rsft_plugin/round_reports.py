@@ -63,7 +63,7 @@ def round_detail(parts: Parts, round_id: int, examples: int = 25) -> dict[str, A
     return {
         **_summary(row), "params": row.params, "stage_seconds": row.stage_seconds,
         "stats": {k: v for k, v in stats.items() if k not in ("gate", "acceptance_by_topic")},
-        "gate": {k: v for k, v in gate.items() if k != "per_topic"} or None,
+        "gate": {k: v for k, v in gate.items() if k not in ("per_topic", "evidence")} or None,
         "verdict": _verdict(row), "per_topic": per_topic, "acceptance_by_topic": acceptance,
         "accepted": {"total": accepted_total, "examples": accepted},
         "rejected": {"total": rejected_total, "examples": rejected},

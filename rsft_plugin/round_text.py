@@ -32,6 +32,8 @@ def describe_round(row: RoundRecord | None, round_id: int) -> str:
     if gate:
         lines.append(f"  held-out accuracy  {gate['live_accuracy']:.1%} (live) -> {gate['candidate_accuracy']:.1%} "
                      f"(candidate); kept-out ratings: {gate['rated_n']}")
+        for test in gate.get("tests", []):  # each paired test with its counts, p-value and level
+            lines.append(f"  gate test          {test}")
     if row.stage_seconds:
         lines.append("  seconds per stage  " + ", ".join(f"{k} {v:.1f}" for k, v in row.stage_seconds.items()))
     if stats.get("acceptance_by_topic"):

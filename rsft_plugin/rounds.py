@@ -33,13 +33,14 @@ from .models.encoder import embed, load_base_encoder
 from .parts import Parts
 from .stages.collect import collect_prompts
 from .stages.finetune import finetune
-from .stages.gate import gate
+from .stages.gate import describe, gate
 from .stages.promote import promote
-from .stages.records import GateResult, PromptSet, RejectOutcome, RoundStopped, TrainingPair
+from .stages.records import GateResult, PromptSet, RejectOutcome, RoundStopped, ScoredCandidate, TrainingPair
 from .stages.reject import reject
 from .stages.report import write_report
 from .stages.sample import sample_candidates
 from .stages.score import score_candidates
+from .stages.seeding import content_rng
 
 log = logging.getLogger(__name__)
 STAGES = ("collect", "sample", "score", "reject", "finetune", "gate", "promote", "report")
@@ -104,7 +105,6 @@ class _Round:
         self.config, self.store, self.live, self.round_id = parts.config, parts.log, live, round_id
         self.echo, self.show_bar = echo, show_bar
         self.registry = parts.registry
-        self.rng = np.random.default_rng(self.config.sample.seed)
         self.result = RoundResult(round_id, "running", "", live.name)
         self.outcome: RejectOutcome | None = None
         self.gate_result: GateResult | None = None
@@ -128,12 +128,12 @@ class _Round:
             return embed(scorer, texts, self.config.model.max_query_chars)
 
         with self._stage("collect"):
-            prompts = collect_prompts(self.store, embed_fixed, self.config.collect, self.rng)
+            prompts = collect_prompts(self.store, embed_fixed, self.config.collect, self.config.sample.seed)
             self._note(prompts=len(prompts.prompts), trainable_prompts=len(prompts.trainable),
                        gate_prompts=len(prompts.prompts) - len(prompts.trainable),
                        replayed_prompts=sum(p.replay for p in prompts.prompts))
         with self._stage("sample"):
-            candidates = sample_candidates(self.live, prompts.trainable, self.config.sample, self.rng, self._progress)
+            candidates = sample_candidates(self.live, prompts.trainable, self.config.sample, self._progress)
             self._note(candidates=len(candidates))
         with self._stage("score"):
             bank = self.live.bank
@@ -146,7 +146,8 @@ class _Round:
         with self._stage("reject"):
             bound = self.config.score.w_similarity + self.config.score.w_rating
             r_max = max(rewards, default=bound) if self.config.reject.r_max == "observed" else bound
-            self.outcome = reject(scored, self.config.reject, r_max, self.rng)
+            uniforms = _reject_rng(self.config.sample.seed, prompts, scored)
+            self.outcome = reject(scored, self.config.reject, r_max, uniforms)
             self._save_rows(prompts, self.outcome)
             self._note(accepted=len(self.outcome.accepted), acceptance_rate=round(self.outcome.acceptance_rate, 4),
                        rejected_unfaithful=self.outcome.unfaithful,
@@ -258,11 +259,24 @@ def training_pairs(candidates: Iterable[tuple[int, str, str, bool]]) -> list[Tra
             for prompt_id, text, key, ok in rows if ok]
 
 
+def _reject_rng(seed: int, prompts: PromptSet, scored: list[ScoredCandidate]) -> np.random.Generator:
+    """The reject rule's uniforms, seeded by what is being judged (each candidate's prompt text, key and draw)."""
+    text = {p.id: p.text for p in prompts.prompts}
+    return content_rng(seed, "reject", *(f"{text[s.candidate.prompt_id]}|{s.candidate.key}|{s.candidate.draw}"
+                                         for s in scored))
+
+
 def _gate_numbers(result: GateResult) -> dict[str, Any]:
+    """The gate's numbers in the round's stats: accuracies, the paired counts (enough to recompute a verdict under
+    another config) and every test that ran, with its p-value and level (topics: only the failed ones)."""
+    topic_checks = [c for c in result.checks if c.check == "topic"]
+    recorded = [c for c in result.checks if c.check != "topic" or not c.passed]
     return {"promote": result.promote, "live_accuracy": round(result.live_accuracy, 4),
             "candidate_accuracy": round(result.candidate_accuracy, 4), "rated_n": result.rated_n,
             "rated_live": result.rated_live, "rated_candidate": result.rated_candidate,
-            "per_topic": result.per_topic}
+            "per_topic": result.per_topic, "evidence": result.evidence.to_dict(),
+            "checks": [c.to_dict() for c in recorded], "tests": [describe(c) for c in recorded],
+            "topics_tested": len(topic_checks), "failed": [describe(c) for c in result.failed]}
 
 
 def _params(config: Config) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def relabelled(model: ResponseModel, tag: str) -> ResponseModel:
 
 # ---- rounds ----------------------------------------------------------------------------------------------------
 
-LENIENT_GATE = {"min_improvement": -1.0, "topic_tolerance": 1.0, "rated_tolerance": 1.0}
+LENIENT_GATE = {"level": 1.0, "topic_level": 0.0, "rated_level": 0.0}
 
 
 def round_config(tmp_path, **sections):

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-LENIENT_GATE = {"min_improvement": -1.0, "topic_tolerance": 1.0, "rated_tolerance": 1.0}  # so the round promotes
+LENIENT_GATE = {"level": 1.0, "topic_level": 0.0, "rated_level": 0.0}  # so the round promotes
 SHORT_FINETUNE = {"max_epochs": 2}  # the round is the point here, not the accuracy it buys
 VIEWPORT = {"width": 1280, "height": 820}
 WAIT_MS = 60_000  # how long a step may take on a busy 2-core machine (Playwright's default is 5 s)

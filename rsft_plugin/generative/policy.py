@@ -31,7 +31,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -48,6 +48,7 @@ from ..models.base import (
     Progress,
     TrainingPair,
     VersionInfo,
+    generators_for,
     no_progress,
     read_version_info,
 )
@@ -58,6 +59,9 @@ from .lora import WRITER_FILE, WriterExample, finetune_writer, load_writer, save
 from .quality import WriterQuality, writer_quality
 from .settings import LoraTraining, WriterSettings
 from .writer import Reply, Writer
+
+if TYPE_CHECKING:
+    from ..models.base import Rngs
 
 BASE_CACHE_ENV = "RSFT_BASE_CACHE"
 BASE_CACHE_DIR = "base-models"
@@ -173,18 +177,18 @@ class GenerativePolicy:
     # ---- sampling ------------------------------------------------------------------------------------------
 
     def sample_many(self, queries: list[str], k: int, temperature: float | None = None,
-                    rng: np.random.Generator | None = None, replace: bool = False) -> list[list[GeneratedCandidate]]:
+                    rng: Rngs = None, replace: bool = False) -> list[list[GeneratedCandidate]]:
         """k i.i.d. replies per query from q, with log q and faithfulness (see the module docstring).
 
         `temperature` and `replace` are the retrieval proposal's settings and are not used: the writer samples at
         its own temperature, with replacement (i.i.d. draws, as the statistical rule's exactness needs).
         """
-        rng = rng or np.random.default_rng()
         results = []
-        for query, found in zip(queries, self.retriever.answer_many(queries) if queries else [], strict=True):
+        found_all = self.retriever.answer_many(queries) if queries else []
+        for query, found, generator in zip(queries, found_all, generators_for(rng, len(queries)), strict=True):
             answers = self._grounding(found)
             texts = tuple(a.text for a in answers)
-            drawn = self.writer.sample(query, texts, k, seed=int(rng.integers(2**31 - 1)))
+            drawn = self.writer.sample(query, texts, k, seed=int(generator.integers(2**31 - 1)))
             candidates = []
             for sample in drawn:
                 text = sample.text or answers[0].text

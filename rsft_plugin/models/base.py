@@ -20,9 +20,14 @@ from ..answer_bank import ANSWERS_FILE, Answer, AnswerBank  # noqa: F401 (ANSWER
 from ..errors import ModelLoadError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy as np
 
     from ..config import FinetuneConfig, ModelConfig
+
+    # sample_many's randomness: one generator shared by all queries, one per query, or None (unseeded)
+    Rngs = np.random.Generator | Sequence[np.random.Generator] | None
 
 VERSION_FILE = "version.json"
 FORMAT = 1
@@ -34,6 +39,22 @@ Progress = Callable[[str, float, str], None]
 
 def no_progress(stage: str, fraction: float, message: str) -> None:
     """The default progress sink: ignore."""
+
+
+def generators_for(rng: Rngs, n: int) -> list[np.random.Generator]:
+    """One generator per query: the given list (a round seeds each from its query's text), or `rng` shared by all.
+
+    Raises:
+        ValueError: a list of generators whose length is not `n`.
+    """
+    import numpy as np
+
+    if rng is None or isinstance(rng, np.random.Generator):
+        return [rng or np.random.default_rng()] * n
+    generators = list(rng)
+    if len(generators) != n:
+        raise ValueError(f"{len(generators)} random generators for {n} queries")
+    return generators
 
 
 @dataclass(frozen=True)
@@ -168,8 +189,11 @@ class ResponsePolicy(Protocol):
         """Best replies for many queries, batched; what evaluation and the gate use."""
 
     def sample_many(self, queries: list[str], k: int, temperature: float | None = None,
-                    rng: np.random.Generator | None = None, replace: bool = False) -> list[list[Candidate]]:
-        """k candidates per query, each with its proposal probability q(candidate | query) at `temperature`."""
+                    rng: Rngs = None, replace: bool = False) -> list[list[Candidate]]:
+        """k candidates per query, each with its proposal probability q(candidate | query) at `temperature`.
+
+        `rng`: one generator for all queries, one per query (a round's: seeded by each query's text), or None.
+        """
 
     def finetune(self, pairs: list[TrainingPair], config: FinetuneConfig, progress: Progress = no_progress,
                  show_bar: bool = True) -> FinetuneResult:

@@ -22,7 +22,7 @@ import platform
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -43,10 +43,14 @@ from .base import (
     Ranked,
     TrainingPair,
     VersionInfo,
+    generators_for,
     no_progress,
     read_version_info,
 )
 from .encoder import BASE_ENCODER, embed, load_base_encoder, trainable_state
+
+if TYPE_CHECKING:
+    from .base import Rngs
 
 WEIGHTS_FILE = "weights.pt"
 
@@ -111,14 +115,14 @@ class ResponseModel:
         return self.sample_many([query], k, temperature, rng, replace)[0]
 
     def sample_many(self, queries: list[str], k: int, temperature: float | None = None,
-                    rng: np.random.Generator | None = None, replace: bool = False) -> list[list[Candidate]]:
-        """`sample` for many queries, encoded in one batch."""
-        rng = rng or np.random.default_rng()
+                    rng: Rngs = None, replace: bool = False) -> list[list[Candidate]]:
+        """`sample` for many queries, encoded in one batch; `rng` is one generator or one per query."""
         results = []
-        for cosines in self.cosines(queries) if queries else []:
+        for cosines, generator in zip(self.cosines(queries) if queries else [], generators_for(rng, len(queries)),
+                                      strict=True):
             probabilities = policy_from_cosines(cosines, temperature or self.config.temperature)
-            chosen = (rng.choice(len(probabilities), size=k, p=probabilities) if replace
-                      else sample_without_replacement(probabilities, k, rng))
+            chosen = (generator.choice(len(probabilities), size=k, p=probabilities) if replace
+                      else sample_without_replacement(probabilities, k, generator))
             results.append([_candidate(self.bank.answers[i], float(probabilities[i]), float(cosines[i]))
                             for i in chosen])
         return results

@@ -1,12 +1,13 @@
 """Stage 1 — collect: the questions logged since the last round, plus a bounded replay of earlier ones.
 
 Near-duplicates (embedding cosine at or above `merge_cosine`) merge into one prompt that remembers every turn it
-came from. A deterministic share of *rated* prompts is kept out of training for the gate to check against.
+came from. A share of *rated* prompts is kept out of training for the gate to check against: a prompt is kept out when
+one of its rated questions' text hashes (with the round's seed) into `gate_fraction` — by text, never by turn id, so
+the same question is on the same side in every round and in every copy of the log (stages/seeding.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 
 import numpy as np
@@ -17,19 +18,20 @@ from ..log import Log, Turn
 from ..pii import redact
 from ..text import clean_text
 from .records import Prompt, PromptSet, RoundStopped
+from .seeding import content_rng, content_share
 
 Embed = Callable[[list[str]], torch.Tensor]
 
 
-def collect_prompts(store: Log, embed: Embed, config: CollectConfig, rng: np.random.Generator) -> PromptSet:
-    """Gather, merge and split this round's prompts.
+def collect_prompts(store: Log, embed: Embed, config: CollectConfig, seed: int) -> PromptSet:
+    """Gather, merge and split this round's prompts; `seed` is the round's (`sample.seed`).
 
     Raises:
         RoundStopped: fewer than `min_prompts` prompts are left for training.
     """
     since = store.last_completed_round_start()
     new_turns = [t for t in store.turns_for_round(since, config.max_prompts) if clean_text(t.user_text)]
-    replayed = _replay(store, since, config.replay, rng)
+    replayed = _replay(store, since, config.replay, seed)
     turns = new_turns + replayed
     if not turns:
         raise RoundStopped(f"no questions were logged since the last round (need {config.min_prompts})")
@@ -41,9 +43,9 @@ def collect_prompts(store: Log, embed: Embed, config: CollectConfig, rng: np.ran
     prompts = []
     for prompt_id, members in enumerate(groups):
         turn_ids = tuple(turns[i]["id"] for i in members)
-        rated_ids = [turns[i]["id"] for i in members if turns[i]["rating"] is not None]
-        # Any rated turn that hashes into the gate share keeps its whole prompt out of training.
-        gate_only = any(_kept_for_gate(t, config.gate_fraction) for t in rated_ids)
+        # Any rated question that hashes into the gate share keeps its whole prompt out of training.
+        gate_only = any(_kept_for_gate(texts[i], seed, config.gate_fraction) for i in members
+                        if turns[i]["rating"] is not None)
         prompts.append(Prompt(prompt_id, texts[members[0]], turn_ids, all(t in replay_ids for t in turn_ids),
                               gate_only))
     result = PromptSet(prompts, embeddings[[g[0] for g in groups]])
@@ -53,10 +55,12 @@ def collect_prompts(store: Log, embed: Embed, config: CollectConfig, rng: np.ran
     return result
 
 
-def _replay(store: Log, since: str | None, limit: int, rng: np.random.Generator) -> list[Turn]:
+def _replay(store: Log, since: str | None, limit: int, seed: int) -> list[Turn]:
     if since is None or limit == 0:
         return []
-    return replay_sample([t for t in store.turns_before(since, limit * 5) if clean_text(t.user_text)], limit, rng)
+    recent = [t for t in store.turns_before(since, limit * 5) if clean_text(t.user_text)]
+    # seeded by the questions in the pool, in order: the same earlier traffic replays the same sample
+    return replay_sample(recent, limit, content_rng(seed, "replay", *(clean_text(t.user_text) for t in recent)))
 
 
 def replay_sample(recent: list, limit: int, rng: np.random.Generator) -> list:
@@ -77,6 +81,6 @@ def _merge(embeddings: torch.Tensor, bound: float) -> list[list[int]]:
     return list(groups.values())
 
 
-def _kept_for_gate(turn_id: str, fraction: float) -> bool:
-    """Stable across rounds: the same turn is always on the same side of the split."""
-    return int(hashlib.sha256(turn_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+def _kept_for_gate(question: str, seed: int, fraction: float) -> bool:
+    """Stable across rounds and logs: the same question text is always on the same side of the split."""
+    return content_share(seed, "gate-split", question) < fraction

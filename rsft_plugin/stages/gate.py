@@ -1,60 +1,113 @@
 """Stage 6 — gate: may the candidate replace the live model?
 
-Both are scored on data training never saw: the golden set's held-out questions (top-1 topic accuracy, overall
-and per topic) and the rated turns the collect stage kept out (agreement: a 👍 turn agrees when the model would
-give the rated reply, by candidate key, again; a 👎 turn when it would give another one). The candidate is
-promoted only when its held-out accuracy beats the live model's by `min_improvement`, no topic drops by more than
-`topic_tolerance`, and agreement with the kept-out ratings drops by no more than `rated_tolerance`.
+Both are scored on data training never saw: the golden set's held-out questions (top-1 topic right or not, per
+question) and the rated turns the collect stage kept out (agreement: a 👍 turn agrees when the model would give the
+rated reply, by candidate key, again; a 👎 turn when it would give another one). Only the items where the two models
+*differ* carry evidence, so every check is an exact paired test on them (stages/paired.py):
+
+* promotion — `test: mcnemar`: the candidate is significantly better on the held-out questions (one-sided exact
+  McNemar, p <= `level`); `test: lower_bound`: the (1 − `level`) lower confidence bound of the held-out accuracy gain
+  is at least `margin`;
+* topics — a topic blocks promotion only when it is significantly worse (one-sided exact test on its changed
+  questions, Holm-corrected across the topics with changes, at `topic_level`); one changed question of a small
+  topic has p = 0.5 and never does;
+* kept-out ratings — refused only when agreement is significantly worse (one-sided exact test, `rated_level`).
+
+A refusal names every failed test with its numbers: changed items, better/worse, p-value and level.
 """
 
 from __future__ import annotations
 
 from ..config import GateConfig
-from ..evaluate import EvalReport, evaluate
+from ..evaluate import answered_right
 from ..golden import GoldenQuestion
 from ..log import Turn
 from ..models.base import ResponsePolicy
 from ..text import clean_text
-from .records import GateResult, turn_key
+from .paired import PairedCounts, better_p, gain_lower_bound, holm, worse_p
+from .records import CheckOutcome, GateEvidence, GateResult, turn_key
 
 
 def gate(live: ResponsePolicy, candidate: ResponsePolicy, heldout: list[GoldenQuestion], rated_slice: list[Turn],
          config: GateConfig) -> GateResult:
     """Compare `candidate` with `live`; the result says whether to promote and why."""
-    live_eval, candidate_eval = evaluate(live, heldout), evaluate(candidate, heldout)
-    per_topic = {topic: {"live": live_eval.per_topic[topic].accuracy,
-                         "candidate": candidate_eval.per_topic[topic].accuracy} for topic in live_eval.per_topic}
-    rated_live, rated_candidate = _agreement(live, rated_slice), _agreement(candidate, rated_slice)
-    reasons = _refusals(live_eval, candidate_eval, per_topic, rated_live, rated_candidate, config)
-    gain = candidate_eval.accuracy - live_eval.accuracy
-    reason = ("; ".join(reasons) if reasons else
-              f"held-out accuracy {live_eval.accuracy:.1%} -> {candidate_eval.accuracy:.1%} ({gain:+.1%}), "
-              f"no topic dropped more than {config.topic_tolerance:.0%}")
-    return GateResult(not reasons, reason, live_eval.accuracy, candidate_eval.accuracy, per_topic, rated_live,
-                      rated_candidate, len(rated_slice))
+    live_right, candidate_right = answered_right(live, heldout), answered_right(candidate, heldout)
+    topics = {}
+    for topic in sorted({q.topic for q in heldout}):
+        mine = [i for i, q in enumerate(heldout) if q.topic == topic]
+        topics[topic] = PairedCounts.of([live_right[i] for i in mine], [candidate_right[i] for i in mine])
+    rated = (PairedCounts.of(_agreement(live, rated_slice), _agreement(candidate, rated_slice)) if rated_slice
+             else None)
+    return judge(GateEvidence(PairedCounts.of(live_right, candidate_right), topics, rated), config)
 
 
-def _refusals(live: EvalReport, candidate: EvalReport, per_topic: dict[str, dict[str, float]],
-              rated_live: float | None, rated_candidate: float | None, config: GateConfig) -> list[str]:
-    reasons = []
-    gain = candidate.accuracy - live.accuracy
-    if gain < config.min_improvement:
-        reasons.append(f"held-out accuracy {live.accuracy:.1%} -> {candidate.accuracy:.1%} ({gain:+.1%}) is below "
-                       f"the required gain of {config.min_improvement:+.1%}")
-    dropped = {t: a["live"] - a["candidate"] for t, a in per_topic.items()
-               if a["live"] - a["candidate"] > config.topic_tolerance + 1e-9}
-    if dropped:
-        worst = ", ".join(f"{t} -{d:.0%}" for t, d in sorted(dropped.items(), key=lambda item: -item[1])[:5])
-        reasons.append(f"{len(dropped)} topic(s) dropped more than {config.topic_tolerance:.0%}: {worst}")
-    if rated_live is not None and rated_candidate is not None and \
-            rated_live - rated_candidate > config.rated_tolerance + 1e-9:
-        reasons.append(f"agreement with kept-out ratings fell {rated_live:.1%} -> {rated_candidate:.1%}")
-    return reasons
+def judge(evidence: GateEvidence, config: GateConfig) -> GateResult:
+    """The verdict from paired counts alone (no model): what `gate` returns, and what the benchmark recomputes."""
+    checks = [_promotion_check(evidence.heldout, config), *_topic_checks(evidence.topics, config.topic_level)]
+    if evidence.rated is not None and config.rated_level > 0:
+        p = worse_p(evidence.rated)
+        checks.append(CheckOutcome("rated", "kept-out ratings", evidence.rated, p, config.rated_level,
+                                   passed=p > config.rated_level))
+    failed = [c for c in checks if not c.passed]
+    reason = "; ".join(describe(c) for c in failed) if failed else _promotion_reason(checks, config)
+    return GateResult(not failed, reason, evidence, checks)
 
 
-def _agreement(model: ResponsePolicy, rated: list[Turn]) -> float | None:
-    if not rated:
-        return None
+def _promotion_check(counts: PairedCounts, config: GateConfig) -> CheckOutcome:
+    p = better_p(counts)
+    if config.test == "lower_bound":
+        bound = gain_lower_bound(counts, config.level)
+        return CheckOutcome("heldout", "held-out accuracy", counts, p, config.level, bound >= config.margin - 1e-12,
+                            bound=bound, margin=config.margin)
+    return CheckOutcome("heldout", "held-out accuracy", counts, p, config.level, p <= config.level)
+
+
+def _topic_checks(topics: dict[str, PairedCounts], level: float) -> list[CheckOutcome]:
+    """One-sided "worse" tests for the topics with at least one changed question, Holm-adjusted together."""
+    if level <= 0:
+        return []
+    tested = {topic: counts for topic, counts in topics.items() if counts.discordant}
+    raw = {topic: worse_p(counts) for topic, counts in tested.items()}
+    adjusted = holm(raw)
+    return [CheckOutcome("topic", topic, tested[topic], raw[topic], level, adjusted[topic] > level,
+                         adjusted_p=adjusted[topic]) for topic in sorted(tested)]
+
+
+def describe(check: CheckOutcome) -> str:
+    """One check in words, with its numbers; a failed one starts with which test failed."""
+    c = check.counts
+    changed = f"{c.wins} better, {c.losses} worse of the {c.discordant} changed (of {c.n})"
+    if check.check == "heldout":
+        head = (f"held-out accuracy {c.live_accuracy:.1%} -> {c.candidate_accuracy:.1%} ({c.gain:+.1%}), "
+                f"{changed}")
+        if check.bound is not None:
+            sign = ">=" if check.passed else "<"
+            body = (f"{1 - check.level:.0%} lower confidence bound of the gain {check.bound:+.1%} {sign} margin "
+                    f"{check.margin:+.1%} (McNemar p = {check.p_value:.3g})")
+        else:
+            sign = "<=" if check.passed else ">"
+            body = f"exact McNemar one-sided p = {check.p_value:.3g} {sign} level {check.level:g}"
+        return head + ": " + body if check.passed else f"the held-out test failed: {head}: {body}"
+    if check.check == "topic":
+        text = (f"topic {check.subject} {c.live_accuracy:.0%} -> {c.candidate_accuracy:.0%}, {changed}: one-sided "
+                f"p = {check.p_value:.3g}, Holm-adjusted p = {check.adjusted_p:.3g}")
+        return text if check.passed else f"the topic test failed: {text} <= level {check.level:g}"
+    text = (f"agreement with kept-out ratings {c.live_accuracy:.1%} -> {c.candidate_accuracy:.1%}, {changed}: "
+            f"one-sided p = {check.p_value:.3g}")
+    return text if check.passed else f"the kept-out ratings test failed: {text} <= level {check.level:g}"
+
+
+def _promotion_reason(checks: list[CheckOutcome], config: GateConfig) -> str:
+    parts = [describe(checks[0])]
+    topics = [c for c in checks if c.check == "topic"]
+    if config.topic_level > 0:
+        smallest = min((c.adjusted_p or 1.0 for c in topics), default=1.0)
+        parts.append(f"no topic significantly worse ({len(topics)} topics changed, smallest Holm-adjusted p = "
+                     f"{smallest:.3g} > {config.topic_level:g})")
+    parts += [describe(c) for c in checks if c.check == "rated"]
+    return "; ".join(parts)
+
+
+def _agreement(model: ResponsePolicy, rated: list[Turn]) -> list[bool]:
     answers = model.answer_many([clean_text(t.user_text) or "?" for t in rated])
-    agree = [(a.key == turn_key(t)) == (t.rating == 1) for a, t in zip(answers, rated, strict=True)]
-    return sum(agree) / len(agree)
+    return [(a.key == turn_key(t)) == (t.rating == 1) for a, t in zip(answers, rated, strict=True)]

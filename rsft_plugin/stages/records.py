@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RsftError
 from ..models.base import FinetuneResult, Progress, TrainingPair, no_progress
+from .paired import PairedCounts
 
 if TYPE_CHECKING:
     import torch
 
     from ..log import Turn
 
-__all__ = ["Decision", "FinetuneResult", "GateResult", "Progress", "Prompt", "PromptSet", "RejectOutcome",
-           "RoundStopped", "SampledCandidate", "ScoredCandidate", "TrainingPair", "no_progress", "turn_key"]
+__all__ = ["CheckOutcome", "Decision", "FinetuneResult", "GateEvidence", "GateResult", "PairedCounts", "Progress",
+           "Prompt", "PromptSet", "RejectOutcome", "RoundStopped", "SampledCandidate", "ScoredCandidate",
+           "TrainingPair", "no_progress", "turn_key"]
 
 
 class RoundStopped(RsftError):
@@ -114,12 +116,83 @@ class RejectOutcome:
 
 
 @dataclass(frozen=True)
+class GateEvidence:
+    """What the gate's tests are computed from: paired counts of live vs candidate, enough to recompute a verdict
+    under another GateConfig (the benchmark does) without the models."""
+
+    heldout: PairedCounts  # top-1 topic right on the held-out questions
+    topics: dict[str, PairedCounts]  # the same, per topic
+    rated: PairedCounts | None  # agreement with the kept-out rated turns; None when there are none
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"heldout": self.heldout.to_dict(), "topics": {t: c.to_dict() for t, c in sorted(self.topics.items())},
+                "rated": self.rated.to_dict() if self.rated else None}
+
+    @classmethod
+    def from_dict(cls, numbers: dict[str, Any]) -> GateEvidence:
+        rated = numbers.get("rated")
+        return cls(PairedCounts.from_dict(numbers["heldout"]),
+                   {t: PairedCounts.from_dict(c) for t, c in numbers["topics"].items()},
+                   PairedCounts.from_dict(rated) if rated else None)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One paired test of the gate, with the numbers a refusal quotes."""
+
+    check: str  # "heldout" | "topic" | "rated"
+    subject: str  # what was compared: "held-out accuracy", a topic's name, "kept-out ratings"
+    counts: PairedCounts
+    p_value: float  # one-sided exact binomial p on the discordant items (a topic's: before Holm)
+    level: float
+    passed: bool
+    adjusted_p: float | None = None  # topic: Holm-adjusted across the topics tested
+    bound: float | None = None  # test lower_bound: the gain's lower confidence bound
+    margin: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        numbers = {"check": self.check, "subject": self.subject, **self.counts.to_dict(),
+                   "p_value": round(self.p_value, 6), "level": self.level, "passed": self.passed}
+        for key in ("adjusted_p", "bound", "margin"):
+            if getattr(self, key) is not None:
+                numbers[key] = round(getattr(self, key), 6)
+        return numbers
+
+
+@dataclass(frozen=True)
 class GateResult:
     promote: bool
-    reason: str
-    live_accuracy: float
-    candidate_accuracy: float
-    per_topic: dict[str, dict[str, float]]  # topic -> {"live": acc, "candidate": acc}
-    rated_live: float | None  # agreement with kept-out rated turns
-    rated_candidate: float | None
-    rated_n: int
+    reason: str  # a refusal names every failed test with its numbers
+    evidence: GateEvidence
+    checks: list[CheckOutcome]  # held-out first, then every topic tested, then the kept-out ratings
+
+    @property
+    def live_accuracy(self) -> float:
+        return self.evidence.heldout.live_accuracy
+
+    @property
+    def candidate_accuracy(self) -> float:
+        return self.evidence.heldout.candidate_accuracy
+
+    @property
+    def per_topic(self) -> dict[str, dict[str, float]]:
+        """topic -> {"live": accuracy, "candidate": accuracy}"""
+        return {t: {"live": c.live_accuracy, "candidate": c.candidate_accuracy}
+                for t, c in sorted(self.evidence.topics.items())}
+
+    @property
+    def rated_n(self) -> int:
+        return self.evidence.rated.n if self.evidence.rated else 0
+
+    @property
+    def rated_live(self) -> float | None:
+        """Agreement of the live model with the kept-out rated turns."""
+        return self.evidence.rated.live_accuracy if self.evidence.rated else None
+
+    @property
+    def rated_candidate(self) -> float | None:
+        return self.evidence.rated.candidate_accuracy if self.evidence.rated else None
+
+    @property
+    def failed(self) -> list[CheckOutcome]:
+        return [c for c in self.checks if not c.passed]

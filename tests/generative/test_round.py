@@ -38,7 +38,7 @@ def _tiny_golden(path) -> None:
 def test_a_generative_round_promotes_a_new_writer_and_serving_swaps_to_it(tmp_path, pretrained, writer) -> None:
     _tiny_golden(tmp_path / "golden.csv")
     path = write_config(tmp_path, model={"kind": "generative"},
-                        gate={"min_improvement": -1.0, "topic_tolerance": 1.0, "rated_tolerance": 1.0},
+                        gate={"level": 1.0, "topic_level": 0.0, "rated_level": 0.0},
                         collect={"min_prompts": 2, "gate_fraction": 0.0}, sample={"k": 2},
                         reject={"rule": "threshold", "s_min": 0.0, "r_min": 0.0, "min_accepted": 1},
                         finetune={"val_fraction": 0.0, "max_epochs": 1})

@@ -452,6 +452,7 @@
         ["Mean reward", num(s.reward_mean)], ["Rated turns used", s.rated_turns_used],
         ["Held-out accuracy", typeof g.live_accuracy === "number" ? pct(g.live_accuracy) + " → " + pct(g.candidate_accuracy) : "–"],
         ["Kept-out ratings agreement", typeof g.rated_live === "number" ? pct(g.rated_live) + " → " + pct(g.rated_candidate) + " (" + g.rated_n + ")" : "–"],
+        ["Gate tests", g.tests && g.tests.length ? g.tests.join(" · ") : "–"],
         ["Fine-tuning", s.finetune ? s.finetune.epochs + " epochs, " + s.finetune.train_pairs + " pairs, " + s.finetune.examples_per_second + " ex/s" : "–"]
       ];
       var perTopic = r.per_topic.map(function (t) {

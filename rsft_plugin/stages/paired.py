@@ -1,0 +1,102 @@
+"""The gate's statistics, as plain functions over counts (no model here).
+
+Two models answer the same questions; only the questions where they *differ* say which is better. With `wins`
+questions the candidate alone gets right and `losses` the live model alone gets right, "no difference" means each
+of those n = wins + losses questions is a fair coin: wins ~ Binomial(n, 1/2). That is the exact McNemar test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import comb
+
+
+@dataclass(frozen=True)
+class PairedCounts:
+    """Two models on the same `n` items: `live_right` the live model gets right; of the items where they differ,
+    `wins` the candidate alone gets right and `losses` the live model alone."""
+
+    n: int
+    live_right: int
+    wins: int
+    losses: int
+
+    @property
+    def discordant(self) -> int:
+        return self.wins + self.losses
+
+    @property
+    def live_accuracy(self) -> float:
+        return self.live_right / self.n if self.n else 0.0
+
+    @property
+    def candidate_accuracy(self) -> float:
+        return (self.live_right + self.wins - self.losses) / self.n if self.n else 0.0
+
+    @property
+    def gain(self) -> float:
+        """The candidate's accuracy minus the live model's, on these items."""
+        return (self.wins - self.losses) / self.n if self.n else 0.0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"n": self.n, "live_right": self.live_right, "wins": self.wins, "losses": self.losses}
+
+    @classmethod
+    def from_dict(cls, numbers: dict[str, int]) -> PairedCounts:
+        return cls(int(numbers["n"]), int(numbers["live_right"]), int(numbers["wins"]), int(numbers["losses"]))
+
+    @classmethod
+    def of(cls, live: list[bool], candidate: list[bool]) -> PairedCounts:
+        """Counts from per-item outcomes (aligned lists: True = that model got the item right)."""
+        if len(live) != len(candidate):
+            raise ValueError(f"{len(live)} live outcomes for {len(candidate)} candidate outcomes")
+        wins = sum(c and not v for v, c in zip(live, candidate, strict=True))
+        losses = sum(v and not c for v, c in zip(live, candidate, strict=True))
+        return cls(len(live), sum(live), wins, losses)
+
+
+def upper_tail(k: int, n: int) -> float:
+    """P(X >= k) for X ~ Binomial(n, 1/2), exact (integer arithmetic, one rounding at the end)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    return sum(comb(n, i) for i in range(k, n + 1)) / 2**n
+
+
+def better_p(counts: PairedCounts) -> float:
+    """One-sided exact McNemar p-value for "the candidate is better": P(X >= wins), X ~ Bin(wins + losses, 1/2)."""
+    return upper_tail(counts.wins, counts.discordant)
+
+
+def worse_p(counts: PairedCounts) -> float:
+    """One-sided exact McNemar p-value for "the candidate is worse": P(X >= losses)."""
+    return upper_tail(counts.losses, counts.discordant)
+
+
+def gain_lower_bound(counts: PairedCounts, level: float) -> float:
+    """One-sided (1 - level) lower confidence bound of the accuracy gain, given the discordant questions.
+
+    Clopper-Pearson bound π_L on the share of discordant questions the candidate wins, turned into a gain:
+    n_discordant · (2 π_L − 1) / n. It is positive exactly when `better_p(counts) <= level` (the two are the same
+    exact test), so margin 0 reproduces McNemar and a negative margin tolerates a small loss.
+    """
+    if counts.n == 0:
+        return 0.0
+    discordant = counts.discordant
+    if discordant == 0:
+        return 0.0
+    from scipy.stats import beta  # imported here: only this test needs it
+
+    share = 0.0 if counts.wins == 0 else float(beta.ppf(level, counts.wins, discordant - counts.wins + 1))
+    return discordant * (2 * share - 1) / counts.n
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm-adjusted p-values (family-wise error control, step-down): reject where adjusted <= level."""
+    ordered = sorted(p_values.items(), key=lambda item: (item[1], item[0]))
+    m, running, adjusted = len(ordered), 0.0, {}
+    for rank, (name, p) in enumerate(ordered):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[name] = running
+    return adjusted

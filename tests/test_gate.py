@@ -1,0 +1,181 @@
+"""The statistical gate on constructed per-question outcomes: exact binomial tails, Holm, and the verdicts with the
+numbers every refusal must quote. Plain functions over counts: no model is loaded here."""
+
+from __future__ import annotations
+
+import pytest
+
+from rsft_plugin.config import ConfigError, GateConfig, load_config
+from rsft_plugin.stages.gate import judge
+from rsft_plugin.stages.paired import PairedCounts, better_p, gain_lower_bound, holm, upper_tail, worse_p
+from rsft_plugin.stages.records import GateEvidence
+
+
+def outcomes(both_right: int, wins: int, losses: int, both_wrong: int) -> tuple[list[bool], list[bool]]:
+    """Aligned per-question outcomes (live right?, candidate right?) with the given cells of the 2x2 table."""
+    live = [True] * both_right + [False] * wins + [True] * losses + [False] * both_wrong
+    candidate = [True] * both_right + [True] * wins + [False] * losses + [False] * both_wrong
+    return live, candidate
+
+
+def evidence(topics: dict[str, tuple[int, int, int, int]], rated: tuple[int, int, int, int] | None = None
+             ) -> GateEvidence:
+    """Held-out evidence from per-topic 2x2 cells, the overall counts being the questions of all topics together."""
+    live_all, candidate_all, per_topic = [], [], {}
+    for topic, cells in topics.items():
+        live, candidate = outcomes(*cells)
+        per_topic[topic] = PairedCounts.of(live, candidate)
+        live_all += live
+        candidate_all += candidate
+    return GateEvidence(PairedCounts.of(live_all, candidate_all), per_topic,
+                        PairedCounts.of(*outcomes(*rated)) if rated else None)
+
+
+# ---- exact tails, hand-computed ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("k", "n", "expected"), [
+    (8, 10, (45 + 10 + 1) / 1024),  # C(10,8) + C(10,9) + C(10,10) over 2^10
+    (9, 10, 11 / 1024),
+    (1, 1, 0.5),
+    (5, 5, 1 / 32),
+    (15, 20, (15504 + 4845 + 1140 + 190 + 20 + 1) / 2**20),
+    (0, 7, 1.0),
+    (0, 0, 1.0),
+    (4, 3, 0.0),
+])
+def test_the_binomial_tail_matches_hand_computed_values(k, n, expected):
+    assert upper_tail(k, n) == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_tail_agrees_with_scipy_on_large_counts():
+    from scipy.stats import binom
+
+    for n, k in [(200, 120), (1500, 800), (999, 400)]:
+        assert upper_tail(k, n) == pytest.approx(binom.sf(k - 1, n, 0.5), rel=1e-9)
+
+
+def test_mcnemar_p_values_use_only_the_discordant_questions():
+    counts = PairedCounts(n=500, live_right=300, wins=8, losses=2)
+    assert better_p(counts) == pytest.approx(56 / 1024)  # P(X >= 8 | 10)
+    assert worse_p(counts) == pytest.approx(1013 / 1024)  # P(X >= 2 | 10) = 1 - 11/1024
+
+
+def test_holm_adjusts_step_down():
+    assert holm({"a": 0.01, "b": 0.04, "c": 0.03}) == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})
+    assert holm({"only": 0.2}) == {"only": 0.2}
+    assert holm({}) == {}
+
+
+def test_the_lower_bound_is_clopper_pearson_and_dual_to_mcnemar():
+    # 8 wins of 10 changed: the one-sided 95 % Clopper-Pearson lower bound of the win share is 0.4931
+    counts = PairedCounts(n=100, live_right=50, wins=8, losses=2)
+    assert gain_lower_bound(counts, 0.05) == pytest.approx(10 * (2 * 0.4931 - 1) / 100, abs=2e-4)
+    for wins in range(0, 16):
+        for losses in range(0, 16):
+            counts = PairedCounts(n=200, live_right=100, wins=wins, losses=losses)
+            if counts.discordant:
+                assert (gain_lower_bound(counts, 0.05) > 0) == (better_p(counts) < 0.05), (wins, losses)
+
+
+# ---- verdicts ----------------------------------------------------------------------------------------------------
+
+def test_better_overall_but_one_question_worse_in_a_small_topic_is_promoted():
+    # the measured failure of the old gate: "place_order -50 %" on a 2-question topic blocked a better model
+    found = evidence({"track_order": (20, 12, 0, 8), "place_order": (1, 0, 1, 0)})
+    result = judge(found, GateConfig())
+    assert result.promote, result.reason
+    assert found.heldout.wins == 12 and found.heldout.losses == 1
+    assert result.checks[0].p_value == pytest.approx(14 / 8192)  # P(X >= 12 | 13)
+    small = next(c for c in result.checks if c.subject == "place_order")
+    assert small.p_value == 0.5 and small.passed
+    assert "12 better, 1 worse" in result.reason and "no topic significantly worse" in result.reason
+
+
+def test_a_significantly_worse_topic_is_flagged_after_holm():
+    found = evidence({"refund_status": (1, 0, 9, 0), "track_order": (10, 25, 0, 5), "returns": (10, 8, 0, 2)})
+    result = judge(found, GateConfig())
+    assert result.checks[0].passed  # better overall: 33 better, 9 worse
+    assert not result.promote
+    flagged = [c for c in result.failed if c.check == "topic"]
+    assert [c.subject for c in flagged] == ["refund_status"]
+    assert flagged[0].p_value == pytest.approx(1 / 512)
+    assert flagged[0].adjusted_p == pytest.approx(3 / 512)  # smallest of 3 topics tested: times 3
+    assert "the topic test failed: topic refund_status" in result.reason
+    assert "0 better, 9 worse of the 9 changed" in result.reason and "Holm-adjusted p = 0.00586" in result.reason
+
+
+def test_holm_keeps_a_topic_whose_drop_is_significant_only_alone():
+    # 5 of 5 changed questions worse: p = 1/32 = 0.031 alone, 0.0625 once two topics are tested together
+    found = evidence({"returns": (5, 0, 5, 0), "track_order": (10, 30, 0, 5)})
+    result = judge(found, GateConfig())
+    topic = next(c for c in result.checks if c.subject == "returns")
+    assert topic.p_value == pytest.approx(1 / 32) and topic.adjusted_p == pytest.approx(2 / 32)
+    assert result.promote, result.reason
+
+
+@pytest.mark.parametrize(("cells", "numbers"), [
+    ((30, 2, 0, 8), ["2 better, 0 worse of the 2 changed (of 40)", "p = 0.25 > level 0.2"]),
+    ((30, 0, 0, 10), ["0 better, 0 worse of the 0 changed (of 40)", "p = 1 > level 0.2"]),
+    ((30, 4, 4, 2), ["4 better, 4 worse of the 8 changed (of 40)", "p = 0.637 > level 0.2"]),
+])
+def test_a_tie_or_too_few_changed_questions_is_refused_with_the_numbers(cells, numbers):
+    result = judge(evidence({"track_order": cells}), GateConfig())
+    assert not result.promote
+    assert result.reason.startswith("the held-out test failed: held-out accuracy")
+    for text in numbers:
+        assert text in result.reason
+
+
+def test_a_significant_drop_in_agreement_with_kept_out_ratings_refuses():
+    found = evidence({"track_order": (20, 15, 1, 4)}, rated=(10, 0, 8, 2))
+    result = judge(found, GateConfig())
+    assert not result.promote and [c.check for c in result.failed] == ["rated"]
+    assert "the kept-out ratings test failed" in result.reason and "0 better, 8 worse of the 8 changed (of 20)" in \
+        result.reason and "p = 0.00391 <= level 0.05" in result.reason
+    small_drop = judge(evidence({"track_order": (20, 15, 1, 4)}, rated=(10, 1, 3, 6)), GateConfig())
+    assert small_drop.promote, small_drop.reason  # 1 better, 3 worse: p = 0.3125
+
+
+def test_the_lower_bound_test_promotes_a_tie_only_within_the_margin():
+    found = evidence({"track_order": (380, 5, 5, 10)})  # 400 questions, 5 better, 5 worse: gain 0
+    bound = gain_lower_bound(found.heldout, 0.05)
+    assert -0.02 < bound < -0.01
+    assert judge(found, GateConfig(test="lower_bound", level=0.05, margin=-0.02)).promote
+    refused = judge(found, GateConfig(test="lower_bound", level=0.05, margin=-0.01))
+    assert not refused.promote and "lower confidence bound of the gain -1.4% < margin -1.0%" in refused.reason
+
+
+def test_checks_can_be_turned_off_and_level_one_always_promotes():
+    found = evidence({"refund_status": (0, 0, 9, 0)}, rated=(0, 0, 9, 0))
+    assert judge(found, GateConfig(level=1.0, topic_level=0.0, rated_level=0.0)).promote
+    assert not judge(found, GateConfig(level=1.0)).promote
+
+
+def test_the_evidence_survives_the_round_record_and_gives_the_same_verdict():
+    found = evidence({"refund_status": (1, 0, 9, 0), "track_order": (10, 25, 0, 5)}, rated=(10, 2, 1, 3))
+    again = GateEvidence.from_dict(found.to_dict())
+    assert again == found and judge(again, GateConfig()).reason == judge(found, GateConfig()).reason
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"level": 0.0}, "gate.level"),
+    ({"level": 1.0, "test": "lower_bound"}, "gate.level"),
+    ({"topic_level": 0.5}, "gate.topic_level"),
+    ({"rated_level": -0.1}, "gate.rated_level"),
+    ({"margin": 2.0}, "gate.margin"),
+    ({"test": "t_test"}, "gate.test"),
+    ({"min_improvement": 0.01}, "unknown key"),
+])
+def test_bad_gate_settings_are_refused_with_the_key(tmp_path, section, message):
+    from .conftest import write_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_config(tmp_path, gate=section))
+
+
+def test_the_default_level_promotes_a_modest_gain_that_0_05_would_refuse():
+    # a benchmark round (bitext, 40 % noise, round 4): 17 better, 11 worse of 400, really +2.4 points on the truth set
+    found = evidence({"track_order": (252, 17, 11, 120)})
+    assert 0.05 < better_p(found.heldout) < 0.2
+    assert judge(found, GateConfig()).promote
+    assert not judge(found, GateConfig(level=0.05)).promote
