@@ -69,6 +69,9 @@ class ScoreConfig:
     noise_symmetric: bool = _help("EM: one rate for 👎 on right and 👍 on wrong answers (false: two rates).", True)
     prior_power: float = _help("EM: the prior is q(answer | prompt) ** prior_power (below 1 trusts the policy less).",
                                1.0)
+    fit_prior_power: bool = _help(
+        "EM: fit prior_power to the data too (starting from prior_power), so that an over- or under-confident "
+        "policy is not mistaken for noisy ratings.", True)
 
     def __post_init__(self) -> None:
         _check(self.w_similarity >= 0 and self.w_rating >= 0, "score", "w_similarity",

@@ -127,7 +127,8 @@ def estimate_noise(by_prompt: dict[int, list[SampledCandidate]], votes: dict[int
         questions.append(noise.Question(prior, observations))
     start = noise.SignalRates(config.noise_start, config.noise_start)
     return noise.estimate(questions, {noise.RATING: start}, symmetric=config.noise_symmetric,
-                          prior_power=config.prior_power, prior_strength=config.noise_prior_strength)
+                          prior_power=config.prior_power, fit_prior_power=config.fit_prior_power,
+                          prior_strength=config.noise_prior_strength)
 
 
 def _texts_by_key(candidates: list[SampledCandidate], bank: AnswerBank) -> dict[str, str]:
