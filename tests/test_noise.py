@@ -157,7 +157,8 @@ def test_noise_model_none_scores_exactly_as_the_smoothed_rating_and_still_report
     assert (off["refund_status"].rating, off["back_in_stock"].rating) == (pytest.approx(2 / 3), 0.5)
     assert off["shipping_costs"].rating == 0.5  # bob's two votes weigh one: half 👍, half 👎
     assert on["back_in_stock"].rating != off["back_in_stock"].rating
-    assert 0 < noise.summary()["rate"] < 0.5 and noise.summary()["observations"] == pytest.approx(3)
+    assert 0 < noise.summary()["rate"] < 0.5
+    assert noise.summary()["observations"] == pytest.approx(2)  # ann 1, bob 0.5 + 0.5; cy's is not a neighbour
 
 
 def test_noise_settings_are_validated():
@@ -167,3 +168,13 @@ def test_noise_settings_are_validated():
         ScoreConfig(noise_start=0.5)
     with pytest.raises(ConfigError, match="prior_power"):
         ScoreConfig(prior_power=0)
+
+
+def test_em_scoring_caps_each_sender_so_one_troll_cannot_make_an_answer_trusted(bank, embed_fixed):
+    troll = [_rated(f"t{i}", "troll", NEIGHBOURS[i % 3], "back_in_stock", 1) for i in range(50)]
+    honest = [_rated("h1", "ann", NEIGHBOURS[0], "back_in_stock", 0),
+              _rated("h2", "bob", NEIGHBOURS[1], "back_in_stock", 0)]
+    scored, noise = _score(bank, embed_fixed, troll + honest, noise_model="em")
+    assert (scored["back_in_stock"].rating_up, scored["back_in_stock"].rating_down) == pytest.approx((1.0, 2.0))
+    assert scored["back_in_stock"].similarity < 1.0 and scored["back_in_stock"].rating < 0.5
+    assert noise.summary()["observations"] == pytest.approx(3)  # fifty 👍 from one sender weigh one here too

@@ -86,7 +86,7 @@ class NoiseEstimate:
     posteriors: list[dict[str, float]]  # per question: answer key -> P(it is the right answer)
     iterations: int
     converged: bool
-    evidence: dict[str, float] = field(default_factory=dict)  # per kind: the observations' summed shares
+    evidence: dict[str, float] = field(default_factory=dict)  # per kind: the observations' weight × share
     prior_power: float = 1.0  # as given, or as fitted
 
     def summary(self, kind: str = RATING) -> dict[str, float | int | bool] | None:
@@ -160,7 +160,7 @@ def estimate(questions: Sequence[Question], start: Mapping[str, SignalRates], es
     evidence: dict[str, float] = {}
     for q in questions:
         for o in q.observations:
-            evidence[o.kind] = evidence.get(o.kind, 0.0) + o.share
+            evidence[o.kind] = evidence.get(o.kind, 0.0) + o.weight * o.share
     return NoiseEstimate(rates, found, iterations, converged, evidence, prior_power)
 
 
