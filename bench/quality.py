@@ -311,14 +311,15 @@ class _DatasetBench:
                 "flipped_ratings": int(flips[chunk].sum()), "prompts": stats.get("prompts"),
                 "trainable_prompts": stats.get("trainable_prompts"), "candidates": stats.get("candidates"),
                 "accepted": stats.get("accepted"), "acceptance_rate": stats.get("acceptance_rate"),
+                "rating_noise_rate": stats.get("rating_noise_rate"),
                 "precision": self._precision(parts.log, result.round_id),
                 "finetune": {k: v for k, v in (stats.get("finetune") or {}).items() if k != "history"},
                 "round_seconds": round(seconds, 2), "round_cpu_seconds": round(cpu, 2), "feed_seconds": fed["seconds"],
                 "stage_seconds": result.stage_seconds})
             self.log(f"{rule} noise {noise:g} round {number}: {result.status}, held-out {accuracy:.1%}, "
                      f"accepted {stats.get('accepted')} ({stats.get('acceptance_rate')}), "
-                     f"precision {rounds[-1]['precision']}, {seconds:.0f} s (+{fed['seconds']:.0f} s traffic)"
-                     + _truth_note(rounds[-1]))
+                     f"precision {rounds[-1]['precision']}, estimated wrong ratings {stats.get('rating_noise_rate')}, "
+                     f"{seconds:.0f} s (+{fed['seconds']:.0f} s traffic)" + _truth_note(rounds[-1]))
         return {"method": rule, "noise": noise, "config": _config_sections(config), "rounds": rounds,
                 "gate_vs_truth": gate_truth.summarize(rounds)}
 

@@ -6,7 +6,7 @@ from .errors import RsftError
 from .log import RoundRecord, Turn
 
 _STAT_LINES = ("prompts", "trainable_prompts", "gate_prompts", "replayed_prompts", "candidates", "rated_turns_used",
-               "accepted", "acceptance_rate", "reward_mean")
+               "rating_noise_rate", "accepted", "acceptance_rate", "reward_mean")
 
 
 def describe_round(row: RoundRecord | None, round_id: int) -> str:
@@ -48,11 +48,13 @@ def history_lines(rounds: list[RoundRecord]) -> list[str]:
     """`rsft history`: one line per round, newest first, then why it ended as it did (or where it is)."""
     if not rounds:
         return ["no rounds yet; run `rsft retrain`"]
-    lines = [" round  started (UTC)        status    rule         prompts  accepted  rate    live   -> cand.  new"]
+    lines = [" round  started (UTC)        status    rule         prompts  noise   accepted  rate    "
+             "live   -> cand.  new"]
     for r in rounds:
         stats, gate = r.stats, r.gate
         lines.append(f"{r.id:>6}  {r.started_at[:19]:<19}  {r.status:<8}  {r.rule:<11}  "
-                     f"{stats.get('trainable_prompts', '-'):>7}  {stats.get('accepted', '-'):>8}  "
+                     f"{stats.get('trainable_prompts', '-'):>7}  {pct(stats.get('rating_noise_rate')):>6}  "
+                     f"{stats.get('accepted', '-'):>8}  "
                      f"{pct(stats.get('acceptance_rate')):>6}  {pct(gate.get('live_accuracy')):>6} -> "
                      f"{pct(gate.get('candidate_accuracy')):>6}  {r.new_version or '-'}")
         if r.reason or r.status == "running":

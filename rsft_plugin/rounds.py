@@ -39,7 +39,7 @@ from .stages.records import GateResult, PromptSet, RejectOutcome, RoundStopped, 
 from .stages.reject import reject
 from .stages.report import write_report
 from .stages.sample import sample_candidates
-from .stages.score import score_candidates
+from .stages.score import score_round
 from .stages.seeding import content_rng
 
 log = logging.getLogger(__name__)
@@ -140,9 +140,11 @@ class _Round:
             curated = (load_golden(self.config.paths.golden, bank, "train") if self.config.score.use_golden_train
                        else [])
             rated = self.store.rated_turns(exclude_turn_ids=prompts.gate_turn_ids)
-            scored = score_candidates(candidates, prompts, rated, curated, bank, embed_fixed, self.config.score)
+            scores = score_round(candidates, prompts, rated, curated, bank, embed_fixed, self.config.score)
+            scored, noise = scores.scored, scores.noise.summary()
             rewards = [s.reward for s in scored]
-            self._note(rated_turns_used=len(rated), reward_mean=float(np.mean(rewards)) if rewards else 0.0)
+            self._note(rated_turns_used=len(rated), reward_mean=float(np.mean(rewards)) if rewards else 0.0,
+                       rating_noise_rate=noise["rate"] if noise else None, rating_noise=noise)
         with self._stage("reject"):
             bound = self.config.score.w_similarity + self.config.score.w_rating
             r_max = max(rewards, default=bound) if self.config.reject.r_max == "observed" else bound

@@ -58,6 +58,7 @@ def test_a_round_promotes_a_new_version_with_provenance_and_a_report(fed):
     assert "live model: v0002" in status.output and f"round {result.round_id}: promoted" in status.output
     shown = CliRunner().invoke(main, ["--config", str(fed.source), "show", str(result.round_id)])
     assert "acceptance_rate" in shown.output and "seconds per stage" in shown.output
+    assert 0 < result.stats["rating_noise_rate"] < 0.5 and "rating_noise_rate" in shown.output  # EM's estimate
 
 
 @pytest.mark.parametrize("rule", ["threshold", "best_of_n"])

@@ -44,17 +44,34 @@ class SampleConfig:
 
 @dataclass
 class ScoreConfig:
-    """Stage 3: reward = w_similarity * similarity + w_rating * smoothed rating (both in [0, 1])."""
+    """Stage 3: reward = w_similarity * similarity + w_rating * rating (both in [0, 1]).
+
+    rating: the Beta-smoothed 👍 share (noise_model none) or the posterior that the answer is right (em).
+    """
 
     w_similarity: float = _help("Weight of the similarity to trusted answers.", 1.0)
-    w_rating: float = _help("Weight of the smoothed customer rating.", 1.0)
+    w_rating: float = _help("Weight of the rating (smoothed, or the posterior with noise_model em).", 1.0)
     prior_up: float = _help("Beta prior: pseudo-👍 added to every (prompt, answer).", 1.0)
     prior_down: float = _help("Beta prior: pseudo-👎 added to every (prompt, answer).", 1.0)
     neighbour_cosine: float = _help("Questions at least this similar share ratings and references.", 0.85)
-    trusted_rating: float = _help("An answer whose smoothed rating exceeds this is a trusted reference.", 0.5)
+    trusted_rating: float = _help(
+        "An answer with a 👍 whose rating (smoothed, or its posterior with noise_model em) exceeds this is a trusted "
+        "reference.", 0.5)
     max_weight_per_sender: float = _help("Most votes one sender counts for on one (prompt, answer).", 1.0)
     use_golden_train: bool = _help(
         "Treat the golden set's train split as operator-curated references (labels, not ratings).", False)
+    noise_model: typing.Literal["none", "em"] = _help(
+        "none: rating = the smoothed 👍 share, one 👍 trusts an answer. em: rating = the posterior that the answer "
+        "is right, from the live policy's prior and the ratings, with the rate of wrong ratings estimated by EM "
+        "(rsft_plugin/stages/noise.py). The rate is estimated and reported either way.", "none")
+    noise_start: float = _help("EM: the starting rate of wrong ratings, also where its pseudo-counts sit.", 0.1)
+    noise_prior_strength: float = _help("EM: pseudo-ratings at noise_start; fewer real ratings move it less.", 10.0)
+    noise_symmetric: bool = _help("EM: one rate for 👎 on right and 👍 on wrong answers (false: two rates).", True)
+    prior_power: float = _help("EM: the prior is q(answer | prompt) ** prior_power (below 1 trusts the policy less).",
+                               1.0)
+    fit_prior_power: bool = _help(
+        "EM: fit prior_power to the data too (starting from prior_power), so that an over- or under-confident "
+        "policy is not mistaken for noisy ratings.", True)
 
     def __post_init__(self) -> None:
         _check(self.w_similarity >= 0 and self.w_rating >= 0, "score", "w_similarity",
@@ -64,6 +81,10 @@ class ScoreConfig:
         _check(0 < self.neighbour_cosine <= 1, "score", "neighbour_cosine", "must be in (0, 1]")
         _check(0 <= self.trusted_rating < 1, "score", "trusted_rating", "must be in [0, 1)")
         _check(self.max_weight_per_sender > 0, "score", "max_weight_per_sender", "must be > 0")
+        _check(self.noise_model in ("none", "em"), "score", "noise_model", "must be none or em")
+        _check(0 < self.noise_start < 0.5, "score", "noise_start", "must be in (0, 0.5)")
+        _check(self.noise_prior_strength >= 0, "score", "noise_prior_strength", "must be >= 0")
+        _check(0 < self.prior_power <= 10, "score", "prior_power", "must be in (0, 10]")
 
 
 @dataclass

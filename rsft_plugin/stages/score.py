@@ -12,6 +12,13 @@ text and the texts of the prompt's trusted answers, clipped to [0, 1]: answers w
 prompt's neighbourhood exceeds `trusted_rating`, and operator-curated answers (the topics of golden train questions
 near the prompt). A trusted answer has similarity 1; with no trusted answer at all, similarity is 0.
 
+With `noise_model: em` (rsft_plugin/stages/noise.py) rating(c) is instead the posterior probability that c is the
+prompt's right answer: the live policy's q(c | prompt) (tempered by `prior_power`) as the prior, every neighbour
+rating as an observation whose error rate EM estimates from all of the round's ratings at once. A 👎 on one answer
+then raises the others in proportion to their prior, and an answer is trusted when its posterior exceeds
+`trusted_rating` and it has at least one 👍 — one careless 👍 no longer makes an answer a reference. The rate is
+estimated (and recorded with the round) under either model; with `noise_model: none` it changes no score.
+
 Candidates and trusted answers are identified by their key (the answer id for retrieval); each distinct key's text
 is embedded once per round.
 """
@@ -20,6 +27,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -28,14 +37,33 @@ from ..config import ScoreConfig
 from ..golden import GoldenQuestion
 from ..log import Turn
 from ..text import clean_text
+from . import noise
 from .records import PromptSet, SampledCandidate, ScoredCandidate, turn_key
 
 Embed = Callable[[list[str]], torch.Tensor]
 
 
+class Vote(NamedTuple):
+    sender: str
+    score: int  # 1 for 👍, 0 for 👎
+    turn: int  # the rated turn's position in the round's rated turns
+
+
+@dataclass(frozen=True)
+class Scores:
+    scored: list[ScoredCandidate]
+    noise: noise.NoiseEstimate  # the rating noise EM found (used for the rewards only with noise_model em)
+
+
 def score_candidates(candidates: list[SampledCandidate], prompt_set: PromptSet, rated_turns: list[Turn],
                      curated: list[GoldenQuestion], bank: AnswerBank, embed: Embed,
                      config: ScoreConfig) -> list[ScoredCandidate]:
+    """`score_round`'s scored candidates."""
+    return score_round(candidates, prompt_set, rated_turns, curated, bank, embed, config).scored
+
+
+def score_round(candidates: list[SampledCandidate], prompt_set: PromptSet, rated_turns: list[Turn],
+                curated: list[GoldenQuestion], bank: AnswerBank, embed: Embed, config: ScoreConfig) -> Scores:
     """Reward every candidate from ratings and similarity to trusted answers (see the module docstring).
 
     `rated_turns` must already exclude the turns kept out for the gate.
@@ -46,24 +74,61 @@ def score_candidates(candidates: list[SampledCandidate], prompt_set: PromptSet, 
     key_similarity = (key_embeddings @ key_embeddings.T).clamp(0, 1).cpu().numpy()  # (K, K)
     votes = _neighbour_votes(prompt_set, rated_turns, embed, config.neighbour_cosine)
     curated_answers = _curated_answers(prompt_set, curated, bank, embed, config.neighbour_cosine)
-    scored = []
     by_prompt: dict[int, list[SampledCandidate]] = defaultdict(list)
     for candidate in candidates:
         by_prompt[candidate.prompt_id].append(candidate)
+    estimate = estimate_noise(by_prompt, votes, config)
+    posterior_of = dict(zip(by_prompt, estimate.posteriors, strict=True))
+    scored = []
     for prompt_id, prompt_candidates in by_prompt.items():
         tallies = {answer: capped_votes(v, config.max_weight_per_sender) for answer, v in votes[prompt_id].items()}
+        if config.noise_model == "em":
+            posterior = posterior_of[prompt_id]
+            ratings = {key: posterior.get(key, 0.0) for key in {*posterior, *(c.key for c in prompt_candidates)}}
+        else:
+            ratings = {key: smoothed_rating(*tallies.get(key, (0.0, 0.0)), config.prior_up, config.prior_down)
+                       for key in {*tallies, *(c.key for c in prompt_candidates)}}
         trusted = curated_answers[prompt_id] | {
-            answer for answer, (up, down) in tallies.items()
-            if up > 0 and smoothed_rating(up, down, config.prior_up, config.prior_down) > config.trusted_rating}
+            answer for answer, (up, _) in tallies.items() if up > 0 and ratings[answer] > config.trusted_rating}
         trusted_rows = [row_of[key] for key in trusted if key in row_of]
         for candidate in prompt_candidates:
             up, down = tallies.get(candidate.key, (0.0, 0.0))
-            rating = smoothed_rating(up, down, config.prior_up, config.prior_down)
+            rating = ratings[candidate.key]
             row = row_of[candidate.key]
             similarity = float(key_similarity[row, trusted_rows].max()) if trusted_rows else 0.0
             scored.append(ScoredCandidate(candidate, similarity, up, down, rating,
                                           reward(similarity, rating, config.w_similarity, config.w_rating)))
-    return scored
+    return Scores(scored, estimate)
+
+
+def estimate_noise(by_prompt: dict[int, list[SampledCandidate]], votes: dict[int, dict[str, list[Vote]]],
+                   config: ScoreConfig) -> noise.NoiseEstimate:
+    """EM over the scored prompts: prior = the live policy's q of each candidate, evidence = the neighbour ratings.
+
+    A rated turn pooled into n prompts counts 1/n in the rate estimate; each sender's votes on one (prompt, answer)
+    weigh at most `max_weight_per_sender`, as in the smoothed rating.
+    """
+    pooled: dict[int, int] = defaultdict(int)
+    for prompt_id in by_prompt:
+        for answer_votes in votes[prompt_id].values():
+            for vote in answer_votes:
+                pooled[vote.turn] += 1
+    questions = []
+    for prompt_id, prompt_candidates in by_prompt.items():
+        prior = {c.key: c.q for c in prompt_candidates}
+        observations = []
+        for key, answer_votes in votes[prompt_id].items():
+            per_sender: dict[str, int] = defaultdict(int)
+            for vote in answer_votes:
+                per_sender[vote.sender] += 1
+            observations += [noise.Observation(key, bool(vote.score), noise.RATING,
+                                               min(1.0, config.max_weight_per_sender / per_sender[vote.sender]),
+                                               1 / pooled[vote.turn]) for vote in answer_votes]
+        questions.append(noise.Question(prior, observations))
+    start = noise.SignalRates(config.noise_start, config.noise_start)
+    return noise.estimate(questions, {noise.RATING: start}, symmetric=config.noise_symmetric,
+                          prior_power=config.prior_power, fit_prior_power=config.fit_prior_power,
+                          prior_strength=config.noise_prior_strength)
 
 
 def _texts_by_key(candidates: list[SampledCandidate], bank: AnswerBank) -> dict[str, str]:
@@ -82,10 +147,10 @@ def smoothed_rating(up: float, down: float, prior_up: float = 1.0, prior_down: f
     return (up + prior_up) / (up + down + prior_up + prior_down)
 
 
-def capped_votes(votes: Iterable[tuple[str, int]], max_weight_per_sender: float) -> tuple[float, float]:
-    """(👍, 👎) where each sender's votes are scaled down to weigh at most `max_weight_per_sender` in total."""
+def capped_votes(votes: Iterable[tuple], max_weight_per_sender: float) -> tuple[float, float]:
+    """(👍, 👎) from (sender, 0/1, ...) votes, each sender's scaled down to weigh at most `max_weight_per_sender`."""
     per_sender: dict[str, list[int]] = defaultdict(list)
-    for sender, score in votes:
+    for sender, score, *_ in votes:
         per_sender[sender].append(score)
     up = down = 0.0
     for scores in per_sender.values():
@@ -100,16 +165,16 @@ def reward(similarity: float, rating: float, w_similarity: float, w_rating: floa
 
 
 def _neighbour_votes(prompt_set: PromptSet, rated_turns: list[Turn], embed: Embed,
-                     bound: float) -> dict[int, dict[str, list[tuple[str, int]]]]:
-    """For each prompt: reply key -> [(sender, 0/1)] from rated turns at or above `bound` cosine."""
-    votes: dict[int, dict[str, list[tuple[str, int]]]] = defaultdict(lambda: defaultdict(list))
+                     bound: float) -> dict[int, dict[str, list[Vote]]]:
+    """For each prompt: reply key -> its votes from rated turns at or above `bound` cosine."""
+    votes: dict[int, dict[str, list[Vote]]] = defaultdict(lambda: defaultdict(list))
     if not rated_turns or not prompt_set.prompts:
         return votes
     rated_embeddings = embed([clean_text(t.user_text) for t in rated_turns])  # (R, d)
     close = (prompt_set.embeddings @ rated_embeddings.T) >= bound  # (P, R)
     for p_row, r_col in close.nonzero().tolist():
         turn = rated_turns[r_col]
-        votes[prompt_set.prompts[p_row].id][turn_key(turn)].append((turn.sender_id, int(turn.rating)))
+        votes[prompt_set.prompts[p_row].id][turn_key(turn)].append(Vote(turn.sender_id, int(turn.rating), r_col))
     return votes
 
 
