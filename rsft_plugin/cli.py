@@ -165,19 +165,38 @@ def worker_command(ctx: click.Context, max_rounds: int | None) -> None:
 
 @main.command("rollback")
 @click.argument("version", required=False)
+@click.option("--force", is_flag=True, help="Also make live a version the live guard rolled back.")
 @click.pass_context
 @_fail_cleanly
-def rollback_command(ctx: click.Context, version: str | None) -> None:
+def rollback_command(ctx: click.Context, version: str | None, force: bool) -> None:
     """Make VERSION live again (default: the version that was live before the current one).
 
-    The action server swaps to it like to any new version, without dropping a request.
+    The action server swaps to it like to any new version, without dropping a request. A version the live guard
+    rolled back needs --force; the guard then judges it on its new ratings only.
 
     Example: rsft rollback v0002
     """
     from .versions import rollback
 
-    previous, now = rollback(_parts(ctx).registry, version)
+    previous, now = rollback(_parts(ctx).registry, version, force=force)
     click.echo(f"live model: {previous} -> {now}")
+
+
+@main.command("guard")
+@click.pass_context
+@_fail_cleanly
+def guard_command(ctx: click.Context) -> None:
+    """Run the live guard once: compare the live version's 👍 rate with its parent's and roll back when worse.
+
+    Prints what it decided and why, with the numbers (guard.* in rsft.yml; `rsft worker` runs it at every poll).
+    Exits 0 whatever it decided.
+
+    Example: rsft --set guard.min_ratings=50 guard
+    """
+    from .live_guard import check_live_version
+
+    decision = check_live_version(_parts(ctx))
+    click.echo(f"live guard: {decision.action} — {decision.message}")
 
 
 @main.command("history")

@@ -243,7 +243,11 @@ def add_console_routes(app: web.Application, parts: Parts, token: str, sessions:
         return web.json_response(await run(model_admin.models_overview, parts), dumps=_dumps)
 
     async def promote(request: web.Request) -> web.Response:
-        return web.json_response(await run(model_admin.promote_version, parts, request.match_info["name"]))
+        body = await read_json(request, optional=True)
+        if not isinstance(body, dict) or set(body) - {"force"}:
+            raise InputError('expected {} or {"force": true} (over the live guard)')
+        return web.json_response(await run(model_admin.promote_version, parts, request.match_info["name"],
+                                           body.get("force", False)))
 
     async def rollback(request: web.Request) -> web.Response:
         body = await read_json(request, optional=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 from .errors import InputError, NotFound, RegistryError
 from .handoff import per_version
+from .live_guard import guard_rollbacks, refuse_guard_rolled_back
 from .models.registry import Registry
 from .parts import Parts
 from .versions import rollback
@@ -22,6 +23,7 @@ def models_overview(parts: Parts) -> dict[str, Any]:
     registry = parts.registry
     live = registry.live_name()
     handoffs = per_version(parts.log)
+    rolled_back = guard_rollbacks(registry)
     versions = []
     for info in reversed(registry.versions()):
         signal = handoffs.get(info.name)
@@ -32,23 +34,31 @@ def models_overview(parts: Parts) -> dict[str, Any]:
                          "round_id": info.round_id, "heldout_accuracy": info.eval.get("heldout_accuracy"),
                          "heldout_n": info.eval.get("heldout_n"), "accepted": info.eval.get("accepted"),
                          "notes": info.notes, "n_answers": info.n_answers,
-                         "answer_bank_hash": info.answer_bank_hash[:12], "live": info.name == live})
+                         "answer_bank_hash": info.answer_bank_hash[:12], "live": info.name == live,
+                         "guard_rollback": (rolled_back.get(info.name) or {}).get("message")})
     history = list(reversed(registry.pointer_history()))[:20]
-    return {"live": live, "previous": registry.previous_live(), "versions": versions, "history": history}
+    previous = registry.previous_live()  # not offered when the live guard took it off
+    return {"live": live, "previous": None if previous in rolled_back else previous, "versions": versions,
+            "history": history}
 
 
-def promote_version(parts: Parts, name: Any) -> dict[str, Any]:
-    """Make version `name` live.
+def promote_version(parts: Parts, name: Any, force: Any = False) -> dict[str, Any]:
+    """Make version `name` live (one the live guard rolled back only with `force`).
 
     Raises:
-        InputError: not a version name, or it is live already.
+        InputError: not a version name, it is live already, or the guard rolled it back and `force` is not true.
         NotFound: no complete version of that name.
     """
     registry = parts.registry
     _known(registry, name)
     if registry.live_name() == name:
         raise InputError(f"{name} is live already")
-    previous = registry.set_live(name, "promoted from the console")
+    try:
+        refuse_guard_rolled_back(registry, name, force is True)
+    except RegistryError as exc:
+        raise InputError(str(exc).replace("--force", '"force": true')) from exc
+    previous = registry.set_live(name, "promoted from the console" + (" (forced over the live guard)" if force is True
+                                                                       else ""))
     return {"live": name, "previous": previous}
 
 

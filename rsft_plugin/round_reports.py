@@ -98,7 +98,9 @@ def _verdict(row: RoundRecord) -> str:
     reason = row.reason or ""
     match row.status:
         case "promoted":
-            return f"Promoted {row.new_version} (trained from {row.live_version}): {reason}"
+            promoted = f"Promoted {row.new_version} (trained from {row.live_version}): {reason}"
+            guard = row.stats.get("live_guard")  # customers' ratings later rolled it back
+            return f"{promoted}. Then {guard['message']}" if guard else promoted
         case "kept":
             return f"Kept {row.live_version} live — the gate refused the candidate: {reason}"
         case "stopped":

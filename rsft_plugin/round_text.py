@@ -39,6 +39,8 @@ def describe_round(row: RoundRecord | None, round_id: int) -> str:
     if stats.get("acceptance_by_topic"):
         worst = sorted(stats["acceptance_by_topic"].items(), key=lambda item: item[1])[:5]
         lines.append("  lowest acceptance  " + ", ".join(f"{t} {r:.0%}" for t, r in worst))
+    if stats.get("live_guard"):
+        lines.append(f"  live guard         {stats['live_guard'].get('message', 'rolled back')}")
     if row.report_dir:
         lines.append(f"  report             {row.report_dir} (report.json and PNG plots)")
     return "\n".join(lines)
@@ -59,6 +61,8 @@ def history_lines(rounds: list[RoundRecord]) -> list[str]:
                      f"{pct(gate.get('candidate_accuracy')):>6}  {r.new_version or '-'}")
         if r.reason or r.status == "running":
             lines.append(f"        why: {r.reason or f'running, stage {r.stage} ({r.progress:.0%})'}")
+        if stats.get("live_guard"):  # the promoted version was rolled back later by the live guard
+            lines.append(f"        then: {stats['live_guard'].get('message', 'rolled back by the live guard')}")
     return lines
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from . import jobs
 from .errors import RegistryError
+from .live_guard import refuse_guard_rolled_back
 from .log import RoundRecord
 from .models import VersionInfo, load_version, pretrained_policy, read_version_info
 from .models.registry import Registry
@@ -63,16 +64,19 @@ def evaluate_version(parts: Parts, name: str | None = None, split: str | None = 
     return VersionEval(report, format_report(report, title))
 
 
-def rollback(registry: Registry, version: str | None = None) -> tuple[str | None, str]:
+def rollback(registry: Registry, version: str | None = None, force: bool = False) -> tuple[str | None, str]:
     """Point LIVE at `version`, or at the version live before the current one; returns (previous, now).
 
+    A version the live guard rolled back goes live again only with `force` (the same evidence must not bring it back).
+
     Raises:
-        RegistryError: no such version, or nothing to roll back to.
+        RegistryError: no such version, nothing to roll back to, or the guard rolled the target back (no `force`).
     """
     target = version or registry.previous_live()
     if target is None:
         raise RegistryError("there is no earlier live version to roll back to; name one (rsft versions)")
-    return registry.set_live(target, "rollback"), target
+    refuse_guard_rolled_back(registry, target, force)
+    return registry.set_live(target, "rollback" + (" (forced over the live guard)" if force else "")), target
 
 
 def round_history(parts: Parts, limit: int = 20) -> list[RoundRecord]:

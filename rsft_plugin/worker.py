@@ -1,6 +1,7 @@
-"""`rsft worker`: run rounds by themselves — every `interval_minutes` and/or once `after_new_ratings` arrived.
+"""`rsft worker`: run rounds by themselves — every `interval_minutes` and/or once `after_new_ratings` arrived — and
+check the live version with the live guard at every poll (live_guard.py: rolls back a promotion customers like less).
 
-One round at a time (the round lock); a failed round is recorded and logged, and the worker goes on.
+One round at a time (the round lock); a failed round or guard check is recorded and logged, and the worker goes on.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from .live_guard import check_live_version
 from .log import utc_now
 from .maintenance import apply_retention
 from .parts import Parts
@@ -28,6 +30,7 @@ def run_worker(parts: Parts, echo: Callable[[str], None] = print, stop: threadin
          f"new ratings (0 = off); checking every {settings.poll_seconds:g} s")
     while not stop.is_set() and (max_rounds is None or started < max_rounds):
         apply_retention(parts)
+        _guard(parts, echo)
         reason = _due(parts, last_time, last_stamp)
         if reason:
             echo(f"worker: starting a round ({reason})")
@@ -43,6 +46,17 @@ def run_worker(parts: Parts, echo: Callable[[str], None] = print, stop: threadin
                 echo("worker: the round could not run; see the log. Will try again at the next trigger.")
         stop.wait(settings.poll_seconds)
     return started
+
+
+def _guard(parts: Parts, echo: Callable[[str], None]) -> None:
+    """Run the live guard once; only a rollback is worth a line (waiting and keeping repeat every poll)."""
+    try:
+        decision = check_live_version(parts)
+    except Exception:  # the worker outlives a failed check too
+        log.exception("worker: the live guard could not run")
+        return
+    if decision.action == "rolled_back":
+        echo(f"worker: {decision.message}")
 
 
 def _due(parts: Parts, last_time: float, last_stamp: str) -> str | None:

@@ -188,6 +188,31 @@ def test_turn_queries_for_rounds(log):
     assert log.ratings_since("9999") == 0
 
 
+def test_rating_counts_per_version_and_window_for_the_live_guard(log):
+    ids = [log.log_turn(_turn(sender=f"s{n}", text=f"q{n}", version=v))
+           for n, v in enumerate(["v0001", "v0001", "v0001", "v0002", "v0001"])]
+    for turn_id, sender, score in zip(ids, [f"s{n}" for n in range(5)], [1, 0, 1, 0, 1], strict=True):
+        log.rate(turn_id, sender, score)
+    unrated = log.log_turn(_turn(sender="s9", version="v0001"))
+    not_understood = log.log_turn(_turn(sender="s8", version="v0001", answer=None, reply_key="not_understood"))
+    log.rate(not_understood, "s8", 0)
+    assert log.version_rating_counts("v0001").to_dict() == {"up": 3, "down": 2}
+    assert log.version_rating_counts("v0001", exclude_reply_key="not_understood").to_dict() == {"up": 3, "down": 1}
+    assert log.version_rating_counts("v0002").to_dict() == {"up": 0, "down": 1}
+    assert log.version_rating_counts("v0009").to_dict() == {"up": 0, "down": 0}
+    nothing, everything = {"up": 0, "down": 0}, {"up": 3, "down": 2}
+    assert log.version_rating_counts("v0001", since="9999").to_dict() == nothing
+    assert log.version_rating_counts("v0001", until="0000").to_dict() == nothing
+    assert log.version_rating_counts("v0001", since="0000", until="9999").to_dict() == everything
+    # newest: by time, ties in insertion order (several turns can share a millisecond)
+    assert log.version_rating_counts("v0001", newest=1).to_dict() == {"up": 0, "down": 1}  # the not-understood one
+    assert log.version_rating_counts("v0001", newest=1, exclude_reply_key="not_understood").to_dict() == {
+        "up": 1, "down": 0}
+    assert log.version_rating_counts("v0001", newest=3, exclude_reply_key="not_understood").to_dict() == {
+        "up": 2, "down": 1}
+    assert log.turn(unrated).rating is None
+
+
 def test_inbox_filters_sorts_and_facets(log):
     first = log.log_turn(_turn("alice", "where is my parcel?", "track_order", 0.62))
     second = log.log_turn(_turn("alice", "it still has not come", "delayed_delivery", 0.31, "v0002"))

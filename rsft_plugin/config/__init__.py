@@ -1,7 +1,7 @@
 """One YAML file (rsft.yml), one dataclass per section, validated on load.
 
 The sections live in `service.py` (paths, model, servers, console, worker, privacy,
-hand-off) and `loop.py` (the
+hand-off, live guard) and `loop.py` (the
 round's stages); this module reads the file, applies overrides and builds `Config`.
 
 Precedence: dataclass defaults < rsft.yml < command-line overrides. Unknown sections or keys are an error
@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from .loop import CollectConfig, FinetuneConfig, GateConfig, RejectConfig, SampleConfig, ScoreConfig
 from .service import (
     ConsoleConfig,
+    GuardConfig,
     HandoffConfig,
     LogConfig,
     ModelConfig,
@@ -35,9 +36,9 @@ from .service import (
 
 __all__ = [
     "CONFIG_ENV", "CollectConfig", "Config", "ConfigError", "ConsoleConfig", "FinetuneConfig", "GateConfig",
-    "HandoffConfig", "LogConfig", "ModelConfig", "PathsConfig", "PrivacyConfig", "RejectConfig", "SampleConfig",
-    "ScoreConfig", "ServerConfig", "WorkerConfig", "default_config_path", "load_config", "merge_overrides",
-    "parse_overrides",
+    "GuardConfig", "HandoffConfig", "LogConfig", "ModelConfig", "PathsConfig", "PrivacyConfig", "RejectConfig",
+    "SampleConfig", "ScoreConfig", "ServerConfig", "WorkerConfig", "default_config_path", "load_config",
+    "merge_overrides", "parse_overrides",
     "settings_as_yaml",
 ]
 
@@ -61,6 +62,7 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     handoff: HandoffConfig = field(default_factory=HandoffConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     source: Path | None = None  # the file it was read from, for messages
 
     def section_names(self) -> list[str]:

@@ -21,6 +21,7 @@ from .records import (
     Handoff,
     Job,
     Publication,
+    RatingCounts,
     RatingRecord,
     RoundExample,
     RoundPrompt,
@@ -43,9 +44,9 @@ BACKENDS = {"sqlite": "rsft_plugin.log.sqlite:SqliteLog", "postgres": "rsft_plug
 __all__ = [
     "HANDOFF_REASONS", "HANDOFF_STATUSES", "SCHEMA_VERSION", "AnswerBankLog", "AnswerRevision", "CandidateRow",
     "ConversationLog", "ConversationSummary", "Handoff", "HandoffLog", "Job", "JobLog", "Log", "MaintenanceLog",
-    "Publication", "RatingRecord", "RoundExample", "RoundLog", "RoundPrompt", "RoundRecord", "TrainingExample",
-    "Turn", "TurnFacets", "TurnRecord", "VersionHandoffs", "backend_class", "describe_log", "open_log",
-    "open_postgres", "open_sqlite", "utc_now",
+    "Publication", "RatingCounts", "RatingRecord", "RoundExample", "RoundLog", "RoundPrompt", "RoundRecord",
+    "TrainingExample", "Turn", "TurnFacets", "TurnRecord", "VersionHandoffs", "backend_class", "describe_log",
+    "open_log", "open_postgres", "open_sqlite", "utc_now",
 ]
 
 

@@ -18,6 +18,7 @@ from .records import (
     Handoff,
     Job,
     Publication,
+    RatingCounts,
     RatingRecord,
     RoundExample,
     RoundPrompt,
@@ -69,6 +70,11 @@ class ConversationLog(Protocol):
         """Turns logged up to `until`, newest first."""
 
     def ratings_since(self, since: str | None) -> int: ...
+
+    def version_rating_counts(self, model_version: str, *, since: str | None = None, until: str | None = None,
+                              newest: int | None = None, exclude_reply_key: str | None = None) -> RatingCounts:
+        """👍/👎 on the rated turns `model_version` answered, logged in [since, until), only the `newest` of them when
+        given, leaving out turns whose reply_key is `exclude_reply_key` (the live guard's evidence)."""
 
     def conversations(self, *, rating: str = "any", score_below: float | None = None, topic: str | None = None,
                       since: str | None = None, until: str | None = None, version: str | None = None,

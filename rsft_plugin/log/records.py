@@ -77,6 +77,14 @@ class RatingRecord(Record):
 
 
 @dataclass(frozen=True)
+class RatingCounts(Record):
+    """👍 and 👎 on the turns one model version answered in a window (a live signal of that version)."""
+
+    up: int
+    down: int
+
+
+@dataclass(frozen=True)
 class Turn(Record):
     """A logged turn with its rating (None when unrated)."""
 

@@ -123,8 +123,9 @@ class Registry:
             _fsync_dir(self.root)
             return info
 
-    def set_live(self, name: str, reason: str) -> str | None:
-        """Point LIVE at `name` atomically; returns the previously live name.
+    def set_live(self, name: str, reason: str, details: dict[str, Any] | None = None) -> str | None:
+        """Point LIVE at `name` atomically; returns the previously live name. `details` (JSON) joins the pointer log's
+        entry (the live guard's numbers, say).
 
         Raises:
             RegistryError: `name` is not a complete version.
@@ -141,8 +142,8 @@ class Registry:
             checkpoint("pointer:before-replace")
             os.replace(temporary, self.root / POINTER_FILE)
             _fsync_dir(self.root)
-            entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "from": previous, "to": name,
-                     "reason": reason}
+            entry = {"at": datetime.now(UTC).isoformat(timespec="milliseconds"), "from": previous, "to": name,
+                     "reason": reason, **(details or {})}
             with (self.root / POINTER_LOG).open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(entry) + "\n")
             return previous

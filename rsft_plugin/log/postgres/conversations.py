@@ -12,7 +12,7 @@ from psycopg.types.json import Json
 
 from ...errors import RatingRefused
 from ..interfaces import COUNTED
-from ..records import ConversationSummary, RatingRecord, Turn, TurnFacets, TurnRecord
+from ..records import ConversationSummary, RatingCounts, RatingRecord, Turn, TurnFacets, TurnRecord
 from .base import LOCK_PRUNE_ATTEMPTS, PostgresBase, utc_now
 
 _TURN_FIELDS = (
@@ -118,6 +118,23 @@ class PostgresConversations(PostgresBase):
         if since is None:
             return self._value("SELECT count(*) FROM ratings")
         return self._value("SELECT count(*) FROM ratings WHERE updated_at > %s", [since])
+
+    def version_rating_counts(self, model_version: str, *, since: str | None = None, until: str | None = None,
+                              newest: int | None = None, exclude_reply_key: str | None = None) -> RatingCounts:
+        where, params = ["t.model_version = %s"], [model_version]
+        for clause, value in (("t.created_at >= %s", since), ("t.created_at < %s", until),
+                              ("(t.reply_key IS NULL OR t.reply_key <> %s)", exclude_reply_key)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        limit = "LIMIT %s" if newest is not None else ""
+        rows = self._rows(
+            "SELECT coalesce(sum(CASE WHEN score = 1 THEN 1 ELSE 0 END), 0) AS up, count(*) AS n FROM ("
+            f"SELECT r.score FROM turns t JOIN ratings r ON r.turn_id = t.id WHERE {' AND '.join(where)} "
+            f"ORDER BY t.created_at DESC, t.seq DESC {limit}) newest_rated",
+            [*params, *([newest] if newest is not None else [])])
+        up, n = int(rows[0]["up"]), int(rows[0]["n"])
+        return RatingCounts(up=up, down=n - up)
 
     def count(self, table: str) -> int:
         if table not in COUNTED:

@@ -491,7 +491,8 @@
     function draw(data) {
       var rows = data.versions.map(function (v) {
         return h("tr", { class: v.live ? "live" : "", "data-version": v.name },
-          h("td", null, h("strong", { text: v.name }), v.live ? h("span", { class: "badge status-live", text: "live" }) : null),
+          h("td", null, h("strong", { text: v.name }), v.live ? h("span", { class: "badge status-live", text: "live" }) : null,
+            v.guard_rollback ? h("span", { class: "badge status-failed guard-rollback", title: v.guard_rollback, text: "rolled back by the live guard" }) : null),
           h("td", { class: "nowrap", text: when(v.created_at) }),
           h("td", { text: v.parent || "–" }),
           h("td", null, v.round_id !== null ? h("a", { href: "/console/rounds/" + v.round_id }, "Round " + v.round_id) : "–"),
