@@ -27,15 +27,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import GuardConfig
 from .errors import RegistryError
 from .log import Log
 from .models import read_version_info
 from .models.registry import Registry
 from .not_understood import NOT_UNDERSTOOD
-from .parts import Parts
+
+if TYPE_CHECKING:
+    from .config import GuardConfig
+    from .parts import Parts
 
 GUARD_REASON = "live guard"  # the start of the reason of every pointer change the guard makes
 

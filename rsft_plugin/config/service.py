@@ -168,9 +168,6 @@ class HandoffConfig:
                "support_email", "must be an email address")
 
 
-GUARD_SIGNALS = ("ratings",)  # the readers of rsft_plugin/live_guard.py SIGNALS (clicks, implicit signals: later)
-
-
 @dataclass
 class GuardConfig:
     """The live guard: after a promotion, roll back by itself when customers like the new version less than its
@@ -181,16 +178,19 @@ class GuardConfig:
     margin: float = _help("How much worse (a share, 0.05 = 5 points of 👍 rate) counts as worse.", 0.05)
     min_ratings: int = _help("Judge only with at least this many pieces of evidence on each side.", 30)
     parent_window: int = _help("The parent's side: its newest this-many rated answers before the switch.", 500)
-    signals: str = _help(f"Comma-separated evidence the guard counts (of {', '.join(GUARD_SIGNALS)}).", "ratings")
+    signals: str = _help("Comma-separated evidence the guard counts: readers of live_guard.SIGNALS (ratings today; "
+                         "clicks and implicit signals join as readers).", "ratings")
 
     def __post_init__(self) -> None:
         _check(0.5 <= self.confidence < 1, "guard", "confidence", "must be in [0.5, 1)")
         _check(0 <= self.margin < 1, "guard", "margin", "must be in [0, 1) (a share of the 👍 rate)")
         _check(self.min_ratings >= 1, "guard", "min_ratings", "must be >= 1")
         _check(self.parent_window >= self.min_ratings, "guard", "parent_window", "must be >= guard.min_ratings")
-        unknown = [name for name in self.signal_names if name not in GUARD_SIGNALS]
+        from ..live_guard import SIGNALS  # the signal readers; imports no torch, and config is loaded by then
+
+        unknown = [name for name in self.signal_names if name not in SIGNALS]
         _check(bool(self.signal_names) and not unknown, "guard", "signals",
-               f"must name one or more of {list(GUARD_SIGNALS)} (got {self.signals!r})")
+               f"must name one or more of {sorted(SIGNALS)} (got {self.signals!r})")
 
     @property
     def signal_names(self) -> tuple[str, ...]:
