@@ -748,6 +748,29 @@ def test_promote_and_rollback_move_the_live_pointer(config, token, versions):
     assert reasons == ["test", "promoted from the console", "rollback", "rollback"]
 
 
+def test_a_version_the_live_guard_rolled_back_is_marked_and_promoted_only_when_forced(config, token, versions):
+    versions.set_live("v0002", "round 1")
+    versions.set_live("v0001", "live guard: rolled back v0002 -> v0001: numbers",
+                      details={"guard": {"message": "live guard: rolled back v0002 -> v0001: numbers"}})
+    auth = {"Authorization": f"Bearer {token}"}
+
+    async def exercise(client: TestClient) -> list[Any]:
+        models = await (await client.get("/api/models", headers=auth)).json()
+        seen: list[Any] = [{v["name"]: v["guard_rollback"] for v in models["versions"]}, models["previous"]]
+        for body in (None, {"force": "yes"}, {"x": 1}, {"force": True}):
+            response = await client.post("/api/models/v0002/promote", headers=auth, json=body)
+            seen.append((response.status, await response.json()))
+        return seen
+
+    seen = _serve(config, exercise)
+    assert seen[0] == {"v0002": "live guard: rolled back v0002 -> v0001: numbers", "v0001": None}
+    assert seen[1] is None, "the Rollback button must not offer the version the guard took off"
+    assert seen[2][0] == 400 and "live guard rolled v0002 back" in seen[2][1]["error"]
+    assert seen[3][0] == 400 and seen[4][0] == 400
+    assert seen[5] == (200, {"live": "v0002", "previous": "v0001"})
+    assert versions.pointer_history()[-1]["reason"] == "promoted from the console (forced over the live guard)"
+
+
 def test_retrain_is_refused_while_the_answer_bank_is_being_published(config, token):
     store = open_sqlite(config.paths.db)
     try:
