@@ -131,12 +131,24 @@ def gather(log: Log, window: Window, signals: tuple[str, ...]) -> Evidence:
 def check_live_version(parts: Parts) -> GuardDecision:
     """Judge the live version against its parent; roll back when it is worse (see the module's docstring).
 
-    Never raises for a missing or unreadable version: it answers `none` with why.
+    It holds the round lock while it judges, so a round never promotes a child of a version the guard is rolling
+    back (and a running round is waited for: the guard answers `none` and looks again at the next poll). Never
+    raises for a missing or unreadable version: it answers `none` with why.
     """
+    from .rounds import RoundBusy, round_lock  # the round machinery loads only where the guard runs (not the web)
+
+    if not parts.config.guard.enabled:
+        return GuardDecision("none", "the live guard is off (guard.enabled: false)")
+    try:
+        with round_lock(parts.config.paths.run_dir):
+            return _judge(parts)
+    except RoundBusy:
+        return GuardDecision("none", "a round is running; the live guard looks again when it has finished")
+
+
+def _judge(parts: Parts) -> GuardDecision:
     settings: GuardConfig = parts.config.guard
     registry = parts.registry
-    if not settings.enabled:
-        return GuardDecision("none", "the live guard is off (guard.enabled: false)")
     live = registry.live_name()
     went_live = _promotion_entry(registry, live)
     if live is None or went_live is None:

@@ -22,10 +22,14 @@ from .conftest import relabelled, write_config
 GUARD = {"min_ratings": 20, "confidence": 0.95, "margin": 0.05}
 
 
+def _config_path(tmp_path, **guard):
+    return write_config(tmp_path, guard={**GUARD, **guard}, paths={"run_dir": str(tmp_path / "run")})
+
+
 @pytest.fixture
 def promoted(tmp_path, pretrained):
     """v0001 (the parent) live with its traffic, then v0002 promoted by round 1: the parts, open."""
-    parts = build_parts(load_config(write_config(tmp_path, guard=GUARD)))
+    parts = build_parts(load_config(_config_path(tmp_path)))
     registry = parts.registry
     registry.set_live(registry.publish(pretrained, notes="parent").name, "init-model")
     yield parts
@@ -110,6 +114,19 @@ def test_the_same_evidence_never_makes_the_rolled_back_version_live_again(promot
     assert parts.registry.live_name() == "v0002"
 
 
+def test_the_guard_waits_while_a_round_runs(promoted, pretrained):
+    from rsft_plugin.rounds import round_lock
+
+    parts = promoted
+    _feed(parts, "v0001", up=40, down=10, prefix="before")
+    new = _promote(parts, pretrained)
+    _feed(parts, new, up=0, down=30, prefix="after")
+    with round_lock(parts.config.paths.run_dir):
+        busy = check_live_version(parts)
+    assert busy.action == "none" and "a round is running" in busy.message and parts.registry.live_name() == new
+    assert check_live_version(parts).action == "rolled_back"
+
+
 def test_too_little_evidence_takes_no_action(promoted, pretrained):
     parts = promoted
     _feed(parts, "v0001", up=40, down=10, prefix="before")
@@ -135,7 +152,7 @@ def test_a_version_as_good_as_its_parent_stays_live(promoted, pretrained):
 
 
 def test_the_guard_is_off_when_disabled_and_the_cli_reports_it(tmp_path, pretrained):
-    path = write_config(tmp_path, guard={**GUARD, "enabled": False})
+    path = _config_path(tmp_path, enabled=False)
     with build_parts(load_config(path)) as parts:
         parts.registry.set_live(parts.registry.publish(pretrained).name, "init-model")
         _feed(parts, "v0001", up=40, down=10, prefix="before")
