@@ -9,17 +9,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ...errors import RatingRefused
-from ..interfaces import COUNTED
-from ..records import ConversationSummary, RatingCounts, RatingRecord, Turn, TurnFacets, TurnRecord
+from ..records import ConversationSummary, RatingRecord, Turn, TurnFacets, TurnRecord
+from ..turn_reads import TURNS_WITH_RATINGS, TurnReads
 from .base import SqliteBase, utc_now
-
-_TURN_FIELDS = (
-    "SELECT t.id, t.sender_id, t.user_text, t.answer_id, t.answer_topic, t.created_at, t.reply_key, "
-    "r.score AS rating FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id"
-)
-_TURNS_WITH_RATINGS = (
-    "SELECT t.*, r.score AS rating, r.updated_at AS rated_at FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id"
-)
 
 
 def _turn(row: dict[str, Any]) -> Turn:
@@ -27,7 +19,10 @@ def _turn(row: dict[str, Any]) -> Turn:
     return Turn.from_row(row, top_k=top_k, redacted=bool(row.get("redacted")))
 
 
-class SqliteConversations(SqliteBase):
+class SqliteConversations(TurnReads, SqliteBase):
+    _PLACEHOLDER, _TIE = "?", "t.rowid"
+    _turn = staticmethod(_turn)
+
     def log_turn(self, turn: TurnRecord) -> str:
         turn_id = uuid.uuid4().hex
         row = {"id": turn_id, **turn.to_dict(), "top_k": json.dumps(turn.top_k), "created_at": utc_now(),
@@ -76,56 +71,6 @@ class SqliteConversations(SqliteBase):
         if owner[0] != sender_id:
             return RatingRefused("that answer was given in another conversation")
         return None
-
-    def turn(self, turn_id: str) -> Turn | None:
-        rows = self._rows(_TURNS_WITH_RATINGS + " WHERE t.id = ?", [turn_id])
-        return _turn(rows[0]) if rows else None
-
-    def recent_turns(self, limit: int = 20, sender_id: str | None = None) -> list[Turn]:
-        where, params = ("WHERE t.sender_id = ?", [sender_id]) if sender_id else ("", [])
-        return [_turn(r) for r in self._rows(
-            f"{_TURNS_WITH_RATINGS} {where} ORDER BY t.created_at DESC, t.rowid DESC LIMIT ?", [*params, limit])]
-
-    def rated_turns(self, exclude_turn_ids: set[str] | None = None) -> list[Turn]:
-        rows = self._rows(f"{_TURN_FIELDS} WHERE r.score IS NOT NULL ORDER BY t.created_at, t.rowid")
-        return [Turn.from_row(r) for r in rows if not exclude_turn_ids or r["id"] not in exclude_turn_ids]
-
-    def turns_for_round(self, since: str | None, limit: int) -> list[Turn]:
-        where, params = ("WHERE t.created_at > ?", [since]) if since else ("", [])
-        return [Turn.from_row(r) for r in self._rows(
-            f"{_TURN_FIELDS} {where} ORDER BY t.created_at DESC, t.rowid DESC LIMIT ?", [*params, limit])]
-
-    def turns_before(self, until: str, limit: int) -> list[Turn]:
-        return [Turn.from_row(r) for r in self._rows(
-            f"{_TURN_FIELDS} WHERE t.created_at <= ? ORDER BY t.created_at DESC, t.rowid DESC LIMIT ?",
-            [until, limit])]
-
-    def ratings_since(self, since: str | None) -> int:
-        if since is None:
-            return self._value("SELECT count(*) FROM ratings")
-        return self._value("SELECT count(*) FROM ratings WHERE updated_at > ?", [since])
-
-    def version_rating_counts(self, model_version: str, *, since: str | None = None, until: str | None = None,
-                              newest: int | None = None, exclude_reply_key: str | None = None) -> RatingCounts:
-        where, params = ["t.model_version = ?"], [model_version]
-        for clause, value in (("t.created_at >= ?", since), ("t.created_at < ?", until),
-                              ("(t.reply_key IS NULL OR t.reply_key <> ?)", exclude_reply_key)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        limit = "LIMIT ?" if newest is not None else ""
-        rows = self._rows(
-            "SELECT coalesce(sum(CASE WHEN score = 1 THEN 1 ELSE 0 END), 0) AS up, count(*) AS n FROM ("
-            f"SELECT r.score FROM turns t JOIN ratings r ON r.turn_id = t.id WHERE {' AND '.join(where)} "
-            f"ORDER BY t.created_at DESC, t.rowid DESC {limit}) newest_rated",
-            [*params, *([newest] if newest is not None else [])])
-        up, n = int(rows[0]["up"]), int(rows[0]["n"])
-        return RatingCounts(up=up, down=n - up)
-
-    def count(self, table: str) -> int:
-        if table not in COUNTED:
-            raise ValueError(f"no table {table!r}")
-        return self._value(f"SELECT count(*) FROM {table}")
 
     def conversations(self, *, rating: str = "any", score_below: float | None = None, topic: str | None = None,
                       since: str | None = None, until: str | None = None, version: str | None = None,
@@ -183,7 +128,7 @@ class SqliteConversations(SqliteBase):
 
     def conversation(self, sender_id: str) -> list[Turn]:
         return [_turn(r) for r in self._rows(
-            f"{_TURNS_WITH_RATINGS} WHERE t.sender_id = ? ORDER BY t.created_at, t.rowid", [sender_id])]
+            f"{TURNS_WITH_RATINGS} WHERE t.sender_id = ? ORDER BY t.created_at, t.rowid", [sender_id])]
 
     def turn_facets(self) -> TurnFacets:
         with self._lock:
@@ -197,7 +142,7 @@ class SqliteConversations(SqliteBase):
     def iter_turns(self, batch: int = 500) -> Iterator[Turn]:
         last = 0
         while True:
-            rows = self._rows(f"{_TURNS_WITH_RATINGS.replace('SELECT t.*', 'SELECT t.rowid AS _rowid, t.*')} "
+            rows = self._rows(f"{TURNS_WITH_RATINGS.replace('SELECT t.*', 'SELECT t.rowid AS _rowid, t.*')} "
                               "WHERE t.rowid > ? ORDER BY t.rowid LIMIT ?", [last, batch])
             if not rows:
                 return

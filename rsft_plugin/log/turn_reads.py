@@ -1,0 +1,86 @@
+"""The turn and rating reads both SQL backends share: one text of each query for SQLite and PostgreSQL.
+
+They differ only in the parameter placeholder (`?` / `%s`), in the column that orders turns logged in the same
+millisecond (SQLite's rowid / PostgreSQL's `seq`) and in how `top_k` comes back (JSON text / already parsed).
+A backend mixes this in before its base class and sets `_PLACEHOLDER`, `_TIE` and `_turn`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .interfaces import COUNTED
+from .records import RatingCounts, Turn
+
+TURN_FIELDS = (
+    "SELECT t.id, t.sender_id, t.user_text, t.answer_id, t.answer_topic, t.created_at, t.reply_key, "
+    "r.score AS rating FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id"
+)
+TURNS_WITH_RATINGS = (
+    "SELECT t.*, r.score AS rating, r.updated_at AS rated_at FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id"
+)
+
+
+class TurnReads:
+    _PLACEHOLDER: str  # "?" (SQLite) or "%s" (psycopg)
+    _TIE: str  # orders turns of the same millisecond: "t.rowid" or "t.seq"
+
+    # Given by the backend's base class (after this one in the MRO, so they are declared, not defined, here).
+    _rows: Callable[..., list[dict[str, Any]]]
+    _value: Callable[..., Any]
+    _turn: Callable[[dict[str, Any]], Turn]  # a row of TURNS_WITH_RATINGS as a Turn (top_k decoded)
+
+    def _read(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        """`sql` written with `?` placeholders, run with this backend's."""
+        return self._rows(sql.replace("?", self._PLACEHOLDER), params)
+
+    def turn(self, turn_id: str) -> Turn | None:
+        rows = self._read(TURNS_WITH_RATINGS + " WHERE t.id = ?", [turn_id])
+        return self._turn(rows[0]) if rows else None
+
+    def recent_turns(self, limit: int = 20, sender_id: str | None = None) -> list[Turn]:
+        where, params = ("WHERE t.sender_id = ?", [sender_id]) if sender_id else ("", [])
+        return [self._turn(r) for r in self._read(
+            f"{TURNS_WITH_RATINGS} {where} ORDER BY t.created_at DESC, {self._TIE} DESC LIMIT ?", [*params, limit])]
+
+    def rated_turns(self, exclude_turn_ids: set[str] | None = None) -> list[Turn]:
+        rows = self._read(f"{TURN_FIELDS} WHERE r.score IS NOT NULL ORDER BY t.created_at, {self._TIE}")
+        return [Turn.from_row(r) for r in rows if not exclude_turn_ids or r["id"] not in exclude_turn_ids]
+
+    def turns_for_round(self, since: str | None, limit: int) -> list[Turn]:
+        where, params = ("WHERE t.created_at > ?", [since]) if since else ("", [])
+        return [Turn.from_row(r) for r in self._read(
+            f"{TURN_FIELDS} {where} ORDER BY t.created_at DESC, {self._TIE} DESC LIMIT ?", [*params, limit])]
+
+    def turns_before(self, until: str, limit: int) -> list[Turn]:
+        return [Turn.from_row(r) for r in self._read(
+            f"{TURN_FIELDS} WHERE t.created_at <= ? ORDER BY t.created_at DESC, {self._TIE} DESC LIMIT ?",
+            [until, limit])]
+
+    def ratings_since(self, since: str | None) -> int:
+        if since is None:
+            return self._value("SELECT count(*) FROM ratings")
+        return self._value(f"SELECT count(*) FROM ratings WHERE updated_at > {self._PLACEHOLDER}", [since])
+
+    def version_rating_counts(self, model_version: str, *, since: str | None = None, until: str | None = None,
+                              newest: int | None = None, exclude_reply_key: str | None = None) -> RatingCounts:
+        where, params = ["t.model_version = ?"], [model_version]
+        for clause, value in (("t.created_at >= ?", since), ("t.created_at < ?", until),
+                              ("(t.reply_key IS NULL OR t.reply_key <> ?)", exclude_reply_key)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        limit = "LIMIT ?" if newest is not None else ""
+        rows = self._read(
+            "SELECT coalesce(sum(CASE WHEN score = 1 THEN 1 ELSE 0 END), 0) AS up, count(*) AS n FROM ("
+            f"SELECT r.score FROM turns t JOIN ratings r ON r.turn_id = t.id WHERE {' AND '.join(where)} "
+            f"ORDER BY t.created_at DESC, {self._TIE} DESC {limit}) newest_rated",
+            [*params, *([newest] if newest is not None else [])])
+        up, n = int(rows[0]["up"]), int(rows[0]["n"])
+        return RatingCounts(up=up, down=n - up)
+
+    def count(self, table: str) -> int:
+        if table not in COUNTED:
+            raise ValueError(f"no table {table!r}")
+        return self._value(f"SELECT count(*) FROM {table}")
