@@ -17,6 +17,14 @@ ABANDONED = "its process ended without finishing (killed or crashed)"
 ROUND_ABANDONED = "the round's process ended without finishing (killed or crashed)"
 HANDOFF_REASONS = ("asked", "repeated_thumbs_down", "low_score")
 HANDOFF_STATUSES = ("open", "taken", "closed")
+HANDOFF_MOVES = {"open": ("taken", "closed"), "taken": ("closed",), "closed": ()}  # status -> where it may go
+
+
+def refused_handoff_move(handoff_id: int, current: str, wanted: str) -> str | None:
+    """Why a hand-off in status `current` cannot move to `wanted` (None when it can); both backends ask this."""
+    if wanted in HANDOFF_MOVES[current]:
+        return None
+    return f"hand-off {handoff_id} is {current}; it cannot be {wanted} now"
 CONTACT_STATES = ("pending", "given", "declined")  # asked for and not answered yet | an email | the customer said no
 
 

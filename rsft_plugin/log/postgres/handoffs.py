@@ -9,13 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...errors import Conflict
-from ..records import CONTACT_STATES, HANDOFF_REASONS, HANDOFF_STATUSES, Handoff, VersionHandoffs
+from ..records import CONTACT_STATES, HANDOFF_REASONS, HANDOFF_STATUSES, Handoff, VersionHandoffs, refused_handoff_move
 from .base import PostgresBase, utc_now
 
+
 # status -> the statuses it may move to
-_MOVES = {"open": ("taken", "closed"), "taken": ("closed",), "closed": ()}
-
-
 class PostgresHandoffs(PostgresBase):
     def open_handoff(self, sender_id: str, reason: str, model_version: str | None) -> Handoff:
         if reason not in HANDOFF_REASONS:
@@ -43,8 +41,9 @@ class PostgresHandoffs(PostgresBase):
             current = cursor.execute("SELECT status FROM handoffs WHERE id = %s FOR UPDATE", [handoff_id]).fetchone()
             if current is None:
                 raise KeyError(f"no hand-off {handoff_id}")
-            if status not in _MOVES[current["status"]]:
-                raise Conflict(f"hand-off {handoff_id} is {current['status']}; it cannot be {status} now")
+            refused = refused_handoff_move(handoff_id, current["status"], status)
+            if refused:
+                raise Conflict(refused)
             row = cursor.execute(f"UPDATE handoffs SET status = %s, {status}_by = %s, {status}_at = %s "
                                  "WHERE id = %s RETURNING *", [status, by, utc_now(), handoff_id]).fetchone()
         return Handoff.from_row(row)

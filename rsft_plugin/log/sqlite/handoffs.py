@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...errors import Conflict
-from ..records import CONTACT_STATES, HANDOFF_REASONS, HANDOFF_STATUSES, Handoff, VersionHandoffs
+from ..records import CONTACT_STATES, HANDOFF_REASONS, HANDOFF_STATUSES, Handoff, VersionHandoffs, refused_handoff_move
 from .base import SqliteBase, utc_now
 
+
 # status -> the statuses it may move to
-_MOVES = {"open": ("taken", "closed"), "taken": ("closed",), "closed": ()}
-
-
 def _handoff(row: dict) -> Handoff:
     return Handoff.from_row(row)
 
@@ -42,8 +40,9 @@ class SqliteHandoffs(SqliteBase):
             row = self.db.execute("SELECT status FROM handoffs WHERE id = ?", [handoff_id]).fetchone()
             if row is None:
                 raise KeyError(f"no hand-off {handoff_id}")
-            if status not in _MOVES[row[0]]:
-                raise Conflict(f"hand-off {handoff_id} is {row[0]}; it cannot be {status} now")
+            refused = refused_handoff_move(handoff_id, row[0], status)
+            if refused:
+                raise Conflict(refused)
             self.db.execute(f"UPDATE handoffs SET status = ?, {status}_by = ?, {status}_at = ? WHERE id = ?",
                             [status, by, utc_now(), handoff_id])
         return self.handoff(handoff_id)  # type: ignore[return-value]
