@@ -97,10 +97,10 @@ def forget_command(ctx: click.Context, sender: str, yes: bool) -> None:
     from .maintenance import forget_sender
 
     if not yes:
-        click.confirm(f"Delete every turn, rating and hand-off of {sender!r}?", abort=True)
+        click.confirm(f"Delete every turn, rating, signal and hand-off of {sender!r}?", abort=True)
     removed = forget_sender(_parts(ctx).log, sender)
-    click.echo(f"deleted {removed['turns']} turns, {removed['ratings']} ratings and {removed['handoffs']} hand-offs "
-               f"of {sender!r}; "
+    click.echo(f"deleted {removed['turns']} turns, {removed['ratings']} ratings, {removed['signals']} signals and "
+               f"{removed['handoffs']} hand-offs of {sender!r}; "
                f"{removed['round_prompts']} recorded round prompts were theirs alone and went too")
 
 

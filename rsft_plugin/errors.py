@@ -31,6 +31,11 @@ class RatingRefused(RsftError):
     """A rating that names no turn, another sender's turn, or carries a bad score."""
 
 
+class SignalRefused(RatingRefused):
+    """A choice or implicit signal that names no turn, another sender's turn, a turn already answered, or comes
+    from a sender over the per-minute cap: nothing is written."""
+
+
 class InputError(RsftError):
     """A request parameter or form value we cannot use (the web layer answers 400 with the message)."""
 

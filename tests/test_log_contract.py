@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rsft_plugin.errors import Conflict, JobBusy, RatingRefused
+from rsft_plugin.errors import Conflict, JobBusy, RatingRefused, SignalRefused
 from rsft_plugin.log import BACKENDS as LOG_BACKENDS
 from rsft_plugin.log import (
     SCHEMA_VERSION,
@@ -251,6 +251,59 @@ def test_iter_turns_reads_everything_in_batches_oldest_first(log):
     assert [t["id"] for t in turns] == ids and turns[0].rating == 1 and turns[1].rating is None
 
 
+# ---- choices and implicit signals -----------------------------------------------------------------------------
+
+
+def test_a_signal_is_recorded_with_its_turns_question_and_version(log):
+    turn_id = log.log_turn(_turn("alice", "where is my parcel", version="v0002"))
+    log.rate(turn_id, "alice", 0)
+    signal = log.record_signal(turn_id, "alice", "choice", "delivery_period")
+    assert (signal.turn_id, signal.sender_id, signal.kind, signal.reply_key) == (turn_id, "alice", "choice",
+                                                                               "delivery_period")
+    assert (signal.user_text, signal.model_version, signal.served_key) == ("where is my parcel", "v0002",
+                                                                           "track_order")
+    assert log.signals() == [signal] and log.count("signals") == 1
+    assert log.signals(model_version="v0001") == [] and log.signals(sender_id="bob") == []
+    assert log.signals(exclude_turn_ids={turn_id}) == []
+    assert log.signals(since=signal.created_at) == [signal] and log.signals(until=signal.created_at) == []
+
+
+def test_a_turn_takes_one_choice_and_one_implicit_signal(log):
+    turn_id = log.log_turn(_turn())
+    log.record_signal(turn_id, "alice", "none_of_these", None)
+    with pytest.raises(SignalRefused, match="already answered"):
+        log.record_signal(turn_id, "alice", "choice", "returns")
+    log.record_signal(turn_id, "alice", "reask", "track_order")
+    with pytest.raises(SignalRefused, match="already has a signal"):
+        log.record_signal(turn_id, "alice", "thanks", "track_order")
+    assert [s.kind for s in log.signals()] == ["none_of_these", "reask"]
+
+
+@pytest.mark.parametrize(("turn", "sender", "kind", "key", "why"), [
+    ("mine", "bob", "choice", "returns", "another conversation"),
+    ("0" * 32, "alice", "choice", "returns", "no answer with that id"),
+    ("mine", "alice", "like", "returns", "a signal is one of"),
+    ("mine", "alice", "choice", None, "names the answer"),
+])
+def test_a_bad_signal_is_refused_and_nothing_is_written(log, turn, sender, kind, key, why):
+    mine = log.log_turn(_turn())
+    with pytest.raises(SignalRefused, match=why):
+        log.record_signal(mine if turn == "mine" else turn, sender, kind, key)
+    assert log.count("signals") == 0
+
+
+def test_signals_share_the_per_sender_cap_with_ratings(log):
+    turns = [log.log_turn(_turn(text=f"q{n}")) for n in range(4)]
+    log.rate(turns[0], "alice", 0, max_per_minute=3)
+    log.record_signal(turns[0], "alice", "choice", "returns", max_per_minute=3)
+    log.record_signal(turns[1], "alice", "reask", "track_order", max_per_minute=3)
+    with pytest.raises(SignalRefused, match="a lot of clicks"):
+        log.record_signal(turns[2], "alice", "thanks", "track_order", max_per_minute=3)
+    with pytest.raises(RatingRefused):
+        log.rate(turns[3], "alice", 1, max_per_minute=3)
+    assert log.count("signals") == 2 and log.count("ratings") == 1
+
+
 # ---- privacy and maintenance -----------------------------------------------------------------------------------
 
 
@@ -262,14 +315,17 @@ def test_forget_removes_a_sender_everywhere_including_rounds(log):
     round_id = _round_with_rows(log, [[mine[0]], [mine[1], theirs]])
     log.set_handoff_contact(log.open_handoff("alice", "asked", "v0001").id, "alice@example.com")
     bobs_handoff = log.open_handoff("bob", "low_score", "v0001")
+    log.record_signal(mine[0], "alice", "choice", "returns")
+    log.record_signal(theirs, "bob", "reask", "track_order")
     removed = log.forget("alice")
-    assert removed == {"turns": 2, "ratings": 1, "round_prompts": 1, "handoffs": 1}
+    assert removed == {"turns": 2, "ratings": 1, "round_prompts": 1, "handoffs": 1, "signals": 1}
+    assert [s.sender_id for s in log.signals()] == ["bob"]
     assert log.handoffs(sender_id="alice") == [] and [h.id for h in log.handoffs()] == [bobs_handoff.id]
     assert log.recent_turns(10, "alice") == [] and log.turn(theirs) is not None and log.count("ratings") == 1
     examples = log.training_examples(round_id)
     assert [e.turn_ids for e in examples] == [[theirs]]  # the shared prompt keeps only bob's turn
     assert [c.prompt_id for c in log.round_candidates(round_id)] == [1, 1]
-    assert log.forget("nobody") == {"turns": 0, "ratings": 0, "round_prompts": 0, "handoffs": 0}
+    assert log.forget("nobody") == {"turns": 0, "ratings": 0, "round_prompts": 0, "handoffs": 0, "signals": 0}
 
 
 def test_redaction_of_old_turns_happens_once(log):
@@ -287,12 +343,14 @@ def test_redaction_of_old_turns_happens_once(log):
 
 
 def test_backup_copies_everything_and_refuses_to_overwrite(log, tmp_path):
-    log.rate(log.log_turn(_turn()), "alice", 1)
+    turn_id = log.log_turn(_turn())
+    log.rate(turn_id, "alice", 1)
+    log.record_signal(turn_id, "alice", "thanks", "track_order")
     _round_with_rows(log, [["x"]])
     log.open_handoff("alice", "asked", "v0001")
     counts = log.backup(tmp_path / "backups" / "copy.db")
     assert counts == {"turns": 1, "ratings": 1, "rounds": 1, "round_prompts": 1, "round_candidates": 2,
-                      "handoffs": 1}
+                      "handoffs": 1, "signals": 1}
     with pytest.raises(FileExistsError):
         log.backup(tmp_path / "backups" / "copy.db")
 

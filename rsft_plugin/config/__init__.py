@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from .loop import CollectConfig, FinetuneConfig, GateConfig, RejectConfig, SampleConfig, ScoreConfig
 from .service import (
     ConsoleConfig,
+    FeedbackConfig,
     GuardConfig,
     HandoffConfig,
     LogConfig,
@@ -35,7 +36,8 @@ from .service import (
 )
 
 __all__ = [
-    "CONFIG_ENV", "CollectConfig", "Config", "ConfigError", "ConsoleConfig", "FinetuneConfig", "GateConfig",
+    "CONFIG_ENV", "CollectConfig", "Config", "ConfigError", "ConsoleConfig", "FeedbackConfig", "FinetuneConfig",
+    "GateConfig",
     "GuardConfig", "HandoffConfig", "LogConfig", "ModelConfig", "PathsConfig", "PrivacyConfig", "RejectConfig",
     "SampleConfig", "ScoreConfig", "ServerConfig", "WorkerConfig", "default_config_path", "load_config",
     "merge_overrides", "parse_overrides",
@@ -62,6 +64,7 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     handoff: HandoffConfig = field(default_factory=HandoffConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     source: Path | None = None  # the file it was read from, for messages
 

@@ -1,4 +1,5 @@
-"""The sections that run the service: paths, log, model, servers, console, worker, privacy, hand-off, live guard."""
+"""The sections that run the service: paths, log, model, servers, console, worker, privacy, hand-off, feedback,
+live guard."""
 
 from __future__ import annotations
 
@@ -166,6 +167,37 @@ class HandoffConfig:
         _check(self.offer_after_thumbs_down >= 0, "handoff", "offer_after_thumbs_down", "must be >= 0")
         _check("@" in self.support_email and not any(c.isspace() for c in self.support_email), "handoff",
                "support_email", "must be an email address")
+
+
+@dataclass
+class FeedbackConfig:
+    """What customers tell us besides 👍/👎, and how much each kind counts (in a round's reward and the live guard).
+
+    "Was it one of these?": after a 👎 the bot offers the next-best answers; a pick answers the customer and is a
+    strong signal for (question, picked answer). Implicit signals: what a customer does right after an answer.
+    Every weight of 0 turns its signal off (not offered / not detected, nothing recorded).
+    """
+
+    choices: int = _help("After a 👎, offer this many next-best answers plus 'None of these' (0: off).", 3)
+    choices_up_front_margin: float = _help("Offer the choices with the answer itself when the live model's top two "
+                                           "answers' probabilities differ by less than this (0: never).", 0.0)
+    choice_weight: float = _help("A picked answer counts as this many 👍 for it on that question.", 3.0)
+    none_weight: float = _help("'None of these' counts as this many 👎 for each answer it was offered.", 0.5)
+    reask_weight: float = _help("Asking a similar question again right after an answer: a 👎 of this weight on "
+                                "that answer (0: off).", 0.3)
+    reask_cosine: float = _help("How similar (MiniLM cosine) the next question must be to count as re-asked.", 0.7)
+    asked_human_weight: float = _help("Asking for a person right after an answer: a 👎 of this weight (0: off).", 0.3)
+    thanks_weight: float = _help("Saying thanks or goodbye right after an answer: a 👍 of this weight (0: off).", 0.3)
+    window_seconds: int = _help("'Right after' an answer: the customer's next message, within this many seconds.",
+                                300)
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.choices <= 5, "feedback", "choices", "must be in 0..5 (buttons a customer can read)")
+        _check(0 <= self.choices_up_front_margin <= 1, "feedback", "choices_up_front_margin", "must be in [0, 1]")
+        for name in ("choice_weight", "none_weight", "reask_weight", "asked_human_weight", "thanks_weight"):
+            _check(0 <= getattr(self, name) <= 10, "feedback", name, "must be in [0, 10] (0 turns it off)")
+        _check(0 < self.reask_cosine <= 1, "feedback", "reask_cosine", "must be in (0, 1]")
+        _check(self.window_seconds >= 1, "feedback", "window_seconds", "must be >= 1")
 
 
 @dataclass

@@ -11,10 +11,21 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .interfaces import AnswerBankLog, ConversationLog, HandoffLog, JobLog, Log, MaintenanceLog, RoundLog
+from .interfaces import (
+    AnswerBankLog,
+    ConversationLog,
+    HandoffLog,
+    JobLog,
+    Log,
+    MaintenanceLog,
+    RoundLog,
+    SignalLog,
+)
 from .records import (
     HANDOFF_REASONS,
     HANDOFF_STATUSES,
+    IMPLICIT_KINDS,
+    SIGNAL_KINDS,
     AnswerRevision,
     CandidateRow,
     ConversationSummary,
@@ -26,6 +37,7 @@ from .records import (
     RoundExample,
     RoundPrompt,
     RoundRecord,
+    Signal,
     TrainingExample,
     Turn,
     TurnFacets,
@@ -42,11 +54,11 @@ if TYPE_CHECKING:
 BACKENDS = {"sqlite": "rsft_plugin.log.sqlite:SqliteLog", "postgres": "rsft_plugin.log.postgres:PostgresLog"}
 
 __all__ = [
-    "HANDOFF_REASONS", "HANDOFF_STATUSES", "SCHEMA_VERSION", "AnswerBankLog", "AnswerRevision", "CandidateRow",
-    "ConversationLog", "ConversationSummary", "Handoff", "HandoffLog", "Job", "JobLog", "Log", "MaintenanceLog",
-    "Publication", "RatingCounts", "RatingRecord", "RoundExample", "RoundLog", "RoundPrompt", "RoundRecord",
-    "TrainingExample", "Turn", "TurnFacets", "TurnRecord", "VersionHandoffs", "backend_class", "describe_log",
-    "open_log", "open_postgres", "open_sqlite", "utc_now",
+    "HANDOFF_REASONS", "HANDOFF_STATUSES", "IMPLICIT_KINDS", "SCHEMA_VERSION", "SIGNAL_KINDS", "AnswerBankLog",
+    "AnswerRevision", "CandidateRow", "ConversationLog", "ConversationSummary", "Handoff", "HandoffLog", "Job",
+    "JobLog", "Log", "MaintenanceLog", "Publication", "RatingCounts", "RatingRecord", "RoundExample", "RoundLog",
+    "RoundPrompt", "RoundRecord", "Signal", "SignalLog", "TrainingExample", "Turn", "TurnFacets", "TurnRecord",
+    "VersionHandoffs", "backend_class", "describe_log", "open_log", "open_postgres", "open_sqlite", "utc_now",
 ]
 
 

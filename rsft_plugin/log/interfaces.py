@@ -23,6 +23,7 @@ from .records import (
     RoundExample,
     RoundPrompt,
     RoundRecord,
+    Signal,
     TrainingExample,
     Turn,
     TurnFacets,
@@ -31,7 +32,8 @@ from .records import (
 )
 
 IsAlive = Callable[[int | None], bool]
-COUNTED = ("turns", "ratings", "rounds", "round_prompts", "round_candidates", "handoffs")  # count(), backup()
+# the tables count() and backup() report
+COUNTED = ("turns", "ratings", "rounds", "round_prompts", "round_candidates", "handoffs", "signals")
 
 
 def utc_now() -> str:
@@ -92,7 +94,27 @@ class ConversationLog(Protocol):
         """Every turn, oldest first, read in batches."""
 
     def count(self, table: str) -> int:
-        """Rows of turns | ratings | rounds | round_prompts | round_candidates | handoffs (ValueError otherwise)."""
+        """Rows of a table in COUNTED (ValueError otherwise)."""
+
+
+@runtime_checkable
+class SignalLog(Protocol):
+    """What customers told us about answers besides 👍/👎: choices after a 👎, and implicit signals."""
+
+    def record_signal(self, turn_id: str, sender_id: str, kind: str, reply_key: str | None,
+                      max_per_minute: int | None = None) -> Signal:
+        """Record one signal (a kind of SIGNAL_KINDS) about a turn this sender was shown.
+
+        Raises:
+            SignalRefused: not a kind, a choice naming no answer, unknown turn, another sender's turn, a second
+                answer to "Was it one of these?" or a second implicit signal for the turn, or over
+                `max_per_minute` (the same per-sender count as ratings: every call counts); nothing written.
+        """
+
+    def signals(self, *, since: str | None = None, until: str | None = None, model_version: str | None = None,
+                sender_id: str | None = None, exclude_turn_ids: set[str] | None = None) -> list[Signal]:
+        """Signals recorded in [since, until) about turns of `model_version` / by `sender_id` (all when None),
+        oldest first, each with its turn's question, version and served reply."""
 
 
 @runtime_checkable
@@ -153,8 +175,8 @@ class MaintenanceLog(Protocol):
     """Privacy and safety: retention, forgetting a customer, online backup."""
 
     def forget(self, sender_id: str) -> dict[str, int]:
-        """Delete a sender's turns, ratings, hand-offs and their traces in rounds; counts of
-        turns/ratings/round_prompts/handoffs."""
+        """Delete a sender's turns, ratings, signals, hand-offs and their traces in rounds; counts of
+        turns/ratings/round_prompts/handoffs/signals."""
 
     def redact_older_than(self, cutoff: str, redact: Callable[[str], str]) -> int: ...
 
@@ -224,7 +246,7 @@ class HandoffLog(Protocol):
 
 
 @runtime_checkable
-class Log(ConversationLog, RoundLog, AnswerBankLog, MaintenanceLog, JobLog, HandoffLog, Protocol):
+class Log(ConversationLog, SignalLog, RoundLog, AnswerBankLog, MaintenanceLog, JobLog, HandoffLog, Protocol):
     """The whole log, as one backend provides it."""
 
     def close(self) -> None: ...

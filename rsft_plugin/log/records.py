@@ -25,7 +25,34 @@ def refused_handoff_move(handoff_id: int, current: str, wanted: str) -> str | No
     if wanted in HANDOFF_MOVES[current]:
         return None
     return f"hand-off {handoff_id} is {current}; it cannot be {wanted} now"
-CONTACT_STATES = ("pending", "given", "declined")  # asked for and not answered yet | an email | the customer said no
+CONTACT_STATES = ("pending", "given", "declined")
+# What a customer told us about an answer besides 👍/👎 (issue 11): their pick among "Was it one of these?" (choice:
+# reply_key = the answer picked; none_of_these), and what they did right after it (implicit signals).
+CHOICE_KINDS = ("choice", "none_of_these")
+IMPLICIT_KINDS = ("reask", "asked_human", "thanks")
+SIGNAL_KINDS = CHOICE_KINDS + IMPLICIT_KINDS
+
+
+def refused_signal(kind: str, reply_key: str | None, owner: str | None, sender_id: str,
+                   earlier_kinds: set[str]) -> str | None:
+    """Why a signal cannot be recorded (None when it can): both backends ask this inside their write transaction.
+
+    `owner` is the sender of the turn it refers to (None: no such turn); `earlier_kinds` the kinds already
+    recorded for that turn. A turn takes one answer to "Was it one of these?" and one implicit signal.
+    """
+    if kind not in SIGNAL_KINDS:
+        return f"a signal is one of {list(SIGNAL_KINDS)}, not {kind!r}"
+    if kind == "choice" and not reply_key:
+        return "a choice names the answer chosen"
+    if owner is None:
+        return "there is no answer with that id"
+    if owner != sender_id:
+        return "that answer was given in another conversation"
+    if kind in CHOICE_KINDS and earlier_kinds & set(CHOICE_KINDS):
+        return "that question was already answered"
+    if kind in IMPLICIT_KINDS and earlier_kinds & set(IMPLICIT_KINDS):
+        return "that answer already has a signal of what came after it"
+    return None  # asked for and not answered yet | an email | the customer said no
 
 
 class Record:
@@ -82,6 +109,25 @@ class RatingRecord(Record):
     score: int
     created_at: str
     replaced: bool  # True when it replaced an earlier rating of the same turn
+
+
+@dataclass(frozen=True)
+class Signal(Record):
+    """A choice or implicit signal about one turn, read with that turn's question, version and served reply.
+
+    `reply_key` is the answer the signal is about: the one picked (choice), the one the turn served (implicit), or
+    None ("None of these": about every answer offered).
+    """
+
+    id: int
+    turn_id: str
+    sender_id: str
+    kind: str
+    reply_key: str | None
+    created_at: str
+    user_text: str | None = None
+    model_version: str | None = None
+    served_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Json
 
-from ...errors import RatingRefused
-from ..records import ConversationSummary, RatingRecord, Turn, TurnFacets, TurnRecord
+from ...errors import RatingRefused, SignalRefused
+from ..records import ConversationSummary, RatingRecord, Signal, Turn, TurnFacets, TurnRecord, refused_signal
+from ..signal_reads import SignalReads
 from ..turn_reads import TURNS_WITH_RATINGS, TurnReads
 from .base import LOCK_PRUNE_ATTEMPTS, PostgresBase, utc_now
 
@@ -27,7 +28,7 @@ def _turn(row: dict[str, Any]) -> Turn:
     return Turn.from_row(row, top_k=row.get("top_k") or [], redacted=bool(row.get("redacted")))
 
 
-class PostgresConversations(TurnReads, PostgresBase):
+class PostgresConversations(TurnReads, SignalReads, PostgresBase):
     _PLACEHOLDER, _TIE = "%s", "t.seq"
     _turn = staticmethod(_turn)
 
@@ -63,6 +64,30 @@ class PostgresConversations(TurnReads, PostgresBase):
         if refusal is not None:
             raise refusal
         return RatingRecord(turn_id, sender_id, score, now, replaced)
+
+    def record_signal(self, turn_id: str, sender_id: str, kind: str, reply_key: str | None,
+                      max_per_minute: int | None = None) -> Signal:
+        now = utc_now()
+        refusal: str | None = None
+        with self._transaction() as cursor:
+            # The sender's lock: their clicks run one at a time, so "already answered" and the cap hold across
+            # processes. The attempt counts even when refused, so this commits; the refusal is raised after it.
+            self._lock_sender(cursor, sender_id)
+            if max_per_minute is not None and self._attempts_this_minute(cursor, sender_id, now) > max_per_minute:
+                refusal = "that is a lot of clicks in one minute; please wait a moment"
+            else:
+                owner = cursor.execute("SELECT sender_id FROM turns WHERE id = %s", [turn_id]).fetchone()
+                earlier = {row["kind"] for row in cursor.execute("SELECT kind FROM signals WHERE turn_id = %s",
+                                                                 [turn_id])}
+                refusal = refused_signal(kind, reply_key, owner["sender_id"] if owner else None, sender_id, earlier)
+            if refusal is None:
+                signal_id = cursor.execute(
+                    "INSERT INTO signals (turn_id, sender_id, kind, reply_key, created_at) "
+                    "VALUES (%s, %s, %s, %s, %s) RETURNING id", [turn_id, sender_id, kind, reply_key, now]
+                ).fetchone()["id"]
+        if refusal is not None:
+            raise SignalRefused(refusal)
+        return next(s for s in self.signals(since=now, sender_id=sender_id) if s.id == signal_id)
 
     @staticmethod
     def _attempts_this_minute(cursor: psycopg.Cursor, sender_id: str, now: str) -> int:

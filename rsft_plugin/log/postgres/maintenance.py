@@ -22,8 +22,8 @@ class BackupFailed(OSError):
 
 class PostgresMaintenance(PostgresBase):
     def forget(self, sender_id: str) -> dict[str, int]:
-        """Delete a customer's turns, ratings and hand-offs (with their contact), and every trace of them in recorded
-        rounds, in one transaction.
+        """Delete a customer's turns, ratings, signals and hand-offs (with their contact), and every trace of them in
+        recorded rounds, in one transaction.
 
         The sender's lock keeps their ratings from landing between the deletes; turns they log meanwhile are
         deleted too when committed before the DELETE runs, else kept (as if logged after the forget)."""
@@ -31,12 +31,15 @@ class PostgresMaintenance(PostgresBase):
             self._lock_sender(cursor, sender_id)
             ratings = cursor.execute("DELETE FROM ratings WHERE sender_id = %s OR turn_id IN "
                                      "(SELECT id FROM turns WHERE sender_id = %s)", [sender_id, sender_id]).rowcount
+            signals = cursor.execute("DELETE FROM signals WHERE sender_id = %s OR turn_id IN "
+                                     "(SELECT id FROM turns WHERE sender_id = %s)", [sender_id, sender_id]).rowcount
             turn_ids = [row["id"] for row in cursor.execute(
                 "DELETE FROM turns WHERE sender_id = %s RETURNING id", [sender_id])]
             cursor.execute("DELETE FROM rating_attempts WHERE sender_id = %s", [sender_id])
             handoffs = cursor.execute("DELETE FROM handoffs WHERE sender_id = %s", [sender_id]).rowcount
             prompts = self._forget_in_rounds(cursor, turn_ids)
-        return {"turns": len(turn_ids), "ratings": ratings, "round_prompts": prompts, "handoffs": handoffs}
+        return {"turns": len(turn_ids), "ratings": ratings, "round_prompts": prompts, "handoffs": handoffs,
+                "signals": signals}
 
     @staticmethod
     def _forget_in_rounds(cursor: psycopg.Cursor, turn_ids: list[str]) -> int:

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from ...errors import RatingRefused
-from ..records import ConversationSummary, RatingRecord, Turn, TurnFacets, TurnRecord
+from ...errors import RatingRefused, SignalRefused
+from ..records import ConversationSummary, RatingRecord, Signal, Turn, TurnFacets, TurnRecord, refused_signal
+from ..signal_reads import SignalReads
 from ..turn_reads import TURNS_WITH_RATINGS, TurnReads
 from .base import SqliteBase, utc_now
 
@@ -19,7 +20,7 @@ def _turn(row: dict[str, Any]) -> Turn:
     return Turn.from_row(row, top_k=top_k, redacted=bool(row.get("redacted")))
 
 
-class SqliteConversations(TurnReads, SqliteBase):
+class SqliteConversations(TurnReads, SignalReads, SqliteBase):
     _PLACEHOLDER, _TIE = "?", "t.rowid"
     _turn = staticmethod(_turn)
 
@@ -53,6 +54,25 @@ class SqliteConversations(TurnReads, SqliteBase):
         if refusal is not None:
             raise refusal
         return RatingRecord(turn_id, sender_id, score, now, replaced)
+
+    def record_signal(self, turn_id: str, sender_id: str, kind: str, reply_key: str | None,
+                      max_per_minute: int | None = None) -> Signal:
+        now = utc_now()
+        refusal: str | None = None
+        with self._transaction():  # the attempt counts even when refused, so this commits; the refusal comes after
+            if max_per_minute is not None and self._attempts_this_minute(sender_id, now) > max_per_minute:
+                refusal = "that is a lot of clicks in one minute; please wait a moment"
+            else:
+                owner = self.db.execute("SELECT sender_id FROM turns WHERE id = ?", [turn_id]).fetchone()
+                earlier = {row[0] for row in self.db.execute("SELECT kind FROM signals WHERE turn_id = ?", [turn_id])}
+                refusal = refused_signal(kind, reply_key, owner[0] if owner else None, sender_id, earlier)
+            if refusal is None:
+                signal_id = self.db.execute(
+                    "INSERT INTO signals (turn_id, sender_id, kind, reply_key, created_at) VALUES (?, ?, ?, ?, ?)",
+                    [turn_id, sender_id, kind, reply_key, now]).lastrowid
+        if refusal is not None:
+            raise SignalRefused(refusal)
+        return next(s for s in self.signals(since=now, sender_id=sender_id) if s.id == signal_id)
 
     def _attempts_this_minute(self, sender_id: str, now: str) -> int:
         """Record one rating attempt by `sender_id` (pruning attempts older than a minute); count theirs in it."""

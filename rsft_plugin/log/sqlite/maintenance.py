@@ -13,11 +13,13 @@ from .base import SqliteBase
 
 class SqliteMaintenance(SqliteBase):
     def forget(self, sender_id: str) -> dict[str, int]:
-        """Delete a customer's turns, ratings and hand-offs (with their contact), and every trace of them in recorded
-        rounds, in one transaction."""
+        """Delete a customer's turns, ratings, signals and hand-offs (with their contact), and every trace of them in
+        recorded rounds, in one transaction."""
         with self._transaction():
             turn_ids = {row[0] for row in self.db.execute("SELECT id FROM turns WHERE sender_id = ?", [sender_id])}
             ratings = self.db.execute("DELETE FROM ratings WHERE sender_id = ? OR turn_id IN "
+                                      "(SELECT id FROM turns WHERE sender_id = ?)", [sender_id, sender_id]).rowcount
+            signals = self.db.execute("DELETE FROM signals WHERE sender_id = ? OR turn_id IN "
                                       "(SELECT id FROM turns WHERE sender_id = ?)", [sender_id, sender_id]).rowcount
             turns = self.db.execute("DELETE FROM turns WHERE sender_id = ?", [sender_id]).rowcount
             self.db.execute("DELETE FROM rating_attempts WHERE sender_id = ?", [sender_id])
@@ -38,7 +40,8 @@ class SqliteMaintenance(SqliteBase):
                     self.db.execute("DELETE FROM round_prompts WHERE round_id = ? AND prompt_id = ?",
                                     [round_id, prompt_id])
                     prompts += 1
-        return {"turns": turns, "ratings": ratings, "round_prompts": prompts, "handoffs": handoffs}
+        return {"turns": turns, "ratings": ratings, "round_prompts": prompts, "handoffs": handoffs,
+                "signals": signals}
 
     def redact_older_than(self, cutoff: str, redact: Callable[[str], str]) -> int:
         """Apply `redact` to the raw question and answer of turns logged before `cutoff`; returns how many."""

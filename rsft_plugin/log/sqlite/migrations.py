@@ -13,6 +13,8 @@ Tables (open the file in Datasette or `sqlite-utils` as it is):
     bank_publications publications of the edited answer bank
     jobs              long work started from the web or the CLI (rounds, publications): queued/running/finished/failed
     handoffs          requests to talk to a person: sender, reason, live version, open/taken/closed, the contact
+    signals           what a customer told us about a turn besides 👍/👎: the pick after "Was it one of these?"
+                      (choice, none_of_these) and what they did right after it (reask, asked_human, thanks)
     meta              schema version
 """
 
@@ -23,7 +25,7 @@ from contextlib import AbstractContextManager
 
 import sqlite_utils
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def migrate(db: sqlite_utils.Database, transaction: Callable[[], AbstractContextManager[None]]) -> None:
@@ -139,4 +141,14 @@ def _schema_6(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_handoffs_version ON handoffs (model_version)")
 
 
-_MIGRATIONS = {1: _schema_1, 2: _schema_2, 3: _schema_3, 4: _schema_4, 5: _schema_5, 6: _schema_6}
+def _schema_7(db: sqlite_utils.Database) -> None:
+    """Choices and implicit signals, each tied to the turn it is about (and through it to the version)."""
+    db.execute("""CREATE TABLE signals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, turn_id TEXT NOT NULL REFERENCES turns(id), sender_id TEXT NOT NULL,
+        kind TEXT NOT NULL, reply_key TEXT, created_at TEXT NOT NULL)""")
+    db.execute("CREATE INDEX idx_signals_turn ON signals (turn_id)")
+    db.execute("CREATE INDEX idx_signals_created ON signals (created_at)")
+    db.execute("CREATE INDEX idx_signals_sender ON signals (sender_id)")
+
+
+_MIGRATIONS = {1: _schema_1, 2: _schema_2, 3: _schema_3, 4: _schema_4, 5: _schema_5, 6: _schema_6, 7: _schema_7}
