@@ -71,7 +71,7 @@ def test_forget_command_removes_a_customer_everywhere(config_path):
                                           "statistical", "v0001") for n in range(2)])
     result = _rsft(config_path, "forget", "alice", "--yes")
     assert result.exit_code == 0, result.output
-    assert "deleted 2 turns, 1 ratings and 0 hand-offs of 'alice'; 1 recorded round prompts" in result.output
+    assert "deleted 2 turns, 1 ratings, 0 signals and 0 hand-offs of 'alice'; 1 recorded round prompts" in result.output
     with _open(config_path) as log:
         assert log.conversation("alice") == [] and log.turn(theirs) is not None
         assert [e.turn_ids for e in log.training_examples(round_id)] == [[theirs]]
