@@ -19,8 +19,15 @@ A rollback moves LIVE back to the parent with a reason carrying the numbers, wri
 `rsft show`, the console's models and round pages show it. The rolled-back version is then refused by `rsft
 rollback` and the console's Promote unless forced (`is_guard_rolled_back`).
 
-Signals: a reader per kind of evidence in `SIGNALS` returns weighted (up, down) counts for a version's window;
-ratings are the first. Clicks on "Was it one of these?" and implicit signals are a new reader and one line.
+Signals: a reader per kind of evidence in `SIGNALS` returns weighted (up, down) counts for a version's window
+(`guard.signals` names the ones counted):
+  ratings   👍 up, 👎 down, weight 1;
+  choices   "Was it one of these?": a pick up (the right answer was among the version's next best), "None of these"
+            down, weight 1 — the served answer's 👎 is already counted by `ratings`;
+  implicit  thanks/goodbye right after an answer up, re-asking or asking for a person down, each with its
+            `feedback.*_weight` (a weight of 0 leaves it out).
+A signal counts on a side when its turn was answered by that side's version and the signal was recorded in the
+side's window.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from .models.registry import Registry
 from .not_understood import NOT_UNDERSTOOD
 
 if TYPE_CHECKING:
-    from .config import GuardConfig
+    from .config import FeedbackConfig, GuardConfig
     from .parts import Parts
 
 GUARD_REASON = "live guard"  # the start of the reason of every pointer change the guard makes
@@ -68,17 +75,39 @@ class Evidence:
         return self.up / (self.up + self.down) if self.up + self.down else None
 
 
-SignalReader = Callable[[Log, Window], Evidence]
+SignalReader = Callable[[Log, Window, "FeedbackConfig"], Evidence]
 
 
-def read_ratings(log: Log, window: Window) -> Evidence:
+def read_ratings(log: Log, window: Window, feedback: FeedbackConfig) -> Evidence:
     """👍/👎 on the version's answered turns in the window (the newest `limit` rated ones)."""
     counts = log.version_rating_counts(window.version, since=window.since, until=window.until, newest=window.limit,
                                        exclude_reply_key=NOT_UNDERSTOOD)
     return Evidence(float(counts.up), float(counts.down), counts.up + counts.down)
 
 
-SIGNALS: dict[str, SignalReader] = {"ratings": read_ratings}  # a new signal: its reader here and its name in config
+def read_choices(log: Log, window: Window, feedback: FeedbackConfig) -> Evidence:
+    """Picks (up) and "None of these" (down) after the version's answers in the window (the newest `limit`)."""
+    weights = {"choice": (1.0, 0.0), "none_of_these": (0.0, 1.0)}
+    return _weighted(log, window, weights)
+
+
+def read_implicit(log: Log, window: Window, feedback: FeedbackConfig) -> Evidence:
+    """Thanks (up), re-asks and requests for a person (down), each at its feedback weight."""
+    weights = {"thanks": (feedback.thanks_weight, 0.0), "reask": (0.0, feedback.reask_weight),
+               "asked_human": (0.0, feedback.asked_human_weight)}
+    return _weighted(log, window, {kind: w for kind, w in weights.items() if sum(w) > 0})
+
+
+def _weighted(log: Log, window: Window, weights: dict[str, tuple[float, float]]) -> Evidence:
+    found = [s for s in log.signals(since=window.since, until=window.until, model_version=window.version)
+             if s.kind in weights]
+    if window.limit is not None:
+        found = found[-window.limit:]  # oldest first: the newest `limit`
+    return sum((Evidence(*weights[s.kind], 1) for s in found), Evidence())
+
+
+# a new signal: its reader here and its name in config
+SIGNALS: dict[str, SignalReader] = {"ratings": read_ratings, "choices": read_choices, "implicit": read_implicit}
 
 
 @dataclass(frozen=True)
@@ -120,11 +149,11 @@ def prob_worse(new: Evidence, parent: Evidence, margin: float) -> float:
     return float(np.clip(np.trapezoid(density * tail, grid), 0.0, 1.0))
 
 
-def gather(log: Log, window: Window, signals: tuple[str, ...]) -> Evidence:
+def gather(log: Log, window: Window, signals: tuple[str, ...], feedback: FeedbackConfig) -> Evidence:
     """Every configured signal's evidence for one side, added up."""
     total = Evidence()
     for name in signals:
-        total = total + SIGNALS[name](log, window)
+        total = total + SIGNALS[name](log, window, feedback)
     return total
 
 
@@ -155,8 +184,9 @@ def _judge(parts: Parts) -> GuardDecision:
         return GuardDecision("none", f"{live or 'no version'} is live, not by a promotion from its parent: "
                                      "nothing to compare", live=live)
     parent, since = went_live["from"], went_live["at_log"]
-    new = gather(parts.log, Window(live, since=since), settings.signal_names)
-    old = gather(parts.log, Window(parent, until=since, limit=settings.parent_window), settings.signal_names)
+    feedback = parts.config.feedback
+    new = gather(parts.log, Window(live, since=since), settings.signal_names, feedback)
+    old = gather(parts.log, Window(parent, until=since, limit=settings.parent_window), settings.signal_names, feedback)
     decision = dict(live=live, parent=parent, live_since=since, new_up=new.up, new_down=new.down,
                     parent_up=old.up, parent_down=old.down, confidence=settings.confidence,
                     margin=settings.margin, min_ratings=settings.min_ratings,

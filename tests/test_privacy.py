@@ -103,7 +103,7 @@ def test_forget_deletes_a_customer_everywhere(tmp_path, pretrained):
     their_turns = {r[0] for r in store.db.execute("SELECT id FROM turns WHERE sender_id = ?", [sender])}
     store.close()
     result = CliRunner().invoke(main, ["--config", str(config.source), "forget", sender, "--yes"])
-    assert result.exit_code == 0 and "deleted 1 turns, 1 ratings and 0 hand-offs" in result.output
+    assert result.exit_code == 0 and "deleted 1 turns, 1 ratings, 0 signals and 0 hand-offs" in result.output
     with sqlite3.connect(config.paths.db) as db:
         assert db.execute("SELECT count(*) FROM turns WHERE sender_id = ?", [sender]).fetchone()[0] == 0
         assert db.execute("SELECT count(*) FROM ratings WHERE sender_id = ?", [sender]).fetchone()[0] == 0

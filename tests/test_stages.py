@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from rsft_plugin.config import CollectConfig, FinetuneConfig, GateConfig, SampleConfig, ScoreConfig
+from rsft_plugin.config import CollectConfig, FeedbackConfig, FinetuneConfig, GateConfig, SampleConfig, ScoreConfig
 from rsft_plugin.golden import GoldenQuestion
-from rsft_plugin.log import SqliteLog, Turn, TurnRecord, open_sqlite
+from rsft_plugin.log import Signal, SqliteLog, Turn, TurnRecord, open_sqlite
 from rsft_plugin.models.encoder import embed, trainable_state
 from rsft_plugin.models.retrieval import ResponseModel
 from rsft_plugin.stages.collect import collect_prompts
+from rsft_plugin.stages.evidence import signal_evidence
 from rsft_plugin.stages.finetune import finetune
 from rsft_plugin.stages.gate import gate
 from rsft_plugin.stages.records import Prompt, PromptSet, RoundStopped, SampledCandidate, TrainingPair
@@ -135,6 +136,43 @@ def test_curated_questions_make_their_topic_trusted(bank, embed_fixed):
     without = score_candidates(candidates, prompt_set, [], [], bank, embed_fixed, ScoreConfig())[0]
     with_curated = score_candidates(candidates, prompt_set, [], curated, bank, embed_fixed, ScoreConfig())[0]
     assert without.similarity == 0.0 and with_curated.similarity == 1.0
+
+
+def _signal(kind: str, key: str | None, sender: str = "dee",
+            text: str = "How long does a refund take to reach my card?") -> Signal:
+    return Signal(id=1, turn_id=f"turn-{sender}", sender_id=sender, kind=kind, reply_key=key,
+                  created_at="2026-11-30T00:00:00", user_text=text, model_version="v0001", served_key="shipping_costs")
+
+
+@pytest.mark.parametrize("noise_model", ["none", "em"])
+def test_a_pick_makes_its_answer_trusted_a_thanks_only_raises_it_and_weight_zero_is_silent(bank, embed_fixed,
+                                                                                           noise_model):
+    prompt_text = "how long does a refund take to reach my card"
+    prompt_set = PromptSet([Prompt(0, prompt_text, ("t",), False, False)], embed_fixed([prompt_text]))
+    keys = ["refund_status", "shipping_costs", "back_in_stock"]
+    candidates = [SampledCandidate(0, i, a, bank.get(a).text, a, a, 1 / 3, 0.5, "v0001") for i, a in enumerate(keys)]
+    config = ScoreConfig(noise_model=noise_model)
+
+    def scored(signals, feedback=FeedbackConfig()):
+        evidence = signal_evidence(signals, feedback, offered=lambda s: ["back_in_stock"])
+        return {s.candidate.answer_id: s for s in score_candidates(candidates, prompt_set, [], [], bank, embed_fixed,
+                                                                   config, evidence)}
+
+    nothing = scored([])
+    picked = scored([_signal("choice", "refund_status")])
+    assert picked["refund_status"].similarity == 1.0 and nothing["refund_status"].similarity == 0.0
+    assert picked["refund_status"].rating > nothing["refund_status"].rating
+    thanked = scored([_signal("thanks", "refund_status")])
+    assert thanked["refund_status"].rating > nothing["refund_status"].rating
+    assert thanked["refund_status"].similarity == 0.0, "an implicit 👍 never makes a reference"
+    reasked = scored([_signal("reask", "shipping_costs"), _signal("none_of_these", None, sender="eve")])
+    assert reasked["shipping_costs"].rating < nothing["shipping_costs"].rating
+    assert reasked["back_in_stock"].rating < nothing["back_in_stock"].rating, "None of these: 👎 on what was offered"
+    off = FeedbackConfig(choice_weight=0, thanks_weight=0)
+    silent = scored([_signal("choice", "refund_status"), _signal("thanks", "refund_status", sender="eve")], off)
+    assert {k: s.rating for k, s in silent.items()} == {k: s.rating for k, s in nothing.items()}
+    far = scored([_signal("choice", "back_in_stock", text="do you sell garden furniture")])
+    assert far["back_in_stock"].rating == nothing["back_in_stock"].rating, "evidence about another question"
 
 
 # ---- fine-tune and gate ----------------------------------------------------------------------------------------

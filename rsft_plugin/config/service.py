@@ -210,8 +210,9 @@ class GuardConfig:
     margin: float = _help("How much worse (a share, 0.05 = 5 points of 👍 rate) counts as worse.", 0.05)
     min_ratings: int = _help("Judge only with at least this many pieces of evidence on each side.", 30)
     parent_window: int = _help("The parent's side: its newest this-many rated answers before the switch.", 500)
-    signals: str = _help("Comma-separated evidence the guard counts: readers of live_guard.SIGNALS (ratings today; "
-                         "clicks and implicit signals join as readers).", "ratings")
+    signals: str = _help("Comma-separated evidence the guard counts: readers of live_guard.SIGNALS — ratings, "
+                         "choices (picks / 'None of these'), implicit (at the feedback weights).",
+                         "ratings,choices,implicit")
 
     def __post_init__(self) -> None:
         _check(0.5 <= self.confidence < 1, "guard", "confidence", "must be in [0.5, 1)")

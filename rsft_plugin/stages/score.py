@@ -19,6 +19,11 @@ then raises the others in proportion to their prior, and an answer is trusted wh
 `trusted_rating` and it has at least one 👍 — one careless 👍 no longer makes an answer a reference. The rate is
 estimated (and recorded with the round) under either model; with `noise_model: none` it changes no score.
 
+Choices ("Was it one of these?") and implicit signals (stages/evidence.py) join the ratings as weighted votes of
+their own kind: a pick counts `feedback.choice_weight` 👍, a "thanks" `feedback.thanks_weight` 👍, and so on; in
+the EM model they are observations with their own (fixed) error rates. Only explicit votes — 👍 and picks — can
+make an answer trusted.
+
 Candidates and trusted answers are identified by their key (the answer id for retrieval); each distinct key's text
 is embedded once per round.
 """
@@ -26,7 +31,7 @@ is embedded once per round.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -36,17 +41,19 @@ from ..answer_bank import AnswerBank
 from ..config import ScoreConfig
 from ..golden import GoldenQuestion
 from ..log import Turn
-from ..text import clean_text
 from . import noise
-from .records import PromptSet, SampledCandidate, ScoredCandidate, turn_key
+from .evidence import CHOICE, EXPLICIT, IMPLICIT, Evidence, rating_evidence
+from .records import PromptSet, SampledCandidate, ScoredCandidate
 
 Embed = Callable[[list[str]], torch.Tensor]
 
 
 class Vote(NamedTuple):
     sender: str
-    score: int  # 1 for 👍, 0 for 👎
-    turn: int  # the rated turn's position in the round's rated turns
+    score: int  # 1 for 👍 (or a positive signal), 0 for 👎
+    turn: int  # its evidence's position in the round's evidence
+    weight: float = 1.0  # how many 👍/👎 it counts for (a rating: 1)
+    kind: str = noise.RATING
 
 
 @dataclass(frozen=True)
@@ -57,22 +64,24 @@ class Scores:
 
 def score_candidates(candidates: list[SampledCandidate], prompt_set: PromptSet, rated_turns: list[Turn],
                      curated: list[GoldenQuestion], bank: AnswerBank, embed: Embed,
-                     config: ScoreConfig) -> list[ScoredCandidate]:
+                     config: ScoreConfig, signals: Sequence[Evidence] = ()) -> list[ScoredCandidate]:
     """`score_round`'s scored candidates."""
-    return score_round(candidates, prompt_set, rated_turns, curated, bank, embed, config).scored
+    return score_round(candidates, prompt_set, rated_turns, curated, bank, embed, config, signals).scored
 
 
 def score_round(candidates: list[SampledCandidate], prompt_set: PromptSet, rated_turns: list[Turn],
-                curated: list[GoldenQuestion], bank: AnswerBank, embed: Embed, config: ScoreConfig) -> Scores:
-    """Reward every candidate from ratings and similarity to trusted answers (see the module docstring).
+                curated: list[GoldenQuestion], bank: AnswerBank, embed: Embed, config: ScoreConfig,
+                signals: Sequence[Evidence] = ()) -> Scores:
+    """Reward every candidate from ratings, choices and implicit signals and similarity to trusted answers (see the
+    module docstring).
 
-    `rated_turns` must already exclude the turns kept out for the gate.
+    `rated_turns` and `signals` (stages/evidence.signal_evidence) must already exclude the turns kept out for the gate.
     """
     texts = _texts_by_key(candidates, bank)
     row_of = {key: row for row, key in enumerate(texts)}
     key_embeddings = embed(list(texts.values()))  # (K, d), one row per distinct key
     key_similarity = (key_embeddings @ key_embeddings.T).clamp(0, 1).cpu().numpy()  # (K, K)
-    votes = _neighbour_votes(prompt_set, rated_turns, embed, config.neighbour_cosine)
+    votes = _neighbour_votes(prompt_set, [*rating_evidence(rated_turns), *signals], embed, config.neighbour_cosine)
     curated_answers = _curated_answers(prompt_set, curated, bank, embed, config.neighbour_cosine)
     by_prompt: dict[int, list[SampledCandidate]] = defaultdict(list)
     for candidate in candidates:
@@ -88,8 +97,11 @@ def score_round(candidates: list[SampledCandidate], prompt_set: PromptSet, rated
         else:
             ratings = {key: smoothed_rating(*tallies.get(key, (0.0, 0.0)), config.prior_up, config.prior_down)
                        for key in {*tallies, *(c.key for c in prompt_candidates)}}
+        explicit_up = {answer: capped_votes([v for v in answer_votes if v.kind in EXPLICIT],
+                                            config.max_weight_per_sender)[0]
+                       for answer, answer_votes in votes[prompt_id].items()}
         trusted = curated_answers[prompt_id] | {
-            answer for answer, (up, _) in tallies.items() if up > 0 and ratings[answer] > config.trusted_rating}
+            answer for answer, up in explicit_up.items() if up > 0 and ratings[answer] > config.trusted_rating}
         trusted_rows = [row_of[key] for key in trusted if key in row_of]
         for candidate in prompt_candidates:
             up, down = tallies.get(candidate.key, (0.0, 0.0))
@@ -121,12 +133,16 @@ def estimate_noise(by_prompt: dict[int, list[SampledCandidate]], votes: dict[int
             per_sender: dict[str, int] = defaultdict(int)
             for vote in answer_votes:
                 per_sender[vote.sender] += 1
-            observations += [noise.Observation(key, bool(vote.score), noise.RATING,
-                                               min(1.0, config.max_weight_per_sender / per_sender[vote.sender]),
-                                               1 / pooled[vote.turn]) for vote in answer_votes]
+            observations += [noise.Observation(
+                key, bool(vote.score), vote.kind,
+                vote.weight * min(1.0, config.max_weight_per_sender / per_sender[vote.sender]),
+                1 / pooled[vote.turn]) for vote in answer_votes]
         questions.append(noise.Question(prior, observations))
     start = noise.SignalRates(config.noise_start, config.noise_start)
-    return noise.estimate(questions, {noise.RATING: start}, symmetric=config.noise_symmetric,
+    # Only the ratings' rates are estimated; picks and implicit signals keep the starting rates (their weights say
+    # how much each counts).
+    return noise.estimate(questions, {noise.RATING: start, CHOICE: start, IMPLICIT: start},
+                          symmetric=config.noise_symmetric,
                           prior_power=config.prior_power, fit_prior_power=config.fit_prior_power,
                           prior_strength=config.noise_prior_strength)
 
@@ -148,15 +164,17 @@ def smoothed_rating(up: float, down: float, prior_up: float = 1.0, prior_down: f
 
 
 def capped_votes(votes: Iterable[tuple], max_weight_per_sender: float) -> tuple[float, float]:
-    """(👍, 👎) from (sender, 0/1, ...) votes, each sender's scaled down to weigh at most `max_weight_per_sender`."""
-    per_sender: dict[str, list[int]] = defaultdict(list)
-    for sender, score, *_ in votes:
-        per_sender[sender].append(score)
+    """(👍, 👎) from (sender, 0/1[, turn, weight, ...]) votes (weight 1 when not given): a sender with n votes on one
+    answer has each scaled by min(1, max_weight_per_sender / n), so flooding adds nothing while one pick keeps its
+    weight."""
+    per_sender: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for vote in votes:
+        per_sender[vote[0]].append((vote[1], vote[3] if len(vote) > 3 else 1.0))
     up = down = 0.0
-    for scores in per_sender.values():
-        weight = min(1.0, max_weight_per_sender / len(scores))
-        up += weight * sum(scores)
-        down += weight * (len(scores) - sum(scores))
+    for scored in per_sender.values():
+        scale = min(1.0, max_weight_per_sender / len(scored))
+        up += scale * sum(weight for score, weight in scored if score)
+        down += scale * sum(weight for score, weight in scored if not score)
     return up, down
 
 
@@ -164,17 +182,19 @@ def reward(similarity: float, rating: float, w_similarity: float, w_rating: floa
     return w_similarity * similarity + w_rating * rating
 
 
-def _neighbour_votes(prompt_set: PromptSet, rated_turns: list[Turn], embed: Embed,
+def _neighbour_votes(prompt_set: PromptSet, evidence: list[Evidence], embed: Embed,
                      bound: float) -> dict[int, dict[str, list[Vote]]]:
-    """For each prompt: reply key -> its votes from rated turns at or above `bound` cosine."""
+    """For each prompt: reply key -> its votes from evidence about questions at or above `bound` cosine."""
     votes: dict[int, dict[str, list[Vote]]] = defaultdict(lambda: defaultdict(list))
-    if not rated_turns or not prompt_set.prompts:
+    if not evidence or not prompt_set.prompts:
         return votes
-    rated_embeddings = embed([clean_text(t.user_text) for t in rated_turns])  # (R, d)
-    close = (prompt_set.embeddings @ rated_embeddings.T) >= bound  # (P, R)
-    for p_row, r_col in close.nonzero().tolist():
-        turn = rated_turns[r_col]
-        votes[prompt_set.prompts[p_row].id][turn_key(turn)].append(Vote(turn.sender_id, int(turn.rating), r_col))
+    questions = list(dict.fromkeys(e.question for e in evidence))  # each distinct question embedded once
+    row_of = {question: row for row, question in enumerate(questions)}
+    close = ((prompt_set.embeddings @ embed(questions).T) >= bound).cpu().numpy()  # (P, Q)
+    for column, item in enumerate(evidence):
+        for p_row in close[:, row_of[item.question]].nonzero()[0].tolist():
+            votes[prompt_set.prompts[p_row].id][item.key].append(
+                Vote(item.sender, int(item.positive), column, item.weight, item.kind))
     return votes
 
 

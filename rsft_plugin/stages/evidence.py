@@ -1,0 +1,77 @@
+"""What customers told us about answers, as one list of weighted votes for the score stage.
+
+A 👍/👎 is one vote of weight 1. Besides ratings (issue 11, items 1 and 2):
+
+    choice          the customer picked answer a under "Was it one of these?"   a 👍 on a, weight choice_weight
+    none_of_these   none of the offered answers was it                          a 👎 on each offered, none_weight
+    reask           asked a similar question again right after the answer       a 👎 on it, reask_weight
+    asked_human     asked for a person right after the answer                   a 👎 on it, asked_human_weight
+    thanks          said thanks or goodbye right after the answer               a 👍 on it, thanks_weight
+
+A weight of 0 leaves the signal out. Each vote carries its kind: the noise model gives ratings, choices and implicit
+signals their own error rates, and only explicit evidence (a 👍 or a pick) can make an answer *trusted* — a polite
+"thanks" moves an answer's rating but never makes it a reference for others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ..config import FeedbackConfig
+from ..log import Signal, Turn
+from ..text import clean_text
+from .noise import RATING
+from .records import turn_key
+
+CHOICE = "choice"  # the noise model's kind for picks and "None of these"
+IMPLICIT = "implicit"  # the noise model's kind for reask, asked_human, thanks
+EXPLICIT = (RATING, CHOICE)  # the kinds that can make an answer trusted
+
+OfferedKeys = Callable[[Signal], list[str]]  # the answers a "None of these" turned down
+
+
+@dataclass(frozen=True)
+class Evidence:
+    question: str  # the customer's question, as the score stage embeds it
+    sender: str
+    key: str  # the answer it is about
+    positive: bool
+    weight: float  # how many 👍 / 👎 it counts for
+    kind: str  # RATING | CHOICE | IMPLICIT
+    turn_id: str
+
+
+def rating_evidence(rated_turns: Iterable[Turn]) -> list[Evidence]:
+    """Every 👍/👎 as a vote of weight 1."""
+    return [Evidence(clean_text(t.user_text), t.sender_id, turn_key(t), bool(t.rating), 1.0, RATING, t.id)
+            for t in rated_turns if t.rating is not None and turn_key(t)]
+
+
+def signal_evidence(signals: Iterable[Signal], config: FeedbackConfig, offered: OfferedKeys) -> list[Evidence]:
+    """Choices and implicit signals as weighted votes (see the module docstring); weight-0 kinds are left out."""
+    votes = []
+    for signal in signals:
+        question = clean_text(signal.user_text or "")
+        if not question:  # a redacted-away or empty question cannot be matched to prompts
+            continue
+        for key, positive, weight, kind in _votes_of(signal, config, offered):
+            if weight > 0 and key:
+                votes.append(Evidence(question, signal.sender_id, key, positive, weight, kind, signal.turn_id))
+    return votes
+
+
+Vote = tuple[str | None, bool, float, str]  # (answer key, positive, weight, kind)
+
+
+def _votes_of(signal: Signal, config: FeedbackConfig, offered: OfferedKeys) -> list[Vote]:
+    if signal.kind == "choice":
+        return [(signal.reply_key, True, config.choice_weight, CHOICE)]
+    if signal.kind == "none_of_these":
+        return [(key, False, config.none_weight, CHOICE) for key in offered(signal)]
+    implicit = {"reask": (False, config.reask_weight), "asked_human": (False, config.asked_human_weight),
+                "thanks": (True, config.thanks_weight)}
+    if signal.kind in implicit:
+        positive, weight = implicit[signal.kind]
+        return [(signal.reply_key or signal.served_key, positive, weight, IMPLICIT)]
+    return []  # a kind this version does not know (a newer writer): no vote
