@@ -153,8 +153,8 @@ def test_a_pick_makes_its_answer_trusted_a_thanks_only_raises_it_and_weight_zero
     candidates = [SampledCandidate(0, i, a, bank.get(a).text, a, a, 1 / 3, 0.5, "v0001") for i, a in enumerate(keys)]
     config = ScoreConfig(noise_model=noise_model)
 
-    def scored(signals, feedback=FeedbackConfig()):
-        evidence = signal_evidence(signals, feedback, offered=lambda s: ["back_in_stock"])
+    def scored(signals, feedback=None):
+        evidence = signal_evidence(signals, feedback or FeedbackConfig(), offered=lambda s: ["back_in_stock"])
         return {s.candidate.answer_id: s for s in score_candidates(candidates, prompt_set, [], [], bank, embed_fixed,
                                                                    config, evidence)}
 
