@@ -32,6 +32,7 @@ from .errors import SignalRefused
 from .handoff import ASKED, reason_from
 from .log import IMPLICIT_KINDS, ConversationLog, Signal, SignalLog, Turn
 from .not_understood import NOT_UNDERSTOOD
+from .text import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,10 @@ class ImplicitFeedback:
         if not question or self.settings.reask_weight <= 0 or self.similarity is None:
             return None
         turn = self.answer_just_given(sender_id)
-        if turn is None or turn.redacted or not turn.user_text:
+        if turn is None or turn.redacted:  # a redacted question is no longer the customer's words
             return None
-        cosine = self.similarity(question, turn.user_text)
-        if cosine < self.settings.reask_cosine:
+        earlier = clean_text(turn.user_text)
+        if not earlier or self.similarity(question, earlier) < self.settings.reask_cosine:
             return None
         return self._record(turn, REASK)
 
