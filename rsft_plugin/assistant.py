@@ -12,6 +12,7 @@ from .answer_bank import render
 from .config import HandoffConfig
 from .errors import RatingRefused
 from .handoff import REPEATED_THUMBS_DOWN, offers_person, person_button
+from .implicit import ImplicitFeedback
 from .log import ConversationLog, TurnRecord
 from .models.live import LiveModel
 from .not_understood import NOT_UNDERSTOOD, NOT_UNDERSTOOD_TEXT, topic_buttons, understood
@@ -43,22 +44,26 @@ class Reply:
 
 class Assistant:
     def __init__(self, store: ConversationLog, live: LiveModel, max_ratings_per_minute: int | None = None,
-                 handoff: HandoffConfig | None = None) -> None:
+                 handoff: HandoffConfig | None = None, implicit: ImplicitFeedback | None = None) -> None:
         self.store = store
         self.live = live
         self.max_ratings_per_minute = max_ratings_per_minute
         self.handoff = handoff or HandoffConfig()
+        self.implicit = implicit  # None: no implicit signals (implicit.py)
 
     def answer(self, sender_id: str, message_id: str | None, text: str, offer_person: bool = True) -> Reply:
         """Answer a customer's question from the live model and log the turn.
 
         Below `model.min_score` the reply says the message was not understood and offers the closest topics and
         (with `offer_person`: the bot has the hand-off) a person (not_understood.py); that turn is logged too,
-        without an answer and without rating buttons.
+        without an answer and without rating buttons. A question similar to the one this sender was just answered
+        records a `reask` on that answer first (implicit.py), before this turn becomes the sender's latest.
         """
         query = clean_text(text)
         if not query:
             return Reply(ASK_FOR_A_QUESTION)
+        if self.implicit is not None:
+            self.implicit.before_question(sender_id, query)
         model = self.live.current  # read the reference once: a swap mid-request cannot mix versions
         started = time.perf_counter()
         answered = model.answer(query)
@@ -79,6 +84,17 @@ class Assistant:
             return Reply(reply_text, None, topic_buttons(answered, model.bank, offer_person), None, model.name,
                          turn_id)
         return Reply(reply_text, turn_id, rating_buttons(turn_id), answer_id, model.name, turn_id)
+
+    def thanked(self, sender_id: str) -> None:
+        """The customer said thanks or goodbye: a `thanks` signal on the answer just given, if any (implicit.py)."""
+        if self.implicit is not None:
+            self.implicit.thanked(sender_id)
+
+    def asked_for_person(self, sender_id: str, reason: Any) -> None:
+        """The customer asked for a person: an `asked_human` signal on the answer just given, if they asked
+        themselves (reason `asked`) right after it (implicit.py)."""
+        if self.implicit is not None:
+            self.implicit.asked_for_person(sender_id, reason)
 
     def rate(self, sender_id: str, turn_id: Any, score: Any, offer_person: bool = True) -> Reply:
         """Record a 👍/👎 for one of this sender's answers.

@@ -11,6 +11,7 @@ import logging
 from .assistant import Assistant
 from .config import Config, load_config
 from .handoff import HandoffDesk
+from .implicit import ImplicitFeedback, encoder_similarity
 from .log import describe_log
 from .maintenance import apply_retention
 from .models.live import LiveModel
@@ -23,7 +24,7 @@ _parts: Parts | None = None
 
 
 def boot(config: Config | None = None, watch: bool = True) -> Assistant:
-    """Build the assistant (store, live model, pointer watcher) and make it the process-wide one.
+    """Build the assistant (store, live model, implicit feedback, pointer watcher) and make it the process-wide one.
 
     Raises:
         ModelLoadError: no live model can be loaded; the action server refuses to start rather than answer
@@ -34,6 +35,7 @@ def boot(config: Config | None = None, watch: bool = True) -> Assistant:
     parts = build_parts(config)  # the action server's composition root
     try:
         live = LiveModel(parts.registry, config.model)
+        implicit = implicit_feedback(parts)
     except BaseException:
         parts.close()
         raise
@@ -42,7 +44,7 @@ def boot(config: Config | None = None, watch: bool = True) -> Assistant:
     if _assistant is not None:
         shutdown()
     _parts = parts
-    _assistant = Assistant(parts.log, live, config.privacy.max_ratings_per_minute, config.handoff)
+    _assistant = Assistant(parts.log, live, config.privacy.max_ratings_per_minute, config.handoff, implicit)
     _desk = HandoffDesk(parts.log, lambda: live.current.name, config.handoff)
     redacted = apply_retention(parts)
     if redacted:
@@ -50,6 +52,14 @@ def boot(config: Config | None = None, watch: bool = True) -> Assistant:
                  config.privacy.retention_days)
     log.info("rsft assistant ready: model %s, log %s", live.current.name, describe_log(config))
     return _assistant
+
+
+def implicit_feedback(parts: Parts) -> ImplicitFeedback:
+    """The implicit signals of a serving process; the question encoder loads now (once), only when `reask` is on."""
+    settings = parts.config.feedback
+    similarity = encoder_similarity(parts.config.model.max_query_chars) if settings.reask_weight > 0 else None
+    return ImplicitFeedback(parts.log, settings, parts.config.privacy.max_ratings_per_minute, similarity,
+                            parts.clock)
 
 
 def is_booted() -> bool:

@@ -70,6 +70,15 @@ def test_question_then_thumbs_up_is_recorded_against_that_answer(stack):
         store.close()
 
 
+def test_thanks_right_after_an_answer_gets_the_usual_reply_and_logs_a_thanks_signal(stack):
+    sender = "e2e-thanks"
+    answer = _rated_answer(_say(stack, sender, "how do I reset my password?"))
+    assert _texts(_say(stack, sender, "thanks")) == [_domain_text("utter_you_are_welcome")]
+    turn_id = json.loads(answer["buttons"][0]["payload"][len("/rate"):])["turn_id"]
+    with _store(stack) as store:
+        assert [(s.kind, s.turn_id) for s in store.signals(sender_id=sender)] == [("thanks", turn_id)]
+
+
 def _tracker(stack: Stack, sender: str, events: str) -> dict:
     response = requests.get(f"{stack.rasa_url}/conversations/{sender}/tracker",
                             params={"include_events": events, "token": rasa_token(stack.config)}, timeout=60)

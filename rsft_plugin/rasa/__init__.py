@@ -1,6 +1,7 @@
 """rsft's Rasa side, imported by module path from a bot's files, never copied into it.
 
-    rsft_plugin.rasa.actions     action_answer, action_rate (rasa-sdk; our Python 3.11 environment)
+    rsft_plugin.rasa.actions     action_answer, action_rate, action_thanks, action_goodbye, the hand-off's
+                                 (rasa-sdk; our Python 3.11 environment)
     rsft_plugin.rasa.server      one action server for the bot's own action package and ours
                                  (`python -m rsft_plugin.rasa`)
     rsft_plugin.rasa.channels    RestWithFallback, the REST channel that never stays silent; it runs inside
@@ -20,6 +21,7 @@ ACTIONS_MODULE = "rsft_plugin.rasa.actions"
 CHANNEL_CLASS = "rsft_plugin.rasa.channels.RestWithFallback"
 ANSWER_ACTION = "action_answer"
 RATE_ACTION = "action_rate"
+THANKS_ACTION, GOODBYE_ACTION = "action_thanks", "action_goodbye"  # record a `thanks` signal, then the usual reply
 TOKEN_HEADER = "X-Rsft-Action-Token"  # Rasa -> action server, the shared secret RSFT_ACTION_TOKEN
 
 

@@ -18,6 +18,7 @@ from rsft_plugin import handoff, runtime
 from rsft_plugin.assistant import Reply
 from rsft_plugin.conversation_sessions import SESSION_START_ACTION, should_start_new_session
 from rsft_plugin.errors import RatingRefused
+from rsft_plugin.rasa import GOODBYE_ACTION, THANKS_ACTION
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,41 @@ class ActionHandoff(Action):
         return handoff.HANDOFF_ACTION
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list:
-        recorded = await asyncio.to_thread(runtime.handoff_desk().request, tracker.sender_id,
-                                           _entity(tracker, "reason"))
+        reason = _entity(tracker, "reason")
+        recorded = await asyncio.to_thread(runtime.handoff_desk().request, tracker.sender_id, reason)
+        await asyncio.to_thread(runtime.assistant().asked_for_person, tracker.sender_id, reason)
         dispatcher.utter_message(text=handoff.RECORDED)
         return [SlotSet("handoff_id", recorded.id), SlotSet("contact", None), SlotSet("contact_declined", None)]
+
+
+async def _thank_and_reply(dispatcher: CollectingDispatcher, tracker: Tracker, response: str) -> list:
+    """Record what the message tells about the answer just given, then say the bot's usual `response`.
+
+    A helper, not a base class: rasa-sdk registers every Action subclass it finds, and a base has no name.
+    """
+    await asyncio.to_thread(runtime.assistant().thanked, tracker.sender_id)
+    dispatcher.utter_message(response=response)
+    return []
+
+
+class ActionThanks(Action):
+    """The customer said thanks: a weak 👍 (`thanks`) on the answer just given, then "You're welcome"."""
+
+    def name(self) -> str:
+        return THANKS_ACTION
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list:
+        return await _thank_and_reply(dispatcher, tracker, "utter_you_are_welcome")
+
+
+class ActionGoodbye(Action):
+    """The customer said goodbye: a weak 👍 (`thanks`) on the answer just given, then the goodbye."""
+
+    def name(self) -> str:
+        return GOODBYE_ACTION
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list:
+        return await _thank_and_reply(dispatcher, tracker, "utter_goodbye")
 
 
 class ValidateHandoffForm(FormValidationAction):
