@@ -187,7 +187,8 @@ def test_a_flooding_sender_is_still_answered_but_no_signal_is_written(make_assis
 def _call(executor: ActionExecutor, action: str, text: str, intent: str, entities: list | None = None) -> dict:
     payload = {
         "next_action": action, "sender_id": "carol", "version": "3.6.21",
-        "domain": {"actions": ["action_answer", "action_rate", "action_thanks", "action_goodbye", "action_handoff"]},
+        "domain": {"actions": ["action_answer", "action_rate", "action_rsft_thanks", "action_rsft_goodbye",
+                               "action_handoff"]},
         "tracker": {"sender_id": "carol", "slots": {}, "events": [], "paused": False, "followup_action": None,
                     "active_loop": {}, "latest_action_name": "action_listen",
                     "latest_message": {"text": text, "intent": {"name": intent, "confidence": 1.0},
@@ -205,8 +206,8 @@ def executor(config, live_registry):
     runtime.shutdown()
 
 
-@pytest.mark.parametrize("action, intent, response", [("action_thanks", "thank", "utter_you_are_welcome"),
-                                                      ("action_goodbye", "goodbye", "utter_goodbye")])
+@pytest.mark.parametrize("action, intent, response", [("action_rsft_thanks", "thank", "utter_you_are_welcome"),
+                                                      ("action_rsft_goodbye", "goodbye", "utter_goodbye")])
 def test_the_thanks_and_goodbye_actions_record_thanks_and_say_the_usual_reply(executor, action, intent, response):
     _call(executor, "action_answer", QUESTION, "ask_question")
     result = _call(executor, action, "thanks", intent)

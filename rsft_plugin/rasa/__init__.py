@@ -1,6 +1,6 @@
 """rsft's Rasa side, imported by module path from a bot's files, never copied into it.
 
-    rsft_plugin.rasa.actions     action_answer, action_rate, action_thanks, action_goodbye, the hand-off's
+    rsft_plugin.rasa.actions     action_answer, action_rate, action_rsft_thanks, action_rsft_goodbye, the hand-off's
                                  (rasa-sdk; our Python 3.11 environment)
     rsft_plugin.rasa.server      one action server for the bot's own action package and ours
                                  (`python -m rsft_plugin.rasa`)
@@ -21,7 +21,8 @@ ACTIONS_MODULE = "rsft_plugin.rasa.actions"
 CHANNEL_CLASS = "rsft_plugin.rasa.channels.RestWithFallback"
 ANSWER_ACTION = "action_answer"
 RATE_ACTION = "action_rate"
-THANKS_ACTION, GOODBYE_ACTION = "action_thanks", "action_goodbye"  # record a `thanks` signal, then the usual reply
+# record a `thanks` signal, then the usual reply; named for rsft, as a bot's own package may well have action_goodbye
+THANKS_ACTION, GOODBYE_ACTION = "action_rsft_thanks", "action_rsft_goodbye"
 TOKEN_HEADER = "X-Rsft-Action-Token"  # Rasa -> action server, the shared secret RSFT_ACTION_TOKEN
 
 
