@@ -70,7 +70,8 @@ class ModelConfig:
 
     kind: str = _help("Model kind `rsft init-model` creates (a saved version records its own kind).", "retrieval")
     temperature: float = _help("Softmax temperature of the policy over answers.", 0.05)
-    top_k: int = _help("How many alternatives each logged turn records.", 3)
+    top_k: int = _help("How many alternatives each logged turn records, the served one included ('Was it one of "
+                       "these?' offers at most top_k - 1 of them).", 4)
     trainable_layers: int = _help("How many top transformer layers fine-tuning may change.", 2)
     max_query_chars: int = _help("Longer messages are cut before encoding (the encoder sees 256 tokens).", 1000)
     min_score: float = _help("Below this best cosine the bot asks again, offering topics (bench/out_of_scope).", 0.25)
