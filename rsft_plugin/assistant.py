@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import choices
-from .answer_bank import render
+from .answer_bank import Answer, render
 from .config import FeedbackConfig, HandoffConfig
 from .errors import RatingRefused, SignalRefused
 from .handoff import REPEATED_THUMBS_DOWN, offers_person, person_button
@@ -165,7 +165,7 @@ class Assistant:
             return Reply(choices.NONE_REPLY_PERSON, buttons=[person_button(REPEATED_THUMBS_DOWN)])
         return Reply(choices.NONE_REPLY)
 
-    def _choices_after_thumbs_down(self, sender_id: str, turn_id: str) -> list:
+    def _choices_after_thumbs_down(self, sender_id: str, turn_id: str) -> list[Answer]:
         """The answers to offer after a 👎 of this turn: none when choices are off or it was already answered."""
         turn = self.store.turn(turn_id)
         if turn is None or not choices.is_offered(turn, self.feedback) or self._answered(sender_id, turn_id):
