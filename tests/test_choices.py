@@ -30,7 +30,7 @@ def store(config):
 
 def _assistant(store, config, live_registry, **feedback) -> Assistant:
     return Assistant(store, LiveModel(live_registry, config.model), config.privacy.max_ratings_per_minute,
-                     HandoffConfig(), FeedbackConfig(**feedback))
+                     handoff=HandoffConfig(), feedback=FeedbackConfig(**feedback))
 
 
 @pytest.fixture
