@@ -179,7 +179,8 @@ class FeedbackConfig:
     Every weight of 0 turns its signal off (not offered / not detected, nothing recorded).
     """
 
-    choices: int = _help("After a 👎, offer this many next-best answers plus 'None of these' (0: off).", 3)
+    choices: int = _help("After a 👎, offer this many next-best answers plus 'None of these' (0: off; at most "
+                         "model.top_k - 1 exist: the turn's logged alternatives).", 3)
     choices_up_front_margin: float = _help("Offer the choices with the answer itself when the live model's top two "
                                            "answers' probabilities differ by less than this (0: never).", 0.0)
     choice_weight: float = _help("A picked answer counts as this many 👍 for it on that question.", 3.0)
