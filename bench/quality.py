@@ -8,7 +8,9 @@ Assistant, each run in its own temporary rsft installation):
   number use them, and nothing ever trains on them;
 * the traffic is cut into `--rounds` equal chunks. Before round r, simulated users ask chunk r through
   rsft_plugin.assistant.Assistant (the live model answers, the turn is logged) and rate each answer 👍 iff its
-  intent is the question's label, flipped with probability `noise` (the same flips for every method);
+  intent is the question's label, flipped with probability `noise` (the same flips for every method); after a 👎
+  that asks "Was it one of these?" they click the answer of their label when offered, "None of these" otherwise
+  (`--set feedback.choices=0` switches the choices off; each round records `served_within_one_click`);
 * after each round: top-1 accuracy on the held-out questions.
 
 Methods, per dataset (noise-free ones once, each rule of bench/common.RULES once per noise level):
@@ -56,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from rsft_plugin import runtime
+from rsft_plugin import choices, runtime
 from rsft_plugin.config import Config, parse_overrides
 from rsft_plugin.errors import ConfigError
 from rsft_plugin.evaluate import evaluate
@@ -253,10 +255,15 @@ class _DatasetBench:
         return rng.random(len(self.dataset.traffic)) < noise
 
     def _feed(self, config: Config, indices: list[int], flips: np.ndarray, round_no: int) -> dict[str, Any]:
-        """Ask the chunk's questions through the real Assistant and rate each answer from its label."""
+        """Ask the chunk's questions through the real Assistant and rate each answer from its label.
+
+        As `rsft simulate`'s customers do: after a 👎 that asks "Was it one of these?" (feedback.choices > 0), the
+        answer of the label's topic is clicked when offered, "None of these" otherwise; a wrong answer that comes
+        with the right one as an up-front choice (feedback.choices_up_front_margin) gets that click, not a rating.
+        """
         started = time.perf_counter()
         assistant = runtime.boot(config, watch=False)
-        served, correct = [], 0
+        served, correct, picked, offered = [], 0, 0, 0
         try:
             for i in indices:
                 text, label = self.dataset.traffic[i]
@@ -265,14 +272,32 @@ class _DatasetBench:
                 if reply.turn_id is None:  # nothing to answer (an empty question)
                     continue
                 right = self.bank.get(reply.answer_id).topic == label
-                assistant.rate(sender, reply.turn_id, int(right) ^ int(flips[i]))
                 served.append((i, reply.answer_id))
                 self.turn_labels[reply.turn_id] = label
                 correct += right
+                up_front = self._pick(reply.buttons, label)
+                if not right and up_front not in (None, choices.NONE_OF_THESE):
+                    clicked = up_front
+                else:
+                    rated = assistant.rate(sender, reply.turn_id, int(right) ^ int(flips[i]))
+                    clicked = self._pick(rated.buttons, label)
+                if clicked is not None:
+                    assistant.choose(sender, reply.turn_id, clicked)
+                    offered += 1
+                    picked += clicked != choices.NONE_OF_THESE
         finally:
             runtime.shutdown()
         return {"served": served, "served_accuracy": correct / len(served) if served else 0.0,
+                "served_within_one_click": (correct + picked) / len(served) if served else 0.0,
+                "choices_offered": offered, "choices_picked": picked,
                 "seconds": round(time.perf_counter() - started, 2)}
+
+    def _pick(self, buttons: list[dict[str, str]], label: str) -> str | None:
+        """The simulated customer's click among a reply's choice buttons (None: the reply offers none)."""
+        offered = [parsed[1] for b in buttons if (parsed := choices.parse_choice(b["payload"]))]
+        if not offered:
+            return None
+        return choices.pick([(a, self.bank.get(a).topic) for a in offered if a != choices.NONE_OF_THESE], label)
 
     # ---- (c, d, e) rounds ----------------------------------------------------------------------------------
 
@@ -307,7 +332,8 @@ class _DatasetBench:
                 "gate_verdicts": verdicts, "gate_evidence": gate.get("evidence"), "truth_live_accuracy": truth_live,
                 "truth_candidate_accuracy": truth_candidate,
                 "truth_gain": None if truth_candidate is None or truth_live is None else truth_candidate - truth_live,
-                "served_accuracy": fed["served_accuracy"],
+                "served_accuracy": fed["served_accuracy"], "served_within_one_click": fed["served_within_one_click"],
+                "choices_offered": fed["choices_offered"], "choices_picked": fed["choices_picked"],
                 "flipped_ratings": int(flips[chunk].sum()), "prompts": stats.get("prompts"),
                 "trainable_prompts": stats.get("trainable_prompts"), "candidates": stats.get("candidates"),
                 "accepted": stats.get("accepted"), "acceptance_rate": stats.get("acceptance_rate"),
@@ -316,7 +342,8 @@ class _DatasetBench:
                 "finetune": {k: v for k, v in (stats.get("finetune") or {}).items() if k != "history"},
                 "round_seconds": round(seconds, 2), "round_cpu_seconds": round(cpu, 2), "feed_seconds": fed["seconds"],
                 "stage_seconds": result.stage_seconds})
-            self.log(f"{rule} noise {noise:g} round {number}: {result.status}, held-out {accuracy:.1%}, "
+            self.log(f"{rule} noise {noise:g} round {number}: {result.status}, held-out {accuracy:.1%}, served "
+                     f"{fed['served_accuracy']:.1%} ({fed['served_within_one_click']:.1%} within one click), "
                      f"accepted {stats.get('accepted')} ({stats.get('acceptance_rate')}), "
                      f"precision {rounds[-1]['precision']}, estimated wrong ratings {stats.get('rating_noise_rate')}, "
                      f"{seconds:.0f} s (+{fed['seconds']:.0f} s traffic)" + _truth_note(rounds[-1]))
@@ -435,7 +462,7 @@ def _truth_note(row: dict[str, Any]) -> str:
 
 def _config_sections(config: Config) -> dict[str, Any]:
     return {name: dataclasses.asdict(getattr(config, name))
-            for name in ("model", "collect", "sample", "score", "reject", "finetune", "gate")}
+            for name in ("model", "collect", "sample", "score", "reject", "finetune", "gate", "feedback")}
 
 
 def check_quality(result: dict[str, Any], smoke: bool) -> list[str]:

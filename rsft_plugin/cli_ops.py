@@ -66,7 +66,8 @@ def simulate_command(ctx: click.Context, dataset: Path, count: int, noise: float
                      concurrency: int, rasa_url: str | None) -> None:
     """Replay labelled questions through the running bot over REST and rate each answer from its label.
 
-    👍 when the answering topic equals the label, 👎 otherwise, flipped with probability --noise.
+    👍 when the answering topic equals the label, 👎 otherwise, flipped with probability --noise. After a 👎 that
+    asks "Was it one of these?", the answer of the label's topic is clicked when offered, "None of these" otherwise.
 
     Example: rsft simulate --dataset data/golden.csv --split train --n 360 --noise 0.2
     """
@@ -80,7 +81,9 @@ def simulate_command(ctx: click.Context, dataset: Path, count: int, noise: float
                f"not understood (below model.min_score), {handled_by_rasa} by Rasa's own intents (greet, handoff, "
                f"...), {result.failed} failed; served accuracy "
                f"{result.served_accuracy:.1%}; ratings 👍 {result.rated_up} / 👎 {result.rated_down} "
-               f"({result.flipped} flipped by noise)")
+               f"({result.flipped} flipped by noise); \"Was it one of these?\" asked {result.choices_offered} times: "
+               f"{result.picked} right answers picked, {result.none_of_these} \"None of these\"; served within one "
+               f"click {result.served_within_one_click:.1%}")
 
 
 @main.command("forget")

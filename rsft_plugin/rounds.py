@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -23,15 +24,17 @@ from typing import Any
 import numpy as np
 
 from . import jobs
+from .choices import offered_answers
 from .config import Config
 from .errors import RsftError
 from .faults import checkpoint
 from .golden import load_golden
-from .log import CandidateRow, RoundPrompt, RoundRecord, utc_now
+from .log import CandidateRow, RoundPrompt, RoundRecord, Signal, utc_now
 from .models import ResponsePolicy, load_version
 from .models.encoder import embed, load_base_encoder
 from .parts import Parts
 from .stages.collect import collect_prompts
+from .stages.evidence import signal_evidence
 from .stages.finetune import finetune
 from .stages.gate import describe, gate
 from .stages.promote import promote
@@ -140,10 +143,13 @@ class _Round:
             curated = (load_golden(self.config.paths.golden, bank, "train") if self.config.score.use_golden_train
                        else [])
             rated = self.store.rated_turns(exclude_turn_ids=prompts.gate_turn_ids)
-            scores = score_round(candidates, prompts, rated, curated, bank, embed_fixed, self.config.score)
+            signals = self.store.signals(exclude_turn_ids=prompts.gate_turn_ids)
+            votes = signal_evidence(signals, self.config.feedback, self._offered_keys)
+            scores = score_round(candidates, prompts, rated, curated, bank, embed_fixed, self.config.score, votes)
             scored, noise = scores.scored, scores.noise.summary()
             rewards = [s.reward for s in scored]
-            self._note(rated_turns_used=len(rated), reward_mean=float(np.mean(rewards)) if rewards else 0.0,
+            self._note(rated_turns_used=len(rated), signals_used=dict(Counter(s.kind for s in signals)),
+                       signal_votes=len(votes), reward_mean=float(np.mean(rewards)) if rewards else 0.0,
                        rating_noise_rate=noise["rate"] if noise else None, rating_noise=noise)
         with self._stage("reject"):
             bound = self.config.score.w_similarity + self.config.score.w_rating
@@ -185,6 +191,11 @@ class _Round:
             else:
                 self.result.status = "kept"
             self.result.reason = self.gate_result.reason
+
+    def _offered_keys(self, signal: Signal) -> list[str]:
+        """The answers a "None of these" turned down: the choices its turn was offered (computed again from it)."""
+        turn = self.store.turn(signal.turn_id)
+        return [a.id for a in offered_answers(turn, self.live.bank, self.config.feedback)] if turn else []
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:

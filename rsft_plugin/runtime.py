@@ -44,7 +44,8 @@ def boot(config: Config | None = None, watch: bool = True) -> Assistant:
     if _assistant is not None:
         shutdown()
     _parts = parts
-    _assistant = Assistant(parts.log, live, config.privacy.max_ratings_per_minute, config.handoff, implicit)
+    _assistant = Assistant(parts.log, live, config.privacy.max_ratings_per_minute, config.handoff, implicit,
+                           feedback=config.feedback)
     _desk = HandoffDesk(parts.log, lambda: live.current.name, config.handoff)
     redacted = apply_retention(parts)
     if redacted:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from rsft_plugin.assistant import ASK_FOR_A_QUESTION, Assistant, parse_score
-from rsft_plugin.config import load_config
+from rsft_plugin.config import FeedbackConfig, load_config
 from rsft_plugin.errors import RatingRefused
 from rsft_plugin.log import open_sqlite
 from rsft_plugin.models.live import LiveModel
@@ -124,10 +124,10 @@ def test_nonsense_is_not_understood_offers_topics_and_a_person_and_is_logged(ass
     assert reply.buttons[-1] == {"title": "Talk to a person", "payload": '/human_handoff{"reason":"low_score"}'}
     topics = reply.buttons[:-1]
     bank_titles = {a.display_title for a in assistant.live.current.bank.answers}
-    assert 1 <= len(topics) <= 3 and all(b["payload"] == b["title"] in bank_titles for b in topics)
     turn = assistant.store.turn(reply.logged_turn_id)
+    assert 1 <= len(topics) <= len(turn.top_k) and all(b["payload"] == b["title"] in bank_titles for b in topics)
     assert turn.user_text == text and turn.answer_id is None and turn.reply_key == NOT_UNDERSTOOD
-    assert turn.score < assistant.live.model_config.min_score and len(turn.top_k) == 3
+    assert turn.score < assistant.live.model_config.min_score and len(turn.top_k) == 4
     assert [b["title"] for b in topics] == [assistant.live.current.bank.get(k["answer_id"]).display_title
                                             for k in turn.top_k][:len(topics)]
     with pytest.raises(RatingRefused, match="not answered"):
@@ -165,7 +165,8 @@ def test_the_threshold_comes_from_config(tmp_path, live_registry, min_score, und
 def test_the_second_thumbs_down_in_a_conversation_offers_a_person(config, live_registry):
     store = open_sqlite(config.paths.db)
     try:
-        assistant = Assistant(store, LiveModel(live_registry, config.model))  # default: from the 2nd 👎 on
+        # default: from the 2nd 👎 on; without "Was it one of these?" (its person offer: tests/test_choices.py)
+        assistant = Assistant(store, LiveModel(live_registry, config.model), feedback=FeedbackConfig(choices=0))
         first, second, third = (assistant.answer("alice", None, q).turn_id
                                 for q in ("where is my order", "how do refunds work", "can I pay by card"))
         assert assistant.rate("alice", first, 0).buttons == []

@@ -26,14 +26,14 @@ def _rules() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("intent, action", [("ask_question", "action_answer"), ("nlu_fallback", "action_answer"),
-                                            ("rate", "action_rate")])
+                                            ("rate", "action_rate"), ("choose", "action_choose")])
 def test_questions_fallbacks_and_ratings_route_to_the_plugin(intent, action):
     assert _rules()[intent] == action
 
 
 def test_domain_declares_the_rating_entities_and_no_selective_domain():
     domain = yaml.safe_load((BOT / "domain.yml").read_text())
-    assert {"score", "turn_id"} <= set(domain["entities"])
-    assert {"action_answer", "action_rate"} <= set(domain["actions"])
+    assert {"score", "turn_id", "answer_id"} <= set(domain["entities"])
+    assert {"action_answer", "action_rate", "action_choose"} <= set(domain["actions"])
     endpoints = (BOT / "endpoints.yml").read_text()
     assert "enable_selective_domain" not in endpoints

@@ -122,9 +122,21 @@ def test_from_a_thumbs_down_in_the_chat_to_a_promoted_model_in_the_console(stack
     answer.locator("button.rate-down").click()
     rated = page.locator(f'.msg.bot.rated-down[data-turn-id="{turn_id}"]')
     expect(rated.locator(".rated-label")).to_have_text("Rated 👎")
-    expect(page.locator(".msg.bot").last).to_contain_text("Thanks")
+    asked = page.locator(".msg.bot").last
+    expect(asked).to_contain_text("Thanks")
+    expect(asked).to_contain_text("Was it one of these?")
     sender = page.evaluate("localStorage.getItem('rsft.sender')")
     _screenshot(page, shots / "chat.png")
+
+    # -- ... clicks one of the next-best answers offered and gets it (issue 11, item 1)
+    choice = asked.locator("button.quick-reply").first
+    title = choice.inner_text()
+    choice.click()
+    expect(page.locator(".msg.user .bubble").last).to_have_text(title)
+    expect(page.locator(".msg.bot").last).not_to_contain_text("Was it one of these?")
+    expect(page.locator(".msg.bot").last).not_to_contain_text("couldn't record")
+    with open_sqlite(stack.config.paths.db) as store:
+        assert [s.kind for s in store.signals(sender_id=sender)] == ["choice"]
 
     # -- ... asks for a person: the bot records it, asks for an email, and only then promises a reply
     page.fill("#text", "I want to talk to a person")

@@ -28,7 +28,7 @@ def test_yaml_overrides_defaults_and_paths_resolve_against_the_file(tmp_path):
     config = load_config(_write(tmp_path, "model:\n  temperature: 0.1\npaths:\n  db: state/log.db\n"))
     assert config.model.temperature == 0.1
     assert config.paths.db == tmp_path / "state" / "log.db"
-    assert config.model.top_k == 3  # untouched keys keep their defaults
+    assert config.model.top_k == 4  # untouched keys keep their defaults
 
 
 def test_cli_overrides_win_over_yaml_and_none_means_not_given(tmp_path):

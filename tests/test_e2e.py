@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from rsft_plugin.answer_bank import render
 from rsft_plugin.config import load_config
 from rsft_plugin.launcher import Stack, action_token, rasa_token
 from rsft_plugin.log import SqliteLog, open_sqlite
@@ -133,6 +134,7 @@ def test_another_senders_rating_payload_is_refused(stack):
 @pytest.mark.parametrize("message", [
     "", "   ", "where is my order " * 1100, "🙂 مرحبا ‏where is my parcel‏", "ctrl\x00\x07\x1b chars",
     "/unknown_intent", '/rate{"score":"abc"}', '/rate{"turn_id":"' + "0" * 32 + '","score":1}', "/rate",
+    '/choose{"turn_id":"' + "0" * 32 + '","answer_id":"none"}', "/choose",
 ])
 def test_odd_input_gets_a_sensible_reply_and_changes_nothing_logged(stack, message):
     store = _store(stack)
@@ -144,6 +146,7 @@ def test_odd_input_gets_a_sensible_reply_and_changes_nothing_logged(stack, messa
         after = list(store.db.query("SELECT * FROM turns ORDER BY rowid"))
         assert after[: len(before)] == before, "an already logged turn changed"
         assert list(store.db.query("SELECT * FROM ratings ORDER BY rowid")) == ratings_before
+        assert not store.signals(sender_id="e2e-odd")
     finally:
         store.close()
 
@@ -202,12 +205,35 @@ def test_repeated_thumbs_down_offers_a_person_and_records_why(stack):
     for question in ("where is my order", "how do refunds work"):
         answer = _rated_answer(_say(stack, sender, question))
         replies.append(_say(stack, sender, next(b["payload"] for b in answer["buttons"] if b["title"] == "👎")))
-    assert not any(m.get("buttons") for m in replies[0])  # one 👎 is not yet "repeatedly"
+    assert not any(b["title"] == "Talk to a person" for m in replies[0] for b in m.get("buttons") or [])  # not yet
     button = next(b for m in replies[1] for b in m.get("buttons") or [] if b["title"] == "Talk to a person")
     assert _texts(_say(stack, sender, button["payload"]))[-1] == _domain_text("utter_ask_contact")
     _say(stack, sender, "cancel")
     with _store(stack) as store:
         assert [h.reason for h in store.handoffs(sender_id=sender)] == ["repeated_thumbs_down"]
+
+
+def test_a_thumbs_down_offers_choices_and_a_click_answers_and_is_logged_a_forged_one_is_not(stack):
+    """Issue 11, item 1: "Was it one of these?" over the real REST channel."""
+    sender = "e2e-choices"
+    answer = _rated_answer(_say(stack, sender, "where is my parcel?"))
+    turn_id = json.loads(answer["buttons"][0]["payload"][len("/rate"):])["turn_id"]
+    [asked] = _say(stack, sender, next(b["payload"] for b in answer["buttons"] if b["title"] == "👎"))
+    assert "Was it one of these?" in asked["text"]
+    offered = [b for b in asked["buttons"] if b["payload"].startswith("/choose")]
+    assert len(offered) == 4 and offered[-1]["title"] == "None of these"  # three next-best answers + none
+    picked = json.loads(offered[0]["payload"][len("/choose"):])
+    forged = _texts(_say(stack, "e2e-mallory", offered[0]["payload"]))  # another conversation's turn
+    assert any("couldn't record that" in t for t in forged), forged
+    with _store(stack) as store:
+        assert not store.signals(sender_id="e2e-mallory")
+        bank_text = render(_live_model(stack).bank.get(picked["answer_id"]).text, "where is my parcel?")
+    assert [m.get("text") for m in _say(stack, sender, offered[0]["payload"])] == [bank_text]
+    with _store(stack) as store:
+        [signal] = store.signals(sender_id=sender)
+    assert (signal.turn_id, signal.kind, signal.reply_key) == (turn_id, "choice", picked["answer_id"])
+    again = _texts(_say(stack, sender, offered[1]["payload"]))
+    assert any("already answered" in t for t in again), again
 
 
 def test_chat_page_and_protected_api(stack):

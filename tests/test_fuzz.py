@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rasa_sdk.executor import ActionExecutor
 
-from rsft_plugin import runtime
+from rsft_plugin import choices, runtime
 from rsft_plugin.answer_bank import AnswerBank
 from rsft_plugin.assistant import Assistant
 from rsft_plugin.config import load_config
-from rsft_plugin.errors import ConfigError, DataError, RatingRefused
+from rsft_plugin.errors import ConfigError, DataError, RatingRefused, SignalRefused
 from rsft_plugin.golden import load_golden
 from rsft_plugin.log import SqliteLog, open_sqlite
 from rsft_plugin.models.live import LiveModel
@@ -72,6 +72,31 @@ def test_ratings_with_any_turn_id_and_score_are_recorded_or_refused_cleanly(assi
             return
         assert turn_id == own and score in (0, 1, "0", "1", 0.0, 1.0) and not isinstance(score, bool)
         assert reply.text and assistant.store.turn(own)["rating"] == int(score)
+
+    check()
+
+
+def test_choices_with_any_turn_id_and_answer_id_are_recorded_or_refused_cleanly(assistant):
+    own = assistant.answer("fuzz-dave", None, "where is my parcel").turn_id
+    offered = [parsed[1] for b in assistant.rate("fuzz-dave", own, 0).buttons
+               if (parsed := choices.parse_choice(b["payload"]))]
+    other = assistant.answer("fuzz-erin", None, "where is my parcel").turn_id
+    assistant.rate("fuzz-erin", other, 0)
+    turn_ids = st.one_of(json_scalars, st.sampled_from([own, other, own.upper(), own + " ", "0" * 32]))
+    answer_ids = st.one_of(json_values, st.sampled_from([*offered, "reset_password", own, "NONE", " none"]))
+
+    @fuzz(1000)
+    @given(turn_id=turn_ids, answer_id=answer_ids)
+    def check(turn_id, answer_id):
+        before = (_snapshot(assistant.store), list(assistant.store.db.query("SELECT * FROM signals")))
+        try:
+            reply = assistant.choose("fuzz-dave", turn_id, answer_id)
+        except SignalRefused:
+            after = (_snapshot(assistant.store), list(assistant.store.db.query("SELECT * FROM signals")))
+            assert after == before, "a refused choice changed the log"
+            return
+        assert turn_id == own and answer_id in offered and reply.text
+        assert [s.turn_id for s in assistant.store.signals(sender_id="fuzz-dave")] == [own]
 
     check()
 

@@ -56,11 +56,11 @@ def test_adds_our_files_beside_the_bots_and_a_second_run_changes_nothing(moodbot
     assert credentials["rasa"] == yaml.safe_load(before["credentials.yml"])["rasa"]
     # Every intent of ours has examples, and the rules send questions and fallbacks to action_answer.
     nlu = {block["intent"] for block in yaml.safe_load(after["data/rsft/nlu.yml"])["nlu"]}
-    assert {"ask_question", "out_of_scope", "rate"} == nlu
+    assert {"ask_question", "out_of_scope", "rate", "choose"} == nlu
     rules = {r["steps"][0]["intent"]: r["steps"][1]["action"]
              for r in yaml.safe_load(after["data/rsft/rules.yml"])["rules"]}
     assert rules == {"ask_question": "action_answer", "nlu_fallback": "action_answer", "rate": "action_rate",
-                     "out_of_scope": "utter_out_of_scope"}
+                     "choose": "action_choose", "out_of_scope": "utter_out_of_scope"}
     config = load_config(moodbot / "rsft.yml")
     assert config.paths.bot_dir == moodbot.resolve() and config.paths.db.is_relative_to(moodbot.resolve())
     assert result.changed

@@ -70,7 +70,8 @@ class ModelConfig:
 
     kind: str = _help("Model kind `rsft init-model` creates (a saved version records its own kind).", "retrieval")
     temperature: float = _help("Softmax temperature of the policy over answers.", 0.05)
-    top_k: int = _help("How many alternatives each logged turn records.", 3)
+    top_k: int = _help("How many alternatives each logged turn records, the served one included ('Was it one of "
+                       "these?' offers at most top_k - 1 of them).", 4)
     trainable_layers: int = _help("How many top transformer layers fine-tuning may change.", 2)
     max_query_chars: int = _help("Longer messages are cut before encoding (the encoder sees 256 tokens).", 1000)
     min_score: float = _help("Below this best cosine the bot asks again, offering topics (bench/out_of_scope).", 0.25)
@@ -178,7 +179,8 @@ class FeedbackConfig:
     Every weight of 0 turns its signal off (not offered / not detected, nothing recorded).
     """
 
-    choices: int = _help("After a 👎, offer this many next-best answers plus 'None of these' (0: off).", 3)
+    choices: int = _help("After a 👎, offer this many next-best answers plus 'None of these' (0: off; at most "
+                         "model.top_k - 1 exist: the turn's logged alternatives).", 3)
     choices_up_front_margin: float = _help("Offer the choices with the answer itself when the live model's top two "
                                            "answers' probabilities differ by less than this (0: never).", 0.0)
     choice_weight: float = _help("A picked answer counts as this many 👍 for it on that question.", 3.0)

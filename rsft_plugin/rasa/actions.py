@@ -14,7 +14,7 @@ from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from rsft_plugin import handoff, runtime
+from rsft_plugin import choices, handoff, runtime
 from rsft_plugin.assistant import Reply
 from rsft_plugin.conversation_sessions import SESSION_START_ACTION, should_start_new_session
 from rsft_plugin.errors import RatingRefused
@@ -49,6 +49,11 @@ def _offers_person(domain: dict[str, Any]) -> bool:
     return handoff.HANDOFF_ACTION in ((domain or {}).get("actions") or [])
 
 
+def _offers_choices(domain: dict[str, Any]) -> bool:
+    """Only a bot whose domain has action_choose (ours; not every `rsft init-rasa` bot) gets "Was it one of these?"."""
+    return choices.CHOOSE_ACTION in ((domain or {}).get("actions") or [])
+
+
 class ActionAnswer(Action):
     """Answer the customer's question from the live response model, with 👍/👎 buttons."""
 
@@ -59,7 +64,8 @@ class ActionAnswer(Action):
         message = tracker.latest_message or {}
         # The model is CPU-bound: answer in a worker thread so the server keeps accepting requests.
         reply = await asyncio.to_thread(runtime.assistant().answer, tracker.sender_id,
-                                        message.get("message_id"), message.get("text") or "", _offers_person(domain))
+                                        message.get("message_id"), message.get("text") or "", _offers_person(domain),
+                                        _offers_choices(domain))
         _send(dispatcher, reply)
         return _session_boundary(tracker)
 
@@ -73,10 +79,29 @@ class ActionRate(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list:
         try:
             reply = await asyncio.to_thread(runtime.assistant().rate, tracker.sender_id, _entity(tracker, "turn_id"),
-                                            _entity(tracker, "score"), _offers_person(domain))
+                                            _entity(tracker, "score"), _offers_person(domain),
+                                            _offers_choices(domain))
         except RatingRefused as refused:
             log.info("rating refused for %s: %s", tracker.sender_id, refused)
             reply = Reply(f"Sorry, I couldn't record that rating: {refused}.")
+        _send(dispatcher, reply)
+        return _session_boundary(tracker)
+
+
+class ActionChoose(Action):
+    """Record the customer's click on "Was it one of these?" (a next-best answer or "None of these") and answer it."""
+
+    def name(self) -> str:
+        return choices.CHOOSE_ACTION
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list:
+        try:
+            reply = await asyncio.to_thread(runtime.assistant().choose, tracker.sender_id,
+                                            _entity(tracker, "turn_id"), _entity(tracker, "answer_id"),
+                                            _offers_person(domain))
+        except RatingRefused as refused:  # SignalRefused is one
+            log.info("choice refused for %s: %s", tracker.sender_id, refused)
+            reply = Reply(f"Sorry, I couldn't record that: {refused}.")
         _send(dispatcher, reply)
         return _session_boundary(tracker)
 

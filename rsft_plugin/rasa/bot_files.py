@@ -3,14 +3,16 @@
 Rasa merges several domain files only from a directory (`rasa train --domain DIR` reads every domain file under
 it) and every training-data file under `data/`. So rsft writes files of its own and never rewrites the bot's:
 
-    domain/rsft.yml         our intents (ask_question, rate, out_of_scope), entities, responses, actions
+    domain/rsft.yml         our intents (ask_question, rate, choose, out_of_scope), entities, responses, actions
     data/rsft/nlu.yml       training examples of our intents (a domain intent without examples is never predicted)
-    data/rsft/rules.yml     ask_question and nlu_fallback -> action_answer, rate -> action_rate, out_of_scope -> refusal
+    data/rsft/rules.yml     ask_question and nlu_fallback -> action_answer, rate -> action_rate,
+                            choose -> action_choose, out_of_scope -> refusal
     rsft.yml                rsft's own config with explicit paths (state in .rsft/)
 
 rsft's hand-off to a person (intent human_handoff, handoff_form, action_handoff) is not added: a bot may hand over
 in its own way, and rsft adds no slots or forms to a foreign domain. The actions see that the domain has no
-`action_handoff` and offer no "Talk to a person" button (rsft_plugin/rasa/actions.py).
+`action_handoff` and offer no "Talk to a person" button (rsft_plugin/rasa/actions.py). A bot set up by an older
+rsft, whose domain file has no `action_choose`, is offered no "Was it one of these?" choices either.
 
 Two files exist once per bot, so rsft adds to them only what is missing: `endpoints.yml` gets an `action_endpoint`
 when it has none (appended; the rest of the file is left as it is), and with `channel=True` `credentials.yml` names
