@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from rsft_plugin import runtime
+from rsft_plugin import choices, runtime
 from rsft_plugin.answer_bank import AnswerBank, load_answer_bank
 from rsft_plugin.config import Config, load_config
 from rsft_plugin.golden import load_golden
@@ -84,16 +84,23 @@ def round_config(tmp_path, **sections):
 
 def feed_traffic(config, n: int = 200, noise: float = 0.2, seed: int = 0) -> None:
     """Ask golden train questions through the real Assistant and rate each answer (not a not-understood reply)
-    from its label."""
+    from its label; after a 👎 that asks "Was it one of these?", click the label's answer when offered, else
+    "None of these"."""
     assistant = runtime.boot(config, watch=False)
     rng = np.random.default_rng(seed)
     try:
         for i, question in enumerate(load_golden(config.paths.golden, split="train")[:n]):
-            reply = assistant.answer(f"sim-{seed}-{i}", None, question.question)
+            sender = f"sim-{seed}-{i}"
+            reply = assistant.answer(sender, None, question.question)
             if reply.turn_id is None:  # not understood (below model.min_score): logged, but nothing to rate
                 continue
             correct = assistant.store.turn(reply.turn_id)["answer_topic"] == question.topic
-            assistant.rate(f"sim-{seed}-{i}", reply.turn_id, int(correct) ^ int(rng.random() < noise))
+            rated = assistant.rate(sender, reply.turn_id, int(correct) ^ int(rng.random() < noise))
+            offered = [parsed[1] for b in rated.buttons if (parsed := choices.parse_choice(b["payload"]))]
+            if offered:
+                topics = [(a, assistant.live.current.bank.get(a).topic) for a in offered
+                          if a != choices.NONE_OF_THESE]
+                assistant.choose(sender, reply.turn_id, choices.pick(topics, question.topic))
     finally:
         runtime.shutdown()
 
