@@ -10,13 +10,14 @@ PY310 := $(call find_python,3.10)
 PY311 := $(call find_python,3.11)
 PIP_QUIET := --quiet --progress-bar off
 
-.PHONY: help run test venvs lint clean-run load-test bench-quality bench-speed bench-smoke bench-oos postgres-server
+.PHONY: help run test venvs lint clean-run load-test bench-quality bench-speed bench-smoke bench-oos bench-feedback postgres-server
 help:
 	@echo "make run    start the assistant (Rasa + actions + chat page); Ctrl-C stops it"
 	@echo "make test   run the whole test suite"
 	@echo "make lint   ruff"
 	@echo "make bench-quality  accuracy from ratings vs baselines and Rasa (~70 min; docs/benchmarks.md)"
 	@echo "make bench-speed    latency, throughput, long conversations, hot swap, one round (~6 min; docs/benchmarks.md)"
+	@echo "make bench-feedback choices and implicit signals vs ratings alone, 3 seeds (docs/benchmarks.md)"
 	@echo "make bench-oos      out-of-scope caught vs in-scope refused per model.min_score (~1 min)"
 	@echo "make bench-smoke    the benchmarks at toy sizes, with checks (part of make test)"
 	@echo "make load-test  50 customers for 2 minutes over REST (make test runs 15 s)"
@@ -81,6 +82,10 @@ bench-speed: venvs
 	.venv/bin/python -m bench.speed --datasets $(BENCH_DATASETS) --out bench/results
 	.venv/bin/python -m bench.report
 
+bench-feedback: venvs
+	.venv/bin/python -m bench.feedback --datasets $(BENCH_DATASETS) --jobs $(BENCH_JOBS) --out bench/results
+	.venv/bin/python -m bench.report
+
 bench-oos: venvs
 	.venv/bin/python -m bench.out_of_scope --out bench/results
 	.venv/bin/python -m bench.report
@@ -90,4 +95,5 @@ bench-smoke: venvs
 	.venv/bin/python -m bench.quality --smoke --datasets $(BENCH_DATASETS) --jobs $(BENCH_JOBS) --out var/bench-smoke
 	.venv/bin/python -m bench.speed --smoke --datasets $(BENCH_DATASETS) --out var/bench-smoke
 	.venv/bin/python -m bench.out_of_scope --smoke --out var/bench-smoke
+	.venv/bin/python -m bench.feedback --smoke --datasets $(BENCH_DATASETS) --jobs $(BENCH_JOBS) --out var/bench-smoke
 	.venv/bin/python -m bench.report --results var/bench-smoke --out var/bench-smoke/tables.md

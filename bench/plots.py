@@ -176,3 +176,38 @@ def plot_out_of_scope(result: dict[str, Any], out: Path) -> list[Path]:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return [path]
+
+
+def plot_feedback(result: dict[str, Any], out: Path) -> list[Path]:
+    """One PNG: per dataset, final held-out accuracy per arm and noise level (mean over seeds, bars spanning the
+    seeds' min..max)."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = [n for n, e in result["datasets"].items() if e.get("summary")]
+    if not names:
+        return []
+    arms = list(result["meta"]["params"]["arms"])
+    noises = result["meta"]["params"]["noise"]
+    figure, axes = plt.subplots(1, len(names), figsize=(max(7.0, 5.0 * len(names)), 4.4), squeeze=False)
+    width = 0.8 / max(1, len(arms))
+    for axis, name in zip(axes[0], names, strict=True):
+        runs = result["datasets"][name]["runs"]
+        for a, arm in enumerate(arms):
+            for n, noise in enumerate(noises):
+                finals = [100 * r["final"] for r in runs if r["arm"] == arm and r["noise"] == noise]
+                if not finals:
+                    continue
+                mean = sum(finals) / len(finals)
+                axis.bar(n + a * width, mean, width, color=f"C{a}", label=arm if n == 0 else None,
+                         yerr=[[mean - min(finals)], [max(finals) - mean]], capsize=2)
+        zero = [100 * r["zero_shot"] for r in runs]
+        axis.axhline(sum(zero) / len(zero), color="#7f7f7f", linestyle=":", label="zero-shot (mean)")
+        axis.set_xticks([n + 0.4 - width / 2 for n in range(len(noises))], [f"{x:.0%} wrong" for x in noises])
+        axis.set(title=name, ylabel="held-out accuracy after the last round, %")
+        axis.set_ylim(bottom=max(0, min(zero) - 15))
+        axis.grid(alpha=0.3, axis="y")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.tight_layout()
+    path = out / "feedback.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return [path]

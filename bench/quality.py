@@ -94,8 +94,8 @@ from .common import (
 ALWAYS_PROMOTE = {"level": 1.0, "topic_level": 0.0, "rated_level": 0.0}
 
 FULL = {"traffic": 600, "heldout": 400, "truth": 1000, "rounds": 5, "noise": [0.0, 0.2, 0.4], "rasa_epochs": 100,
-        "sections": {}}
-SMOKE = {"traffic": 40, "heldout": 20, "truth": 100, "rounds": 2, "noise": [0.2], "rasa_epochs": 1,
+        "rate_share": 1.0, "sections": {}}
+SMOKE = {"traffic": 40, "heldout": 20, "truth": 100, "rounds": 2, "noise": [0.2], "rasa_epochs": 1, "rate_share": 1.0,
          # a few dozen questions: lower the product's minimums so rounds train instead of stopping, and cap epochs
          "sections": {"collect": {"min_prompts": 5}, "reject": {"min_accepted": 3}, "finetune": {"max_epochs": 1}}}
 
@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                                                   f"(full: {FULL['truth']}; fewer where the dataset has fewer)")
     parser.add_argument("--rounds", type=int, help=f"rounds (full: {FULL['rounds']})")
     parser.add_argument("--noise", help="comma-separated rating flip probabilities (full: 0,0.2,0.4)")
+    parser.add_argument("--rate-share", type=float,
+                        help="share of simulated customers who rate (full: 1); the others say thanks after an answer "
+                             "that looks right to them and re-ask a paraphrase after one that does not")
     parser.add_argument("--rasa-epochs", type=int, help="DIET/ResponseSelector epochs (full: 100, Rasa's default)")
     parser.add_argument("--no-rasa", action="store_true", help="leave out the Rasa peer")
     parser.add_argument("--methods", default=",".join(["naive", "oracle", *RULES, "rasa"]),
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-work", action="store_true", help="keep the temporary rsft installations")
     args = parser.parse_args(argv)
     sizes = dict(SMOKE if args.smoke else FULL)
-    for key in ("traffic", "heldout", "truth", "rounds", "rasa_epochs"):
+    for key in ("traffic", "heldout", "truth", "rounds", "rasa_epochs", "rate_share"):
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
     if args.noise is not None:
@@ -254,16 +257,25 @@ class _DatasetBench:
         rng = np.random.default_rng([self.seed, round(noise * 1000)])
         return rng.random(len(self.dataset.traffic)) < noise
 
+    def _raters(self) -> np.ndarray:
+        """Which customers rate (the share `rate_share`): fixed per seed, shared by every method and noise level."""
+        return np.random.default_rng([self.seed, 7]).random(len(self.dataset.traffic)) < self.sizes["rate_share"]
+
     def _feed(self, config: Config, indices: list[int], flips: np.ndarray, round_no: int) -> dict[str, Any]:
         """Ask the chunk's questions through the real Assistant and rate each answer from its label.
 
         As `rsft simulate`'s customers do: after a 👎 that asks "Was it one of these?" (feedback.choices > 0), the
         answer of the label's topic is clicked when offered, "None of these" otherwise; a wrong answer that comes
         with the right one as an up-front choice (feedback.choices_up_front_margin) gets that click, not a rating.
+        A customer who does not rate (`rate_share` < 1) acts instead (implicit.py records it when its weight is on):
+        thanks after an answer that looks right, a paraphrase of the question after one that does not — as noisy
+        as ratings (the same flips).
         """
         started = time.perf_counter()
         assistant = runtime.boot(config, watch=False)
+        raters = self._raters()
         served, correct, picked, offered = [], 0, 0, 0
+        acted = {"thanks": 0, "reasked": 0}
         try:
             for i in indices:
                 text, label = self.dataset.traffic[i]
@@ -278,6 +290,9 @@ class _DatasetBench:
                 up_front = self._pick(reply.buttons, label)
                 if not right and up_front not in (None, choices.NONE_OF_THESE):
                     clicked = up_front
+                elif not raters[i]:
+                    acted[self._act(assistant, sender, i, bool(right) ^ bool(flips[i]))] += 1
+                    continue
                 else:
                     rated = assistant.rate(sender, reply.turn_id, int(right) ^ int(flips[i]))
                     clicked = self._pick(rated.buttons, label)
@@ -289,8 +304,23 @@ class _DatasetBench:
             runtime.shutdown()
         return {"served": served, "served_accuracy": correct / len(served) if served else 0.0,
                 "served_within_one_click": (correct + picked) / len(served) if served else 0.0,
-                "choices_offered": offered, "choices_picked": picked,
-                "seconds": round(time.perf_counter() - started, 2)}
+                "choices_offered": offered, "choices_picked": picked, "implicit_thanks": acted["thanks"],
+                "implicit_reasks": acted["reasked"], "seconds": round(time.perf_counter() - started, 2)}
+
+    def _act(self, assistant: Any, sender: str, i: int, looks_right: bool) -> str:
+        """A customer who does not rate: thanks, or the same question in other words (another traffic question of
+        the same label, drawn per question and seed)."""
+        if looks_right:
+            assistant.thanked(sender)
+            return "thanks"
+        label = self.dataset.traffic[i][1]
+        same = [j for j, (_, other) in enumerate(self.dataset.traffic) if other == label and j != i]
+        if same:
+            j = same[int(np.random.default_rng([self.seed, 11, i]).integers(len(same)))]
+            again = assistant.answer(sender, None, self.dataset.traffic[j][0])
+            if again.turn_id is not None:
+                self.turn_labels[again.turn_id] = label
+        return "reasked"
 
     def _pick(self, buttons: list[dict[str, str]], label: str) -> str | None:
         """The simulated customer's click among a reply's choice buttons (None: the reply offers none)."""
@@ -334,6 +364,8 @@ class _DatasetBench:
                 "truth_gain": None if truth_candidate is None or truth_live is None else truth_candidate - truth_live,
                 "served_accuracy": fed["served_accuracy"], "served_within_one_click": fed["served_within_one_click"],
                 "choices_offered": fed["choices_offered"], "choices_picked": fed["choices_picked"],
+                "implicit_thanks": fed["implicit_thanks"], "implicit_reasks": fed["implicit_reasks"],
+                "signals_used": stats.get("signals_used"),
                 "flipped_ratings": int(flips[chunk].sum()), "prompts": stats.get("prompts"),
                 "trainable_prompts": stats.get("trainable_prompts"), "candidates": stats.get("candidates"),
                 "accepted": stats.get("accepted"), "acceptance_rate": stats.get("acceptance_rate"),

@@ -262,6 +262,33 @@ def out_of_scope_markdown(result: dict[str, Any], image_prefix: str) -> str:
     return "\n".join(lines)
 
 
+def feedback_markdown(result: dict[str, Any], image_prefix: str) -> str:
+    """Per dataset: each arm at each noise level — final accuracy mean ± spread over seeds, gain over zero-shot,
+    served accuracy within one click, and the default gate's mistakes against truth."""
+    params = result["meta"]["params"]
+    lines = [_meta_line(result["meta"]), "",
+             f"{params['sizes']['rounds']} rounds × {params['sizes']['traffic'] // params['sizes']['rounds']} "
+             f"questions, rule `{params['rule']}`, seeds {', '.join(map(str, params['seeds']))}; accuracy on "
+             f"{params['sizes']['heldout']} held-out questions, in %. *spread* = max − min over the seeds; "
+             "*within one click* = served directly or via a pick under \"Was it one of these?\" (mean over rounds); "
+             "*gate mistakes* = rounds the default gate would have refused of those ≥ 1 point better on the truth "
+             "set / promoted of those ≥ 1 point worse.", ""]
+    for name, entry in result["datasets"].items():
+        rows = []
+        for summary in sorted(entry.get("summary", {}).values(), key=lambda s: (s["noise"], list(params["arms"])
+                                                                                 .index(s["arm"]))):
+            gate, judged = summary["gate_vs_truth"].get("default", {}), summary["gate_vs_truth"]
+            rows.append([summary["arm"], f"{summary['noise']:.0%}", pct(summary["zero_shot_mean"]),
+                         f"{pct(summary['final_mean'])} ± {pct(summary['final_spread'])}",
+                         f"{100 * summary['gain_mean']:+.1f}", pct(summary["within_one_click_mean"]),
+                         f"{gate.get('refused_really_better', '–')} of {judged.get('really_better', '–')} / "
+                         f"{gate.get('promoted_really_worse', '–')} of {judged.get('really_worse', '–')}"])
+        lines += [f"**{name}**", ""] + _table(["arm", "wrong ratings", "zero-shot", "final (spread)", "gain",
+                                               "within one click", "gate mistakes"], rows) + [""]
+    lines.append(f"![feedback arms]({image_prefix}feedback.png)")
+    return "\n".join(lines)
+
+
 def render_into(doc: str, section: str, body: str) -> str:
     start, end = f"<!-- bench:{section}:start -->", f"<!-- bench:{section}:end -->"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
@@ -309,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     prefix = "../bench/results/" if args.out is None else ""
     bodies = {}
     for section, render in (("quality", quality_markdown), ("speed", speed_markdown),
-                            ("out_of_scope", out_of_scope_markdown)):
+                            ("out_of_scope", out_of_scope_markdown), ("feedback", feedback_markdown)):
         path = args.results / f"{section}.json"
         if path.exists():
             bodies[section] = render(json.loads(path.read_text(encoding="utf-8")), prefix)

@@ -187,7 +187,7 @@ class FeedbackConfig:
     none_weight: float = _help("'None of these' counts as this many 👎 for each answer it was offered.", 0.5)
     reask_weight: float = _help("Asking a similar question again right after an answer: a 👎 of this weight on "
                                 "that answer (0: off).", 0.3)
-    reask_cosine: float = _help("How similar (MiniLM cosine) the next question must be to count as re-asked.", 0.7)
+    reask_cosine: float = _help("How similar (MiniLM cosine) the next question must be to count as re-asked.", 0.5)
     asked_human_weight: float = _help("Asking for a person right after an answer: a 👎 of this weight (0: off).", 0.3)
     thanks_weight: float = _help("Saying thanks or goodbye right after an answer: a 👍 of this weight (0: off).", 0.3)
     window_seconds: int = _help("'Right after' an answer: the customer's next message, within this many seconds.",

@@ -1,0 +1,193 @@
+"""Feedback benchmark (issue 11): what choices after a 👎 and implicit signals add to ratings, over seeds.
+
+Each *arm* is the product's default round (rule statistical, default score/noise settings) fed by simulated
+customers that behave the same in every arm; only what the bot offers and records differs:
+
+    ratings        every customer rates; no choices, no implicit signals
+    choices        every customer rates; after a 👎 "Was it one of these?" (they click the right answer when
+                   offered, "None of these" otherwise)
+    half_ratings   half the customers rate (the others stay silent to the bot: nothing is recorded)
+    half_implicit  half rate; the others say thanks after an answer that looks right and re-ask a paraphrase after
+                   one that does not (as noisy as the ratings), recorded as implicit signals
+    half_both      half rate and get choices; the others act implicitly
+
+For every dataset × noise level × seed (the seed draws the traffic / held-out / truth split, the rating flips and
+who rates) each arm runs `--rounds` rounds with the always-promote gate of bench/quality.py, so every arm is
+measured on every round, and the default gate's decision is judged against truth (bench/gate_truth.py).
+Reported per arm: held-out accuracy after the last round (mean over seeds and the spread max − min), served
+accuracy within one click (mean over rounds and seeds), and the gate's mistakes.
+
+    python -m bench.feedback --jobs 2                              # the full matrix (make bench-feedback)
+    python -m bench.feedback --noise 0.2 --seeds 0,1,2             # one noise level
+    python -m bench.feedback --smoke --out DIR                     # seconds-long version with checks
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from rsft_plugin.config import Config
+from rsft_plugin.evaluate import evaluate
+from rsft_plugin.models import pretrained_policy
+
+from . import gate_truth
+from .common import (
+    DATASETS,
+    DEFAULT_DATASETS,
+    DEFAULT_RESULTS,
+    exit_status,
+    finish_run,
+    load_dataset,
+    resolve_datasets_dir,
+    run_metadata,
+    write_json,
+)
+from .quality import FULL, SMOKE, _DatasetBench, _init_worker, _merge
+
+IMPLICIT_OFF = {"reask_weight": 0.0, "asked_human_weight": 0.0, "thanks_weight": 0.0}
+IMPLICIT_ON = {"reask_weight": 0.3, "asked_human_weight": 0.3, "thanks_weight": 0.3}
+ARMS: dict[str, tuple[float, dict[str, Any]]] = {  # name -> (share of customers who rate, feedback settings)
+    "ratings": (1.0, {"choices": 0, **IMPLICIT_OFF}),
+    "choices": (1.0, {"choices": 3, **IMPLICIT_OFF}),
+    "half_ratings": (0.5, {"choices": 0, **IMPLICIT_OFF}),
+    "half_implicit": (0.5, {"choices": 0, **IMPLICIT_ON}),
+    "half_both": (0.5, {"choices": 3, **IMPLICIT_ON}),
+}
+RULE = "statistical"
+SMOKE_ARMS = ["ratings", "half_both"]  # every path once: ratings only; choices and implicit signals
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.feedback", description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default=DEFAULT_DATASETS, help="folder with bitext-customer-support/, banking77/")
+    parser.add_argument("--only", default=",".join(DATASETS), help="comma-separated datasets")
+    parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="where feedback.json goes")
+    parser.add_argument("--arms", help=f"comma-separated arms of {list(ARMS)} (default: all; --smoke: {SMOKE_ARMS})")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--noise", default="0,0.2,0.4", help="comma-separated rating flip probabilities")
+    parser.add_argument("--rounds", type=int, help=f"rounds (full: {FULL['rounds']})")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, one torch thread each")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes on the golden set, then check the output")
+    args = parser.parse_args(argv)
+    arms = args.arms.split(",") if args.arms else (SMOKE_ARMS if args.smoke else list(ARMS))
+    if unknown := set(arms) - set(ARMS):
+        parser.error(f"unknown arm(s) {sorted(unknown)}")
+    sizes = dict(SMOKE if args.smoke else FULL)
+    if args.rounds is not None:
+        sizes["rounds"] = args.rounds
+    names = ["golden"] if args.smoke else args.only.split(",")
+    seeds = [0] if args.smoke else [int(s) for s in args.seeds.split(",")]
+    noises = [0.2] if args.smoke else [float(n) for n in args.noise.split(",")]
+    datasets_dir = resolve_datasets_dir(args.datasets)
+    params = {"sizes": {k: v for k, v in sizes.items() if k not in ("noise", "rate_share")}, "datasets": names,
+              "arms": {a: {"rate_share": ARMS[a][0], "feedback": ARMS[a][1]} for a in arms}, "seeds": seeds,
+              "noise": noises, "rule": RULE, "jobs": args.jobs, "smoke": args.smoke,
+              "datasets_dir": str(datasets_dir)}
+    result: dict[str, Any] = {"meta": run_metadata(params), "datasets": {n: {"runs": []} for n in names}}
+    out_json = args.out / "feedback.json"
+    work = Path(tempfile.mkdtemp(prefix="rsft-bench-feedback-"))
+    started = time.perf_counter()
+    jobs = [(name, arm, noise, seed) for name in names for seed in seeds for noise in noises for arm in arms]
+    try:
+        for run in _run_all(jobs, sizes, datasets_dir, work, args.jobs):
+            result["datasets"][run["dataset"]]["runs"].append(run)
+            print(f"[{run['dataset']}] {run['arm']} noise {run['noise']:g} seed {run['seed']}: held-out "
+                  f"{run['zero_shot']:.1%} -> {run['final']:.1%}, within one click {run['within_one_click']:.1%}",
+                  flush=True)
+            write_json(out_json, result)
+        for entry in result["datasets"].values():
+            entry["summary"] = summarize(entry["runs"])
+        from .plots import plot_feedback
+
+        finish_run(result, out_json, started, plot_feedback)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return exit_status(check_feedback(result, smoke=args.smoke))
+
+
+def _run_all(jobs: list[tuple], sizes: dict[str, Any], datasets_dir: Path, work: Path, processes: int) -> Any:
+    arguments = [(*job, sizes, datasets_dir, work / f"{job[0]}-{job[1]}-{job[2]:g}-{job[3]}") for job in jobs]
+    if processes <= 1:
+        yield from (run_arm(*a) for a in arguments)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_init_worker,
+                             initargs=(os.getpid(),)) as pool:
+        for future in as_completed([pool.submit(run_arm, *a) for a in arguments]):
+            yield future.result()
+
+
+def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any], datasets_dir: Path,
+            work: Path) -> dict[str, Any]:
+    """One arm on one dataset, noise level and seed: its rounds, start to finish (the unit the pool runs)."""
+    rate_share, feedback = ARMS[arm]
+    arm_sizes = {**sizes, "rate_share": rate_share, "sections": _merge(sizes["sections"], {"feedback": feedback})}
+    dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], seed, sizes["truth"])
+    zero = evaluate(pretrained_policy(dataset.bank, Config().model), dataset.heldout_questions).accuracy
+    rounds = _DatasetBench(dataset, arm_sizes, seed, work, zero).rounds(RULE, noise)["rounds"]
+    served = [r["served_within_one_click"] for r in rounds]
+    return {"dataset": name, "arm": arm, "noise": noise, "seed": seed, "zero_shot": zero,
+            "final": rounds[-1]["accuracy"], "accuracy": [r["accuracy"] for r in rounds],
+            "served": sum(r["served_accuracy"] for r in rounds) / len(rounds),
+            "within_one_click": sum(served) / len(served), "gate_vs_truth": gate_truth.summarize(rounds),
+            "signals": [r.get("signals_used") for r in rounds],
+            "implicit": {"thanks": sum(r["implicit_thanks"] for r in rounds),
+                         "reasks": sum(r["implicit_reasks"] for r in rounds)},
+            "rounds": [{k: r.get(k) for k in ("round", "accuracy", "served_accuracy", "served_within_one_click",
+                                              "choices_offered", "choices_picked", "truth_gain",
+                                              "default_gate_promotes", "rating_noise_rate", "precision")}
+                       for r in rounds]}
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per `arm@noise`: the mean and spread (max − min over seeds) of the final accuracy, the mean gain over
+    zero-shot, within-one-click served accuracy, and the default gate's mistakes over all the seeds' rounds."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(f"{run['arm']}@{run['noise']:g}", []).append(run)
+    summary = {}
+    for key, group in groups.items():
+        finals = [r["final"] for r in group]
+        summary[key] = {"arm": group[0]["arm"], "noise": group[0]["noise"], "seeds": sorted(r["seed"] for r in group),
+                        "final_mean": sum(finals) / len(finals), "final_spread": max(finals) - min(finals),
+                        "gain_mean": sum(r["final"] - r["zero_shot"] for r in group) / len(group),
+                        "zero_shot_mean": sum(r["zero_shot"] for r in group) / len(group),
+                        "within_one_click_mean": sum(r["within_one_click"] for r in group) / len(group),
+                        "served_mean": sum(r["served"] for r in group) / len(group),
+                        "gate_vs_truth": gate_truth.total([r["gate_vs_truth"] for r in group])}
+    return summary
+
+
+def check_feedback(result: dict[str, Any], smoke: bool) -> list[str]:
+    """Structural checks (not targets): every run finished its rounds; choices were offered and picked where the
+    arm offers them and never elsewhere; implicit signals were recorded only where the arm records them."""
+    problems = []
+    for name, entry in result["datasets"].items():
+        for run in entry["runs"]:
+            label = f"{name} {run['arm']}@{run['noise']:g} seed {run['seed']}"
+            offered = sum(r["choices_offered"] or 0 for r in run["rounds"])
+            offers = ARMS[run["arm"]][1]["choices"] > 0
+            if offers != (offered > 0):
+                problems.append(f"{label}: {offered} choices offered")
+            recorded = {kind for used in run["signals"] if used for kind in used}
+            implicit = recorded & {"reask", "thanks", "asked_human"}
+            if bool(implicit) != (ARMS[run["arm"]][1]["thanks_weight"] > 0):
+                problems.append(f"{label}: implicit signals {sorted(implicit)} recorded with thanks_weight "
+                                f"{ARMS[run['arm']][1]['thanks_weight']}")
+            if not 0 <= run["final"] <= 1 or not 0 <= run["within_one_click"] <= 1:
+                problems.append(f"{label}: accuracy out of range")
+        if not smoke and not entry.get("summary"):
+            problems.append(f"{name}: no summary")
+    return problems
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
