@@ -25,6 +25,7 @@ accuracy within one click (mean over rounds and seeds), and the gate's mistakes.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import shutil
@@ -60,7 +61,10 @@ ARMS: dict[str, tuple[float, dict[str, Any]]] = {  # name -> (share of customers
     "half_ratings": (0.5, {"choices": 0, **IMPLICIT_OFF}),
     "half_implicit": (0.5, {"choices": 0, **IMPLICIT_ON}),
     "half_both": (0.5, {"choices": 3, **IMPLICIT_ON}),
+    # choices with the answer itself when the model is unsure (top-two probabilities within 0.2), and after a 👎
+    "choices_up_front": (1.0, {"choices": 3, "choices_up_front_margin": 0.2, **IMPLICIT_OFF}),
 }
+DEFAULT_ARMS = ["ratings", "choices", "half_ratings", "half_implicit", "half_both"]
 RULE = "statistical"
 SMOKE_ARMS = ["ratings", "half_both"]  # every path once: ratings only; choices and implicit signals
 
@@ -70,14 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default=DEFAULT_DATASETS, help="folder with bitext-customer-support/, banking77/")
     parser.add_argument("--only", default=",".join(DATASETS), help="comma-separated datasets")
     parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="where feedback.json goes")
-    parser.add_argument("--arms", help=f"comma-separated arms of {list(ARMS)} (default: all; --smoke: {SMOKE_ARMS})")
+    parser.add_argument("--arms", help=f"comma-separated arms of {list(ARMS)} (default: {DEFAULT_ARMS}; --smoke: "
+                                       f"{SMOKE_ARMS})")
+    parser.add_argument("--merge", action="store_true",
+                        help="add these runs to --out's feedback.json (replacing runs of the same dataset, arm, noise "
+                             "and seed) instead of starting a new one")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--noise", default="0,0.2,0.4", help="comma-separated rating flip probabilities")
     parser.add_argument("--rounds", type=int, help=f"rounds (full: {FULL['rounds']})")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, one torch thread each")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the golden set, then check the output")
     args = parser.parse_args(argv)
-    arms = args.arms.split(",") if args.arms else (SMOKE_ARMS if args.smoke else list(ARMS))
+    arms = args.arms.split(",") if args.arms else (SMOKE_ARMS if args.smoke else DEFAULT_ARMS)
     if unknown := set(arms) - set(ARMS):
         parser.error(f"unknown arm(s) {sorted(unknown)}")
     sizes = dict(SMOKE if args.smoke else FULL)
@@ -91,14 +99,15 @@ def main(argv: list[str] | None = None) -> int:
               "arms": {a: {"rate_share": ARMS[a][0], "feedback": ARMS[a][1]} for a in arms}, "seeds": seeds,
               "noise": noises, "rule": RULE, "jobs": args.jobs, "smoke": args.smoke,
               "datasets_dir": str(datasets_dir)}
-    result: dict[str, Any] = {"meta": run_metadata(params), "datasets": {n: {"runs": []} for n in names}}
     out_json = args.out / "feedback.json"
+    result = _start(out_json, params, names, args.merge)
     work = Path(tempfile.mkdtemp(prefix="rsft-bench-feedback-"))
     started = time.perf_counter()
     jobs = [(name, arm, noise, seed) for name in names for seed in seeds for noise in noises for arm in arms]
     try:
         for run in _run_all(jobs, sizes, datasets_dir, work, args.jobs):
-            result["datasets"][run["dataset"]]["runs"].append(run)
+            runs = result["datasets"][run["dataset"]]["runs"]
+            runs[:] = [r for r in runs if _key(r) != _key(run)] + [run]
             print(f"[{run['dataset']}] {run['arm']} noise {run['noise']:g} seed {run['seed']}: held-out "
                   f"{run['zero_shot']:.1%} -> {run['final']:.1%}, within one click {run['within_one_click']:.1%}",
                   flush=True)
@@ -111,6 +120,27 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return exit_status(check_feedback(result, smoke=args.smoke))
+
+
+def _start(out_json: Path, params: dict[str, Any], names: list[str], merge: bool) -> dict[str, Any]:
+    """A new result, or with `merge` the one in `out_json` with this run's parameters added (arms and noise levels
+    joined, so the report and the plot show every run; each invocation's metadata kept under `merged`)."""
+    meta = run_metadata(params)
+    if not merge or not out_json.exists():
+        return {"meta": meta, "datasets": {n: {"runs": []} for n in names}}
+    result = json.loads(out_json.read_text(encoding="utf-8"))
+    kept = result["meta"]["params"]
+    kept["arms"] = {**kept["arms"], **params["arms"]}
+    kept["noise"] = sorted({*kept["noise"], *params["noise"]})
+    kept["seeds"] = sorted({*kept["seeds"], *params["seeds"]})
+    result["meta"].setdefault("merged", []).append(meta)
+    for name in names:
+        result["datasets"].setdefault(name, {"runs": []})
+    return result
+
+
+def _key(run: dict[str, Any]) -> tuple:
+    return run["dataset"], run["arm"], run["noise"], run["seed"]
 
 
 def _run_all(jobs: list[tuple], sizes: dict[str, Any], datasets_dir: Path, work: Path, processes: int) -> Any:
@@ -174,7 +204,7 @@ def check_feedback(result: dict[str, Any], smoke: bool) -> list[str]:
         for run in entry["runs"]:
             label = f"{name} {run['arm']}@{run['noise']:g} seed {run['seed']}"
             offered = sum(r["choices_offered"] or 0 for r in run["rounds"])
-            offers = ARMS[run["arm"]][1]["choices"] > 0
+            offers = ARMS[run["arm"]][1]["choices"] > 0  # up front too, but after a 👎 in every offering arm
             if offers != (offered > 0):
                 problems.append(f"{label}: {offered} choices offered")
             recorded = {kind for used in run["signals"] if used for kind in used}

@@ -275,15 +275,16 @@ def feedback_markdown(result: dict[str, Any], image_prefix: str) -> str:
              "set / promoted of those ≥ 1 point worse.", ""]
     for name, entry in result["datasets"].items():
         rows = []
-        for summary in sorted(entry.get("summary", {}).values(), key=lambda s: (s["noise"], list(params["arms"])
-                                                                                 .index(s["arm"]))):
+        order = list(params["arms"])
+        for summary in sorted(entry.get("summary", {}).values(), key=lambda s: (s["noise"], order.index(s["arm"]))):
             gate, judged = summary["gate_vs_truth"].get("default", {}), summary["gate_vs_truth"]
-            rows.append([summary["arm"], f"{summary['noise']:.0%}", pct(summary["zero_shot_mean"]),
-                         f"{pct(summary['final_mean'])} ± {pct(summary['final_spread'])}",
+            rows.append([summary["arm"], f"{summary['noise']:.0%}", str(len(summary["seeds"])),
+                         pct(summary["zero_shot_mean"]),
+                         f"{pct(summary['final_mean'])} ({pct(summary['final_spread'])})",
                          f"{100 * summary['gain_mean']:+.1f}", pct(summary["within_one_click_mean"]),
                          f"{gate.get('refused_really_better', '–')} of {judged.get('really_better', '–')} / "
                          f"{gate.get('promoted_really_worse', '–')} of {judged.get('really_worse', '–')}"])
-        lines += [f"**{name}**", ""] + _table(["arm", "wrong ratings", "zero-shot", "final (spread)", "gain",
+        lines += [f"**{name}**", ""] + _table(["arm", "wrong ratings", "seeds", "zero-shot", "final (spread)", "gain",
                                                "within one click", "gate mistakes"], rows) + [""]
     lines.append(f"![feedback arms]({image_prefix}feedback.png)")
     return "\n".join(lines)

@@ -85,8 +85,9 @@ def search(parts: Parts, query: InboxQuery) -> dict[str, Any]:
 
 
 def conversation(parts: Parts, sender_id: str) -> dict[str, Any]:
-    """Every turn of one conversation with answer, model version, score, top-k and rating, and its hand-offs to
-    a person (oldest first; a customer may ask for a person before any answer).
+    """Every turn of one conversation with answer, model version, score, top-k, rating and its signals (a pick
+    under "Was it one of these?", implicit signals), and its hand-offs to a person (oldest first; a customer may
+    ask for a person before any answer).
 
     Raises:
         NotFound: neither a turn nor a hand-off was logged for this sender.
@@ -97,7 +98,12 @@ def conversation(parts: Parts, sender_id: str) -> dict[str, Any]:
         raise NotFound(f"there is no conversation with sender id {sender_id!r}")
     ratings = [t.rating for t in turns if t.rating is not None]
     times = sorted([t.created_at for t in turns] + [h.created_at for h in handoffs])
-    return {"sender_id": sender_id, "turns": [t.to_dict() for t in turns], "first_at": times[0],
+    signals: dict[str, list[dict[str, Any]]] = {}
+    for signal in parts.log.signals(sender_id=sender_id):
+        signals.setdefault(signal.turn_id, []).append(
+            {"kind": signal.kind, "reply_key": signal.reply_key, "created_at": signal.created_at})
+    return {"sender_id": sender_id, "turns": [{**t.to_dict(), "signals": signals.get(t.id, [])} for t in turns],
+            "first_at": times[0],
             "last_at": times[-1], "up": ratings.count(1), "down": ratings.count(0),
             "versions": sorted({t.model_version for t in turns if t.model_version}),
             "handoffs": [h.to_dict() for h in handoffs]}

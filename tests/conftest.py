@@ -64,6 +64,19 @@ def live_registry(config: Config, pretrained: ResponseModel) -> Registry:
     return registry
 
 
+@pytest.fixture
+def action_executor(config: Config, live_registry: Registry):
+    """rasa_sdk's ActionExecutor with rsft's actions registered, the assistant booted on `config` (then shut down):
+    Rasa's action calls on plain dict payloads, no Rasa server."""
+    from rasa_sdk.executor import ActionExecutor
+
+    runtime.boot(config, watch=False)
+    executor = ActionExecutor()
+    executor.register_package("rsft_plugin.rasa.actions")
+    yield executor
+    runtime.shutdown()
+
+
 def relabelled(model: ResponseModel, tag: str) -> ResponseModel:
     """Same encoder, answers prefixed with `tag`: a real, distinguishable other version."""
     bank = AnswerBank.from_records([{**r, "text": f"{tag} {r['text']}"} for r in model.bank.to_records()])

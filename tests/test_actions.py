@@ -14,12 +14,8 @@ from rsft_plugin.not_understood import NOT_UNDERSTOOD, NOT_UNDERSTOOD_TEXT
 
 
 @pytest.fixture
-def executor(config, live_registry):
-    runtime.boot(config, watch=False)
-    executor = ActionExecutor()
-    executor.register_package("rsft_plugin.rasa.actions")
-    yield executor
-    runtime.shutdown()
+def executor(action_executor):
+    return action_executor
 
 
 HANDOFF_DOMAIN = {"intents": ["human_handoff"], "actions": ["action_answer", "action_rate", "action_handoff"]}

@@ -7,7 +7,6 @@ import asyncio
 import json
 
 import pytest
-from rasa_sdk.executor import ActionExecutor
 
 from rsft_plugin import choices, runtime
 from rsft_plugin.answer_bank import render
@@ -211,30 +210,25 @@ def test_clicks_share_the_per_minute_cap_with_ratings(store, config, live_regist
 # ---- the Rasa action (rasa_sdk's executor on a plain payload) --------------------------------------------------
 
 
-def test_action_choose_answers_a_pick_and_refuses_a_forged_one(config, live_registry):
-    runtime.boot(config, watch=False)
-    try:
-        executor = ActionExecutor()
-        executor.register_package("rsft_plugin.rasa.actions")
-        assistant = runtime.assistant()
-        answered = assistant.answer("alice", None, QUESTION)
-        turn_id, picked = _choice_payloads(assistant.rate("alice", answered.turn_id, 0))[0]
+def test_action_choose_answers_a_pick_and_refuses_a_forged_one(action_executor):
+    executor = action_executor  # boots the assistant on `config` and shuts it down after
+    assistant = runtime.assistant()
+    answered = assistant.answer("alice", None, QUESTION)
+    turn_id, picked = _choice_payloads(assistant.rate("alice", answered.turn_id, 0))[0]
 
-        def call(sender: str, answer_id: str) -> str:
-            payload = {"next_action": "action_choose", "sender_id": sender, "version": "3.6.21",
-                       "domain": {"actions": ["action_answer", "action_rate", "action_choose"]},
-                       "tracker": {"sender_id": sender, "slots": {}, "events": [], "paused": False,
-                                   "followup_action": None, "active_loop": {}, "latest_action_name": "action_listen",
-                                   "latest_message": {"text": choices.choose_payload(turn_id, answer_id),
-                                                      "intent": {"name": "choose", "confidence": 1.0},
-                                                      "entities": [{"entity": "turn_id", "value": turn_id},
-                                                                   {"entity": "answer_id", "value": answer_id}]}}}
-            return asyncio.run(executor.run(payload)).model_dump()["responses"][0]["text"]
+    def call(sender: str, answer_id: str) -> str:
+        payload = {"next_action": "action_choose", "sender_id": sender, "version": "3.6.21",
+                   "domain": {"actions": ["action_answer", "action_rate", "action_choose"]},
+                   "tracker": {"sender_id": sender, "slots": {}, "events": [], "paused": False,
+                               "followup_action": None, "active_loop": {}, "latest_action_name": "action_listen",
+                               "latest_message": {"text": choices.choose_payload(turn_id, answer_id),
+                                                  "intent": {"name": "choose", "confidence": 1.0},
+                                                  "entities": [{"entity": "turn_id", "value": turn_id},
+                                                               {"entity": "answer_id", "value": answer_id}]}}}
+        return asyncio.run(executor.run(payload)).model_dump()["responses"][0]["text"]
 
-        refused = "Sorry, I couldn't record that: that answer was given in another conversation."
-        assert call("mallory", picked) == refused
-        assert call("alice", picked) == render(assistant.live.current.bank.get(picked).text, QUESTION)
-        assert [s.kind for s in assistant.store.signals()] == ["choice"]
-        assert json.loads(choices.choose_payload(turn_id, picked)[len("/choose"):])["answer_id"] == picked
-    finally:
-        runtime.shutdown()
+    refused = "Sorry, I couldn't record that: that answer was given in another conversation."
+    assert call("mallory", picked) == refused
+    assert call("alice", picked) == render(assistant.live.current.bank.get(picked).text, QUESTION)
+    assert [s.kind for s in assistant.store.signals()] == ["choice"]
+    assert json.loads(choices.choose_payload(turn_id, picked)[len("/choose"):])["answer_id"] == picked

@@ -414,6 +414,7 @@ def logged(config):
         first = store.log_turn(_turn("alice", "where is my parcel?", "track_order", 0.62))
         second = store.log_turn(_turn("alice", "it still has not come", "delayed_delivery", 0.31, "v0002"))
         store.rate(second, "alice", 0)
+        store.record_signal(second, "alice", "choice", "warranty")  # picked under "Was it one of these?"
         store.rate(first, "alice", 1)
         time.sleep(0.002)
         store.rate(store.log_turn(_turn("bob", "can I pay with PayPal? xcode", "payment_methods", 0.7)), "bob", 1)
@@ -497,6 +498,8 @@ def test_the_conversation_view_has_every_turn_with_version_score_top_k_and_ratin
     assert [t["model_version"] for t in data["turns"]] == ["v0001", "v0002"]
     assert data["turns"][1]["score"] == pytest.approx(0.31)
     assert [k["answer_id"] for k in data["turns"][0]["top_k"]] == ["track_order", "warranty"]
+    assert data["turns"][0]["signals"] == []
+    assert [(x["kind"], x["reply_key"]) for x in data["turns"][1]["signals"]] == [("choice", "warranty")]
 
 
 # ---- the hand-off queue (issue 14, finding 4) ---------------------------------------------------------------------

@@ -186,6 +186,21 @@ def test_asking_for_a_person_records_a_hand_off_and_asks_for_an_email_until_it_i
     assert _rated_answer(_say(stack, sender, "where is my parcel"))  # the form is over: questions are answered
 
 
+def test_a_rating_clicked_while_the_form_waits_for_the_email_is_recorded_and_the_email_asked_again(stack):
+    """A 👍 clicked on an earlier answer while the hand-off form waits is a rating, not an invalid email."""
+    sender = "e2e-handoff-rating"
+    answer = _rated_answer(_say(stack, sender, "how long does a refund take?"))
+    assert _texts(_say(stack, sender, "can I talk to a human please"))[-1] == _domain_text("utter_ask_contact")
+    thumbs_up = next(b["payload"] for b in answer["buttons"] if b["title"] == "👍")
+    during = _texts(_say(stack, sender, thumbs_up))
+    assert during[0].startswith("Thanks for rating") and during[-1] == _domain_text("utter_ask_contact")
+    assert not any("doesn't look like an email" in t for t in during)
+    assert "will reply to ann@example.com" in _texts(_say(stack, sender, "ann@example.com"))[-1]
+    with _store(stack) as store:
+        assert [t.rating for t in store.conversation(sender)] == [1]
+        assert store.handoffs(sender_id=sender)[0].contact == "ann@example.com"
+
+
 def test_the_low_score_button_records_a_hand_off_and_the_customer_may_decline(stack):
     sender = "e2e-handoff-low"
     not_understood = _say(stack, sender, "asdfghjkl")

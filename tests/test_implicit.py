@@ -198,12 +198,8 @@ def _call(executor: ActionExecutor, action: str, text: str, intent: str, entitie
 
 
 @pytest.fixture
-def executor(config, live_registry):
-    runtime.boot(config, watch=False)
-    executor = ActionExecutor()
-    executor.register_package("rsft_plugin.rasa.actions")
-    yield executor
-    runtime.shutdown()
+def executor(action_executor):
+    return action_executor
 
 
 @pytest.mark.parametrize("action, intent, response", [("action_rsft_thanks", "thank", "utter_you_are_welcome"),

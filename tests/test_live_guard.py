@@ -129,39 +129,36 @@ def _feed_signals(parts, version: str, good: int, bad: int, prefix: str) -> None
             parts.log.record_signal(turn_id, sender, kind, None if kind == "none_of_these" else "track_order")
 
 
-@pytest.mark.parametrize("signals", ["implicit", "choices", "choices,implicit"])
-def test_choices_and_implicit_signals_alone_can_roll_a_worse_version_back(tmp_path, pretrained, signals):
-    parts = build_parts(load_config(_config_path(tmp_path, signals=signals, min_ratings=10)))
+def _judge_signals_only(config_path, pretrained):
+    """The parent liked (thanks, picks) and the promoted child disliked (re-asks, asks for a person, "None of
+    these"), with no rating at all: the guard's decision."""
+    parts = build_parts(load_config(config_path))
     try:
         parts.registry.set_live(parts.registry.publish(pretrained, notes="parent").name, "init-model")
         _feed_signals(parts, "v0001", good=60, bad=6, prefix="before")
         new = _promote(parts, pretrained)
         _feed_signals(parts, new, good=6, bad=60, prefix="after")
-        decision = check_live_version(parts)
-        assert decision.action == "rolled_back", decision.message
-        weight = {"implicit": 0.3, "choices": 1.0}
-        if signals == "implicit":  # thanks 0.3 up; reask / asked_human 0.3 down ("None of these" is a choice)
-            assert decision.new_up == pytest.approx(6 * 0.3) and decision.new_down == pytest.approx(40 * 0.3)
-        if signals == "choices":
-            assert (decision.new_up, decision.new_down) == (6 * weight["choices"], 20 * weight["choices"])
+        return check_live_version(parts)
     finally:
         parts.close()
+
+
+@pytest.mark.parametrize("signals", ["implicit", "choices", "choices,implicit"])
+def test_choices_and_implicit_signals_alone_can_roll_a_worse_version_back(tmp_path, pretrained, signals):
+    decision = _judge_signals_only(_config_path(tmp_path, signals=signals, min_ratings=10), pretrained)
+    assert decision.action == "rolled_back", decision.message
+    if signals == "implicit":  # thanks 0.3 up; reask / asked_human 0.3 down ("None of these" is a choice)
+        assert decision.new_up == pytest.approx(6 * 0.3) and decision.new_down == pytest.approx(40 * 0.3)
+    if signals == "choices":  # a pick up, "None of these" down, weight 1
+        assert (decision.new_up, decision.new_down) == (6, 20)
 
 
 def test_the_guard_gives_signals_of_weight_zero_no_say(tmp_path, pretrained):
     path = write_config(tmp_path, guard={**GUARD, "signals": "implicit", "min_ratings": 1},
                         feedback={"thanks_weight": 0.0, "reask_weight": 0.0, "asked_human_weight": 0.0},
                         paths={"run_dir": str(tmp_path / "run")})
-    parts = build_parts(load_config(path))
-    try:
-        parts.registry.set_live(parts.registry.publish(pretrained, notes="parent").name, "init-model")
-        _feed_signals(parts, "v0001", good=60, bad=6, prefix="before")
-        new = _promote(parts, pretrained)
-        _feed_signals(parts, new, good=6, bad=60, prefix="after")
-        decision = check_live_version(parts)
-        assert decision.action == "wait" and (decision.new_up, decision.new_down) == (0, 0), decision.message
-    finally:
-        parts.close()
+    decision = _judge_signals_only(path, pretrained)
+    assert decision.action == "wait" and (decision.new_up, decision.new_down) == (0, 0), decision.message
 
 
 def test_the_guard_waits_while_a_round_runs(promoted, pretrained):

@@ -52,6 +52,12 @@
   }
   function shortId(id) { return id && id.length > 14 ? id.slice(0, 8) + "…" + id.slice(-4) : id; }
   function ratingMark(r) { return r === 1 ? "👍" : r === 0 ? "👎" : "–"; }
+  // What a customer told us about a turn besides 👍/👎 (the log's signals).
+  function signalNote(s) {
+    return { choice: "Picked “" + s.reply_key + "” under “Was it one of these?”", none_of_these: "None of the choices was it",
+             reask: "Asked again right after (weak 👎)", asked_human: "Asked for a person right after (weak 👎)",
+             thanks: "Said thanks right after (weak 👍)" }[s.kind] || s.kind;
+  }
   function statusBadge(status) { return h("span", { class: "badge status-" + status, text: status }); }
   function progressBar(fraction, label) {
     var value = Math.max(0, Math.min(1, fraction || 0));
@@ -276,6 +282,7 @@
           h("div", { class: "bubble user" }, h("span", { class: "who", text: "Customer" }), h("p", { class: "turn-question", text: t.user_text })),
           h("div", { class: "bubble bot" }, h("span", { class: "who", text: t.answer_id ? "Answer · " + t.answer_id + (t.answer_topic !== t.answer_id ? " (" + t.answer_topic + ")" : "") : "Not answered · " + (t.reply_key || t.answer_topic) }),
             h("p", { class: "turn-answer", text: t.answer_text })),
+          (t.signals || []).length ? h("p", { class: "turn-signals" }, (t.signals || []).map(signalNote).join(" · ")) : null,
           h("details", { class: "alternatives", open: true }, h("summary", null, "Top-" + (t.top_k || []).length + " alternatives · p " + pct(t.probability) +
             (typeof t.latency_ms === "number" ? " · " + Math.round(t.latency_ms) + " ms" : "")), alternatives));
       });
