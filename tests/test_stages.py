@@ -164,11 +164,7 @@ def test_a_pick_makes_its_answer_trusted_a_thanks_only_raises_it_and_weight_zero
     assert picked["refund_status"].rating > nothing["refund_status"].rating
     thanked = scored([_signal("thanks", "refund_status")])
     assert thanked["refund_status"].rating > nothing["refund_status"].rating
-    assert thanked["refund_status"].similarity == 0.0, "one implicit 👍 never makes a reference"
-    many = scored([_signal("thanks", "refund_status", sender=f"s{i}") for i in range(4)])  # 4 × 0.3 >= one 👍
-    assert many["refund_status"].similarity == 1.0, "implicit 👍 worth one whole 👍 together make a reference"
-    three = scored([_signal("thanks", "refund_status", sender=f"s{i}") for i in range(3)])
-    assert three["refund_status"].similarity == 0.0
+    assert thanked["refund_status"].similarity == 0.0, "an implicit 👍 never makes a reference"
     reasked = scored([_signal("reask", "shipping_costs"), _signal("none_of_these", None, sender="eve")])
     assert reasked["shipping_costs"].rating < nothing["shipping_costs"].rating
     assert reasked["back_in_stock"].rating < nothing["back_in_stock"].rating, "None of these: 👎 on what was offered"

@@ -9,9 +9,8 @@ A 👍/👎 is one vote of weight 1. Besides ratings (issue 11, items 1 and 2):
     thanks          said thanks or goodbye right after the answer               a 👍 on it, thanks_weight
 
 A weight of 0 leaves the signal out. Each vote carries its kind: the noise model gives ratings, choices and implicit
-signals their own error rates. An answer becomes *trusted* (a reference for other candidates) through explicit
-evidence — a 👍 or a pick — or through weaker positive votes worth one whole 👍 together (four customers thanking
-after it on near-identical questions): one polite "thanks" moves an answer's rating but never makes a reference.
+signals their own error rates, and only explicit evidence (a 👍 or a pick) can make an answer *trusted* — a polite
+"thanks" moves an answer's rating but never makes it a reference for others.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from .records import turn_key
 
 CHOICE = "choice"  # the noise model's kind for picks and "None of these"
 IMPLICIT = "implicit"  # the noise model's kind for reask, asked_human, thanks
-EXPLICIT = (RATING, CHOICE)  # the kinds of which one positive vote makes an answer trusted
+EXPLICIT = (RATING, CHOICE)  # the kinds that can make an answer trusted
 
 OfferedKeys = Callable[[Signal], list[str]]  # the answers a "None of these" turned down
 

@@ -21,8 +21,8 @@ estimated (and recorded with the round) under either model; with `noise_model: n
 
 Choices ("Was it one of these?") and implicit signals (stages/evidence.py) join the ratings as weighted votes of
 their own kind: a pick counts `feedback.choice_weight` 👍, a "thanks" `feedback.thanks_weight` 👍, and so on; in
-the EM model they are observations with their own (fixed) error rates. An answer is trusted through a 👍 or a pick,
-or through weaker positive votes that add up to one whole 👍 (a single "thanks" never).
+the EM model they are observations with their own (fixed) error rates. Only explicit votes — 👍 and picks — can
+make an answer trusted.
 
 Candidates and trusted answers are identified by their key (the answer id for retrieval); each distinct key's text
 is embedded once per round.
@@ -100,11 +100,8 @@ def score_round(candidates: list[SampledCandidate], prompt_set: PromptSet, rated
         explicit_up = {answer: capped_votes([v for v in answer_votes if v.kind in EXPLICIT],
                                             config.max_weight_per_sender)[0]
                        for answer, answer_votes in votes[prompt_id].items()}
-        # A reference needs a 👍 or a pick — or weaker positive evidence worth one whole 👍 (four thanks on
-        # near-identical questions at weight 0.3): one polite "thanks" never makes one.
         trusted = curated_answers[prompt_id] | {
-            answer for answer, up in explicit_up.items()
-            if (up > 0 or tallies[answer][0] >= 1.0) and ratings[answer] > config.trusted_rating}
+            answer for answer, up in explicit_up.items() if up > 0 and ratings[answer] > config.trusted_rating}
         trusted_rows = [row_of[key] for key in trusted if key in row_of]
         for candidate in prompt_candidates:
             up, down = tallies.get(candidate.key, (0.0, 0.0))
