@@ -116,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
             entry["summary"] = summarize(entry["runs"])
         from .plots import plot_feedback
 
+        first_wall = result["meta"].get("wall_seconds")  # a merged run keeps the first run's wall time
         finish_run(result, out_json, started, plot_feedback)
+        if result["meta"].get("merged") and first_wall is not None:
+            result["meta"]["merged"][-1]["wall_seconds"] = result["meta"]["wall_seconds"]
+            result["meta"]["wall_seconds"] = first_wall
+            write_json(out_json, result)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return exit_status(check_feedback(result, smoke=args.smoke))

@@ -266,7 +266,10 @@ def feedback_markdown(result: dict[str, Any], image_prefix: str) -> str:
     """Per dataset: each arm at each noise level — final accuracy mean ± spread over seeds, gain over zero-shot,
     served accuracy within one click, and the default gate's mistakes against truth."""
     params = result["meta"]["params"]
-    lines = [_meta_line(result["meta"]), "",
+    merged = [f"`{m['command']}` (commit `{m['git'].get('commit', '')[:10]}`, "
+              f"{num(m['wall_seconds'] / 60) if 'wall_seconds' in m else '–'} min)"
+              for m in result["meta"].get("merged", [])]
+    lines = [_meta_line(result["meta"]) + (" Runs added later: " + "; ".join(merged) + "." if merged else ""), "",
              f"{params['sizes']['rounds']} rounds × {params['sizes']['traffic'] // params['sizes']['rounds']} "
              f"questions, rule `{params['rule']}`, seeds {', '.join(map(str, params['seeds']))}; accuracy on "
              f"{params['sizes']['heldout']} held-out questions, in %. *spread* = max − min over the seeds; "
