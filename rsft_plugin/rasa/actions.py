@@ -44,14 +44,18 @@ def _session_boundary(tracker: Tracker) -> list:
     return []
 
 
+def _has_action(domain: dict[str, Any], action: str) -> bool:
+    """Whether the domain Rasa sent has `action`: only a bot with the hand-off gets "Talk to a person", only one with
+    action_choose gets "Was it one of these?" (ours has both; not every `rsft init-rasa` bot does)."""
+    return action in ((domain or {}).get("actions") or [])
+
+
 def _offers_person(domain: dict[str, Any]) -> bool:
-    """Only a bot whose domain has the hand-off (ours; not every `rsft init-rasa` bot) gets "Talk to a person"."""
-    return handoff.HANDOFF_ACTION in ((domain or {}).get("actions") or [])
+    return _has_action(domain, handoff.HANDOFF_ACTION)
 
 
 def _offers_choices(domain: dict[str, Any]) -> bool:
-    """Only a bot whose domain has action_choose (ours; not every `rsft init-rasa` bot) gets "Was it one of these?"."""
-    return choices.CHOOSE_ACTION in ((domain or {}).get("actions") or [])
+    return _has_action(domain, choices.CHOOSE_ACTION)
 
 
 class ActionAnswer(Action):
