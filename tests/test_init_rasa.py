@@ -161,3 +161,51 @@ def test_one_executor_serves_the_bots_package_and_ours(config, live_registry, tm
     assert bot_action_packages(config.paths.bot_dir) == []  # its packages are not called `actions`
     _bot_package(config.paths.bot_dir, "actions", "action_x")
     assert bot_action_packages(config.paths.bot_dir) == ["actions"]
+
+
+class _DomainServer:
+    """A stand-in for Rasa's GET /domain: serves the given action list, so the doctor's reading of it is tested
+    without training a bot (test_init_rasa_e2e runs the check against a real Rasa)."""
+
+    def __init__(self, actions: list[str]) -> None:
+        import http.server
+        import json
+        import threading
+
+        body = json.dumps({"actions": actions}).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                self.send_response(200 if self.path.startswith("/domain?token=") else 404)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(("actions", "choices", "ok", "says"), [
+    (["action_answer", "action_rate"], 3, False, "lacks action_choose"),
+    (["action_answer", "action_rate", "action_choose"], 3, True, "offers 'Was it one of these?'; no 'Talk"),
+    (["action_choose", "action_handoff"], 3, True, "'Was it one of these?'; 'Talk to a person'"),
+    (["action_answer"], 0, True, "choices are off"),
+])
+def test_doctor_says_whether_a_thumbs_down_offers_choices(actions, choices, ok, says):
+    from rsft_plugin.rasa.doctor import _feedback_buttons
+
+    rasa = _DomainServer(actions)
+    try:
+        check = _feedback_buttons(rasa.url, "t", choices, timeout=5.0)
+    finally:
+        rasa.close()
+    assert check.ok is ok and says in check.detail, check.line()
+    assert ok or "rsft init-rasa" in check.line()

@@ -178,6 +178,7 @@ def test_rsft_doctor_passes(starter):
     print(done.stdout)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "FAIL" not in done.stdout and f"rsft: config {starter['bot'] / 'rsft.yml'}" in done.stderr
+    assert "PASS  feedback buttons: after a 👎 the bot offers 'Was it one of these?'" in done.stdout
 
 
 def test_zz_action_server_down_gives_the_fallback_line(starter):  # last: it stops the action server

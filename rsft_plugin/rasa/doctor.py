@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from ..choices import CHOOSE_ACTION
+from ..handoff import HANDOFF_ACTION
 from ..parts import Parts
 from . import ANSWER_ACTION, RATE_ACTION, TOKEN_HEADER
 
@@ -56,6 +58,7 @@ def run_checks(parts: Parts, rasa_url: str, token: str | None, questions: Iterab
     status = _rasa_status(rasa_url, token, timeout)
     checks += status
     if all(check.ok for check in status):
+        checks.append(_feedback_buttons(rasa_url, token, config.feedback.choices, timeout))
         checks += [_route(rasa_url, token, line, True, bot, timeout) for line in questions]
         checks += [_route(rasa_url, token, line, False, bot, timeout) for line in off_topic]
     return checks
@@ -128,6 +131,26 @@ def _rasa_status(rasa_url: str, token: str | None, timeout: float) -> list[Check
     checks.append(Check("Rasa model", bool(model), f"serving {model}" if model else "no model loaded",
                         "train it: `rasa train --domain domain`, then restart Rasa"))
     return checks
+
+
+def _feedback_buttons(rasa_url: str, token: str | None, choices: int, timeout: float) -> Check:
+    """Does the domain of the model Rasa serves offer "Was it one of these?" after a 👎? The action server offers it
+    only to a domain with action_choose, so a bot integrated before it existed silently learns less from each
+    unhappy customer. "Talk to a person" (action_handoff, our bot's form; `rsft init-rasa` does not add it) is
+    reported, never required."""
+    try:
+        domain = _get_json(f"{rasa_url}/domain?token={urllib.parse.quote(token or '')}", timeout)
+        actions = set(domain.get("actions") or [])
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        return Check("feedback buttons", False, f"/domain failed ({_reason(exc)})", "see the Rasa server's log")
+    person = "'Talk to a person'" if HANDOFF_ACTION in actions else "no 'Talk to a person' (no action_handoff)"
+    if not choices:
+        return Check("feedback buttons", True, f"choices are off (feedback.choices: 0); {person}")
+    offers = CHOOSE_ACTION in actions
+    detail = (f"after a 👎 the bot offers 'Was it one of these?'; {person}" if offers
+              else f"the served model's domain lacks {CHOOSE_ACTION}: a 👎 offers no choices, so picks never teach")
+    return Check("feedback buttons", offers, detail, "run `rsft init-rasa` on the bot again (it adds action_choose "
+                 "and the choose intent), then `rasa train`")
 
 
 def _route(rasa_url: str, token: str | None, text: str, question: bool, bot: Path, timeout: float) -> Check:
