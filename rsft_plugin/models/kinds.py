@@ -59,6 +59,8 @@ def load_version(directory: str | Path, config: ModelConfig | None = None) -> Re
     return cls.load(directory, config)
 
 
-def pretrained_policy(bank: AnswerBank, config: ModelConfig, kind: str | None = None) -> ResponsePolicy:
-    """The untuned model of `kind` (default: the configured `model.kind`) over `bank`."""
-    return policy_class(kind or getattr(config, "kind", DEFAULT_KIND)).pretrained(bank, config)
+def pretrained_policy(bank: AnswerBank, config: ModelConfig, kind: str | None = None,
+                      models_dir: str | Path | None = None) -> ResponsePolicy:
+    """The untuned model of `kind` (default: the configured `model.kind`) over `bank`; `models_dir`: where its
+    versions will live (the generative kind converts its base checkpoint into <models_dir>/base-models)."""
+    return policy_class(kind or getattr(config, "kind", DEFAULT_KIND)).pretrained(bank, config, models_dir)
