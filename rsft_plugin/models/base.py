@@ -219,7 +219,8 @@ class ResponsePolicy(Protocol):
     def pretrained(cls, bank: AnswerBank, config: ModelConfig,
                    models_dir: str | Path | None = None) -> ResponsePolicy:
         """The untuned model over `bank` (what `rsft init-model` saves); `models_dir` is where the versions will live
-        (a kind may keep converted base weights beside them)."""
+        (a kind may keep converted base weights beside them; optional: `pretrained_policy` passes it only to a kind
+        whose `pretrained` names it)."""
 
     def with_bank(self, bank: AnswerBank) -> ResponsePolicy:
         """The same weights over another answer bank (an edited bank needs no retraining)."""
