@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(Path(scratch), args.questions, args.max_new_tokens, args.time_limit)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "writer_rest.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("rest_ms", "writer_ms", "fallbacks", "action_server_start_seconds")},
+    print(json.dumps({k: result[k] for k in ("rest_ms", "writer_ms", "fallbacks", "action_server_start_seconds",
+                                             "version_load_seconds")},
                      indent=1))
     return 0
 
@@ -75,6 +76,7 @@ def measure(directory: Path, n: int, max_new_tokens: int, time_limit: float) -> 
         _ask(stack, "warm-up", QUESTIONS[0])
         timed = [_ask(stack, f"rest-{i}", QUESTIONS[i % len(QUESTIONS)]) for i in range(n)]
         writings = [t.writing for t in parts.log.iter_turns() if t.sender_id.startswith("rest-") and t.writing]
+        loaded = _version_load_seconds(directory / "logs" / "actions.log")
     finally:
         stack.stop()
         parts.close()
@@ -84,12 +86,20 @@ def measure(directory: Path, n: int, max_new_tokens: int, time_limit: float) -> 
             reasons[writing["reason"]] = reasons.get(writing["reason"], 0) + 1
     return {"questions": n, "max_new_tokens": max_new_tokens, "time_limit_seconds": time_limit,
             "load_average": list(os.getloadavg()), "cpus": os.cpu_count(),
-            "action_server_start_seconds": starts.get("actions"),
+            "action_server_start_seconds": starts.get("actions"), "version_load_seconds": loaded,
             "rest_ms": _quantiles([ms for ms, _ in timed]), "http_ok": sum(ok for _, ok in timed),
             "writer_ms": _quantiles([w["writer_ms"] for w in writings]),
             "new_tokens": _quantiles([w["new_tokens"] for w in writings]),
             "prompt_tokens": _quantiles([w["prompt_tokens"] for w in writings]),
             "fallbacks": {"n": sum(reasons.values()), "reasons": reasons}, "written_turns": len(writings)}
+
+
+def _version_load_seconds(actions_log: Path) -> float | None:
+    """How long the action server took to load the live version (MiniLM + writer), from its log line."""
+    for line in actions_log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if "serving model version" in line and "loaded in " in line:
+            return float(line.rsplit("loaded in ", 1)[1].split()[0])
+    return None
 
 
 def _ask(stack: Any, sender: str, message: str) -> tuple[float, bool]:

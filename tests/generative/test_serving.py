@@ -18,6 +18,7 @@ from rsft_plugin.log import open_sqlite
 from rsft_plugin.models import load_version, read_version_info
 from rsft_plugin.models.live import LiveModel
 from rsft_plugin.models.registry import Registry
+from rsft_plugin.round_text import turn_lines
 
 from ..conftest import write_config
 
@@ -94,6 +95,7 @@ def test_a_written_turn_is_logged_rated_and_offers_choices_like_a_retrieved_one(
             assert turn.reply_key == turn.answer_id and turn.writing["reason"]
         else:
             assert turn.reply_key == reply_key(turn.answer_text) and 0 < turn.writing["new_tokens"] <= 12
+        assert ("✎ " in turn_lines([turn])[1]) is not turn.writing["fallback"]  # `rsft log` marks a written reply
         assert assistant.rate("serve-1", reply.turn_id, 1).text.startswith("Thanks for rating")
         assert store.turn(reply.turn_id).rating == 1
 
