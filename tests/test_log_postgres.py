@@ -178,6 +178,7 @@ def test_postgres_migrates_a_version_3_database(postgres_url):
         log.fail_abandoned(lambda pid: False)
         assert log.round(1).status == "failed"
         log.log_turn(TurnRecord("s", None, "q", None, "generated", "a", "v1", 0.5, 0.5, [], 1.0, reply_key="k"))
+        assert log.turn("t1").writing is None  # schema 8: turns from before it were not written
     finally:
         log.close()
 

@@ -1,8 +1,8 @@
 """One YAML file (rsft.yml), one dataclass per section, validated on load.
 
-The sections live in `service.py` (paths, model, servers, console, worker, privacy,
-hand-off, live guard) and `loop.py` (the
-round's stages); this module reads the file, applies overrides and builds `Config`.
+The sections live in `service.py` (paths, model, servers, console, worker, privacy, hand-off, live guard),
+`loop.py` (the round's stages) and `generative.py` (the writer of the generative kind); this module reads the
+file, applies overrides and builds `Config`.
 
 Precedence: dataclass defaults < rsft.yml < command-line overrides. Unknown sections or keys are an error
 that names the valid ones, so a typo never silently falls back to a default.
@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from .generative import GenerativeConfig, LoraTraining, WriterSettings
 from .loop import CollectConfig, FinetuneConfig, GateConfig, RejectConfig, SampleConfig, ScoreConfig
 from .service import (
     ConsoleConfig,
@@ -37,9 +38,10 @@ from .service import (
 
 __all__ = [
     "CONFIG_ENV", "CollectConfig", "Config", "ConfigError", "ConsoleConfig", "FeedbackConfig", "FinetuneConfig",
-    "GateConfig",
+    "GateConfig", "GenerativeConfig",
     "GuardConfig", "HandoffConfig", "LogConfig", "ModelConfig", "PathsConfig", "PrivacyConfig", "RejectConfig",
-    "SampleConfig", "ScoreConfig", "ServerConfig", "WorkerConfig", "default_config_path", "load_config",
+    "LoraTraining", "SampleConfig", "ScoreConfig", "ServerConfig", "WorkerConfig", "WriterSettings",
+    "default_config_path", "load_config",
     "merge_overrides", "parse_overrides",
     "settings_as_yaml",
 ]
@@ -66,7 +68,11 @@ class Config:
     handoff: HandoffConfig = field(default_factory=HandoffConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    generative: GenerativeConfig = field(default_factory=GenerativeConfig)
     source: Path | None = None  # the file it was read from, for messages
+
+    def __post_init__(self) -> None:
+        self.model.generative = self.generative  # what a generative version is served with (ModelConfig.generative)
 
     def section_names(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self) if f.name != "source"]
@@ -150,13 +156,18 @@ def _build_config(raw: dict[str, Any]) -> Config:
 def _build_section(name: str, cls: type, values: Any) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"section {name} must be a mapping, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = _keys(cls)
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"{name}: unknown key(s) {unknown}; valid keys are {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {key: _coerce(name, key, hints[key], value) for key, value in values.items()}
     return cls(**kwargs)
+
+
+def _keys(cls: type) -> dict[str, dataclasses.Field]:
+    """The keys a section takes in rsft.yml: its fields, less those linked from another section."""
+    return {f.name: f for f in dataclasses.fields(cls) if "section" not in f.metadata}
 
 
 def _coerce(section: str, key: str, hint: Any, value: Any) -> Any:
@@ -179,6 +190,9 @@ def _coerce(section: str, key: str, hint: Any, value: Any) -> Any:
             return value
         if typing.get_origin(kind) is typing.Literal and value in typing.get_args(kind):
             return value
+        if typing.get_origin(kind) is tuple and isinstance(value, list | tuple) and value and \
+                all(isinstance(item, str) and item.strip() for item in value):
+            return tuple(value)
     expected = " or ".join(_type_name(k) for k in allowed)
     raise ConfigError(f"{section}.{key}: expected {expected}, got {value!r}")
 
@@ -186,13 +200,15 @@ def _coerce(section: str, key: str, hint: Any, value: Any) -> Any:
 def _type_name(kind: Any) -> str:
     if typing.get_origin(kind) is typing.Literal:
         return "one of " + ", ".join(repr(v) for v in typing.get_args(kind))
+    if typing.get_origin(kind) is tuple:
+        return "a non-empty list of names"
     return getattr(kind, "__name__", str(kind))
 
 
 def settings_as_yaml(config: Config) -> str:
     """Every section and key of `config` as YAML (paths as strings, secrets hidden): what `rsft config` prints."""
     sections = {name: {f.name: _shown(f, getattr(getattr(config, name), f.name))
-                       for f in dataclasses.fields(getattr(config, name))}
+                       for f in _keys(type(getattr(config, name))).values()}
                 for name in config.section_names()}
     return yaml.safe_dump(sections, sort_keys=False, allow_unicode=True)
 
@@ -201,4 +217,6 @@ def _shown(setting: dataclasses.Field, value: Any) -> Any:
     """A setting as `rsft config` prints it: through its `shown` function (which hides a password) when it has one."""
     if "shown" in setting.metadata:
         return setting.metadata["shown"](value)
+    if isinstance(value, tuple):
+        return list(value)
     return str(value) if isinstance(value, Path) else value

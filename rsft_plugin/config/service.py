@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .fields import check as _check
 from .fields import setting as _help
+from .generative import GenerativeConfig
 
 
 @dataclass
@@ -75,6 +76,10 @@ class ModelConfig:
     trainable_layers: int = _help("How many top transformer layers fine-tuning may change.", 2)
     max_query_chars: int = _help("Longer messages are cut before encoding (the encoder sees 256 tokens).", 1000)
     min_score: float = _help("Below this best cosine the bot asks again, offering topics (bench/out_of_scope).", 0.25)
+    # Not a key of `model:`: Config links its `generative:` section here, so whatever loads a version from
+    # config.model (the action server, rounds, the CLI) serves a generative one with the configured settings.
+    generative: GenerativeConfig = field(default_factory=GenerativeConfig, compare=False, repr=False,
+                                         metadata={"section": "generative"})
 
     def __post_init__(self) -> None:
         from ..models.kinds import KINDS  # imports no torch; the kinds' own modules load only when used

@@ -107,7 +107,7 @@ def find_checkpoint(cache_root: str | Path, sha256: str, gguf: str | Path | None
     Raises:
         ModelLoadError: no cached checkpoint and the installed GGUF converts to other weights.
     """
-    cache_root = Path(cache_root)
+    cache_root = Path(cache_root).resolve()  # as ensure_checkpoint does: one path per checkpoint, links resolved
     if cache_root.is_dir():
         for folder in sorted(cache_root.iterdir()):
             found = _read_checkpoint(folder)

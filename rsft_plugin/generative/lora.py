@@ -153,7 +153,9 @@ def load_writer(directory: str | Path, cache_root: str | Path, settings: WriterS
     """Rebuild a saved writer: the base checkpoint by hash from `cache_root`, then its adapter.
 
     Args:
-        settings: overrides the saved settings (e.g. a new time limit from rsft.yml); the adapter is unchanged.
+        settings: the configured settings (rsft.yml's `generative:`); they replace the saved ones except the LoRA
+            structure that defines the adapter's weights (config/generative.WEIGHT_FIELDS), which the saved
+            writer.json keeps.
 
     Raises:
         ModelLoadError: missing or damaged files, or a base that is neither cached nor convertible.
@@ -175,7 +177,7 @@ def load_writer(directory: str | Path, cache_root: str | Path, settings: WriterS
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise ModelLoadError(f"{directory}: the adapter cannot be loaded: {exc}") from exc
         model.eval()
-    return Writer(model, tokenizer, settings or saved, checkpoint)
+    return Writer(model, tokenizer, settings.keeping_weights_of(saved) if settings else saved, checkpoint)
 
 
 def _fields(example: WriterExample) -> tuple[str, tuple[str, ...], str]:

@@ -20,6 +20,10 @@ A saved version:
     retriever/        the retrieval model that grounds it (a retrieval version of its own)
     writer/           writer.json (settings, base checkpoint sha256) + the LoRA adapter; the base is not copied
 The base checkpoint is looked up by hash in `base_cache(models_dir)`: $RSFT_BASE_CACHE, else <models_dir>/base-models.
+
+Settings: `load` and `pretrained` take the writer's serving and sampling settings and the LoRA fine-tune's knobs
+from the config (`ModelConfig.generative`, rsft.yml's `generative:` section); a loaded version keeps the LoRA
+structure its writer.json records (config/generative.py says which field comes from where).
 """
 
 from __future__ import annotations
@@ -92,6 +96,15 @@ class WrittenAnswer(Answered):
     new_tokens: int = 0
     seconds: float = 0.0
 
+    @property
+    def writing(self) -> dict[str, Any]:
+        """What the turn log records: grounding answer ids, whether the grounding answer was served instead and
+        why, token counts and the writer's own time. No text: what was written but not served could echo the
+        customer's message, and the log's retention redacts only user_text and answer_text."""
+        return {"grounding_ids": list(self.grounding_ids), "fallback": self.fallback, "reason": self.reason,
+                "prompt_tokens": self.prompt_tokens, "new_tokens": self.new_tokens,
+                "writer_ms": round(self.seconds * 1000, 1)}
+
 
 @dataclass(frozen=True)
 class GeneratedCandidate(Candidate):
@@ -138,21 +151,30 @@ class GenerativePolicy:
         return self.answer_many([query])[0]
 
     def answer_many(self, queries: list[str]) -> list[WrittenAnswer]:
-        """Ground every query with the retriever, write each reply (or fall back), then topic each reply."""
+        """Ground every query with the retriever, write each reply (or fall back), then topic each reply.
+
+        `score` is the question's retrieval cosine (what `model.min_score` and the console's low-score filter read,
+        as for the retrieval kind). Below `model.min_score` nothing is written: the assistant answers "didn't
+        understand" there, so the reply is the top grounding answer (reason `low_score`) without the writer's
+        seconds.
+        """
         if not queries:
             return []
         grounded = self.retriever.answer_many(queries)
         replies: list[tuple[Reply, tuple[Answer, ...]]] = []
         for query, found in zip(queries, grounded, strict=True):
             answers = self._grounding(found)
-            replies.append((self.writer.write(query, [a.text for a in answers]), answers))
+            if found.score < self.config.min_score:
+                replies.append((Reply(answers[0].text, True, "low_score", 0, 0, 0.0), answers))
+            else:
+                replies.append((self.writer.write(query, [a.text for a in answers]), answers))
         topics = self._nearest([reply.text for reply, _ in replies])
         results = []
-        for found, (reply, answers), (nearest, cosine) in zip(grounded, replies, topics, strict=True):
+        for found, (reply, answers), (nearest, _cosine) in zip(grounded, replies, topics, strict=True):
             top = answers[0]
             key, topic = (top.id, top.topic) if reply.fallback else (reply_key(reply.text), nearest.topic)
             results.append(WrittenAnswer(
-                key=key, text=reply.text, topic=topic, answer=top, score=cosine, probability=found.probability,
+                key=key, text=reply.text, topic=topic, answer=top, score=found.score, probability=found.probability,
                 top_k=found.top_k, grounding_ids=tuple(a.id for a in answers), fallback=reply.fallback,
                 reason=reply.reason, written=reply.written, prompt_tokens=reply.prompt_tokens,
                 new_tokens=reply.new_tokens, seconds=reply.seconds))
@@ -282,8 +304,9 @@ class GenerativePolicy:
         hashed = _hashed_file(directory)
         if not hashed.exists() or sha256_file(hashed) != info.weights_sha256:
             raise ModelLoadError(f"{directory}: {hashed.name} is missing or does not match its recorded hash")
-        writer = load_writer(directory / WRITER_DIR, base_cache(directory.parent))
-        return cls(retriever, writer, config, info)
+        configured = config.generative
+        writer = load_writer(directory / WRITER_DIR, base_cache(directory.parent), configured.writer_settings())
+        return cls(retriever, writer, config, info, configured.lora_training())
 
     @classmethod
     def pretrained(cls, bank: AnswerBank, config: ModelConfig, models_dir: str | Path | None = None,
@@ -291,10 +314,12 @@ class GenerativePolicy:
         """The untuned writer grounded by the pretrained retriever over `bank` (what `rsft init-model` saves).
 
         The base checkpoint is converted on first use into `base_cache(models_dir)` (default var/models).
+        `settings` default to the config's (`config.generative`).
         """
         retriever = policy_class(DEFAULT_KIND).pretrained(bank, replace(config, kind=DEFAULT_KIND))
         checkpoint = ensure_checkpoint(base_cache(models_dir or Path("var") / "models"))
-        return cls(retriever, Writer.from_checkpoint(checkpoint, settings), config)
+        writer = Writer.from_checkpoint(checkpoint, settings or config.generative.writer_settings())
+        return cls(retriever, writer, config, training=config.generative.lora_training())
 
     def with_bank(self, bank: AnswerBank) -> GenerativePolicy:
         """The same writer grounded in another bank (an edited answer bank needs no retraining)."""

@@ -85,7 +85,8 @@ class TurnRecord(Record):
     """What the bot answered to one customer message (what `log_turn` writes).
 
     `reply_key` identifies the served reply (retrieval: the answer id, the default); `answer_id` may be None for a
-    reply that is not from the answer bank.
+    reply that is not from the answer bank. `writing` is set for a reply the generative kind wrote (or meant to
+    write): {grounding_ids, fallback, reason, prompt_tokens, new_tokens, writer_ms}; None for a bank answer.
     """
 
     sender_id: str
@@ -100,6 +101,7 @@ class TurnRecord(Record):
     top_k: list[dict[str, Any]]
     latency_ms: float
     reply_key: str | None = None
+    writing: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ class Turn(Record):
     top_k: list[dict[str, Any]] = field(default_factory=list)
     latency_ms: float | None = None
     redacted: bool = False
+    writing: dict[str, Any] | None = None  # how a written reply was written (TurnRecord.writing)
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,11 @@ class Answered:
     def answer_id(self) -> str | None:
         return self.answer.id if self.answer else None
 
+    @property
+    def writing(self) -> dict[str, Any] | None:
+        """How the reply was written, for the turn log's `writing` column (None: a bank answer, nothing written)."""
+        return None
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -211,8 +216,11 @@ class ResponsePolicy(Protocol):
         """Load a saved version. Raises ModelLoadError."""
 
     @classmethod
-    def pretrained(cls, bank: AnswerBank, config: ModelConfig) -> ResponsePolicy:
-        """The untuned model over `bank` (what `rsft init-model` saves)."""
+    def pretrained(cls, bank: AnswerBank, config: ModelConfig,
+                   models_dir: str | Path | None = None) -> ResponsePolicy:
+        """The untuned model over `bank` (what `rsft init-model` saves); `models_dir` is where the versions will live
+        (a kind may keep converted base weights beside them; optional: `pretrained_policy` passes it only to a kind
+        whose `pretrained` names it)."""
 
     def with_bank(self, bank: AnswerBank) -> ResponsePolicy:
         """The same weights over another answer bank (an edited bank needs no retraining)."""

@@ -8,6 +8,7 @@ the directory to that kind's class. Adding a kind (e.g. a generative model) is o
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,12 @@ def load_version(directory: str | Path, config: ModelConfig | None = None) -> Re
     return cls.load(directory, config)
 
 
-def pretrained_policy(bank: AnswerBank, config: ModelConfig, kind: str | None = None) -> ResponsePolicy:
-    """The untuned model of `kind` (default: the configured `model.kind`) over `bank`."""
-    return policy_class(kind or getattr(config, "kind", DEFAULT_KIND)).pretrained(bank, config)
+def pretrained_policy(bank: AnswerBank, config: ModelConfig, kind: str | None = None,
+                      models_dir: str | Path | None = None) -> ResponsePolicy:
+    """The untuned model of `kind` (default: the configured `model.kind`) over `bank`; `models_dir`: where its
+    versions will live (the generative kind converts its base checkpoint into <models_dir>/base-models), passed
+    only to a kind whose `pretrained` takes it, so a kind written against the two-argument form keeps working."""
+    cls = policy_class(kind or getattr(config, "kind", DEFAULT_KIND))
+    if models_dir is not None and "models_dir" in inspect.signature(cls.pretrained).parameters:
+        return cls.pretrained(bank, config, models_dir=models_dir)
+    return cls.pretrained(bank, config)

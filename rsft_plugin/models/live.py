@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,8 +41,10 @@ class LiveModel:
             path = registry.live_path()
         except RegistryError as exc:
             raise ModelLoadError(f"cannot start without a live model: {exc}") from exc
+        started = time.monotonic()
         self._current = loader(path, model_config)
-        log.info("serving model version %s", self._current.name)
+        log.info("serving model version %s (%s, loaded in %.1f s)", self._current.name, self._current.kind,
+                 time.monotonic() - started)
 
     @property
     def current(self) -> ResponsePolicy:
@@ -53,6 +56,7 @@ class LiveModel:
         wanted = self.registry.live_name()
         if wanted is None or wanted == self._current.name or wanted == self._failed:
             return False
+        started = time.monotonic()
         try:
             model = self._loader(self.registry.version_path(wanted), self.model_config)
         except (ModelLoadError, RegistryError, OSError) as exc:
@@ -60,7 +64,8 @@ class LiveModel:
             log.error("keeping version %s: version %s failed to load: %s", self._current.name, wanted, exc)
             return False
         previous, self._current, self._failed = self._current.name, model, None
-        log.info("swapped live model %s -> %s", previous, model.name)
+        log.info("swapped live model %s -> %s (%s, loaded in %.1f s)", previous, model.name, model.kind,
+                 time.monotonic() - started)
         return True
 
     def start_watching(self, poll_seconds: float) -> None:

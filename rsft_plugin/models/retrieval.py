@@ -215,8 +215,10 @@ class ResponseModel:
         return cls(encoder, bank, model_config, info)
 
     @classmethod
-    def pretrained(cls, bank: AnswerBank, config: ModelConfig) -> ResponseModel:
-        """The untuned model: the pretrained encoder over `bank` (what `rsft init-model` saves)."""
+    def pretrained(cls, bank: AnswerBank, config: ModelConfig,
+                   models_dir: str | Path | None = None) -> ResponseModel:
+        """The untuned model: the pretrained encoder over `bank` (what `rsft init-model` saves). The encoder comes
+        from sentence-transformers' cache, so `models_dir` is not used."""
         return cls(load_base_encoder(), bank, config)
 
     def with_bank(self, bank: AnswerBank) -> ResponseModel:

@@ -25,7 +25,8 @@ _ORDER = {"newest": "last_at DESC, sender_id", "down_first": "(down > 0) DESC, l
 
 
 def _turn(row: dict[str, Any]) -> Turn:
-    return Turn.from_row(row, top_k=row.get("top_k") or [], redacted=bool(row.get("redacted")))
+    return Turn.from_row(row, top_k=row.get("top_k") or [], redacted=bool(row.get("redacted")),
+                         writing=row.get("writing"))
 
 
 class PostgresConversations(TurnReads, SignalReads, PostgresBase):
@@ -35,7 +36,8 @@ class PostgresConversations(TurnReads, SignalReads, PostgresBase):
     def log_turn(self, turn: TurnRecord) -> str:
         turn_id = uuid.uuid4().hex
         row = {"id": turn_id, **turn.to_dict(), "top_k": Json(turn.top_k), "created_at": utc_now(),
-               "reply_key": turn.reply_key or turn.answer_id}
+               "reply_key": turn.reply_key or turn.answer_id,
+               "writing": Json(turn.writing) if turn.writing is not None else None}
         with self._transaction() as cursor:
             cursor.execute(f"INSERT INTO turns ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))})",
                            list(row.values()))

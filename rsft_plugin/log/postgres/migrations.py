@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import psycopg
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 LOCK_MIGRATIONS = 0x7273_0000  # advisory lock: one process migrates at a time
 
 
@@ -148,4 +148,10 @@ def _schema_7(cursor: psycopg.Cursor) -> None:
     cursor.execute("CREATE INDEX idx_signals_sender ON signals (sender_id)")
 
 
-_MIGRATIONS = {1: _schema_1, 2: _schema_2, 3: _schema_3, 4: _schema_4, 5: _schema_5, 6: _schema_6, 7: _schema_7}
+def _schema_8(cursor: psycopg.Cursor) -> None:
+    """How a written reply was written (the generative kind); NULL for a bank answer and for older turns."""
+    cursor.execute("ALTER TABLE turns ADD COLUMN writing JSON")
+
+
+_MIGRATIONS = {1: _schema_1, 2: _schema_2, 3: _schema_3, 4: _schema_4, 5: _schema_5, 6: _schema_6, 7: _schema_7,
+               8: _schema_8}

@@ -17,7 +17,8 @@ from .base import SqliteBase, utc_now
 
 def _turn(row: dict[str, Any]) -> Turn:
     top_k = json.loads(row["top_k"]) if row.get("top_k") else []
-    return Turn.from_row(row, top_k=top_k, redacted=bool(row.get("redacted")))
+    writing = json.loads(row["writing"]) if row.get("writing") else None
+    return Turn.from_row(row, top_k=top_k, redacted=bool(row.get("redacted")), writing=writing)
 
 
 class SqliteConversations(TurnReads, SignalReads, SqliteBase):
@@ -27,7 +28,8 @@ class SqliteConversations(TurnReads, SignalReads, SqliteBase):
     def log_turn(self, turn: TurnRecord) -> str:
         turn_id = uuid.uuid4().hex
         row = {"id": turn_id, **turn.to_dict(), "top_k": json.dumps(turn.top_k), "created_at": utc_now(),
-               "reply_key": turn.reply_key or turn.answer_id}
+               "reply_key": turn.reply_key or turn.answer_id,
+               "writing": json.dumps(turn.writing) if turn.writing is not None else None}
         with self._transaction():
             self.db["turns"].insert(row)
         return turn_id

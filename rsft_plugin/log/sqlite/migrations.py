@@ -15,6 +15,8 @@ Tables (open the file in Datasette or `sqlite-utils` as it is):
     handoffs          requests to talk to a person: sender, reason, live version, open/taken/closed, the contact
     signals           what a customer told us about a turn besides 👍/👎: the pick after "Was it one of these?"
                       (choice, none_of_these) and what they did right after it (reask, asked_human, thanks)
+    turns.writing     (JSON, NULL for a bank answer) how the generative kind wrote the reply: grounding answer ids,
+                      fallback and its reason, prompt/new token counts, the writer's milliseconds
     meta              schema version
 """
 
@@ -25,7 +27,7 @@ from contextlib import AbstractContextManager
 
 import sqlite_utils
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def migrate(db: sqlite_utils.Database, transaction: Callable[[], AbstractContextManager[None]]) -> None:
@@ -151,4 +153,10 @@ def _schema_7(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_signals_sender ON signals (sender_id)")
 
 
-_MIGRATIONS = {1: _schema_1, 2: _schema_2, 3: _schema_3, 4: _schema_4, 5: _schema_5, 6: _schema_6, 7: _schema_7}
+def _schema_8(db: sqlite_utils.Database) -> None:
+    """How a written reply was written (the generative kind); NULL for a bank answer and for older turns."""
+    db["turns"].add_column("writing", str)
+
+
+_MIGRATIONS = {1: _schema_1, 2: _schema_2, 3: _schema_3, 4: _schema_4, 5: _schema_5, 6: _schema_6, 7: _schema_7,
+               8: _schema_8}

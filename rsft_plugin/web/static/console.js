@@ -263,6 +263,18 @@
   }
 
   // ------------------------------------------------------------------ conversation
+  // Who answered: a bank answer, a reply the generative kind wrote (turn.writing), or nothing understood.
+  function botLabel(t) {
+    if (t.writing && !t.writing.fallback) return "Written reply · grounded in " + t.writing.grounding_ids.join(", ") + " (" + t.answer_topic + ")";
+    if (t.writing && t.answer_id) return "Grounding answer · " + t.answer_id + " (not written: " + t.writing.reason + ")";
+    return t.answer_id ? "Answer · " + t.answer_id + (t.answer_topic !== t.answer_id ? " (" + t.answer_topic + ")" : "") : "Not answered · " + (t.reply_key || t.answer_topic);
+  }
+
+  function writingNote(w) {
+    return "writer: " + w.prompt_tokens + " prompt + " + w.new_tokens + " new tokens in " + Math.round(w.writer_ms) + " ms" +
+      (w.fallback ? " · served the grounding answer (" + w.reason + ")" : "") + " · grounding " + w.grounding_ids.join(", ");
+  }
+
   function viewConversation() {
     api("GET", "/api/conversations/" + encodeURIComponent(arg)).then(function (data) {
       document.getElementById("page-title").textContent = "Conversation " + shortId(data.sender_id);
@@ -280,8 +292,9 @@
             h("span", { class: "score" + (t.score < 0.4 ? " low" : ""), text: "score " + num(t.score) }),
             h("span", { class: "rating-mark", title: t.rating === null ? "not rated" : "rated", text: ratingMark(t.rating) })),
           h("div", { class: "bubble user" }, h("span", { class: "who", text: "Customer" }), h("p", { class: "turn-question", text: t.user_text })),
-          h("div", { class: "bubble bot" }, h("span", { class: "who", text: t.answer_id ? "Answer · " + t.answer_id + (t.answer_topic !== t.answer_id ? " (" + t.answer_topic + ")" : "") : "Not answered · " + (t.reply_key || t.answer_topic) }),
-            h("p", { class: "turn-answer", text: t.answer_text })),
+          h("div", { class: "bubble bot" }, h("span", { class: "who", text: botLabel(t) }),
+            h("p", { class: "turn-answer", text: t.answer_text }),
+            t.writing ? h("p", { class: "turn-writing muted", text: writingNote(t.writing) }) : null),
           (t.signals || []).length ? h("p", { class: "turn-signals" }, (t.signals || []).map(signalNote).join(" · ")) : null,
           h("details", { class: "alternatives", open: true }, h("summary", null, "Top-" + (t.top_k || []).length + " alternatives · p " + pct(t.probability) +
             (typeof t.latency_ms === "number" ? " · " + Math.round(t.latency_ms) + " ms" : "")), alternatives));
