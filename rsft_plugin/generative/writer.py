@@ -17,6 +17,7 @@ untempered model (temperature 1, no top-p), which `reply_logprobs` recomputes fo
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -66,6 +67,10 @@ class SampledReply:
     finished: bool  # ended with the end-of-turn token (else cut by max_new_tokens or the time limit)
 
 
+_THREADS_LOCK = threading.Lock()
+_THREADS_STATE = {"inside": 0, "before": 0}  # writers inside threads(), torch's count before the first
+
+
 class Writer:
     """A causal LM (the base, or the base with LoRA adapters) plus its tokenizer and settings."""
 
@@ -89,17 +94,30 @@ class Writer:
 
     @contextmanager
     def threads(self) -> Iterator[None]:
-        """Run torch with `settings.threads` threads inside the block, and restore the process's count after."""
+        """Run torch with `settings.threads` threads inside the block, and restore the process's count after.
+
+        torch's thread count is process-wide and the action server writes replies in several threads at once (no
+        lock: under load each reply runs into its time limit and serves its grounding answer, instead of queueing
+        past Rasa's action timeout), so the first writer in sets the count and the last one out restores it.
+        """
         import torch
 
-        wanted, before = self.settings.threads, torch.get_num_threads()
-        if wanted and wanted != before:
-            torch.set_num_threads(wanted)
+        wanted = self.settings.threads
+        if not wanted:
+            yield
+            return
+        with _THREADS_LOCK:
+            if not _THREADS_STATE["inside"]:
+                _THREADS_STATE["before"] = torch.get_num_threads()
+                torch.set_num_threads(wanted)
+            _THREADS_STATE["inside"] += 1
         try:
             yield
         finally:
-            if wanted and wanted != before:
-                torch.set_num_threads(before)
+            with _THREADS_LOCK:
+                _THREADS_STATE["inside"] -= 1
+                if not _THREADS_STATE["inside"]:
+                    torch.set_num_threads(_THREADS_STATE["before"])
 
     # --- prompts -----------------------------------------------------------------------------------------------
     def messages(self, question: str, grounding: Sequence[str]) -> list[dict[str, str]]:

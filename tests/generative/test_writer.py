@@ -98,3 +98,21 @@ def test_the_guard_serves_the_grounding_answer_instead_of_an_invented_fact(write
     # the untuned 135M model answers "No, you cannot return it after 3 weeks." (this keeps the test from passing
     # vacuously; a different torch build may word it otherwise)
     assert guarded.reason == "unfaithful", unguarded.written
+
+
+def test_overlapping_writers_leave_torchs_thread_count_as_it_was(writer) -> None:
+    """torch's thread count is process-wide and the action server writes in several threads: the writer that
+    leaves first must not restore the count under one still writing, the last one out must."""
+    one_thread = Writer(writer.model, writer.tokenizer, WriterSettings(threads=1), writer.base)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first, second = one_thread.threads(), one_thread.threads()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert torch.get_num_threads() == 1  # the second writer is still inside
+        second.__exit__(None, None, None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
