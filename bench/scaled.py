@@ -74,7 +74,7 @@ def _world(directory: Path, postgres_dir: Path, sizes: dict[str, Any]) -> Any:
     from rsft_plugin.answer_bank import load_answer_bank
     from rsft_plugin.launcher import free_port
     from rsft_plugin.models import pretrained_policy
-    from rsft_plugin.models.registry import Registry
+    from rsft_plugin.parts import build_parts
 
     bank = load_answer_bank(REPO / "data" / "answers.yml")
     config = write_world(directory, bank, [], {
@@ -85,8 +85,9 @@ def _world(directory: Path, postgres_dir: Path, sizes: dict[str, Any]) -> Any:
                   "action_ports_from": _free_run(sizes["action_servers"]), "redis_port": free_port(),
                   "postgres_port": free_port()},
         "privacy": {"max_ratings_per_minute": 100_000}})
-    registry = Registry(config.paths.models_dir)
-    registry.set_live(registry.publish(pretrained_policy(bank, config.model), notes="pretrained").name, "bench")
+    with build_parts(config) as parts:
+        parts.registry.set_live(parts.registry.publish(pretrained_policy(bank, config.model), notes="pretrained").name,
+                                "bench")
     return config
 
 
@@ -131,7 +132,8 @@ def _measure_single(config: Any, sizes: dict[str, Any]) -> dict[str, Any]:
 
 
 def _measure_scaled(config: Any, sizes: dict[str, Any]) -> dict[str, Any]:
-    from rsft_plugin.log import open_postgres
+    from rsft_plugin.config import load_config
+    from rsft_plugin.parts import build_parts
     from rsft_plugin.scaled import ScaledStack
 
     stack = ScaledStack(config, log_dir=config.source.parent / "logs-scaled")
@@ -143,11 +145,9 @@ def _measure_scaled(config: Any, sizes: dict[str, Any]) -> dict[str, Any]:
         measured: dict[str, Any] = {"start_seconds": round(time.perf_counter() - began, 1)}
         _warm_up(stack.rasa_url, sizes)
         measured["throughput"] = throughput(stack.rasa_url, sizes, "scaled")
-        log = open_postgres(stack.log_url)
-        try:
-            measured["customers"] = customers(stack.rasa_url, log, sizes)
-        finally:
-            log.close()
+        # the log the servers write: the scaled stack's PostgreSQL (this process's own parts, built once)
+        with build_parts(load_config(config.source, {"log": {"url": stack.log_url}})) as parts:
+            measured["customers"] = customers(stack.rasa_url, parts.log, sizes)
         measured["restarts"] = {name: server["restarts"] for name, server in stack.status()["servers"].items()}
     finally:
         stack.stop()

@@ -19,14 +19,16 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
+from rsft_plugin.config import ConfigError, load_config
 from rsft_plugin.launcher import free_port, rasa_token
 from rsft_plugin.log import open_postgres
-from rsft_plugin.scaled import ScaledStack
+from rsft_plugin.scaled import ScaledStack, haproxy_configuration, scaled_endpoints
 
-from .conftest import start_stack
+from .conftest import start_stack, write_config
 
-pytestmark = [pytest.mark.timeout(900), pytest.mark.e2e]
+pytestmark = pytest.mark.timeout(900)
 
 QUESTIONS = ["where is my parcel", "how do I return a jacket", "can I pay with a gift card", "when will my refund come"]
 FALLBACK = "Sorry, I can't look that up right now"  # bot/domain's utter_default, what a failed action yields
@@ -52,6 +54,37 @@ def _is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"rasa_servers": 0}, "rasa_servers"), ({"action_servers": 33}, "action_servers"),
+    ({"rasa_ports_from": 80}, "rasa_ports_from"), ({"redis_url": "http://x"}, "redis_url"),
+    ({"redis_url": "redis://:secret@host:6379/1"}, "no password"), ({"tracker_url": "mysql://x"}, "tracker_url")])
+def test_bad_scale_settings_are_refused_with_the_key(tmp_path, values, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_config(tmp_path, scale=values))
+
+
+def test_the_generated_endpoints_and_load_balancer_name_every_backend_and_no_password(tmp_path):
+    bot = tmp_path / "endpoints.yml"
+    bot.write_text("action_endpoint:\n  url: ${RSFT_ACTION_URL}\ntracker_store:\n  type: SQL\n"
+                   "nlg:\n  url: http://nlg.example/\n")
+    text = scaled_endpoints(bot, "http://127.0.0.1:5055/webhook", "postgresql://rsft:pa%40ss@db:5432/rasa_tracker",
+                            "redis://127.0.0.1:6380/1")
+    assert "pa@ss" not in text and "pa%40ss" not in text and "password: ${RSFT_TRACKER_PASSWORD}" in text
+    endpoints = yaml.safe_load(text)
+    assert endpoints["action_endpoint"]["url"] == "http://127.0.0.1:5055/webhook"
+    assert endpoints["tracker_store"] == {"type": "SQL", "dialect": "postgresql", "url": "db", "port": 5432,
+                                          "db": "rasa_tracker", "username": "rsft",
+                                          "password": "${RSFT_TRACKER_PASSWORD}"}
+    assert endpoints["lock_store"] == {"type": "redis", "url": "127.0.0.1", "port": 6380, "db": 1,
+                                       "key_prefix": "rsft"}
+    assert endpoints["nlg"] == {"url": "http://nlg.example/"}  # the bot's other sections are kept
+    haproxy = haproxy_configuration("127.0.0.1", 5005, 5055, [5105, 5106], [5155, 5156, 5157])
+    for port in (5105, 5106, 5155, 5156, 5157):
+        assert f"127.0.0.1:{port} check" in haproxy
+    assert "bind 127.0.0.1:5005" in haproxy and "bind 127.0.0.1:5055" in haproxy
+    assert "option httpchk GET /health" in haproxy and "option redispatch" in haproxy
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +133,7 @@ def _redis_commands(port: int) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.e2e
 def test_one_conversations_concurrent_messages_are_processed_in_order_across_rasa_processes(scaled, log):
     """Nine messages of one sender at once: three straight to rasa-1, three to rasa-2, three through the load
     balancer. Each Rasa takes the conversation's lock in Redis before it loads the tracker and frees it after
@@ -143,6 +177,7 @@ def test_one_conversations_concurrent_messages_are_processed_in_order_across_ras
     assert redis_after.get("set", 0) - redis_before.get("set", 0) >= len(messages)  # a lock per message at least
 
 
+@pytest.mark.e2e
 def test_a_short_load_through_the_load_balancer_loses_nothing(scaled, log):
     customers, questions_each = 8, 4
 
@@ -174,6 +209,7 @@ def test_a_short_load_through_the_load_balancer_loses_nothing(scaled, log):
     _assert_logged(log, told, rated)
 
 
+@pytest.mark.e2e
 def test_kill_9_of_a_rasa_and_an_action_server_under_load_is_routed_around_and_nothing_is_lost(scaled, log):
     with _Customers(scaled, count=4) as customers:
         customers.wait_for_answers(4, 120)
