@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int)
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, then check the output")
+    parser.add_argument("--no-single", action="store_true", help="measure the scaled stack only")
+    parser.add_argument("--keep", action="store_true", help="keep the run's folder (servers' logs) and print it")
     args = parser.parse_args(argv)
     sizes = dict(SMOKE if args.smoke else FULL)
     sizes.update({k: v for k, v in (("customers", args.customers), ("seconds", args.seconds)) if v})
@@ -55,14 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         config = _world(work, postgres_dir, sizes)
-        result["single"] = _measure_single(config, sizes)
-        write_json(out_json, result)
+        if not args.no_single:
+            result["single"] = _measure_single(config, sizes)
+            write_json(out_json, result)
         result["scaled"] = _measure_scaled(config, sizes)
-        result["throughput_scaled_over_single"] = round(
-            result["scaled"]["throughput"]["messages_per_second"]
-            / max(result["single"]["throughput"]["messages_per_second"], 1e-9), 2)
+        if not args.no_single:
+            result["throughput_scaled_over_single"] = round(
+                result["scaled"]["throughput"]["messages_per_second"]
+                / max(result["single"]["throughput"]["messages_per_second"], 1e-9), 2)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept {work} (servers' logs in logs-single/, logs-scaled/)")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(postgres_dir, ignore_errors=True)
     result["meta"]["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_json(out_json, result)
@@ -257,6 +264,7 @@ def customers(url: str, log: Any, sizes: dict[str, Any]) -> dict[str, Any]:
     measured = {"customers": sizes["customers"], "seconds": round(wall, 1), "think_seconds": think,
                 "requests": len(requests_seen), "requests_per_second": round(len(requests_seen) / wall, 2),
                 "http_5xx": sum(500 <= s < 600 for s in statuses), "no_response": statuses.count(0),
+                "statuses": {str(status): statuses.count(status) for status in sorted(set(statuses))},
                 "answers_shown": len(told), "ratings_thanked": len(thanked), "turns_lost": lost_turns,
                 "ratings_lost": lost_ratings,
                 "ms": _quantiles([ms for _k, status, ms in requests_seen if status == 200]),

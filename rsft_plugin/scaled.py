@@ -140,7 +140,10 @@ class ScaledStack(Stack):
             self.postgres = PostgresServer.start(directory, scale.postgres_port, durable=True,
                                                  password=get_secret(self.config.paths.run_dir, POSTGRES_PASSWORD))
         except PostgresUnavailable as exc:
-            raise LaunchError(f"PostgreSQL would not start: {exc}") from exc
+            hint = (f" (as root, PostgreSQL runs as an unprivileged user, who must be able to enter every folder "
+                    f"above {directory}: set paths.postgres_dir elsewhere, or set log.url)"
+                    if "Permission denied" in str(exc) else "")
+            raise LaunchError(f"PostgreSQL would not start: {exc}{hint}") from exc
         log_url = _database(self.postgres, "rsft")
         return log_url, scale.tracker_url or _database(self.postgres, "rasa_tracker")
 
@@ -212,19 +215,23 @@ def haproxy_configuration(host: str, rasa_port: int, action_port: int, rasa_port
                           action_ports: list[int]) -> str:
     """HAProxy in front of the Rasa servers and of the action servers, with active health checks.
 
-    A backend is checked every second and taken out after 2 failed checks (back in after 2 good ones); a refused
-    connection is retried on another backend (`redispatch`). Timeouts are long because a first answer may wait
-    for a model swap.
+    A backend is checked every second and taken out after 3 failed checks in a row (then every 0.5 s; back in
+    after 2 good ones); a refused connection is retried on another backend (`redispatch`). A dead process
+    refuses the check's connection at once, so it is out within about 2 s; a check waits up to 10 s for an
+    answer, because a busy Rasa answers it late (with 2 s, all backends of an overloaded stack were taken out
+    together and every request got a 503: bench/scaled.py, 100 customers on 2 cores). Each request is logged
+    (HAProxy's httplog) to lb.log.
     """
     def backend(name: str, check: str, ports: list[int]) -> list[str]:
         return [f"backend {name}", "    balance roundrobin", f"    option httpchk GET {check}",
-                "    http-check expect status 200", "    default-server inter 1s fastinter 500ms fall 2 rise 2",
+                "    http-check expect status 200", "    default-server inter 1s fastinter 500ms fall 3 rise 2",
                 *[f"    server {name}-{i + 1} {host}:{port} check" for i, port in enumerate(ports)], ""]
 
     return "\n".join([
         "# Written by `rsft serve --scale` (rsft_plugin/scaled.py); do not edit.",
-        "global", "    maxconn 4096", "",
-        "defaults", "    mode http", "    option http-server-close", "    timeout connect 2s", "    timeout check 2s",
+        "global", "    maxconn 4096", "    log stdout format raw local0 info", "",
+        "defaults", "    mode http", "    log global", "    option httplog", "    option http-server-close",
+        "    timeout connect 2s", "    timeout check 10s",
         "    timeout client 120s", "    timeout server 120s", "    timeout http-request 30s", "    retries 3",
         "    option redispatch 1", "",
         "frontend rasa", f"    bind {host}:{rasa_port}", "    default_backend rasa", "",

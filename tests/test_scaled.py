@@ -33,8 +33,9 @@ pytestmark = pytest.mark.timeout(900)
 QUESTIONS = ["where is my parcel", "how do I return a jacket", "can I pay with a gift card", "when will my refund come"]
 FALLBACK = "Sorry, I can't look that up right now"  # bot/domain's utter_default, what a failed action yields
 # After a kill, requests sent within this long may fail: those the killed process held (HAProxy answers 502 for
-# a request whose server died mid-way; it retries only refused connections, since a POST may have been processed)
-# and, for a killed action server, those Rasa sent it before HAProxy's 2 failed 1-second checks took it out.
+# a request whose server died mid-way; it retries only refused connections, since a POST may have been processed;
+# a killed action server's held calls become the fallback line). Requests sent later find the dead port refusing
+# and are redispatched, and within about 2 s (3 failed checks) HAProxy takes the backend out altogether.
 DETECTION_SECONDS = 3.0
 
 
