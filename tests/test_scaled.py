@@ -21,7 +21,7 @@ import pytest
 import requests
 import yaml
 
-from rsft_plugin.config import ConfigError, load_config
+from rsft_plugin.config import LOG_URL_ENV, ConfigError, load_config
 from rsft_plugin.launcher import free_port, rasa_token
 from rsft_plugin.log import open_postgres
 from rsft_plugin.scaled import ScaledStack, haproxy_configuration, scaled_endpoints
@@ -64,6 +64,16 @@ def _is_free(port: int) -> bool:
 def test_bad_scale_settings_are_refused_with_the_key(tmp_path, values, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write_config(tmp_path, scale=values))
+
+
+def test_rsft_log_url_in_the_environment_overrides_the_file_and_flags_override_it(tmp_path, monkeypatch):
+    path = write_config(tmp_path, log={"url": "postgresql://file@h/db"})
+    monkeypatch.setenv(LOG_URL_ENV, "postgresql://env@h/db")
+    assert load_config(path).log.url == "postgresql://env@h/db"
+    assert load_config(path, {"log": {"url": "postgresql://flag@h/db"}}).log.url == "postgresql://flag@h/db"
+    monkeypatch.setenv(LOG_URL_ENV, "mysql://nope")
+    with pytest.raises(ConfigError, match="log.url"):
+        load_config(path)
 
 
 def test_the_generated_endpoints_and_load_balancer_name_every_backend_and_no_password(tmp_path):
