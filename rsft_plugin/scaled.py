@@ -36,14 +36,13 @@ from .config.service import redact_url
 from .launcher import _RASA_QUIET, Stack, _repo_root, ensure_rasa_model
 from .pgserver import PostgresServer, PostgresUnavailable
 from .rasa import rasa_pythonpath
-from .secrets import get_secret
+from .secrets import POSTGRES_PASSWORD, get_secret
 from .supervision import LaunchError, Program, Supervisor
 
 __all__ = ["HAPROXY_BIN", "REDIS_BIN", "ScaledStack", "haproxy_configuration", "scaled_endpoints"]
 
 HAPROXY_BIN = "/usr/sbin/haproxy"
 REDIS_BIN = "/usr/bin/redis-server"
-POSTGRES_PASSWORD = ("postgres-password", "RSFT_POSTGRES_PASSWORD")
 TRACKER_PASSWORD_ENV = "RSFT_TRACKER_PASSWORD"
 LOCK_KEY_PREFIX = "rsft"  # RedisLockStore wants it alphanumeric
 
@@ -73,6 +72,7 @@ class ScaledStack(Stack):
         failure."""
         try:
             _check_installed()
+            self._check_ports()
             model = ensure_rasa_model(self.config, self.log_dir, self.announce)
             self.log_url, tracker_url = self._databases()
             programs = self._scaled_programs(model, tracker_url)
@@ -105,6 +105,18 @@ class ScaledStack(Stack):
             self.postgres = None
 
     # ---- internals -----------------------------------------------------------------------------------------
+
+    def _check_ports(self) -> None:
+        server = self.config.server
+        taken = [server.rasa_port, server.action_port, server.web_port,
+                 *(port for ports in self.config.scale.ports().values() for port in ports)]
+        if self.config.log.url:
+            taken.remove(self.config.scale.postgres_port)  # no private server then
+        clashes = sorted({port for port in taken if taken.count(port) > 1})
+        if clashes:
+            raise LaunchError(f"port(s) {clashes} are given to two servers: check server.*_port and the scale "
+                              "section (rasa_ports_from/action_ports_from + the server counts, redis_port, "
+                              "postgres_port)")
 
     def _start_together(self, names: list[str]) -> None:
         """Start `names` at once and wait for all (each Rasa takes 30-60 s to load, so never one after another)."""

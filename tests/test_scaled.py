@@ -25,6 +25,7 @@ from rsft_plugin.config import LOG_URL_ENV, ConfigError, load_config
 from rsft_plugin.launcher import free_port, rasa_token
 from rsft_plugin.log import open_postgres
 from rsft_plugin.scaled import ScaledStack, haproxy_configuration, scaled_endpoints
+from rsft_plugin.supervision import LaunchError
 
 from .conftest import start_stack, write_config
 
@@ -64,6 +65,13 @@ def _is_free(port: int) -> bool:
 def test_bad_scale_settings_are_refused_with_the_key(tmp_path, values, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write_config(tmp_path, scale=values))
+
+
+def test_a_port_given_to_two_servers_is_refused_before_anything_starts(tmp_path):
+    config = load_config(write_config(tmp_path, server={"rasa_port": 7000}, scale={"rasa_ports_from": 6999}))
+    with pytest.raises(LaunchError, match=r"port\(s\) \[7000\]"):
+        ScaledStack(config, log_dir=tmp_path / "logs").start()
+    assert not (tmp_path / "logs" / "supervisord.conf").exists()
 
 
 def test_rsft_log_url_in_the_environment_overrides_the_file_and_flags_override_it(tmp_path, monkeypatch):
