@@ -3,8 +3,9 @@
 Processes, all but PostgreSQL under the same supervisord as `Stack`'s three (restarted when they die):
     postgres      the plugin's log and Rasa's tracker store: log.url and scale.tracker_url when set, else a private
                   server (pgserver.py) in paths.postgres_dir, with the databases rsft and rasa_tracker
-    redis         Rasa's lock store (RedisLockStore): one conversation's messages are processed one at a time and in
-                  order across all Rasa processes (scale.redis_url, else a redis-server on scale.redis_port)
+    redis         Rasa's lock store (rasa/lock_store.py: Rasa's RedisLockStore with atomic ticket updates): one
+                  conversation's messages are processed one at a time and in order across all Rasa processes
+                  (scale.redis_url, else a redis-server on scale.redis_port)
     rasa-1..N     `rasa run` on scale.rasa_ports_from + i, the same Rasa model, the endpoints written here
     actions-1..M  the action server on scale.action_ports_from + i; each loads the live model once and swaps when
                   the LIVE pointer in the shared paths.models_dir changes
@@ -45,6 +46,7 @@ HAPROXY_BIN = "/usr/sbin/haproxy"
 REDIS_BIN = "/usr/bin/redis-server"
 TRACKER_PASSWORD_ENV = "RSFT_TRACKER_PASSWORD"
 LOCK_KEY_PREFIX = "rsft"  # RedisLockStore wants it alphanumeric
+LOCK_STORE_CLASS = "rsft_plugin.rasa.lock_store.SerialRedisLockStore"  # Rasa's RedisLockStore, made atomic
 
 
 @dataclass
@@ -216,7 +218,7 @@ def scaled_endpoints(bot_endpoints: Path, action_url: str, tracker_url: str, red
         lines.append(f"  username: {unquote(tracker.username)}")
     if tracker.password:
         lines.append(f"  password: ${{{TRACKER_PASSWORD_ENV}}}")
-    lines += ["lock_store:", "  type: redis", f"  url: {redis.hostname or '127.0.0.1'}",
+    lines += ["lock_store:", f"  type: {LOCK_STORE_CLASS}", f"  url: {redis.hostname or '127.0.0.1'}",
               f"  port: {redis.port or 6379}", f"  db: {redis.path.lstrip('/') or '1'}",
               f"  key_prefix: {LOCK_KEY_PREFIX}"]
     text = "\n".join(lines) + "\n"

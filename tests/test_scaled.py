@@ -11,6 +11,7 @@ import json
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -27,7 +28,7 @@ from rsft_plugin.log import open_postgres
 from rsft_plugin.scaled import ScaledStack, haproxy_configuration, scaled_endpoints
 from rsft_plugin.supervision import LaunchError
 
-from .conftest import start_stack, write_config
+from .conftest import REPO, start_stack, write_config
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -96,14 +97,68 @@ def test_the_generated_endpoints_and_load_balancer_name_every_backend_and_no_pas
     assert endpoints["tracker_store"] == {"type": "SQL", "dialect": "postgresql", "url": "db", "port": 5432,
                                           "db": "rasa_tracker", "username": "rsft",
                                           "password": "${RSFT_TRACKER_PASSWORD}"}
-    assert endpoints["lock_store"] == {"type": "redis", "url": "127.0.0.1", "port": 6380, "db": 1,
-                                       "key_prefix": "rsft"}
+    assert endpoints["lock_store"] == {"type": "rsft_plugin.rasa.lock_store.SerialRedisLockStore",
+                                       "url": "127.0.0.1", "port": 6380, "db": 1, "key_prefix": "rsft"}
     assert endpoints["nlg"] == {"url": "http://nlg.example/"}  # the bot's other sections are kept
     haproxy = haproxy_configuration("127.0.0.1", 5005, 5055, [5105, 5106], [5155, 5156, 5157])
     for port in (5105, 5106, 5155, 5156, 5157):
         assert f"127.0.0.1:{port} check" in haproxy
     assert "bind 127.0.0.1:5005" in haproxy and "bind 127.0.0.1:5055" in haproxy
     assert "option httpchk GET /health" in haproxy and "option redispatch" in haproxy
+
+
+_ISSUE_TICKETS = """
+import json, pathlib, sys, time
+from rasa.core.lock_store import RedisLockStore
+from rasa.utils.endpoints import EndpointConfig
+from rsft_plugin.rasa.lock_store import SerialRedisLockStore
+port, kind, go = int(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3])
+config = EndpointConfig(url="127.0.0.1", port=port, db=1, key_prefix=kind)
+store = SerialRedisLockStore(config) if kind == "serial" else RedisLockStore("127.0.0.1", port, 1, key_prefix=kind)
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.001)
+print(json.dumps([store.issue_ticket("one-conversation") for _ in range(25)]), flush=True)
+"""
+
+
+def _tickets_issued_at_once(kind: str, port: int, tmp_path: Path, processes: int = 4) -> list[int]:
+    """The ticket numbers `processes` Rasa-Python processes got, issuing 25 each for one conversation at once."""
+    from rsft_plugin.launcher import _rasa_env
+    from rsft_plugin.rasa import rasa_pythonpath
+
+    go = tmp_path / f"go-{kind}"
+    env = {**_rasa_env(), "PYTHONPATH": rasa_pythonpath()}
+    issuers = [subprocess.Popen([str(REPO / ".venv-rasa" / "bin" / "python"), "-c", _ISSUE_TICKETS, str(port), kind,
+                                 str(go)], stdout=subprocess.PIPE, text=True, env=env) for _ in range(processes)]
+    try:
+        for issuer in issuers:
+            assert issuer.stdout.readline().strip() == "ready"
+        go.touch()
+        return [ticket for issuer in issuers for ticket in json.loads(issuer.stdout.readline())]
+    finally:
+        for issuer in issuers:
+            issuer.kill()
+            issuer.wait()
+
+
+def test_tickets_issued_at_once_by_several_rasa_processes_are_all_distinct(tmp_path):
+    """The lock store the scaled Rasa processes use gives every message its own ticket however many processes ask
+    at once (Rasa's own RedisLockStore reads, changes and writes the lock in three steps, so two processes can get
+    the same ticket and then process their messages at the same time; printed for comparison)."""
+    port = free_port()
+    redis = subprocess.Popen(["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    try:
+        _until(lambda: not _is_free(port), 30, "redis-server listening")
+        serial = _tickets_issued_at_once("serial", port, tmp_path)
+        plain = _tickets_issued_at_once("plain", port, tmp_path)
+    finally:
+        redis.kill()
+        redis.wait()
+    print(f"\n100 tickets at once: {len(set(serial))} distinct with SerialRedisLockStore, {len(set(plain))} with "
+          "Rasa's RedisLockStore")
+    assert sorted(serial) == list(range(len(serial))) and len(serial) == 100
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +218,10 @@ def test_one_conversations_concurrent_messages_are_processed_in_order_across_ras
     the same conversation at once: each loads the tracker, appends its message and answer, and saves only the
     events past the count it loaded, so concurrent messages overwrite each other. Checked once by hand on this
     stack with the lock store removed from the endpoints: in three tries all nine messages got a 200 but only 5,
-    6 and 5 of them reached the tracker, so the first check below fails. The endpoints every Rasa reads name the
-    Redis lock store, and Redis saw the locks being taken (the last checks)."""
+    6 and 5 of them reached the tracker, so the first check below fails. With Rasa's own RedisLockStore (not
+    atomic, see rsft_plugin/rasa/lock_store.py) once in five runs had two messages processed at once and the
+    last check of the order failed. The endpoints every Rasa reads name our lock store, and Redis saw the locks
+    being taken (the last checks)."""
     sender = "order-1"
     targets = [scaled.backend_url("rasa-1"), scaled.backend_url("rasa-2"), scaled.rasa_url] * 3
     messages = [f"{QUESTIONS[n % len(QUESTIONS)]} please, message {n}" for n in range(len(targets))]
@@ -192,7 +249,8 @@ def test_one_conversations_concurrent_messages_are_processed_in_order_across_ras
     assert [turn.user_text for turn in log.conversation(sender)] == [cycle["text"] for cycle in cycles]
 
     endpoints = (scaled.log_dir / "endpoints.yml").read_text()
-    assert "lock_store:\n  type: redis" in endpoints and "dialect: postgresql" in endpoints
+    assert "lock_store:\n  type: rsft_plugin.rasa.lock_store.SerialRedisLockStore" in endpoints
+    assert "dialect: postgresql" in endpoints
     redis_after = _redis_commands(scaled.config.scale.redis_port)
     assert redis_after.get("set", 0) - redis_before.get("set", 0) >= len(messages)  # a lock per message at least
 
