@@ -10,15 +10,18 @@ PY310 := $(call find_python,3.10)
 PY311 := $(call find_python,3.11)
 PIP_QUIET := --quiet --progress-bar off
 
-.PHONY: help run test venvs lint clean-run load-test bench-quality bench-speed bench-smoke bench-oos bench-feedback postgres-server
+.PHONY: help run run-scaled test venvs lint clean-run load-test bench-quality bench-speed bench-smoke bench-oos bench-feedback \
+	bench-scaled postgres-server scale-servers
 help:
 	@echo "make run    start the assistant (Rasa + actions + chat page); Ctrl-C stops it"
+	@echo "make run-scaled  the same as several Rasa and action servers behind HAProxy, PostgreSQL + Redis (docs/scaling.md)"
 	@echo "make test   run the whole test suite"
 	@echo "make lint   ruff"
 	@echo "make bench-quality  accuracy from ratings vs baselines and Rasa (~70 min; docs/benchmarks.md)"
 	@echo "make bench-speed    latency, throughput, long conversations, hot swap, one round (~6 min; docs/benchmarks.md)"
 	@echo "make bench-feedback choices and implicit signals vs ratings alone, 3 seeds (docs/benchmarks.md)"
 	@echo "make bench-oos      out-of-scope caught vs in-scope refused per model.min_score (~1 min)"
+	@echo "make bench-scaled   100 customers through the scaled stack, and throughput single vs scaled (~10 min)"
 	@echo "make bench-smoke    the benchmarks at toy sizes, with checks (part of make test)"
 	@echo "make load-test  50 customers for 2 minutes over REST (make test runs 15 s)"
 
@@ -44,6 +47,9 @@ venvs: .venv/.installed .venv-rasa/.installed
 run: venvs
 	.venv/bin/rsft serve
 
+run-scaled: venvs postgres-server scale-servers
+	.venv/bin/rsft serve --scale
+
 # The browser tests drive Debian's Chromium through Playwright (which never downloads a browser here); the emoji
 # font makes 👍/👎 render in screenshots. Installed on first `make test` (as root, like the rest of setup).
 BROWSER := /usr/bin/chromium
@@ -57,8 +63,14 @@ postgres-server:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		{ apt-get update && apt-get install -y --no-install-recommends postgresql; }
 
+# `rsft serve --scale` (and its tests) run Rasa's lock store in Debian's redis-server and the load balancer in its
+# HAProxy (installed when missing). Rasa's Redis and PostgreSQL clients come with rasa itself (redis, psycopg2-binary).
+scale-servers:
+	@test -x /usr/sbin/haproxy -a -x /usr/bin/redis-server || \
+		{ apt-get update && apt-get install -y --no-install-recommends haproxy redis-server; }
+
 # lint and bench-smoke first, so that pytest's summary is the last line CI reads.
-test: venvs $(BROWSER) $(EMOJI_FONT) postgres-server
+test: venvs $(BROWSER) $(EMOJI_FONT) postgres-server scale-servers
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory bench-smoke
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
@@ -88,6 +100,10 @@ bench-feedback: venvs
 
 bench-oos: venvs
 	.venv/bin/python -m bench.out_of_scope --out bench/results
+	.venv/bin/python -m bench.report
+
+bench-scaled: venvs postgres-server scale-servers
+	.venv/bin/python -m bench.scaled --out bench/results
 	.venv/bin/python -m bench.report
 
 bench-smoke: venvs

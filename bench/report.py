@@ -293,6 +293,32 @@ def feedback_markdown(result: dict[str, Any], image_prefix: str) -> str:
     return "\n".join(lines)
 
 
+def scaled_markdown(result: dict[str, Any], _image_prefix: str) -> str:
+    """bench/scaled.py: back-to-back throughput single vs scaled, then simulated customers through HAProxy."""
+    sizes = result["meta"]["params"]
+    single, scaled = result["single"], result["scaled"]
+    rows = [[label, str(side["throughput"]["users"]), num(side["throughput"]["messages_per_second"]),
+             num(side["throughput"]["ms"].get("p50"), 0), num(side["throughput"]["ms"].get("p99"), 0),
+             str(side["throughput"]["failed"]), num(side["start_seconds"], 0)]
+            for label, side in (("one Rasa + one action server (SQLite)", single),
+                                (f"{sizes['rasa_servers']} Rasa + {sizes['action_servers']} action servers behind "
+                                 "HAProxy (PostgreSQL, Redis)", scaled))]
+    lines = [_meta_line(result["meta"]), "", "**Back-to-back throughput** (no think time):", ""]
+    lines += _table(["stack", "users", "messages/s", "p50 ms", "p99 ms", "failed", "start s"], rows, "lrrrrrr")
+    lines += ["", f"Scaled / single: **{num(result.get('throughput_scaled_over_single'), 2)}×**.", ""]
+    shown = scaled.get("customers")
+    if shown:
+        lines += [f"**{shown['customers']} customers** through the load balancer for {num(shown['seconds'], 0)} s, "
+                  f"{num(shown['think_seconds'])} s think time before each rating and each next question:", ""]
+        lines += _table(["requests", "per s", "p50 ms", "p95 ms", "p99 ms", "5xx", "no response", "answers shown",
+                         "turns lost", "ratings lost"],
+                        [[str(shown["requests"]), num(shown["requests_per_second"]), num(shown["ms"].get("p50"), 0),
+                          num(shown["ms"].get("p95"), 0), num(shown["ms"].get("p99"), 0), str(shown["http_5xx"]),
+                          str(shown["no_response"]), str(shown["answers_shown"]), str(shown["turns_lost"]),
+                          str(shown["ratings_lost"])]], "r" * 10)
+    return "\n".join(lines)
+
+
 def render_into(doc: str, section: str, body: str) -> str:
     start, end = f"<!-- bench:{section}:start -->", f"<!-- bench:{section}:end -->"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
@@ -340,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     prefix = "../bench/results/" if args.out is None else ""
     bodies = {}
     for section, render in (("quality", quality_markdown), ("speed", speed_markdown),
-                            ("out_of_scope", out_of_scope_markdown), ("feedback", feedback_markdown)):
+                            ("out_of_scope", out_of_scope_markdown), ("feedback", feedback_markdown),
+                            ("scaled", scaled_markdown)):
         path = args.results / f"{section}.json"
         if path.exists():
             bodies[section] = render(json.loads(path.read_text(encoding="utf-8")), prefix)

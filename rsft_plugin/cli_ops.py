@@ -13,24 +13,29 @@ from .cli_common import _config, _fail_cleanly, _parts, main
 
 
 @main.command("serve")
+@click.option("--scale", is_flag=True, help="Several Rasa and action servers behind HAProxy, with PostgreSQL and "
+                                            "Redis (rsft.yml's scale section; docs/scaling.md).")
 @click.pass_context
 @_fail_cleanly
-def serve_command(ctx: click.Context) -> None:
+def serve_command(ctx: click.Context, scale: bool) -> None:
     """Start Rasa, the action server and the chat page; Ctrl-C stops all of them (this is `make run`).
 
     A server that dies is restarted (see `rsft status`); serve exits non-zero only when one keeps dying.
 
     Trains the Rasa model first when bot/ changed, and creates the first model version when there is none.
+    With --scale (`make run-scaled`): scale.rasa_servers Rasa and scale.action_servers action servers behind a
+    load balancer on the same ports, the log and Rasa's trackers in PostgreSQL, Rasa's lock store in Redis.
 
-    Example: rsft serve
+    Example: rsft serve --scale
     """
     from .launcher import Stack
     from .log import describe_log
+    from .scaled import ScaledStack
     from .versions import create_initial_version
 
     config = _config(ctx)
     create_initial_version(_parts(ctx))
-    stack = Stack(config)
+    stack = ScaledStack(config) if scale else Stack(config)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the servers like Ctrl-C does
     try:
         stack.start()
@@ -40,7 +45,7 @@ def serve_command(ctx: click.Context) -> None:
                    f"  Operator console:         {stack.web_url}/console\n"
                    f"  Operator token:           {describe_source(config.paths.run_dir, OPERATOR_TOKEN)}\n"
                    f"  Rasa REST channel:        {stack.rasa_url}/webhooks/rest/webhook\n"
-                   f"  Plugin log:               {describe_log(config)}\n"
+                   f"  Plugin log:               {stack.describe_log() if scale else describe_log(config)}\n"
                    f"  Server logs:              {stack.log_dir}\n\n  Ctrl-C stops everything.\n")
         raise click.ClickException(stack.wait())  # only when a server's restart budget is spent
     except KeyboardInterrupt:

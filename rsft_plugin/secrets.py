@@ -14,6 +14,7 @@ from pathlib import Path
 RASA_TOKEN = ("rasa-token", "RSFT_RASA_TOKEN")
 OPERATOR_TOKEN = ("operator-token", "RSFT_OPERATOR_TOKEN")
 ACTION_TOKEN = ("action-token", "RSFT_ACTION_TOKEN")  # Rasa -> action server (header X-Rsft-Action-Token)
+POSTGRES_PASSWORD = ("postgres-password", "RSFT_POSTGRES_PASSWORD")  # the private PostgreSQL of `rsft serve --scale`
 
 
 def get_secret(run_dir: Path, which: tuple[str, str]) -> str:

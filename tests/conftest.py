@@ -128,10 +128,11 @@ def fed(tmp_path, pretrained):
 
 
 def start_stack(directory: Path, pretrained: ResponseModel, before_start=None, server: dict | None = None,
-                **sections: dict):
+                stack_class=None, **sections: dict):
     """Rasa + action server + web on free ports, serving `pretrained` from `directory` (the caller stops it).
 
     `before_start(config)` runs once the model is live and before the servers start (to log earlier traffic).
+    `stack_class`: `Stack` by default; `ScaledStack` for `rsft serve --scale`.
     """
     from rsft_plugin.launcher import Stack, free_port
 
@@ -141,7 +142,7 @@ def start_stack(directory: Path, pretrained: ResponseModel, before_start=None, s
     registry.set_live(registry.publish(pretrained, notes="pretrained").name, "test stack")
     if before_start is not None:
         before_start(config)
-    stack = Stack(config, log_dir=directory / "logs")
+    stack = (stack_class or Stack)(config, log_dir=directory / "logs")
     stack.start()
     return stack
 

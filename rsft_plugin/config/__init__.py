@@ -4,8 +4,8 @@ The sections live in `service.py` (paths, model, servers, console, worker, priva
 `loop.py` (the round's stages) and `generative.py` (the writer of the generative kind); this module reads the
 file, applies overrides and builds `Config`.
 
-Precedence: dataclass defaults < rsft.yml < command-line overrides. Unknown sections or keys are an error
-that names the valid ones, so a typo never silently falls back to a default.
+Precedence: dataclass defaults < rsft.yml < $RSFT_LOG_URL (log.url only) < command-line overrides. Unknown sections
+or keys are an error that names the valid ones, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -32,21 +32,25 @@ from .service import (
     ModelConfig,
     PathsConfig,
     PrivacyConfig,
+    ScaleConfig,
     ServerConfig,
     WorkerConfig,
 )
 
 __all__ = [
-    "CONFIG_ENV", "CollectConfig", "Config", "ConfigError", "ConsoleConfig", "FeedbackConfig", "FinetuneConfig",
-    "GateConfig", "GenerativeConfig",
-    "GuardConfig", "HandoffConfig", "LogConfig", "ModelConfig", "PathsConfig", "PrivacyConfig", "RejectConfig",
-    "LoraTraining", "SampleConfig", "ScoreConfig", "ServerConfig", "WorkerConfig", "WriterSettings",
+    "CONFIG_ENV", "LOG_URL_ENV", "CollectConfig", "Config", "ConfigError", "ConsoleConfig", "FeedbackConfig",
+    "FinetuneConfig", "GateConfig", "GenerativeConfig",
+    "GuardConfig", "HandoffConfig", "LogConfig", "LoraTraining", "ModelConfig", "PathsConfig", "PrivacyConfig",
+    "RejectConfig", "SampleConfig", "ScaleConfig", "ScoreConfig", "ServerConfig", "WorkerConfig", "WriterSettings",
     "default_config_path", "load_config",
     "merge_overrides", "parse_overrides",
     "settings_as_yaml",
 ]
 
 CONFIG_ENV = "RSFT_CONFIG"
+# `rsft serve --scale` hands its servers the private PostgreSQL log this way (the URL holds a password, so never a
+# file or a command line); it overrides log.url of the file and is overridden by command-line flags.
+LOG_URL_ENV = "RSFT_LOG_URL"
 DEFAULT_CONFIG_NAME = "rsft.yml"
 
 
@@ -56,6 +60,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -101,6 +106,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, A
     elif path is not None:
         raise ConfigError(f"config file {config_path} does not exist")
     merged = {name: dict(value) if isinstance(value, dict) else value for name, value in raw.items()}
+    if os.environ.get(LOG_URL_ENV) and isinstance(merged.get("log") or {}, dict):
+        merged["log"] = {**(merged.get("log") or {}), "url": os.environ[LOG_URL_ENV]}
     for section, values in (overrides or {}).items():
         given = {k: v for k, v in values.items() if v is not None}
         if given:

@@ -1,4 +1,4 @@
-"""The sections that run the service: paths, log, model, servers, console, worker, privacy, hand-off, feedback,
+"""The sections that run the service: paths, log, model, servers, scale, console, worker, privacy, hand-off, feedback,
 live guard."""
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ class PathsConfig:
     tracker_db: Path = _help("Rasa's own tracker store (a separate SQLite file).", Path("var/rasa-tracker.db"))
     run_dir: Path = _help("Secrets, trained Rasa models and logs of `make run`.", Path("var/run"))
     rounds_dir: Path = _help("Round reports (JSON and PNG plots).", Path("var/rounds"))
+    postgres_dir: Path = _help("The private PostgreSQL of `rsft serve --scale` when log.url is empty (its user, "
+                               "not root, must be able to reach it).", Path("var/postgres"))
     bot_dir: Path = _help("The Rasa project.", Path("bot"))
     rasa_bin: Path = _help("The `rasa` executable of the Python 3.10 environment.", Path(".venv-rasa/bin/rasa"))
 
@@ -118,6 +120,44 @@ class ServerConfig:
         _check(self.restart_budget >= 0, "server", "restart_budget", "must be >= 0")
         _check(self.restart_window_seconds > 0, "server", "restart_window_seconds", "must be > 0")
         _check(self.session_max_turns >= 0, "server", "session_max_turns", "must be >= 0 (0 turns it off)")
+
+
+@dataclass
+class ScaleConfig:
+    """`rsft serve --scale`: several Rasa and action servers behind HAProxy, with PostgreSQL and Redis.
+
+    The load balancer listens on server.rasa_port and server.action_port (what one process of each listens on
+    without --scale), so the chat page, the console and `rsft simulate` need no other URL.
+    """
+
+    rasa_servers: int = _help("Rasa server processes behind the load balancer.", 2)
+    action_servers: int = _help("Action server processes behind the load balancer.", 2)
+    rasa_ports_from: int = _help("Rasa server i (1..rasa_servers) listens on rasa_ports_from + i - 1.", 5105)
+    action_ports_from: int = _help("Action server i listens on action_ports_from + i - 1.", 5155)
+    redis_url: str = _help("Rasa's lock store, redis://HOST:PORT/DB, without a password (empty: start redis-server "
+                           "on redis_port).", "")
+    redis_port: int = _help("Port of the redis-server --scale starts when redis_url is empty.", 6380)
+    postgres_port: int = _help("Port of the private PostgreSQL --scale starts (in paths.run_dir/postgres) when "
+                               "log.url is empty; it holds the log and Rasa's trackers.", 5433)
+    tracker_url: str = field(default="", metadata={
+        "help": "Rasa's tracker store, postgresql://USER:PASSWORD@HOST:PORT/DB (empty: the database rasa_tracker on "
+                "the private server, or log.url's own database when log.url is set).", "shown": redact_url})
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.rasa_servers <= 32, "scale", "rasa_servers", "must be between 1 and 32")
+        _check(1 <= self.action_servers <= 32, "scale", "action_servers", "must be between 1 and 32")
+        for key in ("rasa_ports_from", "action_ports_from", "redis_port", "postgres_port"):
+            _check(1024 <= getattr(self, key) <= 65000, "scale", key, "must be a TCP port in 1024..65000")
+        _check(self.redis_url == "" or (self.redis_url.startswith("redis://") and "@" not in self.redis_url),
+               "scale", "redis_url", "must be empty (start redis-server) or a redis://HOST:PORT/DB URL (no password)")
+        _check(self.tracker_url == "" or self.tracker_url.startswith(POSTGRES_SCHEMES), "scale", "tracker_url",
+               f"must be empty or a URL starting with {POSTGRES_SCHEMES[0]} (got {redact_url(self.tracker_url)!r})")
+
+    def ports(self) -> dict[str, list[int]]:
+        """The ports every backend and private server of the scaled stack takes."""
+        return {"rasa": [self.rasa_ports_from + i for i in range(self.rasa_servers)],
+                "actions": [self.action_ports_from + i for i in range(self.action_servers)],
+                "redis": [self.redis_port] if not self.redis_url else [], "postgres": [self.postgres_port]}
 
 
 @dataclass
