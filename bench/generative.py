@@ -60,7 +60,7 @@ SMOKE = {"prompts": 4, "rounds": 1, "k": 2, "new_tokens": 8, "eval": 3, "golden"
 # (a written paraphrase of a trusted answer has a lower cosine to it than the answer itself).
 SECTIONS = {"collect": {"min_prompts": 2, "gate_fraction": 0.0, "replay": 0}, "reject": {
     "rule": "threshold", "r_min": 0.0, "min_accepted": 1},
-    "finetune": {"val_fraction": 0.0, "max_epochs": 1}, "gate": ALWAYS_PROMOTE}
+    "finetune": {"val_fraction": 0.0, "max_epochs": 1}, "gate": {**ALWAYS_PROMOTE, "writer_worse_level": 0.0}}
 RETRIEVAL_SECTIONS = {"collect": {"min_prompts": 2, "replay": 0}, "reject": {"min_accepted": 3}}
 
 
@@ -111,12 +111,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(sizes: dict[str, Any], sections: dict[str, Any], seed: int, datasets_dir: Path, work: Path) -> dict[str, Any]:
+    from rsft_plugin.config import load_config
     from rsft_plugin.generative.checkpoint import ensure_checkpoint
     from rsft_plugin.generative.policy import GenerativePolicy, base_cache
     from rsft_plugin.generative.settings import LoraTraining, WriterSettings
     from rsft_plugin.generative.writer import Writer
     from rsft_plugin.models import load_version, pretrained_policy
-    from rsft_plugin.models.registry import Registry
+    from rsft_plugin.parts import build_parts
 
     rounds = sizes["rounds"]
     bitext = load_dataset("bitext", datasets_dir, sizes["prompts"] * rounds, sizes["eval"], seed)
@@ -135,7 +136,8 @@ def run(sizes: dict[str, Any], sections: dict[str, Any], seed: int, datasets_dir
     log(f"retrieval arm: {rounds} rounds × {sizes['prompts']} questions, {sizes['noise']:.0%} wrong ratings")
     retrieval: dict[str, Any] = {"before": measure_all(fixed["bitext"])}
     retrieval["rounds"] = bench.rounds("statistical", sizes["noise"])["rounds"]
-    tuned = load_version(Registry(work / f"statistical-{sizes['noise']:g}" / "models").live_path(), model_config)
+    with build_parts(load_config(work / f"statistical-{sizes['noise']:g}" / "rsft.yml")) as parts:
+        tuned = load_version(parts.registry.live_path(), model_config)
     retrieval["after"] = measure_all(tuned)
     log(f"retrieval: before {_line(retrieval['before'])}; after {_line(retrieval['after'])}")
 
