@@ -10,7 +10,7 @@ PY310 := $(call find_python,3.10)
 PY311 := $(call find_python,3.11)
 PIP_QUIET := --quiet --progress-bar off
 
-.PHONY: help run test venvs lint clean-run load-test bench-quality bench-speed bench-smoke bench-oos bench-feedback postgres-server
+.PHONY: help run test venvs lint clean-run load-test bench-quality bench-speed bench-smoke bench-oos bench-feedback bench-generative postgres-server
 help:
 	@echo "make run    start the assistant (Rasa + actions + chat page); Ctrl-C stops it"
 	@echo "make test   run the whole test suite"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-quality  accuracy from ratings vs baselines and Rasa (~70 min; docs/benchmarks.md)"
 	@echo "make bench-speed    latency, throughput, long conversations, hot swap, one round (~6 min; docs/benchmarks.md)"
 	@echo "make bench-feedback choices and implicit signals vs ratings alone, 3 seeds (docs/benchmarks.md)"
+	@echo "make bench-generative  the writer vs retrieval from noisy ratings, seconds per stage (~35 min; docs/benchmarks.md)"
 	@echo "make bench-oos      out-of-scope caught vs in-scope refused per model.min_score (~1 min)"
 	@echo "make bench-smoke    the benchmarks at toy sizes, with checks (part of make test)"
 	@echo "make load-test  50 customers for 2 minutes over REST (make test runs 15 s)"
@@ -86,6 +87,10 @@ bench-feedback: venvs
 	.venv/bin/python -m bench.feedback --datasets $(BENCH_DATASETS) --jobs $(BENCH_JOBS) --out bench/results
 	.venv/bin/python -m bench.report
 
+bench-generative: venvs
+	.venv/bin/python -m bench.generative --datasets $(BENCH_DATASETS) --out bench/results
+	.venv/bin/python -m bench.report
+
 bench-oos: venvs
 	.venv/bin/python -m bench.out_of_scope --out bench/results
 	.venv/bin/python -m bench.report
@@ -96,4 +101,5 @@ bench-smoke: venvs
 	.venv/bin/python -m bench.speed --smoke --datasets $(BENCH_DATASETS) --out var/bench-smoke
 	.venv/bin/python -m bench.out_of_scope --smoke --out var/bench-smoke
 	.venv/bin/python -m bench.feedback --smoke --datasets $(BENCH_DATASETS) --jobs $(BENCH_JOBS) --out var/bench-smoke
+	.venv/bin/python -m bench.generative --smoke --datasets $(BENCH_DATASETS) --out var/bench-smoke
 	.venv/bin/python -m bench.report --results var/bench-smoke --out var/bench-smoke/tables.md

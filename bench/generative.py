@@ -52,7 +52,8 @@ from .common import (
 )
 from .quality import ALWAYS_PROMOTE, _DatasetBench, _merge
 
-FULL = {"prompts": 24, "rounds": 3, "k": 4, "new_tokens": 32, "eval": 24, "golden": 24, "gate_questions": 12,
+# The committed run's sizes (2 shared cores, <= 35 min); the targets need 3 rounds x 200 prompts.
+FULL = {"prompts": 20, "rounds": 2, "k": 4, "new_tokens": 32, "eval": 20, "golden": 20, "gate_questions": 10,
         "noise": 0.2, "grounding": 1, "s_min": 0.5}
 SMOKE = {"prompts": 4, "rounds": 1, "k": 2, "new_tokens": 8, "eval": 3, "golden": 3, "gate_questions": 2,
          "noise": 0.2, "grounding": 1, "s_min": 0.0}
