@@ -18,7 +18,7 @@ help:
 	@echo "make bench-quality  accuracy from ratings vs baselines and Rasa (~70 min; docs/benchmarks.md)"
 	@echo "make bench-speed    latency, throughput, long conversations, hot swap, one round (~6 min; docs/benchmarks.md)"
 	@echo "make bench-feedback choices and implicit signals vs ratings alone, 3 seeds (docs/benchmarks.md)"
-	@echo "make bench-generative  the writer vs retrieval from noisy ratings, seconds per stage (~35 min; docs/benchmarks.md)"
+	@echo "make bench-generative  the writer vs retrieval from noisy ratings, seconds per stage (~15-30 min; docs/benchmarks.md)"
 	@echo "make bench-oos      out-of-scope caught vs in-scope refused per model.min_score (~1 min)"
 	@echo "make bench-smoke    the benchmarks at toy sizes, with checks (part of make test)"
 	@echo "make load-test  50 customers for 2 minutes over REST (make test runs 15 s)"

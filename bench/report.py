@@ -331,6 +331,11 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
     lines += _table(["round", "status", "prompts", "candidates", "accepted", "unfaithful", "sample s", "score s",
                      "finetune s", "gate s", "round s", "sampling tok/s", "training tok/s", "peak RSS MB",
                      "default gate"], rows, "ll" + "r" * 12 + "l")
+    verdicts = [(r["round"], r["default_gate"]["default"]) for r in result["generative"]["rounds"]
+                if r.get("default_gate")]
+    if verdicts:
+        lines += ["", "The product's default gate on each round's recorded evidence:", ""]
+        lines += [f"* round {n}: {'promote' if v['promote'] else 'keep'} — {v['reason']}" for n, v in verdicts]
     return "\n".join(lines)
 
 

@@ -40,7 +40,7 @@ def test_significantly_better_topic_correctness_promotes_with_its_numbers():
     live = same(20, topic=False)
     result = verdict(live, changed(live, 8, topic_right=True))
     assert result.promote, result.reason
-    assert "topic-correct better: topic-correct 0.0% -> 40.0%, 8 better, 0 worse of the 8 changed (of 20)" in \
+    assert "better on one (topic-correct): topic-correct 0.0% -> 40.0%, 8 better, 0 worse of the 8 changed (of 20)" in \
         result.reason
     assert "exact McNemar one-sided p (better) = 0.00391, Holm-adjusted over the three measures p = 0.0117" in \
         result.reason
@@ -67,7 +67,7 @@ def test_similarity_uses_the_sign_test_and_needs_the_mean_to_rise():
     live = same(12, similarity=0.5)
     closer = changed(live, 10, similarity=0.6)  # 10 closer of 10 changed: p = 1/1024
     result = verdict(live, closer)
-    assert result.promote and "similarity better: mean similarity 0.500 -> 0.583, 10 closer, 0 further" in \
+    assert result.promote and "better on one (similarity): mean similarity 0.500 -> 0.583, 10 closer, 0 further" in \
         result.reason and "sign test" in result.reason
     # 10 replies a little closer, 2 much further: most are closer but the mean fell -> not "better"
     mixed = [WrittenOutcome(True, 0.52, True, False)] * 10 + [WrittenOutcome(True, 0.0, True, False)] * 2

@@ -125,6 +125,6 @@ def describe_written(check: CheckOutcome) -> str:
     text = (f"{values}, {changed}: {test} one-sided p (better) = {check.p_value:.3g}, Holm-adjusted over the three "
             f"measures p = {check.adjusted_p:.3g}")
     if check.passed:
-        return f"{measure} better: {text} <= level {check.level:g}"
+        return f"better on one ({measure}): {text} <= level {check.level:g}"
     return f"the written better-on-one test failed: no measure significantly better; best is {text} > level " \
            f"{check.level:g}"
