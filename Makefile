@@ -11,7 +11,7 @@ PY311 := $(call find_python,3.11)
 PIP_QUIET := --quiet --progress-bar off
 
 .PHONY: help run run-scaled test venvs lint clean-run load-test bench-quality bench-speed bench-smoke bench-oos bench-feedback \
-	bench-scaled postgres-server scale-servers
+	bench-generative bench-scaled postgres-server scale-servers
 help:
 	@echo "make run    start the assistant (Rasa + actions + chat page); Ctrl-C stops it"
 	@echo "make run-scaled  the same as several Rasa and action servers behind HAProxy, PostgreSQL + Redis (docs/scaling.md)"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench-quality  accuracy from ratings vs baselines and Rasa (~70 min; docs/benchmarks.md)"
 	@echo "make bench-speed    latency, throughput, long conversations, hot swap, one round (~6 min; docs/benchmarks.md)"
 	@echo "make bench-feedback choices and implicit signals vs ratings alone, 3 seeds (docs/benchmarks.md)"
+	@echo "make bench-generative  the writer vs retrieval from noisy ratings, seconds per stage (~15-30 min; docs/benchmarks.md)"
 	@echo "make bench-oos      out-of-scope caught vs in-scope refused per model.min_score (~1 min)"
 	@echo "make bench-scaled   100 customers through the scaled stack, and throughput single vs scaled (~10 min)"
 	@echo "make bench-smoke    the benchmarks at toy sizes, with checks (part of make test)"
@@ -98,6 +99,10 @@ bench-feedback: venvs
 	.venv/bin/python -m bench.feedback --datasets $(BENCH_DATASETS) --jobs $(BENCH_JOBS) --out bench/results
 	.venv/bin/python -m bench.report
 
+bench-generative: venvs
+	.venv/bin/python -m bench.generative --datasets $(BENCH_DATASETS) --out bench/results
+	.venv/bin/python -m bench.report
+
 bench-oos: venvs
 	.venv/bin/python -m bench.out_of_scope --out bench/results
 	.venv/bin/python -m bench.report
@@ -112,4 +117,5 @@ bench-smoke: venvs
 	.venv/bin/python -m bench.speed --smoke --datasets $(BENCH_DATASETS) --out var/bench-smoke
 	.venv/bin/python -m bench.out_of_scope --smoke --out var/bench-smoke
 	.venv/bin/python -m bench.feedback --smoke --datasets $(BENCH_DATASETS) --jobs $(BENCH_JOBS) --out var/bench-smoke
+	.venv/bin/python -m bench.generative --smoke --datasets $(BENCH_DATASETS) --out var/bench-smoke
 	.venv/bin/python -m bench.report --results var/bench-smoke --out var/bench-smoke/tables.md

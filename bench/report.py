@@ -4,8 +4,8 @@
     python -m bench.report --results DIR --out tables.md      # render to a file of its own (bench-smoke)
 
 Only the regions between `<!-- bench:quality:start -->` / `<!-- bench:quality:end -->` (and the same for
-`speed` and `out_of_scope`) are replaced; the prose around them is written by hand. Numbers are never typed
-in: they come from the JSON the benchmarks wrote.
+`speed`, `out_of_scope`, `feedback` and `generative`) are replaced; the prose around them is written by hand.
+Numbers are never typed in: they come from the JSON the benchmarks wrote.
 """
 
 from __future__ import annotations
@@ -319,6 +319,52 @@ def scaled_markdown(result: dict[str, Any], _image_prefix: str) -> str:
     return "\n".join(lines)
 
 
+def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
+    """The writer vs retrieval before and after the rounds (three measures on bitext and golden), then each
+    generative round's cost by stage, tokens/s and peak memory."""
+    sizes, sections = result["meta"]["params"]["sizes"], result["meta"]["params"]["sections"]
+    rounds = sizes["rounds"]
+    lines = [_meta_line(result["meta"]), "",
+             f"{rounds} round(s) × {sizes['prompts']} bitext prompts, K = {sizes['k']} written replies of ≤ "
+             f"{sizes['new_tokens']} new tokens, {sizes['grounding']} grounding answer(s), {sizes['noise']:.0%} wrong "
+             f"ratings, reject `{sections['reject']['rule']}` (similarity ≥ {sections['reject']['s_min']}), one LoRA "
+             f"epoch, gate on {sizes['gate_questions']} held-out questions (always promotes; verdicts below). "
+             f"Measured on {sizes['eval']} bitext held-out and {sizes['golden']} golden held-out questions: "
+             "*topic* = topic-correct %, *sim* = mean similarity to the labelled answer (fixed MiniLM), *viol* = "
+             "faithfulness violations %, *fallb.* = grounding answer served instead (generation error / cut).", ""]
+    rows = []
+    for kind in ("retrieval", "generative"):
+        for when, label in (("before", "pretrained"), ("after", f"after {rounds} round(s)")):
+            numbers = result[kind][when]
+            row = [f"{kind}, {label}"]
+            for name in ("bitext", "golden"):
+                n = numbers[name]
+                row += [pct(n["topic_correct"]), num(n["similarity"], 3), pct(n["violations"])]
+            rows.append(row + [pct(numbers["bitext"].get("fallbacks"))])
+    lines += _table(["", "bitext topic", "sim", "viol", "golden topic", "sim", "viol", "fallb. (bitext)"], rows)
+    lines += ["", f"Generative rounds (peak RSS of the whole run {num(result['generative'].get('peak_rss_mb'), 0)} "
+                  "MB):", ""]
+    rows = []
+    for r in result["generative"]["rounds"]:
+        stage = r["stage_seconds"]
+        verdict = (r.get("default_gate") or {}).get("default", {})
+        rows.append([str(r["round"]), r["status"], str(r["prompts"]), str(r["candidates"]), str(r["accepted"]),
+                     str(r["rejected_unfaithful"]), *(num(stage.get(k), 0) for k in ("sample", "score", "finetune",
+                                                                                   "gate")),
+                     num(r["round_seconds"], 0), num(r["sampling_tokens_per_second"]),
+                     num(r["training_tokens_per_second"]), num(r["peak_rss_mb"], 0),
+                     {True: "promote", False: "keep"}.get(verdict.get("promote"), "–")])
+    lines += _table(["round", "status", "prompts", "candidates", "accepted", "unfaithful", "sample s", "score s",
+                     "finetune s", "gate s", "round s", "sampling tok/s", "training tok/s", "peak RSS MB",
+                     "default gate"], rows, "ll" + "r" * 12 + "l")
+    verdicts = [(r["round"], r["default_gate"]["default"]) for r in result["generative"]["rounds"]
+                if r.get("default_gate")]
+    if verdicts:
+        lines += ["", "The product's default gate on each round's recorded evidence:", ""]
+        lines += [f"* round {n}: {'promote' if v['promote'] else 'keep'} — {v['reason']}" for n, v in verdicts]
+    return "\n".join(lines)
+
+
 def render_into(doc: str, section: str, body: str) -> str:
     start, end = f"<!-- bench:{section}:start -->", f"<!-- bench:{section}:end -->"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
@@ -367,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     bodies = {}
     for section, render in (("quality", quality_markdown), ("speed", speed_markdown),
                             ("out_of_scope", out_of_scope_markdown), ("feedback", feedback_markdown),
-                            ("scaled", scaled_markdown)):
+                            ("scaled", scaled_markdown), ("generative", generative_markdown)):
         path = args.results / f"{section}.json"
         if path.exists():
             bodies[section] = render(json.loads(path.read_text(encoding="utf-8")), prefix)

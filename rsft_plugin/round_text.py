@@ -32,6 +32,8 @@ def describe_round(row: RoundRecord | None, round_id: int) -> str:
     if gate:
         lines.append(f"  held-out accuracy  {gate['live_accuracy']:.1%} (live) -> {gate['candidate_accuracy']:.1%} "
                      f"(candidate); kept-out ratings: {gate['rated_n']}")
+        if gate.get("written"):  # the generative kind: the three measures of both writers' replies
+            lines.append(f"  written replies    {written_line(gate['written'])}")
         for test in gate.get("tests", []):  # each paired test with its counts, p-value and level
             lines.append(f"  gate test          {test}")
     if row.stage_seconds:
@@ -44,6 +46,14 @@ def describe_round(row: RoundRecord | None, round_id: int) -> str:
     if row.report_dir:
         lines.append(f"  report             {row.report_dir} (report.json and PNG plots)")
     return "\n".join(lines)
+
+
+def written_line(written: dict) -> str:
+    """The written gate's three measures, live -> candidate, on its n held-out questions."""
+    live, candidate = written["live"], written["candidate"]
+    return (f"topic-correct {live['topic_correct']:.1%} -> {candidate['topic_correct']:.1%}, similarity "
+            f"{live['similarity']:.3f} -> {candidate['similarity']:.3f}, violations {live['violations']:.1%} -> "
+            f"{candidate['violations']:.1%} ({written['n']} held-out questions)")
 
 
 def history_lines(rounds: list[RoundRecord]) -> list[str]:

@@ -176,14 +176,16 @@ class _Round:
         with self._stage("gate"):
             heldout = load_golden(self.config.paths.golden, bank, "heldout")
             rated_slice = [t for t in self.store.rated_turns() if t.id in prompts.gate_turn_ids]
-            self.gate_result = gate(self.live, tuned.model, heldout, rated_slice, self.config.gate)
+            self.gate_result = gate(self.live, tuned.model, heldout, rated_slice, self.config.gate,
+                                    seed=self.config.sample.seed)
             self._note(gate=_gate_numbers(self.gate_result))
             self.echo(f"  gate: {'promote' if self.gate_result.promote else 'keep'} — {self.gate_result.reason}")
         with self._stage("promote"):
             if self.gate_result.promote:
                 info = promote(self.registry, tuned.model, self.live.name, self.round_id,
                                {"heldout_accuracy": round(self.gate_result.candidate_accuracy, 4),
-                                "heldout_n": len(heldout), "rule": self.config.reject.rule,
+                                "heldout_n": self.gate_result.evidence.heldout.n, "rule": self.config.reject.rule,
+                                **_written_numbers(self.gate_result),
                                 "accepted": len(self.outcome.accepted)},
                                notes=f"round {self.round_id}, {self.config.reject.rule} rule")
                 self.result.new_version = info.name
@@ -289,7 +291,15 @@ def _gate_numbers(result: GateResult) -> dict[str, Any]:
             "rated_live": result.rated_live, "rated_candidate": result.rated_candidate,
             "per_topic": result.per_topic, "evidence": result.evidence.to_dict(),
             "checks": [c.to_dict() for c in recorded], "tests": [describe(c) for c in recorded],
-            "topics_tested": len(topic_checks), "failed": [describe(c) for c in result.failed]}
+            "topics_tested": len(topic_checks), "failed": [describe(c) for c in result.failed],
+            **({"written": {"n": written.topic.n, "live": written.live, "candidate": written.candidate}}
+               if (written := result.evidence.written) else {})}
+
+
+def _written_numbers(result: GateResult) -> dict[str, Any]:
+    """A written gate's measures of the promoted writer, for its version's eval numbers."""
+    written = result.evidence.written
+    return {"written": dict(written.candidate)} if written else {}
 
 
 def _params(config: Config) -> dict[str, Any]:

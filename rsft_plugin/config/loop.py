@@ -157,9 +157,19 @@ class GateConfig:
     rated_level: float = _help(
         "Refuse when agreement with the kept-out rated turns is significantly worse (exact one-sided test) at this "
         "level; 0 turns the check off.", 0.05)
+    max_written_questions: int = _help(
+        "Generative kind: the gate writes replies with both writers to at most this many held-out questions (0: "
+        "all), chosen from their text and sample.seed, topics taking turns. A written reply costs seconds on a CPU: "
+        "40 questions x 2 writers is minutes.", 40)
+    writer_worse_level: float = _help(
+        "Generative kind: refuse when the candidate writer is significantly worse on topic-correct, similarity or "
+        "faithfulness violations (each a one-sided exact paired test) at this level; 0 turns these checks off. "
+        "Promotion also needs one measure significantly better (Holm-adjusted over the three) at `level`.", 0.05)
 
     def __post_init__(self) -> None:
         _check(0 < self.level <= 1, "gate", "level", "must be in (0, 1]")
+        _check(self.max_written_questions >= 0, "gate", "max_written_questions", "must be >= 0")
+        _check(0 <= self.writer_worse_level < 0.5, "gate", "writer_worse_level", "must be in [0, 0.5)")
         _check(self.test != "lower_bound" or self.level < 1, "gate", "level", "must be below 1 with test lower_bound")
         _check(-1 <= self.margin <= 1, "gate", "margin", "must be in [-1, 1]")
         _check(0 <= self.topic_level < 0.5, "gate", "topic_level", "must be in [0, 0.5)")

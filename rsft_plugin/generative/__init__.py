@@ -4,7 +4,7 @@
     writer.py        prompt (shop, rule, grounding answers), greedy reply with budget + fallback, K samples with log q
     faithfulness.py  does a reply state an amount, duration, URL, email or phone number its grounding does not?
     lora.py          LoRA fine-tune of a copy on accepted (prompt, reply) pairs; save/load (adapter + base hash)
-    quality.py       the gate's measures for written replies and the promote rule
+    quality.py       the gate's measures for written replies (the rule: stages/gate_written.py)
     settings.py      WriterSettings and LoraTraining (validated dataclasses)
     policy.py        GenerativePolicy: the `generative` kind of models/kinds.py (retriever grounds, writer words)
 

@@ -60,7 +60,7 @@ from ..models.kinds import DEFAULT_KIND, policy_class
 from .checkpoint import ensure_checkpoint, sha256_file
 from .faithfulness import check_faithfulness
 from .lora import WRITER_FILE, WriterExample, finetune_writer, load_writer, save_writer
-from .quality import WriterQuality, writer_quality
+from .quality import WriterQuality, WrittenOutcome, quality_of
 from .settings import LoraTraining, WriterSettings
 from .writer import Reply, Writer
 
@@ -182,19 +182,27 @@ class GenerativePolicy:
 
     def evaluate_writing(self, questions: list[GoldenQuestion]) -> WriterQuality:
         """Topic-correct share, mean similarity to the labelled answer and faithfulness-violation share of the
-        replies to labelled questions (quality.py); what the gate compares besides `evaluate`'s accuracy.
+        replies to labelled questions (quality.py); what the gate compares besides `evaluate`'s accuracy."""
+        return quality_of(self.writing_outcomes(questions))
+
+    def writing_outcomes(self, questions: list[GoldenQuestion]) -> list[WrittenOutcome]:
+        """Per question: is the reply's topic the labelled one, its similarity to the labelled answer (the
+        retriever's encoder: the fixed MiniLM), is it faithful, was it a fallback — what the gate pairs up.
 
         A violation counts what the writer wrote, also when the serving guard replaced it.
         """
+        if not questions:
+            return []
         answered = self.answer_many([q.question for q in questions])
         by_topic = {a.topic: i for i, a in enumerate(self.bank.answers)}
         served = self.retriever.encode([a.text for a in answered])  # (N, d)
         labelled = self.retriever.answer_embeddings[[by_topic[q.topic] for q in questions]]  # (N, d)
-        similarities = (served * labelled).sum(dim=1).cpu().numpy()
-        faithful = [a.reason != "unfaithful" and (not a.written or check_faithfulness(
-            a.written, [self.bank.get(i).text for i in a.grounding_ids]).faithful) for a in answered]
-        return writer_quality([a.topic for a in answered], [q.topic for q in questions], similarities.tolist(),
-                              faithful, [a.fallback for a in answered])
+        similarities = np.clip((served * labelled).sum(dim=1).cpu().numpy(), 0.0, 1.0)
+        return [WrittenOutcome(
+            topic_right=a.topic == q.topic, similarity=float(similarity), fallback=a.fallback,
+            faithful=a.reason != "unfaithful" and (not a.written or check_faithfulness(
+                a.written, [self.bank.get(i).text for i in a.grounding_ids]).faithful))
+            for a, q, similarity in zip(answered, questions, similarities, strict=True)]
 
     # ---- sampling ------------------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ On held-out golden questions a writer is judged on three things at once:
     similarity     cosine (fixed MiniLM, clipped to [0, 1]) between the reply and the labelled topic's answer
     violations     share of replies that state a fact their grounding does not (faithfulness.py)
 A candidate may replace the live writer only when it is not worse on any of the three and better on at least one
-by `min_improvement` (violations: lower is better).
+(violations: lower is better) — judged with paired tests on the per-question outcomes (stages/gate_written.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class WrittenOutcome:
+    """One written reply to one labelled question, judged as the gate judges it."""
+
+    topic_right: bool  # the reply's nearest bank answer has the labelled topic
+    similarity: float  # to the labelled topic's answer, clipped to [0, 1]
+    faithful: bool  # states no fact its grounding does not (what the writer wrote, also when the guard replaced it)
+    fallback: bool  # the grounding answer was served instead (timeout, error, truncation, unfaithful)
 
 
 @dataclass(frozen=True)
@@ -46,21 +56,14 @@ def writer_quality(reply_topics: Sequence[str], labelled_topics: Sequence[str], 
     )
 
 
-def compare_quality(live: WriterQuality, candidate: WriterQuality, min_improvement: float = 0.005,
-                    tolerance: float = 0.0) -> tuple[bool, list[str]]:
-    """(promote, reasons): not worse on any measure (beyond `tolerance`) and better on one by `min_improvement`.
-
-    Returns the reasons for refusing (empty when promoted) or, when promoted, the measures that improved.
-    """
-    gains = {  # positive = the candidate is better
-        "topic-correct": candidate.topic_correct - live.topic_correct,
-        "similarity": candidate.similarity - live.similarity,
-        "faithfulness violations": live.violations - candidate.violations,
-    }
-    worse = [f"{name} worse by {-gain:.3f}" for name, gain in gains.items() if gain < -tolerance - 1e-12]
-    better = [f"{name} better by {gain:.3f}" for name, gain in gains.items() if gain >= min_improvement - 1e-12]
-    if worse:
-        return False, worse
-    if not better:
-        return False, [f"no measure improved by {min_improvement}"]
-    return True, better
+def quality_of(outcomes: Sequence[WrittenOutcome]) -> WriterQuality:
+    """The three means (and the fallback share) of per-question outcomes."""
+    if not outcomes:
+        return WriterQuality(0, 0.0, 0.0, 0.0, 0.0)
+    return WriterQuality(
+        n=len(outcomes),
+        topic_correct=float(np.mean([o.topic_right for o in outcomes])),
+        similarity=float(np.mean([o.similarity for o in outcomes])),
+        violations=float(np.mean([not o.faithful for o in outcomes])),
+        fallbacks=float(np.mean([o.fallback for o in outcomes])),
+    )

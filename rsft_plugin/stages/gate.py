@@ -14,6 +14,9 @@ rated reply, by candidate key, again; a 👎 turn when it would give another one
 * kept-out ratings — refused only when agreement is significantly worse (one-sided exact test, `rated_level`).
 
 A refusal names every failed test with its numbers: changed items, better/worse, p-value and level.
+
+A generative candidate (a writer) is judged on its written replies instead: topic-correct, similarity to the
+labelled answer and faithfulness violations, on a capped sample of the held-out questions (stages/gate_written.py).
 """
 
 from __future__ import annotations
@@ -24,13 +27,21 @@ from ..golden import GoldenQuestion
 from ..log import Turn
 from ..models.base import ResponsePolicy
 from ..text import clean_text
+from .gate_written import describe_written, written_checks, written_evidence, written_sample
 from .paired import PairedCounts, better_p, gain_lower_bound, holm, worse_p
 from .records import CheckOutcome, GateEvidence, GateResult, turn_key
 
 
 def gate(live: ResponsePolicy, candidate: ResponsePolicy, heldout: list[GoldenQuestion], rated_slice: list[Turn],
-         config: GateConfig) -> GateResult:
-    """Compare `candidate` with `live`; the result says whether to promote and why."""
+         config: GateConfig, seed: int = 0) -> GateResult:
+    """Compare `candidate` with `live`; the result says whether to promote and why.
+
+    `seed` (the round's `sample.seed`) chooses the written gate's capped sample of held-out questions.
+    """
+    if _writes(live) and _writes(candidate):
+        questions = written_sample(heldout, config.max_written_questions, seed)
+        outcomes = [model.writing_outcomes(questions) for model in (live, candidate)]  # type: ignore[attr-defined]
+        return judge(written_evidence(*outcomes, questions), config)
     live_right, candidate_right = answered_right(live, heldout), answered_right(candidate, heldout)
     topics = {}
     for topic in sorted({q.topic for q in heldout}):
@@ -43,6 +54,11 @@ def gate(live: ResponsePolicy, candidate: ResponsePolicy, heldout: list[GoldenQu
 
 def judge(evidence: GateEvidence, config: GateConfig) -> GateResult:
     """The verdict from paired counts alone (no model): what `gate` returns, and what the benchmark recomputes."""
+    if evidence.written is not None:
+        checks = [*written_checks(evidence.written, config), *_topic_checks(evidence.topics, config.topic_level)]
+        failed = [c for c in checks if not c.passed]
+        reason = "; ".join(describe(c) for c in failed) if failed else _written_reason(checks, config)
+        return GateResult(not failed, reason, evidence, checks)
     checks = [_promotion_check(evidence.heldout, config), *_topic_checks(evidence.topics, config.topic_level)]
     if evidence.rated is not None and config.rated_level > 0:
         p = worse_p(evidence.rated)
@@ -75,6 +91,8 @@ def _topic_checks(topics: dict[str, PairedCounts], level: float) -> list[CheckOu
 
 def describe(check: CheckOutcome) -> str:
     """One check in words, with its numbers; a failed one starts with which test failed."""
+    if check.check.startswith("written"):
+        return describe_written(check)
     c = check.counts
     changed = f"{c.wins} better, {c.losses} worse of the {c.discordant} changed (of {c.n})"
     if check.check == "heldout":
@@ -106,6 +124,26 @@ def _promotion_reason(checks: list[CheckOutcome], config: GateConfig) -> str:
                      f"{smallest:.3g} > {config.topic_level:g})")
     parts += [describe(c) for c in checks if c.check == "rated"]
     return "; ".join(parts)
+
+
+def _written_reason(checks: list[CheckOutcome], config: GateConfig) -> str:
+    better = next(c for c in checks if c.check == "written_better")
+    worse = [c for c in checks if c.check == "written_worse"]
+    parts = [describe(better)]
+    if worse:
+        parts.append("not significantly worse on any measure (" + ", ".join(
+            f"{c.subject} p = {c.p_value:.3g}" for c in worse) + f" > {config.writer_worse_level:g})")
+    topics = [c for c in checks if c.check == "topic"]
+    if config.topic_level > 0:
+        smallest = min((c.adjusted_p or 1.0 for c in topics), default=1.0)
+        parts.append(f"no topic significantly worse ({len(topics)} topics changed, smallest Holm-adjusted p = "
+                     f"{smallest:.3g} > {config.topic_level:g})")
+    return "; ".join(parts)
+
+
+def _writes(model: ResponsePolicy) -> bool:
+    """A policy that writes its replies (the generative kind) is judged on them."""
+    return callable(getattr(model, "writing_outcomes", None))
 
 
 def _agreement(model: ResponsePolicy, rated: list[Turn]) -> list[bool]:

@@ -55,6 +55,17 @@ class PairedCounts:
         return cls(len(live), sum(live), wins, losses)
 
 
+    @classmethod
+    def of_scores(cls, live: list[float], candidate: list[float], tie: float = 1e-6) -> PairedCounts:
+        """Sign counts from per-item scores: `wins` items where the candidate scores higher by more than `tie`,
+        `losses` where it scores lower; the rest tie and carry no evidence (`live_right` is 0: there is no "right")."""
+        if len(live) != len(candidate):
+            raise ValueError(f"{len(live)} live scores for {len(candidate)} candidate scores")
+        wins = sum(c - v > tie for v, c in zip(live, candidate, strict=True))
+        losses = sum(v - c > tie for v, c in zip(live, candidate, strict=True))
+        return cls(len(live), 0, wins, losses)
+
+
 def upper_tail(k: int, n: int) -> float:
     """P(X >= k) for X ~ Binomial(n, 1/2), exact (integer arithmetic, one rounding at the end)."""
     if k <= 0:

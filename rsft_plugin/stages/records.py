@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CheckOutcome", "Decision", "FinetuneResult", "GateEvidence", "GateResult", "PairedCounts", "Progress",
            "Prompt", "PromptSet", "RejectOutcome", "RoundStopped", "SampledCandidate", "ScoredCandidate",
-           "TrainingPair", "no_progress", "turn_key"]
+           "TrainingPair", "WrittenEvidence", "no_progress", "turn_key"]
 
 
 class RoundStopped(RsftError):
@@ -116,32 +116,59 @@ class RejectOutcome:
 
 
 @dataclass(frozen=True)
+class WrittenEvidence:
+    """The generative kind's gate: both writers' replies to the same held-out questions, as paired counts per
+    measure (stages/gate_written.py), and each writer's means (generative/quality.WriterQuality.to_dict())."""
+
+    topic: PairedCounts  # the reply's nearest bank answer has the labelled topic
+    similarity: PairedCounts  # sign counts: wins = the candidate's reply is closer to the labelled answer
+    faithful: PairedCounts  # "right" = the reply states no fact its grounding does not
+    live: dict[str, float]  # n, topic_correct, similarity, violations, fallbacks
+    candidate: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"topic": self.topic.to_dict(), "similarity": self.similarity.to_dict(),
+                "faithful": self.faithful.to_dict(), "live": dict(self.live), "candidate": dict(self.candidate)}
+
+    @classmethod
+    def from_dict(cls, numbers: dict[str, Any]) -> WrittenEvidence:
+        return cls(*(PairedCounts.from_dict(numbers[k]) for k in ("topic", "similarity", "faithful")),
+                   dict(numbers["live"]), dict(numbers["candidate"]))
+
+
+@dataclass(frozen=True)
 class GateEvidence:
     """What the gate's tests are computed from: paired counts of live vs candidate, enough to recompute a verdict
     under another GateConfig (the benchmark does) without the models."""
 
-    heldout: PairedCounts  # top-1 topic right on the held-out questions
+    heldout: PairedCounts  # top-1 topic right on the held-out questions (written replies: topic-correct)
     topics: dict[str, PairedCounts]  # the same, per topic
     rated: PairedCounts | None  # agreement with the kept-out rated turns; None when there are none
+    written: WrittenEvidence | None = None  # the generative kind: the three measures of written replies
 
     def to_dict(self) -> dict[str, Any]:
-        return {"heldout": self.heldout.to_dict(), "topics": {t: c.to_dict() for t, c in sorted(self.topics.items())},
-                "rated": self.rated.to_dict() if self.rated else None}
+        numbers = {"heldout": self.heldout.to_dict(),
+                   "topics": {t: c.to_dict() for t, c in sorted(self.topics.items())},
+                   "rated": self.rated.to_dict() if self.rated else None}
+        if self.written is not None:
+            numbers["written"] = self.written.to_dict()
+        return numbers
 
     @classmethod
     def from_dict(cls, numbers: dict[str, Any]) -> GateEvidence:
-        rated = numbers.get("rated")
+        rated, written = numbers.get("rated"), numbers.get("written")
         return cls(PairedCounts.from_dict(numbers["heldout"]),
                    {t: PairedCounts.from_dict(c) for t, c in numbers["topics"].items()},
-                   PairedCounts.from_dict(rated) if rated else None)
+                   PairedCounts.from_dict(rated) if rated else None,
+                   WrittenEvidence.from_dict(written) if written else None)
 
 
 @dataclass(frozen=True)
 class CheckOutcome:
     """One paired test of the gate, with the numbers a refusal quotes."""
 
-    check: str  # "heldout" | "topic" | "rated"
-    subject: str  # what was compared: "held-out accuracy", a topic's name, "kept-out ratings"
+    check: str  # "heldout" | "topic" | "rated" | "written_worse" | "written_better"
+    subject: str  # what was compared: "held-out accuracy", a topic's name, "kept-out ratings", a written measure
     counts: PairedCounts
     p_value: float  # one-sided exact binomial p on the discordant items (a topic's: before Holm)
     level: float
@@ -149,11 +176,13 @@ class CheckOutcome:
     adjusted_p: float | None = None  # topic: Holm-adjusted across the topics tested
     bound: float | None = None  # test lower_bound: the gain's lower confidence bound
     margin: float | None = None
+    live_value: float | None = None  # written measures: the live writer's mean (topic-correct, similarity, violations)
+    candidate_value: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         numbers = {"check": self.check, "subject": self.subject, **self.counts.to_dict(),
                    "p_value": round(self.p_value, 6), "level": self.level, "passed": self.passed}
-        for key in ("adjusted_p", "bound", "margin"):
+        for key in ("adjusted_p", "bound", "margin", "live_value", "candidate_value"):
             if getattr(self, key) is not None:
                 numbers[key] = round(getattr(self, key), 6)
         return numbers

@@ -1,10 +1,10 @@
-"""The writer's gate measures and the promotion rule: pure functions over numbers."""
+"""The writer's gate measures: pure functions over numbers (the promotion rule: tests/test_gate_written.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from rsft_plugin.generative.quality import WriterQuality, compare_quality, writer_quality
+from rsft_plugin.generative.quality import WrittenOutcome, quality_of, writer_quality
 
 
 def test_writer_quality_aggregates_per_reply_judgements() -> None:
@@ -23,24 +23,10 @@ def test_misaligned_inputs_are_refused() -> None:
     assert writer_quality([], [], [], [], []).n == 0
 
 
-LIVE = WriterQuality(100, 0.80, 0.60, 0.05, 0.0)
-
-
-@pytest.mark.parametrize(("candidate", "promote", "says"), [
-    (WriterQuality(100, 0.82, 0.60, 0.05, 0.0), True, "topic-correct better"),
-    (WriterQuality(100, 0.80, 0.70, 0.05, 0.0), True, "similarity better"),
-    (WriterQuality(100, 0.80, 0.60, 0.01, 0.0), True, "faithfulness violations better"),
-    (WriterQuality(100, 0.90, 0.70, 0.06, 0.0), False, "faithfulness violations worse"),
-    (WriterQuality(100, 0.79, 0.90, 0.00, 0.0), False, "topic-correct worse"),
-    (WriterQuality(100, 0.80, 0.60, 0.05, 0.0), False, "no measure improved"),
-])
-def test_promote_only_when_not_worse_on_any_and_better_on_one(candidate, promote, says) -> None:
-    decision, reasons = compare_quality(LIVE, candidate, min_improvement=0.01)
-    assert decision is promote
-    assert any(says in r for r in reasons), reasons
-
-
-def test_a_tolerance_forgives_small_drops() -> None:
-    candidate = WriterQuality(100, 0.79, 0.70, 0.05, 0.0)
-    assert compare_quality(LIVE, candidate, 0.01, tolerance=0.02)[0]
-    assert not compare_quality(LIVE, candidate, 0.01, tolerance=0.0)[0]
+def test_quality_of_per_question_outcomes_gives_the_three_means() -> None:
+    outcomes = [WrittenOutcome(True, 0.9, True, False), WrittenOutcome(False, 0.5, False, False),
+                WrittenOutcome(True, 0.7, True, True), WrittenOutcome(True, 0.3, True, False)]
+    q = quality_of(outcomes)
+    assert (q.n, q.topic_correct, q.violations, q.fallbacks) == (4, 0.75, 0.25, 0.25)
+    assert q.similarity == pytest.approx(0.6)
+    assert quality_of([]).n == 0

@@ -473,6 +473,9 @@
         ["Estimated wrong ratings", typeof s.rating_noise_rate === "number" ? pct(s.rating_noise_rate) : "–"],
         ["Held-out accuracy", typeof g.live_accuracy === "number" ? pct(g.live_accuracy) + " → " + pct(g.candidate_accuracy) : "–"],
         ["Kept-out ratings agreement", typeof g.rated_live === "number" ? pct(g.rated_live) + " → " + pct(g.rated_candidate) + " (" + g.rated_n + ")" : "–"],
+        ["Written replies", g.written ? "topic-correct " + pct(g.written.live.topic_correct) + " → " + pct(g.written.candidate.topic_correct) +
+          ", similarity " + num(g.written.live.similarity, 3) + " → " + num(g.written.candidate.similarity, 3) + ", violations " +
+          pct(g.written.live.violations) + " → " + pct(g.written.candidate.violations) + " (" + g.written.n + " questions)" : "–"],
         ["Gate tests", g.tests && g.tests.length ? g.tests.join(" · ") : "–"],
         ["Fine-tuning", s.finetune ? s.finetune.epochs + " epochs, " + s.finetune.train_pairs + " pairs, " + s.finetune.examples_per_second + " ex/s" : "–"]
       ];
