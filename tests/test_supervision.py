@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -156,6 +157,20 @@ def test_secrets_reach_the_programs_through_the_environment_only(tmp_path):
         assert "s3cr3t-value" not in (supervisor.state_dir / "supervisord.conf").read_text()
     finally:
         supervisor.stop()
+
+
+def test_rasa_takes_a_token_that_starts_with_a_dash():
+    """One random URL-safe token in 64 starts with "-"; given as a separate argument, Rasa's argparse reads it as an
+    option and Rasa exits at start ("expected one argument"). Parsed here by Rasa's own parser, in Rasa's Python."""
+    rasa_python = Path(__file__).resolve().parents[1] / ".venv-rasa" / "bin" / "python"
+    probe = ("import sys; from rasa.__main__ import create_argument_parser; "
+             "from rsft_plugin.rasa.rasa_run import rasa_argv; "
+             "print('TOKEN=' + create_argument_parser().parse_args(rasa_argv(['run'], '-x9_s3cr3t')[1:]).auth_token)")
+    from rsft_plugin.rasa import rasa_pythonpath
+
+    done = subprocess.run([str(rasa_python), "-c", probe], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": rasa_pythonpath(), "VIRTUAL_ENV": ""})
+    assert "TOKEN=-x9_s3cr3t" in done.stdout, done.stderr[-2000:]
 
 
 # ---- the real stack --------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def init_rasa_command(bot_dir: Path, channel: bool | None, move_domain: bool, ac
                f"  export RSFT_ACTION_TOKEN=...  # another; Rasa sends it to the action server (endpoints.yml)\n"
                f"  rasa train --domain {domain}\n"
                f"  python -m rsft_plugin.rasa &  # rsft's environment: the bot's actions and rsft's, one process\n"
-               f"  {pythonpath}rasa run --enable-api --auth-token \"$RSFT_RASA_TOKEN\"\n"
+               f"  {pythonpath}rasa run --enable-api --auth-token=\"$RSFT_RASA_TOKEN\"\n"
                f"  rsft doctor")
 
 

@@ -106,7 +106,7 @@ def _action_endpoint(bot: Path, timeout: float) -> list[Check]:
 
 
 def _rasa_status(rasa_url: str, token: str | None, timeout: float) -> list[Check]:
-    start = f"start Rasa: `rasa run --enable-api --auth-token $RSFT_RASA_TOKEN` (it must listen at {rasa_url})"
+    start = f"start Rasa: `rasa run --enable-api --auth-token=\"$RSFT_RASA_TOKEN\"` (it must listen at {rasa_url})"
     try:
         with urllib.request.urlopen(f"{rasa_url}/", timeout=timeout):
             pass

@@ -10,12 +10,19 @@ from __future__ import annotations
 import os
 import sys
 
-from rasa.__main__ import main
+
+def rasa_argv(args: list[str], token: str) -> list[str]:
+    """Rasa's command line with the token attached as `--auth-token=T`: a separate `T` that starts with "-" (one
+    random URL-safe token in 64 does) is read by argparse as an option, and Rasa exits with "expected one argument"."""
+    return ["rasa", *args, f"--auth-token={token}"]
+
 
 if __name__ == "__main__":
+    from rasa.__main__ import main  # Rasa's Python only; rasa_argv is importable without Rasa
+
     token = os.environ.get("RSFT_RASA_TOKEN")
     if not token:
         sys.exit("rsft_plugin.rasa.rasa_run: RSFT_RASA_TOKEN is not set; refusing to start Rasa's HTTP API "
                  "without a token")
-    sys.argv = ["rasa", *sys.argv[1:], "--auth-token", token]
+    sys.argv = rasa_argv(sys.argv[1:], token)
     main()
