@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 import uuid
 from pathlib import Path
 
@@ -145,6 +146,17 @@ def start_stack(directory: Path, pretrained: ResponseModel, before_start=None, s
     stack = (stack_class or Stack)(config, log_dir=directory / "logs")
     stack.start()
     return stack
+
+
+def wait_until(condition, timeout: float, what: str):
+    """Poll `condition` until it returns something truthy (returned) or `timeout` seconds pass (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not happen within {timeout} s")
 
 
 def run_round(config: Config, **kwargs):

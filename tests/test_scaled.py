@@ -28,7 +28,7 @@ from rsft_plugin.log import open_postgres
 from rsft_plugin.scaled import ScaledStack, haproxy_configuration, scaled_endpoints
 from rsft_plugin.supervision import LaunchError
 
-from .conftest import REPO, start_stack, write_config
+from .conftest import REPO, start_stack, wait_until, write_config
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -150,7 +150,7 @@ def test_tickets_issued_at_once_by_several_rasa_processes_are_all_distinct(tmp_p
     redis = subprocess.Popen(["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
     try:
-        _until(lambda: not _is_free(port), 30, "redis-server listening")
+        wait_until(lambda: not _is_free(port), 30, "redis-server listening")
         serial = _tickets_issued_at_once("serial", port, tmp_path)
         plain = _tickets_issued_at_once("plain", port, tmp_path)
     finally:
@@ -300,8 +300,8 @@ def test_kill_9_of_a_rasa_and_an_action_server_under_load_is_routed_around_and_n
             old_pid = scaled.kill(name, signal.SIGKILL)
             kills[name] = time.monotonic()
             customers.wait_for_answers(6, 60, after=kills[name])  # answered meanwhile by the other one
-            _until(lambda n=name, p=old_pid: scaled.pid(n) not in (0, p), 60, f"{name} restarted")
-        _until(lambda: scaled.status()["servers"]["rasa-1"]["ready"], 240, "rasa-1 ready again")
+            wait_until(lambda n=name, p=old_pid: scaled.pid(n) not in (0, p), 60, f"{name} restarted")
+        wait_until(lambda: scaled.status()["servers"]["rasa-1"]["ready"], 240, "rasa-1 ready again")
         customers.wait_for_answers(4, 60, after=time.monotonic())
     first_kill = min(kills.values())
     late_failures = [r for r in customers.requests if r["status"] != 200 and r["sent"] > first_kill
@@ -326,16 +326,6 @@ def _assert_logged(log, told: list[tuple[str, str]], rated: list[tuple[str, int]
         assert log.turn(turn_id).rating == score, turn_id
 
 
-def _until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
-
-
 class _Customers:
     """A few customers asking through the load balancer until stopped; every request and its outcome is kept."""
 
@@ -358,7 +348,7 @@ class _Customers:
             thread.join(timeout=150)
 
     def wait_for_answers(self, count: int, timeout: float, after: float = 0.0) -> None:
-        _until(lambda: sum(r["answered"] and r["sent"] > after for r in self.requests) >= count, timeout,
+        wait_until(lambda: sum(r["answered"] and r["sent"] > after for r in self.requests) >= count, timeout,
                f"{count} answers")
 
     def _say(self, sender: str, message: str) -> list[dict]:

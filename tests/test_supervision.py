@@ -21,6 +21,8 @@ import requests
 
 from rsft_plugin.supervision import LaunchError, Program, Supervisor, describe_status, read_status
 
+from .conftest import wait_until
+
 pytestmark = pytest.mark.timeout(900)
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
@@ -35,23 +37,13 @@ def _supervisor(tmp_path: Path, programs: list[Program], **options) -> Superviso
     return supervisor
 
 
-def _until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
-
-
 def _running_again(supervisor: Supervisor, name: str, old_pid: int) -> int:
     def new_pid() -> int:
         pid = supervisor.pid(name)
         running = supervisor._rpc().supervisor.getProcessInfo(name)["statename"] == "RUNNING"
         return pid if pid not in (0, old_pid) and running else 0
 
-    return _until(new_pid, 30, f"a restart of {name}")
+    return wait_until(new_pid, 30, f"a restart of {name}")
 
 
 def test_a_killed_program_is_restarted_logged_and_counted_then_supervision_gives_up(tmp_path):
@@ -65,15 +57,15 @@ def test_a_killed_program_is_restarted_logged_and_counted_then_supervision_gives
         for restart in (1, 2):
             os.kill(pid, signal.SIGKILL)
             pid = _running_again(supervisor, "sleeper", pid)
-            _until(lambda n=restart: supervisor.status()["servers"]["sleeper"]["restarts"] == n, 10, "the count")
+            wait_until(lambda n=restart: supervisor.status()["servers"]["sleeper"]["restarts"] == n, 10, "the count")
         status = supervisor.status()
         assert status["state"] == "running" and status["servers"]["sleeper"]["last_restart"]
         assert sum("sleeper" in line and "restarted as pid" in line for line in supervisor.lines) == 2
-        _until(lambda: "sleeper running, 2 restarts" in describe_status(read_status(supervisor.state_dir)), 10,
+        wait_until(lambda: "sleeper running, 2 restarts" in describe_status(read_status(supervisor.state_dir)), 10,
                "rsft status's line")
 
         os.kill(pid, signal.SIGKILL)  # the third restart within the window is one too many
-        reason = _until(lambda: supervisor.failure, 15, "giving up")
+        reason = wait_until(lambda: supervisor.failure, 15, "giving up")
         assert "3 times" in reason and "giving up" in reason
         assert supervisor.wait() == reason
         assert supervisor.status()["state"] == "gave up"
@@ -99,7 +91,7 @@ def test_rsft_status_shows_the_servers_and_their_restarts(tmp_path):
         pid = supervisor.pid("sleeper")
         os.kill(pid, signal.SIGKILL)
         _running_again(supervisor, "sleeper", pid)
-        _until(lambda: supervisor.status()["servers"]["sleeper"]["restarts"] == 1, 10, "the count")
+        wait_until(lambda: supervisor.status()["servers"]["sleeper"]["restarts"] == 1, 10, "the count")
         shown = CliRunner().invoke(main, ["--config", str(config_path), "status"])
         assert shown.exit_code == 0, shown.output
         assert "servers (running" in shown.output and "sleeper" in shown.output and "1 restart " in shown.output
@@ -121,7 +113,7 @@ def test_a_program_that_keeps_dying_while_starting_backs_off_then_supervision_gi
         supervisor.watch()
         began = time.monotonic()
         os.kill(supervisor.pid("once"), signal.SIGKILL)  # every restart now dies at once: back-off, then FATAL
-        reason = _until(lambda: supervisor.failure, 30, "giving up")
+        reason = wait_until(lambda: supervisor.failure, 30, "giving up")
         assert "once could not be restarted" in reason
         assert time.monotonic() - began >= 2  # supervisord waited 1 s, then 2 s, between the attempts
         assert supervisor.status()["state"] == "gave up"
@@ -150,7 +142,7 @@ def test_secrets_reach_the_programs_through_the_environment_only(tmp_path):
     supervisor.start_daemon()
     try:
         supervisor.start("env")
-        environment = json.loads(_until(lambda: dump.exists() and dump.read_text(), 10, "the dump"))
+        environment = json.loads(wait_until(lambda: dump.exists() and dump.read_text(), 10, "the dump"))
         assert environment["RSFT_TEST_SECRET"] == "s3cr3t-value" and environment["PLAIN"] == "visible"
         for pid in supervisor.pids().values():
             assert b"s3cr3t-value" not in Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -242,7 +234,7 @@ def test_each_server_killed_with_sigkill_under_traffic_is_back_in_bounded_time_a
     pids: dict[str, int] = {}
     try:
         with _Customers(stack) as customers:
-            _until(lambda: len(customers.answered_at) >= 3, 60, "first answers")
+            wait_until(lambda: len(customers.answered_at) >= 3, 60, "first answers")
             for name in ("actions", "rasa", "web"):
                 killed_at = time.monotonic()
                 old_pid = stack.kill(name, signal.SIGKILL)
@@ -262,10 +254,11 @@ def test_each_server_killed_with_sigkill_under_traffic_is_back_in_bounded_time_a
                     # a customer who asked after the restart was answered (not an answer already under way)
                     return any(asked > restarted_at[0] for asked in customers.answered_at)
 
-                _until(back, RECOVERY_SECONDS[name], f"{name} answering again")
+                wait_until(back, RECOVERY_SECONDS[name], f"{name} answering again")
                 recovered[name] = time.monotonic() - killed_at
-                _until(lambda n=name: stack.status()["servers"][n]["restarts"] == 1, 15, f"{name}'s restart counted")
-            _until(lambda: customers.answered_at[-1] > time.monotonic() - 10, 30, "answers after the last kill")
+                wait_until(lambda n=name: stack.status()["servers"][n]["restarts"] == 1, 15,
+                           f"{name}'s restart counted")
+            wait_until(lambda: customers.answered_at[-1] > time.monotonic() - 10, 30, "answers after the last kill")
         print(f"\nrecovered after SIGKILL (s): {recovered}; {len(customers.told_turns)} answers, "
               f"{len(customers.told_ratings)} ratings, {customers.failures} failed or fallback replies")
         status = stack.status()
