@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "fill":
         return fill(args.config, args.datasets, json.loads(args.sizes), args.seed, args.out)
+    # `timeout` or kill: unwind, so the round's process is killed and the PostgreSQL server stopped and removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = dict(SMOKE if args.smoke else SIZES)
     sizes.update({k: v for k, v in (("turns", args.turns), ("workers", args.workers)) if v})
     started = time.perf_counter()
