@@ -11,7 +11,7 @@ PY311 := $(call find_python,3.11)
 PIP_QUIET := --quiet --progress-bar off
 
 .PHONY: help run run-scaled test venvs lint clean-run load-test bench-quality bench-speed bench-smoke bench-oos bench-feedback \
-	bench-generative bench-scaled postgres-server scale-servers
+	bench-generative bench-scaled bench-round-scale postgres-server scale-servers
 help:
 	@echo "make run    start the assistant (Rasa + actions + chat page); Ctrl-C stops it"
 	@echo "make run-scaled  the same as several Rasa and action servers behind HAProxy, PostgreSQL + Redis (docs/scaling.md)"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench-generative  the writer vs retrieval from noisy ratings, seconds per stage (~15-30 min; docs/benchmarks.md)"
 	@echo "make bench-oos      out-of-scope caught vs in-scope refused per model.min_score (~1 min)"
 	@echo "make bench-scaled   100 customers through the scaled stack, and throughput single vs scaled (~10 min)"
+	@echo "make bench-round-scale  one round on a PostgreSQL log of 100,000 synthetic turns: fill time, stage seconds (~10 min)"
 	@echo "make bench-smoke    the benchmarks at toy sizes, with checks (part of make test)"
 	@echo "make load-test  50 customers for 2 minutes over REST (make test runs 15 s)"
 
@@ -109,6 +110,10 @@ bench-oos: venvs
 
 bench-scaled: venvs postgres-server scale-servers
 	.venv/bin/python -m bench.scaled --out bench/results
+	.venv/bin/python -m bench.report
+
+bench-round-scale: venvs postgres-server
+	nice -n 10 .venv/bin/python -m bench.round_scale --datasets $(BENCH_DATASETS) --out bench/results
 	.venv/bin/python -m bench.report
 
 bench-smoke: venvs

@@ -319,6 +319,36 @@ def scaled_markdown(result: dict[str, Any], _image_prefix: str) -> str:
     return "\n".join(lines)
 
 
+def round_scale_markdown(result: dict[str, Any], _image_prefix: str) -> str:
+    """bench/round_scale.py: filling a PostgreSQL log with synthetic traffic, then one round on it."""
+    filled, numbers, sizes = result["fill"], result["round"], result["sizes"]
+    stats, stages = numbers.get("stats", {}), numbers["stage_seconds"]
+    lines = [_meta_line(result["meta"]), "",
+             f"**Fill**: {filled['turns']:,} turns ({filled['distinct_questions']:,} distinct banking77 questions, "
+             f"cycled; {filled['rows']['ratings']:,} ratings, {filled['rows']['signals']:,} implicit signals) in "
+             f"{num(filled['fill_seconds'])} s: {num(filled['answer_seconds'])} s answering each distinct question "
+             f"once, {num(filled['logging_seconds'])} s logging through the log interface "
+             f"({num(filled['turns_per_second'], 0)} turns/s, {filled['workers']} connections).", "",
+             f"**One round** ({numbers['status']}: {numbers['reason']}), product defaults:", ""]
+    lines += _table([*stages, "total", "peak memory MB"],
+                    [[*(num(s, 1) for s in stages.values()), num(numbers["wall_seconds"], 1),
+                      num(result["peak_memory_mb"], 0)]], "r" * (len(stages) + 2))
+    lines += ["", f"Prompts {stats.get('prompts')} (trainable {stats.get('trainable_prompts')}, kept out for the "
+                  f"gate {stats.get('gate_prompts')}); rated turns read by score: {stats.get('rated_turns_used')}; "
+                  f"signals read: {stats.get('signals_used')}; rated share {pct(sizes['rated_share'], 0)} %, "
+                  f"wrong ratings {pct(sizes['noise'], 0)} %.", "",
+              "The log reads of a round, each timed alone on the filled log:", ""]
+    lines += _table(["read", "rows", "seconds"], [[_read_label(name), f"{read['rows']:,}", num(read["seconds"], 2)]
+                                                  for name, read in filled.get("round_reads", {}).items()], "lrr")
+    return "\n".join(lines)
+
+
+def _read_label(name: str) -> str:
+    """"rated_turns() (score, gate)" -> "`rated_turns()` (score, gate)": the call as code, the stages as text."""
+    call, _, stages = name.partition(") (")
+    return f"`{call})` ({stages}" if stages else f"`{name}`"
+
+
 def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
     """The writer vs retrieval before and after the rounds (three measures on bitext and golden), then each
     generative round's cost by stage, tokens/s and peak memory."""
@@ -413,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     bodies = {}
     for section, render in (("quality", quality_markdown), ("speed", speed_markdown),
                             ("out_of_scope", out_of_scope_markdown), ("feedback", feedback_markdown),
-                            ("scaled", scaled_markdown), ("generative", generative_markdown)):
+                            ("scaled", scaled_markdown), ("generative", generative_markdown),
+                            ("round_scale", round_scale_markdown)):
         path = args.results / f"{section}.json"
         if path.exists():
             bodies[section] = render(json.loads(path.read_text(encoding="utf-8")), prefix)

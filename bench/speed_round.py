@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         "stage_seconds": result.stage_seconds, "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
         "stats": {k: v for k, v in result.stats.items() if k != "acceptance_by_topic"},
         "memory_at_start": at_start, "memory_after_imports": after_imports, "memory_after_round": peak_memory_mb()}
-    if result.status in ("promoted", "kept"):
+    if result.status in ("promoted", "kept") and args.baseline_steps > 0:  # 0: the round alone
         live = load_version(parts.registry.version_path(result.live_version), config.model)
         pairs = accepted_pairs(parts.log, result.round_id)
         out["baseline"] = straightforward_examples_per_second(live, pairs, config.finetune, args.baseline_steps)

@@ -175,7 +175,7 @@ class _Round:
                                  "history": tuned.history})
         with self._stage("gate"):
             heldout = load_golden(self.config.paths.golden, bank, "heldout")
-            rated_slice = [t for t in self.store.rated_turns() if t.id in prompts.gate_turn_ids]
+            rated_slice = self.store.rated_turns(only_turn_ids=prompts.gate_turn_ids)  # not every rated turn
             self.gate_result = gate(self.live, tuned.model, heldout, rated_slice, self.config.gate,
                                     seed=self.config.sample.seed)
             self._note(gate=_gate_numbers(self.gate_result))

@@ -200,6 +200,17 @@ def test_turn_queries_for_rounds(log):
     assert log.ratings_since("9999") == 0
 
 
+def test_rated_turns_among_given_ids_reads_only_those(log):
+    """The gate's read: the rated turns among the kept-out ones, not every rated turn ever logged (issue 13)."""
+    ids = [log.log_turn(_turn(text=f"q{n}")) for n in range(5)]
+    for turn_id in ids:
+        log.rate(turn_id, "alice", 1)
+    unrated = log.log_turn(_turn(text="unrated"))
+    wanted = {ids[3], ids[1], unrated, *(f"{n:032x}" for n in range(1500))}  # more ids than one query names
+    assert [t.id for t in log.rated_turns(only_turn_ids=wanted)] == [ids[1], ids[3]]
+    assert log.rated_turns(only_turn_ids=set()) == []
+
+
 def test_rating_counts_per_version_and_window_for_the_live_guard(log):
     ids = [log.log_turn(_turn(sender=f"s{n}", text=f"q{n}", version=v))
            for n, v in enumerate(["v0001", "v0001", "v0001", "v0002", "v0001"])]

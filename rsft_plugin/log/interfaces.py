@@ -62,8 +62,10 @@ class ConversationLog(Protocol):
     def recent_turns(self, limit: int = 20, sender_id: str | None = None) -> list[Turn]:
         """Newest first."""
 
-    def rated_turns(self, exclude_turn_ids: set[str] | None = None) -> list[Turn]:
-        """Every rated turn, oldest first."""
+    def rated_turns(self, exclude_turn_ids: set[str] | None = None,
+                    only_turn_ids: set[str] | None = None) -> list[Turn]:
+        """Every rated turn, oldest first; with `only_turn_ids`, only the rated turns among those (a read bounded by
+        the ids given, not by the log's length)."""
 
     def turns_for_round(self, since: str | None, limit: int) -> list[Turn]:
         """Turns logged after `since` (all when None), newest first."""

@@ -20,6 +20,7 @@ TURN_FIELDS = (
 TURNS_WITH_RATINGS = (
     "SELECT t.*, r.score AS rating, r.updated_at AS rated_at FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id"
 )
+ID_CHUNK = 500  # turn ids per `IN (...)` query
 
 
 class TurnReads:
@@ -44,9 +45,24 @@ class TurnReads:
         return [self._turn(r) for r in self._read(
             f"{TURNS_WITH_RATINGS} {where} ORDER BY t.created_at DESC, {self._TIE} DESC LIMIT ?", [*params, limit])]
 
-    def rated_turns(self, exclude_turn_ids: set[str] | None = None) -> list[Turn]:
-        rows = self._read(f"{TURN_FIELDS} WHERE r.score IS NOT NULL ORDER BY t.created_at, {self._TIE}")
+    def rated_turns(self, exclude_turn_ids: set[str] | None = None,
+                    only_turn_ids: set[str] | None = None) -> list[Turn]:
+        if only_turn_ids is not None:
+            rows = self._rated_among(sorted(only_turn_ids))
+        else:
+            rows = self._read(f"{TURN_FIELDS} WHERE r.score IS NOT NULL ORDER BY t.created_at, {self._TIE}")
         return [Turn.from_row(r) for r in rows if not exclude_turn_ids or r["id"] not in exclude_turn_ids]
+
+    def _rated_among(self, turn_ids: list[str]) -> list[dict[str, Any]]:
+        """The rated turns among `turn_ids`, oldest first, by the primary key: a bounded read however long the log
+        is. In chunks, so that no query names more parameters than SQLite or PostgreSQL accept."""
+        rows: list[dict[str, Any]] = []
+        with_order = TURN_FIELDS.replace(" FROM ", f", {self._TIE} AS logged_order FROM ", 1)  # ties of one ms
+        for start in range(0, len(turn_ids), ID_CHUNK):
+            chunk = turn_ids[start:start + ID_CHUNK]
+            rows += self._read(f"{with_order} WHERE r.score IS NOT NULL AND t.id IN ({', '.join('?' * len(chunk))})",
+                               chunk)
+        return sorted(rows, key=lambda r: (r["created_at"], r["logged_order"]))
 
     def turns_for_round(self, since: str | None, limit: int) -> list[Turn]:
         where, params = ("WHERE t.created_at > ?", [since]) if since else ("", [])
