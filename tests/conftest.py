@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -157,6 +158,30 @@ def wait_until(condition, timeout: float, what: str):
             return value
         time.sleep(0.2)
     raise AssertionError(f"{what} did not happen within {timeout} s")
+
+
+class LoopingCustomers:
+    """Customers chatting in threads (`_chat(sender)` until `_stop` is set) for as long as a `with` block runs; the
+    kill tests keep traffic going while they kill servers. Subclasses say what a customer does and keeps."""
+
+    def __init__(self, count: int, prefix: str, join_seconds: float) -> None:
+        self._stop = threading.Event()
+        self._join_seconds = join_seconds
+        self._threads = [threading.Thread(target=self._chat, args=(f"{prefix}-{n}",), daemon=True)
+                         for n in range(count)]
+
+    def _chat(self, sender: str) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self._join_seconds)
 
 
 def run_round(config: Config, **kwargs):

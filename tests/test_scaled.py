@@ -28,7 +28,7 @@ from rsft_plugin.log import open_postgres
 from rsft_plugin.scaled import ScaledStack, haproxy_configuration, scaled_endpoints
 from rsft_plugin.supervision import LaunchError
 
-from .conftest import REPO, start_stack, wait_until, write_config
+from .conftest import REPO, LoopingCustomers, start_stack, wait_until, write_config
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -326,7 +326,7 @@ def _assert_logged(log, told: list[tuple[str, str]], rated: list[tuple[str, int]
         assert log.turn(turn_id).rating == score, turn_id
 
 
-class _Customers:
+class _Customers(LoopingCustomers):
     """A few customers asking through the load balancer until stopped; every request and its outcome is kept."""
 
     def __init__(self, stack: ScaledStack, count: int) -> None:
@@ -334,18 +334,7 @@ class _Customers:
         self.requests: list[dict] = []
         self.told: list[tuple[str, str]] = []
         self.rated: list[tuple[str, int]] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._chat, args=(f"kill-{n}",), daemon=True) for n in range(count)]
-
-    def __enter__(self) -> _Customers:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=150)
+        super().__init__(count, "kill", join_seconds=150)
 
     def wait_for_answers(self, count: int, timeout: float, after: float = 0.0) -> None:
         wait_until(lambda: sum(r["answered"] and r["sent"] > after for r in self.requests) >= count, timeout,

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import requests
 
 from rsft_plugin.supervision import LaunchError, Program, Supervisor, describe_status, read_status
 
-from .conftest import wait_until
+from .conftest import LoopingCustomers, wait_until
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -170,7 +169,7 @@ def test_rasa_takes_a_token_that_starts_with_a_dash():
 RECOVERY_SECONDS = {"actions": 90, "rasa": 180, "web": 60}  # generous for 2 busy cores; measured values print
 
 
-class _Customers:
+class _Customers(LoopingCustomers):
     """A little traffic: customers ask, get an answer with 👍/👎, rate it; what they were told is remembered."""
 
     def __init__(self, stack, count: int = 2) -> None:
@@ -179,18 +178,7 @@ class _Customers:
         self.told_ratings: list[tuple[str, int]] = []  # (turn_id, score) the customer was thanked for
         self.answered_at: list[float] = []  # when each answered question was asked
         self.failures = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._chat, args=(f"sup-{n}",), daemon=True) for n in range(count)]
-
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=90)
+        super().__init__(count, "sup", join_seconds=90)
 
     def _say(self, sender: str, message: str) -> list[dict] | None:
         try:
