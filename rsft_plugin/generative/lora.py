@@ -177,7 +177,9 @@ def load_writer(directory: str | Path, cache_root: str | Path, settings: WriterS
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise ModelLoadError(f"{directory}: the adapter cannot be loaded: {exc}") from exc
         model.eval()
-    return Writer(model, tokenizer, settings.keeping_weights_of(saved) if settings else saved, checkpoint)
+    writer = Writer(model, tokenizer, settings.keeping_weights_of(saved) if settings else saved, checkpoint)
+    writer.inference_model()  # built now, so a served version's first reply does not pay for it (~0.7 s)
+    return writer
 
 
 def _fields(example: WriterExample) -> tuple[str, tuple[str, ...], str]:

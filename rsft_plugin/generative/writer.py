@@ -119,6 +119,13 @@ class Writer:
                 if not _THREADS_STATE["inside"]:
                     torch.set_num_threads(_THREADS_STATE["before"])
 
+    def inference_model(self) -> Any:
+        """The model that writes, samples and scores: `model` with its weights laid out for decoding and any
+        LoRA adapter folded in (serving.py), built on first use and shared by writers over the same model."""
+        from .serving import inference_model
+
+        return inference_model(self.model)
+
     # --- prompts -----------------------------------------------------------------------------------------------
     def messages(self, question: str, grounding: Sequence[str]) -> list[dict[str, str]]:
         """The chat messages for one question and its grounding answers (best first)."""
@@ -199,8 +206,9 @@ class Writer:
         import torch
 
         ids = torch.tensor([prompt])  # (1, P)
+        model = self.inference_model()
         with self.threads(), torch.inference_mode():
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=budget,
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=budget,
                                       do_sample=False, max_time=limit, eos_token_id=self.end_id,
                                       pad_token_id=self.pad_id)
         new = out[0, len(prompt):].tolist()
@@ -221,14 +229,21 @@ class Writer:
         temperature = temperature or self.settings.temperature
         top_p = top_p or self.settings.top_p
         budget = max_new_tokens or self.settings.max_new_tokens
+        started = time.monotonic()
         prompt = self.prompt_ids(question, grounding)
         ids = torch.tensor([prompt]).repeat(k, 1)  # (k, P)
+        model = self.inference_model()
         with self.threads(), torch.random.fork_rng(devices=[]), torch.inference_mode():
+            # The k rows share the prompt: read it once (all but its last token, which generate() reads as the
+            # first step) and give every row a copy of its keys and values, instead of k identical prefills.
+            cache = _shared_prefix_cache(model, prompt, k)
+            left = None if time_limit is None else max(time_limit - (time.monotonic() - started), 1e-3)
             torch.manual_seed(seed)
-            out = self.model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=temperature,
-                top_p=top_p, top_k=0, max_new_tokens=budget, max_time=time_limit, eos_token_id=self.end_id,
-                pad_token_id=self.pad_id, return_dict_in_generate=True, output_scores=True, output_logits=True)
+            out = model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, do_sample=True,
+                temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=budget, max_time=left,
+                eos_token_id=self.end_id, pad_token_id=self.pad_id, return_dict_in_generate=True,
+                output_scores=True, output_logits=True)
         new = out.sequences[:, len(prompt):]  # (k, T)
         steps = new.shape[1]
         q_logp = _token_logprobs(torch.stack(out.scores[:steps], dim=1), new)  # (k, T) under q
@@ -259,12 +274,26 @@ class Writer:
 
         rows = [(list(prompt) + list(tokens), len(prompt)) for tokens in continuations]
         batch, labels = _pad_batch(rows, self.pad_id)  # (B, L) each
+        model = self.inference_model()
         with self.threads(), torch.inference_mode():
-            logits = self.model(input_ids=batch, attention_mask=(labels != -100) | _prefix_mask(rows, batch)).logits
+            logits = model(input_ids=batch, attention_mask=(labels != -100) | _prefix_mask(rows, batch)).logits
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, L-1, V)
         targets = labels[:, 1:]  # (B, L-1)
         picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, L-1)
         return [float(v) for v in (picked * (targets != -100)).sum(dim=1)]
+
+
+def _shared_prefix_cache(model: Any, prompt: list[int], rows: int) -> Any:
+    """The key/value cache of `prompt[:-1]`, read once and repeated for `rows` rows; None when there is nothing
+    to share (one row, a one-token prompt)."""
+    import torch
+
+    if rows < 2 or len(prompt) < 2:
+        return None
+    # the decoder alone: the prefix's logits are not needed
+    cache = model.get_decoder()(input_ids=torch.tensor([prompt[:-1]]), use_cache=True).past_key_values
+    cache.batch_repeat_interleave(rows)
+    return cache
 
 
 def _token_logprobs(scores: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
