@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rsft_plugin.generative import writer as writer_module
-from rsft_plugin.generative.serving import FastLinear, inference_model
+from rsft_plugin.generative.serving import FastLinear, FusedGatedMLP, inference_model
 from rsft_plugin.generative.writer import Writer
 
 from .conftest import EXPRESS, RETURNS
@@ -38,7 +38,8 @@ def _greedy(model, writer: Writer, ids: torch.Tensor, n: int = 12) -> list[int]:
 def test_the_copy_computes_what_the_model_computes(writer) -> None:
     fast = inference_model(writer.model)
     assert fast is not writer.model and inference_model(writer.model) is fast  # built once, then shared
-    assert isinstance(fast.lm_head, FastLinear) and isinstance(fast.model.layers[0].mlp.up_proj, FastLinear)
+    assert isinstance(fast.lm_head, FastLinear) and isinstance(fast.model.layers[0].self_attn.q_proj, FastLinear)
+    assert isinstance(fast.model.layers[0].mlp, FusedGatedMLP)
     assert fast.model.embed_tokens.weight is writer.model.model.embed_tokens.weight  # shared, not copied
     ids = torch.tensor([writer.prompt_ids(QUESTION, [RETURNS, EXPRESS])])
     assert torch.allclose(_logits(fast, ids), _logits(writer.model, ids), atol=1e-3, rtol=1e-4)
