@@ -31,7 +31,7 @@ import numpy as np
 from rsft_plugin.config import FinetuneConfig, ModelConfig
 from rsft_plugin.models.base import TrainingPair
 from rsft_plugin.models.encoder import embed, load_base_encoder
-from rsft_plugin.models.retrieval import ResponseModel
+from rsft_plugin.models.kinds import pretrained_policy
 
 from .common import DEFAULT_DATASETS, DEFAULT_RESULTS, load_dataset, resolve_datasets_dir, run_metadata, write_json
 
@@ -76,7 +76,7 @@ def run_dataset(name: str, datasets_dir: Path, noise: float, seed: int) -> list[
     rows = []
     for labels, tag in ((gold, "gold"), (noisy, f"noisy{round(noise * 100)}")):
         pairs = [TrainingPair(q, data.bank.answers[i].id) for q, i in zip(questions, labels, strict=True)]
-        tuned = ResponseModel(load_base_encoder(), data.bank, ModelConfig()).finetune(
+        tuned = pretrained_policy(data.bank, ModelConfig(), kind="retrieval").finetune(
             pairs, FinetuneConfig(), show_bar=False).model
         tuned_heldout = tuned.encode(heldout).numpy()
         answer_cosines = tuned_heldout @ tuned.answer_embeddings.numpy().T  # (H, A)
