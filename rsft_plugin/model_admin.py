@@ -34,6 +34,7 @@ def models_overview(parts: Parts) -> dict[str, Any]:
                          "round_id": info.round_id, "heldout_accuracy": info.eval.get("heldout_accuracy"),
                          "heldout_n": info.eval.get("heldout_n"), "accepted": info.eval.get("accepted"),
                          "notes": info.notes, "n_answers": info.n_answers,
+                         "remembered": info.memory.get("examples", 0),
                          "answer_bank_hash": info.answer_bank_hash[:12], "live": info.name == live,
                          "guard_rollback": (rolled_back.get(info.name) or {}).get("message")})
     history = list(reversed(registry.pointer_history()))[:20]

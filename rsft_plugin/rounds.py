@@ -31,12 +31,14 @@ from .faults import checkpoint
 from .golden import load_golden
 from .log import CandidateRow, RoundPrompt, RoundRecord, Signal, utc_now
 from .models import ResponsePolicy, load_version
+from .models.base import RemembersExamples
 from .models.encoder import embed, load_base_encoder
 from .parts import Parts
 from .stages.collect import collect_prompts
 from .stages.evidence import signal_evidence
 from .stages.finetune import finetune
 from .stages.gate import describe, gate
+from .stages.memory import remembered_examples
 from .stages.promote import promote
 from .stages.records import GateResult, PromptSet, RejectOutcome, RoundStopped, ScoredCandidate, TrainingPair
 from .stages.reject import reject
@@ -173,16 +175,17 @@ class _Round:
                                  "val_pairs": tuned.val_pairs,
                                  "examples_per_second": round(tuned.examples_per_second, 1),
                                  "history": tuned.history})
+            candidate = self._with_memory(tuned.model)
         with self._stage("gate"):
             heldout = load_golden(self.config.paths.golden, bank, "heldout")
             rated_slice = self.store.rated_turns(only_turn_ids=prompts.gate_turn_ids)  # not every rated turn
-            self.gate_result = gate(self.live, tuned.model, heldout, rated_slice, self.config.gate,
+            self.gate_result = gate(self.live, candidate, heldout, rated_slice, self.config.gate,
                                     seed=self.config.sample.seed)
             self._note(gate=_gate_numbers(self.gate_result))
             self.echo(f"  gate: {'promote' if self.gate_result.promote else 'keep'} — {self.gate_result.reason}")
         with self._stage("promote"):
             if self.gate_result.promote:
-                info = promote(self.registry, tuned.model, self.live.name, self.round_id,
+                info = promote(self.registry, candidate, self.live.name, self.round_id,
                                {"heldout_accuracy": round(self.gate_result.candidate_accuracy, 4),
                                 "heldout_n": self.gate_result.evidence.heldout.n, "rule": self.config.reject.rule,
                                 **_written_numbers(self.gate_result),
@@ -193,6 +196,16 @@ class _Round:
             else:
                 self.result.status = "kept"
             self.result.reason = self.gate_result.reason
+
+    def _with_memory(self, model: ResponsePolicy) -> ResponsePolicy:
+        """The tuned copy with the accepted examples of every recorded round remembered (a kind that can)."""
+        settings = self.config.model
+        if not isinstance(model, RemembersExamples) or settings.memory_size == 0:
+            return model
+        examples = remembered_examples(self.store.training_examples(), settings.memory_size)
+        self._note(memory={"examples": len(examples), "weight": settings.memory_weight,
+                           "rounds": len({e.round_id for e in examples})})
+        return model.remember(examples, settings.memory_weight)
 
     def _offered_keys(self, signal: Signal) -> list[str]:
         """The answers a "None of these" turned down: the choices its turn was offered (computed again from it)."""

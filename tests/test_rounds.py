@@ -18,9 +18,11 @@ from rsft_plugin import jobs
 from rsft_plugin.cli import main
 from rsft_plugin.log import open_sqlite
 from rsft_plugin.models.registry import Registry
+from rsft_plugin.models.retrieval import ResponseModel
 from rsft_plugin.parts import build_parts
 from rsft_plugin.rounds import RoundBusy, round_lock
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
+from rsft_plugin.stages.memory import remembered_examples
 from rsft_plugin.webapp import build_app
 
 from .conftest import REPO, assert_interrupted_round_failed, feed_traffic, round_config, run_round, run_worker
@@ -48,6 +50,17 @@ def test_a_round_promotes_a_new_version_with_provenance_and_a_report(fed):
         assert len(candidates) == result.stats["candidates"] and any(not c["accepted"] for c in candidates)
         row = store.round(result.round_id)
         assert row["status"] == "promoted" and row["new_version"] == "v0002" and row["progress"] == 1.0
+        # the new version remembers accepted examples (embeddings and turn ids), and forgetting a customer drops
+        # their questions from what the next round would remember
+        remembered = ResponseModel.load(registry.version_path("v0002")).memory
+        assert info.memory["examples"] == len(remembered) == result.stats["memory"]["examples"] > 0
+        accepted_turns = {t for example in examples for t in example["turn_ids"]}
+        assert {t for ids in remembered.turn_ids for t in ids} <= accepted_turns
+        sender = store.turn(remembered.turn_ids[0][0])["sender_id"]
+        theirs = {t.id for t in store.conversation(sender)}
+        store.forget(sender)
+        after = remembered_examples(store.training_examples(), fed.model.memory_size)
+        assert after and not theirs & {t for r in after for t in r.turn_ids}
     finally:
         store.close()
     for name in ("report.json", "reward_histogram.png", "acceptance_by_topic.png", "accuracy_by_topic.png"):

@@ -78,6 +78,10 @@ class ModelConfig:
     trainable_layers: int = _help("How many top transformer layers fine-tuning may change.", 2)
     max_query_chars: int = _help("Longer messages are cut before encoding (the encoder sees 256 tokens).", 1000)
     min_score: float = _help("Below this best cosine the bot asks again, offering topics (bench/out_of_scope).", 0.25)
+    memory_size: int = _help("Retrieval: how many accepted (question, answer) examples a round's version remembers "
+                             "beside its weights, newest first (models/memory.py; 0: none).", 5000)
+    memory_weight: float = _help("Retrieval: the share of an answer's score that comes from its closest remembered "
+                                 "question (a saved version keeps the weight it was checked with).", 0.3)
     # Not a key of `model:`: Config links its `generative:` section here, so whatever loads a version from
     # config.model (the action server, rounds, the CLI) serves a generative one with the configured settings.
     generative: GenerativeConfig = field(default_factory=GenerativeConfig, compare=False, repr=False,
@@ -92,6 +96,8 @@ class ModelConfig:
         _check(0 <= self.trainable_layers <= 6, "model", "trainable_layers", "must be between 0 and 6")
         _check(self.max_query_chars >= 16, "model", "max_query_chars", "must be >= 16")
         _check(-1 <= self.min_score < 1, "model", "min_score", "must be in [-1, 1) (a cosine; -1 turns it off)")
+        _check(0 <= self.memory_size <= 100_000, "model", "memory_size", "must be between 0 and 100000")
+        _check(0 <= self.memory_weight < 1, "model", "memory_weight", "must be in [0, 1)")
 
 
 @dataclass

@@ -152,6 +152,7 @@ class VersionInfo:
     notes: str = ""
     format: int = FORMAT
     kind: str = DEFAULT_KIND  # which class loads it (models/kinds.py); versions written before kinds are retrieval
+    memory: dict[str, Any] = field(default_factory=dict)  # retrieval: remembered examples, weight, memory.pt hash
 
 
 def read_version_info(directory: str | Path) -> VersionInfo:
@@ -224,3 +225,11 @@ class ResponsePolicy(Protocol):
 
     def with_bank(self, bank: AnswerBank) -> ResponsePolicy:
         """The same weights over another answer bank (an edited bank needs no retraining)."""
+
+
+@runtime_checkable
+class RemembersExamples(Protocol):
+    """A kind that can keep accepted examples beside its weights (the retrieval kind; models/memory.py)."""
+
+    def remember(self, examples: list[Any], weight: float) -> ResponsePolicy:
+        """A copy of this version that remembers `examples` (models.memory.Remembered) with `weight`."""

@@ -7,6 +7,7 @@ A saved version is a directory that describes itself:
     version.json   name, parent, round, base encoder, model config, answer-bank hash, weights hash, eval numbers
     weights.pt     the fine-tunable top transformer layers (the rest is the pretrained encoder, by reference)
     answers.json   the answer bank this version was built on (its hash is in version.json)
+    memory.pt      the remembered examples' embeddings, answer ids and turn ids (models/memory.py), when any
 
 A candidate's key is its answer id. This module is the `retrieval` entry of models/kinds.py; everything else
 reaches it through `load_version`, `pretrained_policy` or the `ResponsePolicy` protocol.
@@ -48,6 +49,7 @@ from .base import (
     read_version_info,
 )
 from .encoder import BASE_ENCODER, embed, load_base_encoder, trainable_state
+from .memory import MEMORY_FILE, ExampleMemory, Remembered
 
 if TYPE_CHECKING:
     from .base import Rngs
@@ -61,12 +63,14 @@ class ResponseModel:
     kind: ClassVar[str] = "retrieval"
 
     def __init__(self, encoder: SentenceTransformer, bank: AnswerBank, config: ModelConfig,
-                 info: VersionInfo | None = None) -> None:
+                 info: VersionInfo | None = None, memory: ExampleMemory | None = None) -> None:
         self.encoder = encoder
         self.bank = bank
         self.config = config
         self.info = info
+        self.memory = memory or ExampleMemory.empty()
         self.answer_embeddings = self.encode(self._answer_texts())  # (A, d), once per loaded version
+        self._bank_ids = tuple(answer.id for answer in bank.answers)
 
     @property
     def name(self) -> str:
@@ -79,8 +83,11 @@ class ResponseModel:
         return embed(self.encoder, texts, self.config.max_query_chars)
 
     def cosines(self, queries: list[str]) -> np.ndarray:
-        """Cosine of every query against every answer, shape (Q, A)."""
-        return (self.encode(queries) @ self.answer_embeddings.T).cpu().numpy().astype(np.float64)
+        """Score of every answer for every query, shape (Q, A): the cosine to the answer's text, blended with the
+        closest remembered question of that answer when the version has a memory (models/memory.py)."""
+        encoded = self.encode(queries)
+        scores = self.memory.blend(encoded, encoded @ self.answer_embeddings.T, self._bank_ids)
+        return scores.cpu().numpy().astype(np.float64)
 
     def policy(self, query: str, temperature: float | None = None) -> np.ndarray:
         """The policy q(answer | query): softmax(cosine / temperature) over the bank, shape (A,)."""
@@ -139,6 +146,15 @@ class ResponseModel:
 
         return finetune_retrieval(self, pairs, config, progress, show_bar)
 
+    def remember(self, examples: list[Remembered], weight: float) -> ResponseModel:
+        """This version's encoder with a memory of `examples` (replacing any it had), embedded by this encoder;
+        examples of answers the bank does not hold are left out. `weight` 0 or no examples: no memory."""
+        known = set(self._bank_ids)
+        kept = [e for e in examples if e.answer_id in known] if weight > 0 else []
+        memory = (ExampleMemory(self.encode([e.question for e in kept]), [e.answer_id for e in kept],
+                                [list(e.turn_ids) for e in kept], weight) if kept else None)
+        return ResponseModel(self.encoder, self.bank, replace(self.config, memory_weight=weight), memory=memory)
+
     def _answer_texts(self) -> list[str]:
         return [answer.text for answer in self.bank.answers]
 
@@ -162,6 +178,7 @@ class ResponseModel:
             eval=dict(eval_numbers or {}),
             notes=notes,
             kind=self.kind,
+            memory={"examples": len(self.memory), "weight": self.memory.weight} if len(self.memory) else {},
         )
 
     def save(self, directory: str | Path, info: VersionInfo) -> VersionInfo:
@@ -180,6 +197,9 @@ class ResponseModel:
         (directory / ANSWERS_FILE).write_text(
             json.dumps(self.bank.to_records(), indent=1, ensure_ascii=False), encoding="utf-8")
         info = replace(info, weights_sha256=_sha256(directory / WEIGHTS_FILE))
+        if len(self.memory):
+            info = replace(info, memory={"examples": len(self.memory), "weight": self.memory.weight,
+                                         "sha256": _sha256(self.memory.save(directory))})
         _write_json_durably(directory / VERSION_FILE, asdict(info))
         self.info = info
         return info
@@ -208,11 +228,12 @@ class ResponseModel:
         if not weights_path.exists() or _sha256(weights_path) != info.weights_sha256:
             raise ModelLoadError(f"{directory}: {WEIGHTS_FILE} is missing or does not match its recorded hash")
         model_config = replace(config or ModelConfig(), temperature=info.temperature,
-                               trainable_layers=info.trainable_layers)
+                               trainable_layers=info.trainable_layers,
+                               memory_weight=info.memory.get("weight", 0.0))
         encoder = load_base_encoder()
         _apply_weights(encoder, torch.load(weights_path, map_location="cpu", weights_only=True),
                        info.trainable_layers, directory)
-        return cls(encoder, bank, model_config, info)
+        return cls(encoder, bank, model_config, info, _load_memory(directory, info))
 
     @classmethod
     def pretrained(cls, bank: AnswerBank, config: ModelConfig,
@@ -222,8 +243,9 @@ class ResponseModel:
         return cls(load_base_encoder(), bank, config)
 
     def with_bank(self, bank: AnswerBank) -> ResponseModel:
-        """The same encoder over another bank (an edited answer bank needs no retraining)."""
-        return ResponseModel(self.encoder, bank, self.config)
+        """The same encoder and memory over another bank (an edited answer bank needs no retraining; remembered
+        examples of a removed answer stop counting)."""
+        return ResponseModel(self.encoder, bank, self.config, memory=self.memory)
 
 
 def policy_from_cosines(cosines: np.ndarray, temperature: float) -> np.ndarray:
@@ -260,6 +282,19 @@ def _apply_weights(encoder: SentenceTransformer, saved: dict[str, torch.Tensor],
                 raise ModelLoadError(f"{directory}: {name} has shape {tuple(saved[name].shape)}, "
                                      f"expected {tuple(parameter.shape)}")
             parameter.copy_(saved[name])
+
+
+def _load_memory(directory: Path, info: VersionInfo) -> ExampleMemory | None:
+    if not info.memory.get("examples"):
+        return None
+    path = directory / MEMORY_FILE
+    if not path.exists() or _sha256(path) != info.memory.get("sha256"):
+        raise ModelLoadError(f"{directory}: {MEMORY_FILE} is missing or does not match its recorded hash")
+    memory = ExampleMemory.load(directory, float(info.memory.get("weight", 0.0)))
+    if len(memory) != info.memory["examples"]:
+        raise ModelLoadError(f"{directory}: {MEMORY_FILE} holds {len(memory)} examples, version.json says "
+                             f"{info.memory['examples']}")
+    return memory
 
 
 def _sha256(path: Path) -> str:

@@ -521,6 +521,7 @@
           h("td", null, v.round_id !== null ? h("a", { href: "/console/rounds/" + v.round_id }, "Round " + v.round_id) : "–"),
           h("td", { class: "num", text: pct(v.heldout_accuracy) }),
           h("td", { class: "num", text: v.n_answers }),
+          h("td", { class: "num remembered", title: "accepted examples this version remembers beside its weights", text: v.remembered }),
           h("td", { class: "num handoff-rate", title: v.handoffs + " hand-offs / " + v.answered_turns + " answered turns",
                     text: (typeof v.handoffs_per_100 === "number" ? v.handoffs_per_100.toFixed(1) : "–") + " (" + v.handoffs + ")" }),
           h("td", { class: "notes", text: v.notes }),
@@ -537,7 +538,7 @@
             act("Roll back to " + data.previous + "?", data.previous + " becomes live again instead of " + data.live + ".", "Roll back", "/api/models/rollback", {});
           } }, data.previous ? "Rollback to " + data.previous : "Rollback"),
           h("span", { class: "muted", text: "Live: " + (data.live || "none") })),
-        section("Versions", table(["Version", "Created", "Parent", "Made by", "Held-out", "Answers", "Hand-offs /100 answers", "Notes", ""], rows, "models")),
+        section("Versions", table(["Version", "Created", "Parent", "Made by", "Held-out", "Answers", "Remembered", "Hand-offs /100 answers", "Notes", ""], rows, "models")),
         section("Live pointer history", history.length ? table(["When", "Change", "Why"], history, "compact") : h("p", { class: "muted", text: "No changes yet." })));
     }
   }

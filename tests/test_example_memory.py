@@ -1,0 +1,105 @@
+"""The retrieval kind's example memory (models/memory.py) and what a round remembers (stages/memory.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rsft_plugin.answer_bank import AnswerBank
+from rsft_plugin.errors import ModelLoadError
+from rsft_plugin.log import TrainingExample
+from rsft_plugin.models.memory import MEMORY_FILE, Remembered
+from rsft_plugin.models.retrieval import ResponseModel
+from rsft_plugin.stages.memory import remembered_examples
+
+QUERY = "ok so how do I go about getting this stuff sent to me"
+REMEMBERED = ["how do I get these things delivered", "when will my stuff be sent"]
+
+
+def _runner_up(model: ResponseModel, query: str) -> str:
+    return model.answer(query).top_k[1].key
+
+
+def test_a_remembered_question_blends_into_its_answers_score_and_leaves_the_others_alone(pretrained):
+    target = _runner_up(pretrained, QUERY)
+    plain = pretrained.cosines([QUERY])[0]
+    remembering = pretrained.remember([Remembered(q, target, (f"t{i}",), 1) for i, q in enumerate(REMEMBERED)], 0.5)
+    scores = remembering.cosines([QUERY])[0]
+    asked, remembered = pretrained.encode([QUERY]), pretrained.encode(REMEMBERED)
+    nearest = float((asked @ remembered.T).max())
+    position = pretrained.bank.index_of(target)
+    assert scores[position] == pytest.approx(0.5 * plain[position] + 0.5 * nearest, abs=1e-5)
+    others = np.arange(len(plain)) != position
+    assert np.allclose(scores[others], plain[others], atol=1e-6)  # answers with nothing remembered: unchanged
+    assert remembering.answer(QUERY).answer.id == target  # the runner-up now wins: its questions match
+    assert remembering.policy(QUERY).sum() == pytest.approx(1.0)
+
+
+def test_no_weight_no_examples_or_unknown_answers_mean_no_memory(pretrained):
+    plain = pretrained.cosines([QUERY])
+    target = _runner_up(pretrained, QUERY)
+    for model in (pretrained.remember([Remembered(QUERY, target, ("t",), 1)], 0.0),
+                  pretrained.remember([], 0.3),
+                  pretrained.remember([Remembered(QUERY, "no-such-answer", ("t",), 1)], 0.3)):
+        assert len(model.memory) == 0 and np.allclose(model.cosines([QUERY]), plain, atol=1e-6)
+
+
+def test_an_edited_bank_without_the_remembered_answer_stops_counting_it(pretrained):
+    target = _runner_up(pretrained, QUERY)
+    remembering = pretrained.remember([Remembered(QUERY, target, ("t",), 1)], 0.5)
+    smaller = AnswerBank(tuple(a for a in pretrained.bank.answers if a.id != target))
+    assert np.allclose(remembering.with_bank(smaller).cosines([QUERY]),
+                       pretrained.with_bank(smaller).cosines([QUERY]), atol=1e-6)
+
+
+def test_a_saved_memory_loads_back_identical_and_holds_no_question_text(tmp_path, pretrained):
+    target = _runner_up(pretrained, QUERY)
+    remembering = pretrained.remember([Remembered(q, target, (f"turn-{i}",), 2) for i, q in enumerate(REMEMBERED)],
+                                      0.4)
+    remembering.save(tmp_path / "v0002", remembering.describe("v0002", parent="v0001", round_id=2))
+    loaded = ResponseModel.load(tmp_path / "v0002")
+    queries = [QUERY, "refund please", *REMEMBERED]
+    assert np.allclose(loaded.cosines(queries), remembering.cosines(queries), atol=1e-6)
+    assert loaded.config.memory_weight == 0.4 and loaded.memory.turn_ids == [["turn-0"], ["turn-1"]]
+    described = json.loads((tmp_path / "v0002" / "version.json").read_text())
+    assert described["memory"]["examples"] == 2 and described["memory"]["weight"] == 0.4
+    saved = (tmp_path / "v0002" / MEMORY_FILE).read_bytes()
+    assert all(q.encode() not in saved for q in REMEMBERED)  # embeddings, ids and turn ids only
+
+
+@pytest.mark.parametrize("damage", [
+    lambda path: path.write_bytes(b"garbage"),
+    lambda path: path.unlink(),
+    lambda path: torch.save({"embeddings": torch.zeros(1, 384), "answer_ids": ["a"], "turn_ids": [["t"]]}, path),
+])
+def test_a_damaged_memory_is_refused(tmp_path, pretrained, damage):
+    remembering = pretrained.remember([Remembered(QUERY, _runner_up(pretrained, QUERY), ("t",), 1)], 0.3)
+    remembering.save(tmp_path / "v0002", remembering.describe("v0002"))
+    damage(tmp_path / "v0002" / MEMORY_FILE)
+    with pytest.raises(ModelLoadError, match="memory.pt"):
+        ResponseModel.load(tmp_path / "v0002")
+
+
+def _example(round_id: int, prompt: str | None, key: str, reward: float = 0.5,
+             turn_ids: tuple[str, ...] = ("t",)) -> TrainingExample:
+    return TrainingExample(round_id=round_id, prompt_id=0, prompt=prompt, candidate_key=key, candidate_text=key,
+                           answer_id=key, topic="x", turn_ids=list(turn_ids), sampled_by="v0001", rule="statistical",
+                           q=0.5, similarity=0.5, rating_up=None, rating_down=None, rating=None, reward=reward,
+                           accept_probability=1.0)
+
+
+def test_a_round_remembers_one_example_per_question_the_newest_judgement_first():
+    accepted = [_example(1, "where is my parcel", "old-answer", reward=0.9),
+                _example(3, "where is my parcel", "weak", reward=0.2),
+                _example(3, "where is my parcel", "new-answer", reward=0.8),  # newest round, then highest reward
+                _example(2, "refund please", "refund"),
+                _example(2, None, "gone"),  # a prompt forgotten from the log
+                _example(1, "a question whose turns were forgotten", "x", turn_ids=()),
+                _example(1, "oldest", "y")]
+    remembered = remembered_examples(accepted, limit=10)
+    assert [(r.question, r.answer_id, r.round_id) for r in remembered] == [
+        ("where is my parcel", "new-answer", 3), ("refund please", "refund", 2), ("oldest", "y", 1)]
+    assert [r.question for r in remembered_examples(accepted, limit=2)] == ["where is my parcel", "refund please"]
