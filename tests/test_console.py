@@ -22,6 +22,7 @@ from rsft_plugin.config import load_config
 from rsft_plugin.console import LOGIN_THROTTLE
 from rsft_plugin.errors import JobBusy
 from rsft_plugin.log import CandidateRow, RoundPrompt, TurnRecord, open_sqlite
+from rsft_plugin.models.memory import Remembered
 from rsft_plugin.models.registry import Registry
 from rsft_plugin.parts import build_parts
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
@@ -67,7 +68,8 @@ def versions(config, pretrained):
     registry = Registry(config.paths.models_dir)
     first = registry.publish(pretrained, notes="pretrained")
     registry.set_live(first.name, "test")
-    registry.publish(relabelled(pretrained, "[v2]"), parent=first.name, notes="relabelled")
+    remembered = [Remembered("where is my parcel", pretrained.bank.answers[0].id, ("t1",), 1)]
+    registry.publish(relabelled(pretrained, "[v2]").remember(remembered, 0.3), parent=first.name, notes="relabelled")
     return registry
 
 
@@ -750,7 +752,7 @@ def test_promote_and_rollback_move_the_live_pointer(config, token, versions):
     async def exercise(client: TestClient) -> list[Any]:
         seen = []
         models = await (await client.get("/api/models", headers=auth)).json()
-        seen.append([(v["name"], v["live"], v["parent"]) for v in models["versions"]])
+        seen.append([(v["name"], v["live"], v["parent"], v["remembered"]) for v in models["versions"]])
         for path, body in (("/api/models/v0002/promote", None), ("/api/models/v0002/promote", None),
                            ("/api/models/v0009/promote", None), ("/api/models/latest/promote", None),
                            ("/api/models/rollback", {}), ("/api/models/rollback", {"version": "v0002"}),
@@ -760,7 +762,7 @@ def test_promote_and_rollback_move_the_live_pointer(config, token, versions):
         return seen
 
     seen = _serve(config, exercise)
-    assert seen[0] == [("v0002", False, "v0001"), ("v0001", True, None)]
+    assert seen[0] == [("v0002", False, "v0001", 1), ("v0001", True, None, 0)]
     assert seen[1] == (200, {"live": "v0002", "previous": "v0001"})
     assert seen[2][0] == 400 and "live already" in seen[2][1]["error"]
     assert seen[3][0] == 404 and seen[4][0] == 400
