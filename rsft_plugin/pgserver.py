@@ -9,6 +9,10 @@ directory, with password (SCRAM) authentication over TCP. Nothing here talks SQL
 Example:
     with PostgresServer.start() as server:        # a throwaway server in a temporary directory
         url = server.create_database("rsft")      # postgresql://rsft:...@127.0.0.1:PORT/rsft
+
+`rsft serve --scale` has its server run by supervisord instead (`PostgresServer.supervised`), so it is restarted
+when it dies like every other server of the stack: supervisord runs `python -m rsft_plugin.pgserver DIR PORT`,
+which drops root, clears the environment (supervisord's holds the stack's secrets) and becomes the postmaster.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -67,7 +72,7 @@ class PostgresServer:
     port: int
     user: str
     password: str
-    process: subprocess.Popen
+    process: subprocess.Popen | None  # None: supervisord runs it (`supervised`)
     run_as: str | None = None
     temporary: bool = False
     log_path: Path = field(init=False)
@@ -107,11 +112,31 @@ class PostgresServer:
                 shutil.rmtree(directory, ignore_errors=True)
             raise
         try:
-            server._wait_until_ready(timeout)
+            server.wait_until_ready(timeout)
         except BaseException:
             server.stop()
             raise
         return server
+
+    @classmethod
+    def supervised(cls, directory: Path, port: int, password: str, user: str = "rsft") -> PostgresServer:
+        """A server in `directory` (initialised here when it holds no cluster yet) that someone else runs: start
+        `command` (under supervisord), then `wait_until_ready`. `stop()` leaves it to whoever runs it.
+
+        Raises:
+            PostgresUnavailable: no binaries, or initdb failed.
+        """
+        run_as = _unprivileged_user() if os.geteuid() == 0 else None
+        directory.mkdir(parents=True, exist_ok=True)
+        _give_to(directory, run_as)
+        if not (directory / "data" / "PG_VERSION").exists():
+            _initdb(directory, user, password, run_as)
+        return cls(directory, port, user, password, None, run_as)
+
+    @property
+    def command(self) -> list[str]:
+        """The command that runs this server durably in the foreground (see `serve`), for a supervisor."""
+        return [sys.executable, "-m", "rsft_plugin.pgserver", str(self.directory), str(self.port)]
 
     def url(self, database: str = "postgres") -> str:
         """A libpq URL (with the password) for `database` on this server."""
@@ -129,7 +154,7 @@ class PostgresServer:
     def stop(self) -> None:
         """Fast shutdown (SIGINT: running transactions roll back, then a checkpoint), or for a temporary directory
         an immediate one (SIGQUIT: no checkpoint, the files go anyway); kill after 30 s. Idempotent."""
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGQUIT if self.temporary else signal.SIGINT)
             try:
                 self.process.wait(timeout=30)
@@ -153,10 +178,15 @@ class PostgresServer:
             raise PostgresUnavailable(f"{program} {' '.join(args)}: {done.stderr.strip()}")
         return done
 
-    def _wait_until_ready(self, timeout: float) -> None:
+    def wait_until_ready(self, timeout: float) -> None:
+        """Return once the server accepts connections (pg_isready).
+
+        Raises:
+            PostgresUnavailable: it did not within `timeout` seconds, or the process this object started exited.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if self.process is not None and self.process.poll() is not None:
                 raise PostgresUnavailable(f"postgres exited ({self.process.returncode}): {self._log_tail()}")
             ready = subprocess.run([str(pg_binary("pg_isready")), "--host=127.0.0.1", f"--port={self.port}",
                                     "--dbname=postgres", "--timeout=2"], capture_output=True)
@@ -225,15 +255,71 @@ def _initdb(directory: Path, user: str, password: str, run_as: str | None) -> No
         raise PostgresUnavailable(f"initdb failed: {done.stderr.strip()[-2000:]}")
 
 
-def _spawn_server(directory: Path, port: int, durable: bool, run_as: str | None) -> subprocess.Popen:
+def _server_arguments(directory: Path, port: int, durable: bool) -> list[str]:
     settings = {"listen_addresses": "127.0.0.1", "port": str(port), "unix_socket_directories": str(directory),
                 **({} if durable else _THROWAWAY)}
-    args = [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
+    return ["-D", str(directory / "data"),
+            *(arg for key, value in settings.items() for arg in ("-c", f"{key}={value}"))]
+
+
+def _spawn_server(directory: Path, port: int, durable: bool, run_as: str | None) -> subprocess.Popen:
+    args = _server_arguments(directory, port, durable)
     log = open(directory / "server.log", "ab")  # noqa: SIM115 - the server writes it for its whole life
     _give_to(directory / "server.log", run_as)
     try:
-        return subprocess.Popen([str(pg_binary("postgres")), "-D", str(directory / "data"), *args],
+        return subprocess.Popen([str(pg_binary("postgres")), *args],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, **_as_user(run_as))
     finally:
         log.close()
+
+
+def serve(directory: Path, port: int) -> None:
+    """Become the durable postmaster of `directory` (never returns): as root, switch to the unprivileged user first;
+    start from an empty environment, so the server's processes hold none of the stack's secrets.
+
+    After a kill -9 the old server's processes leave within milliseconds, but a new postmaster that starts while
+    one is still attached to the old shared memory refuses to run ("pre-existing shared memory block is still in
+    use"), and supervisord would count that as a failed start: so wait for them first (at most 30 s).
+    """
+    _wait_for_old_server(directory / "data", 30.0)
+    environment = {key: value for key, value in os.environ.items() if key in ("PATH", "LANG", "LC_ALL", "TZ")}
+    run_as = _unprivileged_user() if os.geteuid() == 0 else None
+    if run_as:
+        entry = pwd.getpwnam(run_as)
+        os.setgroups([])
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+        os.chdir("/")
+    program = str(pg_binary("postgres"))
+    os.execve(program, [program, *_server_arguments(directory, port, durable=True)], environment)
+
+
+def _wait_for_old_server(data: Path, timeout: float) -> None:
+    """Wait while processes of the last postmaster (its lock file names its segment) still use its shared memory
+    (a live server too: then postgres itself refuses to start, as it should)."""
+    try:
+        lines = (data / "postmaster.pid").read_text().splitlines()
+        shared_memory_id = lines[6].split()[1]
+    except (OSError, IndexError):
+        return  # no lock file (a clean stop), or one without a shared memory segment
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _attached(shared_memory_id) > 0:
+        time.sleep(0.1)
+
+
+def _attached(shared_memory_id: str) -> int:
+    """How many processes are attached to System V shared memory segment `shared_memory_id` (0: gone)."""
+    try:
+        rows = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    except OSError:
+        return 0
+    for row in rows:
+        fields = row.split()
+        if len(fields) > 6 and fields[1] == shared_memory_id:
+            return int(fields[6])
+    return 0
+
+
+if __name__ == "__main__":  # python -m rsft_plugin.pgserver DIRECTORY PORT, as supervisord runs it
+    serve(Path(sys.argv[1]), int(sys.argv[2]))

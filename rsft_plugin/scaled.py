@@ -1,11 +1,12 @@
 """`rsft serve --scale`: the assistant as several processes behind a load balancer (issue 13).
 
-Processes, all but PostgreSQL under the same supervisord as `Stack`'s three (restarted when they die):
+Processes, all under the same supervisord as `Stack`'s three (restarted when they die, within the restart budget):
     postgres      the plugin's log and Rasa's tracker store: log.url and scale.tracker_url when set, else a private
-                  server (pgserver.py) in paths.postgres_dir, with the databases rsft and rasa_tracker
+                  server (pgserver.py) in paths.postgres_dir, with the databases rsft and rasa_tracker; Rasa's
+                  tracker store (rasa/tracker_store.py) and the log reconnect after it restarted
     redis         Rasa's lock store (rasa/lock_store.py: Rasa's RedisLockStore with atomic ticket updates): one
                   conversation's messages are processed one at a time and in order across all Rasa processes
-                  (scale.redis_url, else a redis-server on scale.redis_port)
+                  (scale.redis_url, else a redis-server on scale.redis_port that requires a generated password)
     rasa-1..N     `rasa run` on scale.rasa_ports_from + i, the same Rasa model, the endpoints written here
     actions-1..M  the action server on scale.action_ports_from + i; each loads the live model once and swaps when
                   the LIVE pointer in the shared paths.models_dir changes
@@ -17,18 +18,20 @@ Why HAProxy rather than nginx (both Debian packages): open-source nginx has only
 is marked down after customers' requests to it failed); HAProxy checks every backend every second
 (`option httpchk`) and takes a dead one out after two failed checks, and `option redispatch` with `retries` sends
 a request whose connection was refused to another backend, so a killed process costs only the requests it was
-holding. The generated files (haproxy.cfg, endpoints.yml) are written to the stack's log folder.
+holding. The generated files (haproxy.cfg, endpoints.yml, and redis.conf, mode 0600, as it holds Redis's password)
+are written to the stack's log folder. Passwords reach the processes through supervisord's environment only.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import yaml
 
@@ -37,16 +40,19 @@ from .config.service import redact_url
 from .launcher import _RASA_QUIET, Stack, _repo_root, ensure_rasa_model
 from .pgserver import PostgresServer, PostgresUnavailable
 from .rasa import rasa_pythonpath
-from .secrets import POSTGRES_PASSWORD, get_secret
+from .secrets import POSTGRES_PASSWORD, REDIS_PASSWORD, get_secret
 from .supervision import LaunchError, Program, Supervisor
 
-__all__ = ["HAPROXY_BIN", "REDIS_BIN", "ScaledStack", "haproxy_configuration", "scaled_endpoints"]
+__all__ = ["HAPROXY_BIN", "REDIS_BIN", "ScaledStack", "haproxy_configuration", "redis_configuration",
+           "scaled_endpoints"]
 
 HAPROXY_BIN = "/usr/sbin/haproxy"
 REDIS_BIN = "/usr/bin/redis-server"
 TRACKER_PASSWORD_ENV = "RSFT_TRACKER_PASSWORD"
+LOCK_STORE_PASSWORD_ENV = "RSFT_LOCK_STORE_PASSWORD"  # Redis's password, as Rasa reads it in endpoints.yml
 LOCK_KEY_PREFIX = "rsft"  # RedisLockStore wants it alphanumeric
 LOCK_STORE_CLASS = "rsft_plugin.rasa.lock_store.SerialRedisLockStore"  # Rasa's RedisLockStore, made atomic
+TRACKER_STORE_CLASS = "rsft_plugin.rasa.tracker_store.ReconnectingSQLTrackerStore"  # Rasa's SQL one, reconnecting
 
 
 @dataclass
@@ -78,18 +84,18 @@ class ScaledStack(Stack):
             model = ensure_rasa_model(self.config, self.log_dir, self.announce)
             self.log_url, tracker_url = self._databases()
             programs = self._scaled_programs(model, tracker_url)
-            secrets = {**self._secrets(), LOG_URL_ENV: self.log_url,
-                       TRACKER_PASSWORD_ENV: unquote(urlsplit(tracker_url).password or "")}
             server = self.config.server
             self.supervisor = Supervisor(
-                programs, self.log_dir, secrets, announce=self.announce, restart_budget=server.restart_budget,
-                restart_window_seconds=server.restart_window_seconds,
+                programs, self.log_dir, self.scaled_secrets(tracker_url), announce=self.announce,
+                restart_budget=server.restart_budget, restart_window_seconds=server.restart_window_seconds,
                 start_timeout_seconds=server.start_timeout_seconds)
             self.announce(f"rsft: starting supervisord (logs and status in {self.log_dir})")
             self.supervisor.start_daemon()
+            if self.postgres is not None:
+                self._start_postgres()
             if not self.config.scale.redis_url:
                 self._start_together(["redis"])
-                _wait_for_port(self.host, self.config.scale.redis_port, 30)
+                _wait_for_redis(self.host, self.config.scale.redis_port, self._redis_password(), 30)
             # rasa-1 alone first: each Rasa creates the tracker tables when they are missing, and two doing it at
             # once in an empty database can collide; the action servers load their model meanwhile.
             self._start_together([*self.action_names, self.rasa_names[0]])
@@ -100,11 +106,22 @@ class ScaledStack(Stack):
             self.stop()
             raise
 
+    @property
+    def redis_url(self) -> str:
+        """The lock store's Redis: scale.redis_url, or the private redis-server with its password."""
+        scale = self.config.scale
+        return scale.redis_url or f"redis://:{quote(self._redis_password(), safe='')}@{self.host}:{scale.redis_port}/1"
+
+    def scaled_secrets(self, tracker_url: str) -> dict[str, str]:
+        """The environment variables every process gets that no file or command line shows: the tokens, the log's
+        URL, and the passwords Rasa substitutes in endpoints.yml (the tracker store's and Redis's)."""
+        return {**self._secrets(), LOG_URL_ENV: self.log_url,
+                TRACKER_PASSWORD_ENV: unquote(urlsplit(tracker_url).password or ""),
+                LOCK_STORE_PASSWORD_ENV: unquote(urlsplit(self.redis_url).password or "")}
+
     def stop(self) -> None:
-        super().stop()
-        if self.postgres is not None:
-            self.postgres.stop()
-            self.postgres = None
+        super().stop()  # supervisord stops PostgreSQL and Redis last (their priority)
+        self.postgres = None
 
     # ---- internals -----------------------------------------------------------------------------------------
 
@@ -149,17 +166,38 @@ class ScaledStack(Stack):
         if self.config.log.url:
             return self.config.log.url, scale.tracker_url or self.config.log.url
         directory = self.config.paths.postgres_dir
-        self.announce(f"rsft: starting PostgreSQL on port {scale.postgres_port} (data in {directory})")
         try:
-            self.postgres = PostgresServer.start(directory, scale.postgres_port, durable=True,
-                                                 password=get_secret(self.config.paths.run_dir, POSTGRES_PASSWORD))
+            self.postgres = PostgresServer.supervised(directory, scale.postgres_port,
+                                                      get_secret(self.config.paths.run_dir, POSTGRES_PASSWORD))
         except PostgresUnavailable as exc:
-            hint = (f" (as root, PostgreSQL runs as an unprivileged user, who must be able to enter every folder "
-                    f"above {directory}: set paths.postgres_dir elsewhere, or set log.url)"
-                    if "Permission denied" in str(exc) else "")
-            raise LaunchError(f"PostgreSQL would not start: {exc}{hint}") from exc
-        log_url = _database(self.postgres, "rsft")
-        return log_url, scale.tracker_url or _database(self.postgres, "rasa_tracker")
+            raise LaunchError(f"PostgreSQL would not start: {exc}{_permission_hint(exc, directory)}") from exc
+        return self.postgres.url("rsft"), scale.tracker_url or self.postgres.url("rasa_tracker")
+
+    def _start_postgres(self) -> None:
+        """Start the private PostgreSQL under supervisord, wait until it accepts connections, create the databases
+        (the first time)."""
+        postgres = self.postgres
+        self.announce(f"rsft: starting PostgreSQL on port {postgres.port} (data in {postgres.directory})")
+        try:
+            self._start_together(["postgres"])
+            postgres.wait_until_ready(60)
+        except (LaunchError, PostgresUnavailable) as exc:
+            raise LaunchError(f"PostgreSQL would not start: {exc}; see {self._supervised.log_path('postgres')}"
+                              f"{_permission_hint(exc, postgres.directory)}") from exc
+        for name in ("rsft", "rasa_tracker"):
+            _database(postgres, name)
+
+    def _redis_password(self) -> str:
+        return get_secret(self.config.paths.run_dir, REDIS_PASSWORD)
+
+    def _redis_configuration(self) -> Path:
+        """redis.conf for the private redis-server, mode 0600: its password must not show in `ps`."""
+        path = self.log_dir / "redis.conf"
+        path.unlink(missing_ok=True)  # recreated, so the mode is ours whatever an old file had
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(redis_configuration(self.host, self.config.scale.redis_port, self._redis_password()))
+        return path
 
     def _scaled_programs(self, model: Path, tracker_url: str) -> list[Program]:
         server, paths, scale = self.config.server, self.config.paths, self.config.scale
@@ -168,8 +206,7 @@ class ScaledStack(Stack):
         ports = scale.ports()
         endpoints = self.log_dir / "endpoints.yml"
         endpoints.write_text(scaled_endpoints(paths.bot_dir / "endpoints.yml", f"{self.action_url}/webhook",
-                                              tracker_url, scale.redis_url or f"redis://{self.host}:"
-                                              f"{scale.redis_port}/1"), encoding="utf-8")
+                                              tracker_url, self.redis_url), encoding="utf-8")
         haproxy = self.log_dir / "haproxy.cfg"
         haproxy.write_text(haproxy_configuration(self.host, server.rasa_port, server.action_port,
                                                  ports["rasa"], ports["actions"]), encoding="utf-8")
@@ -177,10 +214,11 @@ class ScaledStack(Stack):
         origins = sorted({f"http://{h}:{server.web_port}" for h in (self.host, "localhost", "127.0.0.1")})
         rasa_env = {"PYTHONPATH": rasa_pythonpath(), "VIRTUAL_ENV": "", **_RASA_QUIET}
         programs = []
+        if self.postgres is not None:  # fast shutdown on SIGINT, after the servers using it (a low priority)
+            programs.append(Program("postgres", self.postgres.command, _repo_root(), stop_signal="INT", priority=1))
         if not scale.redis_url:
-            programs.append(Program("redis", [REDIS_BIN, "--port", str(scale.redis_port), "--bind", self.host,
-                                              "--save", "", "--appendonly", "no", "--daemonize", "no"],
-                                    self.log_dir))
+            programs.append(Program("redis", [REDIS_BIN, str(self._redis_configuration())], self.log_dir,
+                                    priority=2))
         for name, port in zip(self.action_names, ports["actions"], strict=True):
             programs.append(Program(name, [sys.executable, "-m", "rsft_plugin.rasa", "--host", self.host, "--port",
                                            str(port)], _repo_root(), config_env, f"http://{self.host}:{port}/health"))
@@ -203,8 +241,9 @@ class ScaledStack(Stack):
 
 def scaled_endpoints(bot_endpoints: Path, action_url: str, tracker_url: str, redis_url: str) -> str:
     """The bot's endpoints.yml with the action server behind the load balancer, the tracker store on PostgreSQL
-    and the Redis lock store; other sections of the bot's file are kept. Secrets stay `${VAR}` references that Rasa
-    fills from its environment (unquoted, or Rasa would not substitute them)."""
+    and the Redis lock store; other sections of the bot's file are kept. Passwords (of the tracker store's and of
+    Redis's URL) stay `${VAR}` references that Rasa fills from its environment (unquoted, or Rasa would not
+    substitute them)."""
     tracker, redis = urlsplit(tracker_url), urlsplit(redis_url)
     kept = {}
     if bot_endpoints.exists():
@@ -212,8 +251,9 @@ def scaled_endpoints(bot_endpoints: Path, action_url: str, tracker_url: str, red
                 if key not in ("action_endpoint", "tracker_store", "lock_store")}
     lines = ["# Written by `rsft serve --scale` (rsft_plugin/scaled.py) for every Rasa process; do not edit.",
              "action_endpoint:", f"  url: {action_url}", "  headers:", "    X-Rsft-Action-Token: ${RSFT_ACTION_TOKEN}",
-             "tracker_store:", "  type: SQL", "  dialect: postgresql", f"  url: {tracker.hostname or '127.0.0.1'}",
-             f"  port: {tracker.port or 5432}", f"  db: {unquote(tracker.path.lstrip('/')) or 'postgres'}"]
+             "tracker_store:", f"  type: {TRACKER_STORE_CLASS}", "  dialect: postgresql",
+             f"  url: {tracker.hostname or '127.0.0.1'}", f"  port: {tracker.port or 5432}",
+             f"  db: {unquote(tracker.path.lstrip('/')) or 'postgres'}"]
     if tracker.username:
         lines.append(f"  username: {unquote(tracker.username)}")
     if tracker.password:
@@ -221,8 +261,20 @@ def scaled_endpoints(bot_endpoints: Path, action_url: str, tracker_url: str, red
     lines += ["lock_store:", f"  type: {LOCK_STORE_CLASS}", f"  url: {redis.hostname or '127.0.0.1'}",
               f"  port: {redis.port or 6379}", f"  db: {redis.path.lstrip('/') or '1'}",
               f"  key_prefix: {LOCK_KEY_PREFIX}"]
+    if redis.username:
+        lines.append(f"  username: {unquote(redis.username)}")
+    if redis.password:
+        lines.append(f"  password: ${{{LOCK_STORE_PASSWORD_ENV}}}")
     text = "\n".join(lines) + "\n"
     return text + (yaml.safe_dump(kept, sort_keys=False) if kept else "")
+
+
+def redis_configuration(host: str, port: int, password: str) -> str:
+    """redis-server's configuration: locks only (no persistence), on `host`:`port`, every client must AUTH."""
+    quoted = password.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return "\n".join(["# Written by `rsft serve --scale` (rsft_plugin/scaled.py); do not edit. Mode 0600.",
+                      f"port {port}", f"bind {host}", 'save ""', "appendonly no", "daemonize no",
+                      f'requirepass "{quoted}"', ""])
 
 
 def haproxy_configuration(host: str, rasa_port: int, action_port: int, rasa_ports: list[int],
@@ -269,15 +321,31 @@ def _check_installed() -> None:
                           "(or `make scale-servers`)")
 
 
-def _wait_for_port(host: str, port: int, timeout: float) -> None:
+def _wait_for_redis(host: str, port: int, password: str, timeout: float) -> None:
+    """Wait until redis-server accepts `password` and answers PING (raw RESP: our Python has no Redis client)."""
+    secret = password.encode()
+    request = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(secret), secret)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with socket.create_connection((host, port), timeout=1) as connection:
-                connection.sendall(b"PING\r\n")
-                if connection.recv(16).startswith(b"+PONG"):
-                    return
+                connection.sendall(request)
+                reply = b""
+                while reply.count(b"\r\n") < 2 and (chunk := connection.recv(64)):
+                    reply += chunk
+            if reply.startswith(b"+OK\r\n+PONG"):
+                return
+            if reply.startswith(b"-WRONGPASS"):
+                raise LaunchError(f"redis-server on {host}:{port} refused the password (is another one running "
+                                  "there?)")
         except OSError:
             pass
         time.sleep(0.2)
     raise LaunchError(f"redis-server did not answer on {host}:{port} within {timeout:.0f} s")
+
+
+def _permission_hint(exc: Exception, directory: Path) -> str:
+    if "Permission denied" not in str(exc):
+        return ""
+    return (f" (as root, PostgreSQL runs as an unprivileged user, who must be able to enter every folder above "
+            f"{directory}: set paths.postgres_dir elsewhere, or set log.url)")

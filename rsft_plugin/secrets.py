@@ -1,4 +1,5 @@
-"""Secrets of a running installation: the Rasa API token, the action server's token and the operator token.
+"""Secrets of a running installation: the Rasa API token, the action server's token, the operator token and the
+passwords of the private PostgreSQL and redis-server of `rsft serve --scale`.
 
 Each comes from its environment variable when set; otherwise it is generated on first use into
 `run_dir/secrets/<name>` with mode 0600 (the folder 0700), so no installation ships a default secret.
@@ -15,6 +16,7 @@ RASA_TOKEN = ("rasa-token", "RSFT_RASA_TOKEN")
 OPERATOR_TOKEN = ("operator-token", "RSFT_OPERATOR_TOKEN")
 ACTION_TOKEN = ("action-token", "RSFT_ACTION_TOKEN")  # Rasa -> action server (header X-Rsft-Action-Token)
 POSTGRES_PASSWORD = ("postgres-password", "RSFT_POSTGRES_PASSWORD")  # the private PostgreSQL of `rsft serve --scale`
+REDIS_PASSWORD = ("redis-password", "RSFT_REDIS_PASSWORD")  # the private redis-server of `rsft serve --scale`
 
 
 def get_secret(run_dir: Path, which: tuple[str, str]) -> str:

@@ -46,13 +46,16 @@ class LaunchError(RsftError):
 
 @dataclass(frozen=True)
 class Program:
-    """One server: its command, working directory, extra environment (no secrets) and readiness URL."""
+    """One server: its command, working directory, extra environment (no secrets) and readiness URL; the signal
+    that stops it, and its priority (a lower one is stopped later: the databases after the servers using them)."""
 
     name: str
     command: list[str]
     cwd: Path
     environment: dict[str, str] = field(default_factory=dict)
     ready_url: str | None = None
+    stop_signal: str = "TERM"
+    priority: int = 999
 
 
 @dataclass
@@ -301,7 +304,8 @@ class Supervisor:
             lines += [f"[program:{program.name}]", f"command={_escape(shlex.join(program.command))}",
                       f"directory={_escape(str(program.cwd))}", "autostart=false", "autorestart=true",
                       f"startsecs={self.start_seconds}", f"startretries={self.start_retries}",
-                      "stopsignal=TERM", "stopwaitsecs=15", "stopasgroup=true", "killasgroup=true",
+                      f"stopsignal={program.stop_signal}", f"priority={program.priority}", "stopwaitsecs=15",
+                      "stopasgroup=true", "killasgroup=true",
                       "redirect_stderr=true", f"stdout_logfile={_escape(str(self.log_path(program.name)))}",
                       "stdout_logfile_maxbytes=20MB", "stdout_logfile_backups=3"]
             if program.environment:

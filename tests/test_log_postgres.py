@@ -187,17 +187,24 @@ def test_the_log_reconnects_after_the_server_dropped_its_connection(postgres_log
     log = open_postgres(postgres_log_url)
     try:
         log.log_turn(_turn())
-        with psycopg.connect(postgres_log_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", [log.conn.info.backend_pid])
+        _drop_connection(postgres_log_url, log)
         assert log.count("turns") == 1  # a read is repeated on a new connection
-        with psycopg.connect(postgres_log_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", [log.conn.info.backend_pid])
-        with pytest.raises(psycopg.OperationalError):
-            log.log_turn(_turn())  # a write is not repeated (it might have committed) ...
-        log.log_turn(_turn())  # ... the next one reconnects
+        _drop_connection(postgres_log_url, log)
+        log.log_turn(_turn())  # a write whose BEGIN found the connection dead is begun again on a new one
         assert log.count("turns") == 2
+        with pytest.raises(psycopg.OperationalError), log._transaction() as cursor:
+            cursor.execute("SELECT 1")
+            _drop_connection(postgres_log_url, log)  # lost mid-transaction: not repeated (it might have committed)
+            cursor.execute("SELECT 1")
+        log.log_turn(_turn())  # ... the next one reconnects
+        assert log.count("turns") == 3
     finally:
         log.close()
+
+
+def _drop_connection(url: str, log) -> None:
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [log.conn.info.backend_pid])
 
 
 def test_an_unreachable_server_is_a_clear_error_without_the_password(postgres_server):

@@ -1,7 +1,9 @@
 """`rsft serve --scale` (issue 13): PostgreSQL, Redis, 2 Rasa and 2 action servers behind HAProxy, started once for
 the module (and stopped by it). One conversation's concurrent messages are processed in order across the Rasa
 processes; a short load through the load balancer loses nothing; kill -9 of one Rasa and one action server under
-load is routed around, customers see at most the fallback line, and nothing they were told is lost.
+load is routed around, customers see at most the fallback line, and nothing they were told is lost; kill -9 of the
+private PostgreSQL: it is restarted, and the next messages are answered and logged. The private Redis refuses
+clients without its password.
 
 Timings are printed, never asserted (bench/scaled.py measures them)."""
 
@@ -22,10 +24,11 @@ import pytest
 import requests
 import yaml
 
-from rsft_plugin.config import LOG_URL_ENV, ConfigError, load_config
+from rsft_plugin.config import LOG_URL_ENV, ConfigError, load_config, settings_as_yaml
 from rsft_plugin.launcher import free_port, rasa_token
 from rsft_plugin.log import open_postgres
-from rsft_plugin.scaled import ScaledStack, haproxy_configuration, scaled_endpoints
+from rsft_plugin.scaled import ScaledStack, haproxy_configuration, redis_configuration, scaled_endpoints
+from rsft_plugin.secrets import REDIS_PASSWORD, get_secret
 from rsft_plugin.supervision import LaunchError
 
 from .conftest import REPO, LoopingCustomers, start_stack, wait_until, write_config
@@ -62,10 +65,33 @@ def _is_free(port: int) -> bool:
 @pytest.mark.parametrize(("values", "message"), [
     ({"rasa_servers": 0}, "rasa_servers"), ({"action_servers": 33}, "action_servers"),
     ({"rasa_ports_from": 80}, "rasa_ports_from"), ({"redis_url": "http://x"}, "redis_url"),
-    ({"redis_url": "redis://:secret@host:6379/1"}, "no password"), ({"tracker_url": "mysql://x"}, "tracker_url")])
+    ({"redis_url": "redis://:sec ret@host:6379/1"}, "redis_url"), ({"tracker_url": "mysql://x"}, "tracker_url")])
 def test_bad_scale_settings_are_refused_with_the_key(tmp_path, values, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write_config(tmp_path, scale=values))
+
+
+def test_a_redis_url_with_a_password_reaches_rasa_through_its_environment_and_is_shown_as_stars(tmp_path):
+    config = load_config(write_config(tmp_path, scale={"redis_url": "redis://:pa%40ss@db.internal:6379/2"}))
+    shown = settings_as_yaml(config)
+    assert "redis://:***@db.internal:6379/2" in shown and "pa%40ss" not in shown and "pa@ss" not in shown
+    stack = ScaledStack(config, log_dir=tmp_path / "logs")
+    assert stack.redis_url == "redis://:pa%40ss@db.internal:6379/2"  # no private redis-server, no generated one
+    assert stack.scaled_secrets("postgresql://rsft:pw@db/rasa")["RSFT_LOCK_STORE_PASSWORD"] == "pa@ss"
+    endpoints = yaml.safe_load(scaled_endpoints(tmp_path / "none.yml", "http://lb/webhook", "postgresql://db/t",
+                                                stack.redis_url))
+    assert endpoints["lock_store"]["password"] == "${RSFT_LOCK_STORE_PASSWORD}"
+    assert endpoints["lock_store"]["url"] == "db.internal" and endpoints["lock_store"]["db"] == 2
+
+
+def test_the_private_redis_gets_a_generated_password_in_a_private_file(tmp_path):
+    config = load_config(write_config(tmp_path))
+    stack = ScaledStack(config, log_dir=tmp_path / "logs")
+    password = get_secret(config.paths.run_dir, REDIS_PASSWORD)
+    assert len(password) >= 32 and f":{password}@" in stack.redis_url
+    assert stack.scaled_secrets("postgresql://db/t")["RSFT_LOCK_STORE_PASSWORD"] == password
+    text = redis_configuration("127.0.0.1", 6380, 'a"b\\c')
+    assert 'requirepass "a\\"b\\\\c"' in text and "port 6380" in text and 'save ""' in text
 
 
 def test_a_port_given_to_two_servers_is_refused_before_anything_starts(tmp_path):
@@ -90,11 +116,12 @@ def test_the_generated_endpoints_and_load_balancer_name_every_backend_and_no_pas
     bot.write_text("action_endpoint:\n  url: ${RSFT_ACTION_URL}\ntracker_store:\n  type: SQL\n"
                    "nlg:\n  url: http://nlg.example/\n")
     text = scaled_endpoints(bot, "http://127.0.0.1:5055/webhook", "postgresql://rsft:pa%40ss@db:5432/rasa_tracker",
-                            "redis://127.0.0.1:6380/1")
+                            "redis://127.0.0.1:6380/1")  # a Redis without a password: no password line
     assert "pa@ss" not in text and "pa%40ss" not in text and "password: ${RSFT_TRACKER_PASSWORD}" in text
     endpoints = yaml.safe_load(text)
     assert endpoints["action_endpoint"]["url"] == "http://127.0.0.1:5055/webhook"
-    assert endpoints["tracker_store"] == {"type": "SQL", "dialect": "postgresql", "url": "db", "port": 5432,
+    assert endpoints["tracker_store"] == {"type": "rsft_plugin.rasa.tracker_store.ReconnectingSQLTrackerStore",
+                                          "dialect": "postgresql", "url": "db", "port": 5432,
                                           "db": "rasa_tracker", "username": "rsft",
                                           "password": "${RSFT_TRACKER_PASSWORD}"}
     assert endpoints["lock_store"] == {"type": "rsft_plugin.rasa.lock_store.SerialRedisLockStore",
@@ -192,9 +219,21 @@ def _say(url: str, sender: str, message: str) -> requests.Response:
     return requests.post(f"{url}/webhooks/rest/webhook", json={"sender": sender, "message": message}, timeout=120)
 
 
-def _redis_commands(port: int) -> dict[str, int]:
+def _redis_reply(port: int, *commands: bytes) -> bytes:
+    """What redis-server answers to `commands` (inline commands, one after another), read until it stops."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(b"".join(command + b"\r\n" for command in commands))
+        reply = b""
+        while reply.count(b"\r\n") < len(commands):
+            reply += connection.recv(65536)
+    return reply
+
+
+def _redis_commands(port: int, password: str) -> dict[str, int]:
     """How many times each command reached Redis (INFO commandstats), e.g. {"set": 40, "get": 80}."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(f"AUTH {password}\r\n".encode())
+        assert connection.recv(16) == b"+OK\r\n"
         connection.sendall(b"INFO commandstats\r\n")
         reply = b""
         while b"\r\n" not in reply or len(reply) < reply.index(b"\r\n") + 2 + int(reply[1:reply.index(b"\r\n")]):
@@ -222,15 +261,32 @@ def test_one_conversations_concurrent_messages_are_processed_in_order_across_ras
     atomic, see rsft_plugin/rasa/lock_store.py) once in five runs had two messages processed at once and the
     last check of the order failed. The endpoints every Rasa reads name our lock store, and Redis saw the locks
     being taken (the last checks)."""
-    redis_before = _redis_commands(scaled.config.scale.redis_port)
+    password = get_secret(scaled.config.paths.run_dir, REDIS_PASSWORD)
+    redis_before = _redis_commands(scaled.config.scale.redis_port, password)
     for sender in ("order-1", "order-2", "order-3"):  # three conversations: a race shows in some runs, not all
         _nine_messages_at_once_in_order(scaled, log, sender)
 
     endpoints = (scaled.log_dir / "endpoints.yml").read_text()
     assert "lock_store:\n  type: rsft_plugin.rasa.lock_store.SerialRedisLockStore" in endpoints
     assert "dialect: postgresql" in endpoints
-    redis_after = _redis_commands(scaled.config.scale.redis_port)
+    redis_after = _redis_commands(scaled.config.scale.redis_port, password)
     assert redis_after.get("set", 0) - redis_before.get("set", 0) >= 27  # a lock per message at least
+    assert "password: ${RSFT_LOCK_STORE_PASSWORD}" in endpoints and password not in endpoints
+
+
+@pytest.mark.e2e
+def test_the_private_redis_refuses_a_client_without_its_password_and_never_shows_it(scaled):
+    """Any local process can reach Redis's port: without the password it can neither read nor change the locks.
+    The password is in redis.conf (mode 0600), not on redis-server's command line (world-readable in `ps`)."""
+    port = scaled.config.scale.redis_port
+    password = get_secret(scaled.config.paths.run_dir, REDIS_PASSWORD)
+    assert _redis_reply(port, b"PING").startswith(b"-NOAUTH")
+    assert _redis_reply(port, b"SET rsftprobe 1").startswith(b"-NOAUTH")
+    assert _redis_reply(port, b"AUTH wrong-password").startswith(b"-WRONGPASS")
+    assert _redis_reply(port, f"AUTH {password}".encode(), b"PING") == b"+OK\r\n+PONG\r\n"
+    command_line = Path(f"/proc/{scaled.pid('redis')}/cmdline").read_bytes()
+    assert b"redis-server" in command_line and password.encode() not in command_line
+    assert (scaled.log_dir / "redis.conf").stat().st_mode & 0o777 == 0o600
 
 
 def _nine_messages_at_once_in_order(scaled, log, sender: str) -> None:
@@ -315,6 +371,37 @@ def test_kill_9_of_a_rasa_and_an_action_server_under_load_is_routed_around_and_n
     assert all(r["answered"] or r["fallback"] or r["thanked"] for r in customers.requests if r["status"] == 200)
     _assert_logged(log, customers.told, customers.rated)
     assert {name: scaled.status()["servers"][name]["restarts"] for name in kills} == {"rasa-1": 1, "actions-1": 1}
+
+
+@pytest.mark.e2e
+def test_kill_9_of_the_private_postgresql_is_restarted_and_the_next_messages_are_answered_and_logged(scaled, log):
+    """The log and Rasa's tracker store live in the PostgreSQL the stack started: kill -9 of its postmaster, and
+    supervision restarts it (counted like any server's restart); once it accepts connections again, messages sent
+    straight to each Rasa (each has its own pool of tracker store connections) and through the load balancer (to
+    both action servers, each with its own log connection) are answered at the first try and logged, ratings too.
+    Without the reconnecting tracker store, each Rasa's first message failed (500) on a dead pooled connection."""
+    old_pid = scaled.kill("postgres", signal.SIGKILL)
+    wait_until(lambda: scaled.pid("postgres") not in (0, old_pid), 60, "postgres restarted")
+    scaled.postgres.wait_until_ready(60)
+    wait_until(lambda: scaled.status()["servers"]["postgres"]["restarts"] == 1, 30, "the restart recorded")
+    targets = [scaled.backend_url("rasa-1"), scaled.backend_url("rasa-2"), scaled.rasa_url, scaled.rasa_url]
+    told, rated = [], []
+    for n, url in enumerate(targets):
+        sender = f"after-postgres-{n}"
+        response = _say(url, sender, QUESTIONS[n % len(QUESTIONS)])
+        assert response.status_code == 200, response.text
+        buttons = [m for m in response.json() if m.get("buttons")]
+        assert buttons, response.json()  # the answer, not the fallback line
+        payload = buttons[0]["buttons"][n % 2]["payload"]
+        rating = json.loads(payload[len("/rate"):])
+        told.append((sender, rating["turn_id"]))
+        thanks = _say(url, sender, payload)
+        assert thanks.status_code == 200 and any("Thanks" in m.get("text", "") for m in thanks.json())
+        rated.append((rating["turn_id"], rating["score"]))
+    _assert_logged(log, told, rated)
+    tracker = requests.get(f"{scaled.backend_url('rasa-2')}/conversations/after-postgres-0/tracker",
+                           params={"token": rasa_token(scaled.config)}, timeout=30).json()
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user"][:1] == [QUESTIONS[0]]  # in PostgreSQL
 
 
 def _assert_logged(log, told: list[tuple[str, str]], rated: list[tuple[str, int]]) -> None:

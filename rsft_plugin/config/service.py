@@ -140,8 +140,10 @@ class ScaleConfig:
     action_servers: int = _help("Action server processes behind the load balancer.", 2)
     rasa_ports_from: int = _help("Rasa server i (1..rasa_servers) listens on rasa_ports_from + i - 1.", 5105)
     action_ports_from: int = _help("Action server i listens on action_ports_from + i - 1.", 5155)
-    redis_url: str = _help("Rasa's lock store, redis://HOST:PORT/DB, without a password (empty: start redis-server "
-                           "on redis_port).", "")
+    redis_url: str = field(default="", metadata={
+        "help": "Rasa's lock store, redis://[:PASSWORD@]HOST:PORT/DB (empty: start redis-server on redis_port, with a "
+                "generated password); the password reaches Rasa through its environment, `rsft config` shows ***.",
+        "shown": redact_url})
     redis_port: int = _help("Port of the redis-server --scale starts when redis_url is empty.", 6380)
     postgres_port: int = _help("Port of the private PostgreSQL --scale starts (in paths.run_dir/postgres) when "
                                "log.url is empty; it holds the log and Rasa's trackers.", 5433)
@@ -154,8 +156,10 @@ class ScaleConfig:
         _check(1 <= self.action_servers <= 32, "scale", "action_servers", "must be between 1 and 32")
         for key in ("rasa_ports_from", "action_ports_from", "redis_port", "postgres_port"):
             _check(1024 <= getattr(self, key) <= 65000, "scale", key, "must be a TCP port in 1024..65000")
-        _check(self.redis_url == "" or (self.redis_url.startswith("redis://") and "@" not in self.redis_url),
-               "scale", "redis_url", "must be empty (start redis-server) or a redis://HOST:PORT/DB URL (no password)")
+        _check(self.redis_url == "" or (self.redis_url.startswith("redis://") and not any(c.isspace() for c in
+                                                                                         self.redis_url)),
+               "scale", "redis_url", "must be empty (start redis-server) or a redis://[:PASSWORD@]HOST:PORT/DB URL "
+               f"(got {redact_url(self.redis_url)!r})")
         _check(self.tracker_url == "" or self.tracker_url.startswith(POSTGRES_SCHEMES), "scale", "tracker_url",
                f"must be empty or a URL starting with {POSTGRES_SCHEMES[0]} (got {redact_url(self.tracker_url)!r})")
 

@@ -8,6 +8,8 @@
                                  Rasa's own process (Python 3.10 for Rasa 3.6), so it imports only Rasa and Sanic
     rsft_plugin.rasa.lock_store  SerialRedisLockStore, Rasa's Redis lock store with atomic ticket updates, for
                                  several Rasa processes (`rsft serve --scale`); inside Rasa's process too
+    rsft_plugin.rasa.tracker_store  ReconnectingSQLTrackerStore, Rasa's SQL tracker store that reconnects after
+                                 its PostgreSQL restarted (`rsft serve --scale`); inside Rasa's process too
     rsft_plugin.rasa.bot_files   `rsft init-rasa`: our intents, examples, responses and rules beside a bot's own
     rsft_plugin.rasa.doctor      `rsft doctor`: is everything wired, and where do sample lines go?
     rsft_plugin.rasa.commands    the two commands' click layer (registered on the `rsft` group)

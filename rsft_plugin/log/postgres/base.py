@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
@@ -106,7 +106,7 @@ class PostgresBase:
 
     def _rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         """A read. Reads are repeated once on a new connection when the old one broke (the server restarted or
-        dropped it); writes are not (one may have committed), so they fail once and the next one reconnects."""
+        dropped it); writes only when their BEGIN found it broken (`_transaction`), as one may have committed."""
         with self._lock:
             try:
                 return self._connection().execute(sql, params or []).fetchall()
@@ -121,9 +121,18 @@ class PostgresBase:
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Cursor]:
-        """One transaction on this process's connection; the caller takes the locks its checks need."""
-        with self._lock, self._connection().transaction(), self.conn.cursor() as cursor:
-            yield cursor
+        """One transaction on this process's connection; the caller takes the locks its checks need.
+
+        A BEGIN that finds the connection dead (the server restarted since the last call) is sent again on a new
+        connection: nothing of the transaction reached the server. A connection lost after that is not retried."""
+        with self._lock, ExitStack() as stack:
+            try:
+                stack.enter_context(self._connection().transaction())
+            except psycopg.OperationalError:
+                if not self.conn.broken:
+                    raise
+                stack.enter_context(self._connection().transaction())
+            yield stack.enter_context(self.conn.cursor())
 
     @staticmethod
     def _lock_sender(cursor: psycopg.Cursor, sender_id: str) -> None:
