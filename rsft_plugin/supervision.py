@@ -17,6 +17,7 @@ its children inherit (and /proc/<pid>/environ is readable only by the owner).
 from __future__ import annotations
 
 import collections
+import http.client
 import json
 import os
 import shlex
@@ -366,8 +367,8 @@ def _answers(url: str | None) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    except (urllib.error.URLError, OSError, http.client.HTTPException):  # HTTPException: a TCP self-connect
+        return False  # (a free port in the ephemeral range, nobody listening yet) reads back its own request
 
 
 def _alive(pid: int) -> bool:
