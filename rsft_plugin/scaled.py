@@ -184,7 +184,7 @@ class ScaledStack(Stack):
         except (LaunchError, PostgresUnavailable) as exc:
             raise LaunchError(f"PostgreSQL would not start: {exc}; see {self._supervised.log_path('postgres')}"
                               f"{_permission_hint(exc, postgres.directory)}") from exc
-        for name in ("rsft", "rasa_tracker"):
+        for name in ("rsft", *(() if self.config.scale.tracker_url else ("rasa_tracker",))):
             _database(postgres, name)
 
     def _redis_password(self) -> str:
