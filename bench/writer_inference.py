@@ -1,22 +1,26 @@
-"""The writer's inference copy against the plain model, in one process (rsft_plugin/generative/serving.py).
+"""The writer's decoding paths against each other, in one process (rsft_plugin/generative/serving.py, quantised.py).
 
 For the same questions (one bank answer each, as bench.writer_speed) and a LoRA writer (a seeded random adapter):
-greedy replies of up to 48 tokens and K = 4 samples of up to 32 tokens, once the way the writer decoded before
-(`model.generate` on the peft/plain module, K prefills of the prompt) and once through `Writer` (the inference
-copy, one prefill shared by the K rows). Reports seconds per reply and per prompt, ms per token, whether the greedy
-replies and the sampled tokens are identical, and the largest log q difference.
+greedy replies of up to 48 tokens and K = 4 samples of up to 32 tokens through three paths, interleaved question
+by question (the cores are shared, so compare the paths' ratios): `plain`, the way the writer decoded first
+(`model.generate` on the peft/plain module, K prefills of the prompt); `float32`, the inference copy without the
+4-bit decode (one prefill shared by the K rows); `4bit`, the inference copy as served (decode steps from the GGUF's
+blocks). Reports seconds per reply and per prompt, ms per token, whether each path's greedy replies and sampled
+tokens are identical to `plain`'s, and the largest log q difference.
 
-    python -m bench.writer_inference --out var/bench-writer-inference      # ~4 min on 2 quiet cores
+    python -m bench.writer_inference --out var/bench-writer-inference      # ~6 min on 2 quiet cores
     python -m bench.writer_inference --questions 2 --prompts 1             # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,21 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     bank = load_answer_bank(REPO / "data" / "answers.yml")
     pairs = [(q, [bank.get(topic).text]) for q, topic in QUESTIONS]
     model, tokenizer = load_base(ensure_checkpoint(args.cache))
-    results: dict[str, Any] = {"load_average": list(os.getloadavg()), "cpus": os.cpu_count(),
+    results: dict[str, Any] = {"load_average_before": list(os.getloadavg()), "cpus": os.cpu_count(),
                                "torch": torch.__version__}
     for label, net in (("base", model), ("lora", _random_adapter(model))):
         writer = Writer(net, tokenizer, WriterSettings(time_limit_seconds=120))
-        started = time.perf_counter()
-        writer.inference_model()
-        build = time.perf_counter() - started
-        plain = _measure(writer, pairs[: args.questions], pairs[: args.prompts], plain=True)
-        fast = _measure(writer, pairs[: args.questions], pairs[: args.prompts], plain=False)
-        results[label] = {"inference_copy_build_seconds": round(build, 2), "plain": plain["timing"],
-                          "inference_copy": fast["timing"],
-                          "greedy_identical": plain["greedy"] == fast["greedy"],
-                          "samples_identical": plain["tokens"] == fast["tokens"],
-                          "max_abs_logq_difference": max(abs(a - b) for a, b in
-                                                         zip(plain["logq"], fast["logq"], strict=True))}
+        paths, build_seconds = _paths(net)
+        runs = _measure(writer, paths, pairs[: args.questions], pairs[: args.prompts])
+        results[label] = {"inference_copy_build_seconds": build_seconds, "decode_4bit_bytes": _quantised_bytes(
+            paths["4bit"]), **{name: run["timing"] for name, run in runs.items()}}
+        for name in ("float32", "4bit"):
+            results[label][name].update(_agreement(runs["plain"], runs[name]))
+    results["load_average_after"] = list(os.getloadavg())
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "writer_inference.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=1))
@@ -82,35 +82,79 @@ def _random_adapter(model: Any) -> Any:
     return tuned
 
 
-def _measure(writer: Any, greedy_pairs: list, sample_pairs: list, plain: bool) -> dict[str, Any]:
+def _paths(model: Any) -> tuple[dict[str, Any], dict[str, float]]:
+    """plain: the module itself; float32: the inference copy without 4-bit decoding; 4bit: the copy as served."""
+    from unittest import mock
+
+    from rsft_plugin.generative import serving
+
+    seconds = {}
+    started = time.perf_counter()
+    with mock.patch.object(serving, "decode_weights", lambda base, layers: {}):
+        float32 = serving.build_inference_copy(model)
+    seconds["float32"] = round(time.perf_counter() - started, 2)
+    started = time.perf_counter()
+    quantised = serving.build_inference_copy(model)
+    seconds["4bit"] = round(time.perf_counter() - started, 2)
+    return {"plain": model, "float32": float32, "4bit": quantised}, seconds
+
+
+def _quantised_bytes(model: Any) -> int:
+    """Bytes of the blocks the 4-bit decode reads (each distinct block tensor once)."""
+    blocks = {id(m.decode.blocks): m.decode.blocks for m in model.modules() if getattr(m, "decode", None)}
+    return sum(b.nbytes for b in blocks.values())
+
+
+def _measure(writer: Any, paths: dict[str, Any], greedy_pairs: list, sample_pairs: list) -> dict[str, Any]:
+    """Every path on every question in turn (so load changes hit all paths alike)."""
+    runs = {name: {"greedy": [], "tokens": [], "logq": [], "write": 0.0, "sample": 0.0, "new": 0}
+            for name in paths}
+    for name in paths:  # warm-up
+        with _using(writer, paths[name], name == "plain"):
+            writer.write(*greedy_pairs[0], max_new_tokens=2)
+    for question, grounding in greedy_pairs:
+        for name, run in runs.items():
+            with _using(writer, paths[name], name == "plain"):
+                started = time.perf_counter()
+                reply = writer.write(question, grounding)
+                run["write"] += time.perf_counter() - started
+            run["greedy"].append(reply.written)
+            run["new"] += reply.new_tokens
+    for i, (question, grounding) in enumerate(sample_pairs):
+        for name, run in runs.items():
+            with _using(writer, paths[name], name == "plain"):
+                started = time.perf_counter()
+                drawn = writer.sample(question, grounding, k=4, seed=i, max_new_tokens=32)
+                run["sample"] += time.perf_counter() - started
+            run["tokens"] += [s.token_ids for s in drawn]
+            run["logq"] += [s.logprob for s in drawn]
+    for run in runs.values():
+        run["timing"] = {"seconds_per_reply": round(run["write"] / len(greedy_pairs), 3),
+                         "ms_per_new_token": round(1000 * run["write"] / max(run["new"], 1), 1),
+                         "new_tokens": run["new"],
+                         "sample_seconds_per_prompt_k4_32": round(run["sample"] / len(sample_pairs), 3)}
+    return runs
+
+
+def _agreement(reference: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    return {"greedy_identical_to_plain": reference["greedy"] == run["greedy"],
+            "samples_identical_to_plain": reference["tokens"] == run["tokens"],
+            "max_abs_logq_difference": max(abs(a - b) for a, b in zip(reference["logq"], run["logq"], strict=True))}
+
+
+@contextlib.contextmanager
+def _using(writer: Any, model: Any, plain: bool) -> Iterator[None]:
+    """The writer decodes with `model`; `plain` also gives each sampled row its own prefill, as it once did."""
     from unittest import mock
 
     from rsft_plugin.generative import writer as writer_module
 
-    patches = [mock.patch.object(type(writer), "inference_model", lambda self: self.model),
-               mock.patch.object(writer_module, "_shared_prefix_cache", lambda model, prompt, rows: None)]
-    for patch in patches if plain else []:
-        patch.start()
-    try:
-        writer.write(*greedy_pairs[0], max_new_tokens=2)  # warm-up
-        started = time.perf_counter()
-        replies = [writer.write(q, g) for q, g in greedy_pairs]
-        write_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        drawn = [s for i, (q, g) in enumerate(sample_pairs)
-                 for s in writer.sample(q, g, k=4, seed=i, max_new_tokens=32)]
-        sample_seconds = time.perf_counter() - started
-    finally:
-        for patch in patches if plain else []:
-            patch.stop()
-    tokens = sum(r.new_tokens for r in replies)
-    return {"greedy": [r.written for r in replies], "tokens": [s.token_ids for s in drawn],
-            "logq": [s.logprob for s in drawn],
-            "timing": {"seconds_per_reply": round(write_seconds / len(replies), 3),
-                       "ms_per_new_token": round(1000 * write_seconds / max(tokens, 1), 1),
-                       "new_tokens": tokens, "prompt_tokens_mean": sum(r.prompt_tokens for r in replies)
-                       / len(replies),
-                       "sample_seconds_per_prompt_k4_32": round(sample_seconds / len(sample_pairs), 3)}}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(type(writer), "inference_model", lambda self: model))
+        if plain:
+            stack.enter_context(mock.patch.object(writer_module, "_shared_prefix_cache",
+                                                  lambda model, prompt, rows: None))
+        yield
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .quantised import DECODE_ROWS, QuantisedDecode, decode_weights
+
 _LOCK = threading.Lock()
 # original model -> (weights' version stamp, inference copy); weak so a dropped version frees its copy
 _COPIES: weakref.WeakKeyDictionary[Any, tuple[int, Any]] = weakref.WeakKeyDictionary()
@@ -61,9 +63,11 @@ def build_inference_copy(model: Any) -> Any:
     shared = {id(t): t for t in [*base.parameters(), *base.buffers()]}
     fast = copy.deepcopy(base, memo=shared)  # new modules, the same tensors
     with torch.no_grad():
-        for name, module in _linear_layers(fast):
+        layers = dict(_linear_layers(fast))
+        decoders = decode_weights(base, layers)  # {} when the 4-bit path is unavailable (logged)
+        for name, module in layers.items():
             parent, _, attr = name.rpartition(".")
-            setattr(fast.get_submodule(parent) if parent else fast, attr, FastLinear.of(module))
+            setattr(fast.get_submodule(parent) if parent else fast, attr, FastLinear.of(module, decoders.get(name)))
         for name, module in list(fast.named_modules()):
             if _is_gated_mlp(module):
                 parent, _, attr = name.rpartition(".")
@@ -74,19 +78,24 @@ def build_inference_copy(model: Any) -> Any:
 
 
 class FastLinear(nn.Module):
-    """y = x @ Wt (+ b) with Wt = W.T stored contiguous: the fast layout for one-token products."""
+    """y = x @ Wt (+ b) with Wt = W.T stored contiguous: the fast layout for one-token products; a decode step
+    (at most `DECODE_ROWS` rows) reads the GGUF's 4-bit blocks instead when `decode` is set (quantised.py)."""
 
-    def __init__(self, weight_t: torch.Tensor, bias: torch.Tensor | None) -> None:
+    def __init__(self, weight_t: torch.Tensor, bias: torch.Tensor | None,
+                 decode: QuantisedDecode | None = None) -> None:
         super().__init__()
         self.register_buffer("weight_t", weight_t, persistent=False)
         self.bias = bias
+        self.decode = decode if bias is None else None
 
     @classmethod
-    def of(cls, module: nn.Module) -> FastLinear:
+    def of(cls, module: nn.Module, decode: QuantisedDecode | None = None) -> FastLinear:
         weight, bias = _effective_weight(module)
-        return cls(weight.detach().t().contiguous(), None if bias is None else bias.detach())
+        return cls(weight.detach().t().contiguous(), None if bias is None else bias.detach(), decode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.decode is not None and x.numel() <= DECODE_ROWS * x.shape[-1]:
+            return self.decode(x)
         y = x @ self.weight_t
         return y if self.bias is None else y + self.bias
 
@@ -100,11 +109,16 @@ class FusedGatedMLP(nn.Module):
         gate, up = mlp.gate_proj.weight_t, mlp.up_proj.weight_t
         self.register_buffer("gate_up_t", torch.cat([gate, up], dim=1).contiguous(), persistent=False)
         self.width = gate.shape[1]
+        decoders = [mlp.gate_proj.decode, mlp.up_proj.decode]
+        self.decode = None if None in decoders else QuantisedDecode.stacked(decoders)
         self.down_proj = mlp.down_proj
         self.act_fn = mlp.act_fn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_up = x @ self.gate_up_t
+        if self.decode is not None and x.numel() <= DECODE_ROWS * x.shape[-1]:
+            gate_up = self.decode(x)
+        else:
+            gate_up = x @ self.gate_up_t
         return self.down_proj(self.act_fn(gate_up[..., : self.width]) * gate_up[..., self.width:])
 
 

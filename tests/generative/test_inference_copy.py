@@ -3,6 +3,8 @@
 What must hold: the copy computes what the original model computes (to float rounding), so greedy replies and log q
 do not change; a LoRA adapter folded into it gives what peft's unmerged layers give; the copy follows the weights
 when they change in place; and K rows that share one read of the prompt draw what K separate prefills draw.
+Decode steps read the GGUF's 4-bit blocks (quantised.py): they must compute what the float32 weights compute,
+with and without an adapter (which runs beside the blocks), and anything that cannot be exact falls back to float32.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import copy
 import pytest
 import torch
 
+from rsft_plugin.generative import quantised, serving
 from rsft_plugin.generative import writer as writer_module
-from rsft_plugin.generative.serving import FastLinear, FusedGatedMLP, inference_model
+from rsft_plugin.generative.serving import FastLinear, FusedGatedMLP, build_inference_copy, inference_model
 from rsft_plugin.generative.writer import Writer
 
 from .conftest import EXPRESS, RETURNS
@@ -46,7 +49,23 @@ def test_the_copy_computes_what_the_model_computes(writer) -> None:
     assert _greedy(fast, writer, ids) == _greedy(writer.model, writer, ids)
 
 
-def test_a_folded_adapter_computes_what_peft_computes(writer) -> None:
+def _decode_step_logits(model, ids: torch.Tensor, rows: int = 1) -> torch.Tensor:
+    """The last position's logits as a decode step computes them: the prompt read first, then its last token alone
+    (for `rows` identical rows, as sampling decodes K rows at once)."""
+    batch = ids.repeat(rows, 1)
+    with torch.inference_mode():
+        cache = model(input_ids=batch[:, :-1], use_cache=True).past_key_values
+        return model(input_ids=batch[:, -1:], past_key_values=cache).logits
+
+
+def _float32_copy(model):
+    """The inference copy without the 4-bit decode."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(serving, "decode_weights", lambda base, layers: {})
+        return build_inference_copy(model)
+
+
+def _tuned(writer):
     from peft import LoraConfig, get_peft_model
 
     with torch.random.fork_rng(devices=[]):
@@ -57,6 +76,15 @@ def test_a_folded_adapter_computes_what_peft_computes(writer) -> None:
             if "lora_B" in name:  # a fresh adapter is zero: give it weights that change the logits
                 torch.nn.init.normal_(param, std=0.05)
     tuned.eval()
+    return tuned
+
+
+@pytest.fixture(scope="module")
+def tuned(writer):
+    return _tuned(writer)
+
+
+def test_a_folded_adapter_computes_what_peft_computes(writer, tuned) -> None:
     ids = torch.tensor([writer.prompt_ids(QUESTION, [RETURNS])])
     peft_logits = _logits(tuned, ids)
     assert not torch.allclose(peft_logits, _logits(writer.model, ids), atol=1e-2)  # the adapter matters
@@ -81,3 +109,66 @@ def test_sharing_the_prompt_across_rows_draws_what_separate_prefills_draw(writer
     prompt = writer.prompt_ids(QUESTION, [RETURNS])
     one_at_a_time = [writer.token_logprobs(prompt, [s.token_ids])[0] for s in shared]
     assert one_at_a_time == pytest.approx([s.model_logprob for s in shared], abs=1e-2)
+
+
+def test_4bit_decode_steps_compute_what_the_float32_weights_compute(writer) -> None:
+    fast = inference_model(writer.model)
+    layer = fast.model.layers[0]
+    assert layer.self_attn.q_proj.decode is not None and layer.mlp.decode is not None  # 4-bit decode is in use
+    assert fast.lm_head.decode.blocks.kind == "q8_0" and layer.self_attn.k_proj.decode.blocks.kind == "q4_1"
+    # the blocks de-quantise to the model's own weights, bit for bit (q_proj's rows reordered from llama.cpp's)
+    assert torch.equal(layer.self_attn.q_proj.decode.blocks.dequantised(),
+                       writer.model.model.layers[0].self_attn.q_proj.weight)
+    ids = torch.tensor([writer.prompt_ids(QUESTION, [RETURNS, EXPRESS])])
+    reference = _logits(writer.model, ids)[:, -1:]
+    for rows in (1, 3):  # one reply; K sampled rows
+        step = _decode_step_logits(fast, ids, rows)
+        assert torch.allclose(step, reference.expand(rows, -1, -1), atol=1e-3, rtol=1e-4)
+    float32 = _float32_copy(writer.model)
+    assert float32.model.layers[0].self_attn.q_proj.decode is None
+    assert not torch.equal(_decode_step_logits(fast, ids), _decode_step_logits(float32, ids))  # a different path
+    assert _greedy(fast, writer, ids, n=16) == _greedy(float32, writer, ids, n=16) == _greedy(writer.model, writer,
+                                                                                              ids, n=16)
+
+
+def test_4bit_decode_with_an_adapter_beside_the_blocks_computes_what_peft_computes(writer, tuned) -> None:
+    fast = inference_model(tuned)
+    q_proj = fast.model.layers[0].self_attn.q_proj
+    assert q_proj.decode is not None and len(q_proj.decode.adapters) == 1  # the adapter is not folded in
+    assert fast.model.layers[0].self_attn.k_proj.decode.adapters == []
+    ids = torch.tensor([writer.prompt_ids(QUESTION, [RETURNS])])
+    reference = _logits(tuned, ids)[:, -1:]
+    assert not torch.allclose(reference, _logits(writer.model, ids)[:, -1:], atol=1e-2)  # the adapter matters
+    for rows in (1, 2):
+        assert torch.allclose(_decode_step_logits(fast, ids, rows), reference.expand(rows, -1, -1),
+                              atol=1e-3, rtol=1e-4)
+    assert _greedy(fast, writer, ids, n=16) == _greedy(tuned, writer, ids, n=16)
+
+
+def test_a_weight_that_is_not_its_gguf_blocks_decodes_from_float32(writer, caplog) -> None:
+    changed = torch.nn.Linear(576, 576, bias=False)
+    with torch.no_grad():
+        changed.weight.copy_(writer.model.model.layers[0].self_attn.q_proj.weight)
+        changed.weight[3, 5] += 1e-6  # one weight, off by a rounding step
+    assert quantised.decode_weights(writer.model, {"model.layers.0.self_attn.q_proj": changed}) == {}
+    assert "not bit for bit" in caplog.text
+    unchanged = writer.model.model.layers[0].self_attn.q_proj
+    assert quantised.decode_weights(writer.model, {"model.layers.0.self_attn.q_proj": unchanged}) != {}
+
+
+def test_without_a_compiler_the_copy_serves_float32_with_one_warning(writer, monkeypatch, caplog) -> None:
+    import torch.utils.cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(quantised, "_KERNEL", {})
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+    fast = build_inference_copy(writer.model)
+    build_inference_copy(writer.model)  # a second build does not try (or warn) again
+    assert fast.model.layers[0].self_attn.q_proj.decode is None and fast.model.layers[0].mlp.decode is None
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "the writer decodes from float32 weights: the 4-bit kernel did not build "
+        "(RuntimeError: Ninja is required to load C++ extensions)"]
+    ids = torch.tensor([writer.prompt_ids(QUESTION, [RETURNS])])
+    assert torch.allclose(_decode_step_logits(fast, ids), _logits(writer.model, ids)[:, -1:], atol=1e-3, rtol=1e-4)

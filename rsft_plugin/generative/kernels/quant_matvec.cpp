@@ -1,0 +1,210 @@
+// y = x W.T for W kept in the GGUF's own blocks (32 weights each), for a few rows of x (one decode step).
+//
+// Q4_1: w = d * q + m with q in 0..15 (4 bits) and per-block d, m; Q8_0: w = d * q with q in -128..127.
+// Each weight is rebuilt EXACTLY as the float32 de-quantisation computes it (d * q is exact in float32 for an
+// fp16 d, so the single rounding is the + m), then multiplied into x as a float32 product would: only the order
+// of the sums differs from a float32 matrix product.
+//
+// x: (rows, in) float32, contiguous; quants: (out, in / 32 * bytes per block); scales / mins: (out, in / 32)
+// float32. Output rows are split over torch's intra-op threads.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <cstdint>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+constexpr int64_t kBlock = 32;
+constexpr int kMaxRows = 8;  // rows of x per pass: the accumulators stay in registers
+
+#if defined(__AVX512F__)
+// One output row o for `Rows` rows of x.
+template <int Rows>
+void q4_1_row(const float* x, int64_t in, const uint8_t* quants, const float* scales, const float* mins,
+              float* y, int64_t out, int64_t o) {
+  const int64_t blocks = in / kBlock;
+  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const uint8_t* q = quants + o * blocks * 16;
+  const float* d = scales + o * blocks;
+  const float* m = mins + o * blocks;
+  __m512 low[Rows], high[Rows];
+  for (int r = 0; r < Rows; ++r) low[r] = high[r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    // the block's 16 possible weights, d * k + m, and a lookup by each 4-bit code
+    const __m512 table = _mm512_add_ps(_mm512_mul_ps(iota, _mm512_set1_ps(d[b])), _mm512_set1_ps(m[b]));
+    const __m512i codes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + b * 16)));
+    const __m512 first = _mm512_permutexvar_ps(codes, table);  // uses the low 4 bits: elements 0..15
+    const __m512 second = _mm512_permutexvar_ps(_mm512_srli_epi32(codes, 4), table);  // elements 16..31
+    for (int r = 0; r < Rows; ++r) {
+      const float* xb = x + r * in + b * kBlock;
+      low[r] = _mm512_fmadd_ps(first, _mm512_loadu_ps(xb), low[r]);
+      high[r] = _mm512_fmadd_ps(second, _mm512_loadu_ps(xb + 16), high[r]);
+    }
+  }
+  for (int r = 0; r < Rows; ++r) y[r * out + o] = _mm512_reduce_add_ps(_mm512_add_ps(low[r], high[r]));
+}
+
+template <int Rows>
+void q8_0_row(const float* x, int64_t in, const int8_t* quants, const float* scales, float* y, int64_t out,
+              int64_t o) {
+  const int64_t blocks = in / kBlock;
+  const int8_t* q = quants + o * blocks * kBlock;
+  const float* d = scales + o * blocks;
+  __m512 low[Rows], high[Rows];
+  for (int r = 0; r < Rows; ++r) low[r] = high[r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const __m512 scale = _mm512_set1_ps(d[b]);
+    const __m512 first = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + b * kBlock)))), scale);
+    const __m512 second = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + b * kBlock + 16)))), scale);
+    for (int r = 0; r < Rows; ++r) {
+      const float* xb = x + r * in + b * kBlock;
+      low[r] = _mm512_fmadd_ps(first, _mm512_loadu_ps(xb), low[r]);
+      high[r] = _mm512_fmadd_ps(second, _mm512_loadu_ps(xb + 16), high[r]);
+    }
+  }
+  for (int r = 0; r < Rows; ++r) y[r * out + o] = _mm512_reduce_add_ps(_mm512_add_ps(low[r], high[r]));
+}
+#else
+// Portable: the same weights, summed in plain order (the compiler vectorises what it can).
+template <int Rows>
+void q4_1_row(const float* x, int64_t in, const uint8_t* quants, const float* scales, const float* mins,
+              float* y, int64_t out, int64_t o) {
+  const int64_t blocks = in / kBlock;
+  for (int r = 0; r < Rows; ++r) {
+    float sum = 0.0f;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* q = quants + (o * blocks + b) * 16;
+      const float d = scales[o * blocks + b], m = mins[o * blocks + b];
+      const float* xb = x + r * in + b * kBlock;
+      for (int j = 0; j < 16; ++j) {
+        sum += (d * static_cast<float>(q[j] & 15) + m) * xb[j];
+        sum += (d * static_cast<float>(q[j] >> 4) + m) * xb[j + 16];
+      }
+    }
+    y[r * out + o] = sum;
+  }
+}
+
+template <int Rows>
+void q8_0_row(const float* x, int64_t in, const int8_t* quants, const float* scales, float* y, int64_t out,
+              int64_t o) {
+  const int64_t blocks = in / kBlock;
+  for (int r = 0; r < Rows; ++r) {
+    float sum = 0.0f;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int8_t* q = quants + (o * blocks + b) * kBlock;
+      const float d = scales[o * blocks + b];
+      for (int j = 0; j < kBlock; ++j) sum += (d * static_cast<float>(q[j])) * x[r * in + b * kBlock + j];
+    }
+    y[r * out + o] = sum;
+  }
+}
+#endif
+
+template <typename RowFn>
+void for_each_row(int64_t out, RowFn row) {
+  at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o) row(o);
+  });
+}
+
+template <int Rows>
+void q4_1_pass(const float* x, int64_t in, const uint8_t* q, const float* d, const float* m, float* y, int64_t out) {
+  for_each_row(out, [&](int64_t o) { q4_1_row<Rows>(x, in, q, d, m, y, out, o); });
+}
+
+template <int Rows>
+void q8_0_pass(const float* x, int64_t in, const int8_t* q, const float* d, float* y, int64_t out) {
+  for_each_row(out, [&](int64_t o) { q8_0_row<Rows>(x, in, q, d, y, out, o); });
+}
+
+void check(const torch::Tensor& x, const torch::Tensor& scales, int64_t quant_bytes_per_block,
+           const torch::Tensor& quants) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32 && x.is_contiguous(), "x: (rows, in) float32");
+  TORCH_CHECK(x.size(1) % kBlock == 0, "in must be a multiple of 32");
+  TORCH_CHECK(scales.dim() == 2 && scales.size(1) == x.size(1) / kBlock && scales.is_contiguous(), "scales shape");
+  TORCH_CHECK(quants.is_contiguous() && quants.numel() == scales.numel() * quant_bytes_per_block, "quants shape");
+}
+
+// Calls pass<R>(x rows [start, start + R)) for chunks of at most kMaxRows rows.
+#define RSFT_BY_ROW_CHUNKS(PASS, ...)                                                    \
+  for (int64_t start = 0; start < rows; start += kMaxRows) {                              \
+    const int64_t n = std::min<int64_t>(kMaxRows, rows - start);                         \
+    const float* xs = x.data_ptr<float>() + start * in;                                   \
+    float* ys = y.data_ptr<float>() + start * out;                                        \
+    switch (n) {                                                                          \
+      case 1: PASS<1>(xs, in, __VA_ARGS__, ys, out); break;                               \
+      case 2: PASS<2>(xs, in, __VA_ARGS__, ys, out); break;                               \
+      case 3: PASS<3>(xs, in, __VA_ARGS__, ys, out); break;                               \
+      case 4: PASS<4>(xs, in, __VA_ARGS__, ys, out); break;                               \
+      case 5: PASS<5>(xs, in, __VA_ARGS__, ys, out); break;                               \
+      case 6: PASS<6>(xs, in, __VA_ARGS__, ys, out); break;                               \
+      case 7: PASS<7>(xs, in, __VA_ARGS__, ys, out); break;                               \
+      default: PASS<8>(xs, in, __VA_ARGS__, ys, out); break;                              \
+    }                                                                                     \
+  }
+
+torch::Tensor q4_1_matmul(torch::Tensor x, torch::Tensor quants, torch::Tensor scales, torch::Tensor mins) {
+  check(x, scales, 16, quants);
+  TORCH_CHECK(mins.sizes() == scales.sizes() && mins.is_contiguous(), "mins shape");
+  const int64_t rows = x.size(0), in = x.size(1), out = scales.size(0);
+  auto y = torch::empty({rows, out}, x.options());
+  const uint8_t* q = quants.data_ptr<uint8_t>();
+  const float* d = scales.data_ptr<float>();
+  const float* m = mins.data_ptr<float>();
+  RSFT_BY_ROW_CHUNKS(q4_1_pass, q, d, m)
+  return y;
+}
+
+torch::Tensor q8_0_matmul(torch::Tensor x, torch::Tensor quants, torch::Tensor scales) {
+  check(x, scales, kBlock, quants);
+  const int64_t rows = x.size(0), in = x.size(1), out = scales.size(0);
+  auto y = torch::empty({rows, out}, x.options());
+  const int8_t* q = quants.data_ptr<int8_t>();
+  const float* d = scales.data_ptr<float>();
+  RSFT_BY_ROW_CHUNKS(q8_0_pass, q, d)
+  return y;
+}
+
+// W (out, in) float32, each weight computed as the products above compute it: checked against the model's weights.
+torch::Tensor dequantise(torch::Tensor quants, torch::Tensor scales, c10::optional<torch::Tensor> mins) {
+  TORCH_CHECK(scales.dim() == 2 && scales.is_contiguous() && quants.is_contiguous(), "blocks layout");
+  const int64_t out = scales.size(0), blocks = scales.size(1), count = out * blocks;
+  auto w = torch::empty({out, blocks * kBlock}, scales.options());
+  float* dst = w.data_ptr<float>();
+  const float* d = scales.data_ptr<float>();
+  if (mins.has_value()) {
+    TORCH_CHECK(quants.numel() == count * 16 && mins->sizes() == scales.sizes(), "Q4_1 blocks shape");
+    const uint8_t* q = quants.data_ptr<uint8_t>();
+    const float* m = mins->data_ptr<float>();
+    at::parallel_for(0, count, 1024, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b)
+        for (int j = 0; j < 16; ++j) {
+          dst[b * kBlock + j] = d[b] * static_cast<float>(q[b * 16 + j] & 15) + m[b];
+          dst[b * kBlock + j + 16] = d[b] * static_cast<float>(q[b * 16 + j] >> 4) + m[b];
+        }
+    });
+  } else {
+    TORCH_CHECK(quants.numel() == count * kBlock, "Q8_0 blocks shape");
+    const int8_t* q = quants.data_ptr<int8_t>();
+    at::parallel_for(0, count, 1024, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b)
+        for (int j = 0; j < kBlock; ++j) dst[b * kBlock + j] = d[b] * static_cast<float>(q[b * kBlock + j]);
+    });
+  }
+  return w;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.def("q4_1_matmul", &q4_1_matmul, "x @ W.T for W in Q4_1 blocks");
+  module.def("q8_0_matmul", &q8_0_matmul, "x @ W.T for W in Q8_0 blocks");
+  module.def("dequantise", &dequantise, "W from Q4_1 (mins given) or Q8_0 blocks");
+}
