@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import struct
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -189,21 +190,76 @@ def _gguf_path() -> Path:
 
 
 def _gguf_blocks(path: Path, heads: int, kv_heads: int) -> dict[str, Blocks]:
-    """Every Q4_1 / Q8_0 tensor of the GGUF as `Blocks`, rows in the model's order (once per process: ~110 MB)."""
+    """Every Q4_1 / Q8_0 tensor of the GGUF as `Blocks`, rows in the model's order (once per process: ~150 MB)."""
     key = (str(path), heads, kv_heads)
     with _LOCK:
         if key not in _GGUF_BLOCKS:
-            from gguf import GGUFReader
-
             found = {}
-            for tensor in GGUFReader(str(path)).tensors:
-                if tensor.tensor_type.name in ("Q4_1", "Q8_0"):
-                    blocks = _blocks(tensor.tensor_type.name, np.asarray(tensor.data))
-                    if tensor.name.endswith(("attn_q.weight", "attn_k.weight")):  # llama.cpp interleaves rotary
-                        blocks = _unpermuted(blocks, heads if "attn_q" in tensor.name else kv_heads)
-                    found[tensor.name] = blocks
+            for name, (kind, data) in _gguf_tensors(path).items():
+                blocks = _blocks(kind, data)
+                if name.endswith(("attn_q.weight", "attn_k.weight")):  # llama.cpp interleaves the rotary halves
+                    blocks = _unpermuted(blocks, heads if "attn_q" in name else kv_heads)
+                found[name] = blocks
             _GGUF_BLOCKS[key] = found
         return _GGUF_BLOCKS[key]
+
+
+_GGUF_TYPES = {3: ("Q4_1", 20), 8: ("Q8_0", 34)}  # ggml type id -> (name, bytes per block of 32)
+_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUF metadata value types
+
+
+def _gguf_tensors(path: Path) -> dict[str, tuple[str, np.ndarray]]:
+    """name -> (type, rows of packed blocks) for the file's Q4_1 / Q8_0 tensors (memory-mapped).
+
+    A minimal reader of the GGUF v2/v3 layout: it skips the metadata (gguf.GGUFReader parses all of it, the
+    tokenizer's ~100k strings included: 3-5 s) except `general.alignment`.
+    """
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    buffer = memoryview(raw)
+    magic, version, tensors, fields = struct.unpack_from("<4sIQQ", buffer, 0)
+    if magic != b"GGUF" or version < 2:
+        raise ValueError(f"{path} is not a GGUF v2+ file")
+    offset, alignment = 24, 32
+
+    def string(at: int) -> tuple[str, int]:
+        (length,) = struct.unpack_from("<Q", buffer, at)
+        return bytes(buffer[at + 8:at + 8 + length]).decode("utf-8", "replace"), at + 8 + length
+
+    def skip(kind: int, at: int) -> int:
+        if kind == 8:  # string
+            return at + 8 + struct.unpack_from("<Q", buffer, at)[0]
+        if kind == 9:  # array: element type, count, elements
+            element, count = struct.unpack_from("<IQ", buffer, at)
+            at += 12
+            if element in _SCALAR_BYTES:
+                return at + count * _SCALAR_BYTES[element]
+            for _ in range(count):
+                at = skip(element, at)
+            return at
+        return at + _SCALAR_BYTES[kind]
+
+    for _ in range(fields):
+        name, offset = string(offset)
+        (kind,) = struct.unpack_from("<I", buffer, offset)
+        if name == "general.alignment" and kind == 4:
+            (alignment,) = struct.unpack_from("<I", buffer, offset + 4)
+        offset = skip(kind, offset + 4)
+    infos = []
+    for _ in range(tensors):
+        name, offset = string(offset)
+        (dims,) = struct.unpack_from("<I", buffer, offset)
+        shape = struct.unpack_from(f"<{dims}Q", buffer, offset + 4)  # innermost dimension first
+        kind, start = struct.unpack_from("<IQ", buffer, offset + 4 + 8 * dims)
+        offset += 4 + 8 * dims + 12
+        infos.append((name, shape, kind, start))
+    data_start = -(-offset // alignment) * alignment
+    found = {}
+    for name, shape, kind, start in infos:
+        if kind in _GGUF_TYPES:
+            type_name, block_bytes = _GGUF_TYPES[kind]
+            rows, width = int(np.prod(shape[1:])), shape[0] // _BLOCK * block_bytes
+            found[name] = (type_name, raw[data_start + start:data_start + start + rows * width].reshape(rows, width))
+    return found
 
 
 _LAYOUTS = {"Q4_1": np.dtype([("d", "<f2"), ("m", "<f2"), ("codes", "u1", 16)]),  # ggml's block structs

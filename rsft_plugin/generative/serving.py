@@ -1,6 +1,6 @@
 """The writer's inference copy: the same weights, laid out for fast decoding on a CPU.
 
-Decoding one token reads every weight once (~540 MB in float32), so a reply's time is memory traffic. Three things
+Decoding one token reads every weight once (~540 MB in float32), so a reply's time is memory traffic. Four things
 cost more than the weights themselves need:
 
 * `nn.Linear` stores W as (out, in) and computes x @ W.T; for one token (a matrix-vector product) MKL's kernel for
@@ -9,14 +9,18 @@ cost more than the weights themselves need:
 * The MLP's gate and up projections read the same input: `FusedGatedMLP` does them as one product.
 * peft's LoRA layers add two small matmuls and a dropout call per adapted projection and token; here the adapter
   is folded in once: W' = W + scaling * B @ A, one matmul per projection.
+* Even contiguous, float32 is 8x the bytes the weights need: they are the GGUF's 4-bit blocks de-quantised. A
+  decode step (a few rows) reads those blocks instead (`quantised.py`: a C++ kernel, the blocks checked bit for bit
+  against the weights, LoRA beside them, not folded); reading a prompt keeps the float32 W.T.
 
 Training keeps using `Writer.model` (peft, trainable); everything that only reads the model (writing, sampling,
 teacher-forced log-probabilities) uses this copy. It shares the embeddings, norms and rotary buffers with the
-original and owns only the transposed projection weights (+ the tied `lm_head`: ~540 MB per distinct model).
+original and owns only the transposed projection weights (+ the tied `lm_head`: ~540 MB per distinct model); the
+4-bit blocks (~110 MB, + ~40 MB for gate and up kept apart for checking) are read once per process and shared.
 
-Numerics: the products are float32 throughout, only summed in another order (and, for a tuned writer, W' x instead
-of W x + B(A x)): logits differ from the original module by float rounding (~1e-6 relative), so a greedy reply
-could differ only where two tokens tie to that precision (none of the bench's questions did, see
+Numerics: the products are float32 throughout, only summed in another order (and, for a tuned writer's prompt,
+W' x instead of W x + B(A x)): logits differ from the original module by float rounding (~1e-6 relative), so a
+greedy reply could differ only where two tokens tie to that precision (none of the bench's questions did, see
 docs/generative.md). The copy is deterministic: the same prompt always gets the same reply.
 
 Imported by the writer only when a model runs (this module imports torch).

@@ -172,3 +172,16 @@ def test_without_a_compiler_the_copy_serves_float32_with_one_warning(writer, mon
         "(RuntimeError: Ninja is required to load C++ extensions)"]
     ids = torch.tensor([writer.prompt_ids(QUESTION, [RETURNS])])
     assert torch.allclose(_decode_step_logits(fast, ids), _logits(writer.model, ids)[:, -1:], atol=1e-3, rtol=1e-4)
+
+
+def test_the_gguf_is_read_as_the_gguf_package_reads_it() -> None:
+    import numpy as np
+    from gguf import GGUFReader
+
+    from rsft_plugin.generative.checkpoint import find_gguf
+
+    ours = quantised._gguf_tensors(find_gguf())
+    theirs = {t.name: (t.tensor_type.name, np.asarray(t.data)) for t in GGUFReader(str(find_gguf())).tensors
+              if t.tensor_type.name in ("Q4_1", "Q8_0")}
+    assert len(ours) == 211 and ours.keys() == theirs.keys()
+    assert all(ours[name][0] == kind and np.array_equal(ours[name][1], data) for name, (kind, data) in theirs.items())
