@@ -15,8 +15,9 @@ Only products of at most `DECODE_ROWS` rows use the blocks (a decode step: 1 row
 reading a prompt (hundreds of rows) stays a float32 matrix product, which is compute-bound and faster there.
 
 The kernel is compiled once per machine (g++ via torch's extension loader, ~30-60 s; cached in torch's
-extensions folder under a name keyed by the CPU's flags); if that fails, everything stays float32 and one
-warning says why.
+extensions folder under a name keyed by the CPU's flags) for AVX-512 or AVX2+FMA, whichever the CPU has; if the
+build fails or the CPU has neither (the plain loop would be slower than float32), everything stays float32 and
+one warning says why.
 """
 
 from __future__ import annotations
@@ -293,6 +294,11 @@ def _kernel_ready() -> bool:
             _KERNEL["error"] = f"{type(exc).__name__}: {last_line}"
             log.warning("the writer decodes from float32 weights: the 4-bit kernel did not build (%s)",
                         _KERNEL["error"])
+            return False
+        if not _KERNEL["module"].vectorised():  # its plain loop is ~10x slower than float32
+            _KERNEL["error"] = "no AVX2+FMA or AVX-512 on this CPU"
+            log.warning("the writer decodes from float32 weights: %s for the 4-bit kernel", _KERNEL["error"])
+            del _KERNEL["module"]
         return "module" in _KERNEL
 
 

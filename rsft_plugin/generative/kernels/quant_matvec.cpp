@@ -12,7 +12,7 @@
 #include <ATen/Parallel.h>
 
 #include <cstdint>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #endif
 
@@ -70,8 +70,62 @@ void q8_0_row(const float* x, int64_t in, const int8_t* quants, const float* sca
   }
   for (int r = 0; r < Rows; ++r) y[r * out + o] = _mm512_reduce_add_ps(_mm512_add_ps(low[r], high[r]));
 }
+#elif defined(__AVX2__) && defined(__FMA__)
+// AVX2: 8 weights at a time, each d * q + m by one FMA (d * q is exact, so the one rounding is the one of + m).
+inline float sum8(__m256 v) {
+  const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 pairs = _mm_add_ps(half, _mm_movehl_ps(half, half));
+  return _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
+}
+
+inline __m256 codes8(const uint8_t* bytes) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes))));
+}
+
+template <int Rows>
+void q4_1_row(const float* x, int64_t in, const uint8_t* quants, const float* scales, const float* mins,
+              float* y, int64_t out, int64_t o) {
+  const int64_t blocks = in / kBlock;
+  const uint8_t* q = quants + o * blocks * 16;
+  const __m128i low_nibble = _mm_set1_epi8(15);
+  __m256 acc[Rows][2];
+  for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const __m256 d = _mm256_set1_ps(scales[o * blocks + b]), m = _mm256_set1_ps(mins[o * blocks + b]);
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + b * 16));
+    alignas(16) uint8_t codes[32];
+    _mm_store_si128(reinterpret_cast<__m128i*>(codes), _mm_and_si128(packed, low_nibble));
+    _mm_store_si128(reinterpret_cast<__m128i*>(codes + 16), _mm_and_si128(_mm_srli_epi16(packed, 4), low_nibble));
+    for (int part = 0; part < 4; ++part) {
+      const __m256 w = _mm256_fmadd_ps(codes8(codes + 8 * part), d, m);
+      for (int r = 0; r < Rows; ++r)
+        acc[r][part & 1] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + r * in + b * kBlock + 8 * part), acc[r][part & 1]);
+    }
+  }
+  for (int r = 0; r < Rows; ++r) y[r * out + o] = sum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
+
+template <int Rows>
+void q8_0_row(const float* x, int64_t in, const int8_t* quants, const float* scales, float* y, int64_t out,
+              int64_t o) {
+  const int64_t blocks = in / kBlock;
+  const int8_t* q = quants + o * blocks * kBlock;
+  __m256 acc[Rows][2];
+  for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const __m256 d = _mm256_set1_ps(scales[o * blocks + b]);
+    for (int part = 0; part < 4; ++part) {
+      const __m256 w = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + b * kBlock + 8 * part)))), d);
+      for (int r = 0; r < Rows; ++r)
+        acc[r][part & 1] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + r * in + b * kBlock + 8 * part), acc[r][part & 1]);
+    }
+  }
+  for (int r = 0; r < Rows; ++r) y[r * out + o] = sum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
 #else
-// Portable: the same weights, summed in plain order (the compiler vectorises what it can).
+// Portable: the same weights, summed in plain order (~10x slower than float32 here: `vectorised()` says false and
+// the writer then decodes from float32).
 template <int Rows>
 void q4_1_row(const float* x, int64_t in, const uint8_t* quants, const float* scales, const float* mins,
               float* y, int64_t out, int64_t o) {
@@ -172,6 +226,14 @@ torch::Tensor q8_0_matmul(torch::Tensor x, torch::Tensor quants, torch::Tensor s
   return y;
 }
 
+bool vectorised() {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  return true;
+#else
+  return false;
+#endif
+}
+
 // W (out, in) float32, each weight computed as the products above compute it: checked against the model's weights.
 torch::Tensor dequantise(torch::Tensor quants, torch::Tensor scales, c10::optional<torch::Tensor> mins) {
   TORCH_CHECK(scales.dim() == 2 && scales.is_contiguous() && quants.is_contiguous(), "blocks layout");
@@ -206,5 +268,6 @@ torch::Tensor dequantise(torch::Tensor quants, torch::Tensor scales, c10::option
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("q4_1_matmul", &q4_1_matmul, "x @ W.T for W in Q4_1 blocks");
   module.def("q8_0_matmul", &q8_0_matmul, "x @ W.T for W in Q8_0 blocks");
+  module.def("vectorised", &vectorised, "built with AVX-512 or AVX2+FMA (else slower than float32)");
   module.def("dequantise", &dequantise, "W from Q4_1 (mins given) or Q8_0 blocks");
 }
