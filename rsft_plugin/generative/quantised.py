@@ -119,12 +119,12 @@ class QuantisedDecode:
 def decode_weights(model: Any, layers: dict[str, Any]) -> dict[str, QuantisedDecode]:
     """For each linear layer (name -> module, peft's LoRA layers whole) its `QuantisedDecode`; {} when the kernel
     is unavailable or a weight is not exactly its GGUF blocks (one warning, the float32 path serves)."""
-    if not _kernel_ready():
+    if not layers or not _kernel_ready():  # a stand-in module without linear layers has nothing to decode
         return {}
     try:
         gguf = _gguf_blocks(_gguf_path(), model.config.num_attention_heads, model.config.num_key_value_heads)
         decoders = {name: _decoder(name, module, gguf) for name, module in layers.items()}
-    except (LookupError, ValueError, OSError) as exc:
+    except (LookupError, ValueError, OSError, AttributeError) as exc:  # AttributeError: no llama-style config
         log.warning("the writer decodes from float32 weights: %s", exc)
         return {}
     return decoders
