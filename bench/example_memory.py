@@ -16,7 +16,8 @@ memory"). Top-1 accuracy on the held-out questions.
     python -m bench.example_memory --datasets ../shared/datasets --out bench/results     # ~10 min on 2 cores
     python -m bench.example_memory --names golden                                        # one dataset
 
-It prints a table and writes `example_memory.json`; it is an experiment, not part of the product (yet).
+It prints a table and writes `example_memory.json`. The product has it since (models/memory.py, `model.memory_size`,
+off by default); docs/benchmarks.md compares it in real rounds.
 """
 
 from __future__ import annotations
