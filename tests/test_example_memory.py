@@ -63,7 +63,7 @@ def test_a_saved_memory_loads_back_identical_and_holds_no_question_text(tmp_path
     loaded = ResponseModel.load(tmp_path / "v0002")
     queries = [QUERY, "refund please", *REMEMBERED]
     assert np.allclose(loaded.cosines(queries), remembering.cosines(queries), atol=1e-6)
-    assert loaded.config.memory_weight == 0.4 and loaded.memory.turn_ids == [["turn-0"], ["turn-1"]]
+    assert loaded.memory.weight == 0.4 and loaded.memory.turn_ids == [["turn-0"], ["turn-1"]]
     described = json.loads((tmp_path / "v0002" / "version.json").read_text())
     assert described["memory"]["examples"] == 2 and described["memory"]["weight"] == 0.4
     saved = (tmp_path / "v0002" / MEMORY_FILE).read_bytes()

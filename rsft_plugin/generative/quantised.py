@@ -182,11 +182,12 @@ def _gguf_name(module_name: str) -> str:
 
 
 def _gguf_path() -> Path:
+    from ..errors import ModelLoadError
     from .checkpoint import find_gguf
 
     try:
         return find_gguf()
-    except Exception as exc:  # ModelLoadError: no GGUF installed
+    except ModelLoadError as exc:  # no GGUF installed
         raise LookupError(str(exc)) from exc
 
 

@@ -81,6 +81,11 @@ def build_inference_copy(model: Any) -> Any:
     return fast
 
 
+def _is_decode_step(decode: QuantisedDecode | None, x: torch.Tensor) -> bool:
+    """Whether this product reads the 4-bit blocks: there are blocks and x has at most `DECODE_ROWS` rows."""
+    return decode is not None and x.numel() <= DECODE_ROWS * x.shape[-1]
+
+
 class FastLinear(nn.Module):
     """y = x @ Wt (+ b) with Wt = W.T stored contiguous: the fast layout for one-token products; a decode step
     (at most `DECODE_ROWS` rows) reads the GGUF's 4-bit blocks instead when `decode` is set (quantised.py)."""
@@ -98,7 +103,7 @@ class FastLinear(nn.Module):
         return cls(weight.detach().t().contiguous(), None if bias is None else bias.detach(), decode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.decode is not None and x.numel() <= DECODE_ROWS * x.shape[-1]:
+        if _is_decode_step(self.decode, x):
             return self.decode(x)
         y = x @ self.weight_t
         return y if self.bias is None else y + self.bias
@@ -119,7 +124,7 @@ class FusedGatedMLP(nn.Module):
         self.act_fn = mlp.act_fn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.decode is not None and x.numel() <= DECODE_ROWS * x.shape[-1]:
+        if _is_decode_step(self.decode, x):
             gate_up = self.decode(x)
         else:
             gate_up = x @ self.gate_up_t

@@ -15,6 +15,7 @@ reaches it through `load_version`, `pretrained_policy` or the `ResponsePolicy` p
 
 from __future__ import annotations
 
+import copy
 import getpass
 import hashlib
 import json
@@ -151,14 +152,21 @@ class ResponseModel:
         examples of answers the bank does not hold are left out. `weight` 0 or no examples: no memory."""
         known = set(self._bank_ids)
         kept = [e for e in examples if e.answer_id in known] if weight > 0 else []
-        memory = (ExampleMemory(self.encode([e.question for e in kept]), [e.answer_id for e in kept],
-                                [list(e.turn_ids) for e in kept], weight) if kept else None)
-        return ResponseModel(self.encoder, self.bank, replace(self.config, memory_weight=weight), memory=memory)
+        remembering = copy.copy(self)  # the same encoder, bank and answer embeddings: nothing is encoded again
+        remembering.info = None
+        remembering.memory = (ExampleMemory(self.encode([e.question for e in kept]), [e.answer_id for e in kept],
+                                            [list(e.turn_ids) for e in kept], weight)
+                              if kept else ExampleMemory.empty())
+        return remembering
 
     def _answer_texts(self) -> list[str]:
         return [answer.text for answer in self.bank.answers]
 
     # ---- persistence ---------------------------------------------------------------------------------------
+
+    def _memory_summary(self) -> dict[str, Any]:
+        """What version.json says of the memory (saving adds memory.pt's hash); {} without one."""
+        return {"examples": len(self.memory), "weight": self.memory.weight} if len(self.memory) else {}
 
     def describe(self, name: str, parent: str | None = None, round_id: int | None = None,
                  eval_numbers: dict[str, Any] | None = None, notes: str = "") -> VersionInfo:
@@ -178,7 +186,7 @@ class ResponseModel:
             eval=dict(eval_numbers or {}),
             notes=notes,
             kind=self.kind,
-            memory={"examples": len(self.memory), "weight": self.memory.weight} if len(self.memory) else {},
+            memory=self._memory_summary(),
         )
 
     def save(self, directory: str | Path, info: VersionInfo) -> VersionInfo:
@@ -198,8 +206,7 @@ class ResponseModel:
             json.dumps(self.bank.to_records(), indent=1, ensure_ascii=False), encoding="utf-8")
         info = replace(info, weights_sha256=_sha256(directory / WEIGHTS_FILE))
         if len(self.memory):
-            info = replace(info, memory={"examples": len(self.memory), "weight": self.memory.weight,
-                                         "sha256": _sha256(self.memory.save(directory))})
+            info = replace(info, memory={**self._memory_summary(), "sha256": _sha256(self.memory.save(directory))})
         _write_json_durably(directory / VERSION_FILE, asdict(info))
         self.info = info
         return info
@@ -228,8 +235,7 @@ class ResponseModel:
         if not weights_path.exists() or _sha256(weights_path) != info.weights_sha256:
             raise ModelLoadError(f"{directory}: {WEIGHTS_FILE} is missing or does not match its recorded hash")
         model_config = replace(config or ModelConfig(), temperature=info.temperature,
-                               trainable_layers=info.trainable_layers,
-                               memory_weight=info.memory.get("weight", 0.0))
+                               trainable_layers=info.trainable_layers)
         encoder = load_base_encoder()
         _apply_weights(encoder, torch.load(weights_path, map_location="cpu", weights_only=True),
                        info.trainable_layers, directory)
