@@ -2,22 +2,23 @@
 
 The retrieval kind scores an answer by the cosine between the question and the answer's text. A round fine-tunes
 the encoder on the accepted (question, answer) pairs and then forgets the pairs themselves. This script measures,
-without rounds, what keeping them would add: an answer's score becomes
+without rounds, what keeping them adds under two scoring rules (`nearest` = max cos(question, a remembered question
+of that answer), left out for an answer with nothing remembered):
 
-    lam * cos(question, answer text) + (1 - lam) * max cos(question, a remembered question of that answer)
+    blend lam:          lam * cos(question, answer text) + (1 - lam) * nearest
+    near-duplicate w/t: cos(question, answer text) + w * max(0, nearest - t)    (the product's rule, models/memory.py)
 
-(the answer's text alone when no question of it is remembered). The remembered questions are the dataset's
-traffic questions with their gold labels, or with 20 % of the labels replaced by a uniformly random intent (a
-crude stand-in for what a noisy round accepts; a real round filters most wrong pairs out). For each labelling the
-encoder is fine-tuned on the same pairs with the product's `finetune_retrieval` and the default FinetuneConfig,
-and the remembered questions are embedded by the fine-tuned encoder ("tuned memory") or the pretrained one ("base
-memory"). Top-1 accuracy on the held-out questions.
+For each dataset and coverage (the share of the traffic a round would have accepted), a random subset of the
+traffic questions is labelled with 20 % of the labels replaced by a uniformly random intent (a crude stand-in for
+what a noisy round accepts; a real round filters most wrong pairs out), the encoder is fine-tuned on those pairs
+with the product's `finetune_retrieval` and the default FinetuneConfig, the same pairs are remembered (embedded by
+the fine-tuned encoder), and the held-out questions are answered. Top-1 accuracy; `none` is the fine-tune alone.
 
-    python -m bench.example_memory --datasets ../shared/datasets --out bench/results     # ~10 min on 2 cores
-    python -m bench.example_memory --names golden                                        # one dataset
+    python -m bench.example_memory --datasets ../shared/datasets --out bench/results     # ~15 min on 2 cores
+    python -m bench.example_memory --names golden --coverage 0.15                        # one dataset, one share
 
-It prints a table and writes `example_memory.json`. The product has it since (models/memory.py, `model.memory_size`,
-off by default); docs/benchmarks.md compares it in real rounds.
+It prints a table and writes `example_memory.json`. The product has the near-duplicate rule (`model.memory_size`,
+`model.memory_weight`, `model.memory_threshold`); docs/benchmarks.md compares it in real rounds.
 """
 
 from __future__ import annotations
@@ -31,62 +32,62 @@ import numpy as np
 
 from rsft_plugin.config import FinetuneConfig, ModelConfig
 from rsft_plugin.models.base import TrainingPair
-from rsft_plugin.models.encoder import embed, load_base_encoder
 from rsft_plugin.models.kinds import pretrained_policy
 
 from .common import DEFAULT_DATASETS, DEFAULT_RESULTS, load_dataset, resolve_datasets_dir, run_metadata, write_json
 
 SIZES = {"bitext": (600, 400), "banking77": (600, 400), "golden": (360, 144)}  # traffic, held-out (as bench-quality)
-MIX = (1.0, 0.7, 0.5, 0.3)  # lam; 1.0 = the answer's text alone (today's policy)
+BLEND = (0.7, 0.5)  # lam of the blend rule
+NEAR = [(w, t) for w in (0.3, 0.5, 1.0) for t in (0.6, 0.7, 0.8)]  # (weight, threshold) of the near-duplicate rule
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=DEFAULT_DATASETS)
     parser.add_argument("--names", default="bitext,banking77,golden")
+    parser.add_argument("--coverage", default="0.15,0.3,1.0", help="shares of the traffic remembered and tuned on")
     parser.add_argument("--noise", type=float, default=0.2, help="share of remembered labels made random")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    rows = [row for name in args.names.split(",")
-            for row in run_dataset(name, resolve_datasets_dir(args.datasets), args.noise, args.seed)]
-    result = {"meta": run_metadata(vars(args) | {"mix": list(MIX), "sizes": SIZES}), "rows": rows}
+    coverages = [float(c) for c in args.coverage.split(",")]
+    rows = [run_dataset(name, resolve_datasets_dir(args.datasets), coverage, args.noise, args.seed)
+            for name in args.names.split(",") for coverage in coverages]
+    result = {"meta": run_metadata(vars(args) | {"blend": list(BLEND), "near": NEAR, "sizes": SIZES}), "rows": rows}
     result["meta"]["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_json(args.out / "example_memory.json", result)
-    print(f"{'dataset':10} {'labels':8} {'memory':6} " + " ".join(f"lam={lam:<4}" for lam in MIX))
+    rules = list(rows[0]["accuracy"]) if rows else []
+    print(f"{'dataset':10} {'cover':>5} " + " ".join(f"{rule:>12}" for rule in rules))
     for row in rows:
-        print(f"{row['dataset']:10} {row['labels']:8} {row['memory']:6} "
-              + " ".join(f"{row['accuracy'][str(lam)]:8.1f}" for lam in MIX))
+        print(f"{row['dataset']:10} {row['coverage']:5} " + " ".join(f"{row['accuracy'][r]:12.1f}" for r in rules))
     return 0
 
 
-def run_dataset(name: str, datasets_dir: Path, noise: float, seed: int) -> list[dict[str, Any]]:
+def run_dataset(name: str, datasets_dir: Path, coverage: float, noise: float, seed: int) -> dict[str, Any]:
     n_traffic, n_heldout = SIZES[name]
     data = load_dataset(name, datasets_dir, n_traffic, n_heldout, seed)
     topics = [a.topic for a in data.bank.answers]
-    gold = np.array([topics.index(label) for _, label in data.traffic])
-    heldout_labels = np.array([topics.index(label) for _, label in data.heldout])
     rng = np.random.default_rng(seed)
-    noisy = gold.copy()
-    flipped = rng.random(len(gold)) < noise
-    noisy[flipped] = rng.integers(0, len(topics), int(flipped.sum()))
-    questions, heldout = [q for q, _ in data.traffic], [q for q, _ in data.heldout]
-    base = load_base_encoder()
-    base_traffic, base_heldout = embed(base, questions, 1000).numpy(), embed(base, heldout, 1000).numpy()
-    rows = []
-    for labels, tag in ((gold, "gold"), (noisy, f"noisy{round(noise * 100)}")):
-        pairs = [TrainingPair(q, data.bank.answers[i].id) for q, i in zip(questions, labels, strict=True)]
-        tuned = pretrained_policy(data.bank, ModelConfig(), kind="retrieval").finetune(
-            pairs, FinetuneConfig(), show_bar=False).model
-        tuned_heldout = tuned.encode(heldout).numpy()
-        answer_cosines = tuned_heldout @ tuned.answer_embeddings.numpy().T  # (H, A)
-        memories = {"tuned": (tuned_heldout, tuned.encode(questions).numpy()), "base": (base_heldout, base_traffic)}
-        for memory, (asked, remembered) in memories.items():
-            nearest = nearest_example(asked, remembered, labels, len(topics))
-            rows.append({"dataset": name, "labels": tag, "memory": memory,
-                         "accuracy": {str(lam): accuracy(answer_cosines, nearest, heldout_labels, lam) for lam in MIX}})
-    return rows
+    chosen = np.sort(rng.permutation(len(data.traffic))[:max(1, round(coverage * len(data.traffic)))])
+    labels = np.array([topics.index(data.traffic[i][1]) for i in chosen])
+    flipped = rng.random(len(labels)) < noise
+    labels[flipped] = rng.integers(0, len(topics), int(flipped.sum()))
+    questions = [data.traffic[i][0] for i in chosen]
+    heldout, truth = [q for q, _ in data.heldout], np.array([topics.index(label) for _, label in data.heldout])
+    pairs = [TrainingPair(q, data.bank.answers[i].id) for q, i in zip(questions, labels, strict=True)]
+    tuned = pretrained_policy(data.bank, ModelConfig(), kind="retrieval").finetune(
+        pairs, FinetuneConfig(), show_bar=False).model
+    asked = tuned.encode(heldout).numpy()
+    answer_cosines = asked @ tuned.answer_embeddings.numpy().T  # (H, A)
+    nearest = nearest_example(asked, tuned.encode(questions).numpy(), labels, len(topics))
+    scores = {"none": answer_cosines}
+    scores |= {f"blend {lam}": lam * answer_cosines + (1 - lam) * np.where(np.isnan(nearest), answer_cosines, nearest)
+               for lam in BLEND}
+    excess = np.nan_to_num(nearest, nan=-np.inf)
+    scores |= {f"near {w}/{t}": answer_cosines + w * np.maximum(0.0, excess - t) for w, t in NEAR}
+    accuracy = {rule: round(float((s.argmax(axis=1) == truth).mean()) * 100, 1) for rule, s in scores.items()}
+    return {"dataset": name, "coverage": coverage, "remembered": len(questions), "accuracy": accuracy}
 
 
 def nearest_example(asked: np.ndarray, remembered: np.ndarray, labels: np.ndarray, n_answers: int) -> np.ndarray:
@@ -98,11 +99,6 @@ def nearest_example(asked: np.ndarray, remembered: np.ndarray, labels: np.ndarra
         if mine.any():
             nearest[:, answer] = cosines[:, mine].max(axis=1)
     return nearest
-
-
-def accuracy(answer_cosines: np.ndarray, nearest: np.ndarray, truth: np.ndarray, lam: float) -> float:
-    scores = lam * answer_cosines + (1 - lam) * np.where(np.isnan(nearest), answer_cosines, nearest)
-    return round(float((scores.argmax(axis=1) == truth).mean()) * 100, 1)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from .stages.collect import collect_prompts
 from .stages.evidence import signal_evidence
 from .stages.finetune import finetune
 from .stages.gate import describe, gate
-from .stages.memory import remembered_examples
+from .stages.memory import read_remembered
 from .stages.promote import promote
 from .stages.records import GateResult, PromptSet, RejectOutcome, RoundStopped, ScoredCandidate, TrainingPair
 from .stages.reject import reject
@@ -202,10 +202,11 @@ class _Round:
         settings = self.config.model
         if not isinstance(model, RemembersExamples) or settings.memory_size == 0:
             return model
-        examples = remembered_examples(self.store.training_examples(), settings.memory_size)
+        examples = read_remembered(self.store, settings.memory_size)
         self._note(memory={"examples": len(examples), "weight": settings.memory_weight,
+                           "threshold": settings.memory_threshold,
                            "rounds": len({e.round_id for e in examples})})
-        return model.remember(examples, settings.memory_weight)
+        return model.remember(examples, settings.memory_weight, settings.memory_threshold)
 
     def _offered_keys(self, signal: Signal) -> list[str]:
         """The answers a "None of these" turned down: the choices its turn was offered (computed again from it)."""

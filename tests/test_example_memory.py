@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,9 +12,9 @@ import torch
 from rsft_plugin.answer_bank import AnswerBank
 from rsft_plugin.errors import ModelLoadError
 from rsft_plugin.log import TrainingExample
-from rsft_plugin.models.memory import MEMORY_FILE, Remembered
+from rsft_plugin.models.memory import DEFAULT_THRESHOLD, MEMORY_FILE, Remembered
 from rsft_plugin.models.retrieval import ResponseModel
-from rsft_plugin.stages.memory import remembered_examples
+from rsft_plugin.stages.memory import read_remembered, remembered_examples
 
 QUERY = "ok so how do I go about getting this stuff sent to me"
 REMEMBERED = ["how do I get these things delivered", "when will my stuff be sent"]
@@ -23,19 +24,33 @@ def _runner_up(model: ResponseModel, query: str) -> str:
     return model.answer(query).top_k[1].key
 
 
-def test_a_remembered_question_blends_into_its_answers_score_and_leaves_the_others_alone(pretrained):
+def test_a_near_duplicate_of_a_remembered_question_raises_its_answer_and_leaves_the_others_alone(pretrained):
     target = _runner_up(pretrained, QUERY)
     plain = pretrained.cosines([QUERY])[0]
-    remembering = pretrained.remember([Remembered(q, target, (f"t{i}",), 1) for i, q in enumerate(REMEMBERED)], 0.5)
-    scores = remembering.cosines([QUERY])[0]
     asked, remembered = pretrained.encode([QUERY]), pretrained.encode(REMEMBERED)
     nearest = float((asked @ remembered.T).max())
+    threshold = nearest - 0.3
+    examples = [Remembered(q, target, (f"t{i}",), 1) for i, q in enumerate(REMEMBERED)]
+    remembering = pretrained.remember(examples, 1.0, threshold)
+    scores = remembering.cosines([QUERY])[0]
     position = pretrained.bank.index_of(target)
-    assert scores[position] == pytest.approx(0.5 * plain[position] + 0.5 * nearest, abs=1e-5)
+    assert scores[position] == pytest.approx(plain[position] + 1.0 * (nearest - threshold), abs=1e-5)
     others = np.arange(len(plain)) != position
     assert np.allclose(scores[others], plain[others], atol=1e-6)  # answers with nothing remembered: unchanged
     assert remembering.answer(QUERY).answer.id == target  # the runner-up now wins: its questions match
     assert remembering.policy(QUERY).sum() == pytest.approx(1.0)
+
+
+def test_a_remembered_question_below_the_threshold_adds_nothing(pretrained):
+    target = _runner_up(pretrained, QUERY)
+    nearest = float((pretrained.encode([QUERY]) @ pretrained.encode(REMEMBERED).T).max())
+    examples = [Remembered(q, target, (f"t{i}",), 1) for i, q in enumerate(REMEMBERED)]
+    remembering = pretrained.remember(examples, 1.0, min(0.99, nearest + 0.01))
+    assert len(remembering.memory) == 2
+    assert np.allclose(remembering.cosines([QUERY]), pretrained.cosines([QUERY]), atol=1e-6)
+    exact = remembering.cosines([REMEMBERED[0]])[0]  # a remembered question asked again is its own duplicate
+    assert exact[pretrained.bank.index_of(target)] > pretrained.cosines([REMEMBERED[0]])[0][
+        pretrained.bank.index_of(target)]
 
 
 def test_no_weight_no_examples_or_unknown_answers_mean_no_memory(pretrained):
@@ -49,7 +64,7 @@ def test_no_weight_no_examples_or_unknown_answers_mean_no_memory(pretrained):
 
 def test_an_edited_bank_without_the_remembered_answer_stops_counting_it(pretrained):
     target = _runner_up(pretrained, QUERY)
-    remembering = pretrained.remember([Remembered(QUERY, target, ("t",), 1)], 0.5)
+    remembering = pretrained.remember([Remembered(QUERY, target, ("t",), 1)], 0.5, 0.3)
     smaller = AnswerBank(tuple(a for a in pretrained.bank.answers if a.id != target))
     assert np.allclose(remembering.with_bank(smaller).cosines([QUERY]),
                        pretrained.with_bank(smaller).cosines([QUERY]), atol=1e-6)
@@ -58,16 +73,28 @@ def test_an_edited_bank_without_the_remembered_answer_stops_counting_it(pretrain
 def test_a_saved_memory_loads_back_identical_and_holds_no_question_text(tmp_path, pretrained):
     target = _runner_up(pretrained, QUERY)
     remembering = pretrained.remember([Remembered(q, target, (f"turn-{i}",), 2) for i, q in enumerate(REMEMBERED)],
-                                      0.4)
+                                      0.4, 0.5)
     remembering.save(tmp_path / "v0002", remembering.describe("v0002", parent="v0001", round_id=2))
     loaded = ResponseModel.load(tmp_path / "v0002")
     queries = [QUERY, "refund please", *REMEMBERED]
     assert np.allclose(loaded.cosines(queries), remembering.cosines(queries), atol=1e-6)
-    assert loaded.memory.weight == 0.4 and loaded.memory.turn_ids == [["turn-0"], ["turn-1"]]
+    assert loaded.memory.weight == 0.4 and loaded.memory.threshold == 0.5
+    assert loaded.memory.turn_ids == [["turn-0"], ["turn-1"]]
     described = json.loads((tmp_path / "v0002" / "version.json").read_text())
     assert described["memory"]["examples"] == 2 and described["memory"]["weight"] == 0.4
+    assert described["memory"]["threshold"] == 0.5
     saved = (tmp_path / "v0002" / MEMORY_FILE).read_bytes()
     assert all(q.encode() not in saved for q in REMEMBERED)  # embeddings, ids and turn ids only
+
+
+def test_a_version_saved_before_the_threshold_existed_scores_with_the_default(tmp_path, pretrained):
+    remembering = pretrained.remember([Remembered(QUERY, _runner_up(pretrained, QUERY), ("t",), 1)], 0.3, 0.5)
+    remembering.save(tmp_path / "v0002", remembering.describe("v0002"))
+    described_path = tmp_path / "v0002" / "version.json"
+    described = json.loads(described_path.read_text())
+    del described["memory"]["threshold"]
+    described_path.write_text(json.dumps(described))
+    assert ResponseModel.load(tmp_path / "v0002").memory.threshold == DEFAULT_THRESHOLD
 
 
 @pytest.mark.parametrize("damage", [
@@ -103,3 +130,29 @@ def test_a_round_remembers_one_example_per_question_the_newest_judgement_first()
     assert [(r.question, r.answer_id, r.round_id) for r in remembered] == [
         ("where is my parcel", "new-answer", 3), ("refund please", "refund", 2), ("oldest", "y", 1)]
     assert [r.question for r in remembered_examples(accepted, limit=2)] == ["where is my parcel", "refund please"]
+
+
+class _RoundsOnly:
+    """The two reads `read_remembered` makes, over fixed rows, counting the rounds it reads."""
+
+    def __init__(self, accepted: list[TrainingExample]) -> None:
+        self.accepted, self.rounds_read = accepted, []
+
+    def rounds(self, limit: int = 50) -> list:
+        ids = sorted({e.round_id for e in self.accepted}, reverse=True)[:limit]
+        return [SimpleNamespace(id=round_id) for round_id in ids]
+
+    def training_examples(self, round_id: int | None = None) -> list[TrainingExample]:
+        self.rounds_read.append(round_id)
+        return [e for e in self.accepted if e.round_id == round_id]
+
+
+def test_reading_the_memory_stops_at_the_round_that_fills_it_and_remembers_the_same():
+    accepted = [_example(r, f"question {r}.{i}", f"a{i}") for r in range(1, 6) for i in range(3)]
+    accepted += [_example(5, "question 1.0", "newer"), _example(4, None, "gone")]
+    # Questions held after reading rounds 5, 4, 3, 2, 1: 4, 7, 10, 13, 15 ("question 1.0" was judged again in 5).
+    for limit, rounds_read in ((1, [5]), (4, [5]), (5, [5, 4]), (7, [5, 4]), (11, [5, 4, 3, 2]),
+                              (100, [5, 4, 3, 2, 1])):
+        log = _RoundsOnly(accepted)
+        assert read_remembered(log, limit) == remembered_examples(accepted, limit)
+        assert log.rounds_read == rounds_read

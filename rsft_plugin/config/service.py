@@ -81,8 +81,11 @@ class ModelConfig:
     memory_size: int = _help("Retrieval: how many accepted (question, answer) examples a round's version remembers "
                              "beside its weights, newest first (models/memory.py; 0: none, the default — it helped "
                              "bitext and banking77 but not the golden set: docs/benchmarks.md).", 0)
-    memory_weight: float = _help("Retrieval: the share of an answer's score that comes from its closest remembered "
-                                 "question (a saved version keeps the weight it was checked with).", 0.3)
+    memory_weight: float = _help("Retrieval: how much of a near-duplicate remembered question's excess cosine "
+                                 "(above memory_threshold) is added to its answer's score (a saved version keeps "
+                                 "the weight and threshold it was checked with).", 0.5)
+    memory_threshold: float = _help("Retrieval: the cosine from which a remembered question counts as a "
+                                    "near-duplicate of the customer's.", 0.6)
     # Not a key of `model:`: Config links its `generative:` section here, so whatever loads a version from
     # config.model (the action server, rounds, the CLI) serves a generative one with the configured settings.
     generative: GenerativeConfig = field(default_factory=GenerativeConfig, compare=False, repr=False,
@@ -98,7 +101,8 @@ class ModelConfig:
         _check(self.max_query_chars >= 16, "model", "max_query_chars", "must be >= 16")
         _check(-1 <= self.min_score < 1, "model", "min_score", "must be in [-1, 1) (a cosine; -1 turns it off)")
         _check(0 <= self.memory_size <= 100_000, "model", "memory_size", "must be between 0 and 100000")
-        _check(0 <= self.memory_weight < 1, "model", "memory_weight", "must be in [0, 1)")
+        _check(0 <= self.memory_weight <= 2, "model", "memory_weight", "must be in [0, 2]")
+        _check(0 <= self.memory_threshold < 1, "model", "memory_threshold", "must be in [0, 1)")
 
 
 @dataclass

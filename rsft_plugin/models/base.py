@@ -231,5 +231,6 @@ class ResponsePolicy(Protocol):
 class RemembersExamples(Protocol):
     """A kind that can keep accepted examples beside its weights (the retrieval kind; models/memory.py)."""
 
-    def remember(self, examples: list[Any], weight: float) -> ResponsePolicy:
-        """A copy of this version that remembers `examples` (models.memory.Remembered) with `weight`."""
+    def remember(self, examples: list[Any], weight: float, threshold: float) -> ResponsePolicy:
+        """A copy of this version that remembers `examples` (models.memory.Remembered) with `weight`, counting a
+        remembered question from `threshold` cosine up."""

@@ -1,13 +1,17 @@
 """The retrieval kind's example memory: the questions it was taught with, remembered next to the weights.
 
 Fine-tuning moves the encoder towards the accepted (question, answer) pairs and then forgets the pairs. Keeping
-them helps most where the bank's wording is unlike the customers' (bench/example_memory.py: +3 to +8 points of
-held-out accuracy with 20 % wrong labels). With a memory, an answer's score is
+them helps where many customers word a question alike. With a memory, an answer's score is
 
-    (1 - weight) * cos(query, answer text) + weight * max cos(query, a remembered question of that answer)
+    cos(query, answer text) + weight * max(0, nearest - threshold)
 
-and the answer text alone where no question of that answer is remembered. The score stays a cosine-like number in
-[-1, 1], so the policy softmax(score / temperature), `model.min_score` and every consumer of `cosines` keep working.
+where `nearest` is the highest cosine between the query and a remembered question of that answer (no remembered
+question: no bonus). Only a near-duplicate of a remembered question raises an answer. An earlier rule blended
+`(1 - weight) * cos + weight * nearest` for every answer with something remembered; because question-to-question
+cosines run higher than question-to-answer ones, that lifted the few answers that had examples above all others
+and cost 2-6 points on the golden set (docs/benchmarks.md, "Remembering accepted examples"). A score can exceed 1
+by at most weight * (1 - threshold); the policy softmax(score / temperature), `model.min_score` and every consumer
+of `cosines` keep working, since the memory only ever raises a score.
 
 What a version keeps (memory.pt, hashed in version.json): the remembered questions' embeddings under the version's
 own encoder, their answer ids and the turn ids they came from — never the question texts. A round rebuilds the
@@ -24,6 +28,7 @@ import torch
 from ..errors import ModelLoadError
 
 MEMORY_FILE = "memory.pt"
+DEFAULT_THRESHOLD = 0.6  # model.memory_threshold's default: a remembered question counts from this cosine up
 
 
 @dataclass(frozen=True)
@@ -40,10 +45,11 @@ class ExampleMemory:
     """Remembered question embeddings (M, d) with their answer ids; scores queries against one answer bank."""
 
     def __init__(self, embeddings: torch.Tensor, answer_ids: list[str], turn_ids: list[list[str]],
-                 weight: float) -> None:
+                 weight: float, threshold: float = DEFAULT_THRESHOLD) -> None:
         if len(embeddings) != len(answer_ids) or len(answer_ids) != len(turn_ids):
             raise ValueError("a memory needs one answer id and one turn-id list per embedding")
-        self.embeddings, self.answer_ids, self.turn_ids, self.weight = embeddings, answer_ids, turn_ids, weight
+        self.embeddings, self.answer_ids, self.turn_ids = embeddings, answer_ids, turn_ids
+        self.weight, self.threshold = weight, threshold
         self._index_cache: tuple[tuple[str, ...], torch.Tensor] | None = None
 
     @classmethod
@@ -53,7 +59,7 @@ class ExampleMemory:
     def __len__(self) -> int:
         return len(self.answer_ids)
 
-    def blend(self, queries: torch.Tensor, answer_cosines: torch.Tensor, bank_ids: tuple[str, ...]) -> torch.Tensor:
+    def scores(self, queries: torch.Tensor, answer_cosines: torch.Tensor, bank_ids: tuple[str, ...]) -> torch.Tensor:
         """The memory-aware scores (Q, A) from the queries' embeddings (Q, d) and their answer cosines (Q, A)."""
         index = self._bank_index(bank_ids)
         if not len(self) or self.weight == 0 or not bool((index >= 0).any()):
@@ -62,8 +68,8 @@ class ExampleMemory:
         similarities = queries @ self.embeddings[known].T  # (Q, M')
         nearest = torch.full_like(answer_cosines, -torch.inf).scatter_reduce(
             1, index[known].expand(len(queries), -1), similarities.to(answer_cosines.dtype), reduce="amax")
-        blended = (1 - self.weight) * answer_cosines + self.weight * nearest
-        return torch.where(torch.isfinite(nearest), blended, answer_cosines)
+        bonus = self.weight * (nearest - self.threshold).clamp(min=0.0)  # -inf (nothing remembered) -> 0
+        return answer_cosines + bonus
 
     def _bank_index(self, bank_ids: tuple[str, ...]) -> torch.Tensor:
         """Each remembered answer's position in the bank; -1 for an answer the bank no longer has."""
@@ -80,12 +86,12 @@ class ExampleMemory:
         return path
 
     @classmethod
-    def load(cls, directory: Path, weight: float) -> ExampleMemory:
+    def load(cls, directory: Path, weight: float, threshold: float) -> ExampleMemory:
         """Raises ModelLoadError when the file is missing or malformed (its hash is checked by the caller)."""
         path = directory / MEMORY_FILE
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             return cls(saved["embeddings"], [str(a) for a in saved["answer_ids"]],
-                       [[str(t) for t in ids] for ids in saved["turn_ids"]], weight)
+                       [[str(t) for t in ids] for ids in saved["turn_ids"]], weight, threshold)
         except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{directory}: cannot read {MEMORY_FILE}: {exc}") from exc

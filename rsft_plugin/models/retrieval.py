@@ -50,7 +50,7 @@ from .base import (
     read_version_info,
 )
 from .encoder import BASE_ENCODER, embed, load_base_encoder, trainable_state
-from .memory import MEMORY_FILE, ExampleMemory, Remembered
+from .memory import DEFAULT_THRESHOLD, MEMORY_FILE, ExampleMemory, Remembered
 
 if TYPE_CHECKING:
     from .base import Rngs
@@ -87,7 +87,7 @@ class ResponseModel:
         """Score of every answer for every query, shape (Q, A): the cosine to the answer's text, blended with the
         closest remembered question of that answer when the version has a memory (models/memory.py)."""
         encoded = self.encode(queries)
-        scores = self.memory.blend(encoded, encoded @ self.answer_embeddings.T, self._bank_ids)
+        scores = self.memory.scores(encoded, encoded @ self.answer_embeddings.T, self._bank_ids)
         return scores.cpu().numpy().astype(np.float64)
 
     def policy(self, query: str, temperature: float | None = None) -> np.ndarray:
@@ -147,15 +147,17 @@ class ResponseModel:
 
         return finetune_retrieval(self, pairs, config, progress, show_bar)
 
-    def remember(self, examples: list[Remembered], weight: float) -> ResponseModel:
+    def remember(self, examples: list[Remembered], weight: float,
+                 threshold: float = DEFAULT_THRESHOLD) -> ResponseModel:
         """This version's encoder with a memory of `examples` (replacing any it had), embedded by this encoder;
-        examples of answers the bank does not hold are left out. `weight` 0 or no examples: no memory."""
+        examples of answers the bank does not hold are left out. `weight` 0 or no examples: no memory. A query
+        within `threshold` cosine of a remembered question raises that answer's score (models/memory.py)."""
         known = set(self._bank_ids)
         kept = [e for e in examples if e.answer_id in known] if weight > 0 else []
         remembering = copy.copy(self)  # the same encoder, bank and answer embeddings: nothing is encoded again
         remembering.info = None
         remembering.memory = (ExampleMemory(self.encode([e.question for e in kept]), [e.answer_id for e in kept],
-                                            [list(e.turn_ids) for e in kept], weight)
+                                            [list(e.turn_ids) for e in kept], weight, threshold)
                               if kept else ExampleMemory.empty())
         return remembering
 
@@ -166,7 +168,9 @@ class ResponseModel:
 
     def _memory_summary(self) -> dict[str, Any]:
         """What version.json says of the memory (saving adds memory.pt's hash); {} without one."""
-        return {"examples": len(self.memory), "weight": self.memory.weight} if len(self.memory) else {}
+        if not len(self.memory):
+            return {}
+        return {"examples": len(self.memory), "weight": self.memory.weight, "threshold": self.memory.threshold}
 
     def describe(self, name: str, parent: str | None = None, round_id: int | None = None,
                  eval_numbers: dict[str, Any] | None = None, notes: str = "") -> VersionInfo:
@@ -296,7 +300,9 @@ def _load_memory(directory: Path, info: VersionInfo) -> ExampleMemory | None:
     path = directory / MEMORY_FILE
     if not path.exists() or _sha256(path) != info.memory.get("sha256"):
         raise ModelLoadError(f"{directory}: {MEMORY_FILE} is missing or does not match its recorded hash")
-    memory = ExampleMemory.load(directory, float(info.memory.get("weight", 0.0)))
+    # A version saved before the near-duplicate rule has no threshold: it scores with the default.
+    memory = ExampleMemory.load(directory, float(info.memory.get("weight", 0.0)),
+                                float(info.memory.get("threshold", DEFAULT_THRESHOLD)))
     if len(memory) != info.memory["examples"]:
         raise ModelLoadError(f"{directory}: {MEMORY_FILE} holds {len(memory)} examples, version.json says "
                              f"{info.memory['examples']}")
