@@ -138,7 +138,7 @@ class _Round:
                        gate_prompts=len(prompts.prompts) - len(prompts.trainable),
                        replayed_prompts=sum(p.replay for p in prompts.prompts))
         with self._stage("sample"):
-            candidates = sample_candidates(self.live, prompts.trainable, self.config.sample, self._progress)
+            candidates = sample_candidates(self._proposal(), prompts.trainable, self.config.sample, self._progress)
             self._note(candidates=len(candidates))
         with self._stage("score"):
             bank = self.live.bank
@@ -196,6 +196,12 @@ class _Round:
             else:
                 self.result.status = "kept"
             self.result.reason = self.gate_result.reason
+
+    def _proposal(self) -> ResponsePolicy:
+        """What the round samples from: the live version without its example memory. The memory makes the policy
+        near-certain on questions like remembered ones, so a proposal with it would rarely offer the alternatives
+        that correct a wrongly remembered answer (measured: docs/benchmarks.md, "Remembering accepted examples")."""
+        return self.live.without_memory() if isinstance(self.live, RemembersExamples) else self.live
 
     def _with_memory(self, model: ResponsePolicy) -> ResponsePolicy:
         """The tuned copy with the accepted examples of every recorded round remembered (a kind that can)."""

@@ -41,6 +41,18 @@ def test_a_near_duplicate_of_a_remembered_question_raises_its_answer_and_leaves_
     assert remembering.policy(QUERY).sum() == pytest.approx(1.0)
 
 
+def test_without_memory_is_the_same_version_scoring_by_answer_texts_alone(tmp_path, pretrained):
+    remembering = pretrained.remember([Remembered(q, _runner_up(pretrained, QUERY), ("t",), 1) for q in REMEMBERED],
+                                      1.0, 0.0)
+    remembering.save(tmp_path / "v0002", remembering.describe("v0002"))
+    loaded = ResponseModel.load(tmp_path / "v0002")
+    forgetful = loaded.without_memory()
+    assert forgetful.name == "v0002" and len(forgetful.memory) == 0 and len(loaded.memory) == 2
+    assert np.allclose(forgetful.cosines([QUERY]), pretrained.cosines([QUERY]), atol=1e-6)
+    assert not np.allclose(loaded.cosines([QUERY]), pretrained.cosines([QUERY]), atol=1e-3)
+    assert pretrained.without_memory() is pretrained
+
+
 def test_a_remembered_question_below_the_threshold_adds_nothing(pretrained):
     target = _runner_up(pretrained, QUERY)
     nearest = float((pretrained.encode([QUERY]) @ pretrained.encode(REMEMBERED).T).max())

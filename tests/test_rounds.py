@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
@@ -20,7 +21,7 @@ from rsft_plugin.log import open_sqlite
 from rsft_plugin.models.registry import Registry
 from rsft_plugin.models.retrieval import ResponseModel
 from rsft_plugin.parts import build_parts
-from rsft_plugin.rounds import RoundBusy, round_lock
+from rsft_plugin.rounds import RoundBusy, _Round, round_lock
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
 from rsft_plugin.stages.memory import remembered_examples
 from rsft_plugin.webapp import build_app
@@ -52,8 +53,14 @@ def test_a_round_promotes_a_new_version_with_provenance_and_a_report(fed):
         assert row["status"] == "promoted" and row["new_version"] == "v0002" and row["progress"] == 1.0
         # the new version remembers accepted examples (embeddings and turn ids), and forgetting a customer drops
         # their questions from what the next round would remember
-        remembered = ResponseModel.load(registry.version_path("v0002")).memory
+        promoted = ResponseModel.load(registry.version_path("v0002"))
+        remembered = promoted.memory
         assert info.memory["examples"] == len(remembered) == result.stats["memory"]["examples"] > 0
+        # the next round samples from v0002 without its memory (a wrong memory's alternatives stay reachable)
+        proposal = _next_round_proposal(fed, promoted)
+        assert proposal.name == "v0002" and len(proposal.memory) == 0 and len(promoted.memory) > 0
+        remembered_prompt = examples[0]["prompt"]
+        assert not np.allclose(proposal.cosines([remembered_prompt]), promoted.cosines([remembered_prompt]))
         accepted_turns = {t for example in examples for t in example["turn_ids"]}
         assert {t for ids in remembered.turn_ids for t in ids} <= accepted_turns
         sender = store.turn(remembered.turn_ids[0][0])["sender_id"]
@@ -75,6 +82,14 @@ def test_a_round_promotes_a_new_version_with_provenance_and_a_report(fed):
     # the customers' picks after a 👎 and their "None of these" counted as votes
     assert result.stats["signals_used"]["choice"] > 0 and result.stats["signals_used"]["none_of_these"] > 0
     assert result.stats["signal_votes"] > result.stats["signals_used"]["choice"]
+
+
+def _next_round_proposal(config, live: ResponseModel):
+    parts = build_parts(config)
+    try:
+        return _Round(parts, live, 0, lambda line: None, False)._proposal()
+    finally:
+        parts.close()
 
 
 @pytest.mark.parametrize("rule", ["threshold", "best_of_n"])

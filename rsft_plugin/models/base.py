@@ -234,3 +234,6 @@ class RemembersExamples(Protocol):
     def remember(self, examples: list[Any], weight: float, threshold: float) -> ResponsePolicy:
         """A copy of this version that remembers `examples` (models.memory.Remembered) with `weight`, counting a
         remembered question from `threshold` cosine up."""
+
+    def without_memory(self) -> ResponsePolicy:
+        """The same version, under the same name, scoring without its remembered examples."""

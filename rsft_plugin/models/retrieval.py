@@ -161,6 +161,14 @@ class ResponseModel:
                               if kept else ExampleMemory.empty())
         return remembering
 
+    def without_memory(self) -> ResponseModel:
+        """This version (same name) scoring by its answer texts alone: a round's proposal (rounds.py)."""
+        if not len(self.memory):
+            return self
+        forgetful = copy.copy(self)
+        forgetful.memory = ExampleMemory.empty()
+        return forgetful
+
     def _answer_texts(self) -> list[str]:
         return [answer.text for answer in self.bank.answers]
 
