@@ -122,7 +122,7 @@ def feed_traffic(config, n: int = 200, noise: float = 0.2, seed: int = 0) -> Non
 
 @pytest.fixture
 def fed(tmp_path, pretrained):
-    config = round_config(tmp_path, model={"memory_size": 2000})  # off by default; these rounds remember
+    config = round_config(tmp_path, model={"memory_size": 2000})  # fewer than the default 5000: a bound
     registry = Registry(config.paths.models_dir)
     registry.set_live(registry.publish(pretrained).name, "test")
     feed_traffic(config)

@@ -79,8 +79,8 @@ class ModelConfig:
     max_query_chars: int = _help("Longer messages are cut before encoding (the encoder sees 256 tokens).", 1000)
     min_score: float = _help("Below this best cosine the bot asks again, offering topics (bench/out_of_scope).", 0.25)
     memory_size: int = _help("Retrieval: how many accepted (question, answer) examples a round's version remembers "
-                             "beside its weights, newest first (models/memory.py; 0: none, the default — it helped "
-                             "bitext and banking77 but not the golden set: docs/benchmarks.md).", 0)
+                             "beside its weights, newest first (models/memory.py; 0: none; measured in rounds: "
+                             "docs/benchmarks.md, 'Remembering accepted examples').", 5000)
     memory_weight: float = _help("Retrieval: how much of a near-duplicate remembered question's excess cosine "
                                  "(above memory_threshold) is added to its answer's score (a saved version keeps "
                                  "the weight and threshold it was checked with).", 0.5)
