@@ -79,41 +79,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _world(directory: Path, postgres_dir: Path, sizes: dict[str, Any]) -> Any:
     from rsft_plugin.answer_bank import load_answer_bank
-    from rsft_plugin.launcher import free_port
     from rsft_plugin.models import pretrained_policy
     from rsft_plugin.parts import build_parts
+    from rsft_plugin.ports import free_port, free_port_run
 
     bank = load_answer_bank(REPO / "data" / "answers.yml")
     config = write_world(directory, bank, [], {
         "paths": {"run_dir": str(REPO / "var" / "run"), "postgres_dir": str(postgres_dir)},  # cached Rasa model
         "server": {"rasa_port": free_port(), "action_port": free_port(), "web_port": free_port()},
         "scale": {"rasa_servers": sizes["rasa_servers"], "action_servers": sizes["action_servers"],
-                  "rasa_ports_from": _free_run(sizes["rasa_servers"]),
-                  "action_ports_from": _free_run(sizes["action_servers"]), "redis_port": free_port(),
+                  "rasa_ports_from": free_port_run(sizes["rasa_servers"]),
+                  "action_ports_from": free_port_run(sizes["action_servers"]), "redis_port": free_port(),
                   "postgres_port": free_port()},
         "privacy": {"max_ratings_per_minute": 100_000}})
     with build_parts(config) as parts:
         parts.registry.set_live(parts.registry.publish(pretrained_policy(bank, config.model), notes="pretrained").name,
                                 "bench")
     return config
-
-
-def _free_run(count: int) -> int:
-    import socket
-
-    from rsft_plugin.launcher import free_port
-
-    for _ in range(50):
-        first = free_port()
-        ports = range(first, first + count)
-        try:
-            probes = [socket.create_server(("127.0.0.1", port)) for port in ports]
-        except OSError:
-            continue
-        for probe in probes:
-            probe.close()
-        return first
-    raise RuntimeError("no run of free ports")
 
 
 def _questions() -> list[str]:

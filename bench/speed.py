@@ -176,7 +176,7 @@ def serve(result: dict[str, Any], sizes: dict[str, Any], seed: int, directory: P
 
 
 def _world(directory: Path, bank: Any, heldout: list[tuple[str, str]], server: dict[str, Any]) -> Any:
-    from rsft_plugin.launcher import free_port
+    from rsft_plugin.ports import free_port
 
     return write_world(directory, bank, heldout,
                        {"paths": {"run_dir": str(REPO / "var" / "run")},  # the cached trained Rasa model

@@ -119,7 +119,7 @@ def _quantiles(values: list[float]) -> dict[str, float]:
 
 
 def _write_config(directory: Path, max_new_tokens: int, time_limit: float) -> Path:
-    from rsft_plugin.launcher import free_port
+    from rsft_plugin.ports import free_port
 
     raw = {"paths": {"db": str(directory / "rsft.db"), "models_dir": str(directory / "models"),
                      "answers": str(REPO / "data" / "answers.yml"), "golden": str(REPO / "data" / "golden.csv"),

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,7 +39,7 @@ from .rasa import rasa_pythonpath
 from .secrets import ACTION_TOKEN, RASA_TOKEN, get_secret
 from .supervision import LaunchError, Program, Supervisor, describe_status, launcher_gone, read_status
 
-__all__ = ["LaunchError", "Stack", "bot_fingerprint", "ensure_rasa_model", "free_port", "rasa_token",
+__all__ = ["LaunchError", "Stack", "bot_fingerprint", "ensure_rasa_model", "rasa_token",
            "servers_status_line"]
 
 _BOT_INPUTS = ("config.yml", "domain.yml", "requirements.txt")
@@ -96,12 +95,6 @@ def rasa_token(config: Config) -> str:
 def action_token(config: Config) -> str:
     """The shared secret Rasa sends to the action server (RSFT_ACTION_TOKEN, or made once and kept 0600)."""
     return get_secret(config.paths.run_dir, ACTION_TOKEN)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def servers_status_line(config: Config) -> str:

@@ -22,7 +22,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import RsftError
+from .ports import free_port
 
 SERVER_ROOT = Path("/usr/lib/postgresql")
 UNPRIVILEGED_USERS = ("postgres", "nobody")
@@ -56,12 +56,6 @@ def pg_binary(name: str) -> Path:
     if found:
         return Path(found)
     raise PostgresUnavailable(f"PostgreSQL's {name} is not installed (apt-get install postgresql)")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

@@ -368,7 +368,7 @@ def _answers(url: str | None) -> bool:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError, http.client.HTTPException):  # HTTPException: a TCP self-connect
-        return False  # (a free port in the ephemeral range, nobody listening yet) reads back its own request
+        return False  # (a configured port in the ephemeral range, nobody listening yet; ports.py picks below it)
 
 
 def _alive(pid: int) -> bool:

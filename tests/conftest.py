@@ -136,7 +136,8 @@ def start_stack(directory: Path, pretrained: ResponseModel, before_start=None, s
     `before_start(config)` runs once the model is live and before the servers start (to log earlier traffic).
     `stack_class`: `Stack` by default; `ScaledStack` for `rsft serve --scale`.
     """
-    from rsft_plugin.launcher import Stack, free_port
+    from rsft_plugin.launcher import Stack
+    from rsft_plugin.ports import free_port
 
     ports = {"rasa_port": free_port(), "action_port": free_port(), "web_port": free_port()}
     config = load_config(write_config(directory, server={**ports, **(server or {})}, **sections))

@@ -20,7 +20,7 @@ import pytest
 import requests
 import yaml
 
-from rsft_plugin.launcher import free_port
+from rsft_plugin.ports import free_port
 from rsft_plugin.rasa import rasa_pythonpath
 
 from .conftest import REPO

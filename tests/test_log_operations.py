@@ -118,7 +118,7 @@ def test_a_log_url_that_is_not_postgresql_is_refused(tmp_path):
 
 
 def test_an_unreachable_postgresql_log_is_one_clear_line(tmp_path):
-    from rsft_plugin.pgserver import free_port
+    from rsft_plugin.ports import free_port
 
     path = write_config(tmp_path, log={"url": f"postgresql://rsft:hunter2@127.0.0.1:{free_port()}/rsft"})
     result = _rsft(path, "forget", "alice", "--yes")

@@ -208,7 +208,7 @@ def _drop_connection(url: str, log) -> None:
 
 
 def test_an_unreachable_server_is_a_clear_error_without_the_password(postgres_server):
-    from rsft_plugin.pgserver import free_port
+    from rsft_plugin.ports import free_port
 
     url = f"postgresql://rsft:hunter2@127.0.0.1:{free_port()}/nothing"
     with pytest.raises(LogUnavailable, match="cannot reach the PostgreSQL log") as error:

@@ -25,8 +25,9 @@ import requests
 import yaml
 
 from rsft_plugin.config import LOG_URL_ENV, ConfigError, load_config, settings_as_yaml
-from rsft_plugin.launcher import free_port, rasa_token
+from rsft_plugin.launcher import rasa_token
 from rsft_plugin.log import open_postgres
+from rsft_plugin.ports import free_port, free_port_run
 from rsft_plugin.scaled import ScaledStack, haproxy_configuration, redis_configuration, scaled_endpoints
 from rsft_plugin.secrets import REDIS_PASSWORD, get_secret
 from rsft_plugin.supervision import LaunchError
@@ -42,15 +43,6 @@ FALLBACK = "Sorry, I can't look that up right now"  # bot/domain's utter_default
 # a killed action server's held calls become the fallback line). Requests sent later find the dead port refusing
 # and are redispatched, and within about 2 s (3 failed checks) HAProxy takes the backend out altogether.
 DETECTION_SECONDS = 3.0
-
-
-def _free_run(count: int) -> int:
-    """A first port such that `count` consecutive ports are free now."""
-    for _ in range(50):
-        first = free_port()
-        if first + count < 65000 and all(_is_free(first + i) for i in range(count)):
-            return first
-    raise RuntimeError("no run of free ports")
 
 
 def _is_free(port: int) -> bool:
@@ -191,8 +183,8 @@ def test_tickets_issued_at_once_by_several_rasa_processes_are_all_distinct(tmp_p
 @pytest.fixture(scope="module")
 def scaled(tmp_path_factory, pretrained):
     directory = tmp_path_factory.mktemp("scaled")
-    scale = {"rasa_servers": 2, "action_servers": 2, "rasa_ports_from": _free_run(2),
-             "action_ports_from": _free_run(2), "redis_port": free_port(), "postgres_port": free_port()}
+    scale = {"rasa_servers": 2, "action_servers": 2, "rasa_ports_from": free_port_run(2),
+             "action_ports_from": free_port_run(2), "redis_port": free_port(), "postgres_port": free_port()}
     # PostgreSQL runs as an unprivileged user, who cannot enter pytest's 0700 folders: its data goes to /tmp
     postgres_dir = Path(tempfile.mkdtemp(prefix="rsft-scaled-pg-"))
     try:
