@@ -329,7 +329,9 @@ def round_scale_markdown(result: dict[str, Any], _image_prefix: str) -> str:
              f"{num(filled['fill_seconds'])} s: {num(filled['answer_seconds'])} s answering each distinct question "
              f"once, {num(filled['logging_seconds'])} s logging through the log interface "
              f"({num(filled['turns_per_second'], 0)} turns/s, {filled['workers']} connections).", "",
-             f"**One round** ({numbers['status']}: {numbers['reason']}), product defaults:", ""]
+             f"**One round** ({numbers['status']}: {numbers['reason']}), product defaults"
+             + (f" except {json.dumps(result['config_sections'])}" if result.get("config_sections") else "") + ":",
+             ""]
     lines += _table([*stages, "total", "peak memory MB"],
                     [[*(num(s, 1) for s in stages.values()), num(numbers["wall_seconds"], 1),
                       num(result["peak_memory_mb"], 0)]], "r" * (len(stages) + 2))

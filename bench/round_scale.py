@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, help=f"turns logged before the round (full: {SIZES['turns']})")
     parser.add_argument("--workers", type=int, help="connections filling the log at once (default 4)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-rated-turns", type=int, help="score.max_rated_turns for the round (0: every rated "
+                        "turn ever logged, as before the bound; default: the product's)")
+    parser.add_argument("--max-signals", type=int, help="score.max_signals for the round (0: all)")
     parser.add_argument("--smoke", action="store_true", help="a few hundred turns, then check the output")
     sub = parser.add_subparsers(dest="command")
     fill_parser = sub.add_parser("fill", help="(internal) fill the log of an installation")
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes.update({k: v for k, v in (("turns", args.turns), ("workers", args.workers)) if v})
     started = time.perf_counter()
     result = {"meta": run_metadata({**sizes, "seed": args.seed, "smoke": args.smoke}),
-              **measure(resolve_datasets_dir(args.datasets), sizes, args.seed, args.smoke)}
+              **measure(resolve_datasets_dir(args.datasets), sizes, args.seed, args.smoke, _score_limits(args))}
     result["meta"]["wall_seconds"] = round(time.perf_counter() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "round_scale.json", result)
@@ -68,13 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if problems else 0
 
 
-def measure(datasets_dir: Path, sizes: dict[str, Any], seed: int, smoke: bool) -> dict[str, Any]:
+def _score_limits(args: argparse.Namespace) -> dict[str, int]:
+    return {key: value for key, value in (("max_rated_turns", args.max_rated_turns),
+                                          ("max_signals", args.max_signals)) if value is not None}
+
+
+def measure(datasets_dir: Path, sizes: dict[str, Any], seed: int, smoke: bool,
+            score: dict[str, int] | None = None) -> dict[str, Any]:
     """Start PostgreSQL, fill its log, time one round; the server is stopped whatever happens."""
     from rsft_plugin.pgserver import PostgresServer
 
     from .common import load_dataset, write_world
 
-    sections: dict[str, Any] = {"log": {}}
+    sections: dict[str, Any] = {"log": {}, **({"score": score} if score else {})}
     if smoke:  # a few hundred turns: lower the product's minimums so the round trains instead of stopping
         sections.update({"collect": {"min_prompts": 5}, "reject": {"min_accepted": 3},
                          "finetune": {"max_epochs": 1}})
@@ -134,7 +143,7 @@ def fill(config_path: Path, datasets_dir: Path, sizes: dict[str, Any], seed: int
     logging_seconds = time.perf_counter() - logging_started
     with build_parts(config) as parts:
         rows = {table: parts.log.count(table) for table in ("turns", "ratings", "signals")}
-        reads = _time_round_reads(parts.log, config.collect.max_prompts)
+        reads = _time_round_reads(parts.log, config)
     out.write_text(json.dumps({
         "turns": n, "distinct_questions": len(questions), "turns_per_conversation": TURNS_PER_CONVERSATION,
         "rows": rows, "ratings_right_share": round(float(np.mean([right[i % len(right)] for i in range(n)])), 4),
@@ -145,10 +154,16 @@ def fill(config_path: Path, datasets_dir: Path, sizes: dict[str, Any], seed: int
     return 0
 
 
-def _time_round_reads(log: Any, max_prompts: int) -> dict[str, dict[str, float]]:
-    """The log reads a round makes, each timed alone: bounded by max_prompts, or by the whole log's history."""
-    reads = {"turns_for_round(None, max_prompts)": lambda: log.turns_for_round(None, max_prompts),
-             "rated_turns() (score, gate)": log.rated_turns, "signals() (score)": log.signals}
+def _time_round_reads(log: Any, config: Any) -> dict[str, dict[str, float]]:
+    """The log reads a round makes, each timed alone (bounded by collect.max_prompts and score.max_rated_turns /
+    max_signals), beside the unbounded reads score made before those bounds (every rating and signal ever)."""
+    score = config.score
+    reads = {"turns_for_round(None, max_prompts)": lambda: log.turns_for_round(None, config.collect.max_prompts),
+             "rated_turns(newest=max_rated_turns) (score)": lambda: log.rated_turns(
+                 newest=score.max_rated_turns or None),
+             "signals(newest=max_signals) (score)": lambda: log.signals(newest=score.max_signals or None),
+             "rated_turns() (every rated turn: score's read before the bound)": log.rated_turns,
+             "signals() (every signal: likewise)": log.signals}
     timed = {}
     for name, read in reads.items():
         started = time.perf_counter()

@@ -144,8 +144,10 @@ class _Round:
             bank = self.live.bank
             curated = (load_golden(self.config.paths.golden, bank, "train") if self.config.score.use_golden_train
                        else [])
-            rated = self.store.rated_turns(exclude_turn_ids=prompts.gate_turn_ids)
-            signals = self.store.signals(exclude_turn_ids=prompts.gate_turn_ids)
+            newest = self.config.score  # the newest evidence only: a round's cost bounded by it, not by history
+            rated = self.store.rated_turns(exclude_turn_ids=prompts.gate_turn_ids,
+                                           newest=newest.max_rated_turns or None)
+            signals = self.store.signals(exclude_turn_ids=prompts.gate_turn_ids, newest=newest.max_signals or None)
             votes = signal_evidence(signals, self.config.feedback, self._offered_keys)
             scores = score_round(candidates, prompts, rated, curated, bank, embed_fixed, self.config.score, votes)
             scored, noise = scores.scored, scores.noise.summary()

@@ -50,6 +50,8 @@ def test_cli_overrides_win_over_yaml_and_none_means_not_given(tmp_path):
     ("- a\n- b\n", "the top level must be a mapping"),
     ("model: {top_k: [\n", "not valid YAML"),
     ("paths:\n  db: ''\n", "paths.db: expected Path"),
+    ("score:\n  max_rated_turns: -1\n", "score.max_rated_turns: must be >= 0"),
+    ("score:\n  max_signals: 2.5\n", "score.max_signals: expected int"),
 ])
 def test_bad_values_are_clear_errors(tmp_path, text, message):
     with pytest.raises(ConfigError) as raised:

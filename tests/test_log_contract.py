@@ -211,6 +211,34 @@ def test_rated_turns_among_given_ids_reads_only_those(log):
     assert log.rated_turns(only_turn_ids=set()) == []
 
 
+def test_the_newest_rated_turns_are_read_oldest_first_skipping_the_kept_out(log):
+    """Score's read (issue 13): the newest N rated turns, bounded by N, not by every rating ever given. Turns kept
+    out for the gate do not count toward N; unrated turns are never read."""
+    ids = [log.log_turn(_turn(text=f"q{n}")) for n in range(8)]
+    for turn_id in ids[:7]:  # the newest turn stays unrated
+        log.rate(turn_id, "alice", 1)
+    assert [t.id for t in log.rated_turns(newest=3)] == ids[4:7]
+    assert [t.id for t in log.rated_turns(newest=3, exclude_turn_ids={ids[5], ids[6]})] == [ids[2], ids[3], ids[4]]
+    assert [t.id for t in log.rated_turns(newest=100)] == [t.id for t in log.rated_turns()] == ids[:7]
+    assert log.rated_turns(newest=0) == []
+    every_id_kept_out = set(ids)
+    assert log.rated_turns(newest=3, exclude_turn_ids=every_id_kept_out) == []
+
+
+def test_the_newest_signals_are_read_oldest_first_skipping_the_kept_out_turns(log):
+    ids = [log.log_turn(_turn(text=f"q{n}")) for n in range(6)]
+    for turn_id in ids:
+        log.record_signal(turn_id, "alice", "none_of_these", None)
+    for turn_id in ids[3:]:  # a second signal on each of the three newest turns
+        log.record_signal(turn_id, "alice", "reask", "track_order")
+    every = log.signals()
+    assert log.signals(newest=4) == every[-4:]
+    kept_out = {ids[4], ids[5]}  # four of the newest signals are about these turns: a second page is read
+    assert log.signals(newest=3, exclude_turn_ids=kept_out) == [s for s in every if s.turn_id not in kept_out][-3:]
+    assert log.signals(newest=50) == every and log.signals(newest=0) == []
+    assert log.signals(newest=2, sender_id="bob") == []
+
+
 def test_rating_counts_per_version_and_window_for_the_live_guard(log):
     ids = [log.log_turn(_turn(sender=f"s{n}", text=f"q{n}", version=v))
            for n, v in enumerate(["v0001", "v0001", "v0001", "v0002", "v0001"])]

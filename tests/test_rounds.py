@@ -107,6 +107,26 @@ def test_the_other_rules_run_a_round_too(tmp_path, pretrained, rule):
         store.close()
 
 
+def test_score_reads_only_the_newest_rated_turns_and_signals_the_config_allows(tmp_path, pretrained):
+    """score.max_rated_turns / max_signals bound what a round reads as evidence (issue 13), however much was
+    logged; the round stops after reject (min_accepted out of reach), the score stage has run by then."""
+    config = round_config(tmp_path, score={"max_rated_turns": 30, "max_signals": 5},
+                          reject={"min_accepted": 100_000})
+    registry = Registry(config.paths.models_dir)
+    registry.set_live(registry.publish(pretrained).name, "test")
+    feed_traffic(config, n=120)
+    store = open_sqlite(config.paths.db)
+    try:
+        logged_ratings, logged_signals = len(store.rated_turns()), len(store.signals())
+    finally:
+        store.close()
+    result = run_round(config, show_bar=False)
+    assert result.status == "stopped" and "reject.min_accepted" in result.reason
+    assert logged_ratings > 60 and logged_signals > 10  # far more than the limits: the limits made the difference
+    assert result.stats["rated_turns_used"] == 30
+    assert sum(result.stats["signals_used"].values()) == 5
+
+
 def test_a_round_without_traffic_stops_and_says_why(tmp_path, pretrained):
     config = round_config(tmp_path)
     registry = Registry(config.paths.models_dir)

@@ -72,6 +72,11 @@ class ScoreConfig:
     fit_prior_power: bool = _help(
         "EM: fit prior_power to the data too (starting from prior_power), so that an over- or under-confident "
         "policy is not mistaken for noisy ratings.", True)
+    max_rated_turns: int = _help(
+        "Score reads the newest this many rated turns as evidence (by when the turn was logged), so that a round's "
+        "cost does not grow with every rating ever given; 0: all of them.", 10_000)
+    max_signals: int = _help("Score reads the newest this many choices and implicit signals; 0: all of them.",
+                             10_000)
 
     def __post_init__(self) -> None:
         _check(self.w_similarity >= 0 and self.w_rating >= 0, "score", "w_similarity",
@@ -85,6 +90,8 @@ class ScoreConfig:
         _check(0 < self.noise_start < 0.5, "score", "noise_start", "must be in (0, 0.5)")
         _check(self.noise_prior_strength >= 0, "score", "noise_prior_strength", "must be >= 0")
         _check(0 < self.prior_power <= 10, "score", "prior_power", "must be in (0, 10]")
+        _check(self.max_rated_turns >= 0, "score", "max_rated_turns", "must be >= 0 (0: all)")
+        _check(self.max_signals >= 0, "score", "max_signals", "must be >= 0 (0: all)")
 
 
 @dataclass

@@ -62,10 +62,11 @@ class ConversationLog(Protocol):
     def recent_turns(self, limit: int = 20, sender_id: str | None = None) -> list[Turn]:
         """Newest first."""
 
-    def rated_turns(self, exclude_turn_ids: set[str] | None = None,
-                    only_turn_ids: set[str] | None = None) -> list[Turn]:
+    def rated_turns(self, exclude_turn_ids: set[str] | None = None, only_turn_ids: set[str] | None = None,
+                    newest: int | None = None) -> list[Turn]:
         """Every rated turn, oldest first; with `only_turn_ids`, only the rated turns among those (a read bounded by
-        the ids given, not by the log's length)."""
+        the ids given, not by the log's length); with `newest`, only the newest that many (by when the turn was
+        logged) not in `exclude_turn_ids` (a read bounded by `newest`, not by the log's history)."""
 
     def turns_for_round(self, since: str | None, limit: int) -> list[Turn]:
         """Turns logged after `since` (all when None), newest first."""
@@ -114,9 +115,11 @@ class SignalLog(Protocol):
         """
 
     def signals(self, *, since: str | None = None, until: str | None = None, model_version: str | None = None,
-                sender_id: str | None = None, exclude_turn_ids: set[str] | None = None) -> list[Signal]:
+                sender_id: str | None = None, exclude_turn_ids: set[str] | None = None,
+                newest: int | None = None) -> list[Signal]:
         """Signals recorded in [since, until) about turns of `model_version` / by `sender_id` (all when None),
-        oldest first, each with its turn's question, version and served reply."""
+        oldest first, each with its turn's question, version and served reply; with `newest`, only the newest that
+        many of them (by when they were recorded) about turns not in `exclude_turn_ids`."""
 
 
 @runtime_checkable

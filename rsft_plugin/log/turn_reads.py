@@ -23,6 +23,29 @@ TURNS_WITH_RATINGS = (
 ID_CHUNK = 500  # turn ids per `IN (...)` query
 
 
+def newest_rows(read: Callable[..., list[dict[str, Any]]], newest_first_sql: str, params: list[Any], newest: int,
+                keep: Callable[[dict[str, Any]], bool], dropped_at_most: int = 0) -> list[dict[str, Any]]:
+    """The `newest` rows of `newest_first_sql` (ordered newest first, unique `id`s) that `keep` accepts, oldest first.
+
+    Read in pages of `newest + dropped_at_most` rows, so that the first page is enough when `keep` drops at most
+    that many (the turns a round keeps out for its gate); a row that a concurrent insert pushed into the next page
+    is read once.
+    """
+    if newest <= 0:
+        return []
+    page, kept, seen, offset = newest + dropped_at_most, [], set(), 0
+    while len(kept) < newest:
+        rows = read(f"{newest_first_sql} LIMIT ? OFFSET ?", [*params, page, offset])
+        for row in rows:
+            if row["id"] not in seen and keep(row):
+                seen.add(row["id"])
+                kept.append(row)
+        if len(rows) < page:
+            break
+        offset += page
+    return kept[:newest][::-1]
+
+
 class TurnReads:
     _PLACEHOLDER: str  # "?" (SQLite) or "%s" (psycopg)
     _TIE: str  # orders turns of the same millisecond: "t.rowid" or "t.seq"
@@ -45,13 +68,17 @@ class TurnReads:
         return [self._turn(r) for r in self._read(
             f"{TURNS_WITH_RATINGS} {where} ORDER BY t.created_at DESC, {self._TIE} DESC LIMIT ?", [*params, limit])]
 
-    def rated_turns(self, exclude_turn_ids: set[str] | None = None,
-                    only_turn_ids: set[str] | None = None) -> list[Turn]:
+    def rated_turns(self, exclude_turn_ids: set[str] | None = None, only_turn_ids: set[str] | None = None,
+                    newest: int | None = None) -> list[Turn]:
+        excluded = exclude_turn_ids or set()
         if only_turn_ids is not None:
             rows = self._rated_among(sorted(only_turn_ids))
+        elif newest is not None:
+            rows = newest_rows(self._read, f"{TURN_FIELDS} WHERE r.score IS NOT NULL ORDER BY t.created_at DESC, "
+                               f"{self._TIE} DESC", [], newest, lambda row: row["id"] not in excluded, len(excluded))
         else:
             rows = self._read(f"{TURN_FIELDS} WHERE r.score IS NOT NULL ORDER BY t.created_at, {self._TIE}")
-        return [Turn.from_row(r) for r in rows if not exclude_turn_ids or r["id"] not in exclude_turn_ids]
+        return [Turn.from_row(r) for r in rows if r["id"] not in excluded]
 
     def _rated_among(self, turn_ids: list[str]) -> list[dict[str, Any]]:
         """The rated turns among `turn_ids`, oldest first, by the primary key: a bounded read however long the log
