@@ -2,8 +2,9 @@
 the module (and stopped by it). One conversation's concurrent messages are processed in order across the Rasa
 processes; a short load through the load balancer loses nothing; kill -9 of one Rasa and one action server under
 load is routed around, customers see at most the fallback line, and nothing they were told is lost; kill -9 of the
-private PostgreSQL: it is restarted, and the next messages are answered and logged. The private Redis refuses
-clients without its password.
+private PostgreSQL: it is restarted, and the next messages are answered and logged; kill -9 of Redis (the lock
+store) under load: restarted, at most the fallback line, nothing lost, conversations still in order. The private
+Redis refuses clients without its password.
 
 Timings are printed, never asserted (bench/scaled.py measures them)."""
 
@@ -217,7 +218,10 @@ def _redis_reply(port: int, *commands: bytes) -> bytes:
         connection.sendall(b"".join(command + b"\r\n" for command in commands))
         reply = b""
         while reply.count(b"\r\n") < len(commands):
-            reply += connection.recv(65536)
+            chunk = connection.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"redis closed the connection after {reply!r}")
+            reply += chunk
     return reply
 
 
@@ -411,6 +415,52 @@ def test_kill_9_of_the_private_postgresql_is_restarted_and_the_next_messages_are
     assert _tracker_store_fallbacks(scaled) == fallbacks_before
 
 
+@pytest.mark.e2e
+def test_kill_9_of_redis_under_load_gives_at_most_the_fallback_line_and_loses_nothing(scaled, log):
+    """Every message takes its conversation's lock in Redis. Redis is frozen (SIGSTOP) for 2 s while four customers
+    chat through the load balancer, so that messages are certainly waiting on it, then killed with SIGKILL:
+    supervision restarts it (empty: it keeps no data), and the Rasa processes reconnect by themselves. Every
+    request got a 200 from the load balancer (never a 5xx), each an answer, a thanks or the fallback line (the
+    messages that were waiting on the dead Redis; without rsft's channel catching Rasa's error they got an empty
+    reply); every answer and rating a customer saw is in the log; each customer's conversation in the log is
+    exactly the answers they were told, in their order; and afterwards nine concurrent messages of one
+    conversation are still processed one at a time, the locks taken in the new Redis."""
+    port = scaled.config.scale.redis_port
+    password = get_secret(scaled.config.paths.run_dir, REDIS_PASSWORD)
+    with _Customers(scaled, count=4, prefix="redis-kill") as customers:
+        customers.wait_for_answers(4, 120)
+        old_pid = scaled.kill("redis", signal.SIGSTOP)
+        time.sleep(2)  # the customers' next messages wait on the frozen Redis
+        scaled.kill("redis", signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(lambda: scaled.pid("redis") not in (0, old_pid), 60, "redis restarted")
+        wait_until(lambda: _redis_answers(port, password), 30, "the new redis answering")
+        customers.wait_for_answers(8, 120, after=time.monotonic())
+    fallbacks = [r for r in customers.requests if r["fallback"]]
+    print(f"\n{len(customers.requests)} requests around the Redis kill: statuses "
+          f"{sorted({r['status'] for r in customers.requests})}, {len(fallbacks)} fallback lines (the last "
+          f"{max((r['sent'] - killed for r in fallbacks), default=0):.1f} s after the kill), "
+          f"{len(customers.told)} answers, {len(customers.rated)} ratings")
+    assert [r for r in customers.requests if r["status"] != 200] == []
+    assert all(r["answered"] or r["fallback"] or r["thanked"] for r in customers.requests)
+    assert fallbacks  # the messages waiting on Redis when it died: the property was exercised
+    _assert_logged(log, customers.told, customers.rated)
+    for sender in customers.senders:
+        told = [turn_id for who, turn_id in customers.told if who == sender]
+        assert [turn.id for turn in log.conversation(sender)] == told, sender
+    wait_until(lambda: scaled.status()["servers"]["redis"]["restarts"] == 1, 30, "the restart recorded")
+
+    _nine_messages_at_once_in_order(scaled, log, "order-after-redis")
+    assert _redis_commands(port, password).get("set", 0) >= 9  # counted since the restart: the new Redis's locks
+
+
+def _redis_answers(port: int, password: str) -> bool:
+    try:
+        return _redis_reply(port, f"AUTH {password}".encode(), b"PING") == b"+OK\r\n+PONG\r\n"
+    except OSError:
+        return False
+
+
 def _tracker_store_fallbacks(scaled: ScaledStack) -> int:
     """How many times a Rasa process gave up on its tracker store for a call (Rasa's fail-safe wrapper logs it)."""
     return sum(scaled.supervisor.log_path(name).read_text(errors="replace").count("Falling back to use the")
@@ -429,12 +479,13 @@ def _assert_logged(log, told: list[tuple[str, str]], rated: list[tuple[str, int]
 class _Customers(LoopingCustomers):
     """A few customers asking through the load balancer until stopped; every request and its outcome is kept."""
 
-    def __init__(self, stack: ScaledStack, count: int) -> None:
+    def __init__(self, stack: ScaledStack, count: int, prefix: str = "kill") -> None:
         self.stack = stack
+        self.senders = [f"{prefix}-{n}" for n in range(count)]
         self.requests: list[dict] = []
         self.told: list[tuple[str, str]] = []
         self.rated: list[tuple[str, int]] = []
-        super().__init__(count, "kill", join_seconds=150)
+        super().__init__(count, prefix, join_seconds=150)
 
     def wait_for_answers(self, count: int, timeout: float, after: float = 0.0) -> None:
         wait_until(lambda: sum(r["answered"] and r["sent"] > after for r in self.requests) >= count, timeout,

@@ -9,8 +9,9 @@
   classify it as some intent with confidence ("" got "You're welcome!"): the customer is asked to type their
   question (the domain's `utter_empty_message`, or a plain request).
 * When a message produced no bot message at all — the action server was down or crashed mid-request, and Rasa
-  logged the error and carried on — the customer gets the trained domain's `utter_default` instead of silence
-  (or the channel's `fallback_text:` setting in credentials.yml, or a plain apology).
+  logged the error and carried on, or Rasa itself raised (the lock store's Redis went away) — the customer gets
+  the trained domain's `utter_default` instead of silence (or the channel's `fallback_text:` setting in
+  credentials.yml, or a plain apology).
 
 This module runs inside Rasa's own process (Rasa 3.6: Python 3.10, another environment than rsft's), so it imports
 only Rasa, Sanic and the standard library. Rasa imports it by module path; the folder holding `rsft_plugin` must be
@@ -19,6 +20,7 @@ on Rasa's PYTHONPATH (`rsft init-rasa` prints it; the launcher sets it).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -70,21 +72,27 @@ class RestWithFallback(RestInput):
     def fallback_text(self) -> str:
         return self.configured_text or domain_fallback_text(self._app) or DEFAULT_FALLBACK_TEXT
 
-    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        async def answer_or_fall_back(message: UserMessage) -> None:
-            collector = message.output_channel
-            if has_no_text(message.text):
-                text = domain_fallback_text(self._app, "utter_empty_message") or DEFAULT_EMPTY_TEXT
-                await collector.send_text_message(message.sender_id, text)
-                return
+    async def answer_or_fall_back(self, on_new_message: Callable[[UserMessage], Awaitable[Any]],
+                                  message: UserMessage) -> None:
+        """Rasa's handling of `message`, with the fallback line collected when it produced no bot message."""
+        collector = message.output_channel
+        if has_no_text(message.text):
+            text = domain_fallback_text(self._app, "utter_empty_message") or DEFAULT_EMPTY_TEXT
+            await collector.send_text_message(message.sender_id, text)
+            return
+        try:
             await on_new_message(message)
+        finally:
+            # Also when Rasa raised (its lock store's Redis died mid-message, say): Rasa's channel logs the error
+            # and answers with what was collected, which would be an empty list, not the fallback line.
             if isinstance(collector, CollectingOutputChannel) and not collector.messages:
                 await collector.send_text_message(message.sender_id, self.fallback_text)
 
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         async def remember_app(request: Request) -> None:
             self._app = request.app  # whose ctx.agent holds the trained domain
 
-        blueprint = super().blueprint(answer_or_fall_back)
+        blueprint = super().blueprint(functools.partial(self.answer_or_fall_back, on_new_message))
         blueprint.middleware(remember_app, "request")
         blueprint.middleware(_refuse_malformed, "request")
         return blueprint
