@@ -116,11 +116,12 @@ bench-round-scale: venvs postgres-server
 	nice -n 10 .venv/bin/python -m bench.round_scale --datasets $(BENCH_DATASETS) --out bench/results
 	.venv/bin/python -m bench.report
 
-bench-smoke: venvs
+bench-smoke: venvs postgres-server
 	rm -rf var/bench-smoke
 	.venv/bin/python -m bench.quality --smoke --datasets $(BENCH_DATASETS) --jobs $(BENCH_JOBS) --out var/bench-smoke
 	.venv/bin/python -m bench.speed --smoke --datasets $(BENCH_DATASETS) --out var/bench-smoke
 	.venv/bin/python -m bench.out_of_scope --smoke --out var/bench-smoke
 	.venv/bin/python -m bench.feedback --smoke --datasets $(BENCH_DATASETS) --jobs $(BENCH_JOBS) --out var/bench-smoke
 	.venv/bin/python -m bench.generative --smoke --datasets $(BENCH_DATASETS) --out var/bench-smoke
+	.venv/bin/python -m bench.round_scale --smoke --datasets $(BENCH_DATASETS) --out var/bench-smoke
 	.venv/bin/python -m bench.report --results var/bench-smoke --out var/bench-smoke/tables.md

@@ -31,6 +31,7 @@ from .common import DEFAULT_DATASETS, DEFAULT_RESULTS, resolve_datasets_dir, run
 TURNS_PER_CONVERSATION = 4
 SIZES = {"turns": 100_000, "rated_share": 0.3, "signal_share": 0.05, "noise": 0.2, "heldout": 300, "workers": 4}
 SMOKE = {**SIZES, "turns": 600, "heldout": 40}
+SMOKE_SCORE_LIMITS = {"max_rated_turns": 100, "max_signals": 10}  # of about 180 ratings and 20 signals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,10 +84,13 @@ def measure(datasets_dir: Path, sizes: dict[str, Any], seed: int, smoke: bool,
 
     from .common import load_dataset, write_world
 
-    sections: dict[str, Any] = {"log": {}, **({"score": score} if score else {})}
-    if smoke:  # a few hundred turns: lower the product's minimums so the round trains instead of stopping
+    sections: dict[str, Any] = {"log": {}}
+    if smoke:  # a few hundred turns: lower the product's minimums so the round trains instead of stopping, and
+        # score's bounds below the ratings and signals logged, so that the bounded reads are exercised
         sections.update({"collect": {"min_prompts": 5}, "reject": {"min_accepted": 3},
-                         "finetune": {"max_epochs": 1}})
+                         "finetune": {"max_epochs": 1}, "score": SMOKE_SCORE_LIMITS})
+    if score:
+        sections["score"] = {**sections.get("score", {}), **score}
     with tempfile.TemporaryDirectory(prefix="rsft-bench-round-scale-") as work_dir, \
             PostgresServer.start() as server:
         work = Path(work_dir)
@@ -216,6 +220,12 @@ def check(result: dict[str, Any]) -> list[str]:
         problems.append(f"{fill_numbers['rows']['turns']} turns in the log, {fill_numbers['turns']} written")
     if round_numbers.get("status") not in ("promoted", "kept"):
         problems.append(f"the round ended {round_numbers.get('status')}: {round_numbers.get('reason')}")
+    limits, stats = result["config_sections"].get("score", {}), round_numbers.get("stats", {})
+    used = {"max_rated_turns": stats.get("rated_turns_used", 0),
+            "max_signals": sum((stats.get("signals_used") or {}).values())}
+    for key, limit in limits.items():
+        if limit and not 0 < used[key] <= limit:
+            problems.append(f"score read {used[key]} for score.{key} = {limit}")
     return problems
 
 

@@ -20,7 +20,7 @@ import socket
 import threading
 from pathlib import Path
 
-__all__ = ["EPHEMERAL_RANGE_FILE", "ephemeral_range", "free_port", "free_port_run", "port_pool"]
+__all__ = ["EPHEMERAL_RANGE_FILE", "NoFreePort", "ephemeral_range", "free_port", "free_port_run", "port_pool"]
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LINUX_DEFAULT_EPHEMERAL = (32768, 60999)  # what the file says on a stock Linux kernel

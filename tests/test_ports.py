@@ -7,7 +7,15 @@ import socket
 
 import pytest
 
-from rsft_plugin.ports import LINUX_DEFAULT_EPHEMERAL, ephemeral_range, free_port, free_port_run, port_pool
+from rsft_plugin import ports
+from rsft_plugin.ports import (
+    LINUX_DEFAULT_EPHEMERAL,
+    NoFreePort,
+    ephemeral_range,
+    free_port,
+    free_port_run,
+    port_pool,
+)
 
 
 def _bind(port: int) -> None:
@@ -37,12 +45,19 @@ def test_a_run_of_ports_is_free_as_a_whole_and_disjoint_from_earlier_picks():
     assert free_port() not in run
 
 
-def test_a_port_someone_listens_on_is_never_picked():
+def test_a_port_in_use_or_handed_out_before_is_never_picked(monkeypatch):
+    monkeypatch.setattr(ports, "_handed_out", set())
     with socket.socket() as listener:
-        listener.bind(("127.0.0.1", port_pool().start))  # the pool's lowest port, taken for the whole test
+        listener.bind(("127.0.0.1", 0))
         listener.listen()
         taken = listener.getsockname()[1]
-        assert taken not in [free_port() for _ in range(300)]
+        monkeypatch.setattr(ports, "port_pool", lambda: range(taken, taken + 1))  # only the port in use
+        with pytest.raises(NoFreePort):
+            free_port()
+    monkeypatch.setattr(ports, "port_pool", lambda: range(taken, taken + 1))  # free now: handed out once
+    assert free_port() == taken
+    with pytest.raises(NoFreePort):
+        free_port()
 
 
 @pytest.mark.parametrize(("text", "expected"), [
