@@ -85,9 +85,10 @@ def measure(datasets_dir: Path, sizes: dict[str, Any], seed: int, smoke: bool,
     from .common import load_dataset, write_world
 
     sections: dict[str, Any] = {"log": {}}
-    if smoke:  # a few hundred turns: lower the product's minimums so the round trains instead of stopping, and
-        # score's bounds below the ratings and signals logged, so that the bounded reads are exercised
-        sections.update({"collect": {"min_prompts": 5}, "reject": {"min_accepted": 3},
+    if smoke:  # a few hundred turns: lower the product's minimums so the round trains instead of stopping, 150
+        # prompts (short sample and fine-tune), and score's bounds below the ratings and signals logged, so that
+        # the bounded reads are exercised
+        sections.update({"collect": {"min_prompts": 5, "max_prompts": 150}, "reject": {"min_accepted": 3},
                          "finetune": {"max_epochs": 1}, "score": SMOKE_SCORE_LIMITS})
     if score:
         sections["score"] = {**sections.get("score", {}), **score}
