@@ -1,12 +1,14 @@
 """The writer's decoding paths against each other, in one process (rsft_plugin/generative/serving.py, quantised.py).
 
 For the same questions (one bank answer each, as bench.writer_speed) and a LoRA writer (a seeded random adapter):
-greedy replies of up to 48 tokens and K = 4 samples of up to 32 tokens through three paths, interleaved question
+greedy replies of up to 48 tokens and K = 4 samples of up to 32 tokens through four paths, interleaved question
 by question (the cores are shared, so compare the paths' ratios): `plain`, the way the writer decoded first
-(`model.generate` on the peft/plain module, K prefills of the prompt); `float32`, the inference copy without the
-4-bit decode (one prefill shared by the K rows); `4bit`, the inference copy as served (decode steps from the GGUF's
-blocks). Reports seconds per reply and per prompt, ms per token, whether each path's greedy replies and sampled
-tokens are identical to `plain`'s, and the largest log q difference.
+(`model.generate` on the peft/plain module, K prefills of the whole prompt); `float32`, the inference copy without
+the 4-bit decode (one prefill shared by the K rows, from the system prefix's cache); `4bit_whole_prompt`, the
+inference copy with 4-bit decode steps reading the whole prompt (as served before the system prefix's cache);
+`4bit`, the inference copy as served (decode steps from the GGUF's blocks, the prompt read from the system
+prefix's cache on). Reports seconds per reply and per prompt, ms per token, whether each path's greedy replies
+and sampled tokens are identical to `plain`'s, and the largest log q difference.
 
     python -m bench.writer_inference --out var/bench-writer-inference      # ~6 min on 2 quiet cores
     python -m bench.writer_inference --questions 2 --prompts 1             # a quick look
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = _measure(writer, paths, pairs[: args.questions], pairs[: args.prompts])
         results[label] = {"inference_copy_build_seconds": build_seconds, "decode_4bit_bytes": _quantised_bytes(
             paths["4bit"]), **{name: run["timing"] for name, run in runs.items()}}
-        for name in ("float32", "4bit"):
+        for name in ("float32", "4bit_whole_prompt", "4bit"):
             results[label][name].update(_agreement(runs["plain"], runs[name]))
     results["load_average_after"] = list(os.getloadavg())
     args.out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +85,8 @@ def _random_adapter(model: Any) -> Any:
 
 
 def _paths(model: Any) -> tuple[dict[str, Any], dict[str, float]]:
-    """plain: the module itself; float32: the inference copy without 4-bit decoding; 4bit: the copy as served."""
+    """plain: the module itself; float32: the inference copy without 4-bit decoding; 4bit: the copy as served
+    (4bit_whole_prompt: the same copy; `_using` turns the system prefix's cache off for it)."""
     from unittest import mock
 
     from rsft_plugin.generative import serving
@@ -96,7 +99,7 @@ def _paths(model: Any) -> tuple[dict[str, Any], dict[str, float]]:
     started = time.perf_counter()
     quantised = serving.build_inference_copy(model)
     seconds["4bit"] = round(time.perf_counter() - started, 2)
-    return {"plain": model, "float32": float32, "4bit": quantised}, seconds
+    return {"plain": model, "float32": float32, "4bit_whole_prompt": quantised, "4bit": quantised}, seconds
 
 
 def _quantised_bytes(model: Any) -> int:
@@ -110,11 +113,11 @@ def _measure(writer: Any, paths: dict[str, Any], greedy_pairs: list, sample_pair
     runs = {name: {"greedy": [], "tokens": [], "logq": [], "write": 0.0, "sample": 0.0, "new": 0}
             for name in paths}
     for name in paths:  # warm-up
-        with _using(writer, paths[name], name == "plain"):
+        with _using(writer, paths[name], name):
             writer.write(*greedy_pairs[0], max_new_tokens=2)
     for question, grounding in greedy_pairs:
         for name, run in runs.items():
-            with _using(writer, paths[name], name == "plain"):
+            with _using(writer, paths[name], name):
                 started = time.perf_counter()
                 reply = writer.write(question, grounding)
                 run["write"] += time.perf_counter() - started
@@ -122,7 +125,7 @@ def _measure(writer: Any, paths: dict[str, Any], greedy_pairs: list, sample_pair
             run["new"] += reply.new_tokens
     for i, (question, grounding) in enumerate(sample_pairs):
         for name, run in runs.items():
-            with _using(writer, paths[name], name == "plain"):
+            with _using(writer, paths[name], name):
                 started = time.perf_counter()
                 drawn = writer.sample(question, grounding, k=4, seed=i, max_new_tokens=32)
                 run["sample"] += time.perf_counter() - started
@@ -143,17 +146,23 @@ def _agreement(reference: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]
 
 
 @contextlib.contextmanager
-def _using(writer: Any, model: Any, plain: bool) -> Iterator[None]:
-    """The writer decodes with `model`; `plain` also gives each sampled row its own prefill, as it once did."""
+def _using(writer: Any, model: Any, path: str) -> Iterator[None]:
+    """The writer decodes with `model`; `plain` also gives each sampled row its own prefill of the whole prompt, as it
+    once did; `4bit_whole_prompt` reads the whole prompt (one prefill shared by the K rows), without the system
+    prefix's cache."""
     from unittest import mock
 
     from rsft_plugin.generative import writer as writer_module
 
+    shared = writer_module._shared_prefix_cache
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.object(type(writer), "inference_model", lambda self: model))
-        if plain:
+        if path == "plain":
             stack.enter_context(mock.patch.object(writer_module, "_shared_prefix_cache",
-                                                  lambda model, prompt, rows: None))
+                                                  lambda model, prompt, rows, system=None: None))
+        elif path == "4bit_whole_prompt":
+            stack.enter_context(mock.patch.object(writer_module, "_shared_prefix_cache",
+                                                  lambda model, prompt, rows, system=None: shared(model, prompt, rows)))
         yield
 
 

@@ -100,7 +100,7 @@ def test_a_folded_adapter_computes_what_peft_computes(writer, tuned) -> None:
 
 def test_sharing_the_prompt_across_rows_draws_what_separate_prefills_draw(writer, monkeypatch) -> None:
     shared = writer.sample(QUESTION, [RETURNS], k=3, seed=11, max_new_tokens=10)
-    monkeypatch.setattr(writer_module, "_shared_prefix_cache", lambda model, prompt, rows: None)
+    monkeypatch.setattr(writer_module, "_shared_prefix_cache", lambda model, prompt, rows, system=None: None)
     separate = writer.sample(QUESTION, [RETURNS], k=3, seed=11, max_new_tokens=10)
     assert [s.token_ids for s in shared] == [s.token_ids for s in separate]
     assert [s.logprob for s in shared] == pytest.approx([s.logprob for s in separate], abs=1e-3)
@@ -163,9 +163,10 @@ def test_without_a_compiler_the_copy_serves_float32_with_one_warning(writer, mon
         raise RuntimeError("Ninja is required to load C++ extensions")
 
     monkeypatch.setattr(quantised, "_KERNEL", {})
-    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(torch.utils.cpp_extension, "load_inline", no_compiler)
     fast = build_inference_copy(writer.model)
     build_inference_copy(writer.model)  # a second build does not try (or warn) again
+    assert quantised.build_kernel() == "RuntimeError: Ninja is required to load C++ extensions"  # nor ahead of it
     assert fast.model.layers[0].self_attn.q_proj.decode is None and fast.model.layers[0].mlp.decode is None
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
         "the writer decodes from float32 weights: the 4-bit kernel did not build "
