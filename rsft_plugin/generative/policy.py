@@ -321,11 +321,16 @@ class GenerativePolicy:
                    settings: WriterSettings | None = None) -> GenerativePolicy:
         """The untuned writer grounded by the pretrained retriever over `bank` (what `rsft init-model` saves).
 
-        The base checkpoint is converted on first use into `base_cache(models_dir)` (default var/models).
+        The base checkpoint is converted on first use into `base_cache(models_dir)` (default var/models), and the
+        4-bit decode kernel is compiled now if this machine has no build of it yet, so that the server loading the
+        version finds it ready (a failed build is a warning: the writer decodes from float32).
         `settings` default to the config's (`config.generative`).
         """
+        from .quantised import build_kernel
+
         retriever = policy_class(DEFAULT_KIND).pretrained(bank, replace(config, kind=DEFAULT_KIND))
         checkpoint = ensure_checkpoint(base_cache(models_dir or Path("var") / "models"))
+        build_kernel()  # its reason, when it fails, is logged as a warning
         writer = Writer.from_checkpoint(checkpoint, settings or config.generative.writer_settings())
         return cls(retriever, writer, config, training=config.generative.lora_training())
 

@@ -15,9 +15,10 @@ Only products of at most `DECODE_ROWS` rows use the blocks (a decode step: 1 row
 reading a prompt (hundreds of rows) stays a float32 matrix product, which is compute-bound and faster there.
 
 The kernel is compiled once per machine (g++ via torch's extension loader, ~30-60 s; cached in torch's
-extensions folder under a name keyed by the CPU's flags) for AVX-512 or AVX2+FMA, whichever the CPU has; if the
-build fails or the CPU has neither (the plain loop would be slower than float32), everything stays float32 and
-one warning says why.
+extensions folder under a name keyed by the CPU's flags and the kernel's source) for AVX-512 or AVX2+FMA,
+whichever the CPU has; if the build fails or the CPU has neither (the plain loop would be slower than float32),
+everything stays float32 and one warning says why. `build_kernel` compiles it ahead of serving (`rsft init-model`
+and the first start of `rsft serve` do, through `GenerativePolicy.pretrained`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 DECODE_ROWS = 8  # products of at most this many rows use the blocks
 _BLOCK = 32
 _KERNEL_SOURCE = Path(__file__).parent / "kernels" / "quant_matvec.cpp"
+_CFLAGS = ["-O3", "-march=native", "-ffp-contract=off"]
 _PROJECTIONS = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
                 "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
                 "mlp.down_proj": "ffn_down"}
@@ -280,16 +282,26 @@ def _blocks(kind: str, data: np.ndarray) -> Blocks:
     return Blocks(kind.lower(), codes, scales("d"), scales("m") if kind == "Q4_1" else None)
 
 
+def build_kernel() -> str | None:
+    """Compile the 4-bit kernel now (or load this machine's cached build), so that the first writer a server loads
+    does not pay the ~30-50 s compile. Returns None when it is ready, else why not (also logged, once, as a warning:
+    the writer then decodes from float32)."""
+    return None if _kernel_ready() else _KERNEL.get("error", "the 4-bit kernel is unavailable")
+
+
 def _kernel_ready() -> bool:
     """Compile (or load the cached build of) the kernel once per process; False, with one warning, if it fails."""
     with _LOCK:
         if "module" in _KERNEL or "error" in _KERNEL:
             return "module" in _KERNEL
         try:
-            from torch.utils.cpp_extension import load
+            from torch.utils.cpp_extension import load_inline
 
-            _KERNEL["module"] = load(name=f"rsft_quant_matvec_{_cpu_tag()}", sources=[str(_KERNEL_SOURCE)],
-                                     extra_cflags=["-O3", "-march=native", "-ffp-contract=off"], verbose=False)
+            # load_inline copies the source into the build folder: the build is keyed by the source's content and
+            # the CPU, not by the checkout's path (with `load`, every checkout of the repository rebuilt it).
+            source = _KERNEL_SOURCE.read_text(encoding="utf-8")
+            _KERNEL["module"] = load_inline(name=f"rsft_quant_matvec_{_build_tag(source)}", cpp_sources=[source],
+                                            extra_cflags=_CFLAGS, no_implicit_headers=True, verbose=False)
         except Exception as exc:  # no compiler, a failed build: serve from float32
             last_line = (str(exc).strip().splitlines() or [""])[-1]  # a failed build's compiler output is long
             _KERNEL["error"] = f"{type(exc).__name__}: {last_line}"
@@ -303,8 +315,10 @@ def _kernel_ready() -> bool:
         return "module" in _KERNEL
 
 
-def _cpu_tag() -> str:
-    """A short hash of the CPU's feature flags: a build with -march=native is only reused on a matching CPU."""
+def _build_tag(source: str) -> str:
+    """A short hash of the CPU's feature flags, the compiler flags and the kernel's source: a build with
+    -march=native is only reused on a matching CPU, and a changed kernel is a new build (the old one stays valid
+    for a checkout that still has the old source)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
         flags = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), text)
@@ -312,4 +326,4 @@ def _cpu_tag() -> str:
         import platform
 
         flags = platform.processor() or platform.machine()
-    return hashlib.sha256(flags.encode()).hexdigest()[:10]
+    return hashlib.sha256("\n".join([flags, *_CFLAGS, source]).encode()).hexdigest()[:10]

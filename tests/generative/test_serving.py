@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from rsft_plugin.assistant import Assistant
 from rsft_plugin.cli import main
 from rsft_plugin.config import FeedbackConfig, load_config
+from rsft_plugin.generative import quantised
 from rsft_plugin.generative.policy import GenerativePolicy, reply_key
 from rsft_plugin.log import open_sqlite
 from rsft_plugin.models import load_version, read_version_info
@@ -30,16 +31,21 @@ WRITTEN_FIELDS = {"grounding_ids", "fallback", "reason", "prompt_tokens", "new_t
 
 @pytest.fixture(scope="module")
 def initialised(tmp_path_factory):
-    """A state folder whose live version v0001 `rsft init-model --kind generative` made (rsft.yml says retrieval)."""
+    """A state folder whose live version v0001 `rsft init-model --kind generative` made (rsft.yml says retrieval),
+    the command's result, and what each call of `quantised.build_kernel` during it returned."""
     folder = tmp_path_factory.mktemp("gen-init")
     path = write_config(folder, generative=SERVING)
-    result = CliRunner().invoke(main, ["--config", str(path), "init-model", "--kind", "generative"],
-                                catch_exceptions=False)
-    return path, result
+    built = []
+    real_build = quantised.build_kernel
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(quantised, "build_kernel", lambda: built.append(real_build()) or built[-1])
+        result = CliRunner().invoke(main, ["--config", str(path), "init-model", "--kind", "generative"],
+                                    catch_exceptions=False)
+    return path, result, built
 
 
 def test_init_model_kind_generative_makes_a_live_generative_version(initialised):
-    path, result = initialised
+    path, result, _ = initialised
     assert result.exit_code == 0, result.output
     assert "created v0001 (generative, pretrained, its grounding retriever's held-out accuracy" in result.output
     config = load_config(path)
@@ -54,8 +60,16 @@ def test_init_model_kind_generative_makes_a_live_generative_version(initialised)
     assert "live model is v0001; nothing to do" in again.output
 
 
+def test_init_model_builds_the_4bit_kernel_ahead_of_serving(initialised):
+    """The server that loads the version then finds the kernel compiled (torch's extensions folder) instead of
+    paying the compile at its first version load."""
+    _, _, built = initialised
+    assert built == [None]  # built (or this machine's build loaded), no failure reason
+    assert "module" in quantised._KERNEL
+
+
 def test_a_loaded_version_serves_with_the_configured_settings_and_keeps_its_lora_structure(initialised, tmp_path):
-    path, _ = initialised
+    path, _, _ = initialised
     config = load_config(path, {"generative": {"time_limit_seconds": 2.5, "max_new_tokens": 8, "lora_r": 4}})
     model = load_version(Registry(config.paths.models_dir).live_path(), config.model)
     assert isinstance(model, GenerativePolicy)
@@ -80,7 +94,7 @@ def test_a_missing_base_model_package_is_one_clear_error_and_nothing_is_publishe
 
 
 def test_a_written_turn_is_logged_rated_and_offers_choices_like_a_retrieved_one(initialised):
-    path, _ = initialised
+    path, _, _ = initialised
     config = load_config(path)
     store = open_sqlite(config.paths.db)
     try:
@@ -112,7 +126,7 @@ def test_a_written_turn_is_logged_rated_and_offers_choices_like_a_retrieved_one(
 
 
 def test_an_off_topic_message_is_not_written_at_all(initialised):
-    path, _ = initialised
+    path, _, _ = initialised
     config = load_config(path)
     model = load_version(Registry(config.paths.models_dir).live_path(), config.model)
     answered = model.answer("qwertyuiop zxcvbnm")
