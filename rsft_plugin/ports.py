@@ -71,13 +71,14 @@ def free_port_run(count: int, attempts: int = 200) -> int:
         for _ in range(attempts):
             first = _random.randrange(pool.start, pool.stop - count + 1)
             run = range(first, first + count)
-            if not any(port in _handed_out for port in run) and all(_bindable(port) for port in run):
+            if not any(port in _handed_out for port in run) and all(is_free(port) for port in run):
                 _handed_out.update(run)
                 return first
     raise NoFreePort(f"no {count} consecutive free port(s) in {pool.start}-{pool.stop - 1} after {attempts} tries")
 
 
-def _bindable(port: int) -> bool:
+def is_free(port: int) -> bool:
+    """Whether a server could bind `port` on loopback now."""
     # No SO_REUSEADDR: a port still held by a connection in TIME_WAIT is refused too, as a server without it would.
     with socket.socket() as probe:
         try:

@@ -28,7 +28,7 @@ import yaml
 from rsft_plugin.config import LOG_URL_ENV, ConfigError, load_config, settings_as_yaml
 from rsft_plugin.launcher import rasa_token
 from rsft_plugin.log import open_postgres
-from rsft_plugin.ports import free_port, free_port_run
+from rsft_plugin.ports import free_port, free_port_run, is_free
 from rsft_plugin.scaled import ScaledStack, haproxy_configuration, redis_configuration, scaled_endpoints
 from rsft_plugin.secrets import REDIS_PASSWORD, get_secret
 from rsft_plugin.supervision import LaunchError
@@ -44,15 +44,6 @@ FALLBACK = "Sorry, I can't look that up right now"  # bot/domain's utter_default
 # a killed action server's held calls become the fallback line). Requests sent later find the dead port refusing
 # and are redispatched, and within about 2 s (3 failed checks) HAProxy takes the backend out altogether.
 DETECTION_SECONDS = 3.0
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.mark.parametrize(("values", "message"), [
@@ -170,7 +161,7 @@ def test_tickets_issued_at_once_by_several_rasa_processes_are_all_distinct(tmp_p
     redis = subprocess.Popen(["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
     try:
-        wait_until(lambda: not _is_free(port), 30, "redis-server listening")
+        wait_until(lambda: not is_free(port), 30, "redis-server listening")
         serial = _tickets_issued_at_once("serial", port, tmp_path)
         plain = _tickets_issued_at_once("plain", port, tmp_path)
     finally:
