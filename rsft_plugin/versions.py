@@ -14,7 +14,7 @@ from . import jobs
 from .errors import RegistryError
 from .live_guard import refuse_guard_rolled_back
 from .log import RoundRecord
-from .models import VersionInfo, load_version, pretrained_policy, read_version_info
+from .models import VersionInfo, load_version, prepare_machine, pretrained_policy, read_version_info
 from .models.registry import Registry
 from .parts import Parts
 
@@ -36,7 +36,8 @@ def create_initial_version(parts: Parts, force: bool = False, kind: str | None =
     tens of minutes on CPU, so the version records the held-out accuracy of the retriever that grounds it
     (`grounding_heldout_accuracy`); its gate in a round scores the written replies.
 
-    Returns the live version's info and whether it was created now (False: one was live already).
+    Returns the live version's info and whether it was created now (False: one was live already; its kind still
+    prepares this machine, as `prepare_machine`).
 
     Raises:
         ConfigError: an unknown kind.
@@ -51,7 +52,9 @@ def create_initial_version(parts: Parts, force: bool = False, kind: str | None =
     config, registry = parts.config, parts.registry
     live = registry.live_name()
     if live and not force:
-        return read_version_info(registry.live_path()), False
+        info = read_version_info(registry.live_path())
+        prepare_machine(info.kind)  # e.g. a fresh machine given an existing state folder
+        return info, False
     model_config = replace(config.model, kind=kind or config.model.kind)
     bank = load_answer_bank(config.paths.answers)
     model = pretrained_policy(bank, model_config, models_dir=config.paths.models_dir)

@@ -326,13 +326,19 @@ class GenerativePolicy:
         version finds it ready (a failed build is a warning: the writer decodes from float32).
         `settings` default to the config's (`config.generative`).
         """
-        from .quantised import build_kernel
-
         retriever = policy_class(DEFAULT_KIND).pretrained(bank, replace(config, kind=DEFAULT_KIND))
         checkpoint = ensure_checkpoint(base_cache(models_dir or Path("var") / "models"))
-        build_kernel()  # its reason, when it fails, is logged as a warning
+        cls.prepare_machine()
         writer = Writer.from_checkpoint(checkpoint, settings or config.generative.writer_settings())
         return cls(retriever, writer, config, training=config.generative.lora_training())
+
+    @classmethod
+    def prepare_machine(cls) -> None:
+        """Compile the 4-bit decode kernel (or load this machine's build), so that the first server to load a
+        version does not pay the ~30-50 s; a failed build is logged as a warning (the writer decodes from float32)."""
+        from .quantised import build_kernel
+
+        build_kernel()
 
     def with_bank(self, bank: AnswerBank) -> GenerativePolicy:
         """The same writer grounded in another bank (an edited answer bank needs no retraining)."""

@@ -24,8 +24,8 @@ from .base import (
     VersionInfo,
     read_version_info,
 )
-from .kinds import KINDS, load_version, policy_class, pretrained_policy, register_kind
+from .kinds import KINDS, load_version, policy_class, prepare_machine, pretrained_policy, register_kind
 
 __all__ = ["ANSWERS_FILE", "KINDS", "VERSION_FILE", "Answered", "Candidate", "FinetuneResult", "Ranked",
-           "ResponsePolicy", "TrainingPair", "VersionInfo", "load_version", "policy_class", "pretrained_policy",
-           "read_version_info", "register_kind"]
+           "ResponsePolicy", "TrainingPair", "VersionInfo", "load_version", "policy_class", "prepare_machine",
+           "pretrained_policy", "read_version_info", "register_kind"]

@@ -60,6 +60,19 @@ def load_version(directory: str | Path, config: ModelConfig | None = None) -> Re
     return cls.load(directory, config)
 
 
+def prepare_machine(kind: str) -> None:
+    """Let kind `kind` do its once-per-machine work now rather than in the first server that loads one of its
+    versions (the generative kind compiles its 4-bit decode kernel); a kind without a `prepare_machine`
+    classmethod has none. Its failures are warnings of that kind, never errors here.
+
+    Raises:
+        ConfigError: no such kind.
+    """
+    prepare = getattr(policy_class(kind), "prepare_machine", None)
+    if prepare is not None:
+        prepare()
+
+
 def pretrained_policy(bank: AnswerBank, config: ModelConfig, kind: str | None = None,
                       models_dir: str | Path | None = None) -> ResponsePolicy:
     """The untuned model of `kind` (default: the configured `model.kind`) over `bank`; `models_dir`: where its

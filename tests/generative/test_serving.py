@@ -68,6 +68,16 @@ def test_init_model_builds_the_4bit_kernel_ahead_of_serving(initialised):
     assert "module" in quantised._KERNEL
 
 
+def test_init_model_with_a_generative_version_live_still_builds_the_kernel(initialised, monkeypatch):
+    """A fresh machine given an existing state folder: `rsft init-model` changes nothing but prepares the machine."""
+    path, _, _ = initialised
+    calls = []
+    monkeypatch.setattr(quantised, "build_kernel", lambda: calls.append("built"))
+    result = CliRunner().invoke(main, ["--config", str(path), "init-model"], catch_exceptions=False)
+    assert "live model is v0001; nothing to do" in result.output
+    assert calls == ["built"]
+
+
 def test_a_loaded_version_serves_with_the_configured_settings_and_keeps_its_lora_structure(initialised, tmp_path):
     path, _, _ = initialised
     config = load_config(path, {"generative": {"time_limit_seconds": 2.5, "max_new_tokens": 8, "lora_r": 4}})
