@@ -119,7 +119,8 @@ def test_rewards_come_from_neighbour_ratings_and_similarity_to_trusted_answers(b
                   for i, a in enumerate(["refund_status", "shipping_costs", "back_in_stock"])]
     scored = {s.candidate.answer_id: s for s in score_candidates(candidates, prompt_set, rated, [], bank,
                                                                  embed_fixed, ScoreConfig())}
-    assert scored["refund_status"].similarity == pytest.approx(1.0, abs=1e-6) and scored["refund_status"].rating == pytest.approx(2 / 3)
+    assert scored["refund_status"].similarity == pytest.approx(1.0, abs=1e-6)
+    assert scored["refund_status"].rating == pytest.approx(2 / 3)
     assert scored["shipping_costs"].rating == pytest.approx(1 / 3)
     assert scored["back_in_stock"].rating == 0.5 and scored["back_in_stock"].rating_up == 0
     assert 0 <= scored["back_in_stock"].similarity < 1
@@ -160,7 +161,8 @@ def test_a_pick_makes_its_answer_trusted_a_thanks_only_raises_it_and_weight_zero
 
     nothing = scored([])
     picked = scored([_signal("choice", "refund_status")])
-    assert picked["refund_status"].similarity == pytest.approx(1.0, abs=1e-6) and nothing["refund_status"].similarity == 0.0
+    assert picked["refund_status"].similarity == pytest.approx(1.0, abs=1e-6)
+    assert nothing["refund_status"].similarity == 0.0
     assert picked["refund_status"].rating > nothing["refund_status"].rating
     thanked = scored([_signal("thanks", "refund_status")])
     assert thanked["refund_status"].rating > nothing["refund_status"].rating
