@@ -80,7 +80,8 @@ def score_round(candidates: list[SampledCandidate], prompt_set: PromptSet, rated
     texts = _texts_by_key(candidates, bank)
     row_of = {key: row for row, key in enumerate(texts)}
     key_embeddings = embed(list(texts.values()))  # (K, d), one row per distinct key
-    key_similarity = (key_embeddings @ key_embeddings.T).clamp(0, 1).cpu().numpy()  # (K, K)
+    # a trusted answer's similarity to itself is 1 by definition; its float32 self-dot can be 0.99999994
+    key_similarity = (key_embeddings @ key_embeddings.T).clamp(0, 1).fill_diagonal_(1.0).cpu().numpy()  # (K, K)
     votes = _neighbour_votes(prompt_set, [*rating_evidence(rated_turns), *signals], embed, config.neighbour_cosine)
     curated_answers = _curated_answers(prompt_set, curated, bank, embed, config.neighbour_cosine)
     by_prompt: dict[int, list[SampledCandidate]] = defaultdict(list)
