@@ -223,7 +223,8 @@ def measure(model: Any, questions: list[Any], fixed: Any) -> dict[str, Any]:
         similarity = (served * labelled).sum(dim=1).clamp(0, 1).mean().item()
         right = sum(a.topic == q.topic for a, q in zip(answered, questions, strict=True))
         numbers = {"n": len(questions), "topic_correct": round(right / len(questions), 4),
-                   "similarity": round(similarity, 4), "violations": 0.0, "fallbacks": 0.0}
+                   "similarity": round(similarity, 4), "violations": 0.0, "fallbacks": 0.0,
+                   "served_topic_correct": round(right / len(questions), 4), "served_similarity": round(similarity, 4)}
     return {**numbers, "seconds": round(time.perf_counter() - started, 1)}
 
 

@@ -362,8 +362,10 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
              f"ratings, reject `{sections['reject']['rule']}` (similarity ≥ {sections['reject']['s_min']}), one LoRA "
              f"epoch, gate on {sizes['gate_questions']} held-out questions (always promotes; verdicts below). "
              f"Measured on {sizes['eval']} bitext held-out and {sizes['golden']} golden held-out questions: "
-             "*topic* = topic-correct %, *sim* = mean similarity to the labelled answer (fixed MiniLM), *viol* = "
-             "faithfulness violations %, *fallb.* = grounding answer served instead (generation error / cut).", ""]
+             "*topic* = topic-correct % of what the writer wrote, *served* = of what the customer was served "
+             "(the top grounding answer where serving replaced the written reply), *sim* = mean similarity of what "
+             "was written to the labelled answer (fixed MiniLM), *viol* = faithfulness violations %, *fallb.* = "
+             "grounding answer served instead (off topic, unfaithful, cut, error).", ""]
     rows = []
     for kind in ("retrieval", "generative"):
         for when, label in (("before", "pretrained"), ("after", f"after {rounds} round(s)")):
@@ -371,9 +373,11 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
             row = [f"{kind}, {label}"]
             for name in ("bitext", "golden"):
                 n = numbers[name]
-                row += [pct(n["topic_correct"]), num(n["similarity"], 3), pct(n["violations"])]
+                row += [pct(n["topic_correct"]), pct(n.get("served_topic_correct")), num(n["similarity"], 3),
+                        pct(n["violations"])]
             rows.append(row + [pct(numbers["bitext"].get("fallbacks"))])
-    lines += _table(["", "bitext topic", "sim", "viol", "golden topic", "sim", "viol", "fallb. (bitext)"], rows)
+    lines += _table(["", "bitext topic", "served", "sim", "viol", "golden topic", "served", "sim", "viol",
+                     "fallb. (bitext)"], rows)
     lines += ["", f"Generative rounds (peak RSS of the whole run {num(result['generative'].get('peak_rss_mb'), 0)} "
                   "MB):", ""]
     rows = []

@@ -49,6 +49,8 @@ def test_overrides_reach_the_section(tmp_path):
     ("generative:\n  top_p: 1.5\n", "generative.top_p: must be in (0, 1]"),
     ("generative:\n  temperature: hot\n", "generative.temperature: expected float, got 'hot'"),
     ("generative:\n  guard_faithfulness: 1\n", "generative.guard_faithfulness: expected bool"),
+    ("generative:\n  guard_topic: 'no'\n", "generative.guard_topic: expected bool"),
+    ("generative:\n  copy_bias: -1\n", "generative.copy_bias: must be between 0 and 20"),
     ("generative:\n  shop_name: '  '\n", "generative.shop_name: must not be empty"),
     ("generative:\n  lora_targets: q_proj\n", "generative.lora_targets: expected a non-empty list of names"),
     ("generative:\n  lora_targets: []\n", "generative.lora_targets: expected a non-empty list of names"),

@@ -7,8 +7,9 @@ and patience come from `finetune:`).
 
 Which wins when a saved version is loaded: the version's writer.json keeps what defines its weights (the LoRA
 structure: `lora_r`, `lora_alpha`, `lora_dropout`, `lora_targets`, and the base checkpoint's sha256); everything
-else (shop name, grounding answers, token budget, time limit, the faithfulness guard, prompt length, temperature,
-top-p, threads) comes from rsft.yml, so an operator changes how replies are served without retraining.
+else (shop name, grounding answers, token budget, time limit, the faithfulness and topic guards, prompt length,
+copy bias, temperature, top-p, threads) comes from rsft.yml, so an operator changes how replies are served without
+retraining.
 """
 
 from __future__ import annotations
@@ -39,13 +40,22 @@ class WriterSettings:
     """How the writer turns a question and its grounding answers into a reply (and what its writer.json keeps)."""
 
     shop_name: str = setting("The shop the assistant speaks for (in the writer's system prompt).", "Northwind Goods")
-    grounding_answers: int = setting("How many top bank answers the writer sees for a question.", 2)
+    grounding_answers: int = setting(
+        "How many top bank answers the writer sees for a question. With two, the 135M writer mixed them and a third "
+        "of its replies read as another topic's answer (docs/generative.md).", 1)
     max_new_tokens: int = setting("Longest written reply, in tokens.", 48)
     time_limit_seconds: float = setting("A reply not finished by then is replaced by the top grounding answer.", 5.0)
     guard_faithfulness: bool = setting(
         "Serving: a reply stating an amount, duration, URL, email or phone number that its grounding answers do not "
         "state is replaced by the top grounding answer (sampling for training is never guarded).", True)
+    guard_topic: bool = setting(
+        "Serving: a written reply whose nearest bank answer (fixed MiniLM) is none of its grounding answers has "
+        "drifted to another topic and is replaced by the top grounding answer.", True)
     max_prompt_tokens: int = setting("Longer prompts keep their end (the question) and lose grounding text.", 640)
+    copy_bias: float = setting(
+        "Added to the logits of each grounding-answer token the reply has not yet used as often as the grounding "
+        "does, while the writer serves and samples (0: off): a small model drifts from its grounding when it "
+        "paraphrases; the bias keeps it to the answers' words without making it repeat them.", 4.0)
     temperature: float = setting("Sampling temperature of the proposal q when a round samples replies.", 0.8)
     top_p: float = setting("Nucleus sampling: the smallest token set with this much probability.", 0.95)
     threads: int = setting("torch threads while the writer runs (0: torch's default). On a shared 2-core machine "
@@ -62,6 +72,7 @@ class WriterSettings:
         _check(1 <= self.max_new_tokens <= 512, "max_new_tokens", "must be between 1 and 512")
         _check(self.time_limit_seconds > 0, "time_limit_seconds", "must be > 0")
         _check(64 <= self.max_prompt_tokens <= 4096, "max_prompt_tokens", "must be between 64 and 4096")
+        _check(0 <= self.copy_bias <= 20, "copy_bias", "must be between 0 and 20")
         _check(self.temperature > 0, "temperature", "must be > 0")
         _check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         _check(0 <= self.threads <= 256, "threads", "must be between 0 and 256")

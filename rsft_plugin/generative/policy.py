@@ -4,7 +4,8 @@ For a question, a retriever (the retrieval kind's model, frozen here) ranks the 
 `grounding_answers` answers and writes the reply (writer.py). The reply's *topic* is that of its nearest bank answer
 under the retriever's encoder (the fixed MiniLM unless the retriever was tuned), which is what `rsft eval` and the
 gate compare with the labelled topic. A reply that could not be written in time is the top grounding answer itself,
-with that answer's id as its key, exactly as the retrieval kind would have answered.
+with that answer's id as its key, exactly as the retrieval kind would have answered; so is a reply whose nearest
+bank answer is none of its grounding answers (`generative.guard_topic`: it drifted to another topic).
 
 Keys: a written reply's key is "gen-" + the first 16 hex digits of sha256(text); a fallback's key is the answer id.
 
@@ -90,7 +91,7 @@ class WrittenAnswer(Answered):
 
     grounding_ids: tuple[str, ...] = ()
     fallback: bool = False
-    reason: str = ""  # why the grounding answer was served: timeout, truncated, empty, unfaithful, error: ...
+    reason: str = ""  # why the grounding answer was served: timeout, truncated, empty, unfaithful, off_topic, error
     written: str = ""  # what the writer wrote, also when it was not served
     prompt_tokens: int = 0
     new_tokens: int = 0
@@ -172,6 +173,9 @@ class GenerativePolicy:
         results = []
         for found, (reply, answers), (nearest, _cosine) in zip(grounded, replies, topics, strict=True):
             top = answers[0]
+            if not reply.fallback and self.writer.settings.guard_topic and nearest.id not in {a.id for a in answers}:
+                # the reply reads as another answer of the bank than any it was given: drifted, not grounded
+                reply = replace(reply, text=top.text, fallback=True, reason="off_topic")
             key, topic = (top.id, top.topic) if reply.fallback else (reply_key(reply.text), nearest.topic)
             results.append(WrittenAnswer(
                 key=key, text=reply.text, topic=topic, answer=top, score=found.score, probability=found.probability,
@@ -189,20 +193,27 @@ class GenerativePolicy:
         """Per question: is the reply's topic the labelled one, its similarity to the labelled answer (the
         retriever's encoder: the fixed MiniLM), is it faithful, was it a fallback — what the gate pairs up.
 
-        A violation counts what the writer wrote, also when the serving guard replaced it.
+        Topic, similarity and violations judge what the writer wrote, also when serving replaced it (quality.py
+        says why); what was served is kept beside them.
         """
         if not questions:
             return []
         answered = self.answer_many([q.question for q in questions])
+        judged = [a.written if a.fallback and a.written else a.text for a in answered]
         by_topic = {a.topic: i for i, a in enumerate(self.bank.answers)}
-        served = self.retriever.encode([a.text for a in answered])  # (N, d)
         labelled = self.retriever.answer_embeddings[[by_topic[q.topic] for q in questions]]  # (N, d)
-        similarities = np.clip((served * labelled).sum(dim=1).cpu().numpy(), 0.0, 1.0)
+        n = len(answered)
+        embedded = self.retriever.encode(judged + [a.text for a in answered])  # (2N, d): judged, then served
+        similarities = np.clip((embedded[:n] * labelled).sum(dim=1).cpu().numpy(), 0.0, 1.0)
+        served_similarities = np.clip((embedded[n:] * labelled).sum(dim=1).cpu().numpy(), 0.0, 1.0)
+        topics = (self.retriever.answer_embeddings @ embedded[:n].T).argmax(dim=0).tolist()  # nearest per text
         return [WrittenOutcome(
-            topic_right=a.topic == q.topic, similarity=float(similarity), fallback=a.fallback,
+            topic_right=self.bank.answers[nearest].topic == q.topic, similarity=float(similarity), fallback=a.fallback,
             faithful=a.reason != "unfaithful" and (not a.written or check_faithfulness(
-                a.written, [self.bank.get(i).text for i in a.grounding_ids]).faithful))
-            for a, q, similarity in zip(answered, questions, similarities, strict=True)]
+                a.written, [self.bank.get(i).text for i in a.grounding_ids]).faithful),
+            served_topic_right=a.topic == q.topic, served_similarity=float(served))
+            for a, q, similarity, served, nearest in zip(answered, questions, similarities, served_similarities,
+                                                         topics, strict=True)]
 
     # ---- sampling ------------------------------------------------------------------------------------------
 

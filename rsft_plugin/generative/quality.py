@@ -6,6 +6,11 @@ On held-out golden questions a writer is judged on three things at once:
     violations     share of replies that state a fact their grounding does not (faithfulness.py)
 A candidate may replace the live writer only when it is not worse on any of the three and better on at least one
 (violations: lower is better) — judged with paired tests on the per-question outcomes (stages/gate_written.py).
+
+All three judge what the writer *wrote*, also when serving replaced it by the top grounding answer (a reply off its
+grounding's topic, unfaithful, or cut): judging the served text would reward a writer for failing, since its
+fallbacks are bank answers. What the customer was served is kept beside it (`served_topic_correct`,
+`served_similarity`); with nothing written (an error, a question below `model.min_score`) the two are the same.
 """
 
 from __future__ import annotations
@@ -23,7 +28,15 @@ class WrittenOutcome:
     topic_right: bool  # the reply's nearest bank answer has the labelled topic
     similarity: float  # to the labelled topic's answer, clipped to [0, 1]
     faithful: bool  # states no fact its grounding does not (what the writer wrote, also when the guard replaced it)
-    fallback: bool  # the grounding answer was served instead (timeout, error, truncation, unfaithful)
+    fallback: bool  # the grounding answer was served instead (timeout, error, truncation, unfaithful, off topic)
+    served_topic_right: bool | None = None  # the same for what was served; None: the written reply was served
+    served_similarity: float | None = None
+
+    @property
+    def served(self) -> tuple[bool, float]:
+        """(topic right, similarity) of what the customer was served."""
+        return (self.topic_right if self.served_topic_right is None else self.served_topic_right,
+                self.similarity if self.served_similarity is None else self.served_similarity)
 
 
 @dataclass(frozen=True)
@@ -32,11 +45,17 @@ class WriterQuality:
     topic_correct: float  # share of replies whose nearest answer has the labelled topic
     similarity: float  # mean similarity to the labelled answer, in [0, 1]
     violations: float  # share of replies with a faithfulness violation
-    fallbacks: float  # share of replies that were the grounding answer (timeout, error, truncation)
+    fallbacks: float  # share of replies that were the grounding answer (timeout, error, truncation, off topic)
+    served_topic_correct: float | None = None  # topic-correct of what customers were served (None: as written)
+    served_similarity: float | None = None
 
     def to_dict(self) -> dict[str, float]:
+        served = {"served_topic_correct": self.topic_correct if self.served_topic_correct is None
+                  else self.served_topic_correct,
+                  "served_similarity": self.similarity if self.served_similarity is None else self.served_similarity}
         return {"n": self.n, "topic_correct": round(self.topic_correct, 4), "similarity": round(self.similarity, 4),
-                "violations": round(self.violations, 4), "fallbacks": round(self.fallbacks, 4)}
+                "violations": round(self.violations, 4), "fallbacks": round(self.fallbacks, 4),
+                **{k: round(v, 4) for k, v in served.items()}}
 
 
 def writer_quality(reply_topics: Sequence[str], labelled_topics: Sequence[str], similarities: Sequence[float],
@@ -66,4 +85,6 @@ def quality_of(outcomes: Sequence[WrittenOutcome]) -> WriterQuality:
         similarity=float(np.mean([o.similarity for o in outcomes])),
         violations=float(np.mean([not o.faithful for o in outcomes])),
         fallbacks=float(np.mean([o.fallback for o in outcomes])),
+        served_topic_correct=float(np.mean([o.served[0] for o in outcomes])),
+        served_similarity=float(np.mean([o.served[1] for o in outcomes])),
     )

@@ -9,9 +9,10 @@ any error, the caller gets the top grounding answer itself, with the reason.
 
 Sampling (`sample`) draws K replies at the configured temperature and top-p and returns, for each, its sequence
 log-probability under that sampling distribution, log q(reply | prompt) = sum_t log q(y_t | prompt, y_<t), where
-q(. | ...) is the writer's next-token distribution after temperature and top-p, i.e. exactly the distribution the
-reply was drawn from (the proposal of the statistical rejection rule). `model_logprob` is the same sum under the
-untempered model (temperature 1, no top-p), which `reply_logprobs` recomputes for any given reply.
+q(. | ...) is the writer's next-token distribution after the copy bias, temperature and top-p, i.e. exactly the
+distribution the reply was drawn from (the proposal of the statistical rejection rule). `model_logprob` is the same
+sum under the untempered model (temperature 1, no top-p, no copy bias), which `reply_logprobs` recomputes for any
+given reply.
 
 Every prompt of a writer starts with the same system text (the shop's name and the rule, up to "Answers:"): `write`
 and `sample` start from its keys and values, read once per model (prefix.py), when the prompt's tokens do begin
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -219,7 +221,7 @@ class Writer:
         prompt: list[int] = []
         try:
             prompt = self.prompt_ids(question, grounding)
-            new, finished = self._greedy(prompt, budget, limit)
+            new, finished = self._greedy(prompt, budget, limit, self._copy_bias(grounding, len(prompt)))
             seconds = time.monotonic() - started
             text = written = self.tokenizer.decode(new, skip_special_tokens=True).strip()
             reason = ""
@@ -241,7 +243,7 @@ class Writer:
             return Reply(grounding[0], True, f"error: {type(exc).__name__}: {exc}", len(prompt), 0,
                          time.monotonic() - started)
 
-    def _greedy(self, prompt: list[int], budget: int, limit: float) -> tuple[list[int], bool]:
+    def _greedy(self, prompt: list[int], budget: int, limit: float, bias: Any = None) -> tuple[list[int], bool]:
         import torch
 
         ids = torch.tensor([prompt])  # (1, P)
@@ -250,11 +252,34 @@ class Writer:
             cache = _shared_prefix_cache(model, prompt, 1, self._system_prefix(model, prompt))
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
                                  max_new_tokens=budget, do_sample=False, max_time=limit, eos_token_id=self.end_id,
-                                 pad_token_id=self.pad_id)
+                                 pad_token_id=self.pad_id, logits_processor=bias)
         new = out[0, len(prompt):].tolist()
         if self.end_id in new:
             return new[: new.index(self.end_id)], True
         return new, False
+
+    def grounding_token_counts(self, grounding: Sequence[str]) -> dict[int, int]:
+        """How often each token occurs in the grounding answers the writer sees (a word read mid-sentence and at the
+        start), special tokens excepted: how many times the copy bias raises it."""
+        counts: Counter[int] = Counter()
+        for text in grounding[: self.settings.grounding_answers]:
+            clean = " ".join(text.split())
+            mid = Counter(self.tokenizer(clean, add_special_tokens=False)["input_ids"])
+            start = Counter(self.tokenizer(" " + clean, add_special_tokens=False)["input_ids"])
+            counts.update(mid | start)
+        for special in self.tokenizer.all_special_ids:
+            counts.pop(special, None)
+        return dict(counts)
+
+    def _copy_bias(self, grounding: Sequence[str], prompt_length: int) -> Any:
+        """The logits processors of one reply: the copy bias on the grounding's tokens not yet used up by the reply
+        (the tokens from `prompt_length` on), or None when it is off."""
+        if not self.settings.copy_bias:
+            return None
+        from transformers import LogitsProcessorList
+
+        return LogitsProcessorList([_copy_bias_processor(self.grounding_token_counts(grounding),
+                                                         self.settings.copy_bias, prompt_length)])
 
     # --- sampling ------------------------------------------------------------------------------------------------
     def sample(self, question: str, grounding: Sequence[str], k: int, temperature: float | None = None,
@@ -284,7 +309,7 @@ class Writer:
                 input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, do_sample=True,
                 temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=budget, max_time=left,
                 eos_token_id=self.end_id, pad_token_id=self.pad_id, return_dict_in_generate=True,
-                output_scores=True, output_logits=True)
+                output_scores=True, output_logits=True, logits_processor=self._copy_bias(grounding, len(prompt)))
         new = out.sequences[:, len(prompt):]  # (k, T)
         steps = new.shape[1]
         q_logp = _token_logprobs(torch.stack(out.scores[:steps], dim=1), new)  # (k, T) under q
@@ -322,6 +347,33 @@ class Writer:
         targets = labels[:, 1:]  # (B, L-1)
         picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, L-1)
         return [float(v) for v in (picked * (targets != -100)).sum(dim=1)]
+
+
+def _copy_bias_processor(counts: dict[int, int], bias: float, prompt_length: int) -> Any:
+    """A logits processor adding `bias` to the score of every grounding token the reply has used fewer times than the
+    grounding holds it. Raising a token once it is used up made a 135M writer loop ("We're sorry it arrived broken.
+    We're sorry it arrived broken. ..."); counting lets it copy a phrase once and go on to the next.
+
+    generate() runs it before temperature and top-p and returns the processed scores, from which `sample` takes
+    log q: q stays exactly the distribution that drew the reply.
+    """
+    import torch
+    from transformers import LogitsProcessor
+
+    ids = torch.tensor(list(counts), dtype=torch.long)
+    allowed = torch.tensor(list(counts.values()), dtype=torch.float32)
+
+    class CopyBias(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            written = input_ids[:, prompt_length:]  # (B, t)
+            used = torch.zeros(scores.shape, dtype=torch.float32)  # (B, V)
+            used.scatter_add_(1, written, torch.ones(written.shape, dtype=torch.float32))
+            left = allowed.unsqueeze(0) > used[:, ids]  # (B, G)
+            raised = scores.clone()
+            raised[:, ids] += bias * left.to(scores.dtype)
+            return raised
+
+    return CopyBias()
 
 
 def _shared_prefix_cache(model: Any, prompt: list[int], rows: int, system: PrefixCache | None = None) -> Any:

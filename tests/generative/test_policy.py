@@ -96,3 +96,39 @@ def test_evaluate_writing_measures_what_the_gate_compares(policy, bank) -> None:
     assert quality.n == 2
     assert 0 <= quality.topic_correct <= 1 and 0 <= quality.similarity <= 1
     assert 0 <= quality.violations <= 1 and 0 <= quality.fallbacks <= 1
+
+
+class _WritesAnotherAnswer:
+    """A writer stand-in whose every reply is `text` (what a drifting writer might produce)."""
+
+    def __init__(self, settings, text: str) -> None:
+        self.settings, self.text, self.base = settings, text, None
+
+    def write(self, question, grounding, **_kwargs):
+        from rsft_plugin.generative.writer import Reply
+
+        return Reply(self.text, False, "", 40, 12, 0.1, self.text)
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_a_reply_off_its_groundings_topic_serves_the_grounding_answer_and_the_gate_judges_what_was_written(
+        policy, bank, guard) -> None:
+    from rsft_plugin.golden import GoldenQuestion
+
+    shipping = next(a for a in bank.answers if a.topic == "shipping_costs")
+    drifting = GenerativePolicy(policy.retriever, _WritesAnotherAnswer(
+        replace(policy.writer.settings, guard_topic=guard), shipping.text), policy.config)
+    grounded = policy.retriever.answer(QUESTION)
+    assert grounded.topic == "return_policy"
+    answered = drifting.answer(QUESTION)
+    assert answered.written == shipping.text
+    if guard:
+        assert answered.fallback and answered.reason == "off_topic"
+        assert (answered.key, answered.text, answered.topic) == (grounded.key, grounded.text, "return_policy")
+    else:
+        assert not answered.fallback and answered.text == shipping.text and answered.topic == "shipping_costs"
+    [outcome] = drifting.writing_outcomes([GoldenQuestion(QUESTION, "return_policy", "test")])
+    assert not outcome.topic_right  # what was written is the shipping answer, whatever was served
+    assert outcome.served[0] is guard  # the customer got the returns answer only with the guard
+    quality = drifting.evaluate_writing([GoldenQuestion(QUESTION, "return_policy", "test")])
+    assert quality.topic_correct == 0.0 and quality.served_topic_correct == float(guard)

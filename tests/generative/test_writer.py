@@ -116,3 +116,59 @@ def test_overlapping_writers_leave_torchs_thread_count_as_it_was(writer) -> None
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_copy_bias_raises_the_grounding_tokens_until_the_reply_has_used_them_up(writer) -> None:
+    biased = Writer(writer.model, writer.tokenizer, WriterSettings(copy_bias=2.5, grounding_answers=2), writer.base)
+    counts = biased.grounding_token_counts([RETURNS, EXPRESS])
+    returns_only = biased.grounding_token_counts([RETURNS])
+    assert set(returns_only) < set(counts)  # both answers the writer sees count
+    assert biased.grounding_token_counts([RETURNS, EXPRESS, "Gift cards never expire."]) == counts  # not a third
+    days = writer.tokenizer(" days", add_special_tokens=False)["input_ids"]
+    assert len(days) == 1 and returns_only[days[0]] == 1
+    assert not set(writer.tokenizer.all_special_ids) & set(counts)
+    ids = sorted(returns_only)
+    prompt = torch.tensor([[7, 8, 9], [7, 8, 9]])  # the processor counts what follows the prompt's 3 tokens
+    process = biased._copy_bias([RETURNS], 3)
+    scores = torch.randn(2, len(writer.tokenizer))
+    expected = scores.clone()
+    expected[:, ids] += 2.5
+    assert torch.equal(process(prompt, scores.clone()), expected)
+    # the second row has written " days" once: used up, no longer raised; the first row wrote nothing grounded
+    written = torch.cat([prompt, torch.tensor([[writer.end_id], days])], dim=1)
+    raised = process(written, scores.clone())
+    assert torch.equal(raised[0], expected[0])
+    assert raised[1, days[0]] == scores[1, days[0]]
+    others = [i for i in ids if i != days[0]]
+    assert torch.equal(raised[1, others], expected[1, others])
+    assert writer._copy_bias([RETURNS], 3) is None  # the fixture's writer has it off
+
+
+def test_under_the_copy_bias_replies_copy_the_grounding_and_log_q_is_the_biased_distribution(writer) -> None:
+    bias = 6.0
+    biased = Writer(writer.model, writer.tokenizer, WriterSettings(max_new_tokens=12, copy_bias=bias), writer.base)
+    counts = biased.grounding_token_counts([RETURNS])
+    prompt = biased.prompt_ids(QUESTION, [RETURNS])
+
+    def grounded_share(tokens: list[int]) -> float:
+        return sum(t in counts for t in tokens) / len(tokens)
+
+    plain, _ = writer._greedy(prompt, 12, 60.0)
+    copied, _ = biased._greedy(prompt, 12, 60.0, biased._copy_bias([RETURNS], len(prompt)))
+    # without the bias the untuned model words it its own way ("No, you cannot return it after 3 weeks.")
+    assert grounded_share(copied) >= 0.8 > grounded_share(plain)
+    # log q of a sample is its log-probability, step by step, under softmax(logits + bias on the grounding tokens
+    # the reply has not used up yet), at temperature 1 without top-p: recompute it by teacher forcing
+    samples = biased.sample(QUESTION, [RETURNS], k=2, seed=1, temperature=1.0, top_p=1.0)
+    for s in samples:
+        with torch.inference_mode():
+            logits = biased.inference_model()(input_ids=torch.tensor([prompt + list(s.token_ids)])).logits[0]
+        expected, used = 0.0, {}
+        for step, token in enumerate(s.token_ids):
+            scores = logits[len(prompt) - 1 + step].float().clone()
+            left = [t for t, n in counts.items() if used.get(t, 0) < n]
+            scores[left] += bias
+            expected += float(torch.log_softmax(scores, dim=-1)[token])
+            used[token] = used.get(token, 0) + 1
+        assert s.logprob == pytest.approx(expected, abs=2e-2)
+        assert s.logprob != pytest.approx(s.model_logprob, abs=0.5)  # the bias moved q away from the model
