@@ -137,6 +137,11 @@ class LoraTraining:
 class GenerativeConfig(WriterSettings):
     """The generative kind (`model.kind: generative`): how the writer serves and samples, and its LoRA fine-tune."""
 
+    tune_retriever: bool = setting(
+        "A round draws each sampled reply's grounding answer from the retriever's proposal (sample.temperature) and "
+        "fine-tunes a copy of the retriever on the grounding answers of the accepted replies, as the retrieval kind's "
+        "round does; false: every reply is grounded in the retriever's top answer and the retriever never learns.",
+        True)
     lora_learning_rate: float = setting("AdamW learning rate of the writer's LoRA adapter (finetune.learning_rate "
                                         "is the retrieval kind's).", 5e-4)
     lora_batch_size: int = setting("(prompt, reply) pairs per LoRA step.", 8)

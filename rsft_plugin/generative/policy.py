@@ -1,19 +1,23 @@
 """The generative kind of response policy: retrieval grounds, the writer words the reply.
 
-For a question, a retriever (the retrieval kind's model, frozen here) ranks the bank; the writer gets the top
-`grounding_answers` answers and writes the reply (writer.py). The reply's *topic* is that of its nearest bank answer
-under the retriever's encoder (the fixed MiniLM unless the retriever was tuned), which is what `rsft eval` and the
-gate compare with the labelled topic. A reply that could not be written in time is the top grounding answer itself,
-with that answer's id as its key, exactly as the retrieval kind would have answered; so is a reply whose nearest
-bank answer is none of its grounding answers (`generative.guard_topic`: it drifted to another topic).
+For a question, a retriever (a retrieval-kind model, tuned by rounds with `generative.tune_retriever`) ranks the
+bank; the writer gets the top `grounding_answers` answers and writes the reply (writer.py). The reply's *topic* is
+that of its nearest bank answer under the judge's encoder (the pretrained MiniLM, never tuned), which is what
+`rsft eval` and the gate compare with the labelled topic. A reply that could not be written in time is the top
+grounding answer itself, with that answer's id as its key, exactly as the retrieval kind would have answered; so is
+a reply whose nearest bank answer is none of its grounding answers (`generative.guard_topic`: it drifted to another
+topic).
 
 Keys: a written reply's key is "gen-" + the first 16 hex digits of sha256(text); a fallback's key is the answer id.
 
-Sampling draws K i.i.d. replies per question from the writer's proposal q (temperature and top-p of the
-`generative` settings; the retrieval-oriented `sample.temperature` does not apply to a language model), each with
-log q; `Candidate.probability` is exp(log q). The policy remembers what it drew (key -> question, grounding, text),
-so `finetune` can turn the accepted keys of the same round back into (prompt, reply) pairs; a key that is a bank
-answer id (a trusted or curated answer) trains the writer to give that answer's text.
+Sampling draws K i.i.d. replies per question, each with log q; `Candidate.probability` is exp(log q). With
+`generative.tune_retriever` (default) a draw is a grounding answer from the retriever's proposal (at the round's
+`sample.temperature`) and then a reply from the writer's (its own temperature, top-p and copy bias), so q is the
+joint and `finetune` tunes the retriever on the grounding answers of accepted replies as well as the writer on the
+replies; otherwise each reply is grounded in the top answer(s) and q is the writer's alone. The policy remembers
+what it drew (key -> question, grounding, text), so `finetune` can turn the accepted keys of the same round back into
+(prompt, reply) pairs; a key that is a bank answer id (a trusted or curated answer) trains the writer to give that
+answer's text.
 
 A saved version:
     version.json      kind "generative", the bank hash, weights_sha256 = sha256 of the adapter (or writer.json)
@@ -108,6 +112,16 @@ class WrittenAnswer(Answered):
 
 
 @dataclass(frozen=True)
+class _Drawn:
+    """What `finetune` needs of a reply this policy drew: its prompt and grounding."""
+
+    question: str
+    grounding: tuple[str, ...]  # texts, top first
+    text: str
+    grounding_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class GeneratedCandidate(Candidate):
     """A sampled reply with log q (Candidate.probability is exp of it) and its faithfulness verdict."""
 
@@ -128,15 +142,18 @@ class GenerativePolicy:
     kind: ClassVar[str] = "generative"
 
     def __init__(self, retriever: Any, writer: Writer, config: ModelConfig,
-                 info: VersionInfo | None = None, training: LoraTraining | None = None) -> None:
-        """`retriever` is a retrieval-kind policy: its answers ground the writer, and its `encode` and
-        `answer_embeddings` give a written reply's nearest answer."""
+                 info: VersionInfo | None = None, training: LoraTraining | None = None, judge: Any = None) -> None:
+        """`retriever` is a retrieval-kind policy whose answers ground the writer. `judge` (default: `retriever`)
+        is the pretrained retrieval model over the same bank: its fixed encoder gives a written reply's nearest
+        answer (its topic, the topic guard, the gate's measures), so a tuned retriever never moves the yardstick
+        that live and candidate are measured with."""
         self.retriever = retriever
         self.writer = writer
         self.config = config
         self.info = info
         self.training = training or LoraTraining()
-        self._drawn: dict[str, tuple[str, tuple[str, ...], str]] = {}  # key -> (question, grounding, text)
+        self.judge = judge if judge is not None else retriever
+        self._drawn: dict[str, _Drawn] = {}  # reply key -> how it was drawn
 
     @property
     def bank(self) -> AnswerBank:
@@ -190,8 +207,8 @@ class GenerativePolicy:
         return quality_of(self.writing_outcomes(questions))
 
     def writing_outcomes(self, questions: list[GoldenQuestion]) -> list[WrittenOutcome]:
-        """Per question: is the reply's topic the labelled one, its similarity to the labelled answer (the
-        retriever's encoder: the fixed MiniLM), is it faithful, was it a fallback — what the gate pairs up.
+        """Per question: is the reply's topic the labelled one, its similarity to the labelled answer (the judge's
+        encoder: the fixed MiniLM), is it faithful, was it a fallback — what the gate pairs up.
 
         Topic, similarity and violations judge what the writer wrote, also when serving replaced it (quality.py
         says why); what was served is kept beside them.
@@ -201,12 +218,12 @@ class GenerativePolicy:
         answered = self.answer_many([q.question for q in questions])
         judged = [a.written if a.fallback and a.written else a.text for a in answered]
         by_topic = {a.topic: i for i, a in enumerate(self.bank.answers)}
-        labelled = self.retriever.answer_embeddings[[by_topic[q.topic] for q in questions]]  # (N, d)
+        labelled = self.judge.answer_embeddings[[by_topic[q.topic] for q in questions]]  # (N, d)
         n = len(answered)
-        embedded = self.retriever.encode(judged + [a.text for a in answered])  # (2N, d): judged, then served
+        embedded = self.judge.encode(judged + [a.text for a in answered])  # (2N, d): judged, then served
         similarities = np.clip((embedded[:n] * labelled).sum(dim=1).cpu().numpy(), 0.0, 1.0)
         served_similarities = np.clip((embedded[n:] * labelled).sum(dim=1).cpu().numpy(), 0.0, 1.0)
-        topics = (self.retriever.answer_embeddings @ embedded[:n].T).argmax(dim=0).tolist()  # nearest per text
+        topics = (self.judge.answer_embeddings @ embedded[:n].T).argmax(dim=0).tolist()  # nearest per text
         return [WrittenOutcome(
             topic_right=self.bank.answers[nearest].topic == q.topic, similarity=float(similarity), fallback=a.fallback,
             faithful=a.reason != "unfaithful" and (not a.written or check_faithfulness(
@@ -221,28 +238,54 @@ class GenerativePolicy:
                     rng: Rngs = None, replace: bool = False) -> list[list[GeneratedCandidate]]:
         """k i.i.d. replies per query from q, with log q and faithfulness (see the module docstring).
 
-        `temperature` and `replace` are the retrieval proposal's settings and are not used: the writer samples at
-        its own temperature, with replacement (i.i.d. draws, as the statistical rule's exactness needs).
+        With `generative.tune_retriever` each draw is a pair: a grounding answer a ~ q_r(a | query), the
+        retriever's proposal at `temperature` (the round's sample.temperature), then a reply y ~ q_w(y | query, a)
+        from the writer at its own temperature; log q = log q_r(a) + log q_w(y | a), the joint proposal the K
+        i.i.d. draws come from. Otherwise every reply is grounded in the retriever's top answer(s) and q = q_w.
+        `replace` is the retrieval proposal's setting and is not used: draws are with replacement (i.i.d.).
         """
         results = []
         found_all = self.retriever.answer_many(queries) if queries else []
         for query, found, generator in zip(queries, found_all, generators_for(rng, len(queries)), strict=True):
-            answers = self._grounding(found)
-            texts = tuple(a.text for a in answers)
-            drawn = self.writer.sample(query, texts, k, seed=int(generator.integers(2**31 - 1)))
             candidates = []
-            for sample in drawn:
-                text = sample.text or answers[0].text
-                key = reply_key(text)
-                self._drawn[key] = (query, texts, text)
-                verdict = check_faithfulness(text, texts)
-                candidates.append(GeneratedCandidate(
-                    key=key, text=text, topic=answers[0].topic, answer=answers[0],
-                    probability=math.exp(sample.logprob), cosine=found.score, logprob=sample.logprob,
-                    model_logprob=sample.model_logprob, grounding_ids=tuple(a.id for a in answers),
-                    finished=sample.finished, violations=tuple(f"{v.kind}: {v.value}" for v in verdict.violations)))
+            for answers, log_q_grounding, count in self._groundings(query, found, k, temperature, generator):
+                texts = tuple(a.text for a in answers)
+                for sample in self.writer.sample(query, texts, count, seed=int(generator.integers(2**31 - 1))):
+                    candidates.append(self._candidate(query, found, answers, sample, log_q_grounding))
             results.append(candidates)
         return results
+
+    def _groundings(self, query: str, found: Answered, k: int, temperature: float | None,
+                    generator: np.random.Generator) -> list[tuple[tuple[Answer, ...], float, int]]:
+        """(grounding answers, log q_r of the drawn one, how many of the k replies get it) for one query."""
+        if not self.config.generative.tune_retriever:
+            return [(self._grounding(found), 0.0, k)]
+        drawn = self.retriever.sample_many([query], k, temperature, generator, replace=True)[0]
+        counts: dict[str, int] = {}
+        for candidate in drawn:
+            counts[candidate.key] = counts.get(candidate.key, 0) + 1
+        probability = {c.key: c.probability for c in drawn}
+        others = self._grounding(found)
+        groups = []
+        for key, count in counts.items():  # first-drawn order: reproducible for a seed
+            first = self.bank.get(key)
+            rest = [a for a in others if a.id != key][: self.writer.settings.grounding_answers - 1]
+            groups.append(((first, *rest), math.log(probability[key]), count))
+        return groups
+
+    def _candidate(self, query: str, found: Answered, answers: tuple[Answer, ...], sample: Any,
+                   log_q_grounding: float) -> GeneratedCandidate:
+        texts = tuple(a.text for a in answers)
+        text = sample.text or answers[0].text
+        key = reply_key(text)
+        self._drawn[key] = _Drawn(query, texts, text, tuple(a.id for a in answers))
+        verdict = check_faithfulness(text, texts)
+        logprob = log_q_grounding + sample.logprob
+        return GeneratedCandidate(
+            key=key, text=text, topic=answers[0].topic, answer=answers[0], probability=math.exp(logprob),
+            cosine=found.score, logprob=logprob, model_logprob=sample.model_logprob,
+            grounding_ids=tuple(a.id for a in answers), finished=sample.finished,
+            violations=tuple(f"{v.kind}: {v.value}" for v in verdict.violations))
 
     # ---- training ------------------------------------------------------------------------------------------
 
@@ -260,7 +303,11 @@ class GenerativePolicy:
         started = time.monotonic()
         result = finetune_writer(self.writer, examples, training, progress, show_bar)
         seconds = time.monotonic() - started
-        trained = GenerativePolicy(self.retriever, result.writer, self.config, None, self.training)
+        retriever = self.retriever
+        grounding_pairs = self._grounding_pairs(pairs) if self.config.generative.tune_retriever else []
+        if grounding_pairs:
+            retriever = self.retriever.finetune(grounding_pairs, config, show_bar=False).model
+        trained = GenerativePolicy(retriever, result.writer, self.config, None, self.training, self.judge)
         return FinetuneResult(model=trained, epochs_run=result.epochs_run, best_epoch=result.best_epoch,
                               best_val_loss=result.best_val_loss, train_pairs=result.train_pairs,
                               val_pairs=result.val_pairs,
@@ -268,10 +315,36 @@ class GenerativePolicy:
                               history=[{**h, "tokens_per_second": result.tokens_per_second}
                                        for h in result.history])
 
+    def _grounding_pairs(self, pairs: list[TrainingPair]) -> list[TrainingPair]:
+        """The retriever's training pairs: an accepted reply's top grounding answer is a target for its prompt, the
+        groundings of the prompt's rejected replies (none accepted) are its hard negatives; one pair per (prompt,
+        answer). A pair naming a bank answer trains the retriever towards that answer directly."""
+        bank_ids = set(self.bank.ids)
+
+        def grounding_of(key: str) -> str | None:
+            if key in self._drawn:
+                return self._drawn[key].grounding_ids[0]
+            return key if key in bank_ids else None
+
+        accepted: dict[str, set[str]] = {}
+        for pair in pairs:
+            target = grounding_of(pair.target_key)
+            if target is not None:
+                accepted.setdefault(pair.prompt, set()).add(target)
+        result, seen = [], set()
+        for pair in pairs:
+            target = grounding_of(pair.target_key)
+            if target is None or (pair.prompt, target) in seen:
+                continue
+            seen.add((pair.prompt, target))
+            negatives = {grounding_of(k) for k in pair.negative_keys} - accepted[pair.prompt] - {None}
+            result.append(TrainingPair(pair.prompt, target, tuple(sorted(negatives))))  # type: ignore[arg-type]
+        return result
+
     def _example(self, pair: TrainingPair) -> WriterExample:
         if pair.target_key in self._drawn:
-            question, grounding, text = self._drawn[pair.target_key]
-            return WriterExample(pair.prompt, grounding, text)
+            drawn = self._drawn[pair.target_key]
+            return WriterExample(pair.prompt, drawn.grounding, drawn.text)
         try:
             answer = self.bank.get(pair.target_key)
         except KeyError:
@@ -325,7 +398,8 @@ class GenerativePolicy:
             raise ModelLoadError(f"{directory}: {hashed.name} is missing or does not match its recorded hash")
         configured = config.generative
         writer = load_writer(directory / WRITER_DIR, base_cache(directory.parent), configured.writer_settings())
-        return cls(retriever, writer, config, info, configured.lora_training())
+        judge = policy_class(DEFAULT_KIND).pretrained(retriever.bank, replace(config, kind=DEFAULT_KIND))
+        return cls(retriever, writer, config, info, configured.lora_training(), judge)
 
     @classmethod
     def pretrained(cls, bank: AnswerBank, config: ModelConfig, models_dir: str | Path | None = None,
@@ -353,7 +427,8 @@ class GenerativePolicy:
 
     def with_bank(self, bank: AnswerBank) -> GenerativePolicy:
         """The same writer grounded in another bank (an edited answer bank needs no retraining)."""
-        return GenerativePolicy(self.retriever.with_bank(bank), self.writer, self.config, None, self.training)
+        return GenerativePolicy(self.retriever.with_bank(bank), self.writer, self.config, None, self.training,
+                                self.judge.with_bank(bank) if self.judge is not self.retriever else None)
 
     # ---- helpers -------------------------------------------------------------------------------------------
 
@@ -362,8 +437,8 @@ class GenerativePolicy:
         return tuple(self.bank.get(i) for i in ids) or (found.answer,)
 
     def _nearest(self, texts: list[str]) -> list[tuple[Answer, float]]:
-        """Each text's nearest bank answer under the retriever's encoder, with the cosine."""
-        cosines = (self.retriever.encode(texts) @ self.retriever.answer_embeddings.T).cpu().numpy()  # (N, A)
+        """Each text's nearest bank answer under the judge's fixed encoder, with the cosine."""
+        cosines = (self.judge.encode(texts) @ self.judge.answer_embeddings.T).cpu().numpy()  # (N, A)
         best = np.argmax(cosines, axis=1)
         return [(self.bank.answers[i], float(cosines[row, i])) for row, i in enumerate(best)]
 

@@ -86,6 +86,58 @@ def test_finetune_trains_a_copy_and_a_version_round_trips(tmp_path, policy, bank
     assert loaded.writer.reply_logprobs(QUESTION, ["x"], [reply]) == pytest.approx(
         trained.writer.reply_logprobs(QUESTION, ["x"], [reply]), abs=1e-4)
 
+    # the retriever learnt too (the grounding of the accepted reply, and the bank answer), the judge did not
+    probe = ["How do I start a return?", QUESTION]
+    assert trained.retriever is not policy.retriever and trained.judge is policy.judge
+    assert not np.allclose(trained.retriever.cosines(probe), policy.retriever.cosines(probe))
+    assert np.allclose(loaded.retriever.cosines(probe), trained.retriever.cosines(probe), atol=1e-5)
+    assert np.allclose(loaded.judge.cosines(probe), policy.judge.cosines(probe), atol=1e-5)  # loaded: pretrained
+
+
+class _Writes:
+    """A writer stand-in for sampling: reply i to a grounding is "<its first words> (i)" with log q -1.5."""
+
+    def __init__(self, settings) -> None:
+        self.settings, self.base = settings, None
+
+    def sample(self, question, grounding, k, seed=0, **_kwargs):
+        from rsft_plugin.generative.writer import SampledReply
+
+        return [SampledReply(f"{' '.join(grounding[0].split()[:6])} ({i})", (1, 2), -1.5, -2.0, True)
+                for i in range(k)]
+
+
+@pytest.mark.parametrize("tune", [True, False])
+def test_each_sampled_reply_is_grounded_in_an_answer_drawn_from_the_retriever_and_log_q_is_the_joint(
+        policy, tune) -> None:
+    from rsft_plugin.config.generative import GenerativeConfig
+
+    config = replace(ModelConfig(kind="generative"), generative=GenerativeConfig(tune_retriever=tune))
+    sampler = GenerativePolicy(policy.retriever, _Writes(policy.writer.settings), config)
+    temperature = 0.5  # warm enough that 16 draws reach several answers
+    [candidates] = sampler.sample_many([QUESTION], k=16, temperature=temperature, rng=np.random.default_rng(2))
+    assert len(candidates) == 16
+    q_r = policy.retriever.policy(QUESTION, temperature)
+    index = {a.id: i for i, a in enumerate(policy.bank.answers)}
+    top = policy.retriever.answer(QUESTION).key
+    groundings = {c.grounding_ids for c in candidates}
+    for c in candidates:
+        assert c.answer_id == c.grounding_ids[0] and len(c.grounding_ids) == 1
+        expected = math.log(q_r[index[c.answer_id]]) - 1.5 if tune else -1.5
+        assert c.logprob == pytest.approx(expected) and c.probability == pytest.approx(math.exp(expected))
+    assert (len(groundings) > 1) if tune else (groundings == {(top,)})
+
+    # the retriever's pairs: an accepted reply's grounding is the target, rejected replies' others the negatives
+    accepted, rejected = candidates[0], [c for c in candidates if c.answer_id != candidates[0].answer_id]
+    pairs = [TrainingPair(QUESTION, accepted.key, tuple(c.key for c in rejected)),
+             TrainingPair(QUESTION, candidates[1].key),  # the same grounding again or another: one pair per answer
+             TrainingPair("How do I start a return?", "start_return")]
+    grounding_pairs = sampler._grounding_pairs(pairs)
+    targets = [(p.prompt, p.target_key) for p in grounding_pairs]
+    assert len(targets) == len(set(targets)) and targets[0] == (QUESTION, accepted.answer_id)
+    assert ("How do I start a return?", "start_return") in targets
+    assert set(grounding_pairs[0].negative_keys) == {c.answer_id for c in rejected} - {candidates[1].answer_id}
+
 
 def test_evaluate_writing_measures_what_the_gate_compares(policy, bank) -> None:
     from rsft_plugin.golden import GoldenQuestion
