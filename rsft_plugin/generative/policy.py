@@ -186,7 +186,7 @@ class GenerativePolicy:
                 replies.append((Reply(answers[0].text, True, "low_score", 0, 0, 0.0), answers))
             else:
                 replies.append((self.writer.write(query, [a.text for a in answers]), answers))
-        topics = self._nearest([reply.text for reply, _ in replies])
+        topics = self.nearest_answers([reply.text for reply, _ in replies])
         results = []
         for found, (reply, answers), (nearest, _cosine) in zip(grounded, replies, topics, strict=True):
             top = answers[0]
@@ -215,7 +215,13 @@ class GenerativePolicy:
         """
         if not questions:
             return []
-        answered = self.answer_many([q.question for q in questions])
+        return self.writing_outcomes_of(self.answer_many([q.question for q in questions]), questions)
+
+    def writing_outcomes_of(self, answered: list[WrittenAnswer], questions: list[GoldenQuestion]
+                            ) -> list[WrittenOutcome]:
+        """`writing_outcomes` of replies already written to `questions` (aligned)."""
+        if not answered:
+            return []
         judged = [a.written if a.fallback and a.written else a.text for a in answered]
         by_topic = {a.topic: i for i, a in enumerate(self.bank.answers)}
         labelled = self.judge.answer_embeddings[[by_topic[q.topic] for q in questions]]  # (N, d)
@@ -436,7 +442,7 @@ class GenerativePolicy:
         ids = [r.answer_id for r in found.top_k if r.answer_id][: self.writer.settings.grounding_answers]
         return tuple(self.bank.get(i) for i in ids) or (found.answer,)
 
-    def _nearest(self, texts: list[str]) -> list[tuple[Answer, float]]:
+    def nearest_answers(self, texts: list[str]) -> list[tuple[Answer, float]]:
         """Each text's nearest bank answer under the judge's fixed encoder, with the cosine."""
         cosines = (self.judge.encode(texts) @ self.judge.answer_embeddings.T).cpu().numpy()  # (N, A)
         best = np.argmax(cosines, axis=1)
