@@ -10,9 +10,11 @@ Protocol (the product's own round, rsft_plugin.rounds.run_round, in a temporary 
   round's chunk and rate each answer 👍 iff it has their label, flipped with probability `--noise` (the same flips
   for both arms). The traffic is served by the retrieval kind in both arms (the REST path of the generative kind is
   wired separately), so ratings make bank answers trusted; the generative round then samples `--k` written replies
-  per prompt from the live writer, scores them by similarity to the trusted answers, rejects (`--set reject.*`,
-  default: threshold, similarity >= `--s-min`, and every reply that states a fact its grounding does not), LoRA-tunes a
-  copy for one epoch and gates it on `--gate-questions` held-out questions;
+  per prompt from the live writer (each grounded in an answer drawn from its retriever: `generative.tune_retriever`),
+  scores them by similarity to the trusted answers, rejects (`--set reject.*`, default: threshold, similarity >=
+  `--s-min`, and every reply that states a fact its grounding does not), LoRA-tunes a copy of the writer for one
+  epoch and a copy of the retriever on the accepted replies' groundings, and gates it on `--gate-questions` held-out
+  questions;
 * the gate always promotes (as in bench/quality.py: every round is measured); the product's default gate verdict
   on the same evidence is recorded next to it;
 * measured for both kinds before and after the rounds, on the same questions: topic-correct % (the reply's nearest

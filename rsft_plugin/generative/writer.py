@@ -60,7 +60,8 @@ class Reply:
     prompt_tokens: int
     new_tokens: int
     seconds: float
-    written: str = ""  # what the writer wrote (also when it was not served); "" after an error
+    written: str = ""  # what the writer would serve, also when it was not served (cut back to its last sentence
+    # end when the budget cut it; the whole decode when none is left, or on a timeout); "" after an error
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,7 @@ class Writer:
             elif not finished:
                 text = _last_sentence_end(text)
                 reason = "" if text else "truncated"
+                written = text or written  # what would be served, when the cut leaves a sentence
             elif not text:
                 reason = "empty"
             if not reason and (self.settings.guard_faithfulness if guard is None else guard) and \

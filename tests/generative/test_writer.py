@@ -43,6 +43,16 @@ def test_write_answers_within_the_budget(writer) -> None:
     assert reply.fallback == bool(reply.reason)
     if reply.fallback:  # 16 tokens may end mid-sentence with no sentence end: then the answer itself is served
         assert reply.text == RETURNS and reply.reason == "truncated"
+    else:  # cut back to its last sentence end or not, what was written is what was served (the gate judges it)
+        assert reply.written == reply.text
+
+
+def test_a_reply_cut_by_the_budget_is_served_and_recorded_up_to_its_last_sentence_end(writer) -> None:
+    biased = Writer(writer.model, writer.tokenizer, WriterSettings(copy_bias=4.0, time_limit_seconds=60.0),
+                    writer.base)
+    reply = biased.write(QUESTION, [RETURNS], max_new_tokens=20, guard=False)
+    assert reply.new_tokens == 20 and not reply.fallback  # the budget cut it after its first sentence
+    assert reply.text.endswith(".") and reply.written == reply.text  # the guards and the gate judge what is served
 
 
 def test_a_timeout_serves_the_grounding_answer(writer) -> None:
