@@ -33,12 +33,11 @@ structure its writer.json records (config/generative.py says which field comes f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -52,7 +51,6 @@ from ..models.base import (
     ANSWERS_FILE,
     VERSION_FILE,
     Answered,
-    Candidate,
     FinetuneResult,
     Progress,
     TrainingPair,
@@ -62,6 +60,7 @@ from ..models.base import (
     read_version_info,
 )
 from ..models.kinds import DEFAULT_KIND, policy_class
+from .answers import Drawn, GeneratedCandidate, WrittenAnswer, grounding_pairs, reply_key
 from .checkpoint import ensure_checkpoint, sha256_file
 from .faithfulness import check_faithfulness
 from .lora import WRITER_FILE, WriterExample, finetune_writer, load_writer, save_writer
@@ -76,64 +75,11 @@ BASE_CACHE_ENV = "RSFT_BASE_CACHE"
 BASE_CACHE_DIR = "base-models"
 RETRIEVER_DIR = "retriever"
 WRITER_DIR = "writer"
-KEY_PREFIX = "gen-"
 
 
 def base_cache(models_dir: str | Path) -> Path:
     """Where converted base checkpoints live: $RSFT_BASE_CACHE, else <models_dir>/base-models."""
     return Path(os.environ.get(BASE_CACHE_ENV) or Path(models_dir) / BASE_CACHE_DIR)
-
-
-def reply_key(text: str) -> str:
-    """The stable key of a written reply: the same text always has the same key."""
-    return KEY_PREFIX + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class WrittenAnswer(Answered):
-    """An Answered with what the turn log wants to know about the writing."""
-
-    grounding_ids: tuple[str, ...] = ()
-    fallback: bool = False
-    reason: str = ""  # why the grounding answer was served: timeout, truncated, empty, unfaithful, off_topic, error
-    written: str = ""  # what the writer wrote, also when it was not served
-    prompt_tokens: int = 0
-    new_tokens: int = 0
-    seconds: float = 0.0
-
-    @property
-    def writing(self) -> dict[str, Any]:
-        """What the turn log records: grounding answer ids, whether the grounding answer was served instead and
-        why, token counts and the writer's own time. No text: what was written but not served could echo the
-        customer's message, and the log's retention redacts only user_text and answer_text."""
-        return {"grounding_ids": list(self.grounding_ids), "fallback": self.fallback, "reason": self.reason,
-                "prompt_tokens": self.prompt_tokens, "new_tokens": self.new_tokens,
-                "writer_ms": round(self.seconds * 1000, 1)}
-
-
-@dataclass(frozen=True)
-class _Drawn:
-    """What `finetune` needs of a reply this policy drew: its prompt and grounding."""
-
-    question: str
-    grounding: tuple[str, ...]  # texts, top first
-    text: str
-    grounding_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class GeneratedCandidate(Candidate):
-    """A sampled reply with log q (Candidate.probability is exp of it) and its faithfulness verdict."""
-
-    logprob: float = 0.0
-    model_logprob: float = 0.0
-    grounding_ids: tuple[str, ...] = ()
-    finished: bool = True
-    violations: tuple[str, ...] = ()  # "kind: value" of facts the grounding does not state
-
-    @property
-    def faithful(self) -> bool:
-        return not self.violations
 
 
 class GenerativePolicy:
@@ -153,7 +99,7 @@ class GenerativePolicy:
         self.info = info
         self.training = training or LoraTraining()
         self.judge = judge if judge is not None else retriever
-        self._drawn: dict[str, _Drawn] = {}  # reply key -> how it was drawn
+        self._drawn: dict[str, Drawn] = {}  # reply key -> how it was drawn
 
     @property
     def bank(self) -> AnswerBank:
@@ -284,7 +230,7 @@ class GenerativePolicy:
         texts = tuple(a.text for a in answers)
         text = sample.text or answers[0].text
         key = reply_key(text)
-        self._drawn[key] = _Drawn(query, texts, text, tuple(a.id for a in answers))
+        self._drawn[key] = Drawn(query, texts, text, tuple(a.id for a in answers))
         verdict = check_faithfulness(text, texts)
         logprob = log_q_grounding + sample.logprob
         return GeneratedCandidate(
@@ -322,30 +268,8 @@ class GenerativePolicy:
                                        for h in result.history])
 
     def _grounding_pairs(self, pairs: list[TrainingPair]) -> list[TrainingPair]:
-        """The retriever's training pairs: an accepted reply's top grounding answer is a target for its prompt, the
-        groundings of the prompt's rejected replies (none accepted) are its hard negatives; one pair per (prompt,
-        answer). A pair naming a bank answer trains the retriever towards that answer directly."""
-        bank_ids = set(self.bank.ids)
-
-        def grounding_of(key: str) -> str | None:
-            if key in self._drawn:
-                return self._drawn[key].grounding_ids[0]
-            return key if key in bank_ids else None
-
-        accepted: dict[str, set[str]] = {}
-        for pair in pairs:
-            target = grounding_of(pair.target_key)
-            if target is not None:
-                accepted.setdefault(pair.prompt, set()).add(target)
-        result, seen = [], set()
-        for pair in pairs:
-            target = grounding_of(pair.target_key)
-            if target is None or (pair.prompt, target) in seen:
-                continue
-            seen.add((pair.prompt, target))
-            negatives = {grounding_of(k) for k in pair.negative_keys} - accepted[pair.prompt] - {None}
-            result.append(TrainingPair(pair.prompt, target, tuple(sorted(negatives))))  # type: ignore[arg-type]
-        return result
+        """The retriever's training pairs from the round's accepted pairs (answers.grounding_pairs)."""
+        return grounding_pairs(pairs, self._drawn, set(self.bank.ids))
 
     def _example(self, pair: TrainingPair) -> WriterExample:
         if pair.target_key in self._drawn:

@@ -24,12 +24,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .copying import copy_bias_processor, grounding_token_counts
 from .faithfulness import is_faithful
 from .settings import WriterSettings
 
@@ -261,17 +261,8 @@ class Writer:
         return new, False
 
     def grounding_token_counts(self, grounding: Sequence[str]) -> dict[int, int]:
-        """How often each token occurs in the grounding answers the writer sees (a word read mid-sentence and at the
-        start), special tokens excepted: how many times the copy bias raises it."""
-        counts: Counter[int] = Counter()
-        for text in grounding[: self.settings.grounding_answers]:
-            clean = " ".join(text.split())
-            mid = Counter(self.tokenizer(clean, add_special_tokens=False)["input_ids"])
-            start = Counter(self.tokenizer(" " + clean, add_special_tokens=False)["input_ids"])
-            counts.update(mid | start)
-        for special in self.tokenizer.all_special_ids:
-            counts.pop(special, None)
-        return dict(counts)
+        """How often each token occurs in the grounding answers the writer sees (copying.py)."""
+        return grounding_token_counts(self.tokenizer, grounding[: self.settings.grounding_answers])
 
     def _copy_bias(self, grounding: Sequence[str], prompt_length: int) -> Any:
         """The logits processors of one reply: the copy bias on the grounding's tokens not yet used up by the reply
@@ -280,8 +271,8 @@ class Writer:
             return None
         from transformers import LogitsProcessorList
 
-        return LogitsProcessorList([_copy_bias_processor(self.grounding_token_counts(grounding),
-                                                         self.settings.copy_bias, prompt_length)])
+        return LogitsProcessorList([copy_bias_processor(self.grounding_token_counts(grounding),
+                                                        self.settings.copy_bias, prompt_length)])
 
     # --- sampling ------------------------------------------------------------------------------------------------
     def sample(self, question: str, grounding: Sequence[str], k: int, temperature: float | None = None,
@@ -349,33 +340,6 @@ class Writer:
         targets = labels[:, 1:]  # (B, L-1)
         picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, L-1)
         return [float(v) for v in (picked * (targets != -100)).sum(dim=1)]
-
-
-def _copy_bias_processor(counts: dict[int, int], bias: float, prompt_length: int) -> Any:
-    """A logits processor adding `bias` to the score of every grounding token the reply has used fewer times than the
-    grounding holds it. Raising a token once it is used up made a 135M writer loop ("We're sorry it arrived broken.
-    We're sorry it arrived broken. ..."); counting lets it copy a phrase once and go on to the next.
-
-    generate() runs it before temperature and top-p and returns the processed scores, from which `sample` takes
-    log q: q stays exactly the distribution that drew the reply.
-    """
-    import torch
-    from transformers import LogitsProcessor
-
-    ids = torch.tensor(list(counts), dtype=torch.long)
-    allowed = torch.tensor(list(counts.values()), dtype=torch.float32)
-
-    class CopyBias(LogitsProcessor):
-        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-            written = input_ids[:, prompt_length:]  # (B, t)
-            used = torch.zeros(scores.shape, dtype=torch.float32)  # (B, V)
-            used.scatter_add_(1, written, torch.ones(written.shape, dtype=torch.float32))
-            left = allowed.unsqueeze(0) > used[:, ids]  # (B, G)
-            raised = scores.clone()
-            raised[:, ids] += bias * left.to(scores.dtype)
-            return raised
-
-    return CopyBias()
 
 
 def _shared_prefix_cache(model: Any, prompt: list[int], rows: int, system: PrefixCache | None = None) -> Any:
