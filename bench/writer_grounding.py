@@ -99,7 +99,7 @@ def judge(policy: Any, questions: list[Any]) -> dict[str, Any]:
     """The measures of one writer setting on labelled questions (see the module docstring)."""
     answered = policy.answer_many([q.question for q in questions])
     outcomes = policy.writing_outcomes_of(answered, questions)
-    written = [a.written if a.fallback and a.written else a.text for a in answered]
+    written = [a.judged_text for a in answered]
     nearest = policy.nearest_answers(written)
     off_topic = [bool(text) and a.reason != "low_score" and answer.id not in a.grounding_ids
                  for a, text, (answer, _cosine) in zip(answered, written, nearest, strict=True)]

@@ -30,6 +30,12 @@ class WrittenAnswer(Answered):
     seconds: float = 0.0
 
     @property
+    def judged_text(self) -> str:
+        """What the writer wrote as it would have been served (the gate and the topic guard judge it): the written
+        reply, also when a guard replaced it; the served text when nothing was written (an error, a low score)."""
+        return self.written or self.text
+
+    @property
     def writing(self) -> dict[str, Any]:
         """What the turn log records: grounding answer ids, whether the grounding answer was served instead and
         why, token counts and the writer's own time. No text: what was written but not served could echo the

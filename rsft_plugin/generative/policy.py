@@ -37,6 +37,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -168,21 +169,21 @@ class GenerativePolicy:
         """`writing_outcomes` of replies already written to `questions` (aligned)."""
         if not answered:
             return []
-        judged = [a.written if a.fallback and a.written else a.text for a in answered]
+        judged = [a.judged_text for a in answered]
         by_topic = {a.topic: i for i, a in enumerate(self.bank.answers)}
         labelled = self.judge.answer_embeddings[[by_topic[q.topic] for q in questions]]  # (N, d)
         n = len(answered)
         embedded = self.judge.encode(judged + [a.text for a in answered])  # (2N, d): judged, then served
         similarities = np.clip((embedded[:n] * labelled).sum(dim=1).cpu().numpy(), 0.0, 1.0)
         served_similarities = np.clip((embedded[n:] * labelled).sum(dim=1).cpu().numpy(), 0.0, 1.0)
-        topics = (self.judge.answer_embeddings @ embedded[:n].T).argmax(dim=0).tolist()  # nearest per text
+        nearest_answers = self._nearest_of(embedded[:n])
         return [WrittenOutcome(
-            topic_right=self.bank.answers[nearest].topic == q.topic, similarity=float(similarity), fallback=a.fallback,
+            topic_right=nearest.topic == q.topic, similarity=float(similarity), fallback=a.fallback,
             faithful=a.reason != "unfaithful" and (not a.written or check_faithfulness(
                 a.written, [self.bank.get(i).text for i in a.grounding_ids]).faithful),
             served_topic_right=a.topic == q.topic, served_similarity=float(served))
-            for a, q, similarity, served, nearest in zip(answered, questions, similarities, served_similarities,
-                                                         topics, strict=True)]
+            for a, q, similarity, served, (nearest, _cosine) in zip(answered, questions, similarities,
+                                                                    served_similarities, nearest_answers, strict=True)]
 
     # ---- sampling ------------------------------------------------------------------------------------------
 
@@ -213,13 +214,11 @@ class GenerativePolicy:
         if not self.config.generative.tune_retriever:
             return [(self._grounding(found), 0.0, k)]
         drawn = self.retriever.sample_many([query], k, temperature, generator, replace=True)[0]
-        counts: dict[str, int] = {}
-        for candidate in drawn:
-            counts[candidate.key] = counts.get(candidate.key, 0) + 1
+        counts = Counter(c.key for c in drawn)  # first-drawn order
         probability = {c.key: c.probability for c in drawn}
         others = self._grounding(found)
         groups = []
-        for key, count in counts.items():  # first-drawn order: reproducible for a seed
+        for key, count in counts.items():  # reproducible for a seed
             first = self.bank.get(key)
             rest = [a for a in others if a.id != key][: self.writer.settings.grounding_answers - 1]
             groups.append(((first, *rest), math.log(probability[key]), count))
@@ -368,7 +367,11 @@ class GenerativePolicy:
 
     def nearest_answers(self, texts: list[str]) -> list[tuple[Answer, float]]:
         """Each text's nearest bank answer under the judge's fixed encoder, with the cosine."""
-        cosines = (self.judge.encode(texts) @ self.judge.answer_embeddings.T).cpu().numpy()  # (N, A)
+        return self._nearest_of(self.judge.encode(texts))
+
+    def _nearest_of(self, embedded: Any) -> list[tuple[Answer, float]]:
+        """The nearest bank answer of each of the judge's embeddings (N, d), with the cosine."""
+        cosines = (embedded @ self.judge.answer_embeddings.T).cpu().numpy()  # (N, A)
         best = np.argmax(cosines, axis=1)
         return [(self.bank.answers[i], float(cosines[row, i])) for row, i in enumerate(best)]
 
