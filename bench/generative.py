@@ -59,11 +59,11 @@ FULL = {"prompts": 80, "rounds": 3, "k": 4, "new_tokens": 48, "eval": 100, "gold
         "noise": 0.2, "grounding": 1, "s_min": 0.5}
 SMOKE = {"prompts": 4, "rounds": 1, "k": 2, "new_tokens": 8, "eval": 3, "golden": 3, "gate_questions": 2,
          "noise": 0.2, "grounding": 1, "s_min": 0.0}
-# A few dozen prompts: the product's minimums would stop the round; one LoRA epoch; lenient similarity threshold
-# (a written paraphrase of a trusted answer has a lower cosine to it than the answer itself).
+# A few dozen prompts: the product's minimums would stop the round; one LoRA epoch (the writer's LoraTraining below;
+# the retriever fine-tunes as the retrieval arm's does, finetune: defaults); the threshold rule on written replies at
+# --s-min (reject.s_min_written), on the retriever's own draws at the default reject.s_min.
 SECTIONS = {"collect": {"min_prompts": 2, "gate_fraction": 0.0, "replay": 0}, "reject": {
-    "rule": "threshold", "r_min": 0.0, "min_accepted": 1},
-    "finetune": {"val_fraction": 0.0, "max_epochs": 1}, "gate": {**ALWAYS_PROMOTE, "writer_worse_level": 0.0}}
+    "rule": "threshold", "r_min": 0.0, "min_accepted": 1}, "gate": {**ALWAYS_PROMOTE, "writer_worse_level": 0.0}}
 RETRIEVAL_SECTIONS = {"collect": {"min_prompts": 2, "replay": 0}, "reject": {"min_accepted": 3}}
 
 
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                            ("gate_questions", "held-out questions the round's gate writes replies for"),
                            ("grounding", "bank answers the writer sees per question")):
         parser.add_argument("--" + key.replace("_", "-"), type=int, help=f"{help_text} (default {FULL[key]})")
-    parser.add_argument("--s-min", type=float, help=f"reject.s_min of the generative rounds (default {FULL['s_min']})")
+    parser.add_argument("--s-min", type=float,
+                        help=f"reject.s_min_written of the generative rounds (default {FULL['s_min']})")
     parser.add_argument("--noise", type=float, help=f"share of wrong ratings (default {FULL['noise']})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key, None) is not None:
             sizes[key] = getattr(args, key)
     try:
-        sized = {"sample": {"k": sizes["k"]}, "reject": {"s_min": sizes["s_min"]}}
+        sized = {"sample": {"k": sizes["k"]}, "reject": {"s_min_written": sizes["s_min"]}}
         sections = _merge(_merge(SECTIONS, sized), parse_overrides(args.overrides))
     except ConfigError as error:
         parser.error(str(error))
@@ -189,12 +190,14 @@ def generative_rounds(bench: _DatasetBench, writer: Any, sections: dict[str, Any
                 live = result.new_version
             stats = result.stats
             sampled = parts.log.round_candidates(result.round_id)
-            tokens = sum(len(writer.writer.tokenizer(c.candidate_text)["input_ids"]) for c in sampled)
+            tokens = sum(len(writer.writer.tokenizer(c.candidate_text)["input_ids"]) for c in sampled
+                         if c.candidate_key != c.answer_id)  # written replies, not the retriever's own draws
             history = (stats.get("finetune") or {}).get("history") or [{}]
             gate = stats.get("gate") or {}
             rows.append({"round": number, "status": result.status, "reason": result.reason,
                          "prompts": stats.get("prompts"), "candidates": stats.get("candidates"),
                          "accepted": stats.get("accepted"), "rejected_unfaithful": stats.get("rejected_unfaithful"),
+                         "accepted_written": sum(c.accepted and c.candidate_key != c.answer_id for c in sampled),
                          "flipped_ratings": int(flips[chunk].sum()), "served_accuracy": fed["served_accuracy"],
                          "feed_seconds": fed["seconds"], "round_seconds": round(seconds, 1),
                          "stage_seconds": result.stage_seconds,

@@ -351,6 +351,14 @@ def _read_label(name: str) -> str:
     return f"`{call})` ({stages}" if stages else f"`{name}`"
 
 
+def _similarity_bounds(reject: dict[str, Any]) -> str:
+    """The generative rounds' similarity thresholds as the run's sections gave them (older runs: s_min only)."""
+    if "s_min_written" not in reject:
+        return f"similarity ≥ {reject['s_min']}"
+    return (f"written replies: similarity ≥ {reject['s_min_written']}; the retriever's own draws: similarity ≥ "
+            f"{reject.get('s_min', 0.8)}")
+
+
 def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
     """The writer vs retrieval before and after the rounds (three measures on bitext and golden), then each
     generative round's cost by stage, tokens/s and peak memory."""
@@ -359,7 +367,7 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
     lines = [_meta_line(result["meta"]), "",
              f"{rounds} round(s) × {sizes['prompts']} bitext prompts, K = {sizes['k']} written replies of ≤ "
              f"{sizes['new_tokens']} new tokens, {sizes['grounding']} grounding answer(s), {sizes['noise']:.0%} wrong "
-             f"ratings, reject `{sections['reject']['rule']}` (similarity ≥ {sections['reject']['s_min']}), one LoRA "
+             f"ratings, reject `{sections['reject']['rule']}` ({_similarity_bounds(sections['reject'])}), one LoRA "
              f"epoch, gate on {sizes['gate_questions']} held-out questions (always promotes; verdicts below). "
              f"Measured on {sizes['eval']} bitext held-out and {sizes['golden']} golden held-out questions: "
              "*topic* = topic-correct % of what the writer wrote, *served* = of what the customer was served "
@@ -384,7 +392,8 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
     for r in result["generative"]["rounds"]:
         stage = r["stage_seconds"]
         verdict = (r.get("default_gate") or {}).get("default", {})
-        rows.append([str(r["round"]), r["status"], str(r["prompts"]), str(r["candidates"]), str(r["accepted"]),
+        accepted = str(r["accepted"]) + (f" ({r['accepted_written']} written)" if "accepted_written" in r else "")
+        rows.append([str(r["round"]), r["status"], str(r["prompts"]), str(r["candidates"]), accepted,
                      str(r["rejected_unfaithful"]), *(num(stage.get(k), 0) for k in ("sample", "score", "finetune",
                                                                                    "gate")),
                      num(r["round_seconds"], 0), num(r["sampling_tokens_per_second"]),

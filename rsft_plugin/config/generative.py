@@ -139,9 +139,14 @@ class GenerativeConfig(WriterSettings):
 
     tune_retriever: bool = setting(
         "A round draws each sampled reply's grounding answer from the retriever's proposal (sample.temperature) and "
-        "fine-tunes a copy of the retriever on the grounding answers of the accepted replies, as the retrieval kind's "
-        "round does; false: every reply is grounded in the retriever's top answer and the retriever never learns.",
+        "fine-tunes a copy of the retriever too (retriever_draws says on what); false: every reply is grounded in "
+        "the retriever's top answer and the retriever never learns.",
         True)
+    retriever_draws: int = setting(
+        "With tune_retriever: the retriever's own candidates a round draws per prompt besides the written replies "
+        "(bank answers at sample.temperature, distinct unless sample.with_replacement), scored and rejected as in a "
+        "retrieval round; the accepted ones fine-tune the retriever. 0: it learns from the grounding answers of the "
+        "accepted written replies instead (noisier: a reply can be like a trusted answer on a wrong grounding).", 8)
     lora_learning_rate: float = setting("AdamW learning rate of the writer's LoRA adapter (finetune.learning_rate "
                                         "is the retrieval kind's).", 5e-4)
     lora_batch_size: int = setting("(prompt, reply) pairs per LoRA step.", 8)
@@ -151,6 +156,7 @@ class GenerativeConfig(WriterSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check(self.retriever_draws >= 0, "retriever_draws", "must be >= 0")
         _check(0 < self.lora_learning_rate < 1, "lora_learning_rate", "must be in (0, 1)")
         _check(self.lora_batch_size >= 1, "lora_batch_size", "must be >= 1")
         _check(self.lora_max_epochs >= 1, "lora_max_epochs", "must be >= 1")

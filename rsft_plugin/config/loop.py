@@ -103,6 +103,9 @@ class RejectConfig:
     s_min: float = _help("threshold, best_of_n, statistical per prompt: minimum similarity to a trusted answer.",
                          0.8)
     r_min: float = _help("threshold, best_of_n, statistical per prompt: minimum smoothed rating.", 0.5)
+    s_min_written: float = _help(
+        "The same minimum similarity for a reply the generative kind wrote (a paraphrase of a trusted answer is "
+        "less like it than the answer itself); s_min applies to bank answers.", 0.5)
     beta: float = _help("statistical: temperature of the tilt p(c) ∝ q(c)·exp(r(c)/beta).", 0.2)
     r_max: typing.Literal["prompt", "observed", "bound"] = _help(
         "statistical: the envelope M = exp(r_max/beta). prompt: per prompt, r_max = its best answer that clears "
@@ -113,6 +116,7 @@ class RejectConfig:
     def __post_init__(self) -> None:
         _check(self.rule in rule_names(), "reject", "rule", unknown_rule_message(self.rule))
         _check(0 <= self.s_min <= 1, "reject", "s_min", "must be in [0, 1]")
+        _check(0 <= self.s_min_written <= 1, "reject", "s_min_written", "must be in [0, 1]")
         _check(0 <= self.r_min <= 1, "reject", "r_min", "must be in [0, 1]")
         _check(self.beta > 0, "reject", "beta", "must be > 0")
         _check(self.min_accepted >= 1, "reject", "min_accepted", "must be >= 1")

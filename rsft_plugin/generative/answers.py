@@ -71,9 +71,9 @@ class GeneratedCandidate(Candidate):
 
 
 def grounding_pairs(pairs: list[TrainingPair], drawn: dict[str, Drawn], bank_ids: set[str]) -> list[TrainingPair]:
-    """The retriever's training pairs: an accepted reply's top grounding answer is a target for its prompt, the
-    groundings of the prompt's rejected replies (none accepted) are its hard negatives; one pair per (prompt,
-    answer). A pair naming a bank answer trains the retriever towards that answer directly."""
+    """The retriever's training pairs: a pair naming a bank answer trains the retriever towards that answer, and an
+    accepted written reply in `drawn` (pass {} to leave them out) towards its top grounding answer; the prompt's
+    rejected candidates' answers (none accepted) are the hard negatives; one pair per (prompt, answer)."""
 
     def grounding_of(key: str) -> str | None:
         if key in drawn:
@@ -94,3 +94,9 @@ def grounding_pairs(pairs: list[TrainingPair], drawn: dict[str, Drawn], bank_ids
         negatives = {grounding_of(k) for k in pair.negative_keys} - accepted[pair.prompt] - {None}
         result.append(TrainingPair(pair.prompt, target, tuple(sorted(negatives))))  # type: ignore[arg-type]
     return result
+
+
+def writer_pairs(pairs: list[TrainingPair], retrieved: set[tuple[str, str]]) -> list[TrainingPair]:
+    """The writer's training pairs: every accepted pair but the retriever's own draws of the round ((prompt, answer
+    id) in `retrieved`), which teach the retriever what to find, not the writer what to write."""
+    return [pair for pair in pairs if (pair.prompt, pair.target_key) not in retrieved]

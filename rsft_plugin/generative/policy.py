@@ -13,11 +13,12 @@ Keys: a written reply's key is "gen-" + the first 16 hex digits of sha256(text);
 Sampling draws K i.i.d. replies per question, each with log q; `Candidate.probability` is exp(log q). With
 `generative.tune_retriever` (default) a draw is a grounding answer from the retriever's proposal (at the round's
 `sample.temperature`) and then a reply from the writer's (its own temperature, top-p and copy bias), so q is the
-joint and `finetune` tunes the retriever on the grounding answers of accepted replies as well as the writer on the
-replies; otherwise each reply is grounded in the top answer(s) and q is the writer's alone. The policy remembers
-what it drew (key -> question, grounding, text), so `finetune` can turn the accepted keys of the same round back into
-(prompt, reply) pairs; a key that is a bank answer id (a trusted or curated answer) trains the writer to give that
-answer's text.
+joint; and the retriever draws `generative.retriever_draws` bank answers of its own per question, which the round
+scores and rejects as a retrieval round would (stages/rules.py: each kind of candidate is its own rejection problem).
+`finetune` tunes the writer on the accepted replies and the retriever on the accepted bank answers (with
+`retriever_draws: 0`, on the accepted replies' groundings); otherwise replies are grounded in the top answer(s), q is
+the writer's alone and the retriever never learns. The policy remembers what it drew, so `finetune` can turn the
+round's accepted keys back into (prompt, reply) pairs; a bank answer id it did not draw (curated) trains both.
 
 A saved version:
     version.json      kind "generative", the bank hash, weights_sha256 = sha256 of the adapter (or writer.json)
@@ -59,9 +60,10 @@ from ..models.base import (
     generators_for,
     no_progress,
     read_version_info,
+    write_version_info,
 )
 from ..models.kinds import DEFAULT_KIND, policy_class
-from .answers import Drawn, GeneratedCandidate, WrittenAnswer, grounding_pairs, reply_key
+from .answers import Drawn, GeneratedCandidate, WrittenAnswer, grounding_pairs, reply_key, writer_pairs
 from .checkpoint import ensure_checkpoint, sha256_file
 from .faithfulness import check_faithfulness
 from .lora import WRITER_FILE, WriterExample, finetune_writer, load_writer, save_writer
@@ -101,6 +103,7 @@ class GenerativePolicy:
         self.training = training or LoraTraining()
         self.judge = judge if judge is not None else retriever
         self._drawn: dict[str, Drawn] = {}  # reply key -> how it was drawn
+        self._retrieved: set[tuple[str, str]] = set()  # (question, answer id) the retriever drew as candidates
 
     @property
     def bank(self) -> AnswerBank:
@@ -194,8 +197,9 @@ class GenerativePolicy:
         With `generative.tune_retriever` each draw is a pair: a grounding answer a ~ q_r(a | query), the
         retriever's proposal at `temperature` (the round's sample.temperature), then a reply y ~ q_w(y | query, a)
         from the writer at its own temperature; log q = log q_r(a) + log q_w(y | a), the joint proposal the K
-        i.i.d. draws come from. Otherwise every reply is grounded in the retriever's top answer(s) and q = q_w.
-        `replace` is the retrieval proposal's setting and is not used: draws are with replacement (i.i.d.).
+        i.i.d. draws come from; then `generative.retriever_draws` of the retriever's own candidates (bank answers,
+        as its kind samples them, `replace` included). Otherwise every reply is grounded in the retriever's top
+        answer(s) and q = q_w. The written replies' groundings are drawn with replacement (i.i.d.) whatever `replace`.
         """
         results = []
         found_all = self.retriever.answer_many(queries) if queries else []
@@ -205,8 +209,18 @@ class GenerativePolicy:
                 texts = tuple(a.text for a in answers)
                 for sample in self.writer.sample(query, texts, count, seed=int(generator.integers(2**31 - 1))):
                     candidates.append(self._candidate(query, found, answers, sample, log_q_grounding))
-            results.append(candidates)
+            results.append(candidates + self._retriever_candidates(query, temperature, generator, replace))
         return results
+
+    def _retriever_candidates(self, query: str, temperature: float | None, generator: np.random.Generator,
+                              replace: bool) -> list[Any]:
+        """The retriever's own draws for `query` (bank answers), remembered so that they train only the retriever."""
+        settings = self.config.generative
+        if not settings.tune_retriever or settings.retriever_draws == 0:
+            return []
+        drawn = self.retriever.sample_many([query], settings.retriever_draws, temperature, generator, replace)[0]
+        self._retrieved.update((query, c.key) for c in drawn)
+        return drawn
 
     def _groundings(self, query: str, found: Answered, k: int, temperature: float | None,
                     generator: np.random.Generator) -> list[tuple[tuple[Answer, ...], float, int]]:
@@ -248,16 +262,19 @@ class GenerativePolicy:
         patience come from `config`, epochs are the smaller of `config`'s and the generative settings', learning
         rate and batch size come from the generative settings (a LoRA step on CPU is seconds, not milliseconds).
         """
-        examples = [self._example(pair) for pair in pairs]
+        retriever = self.retriever
+        grounding_pairs = self._grounding_pairs(pairs) if self.config.generative.tune_retriever else []
+        if grounding_pairs:
+            retriever = self.retriever.finetune(grounding_pairs, config, show_bar=False).model
+        examples = [self._example(pair) for pair in writer_pairs(pairs, self._retrieved)]
+        if not examples:  # only the retriever's own draws were accepted: the writer stays as it is
+            return FinetuneResult(GenerativePolicy(retriever, self.writer, self.config, None, self.training,
+                                                   self.judge), 0, 0, 0.0, 0, 0, 0.0, [])
         training = replace(self.training, seed=config.seed, val_fraction=config.val_fraction,
                            patience=config.patience, max_epochs=min(self.training.max_epochs, config.max_epochs))
         started = time.monotonic()
         result = finetune_writer(self.writer, examples, training, progress, show_bar)
         seconds = time.monotonic() - started
-        retriever = self.retriever
-        grounding_pairs = self._grounding_pairs(pairs) if self.config.generative.tune_retriever else []
-        if grounding_pairs:
-            retriever = self.retriever.finetune(grounding_pairs, config, show_bar=False).model
         trained = GenerativePolicy(retriever, result.writer, self.config, None, self.training, self.judge)
         return FinetuneResult(model=trained, epochs_run=result.epochs_run, best_epoch=result.best_epoch,
                               best_val_loss=result.best_val_loss, train_pairs=result.train_pairs,
@@ -267,8 +284,9 @@ class GenerativePolicy:
                                        for h in result.history])
 
     def _grounding_pairs(self, pairs: list[TrainingPair]) -> list[TrainingPair]:
-        """The retriever's training pairs from the round's accepted pairs (answers.grounding_pairs)."""
-        return grounding_pairs(pairs, self._drawn, set(self.bank.ids))
+        """The accepted bank answers (and with `retriever_draws: 0` the accepted replies' groundings) as pairs."""
+        from_replies = self._drawn if self.config.generative.retriever_draws == 0 else {}
+        return grounding_pairs(pairs, from_replies, set(self.bank.ids))
 
     def _example(self, pair: TrainingPair) -> WriterExample:
         if pair.target_key in self._drawn:
@@ -303,7 +321,7 @@ class GenerativePolicy:
         (directory / ANSWERS_FILE).write_text(
             json.dumps(self.bank.to_records(), indent=1, ensure_ascii=False), encoding="utf-8")
         info = replace(info, kind=self.kind, weights_sha256=sha256_file(_hashed_file(directory)))
-        _write_json_durably(directory / VERSION_FILE, info)
+        write_version_info(directory, info)
         self.info = info
         return info
 
@@ -380,12 +398,3 @@ def _hashed_file(directory: Path) -> Path:
     """The file whose sha256 is the version's weights_sha256: the adapter, or writer.json when there is none."""
     adapter = directory / WRITER_DIR / "adapter_model.safetensors"
     return adapter if adapter.exists() else directory / WRITER_DIR / WRITER_FILE
-
-
-def _write_json_durably(path: Path, info: VersionInfo) -> None:
-    from dataclasses import asdict
-
-    with path.open("w", encoding="utf-8") as handle:
-        json.dump(asdict(info), handle, indent=2, ensure_ascii=False)
-        handle.flush()
-        os.fsync(handle.fileno())

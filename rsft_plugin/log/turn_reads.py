@@ -13,8 +13,9 @@ from typing import Any
 from .interfaces import COUNTED
 from .records import RatingCounts, Turn
 
-TURN_FIELDS = (
+TURN_FIELDS = (  # a written reply's text too (not a bank answer's: the bank has it): it may become a reference
     "SELECT t.id, t.sender_id, t.user_text, t.answer_id, t.answer_topic, t.created_at, t.reply_key, "
+    "CASE WHEN t.reply_key <> t.answer_id OR t.answer_id IS NULL THEN t.answer_text END AS answer_text, "
     "r.score AS rating FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id"
 )
 TURNS_WITH_RATINGS = (

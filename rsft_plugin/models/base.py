@@ -171,6 +171,18 @@ def read_version_info(directory: str | Path) -> VersionInfo:
         raise ModelLoadError(f"{path} is unreadable or incomplete: {exc}") from exc
 
 
+
+def write_version_info(directory: str | Path, info: VersionInfo) -> None:
+    """Write a version's version.json durably (flushed to disk): a kind's `save` writes it last, after its parts."""
+    import os
+    from dataclasses import asdict
+
+    with (Path(directory) / VERSION_FILE).open("w", encoding="utf-8") as handle:
+        json.dump(asdict(info), handle, indent=2, ensure_ascii=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 @runtime_checkable
 class ResponsePolicy(Protocol):
     """A response model: one instance is one immutable version in memory.

@@ -19,9 +19,8 @@ import copy
 import getpass
 import hashlib
 import json
-import os
 import platform
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -48,6 +47,7 @@ from .base import (
     generators_for,
     no_progress,
     read_version_info,
+    write_version_info,
 )
 from .encoder import BASE_ENCODER, embed, load_base_encoder, trainable_state
 from .memory import DEFAULT_THRESHOLD, MEMORY_FILE, ExampleMemory, Remembered
@@ -219,7 +219,7 @@ class ResponseModel:
         info = replace(info, weights_sha256=_sha256(directory / WEIGHTS_FILE))
         if len(self.memory):
             info = replace(info, memory={**self._memory_summary(), "sha256": _sha256(self.memory.save(directory))})
-        _write_json_durably(directory / VERSION_FILE, asdict(info))
+        write_version_info(directory, info)
         self.info = info
         return info
 
@@ -319,10 +319,3 @@ def _load_memory(directory: Path, info: VersionInfo) -> ExampleMemory | None:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _write_json_durably(path: Path, payload: dict[str, Any]) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, ensure_ascii=False)
-        handle.flush()
-        os.fsync(handle.fileno())

@@ -66,6 +66,11 @@ class SampledCandidate:
     sampled_by: str  # the live version that drew it
     violations: tuple[str, ...] = ()  # facts a written reply states that its grounding does not ("kind: value")
 
+    @property
+    def written(self) -> bool:
+        """A reply the writer wrote, not a bank answer (a generative round draws both: stages/rules.py)."""
+        return self.key != self.answer_id
+
 
 @dataclass(frozen=True)
 class ScoredCandidate:

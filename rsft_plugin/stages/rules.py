@@ -17,6 +17,12 @@ statistical  rejection sampling. Target p(c) ∝ q(c)·exp(r(c)/β), proposal q 
              at lower precision); the per-prompt one accepts about as many as best_of_n.
 best_of_n    per prompt, keep the highest-reward candidate if it clears the same two thresholds.
 
+A generative round draws two kinds of candidate per prompt (records.SampledCandidate.written): replies the writer
+wrote, and the retriever's own bank answers (generative.retriever_draws). Each kind is its own rejection problem —
+"per prompt" above means per prompt and kind, so a bank answer's perfect similarity to a trusted answer never sets
+the envelope of the written replies — and a written reply clears the similarity threshold at `s_min_written`: a
+paraphrase of a trusted answer has a lower cosine to it than the answer itself.
+
 A rule is a class with a `name`, built from the `reject` section of rsft.yml, that gives each candidate a
 `Verdict` and describes its boundary for the round report. The built-in rules register with the same decorator a
 new rule uses; registering one makes it valid for `reject.rule`, `rsft retrain --rule` and the benchmark:
@@ -123,9 +129,16 @@ def unknown_rule_message(name: object) -> str:
     return f"unknown rule {name!r}; valid rules are {', '.join(rule_names())}"
 
 
-def clears(s: ScoredCandidate, s_min: float, r_min: float) -> bool:
-    """The candidate is similar enough to a trusted answer and rated well enough."""
-    return s.similarity >= s_min and s.rating >= r_min
+def clears(s: ScoredCandidate, s_min: float, r_min: float, s_min_written: float | None = None) -> bool:
+    """The candidate is similar enough to a trusted answer (a written reply: `s_min_written`, when given) and rated
+    well enough."""
+    threshold = s_min_written if s_min_written is not None and s.candidate.written else s_min
+    return s.similarity >= threshold and s.rating >= r_min
+
+
+def group_of(s: ScoredCandidate) -> tuple[int, bool]:
+    """What a per-prompt rule compares a candidate with: its prompt's candidates of the same kind."""
+    return s.candidate.prompt_id, s.candidate.written
 
 
 def statistical_verdicts(scored: Sequence[ScoredCandidate], beta: float, r_max: float,
@@ -150,13 +163,17 @@ def statistical_verdicts(scored: Sequence[ScoredCandidate], beta: float, r_max: 
 class _Thresholds(Rule):
     s_min: float = 0.8
     r_min: float = 0.5
+    s_min_written: float = 0.5
 
     @classmethod
     def from_config(cls, config: RejectConfig) -> Rule:
-        return cls(config.s_min, config.r_min)
+        return cls(config.s_min, config.r_min, config.s_min_written)
+
+    def clears(self, s: ScoredCandidate) -> bool:
+        return clears(s, self.s_min, self.r_min, self.s_min_written)
 
     def boundary(self, r_max: float) -> Boundary:
-        return {"s_min": self.s_min, "r_min": self.r_min}
+        return {"s_min": self.s_min, "r_min": self.r_min, "s_min_written": self.s_min_written}
 
     @classmethod
     def draw_boundary(cls, axes: Any, boundary: Boundary) -> Legend:
@@ -171,7 +188,7 @@ class Threshold(_Thresholds):
     help: ClassVar[str] = "keep each candidate with similarity >= s_min and rating >= r_min."
 
     def decide(self, scored: Sequence[ScoredCandidate], r_max: float, rng: np.random.Generator) -> list[Verdict]:
-        keep = [clears(s, self.s_min, self.r_min) for s in scored]
+        keep = [self.clears(s) for s in scored]
         return [Verdict(k, float(k)) for k in keep]
 
 
@@ -184,6 +201,7 @@ class Statistical(Rule):
     envelope: str = "prompt"  # reject.r_max: prompt | observed | bound (the caller computes the global r_max)
     s_min: float = 0.8  # the per-prompt envelope's eligibility thresholds
     r_min: float = 0.5
+    s_min_written: float = 0.5
 
     def __post_init__(self) -> None:
         if self.envelope not in ENVELOPES:
@@ -191,7 +209,7 @@ class Statistical(Rule):
 
     @classmethod
     def from_config(cls, config: RejectConfig) -> Rule:
-        return cls(config.beta, config.r_max, config.s_min, config.r_min)
+        return cls(config.beta, config.r_max, config.s_min, config.r_min, config.s_min_written)
 
     def decide(self, scored: Sequence[ScoredCandidate], r_max: float, rng: np.random.Generator) -> list[Verdict]:
         if self.envelope == "prompt":
@@ -199,27 +217,28 @@ class Statistical(Rule):
         return statistical_verdicts(scored, self.beta, r_max, rng)
 
     def _per_prompt(self, scored: Sequence[ScoredCandidate], rng: np.random.Generator) -> list[Verdict]:
-        """The classic rule once per prompt x, on the answers that clear s_min and r_min.
+        """The classic rule once per prompt x (and kind: `group_of`), on the answers that clear the thresholds.
 
         Target p(c|x) ∝ q(c|x)·exp(r(c)/β)·[c clears both thresholds]; envelope M_x = exp(r_max(x)/β) with r_max(x)
         the prompt's best eligible reward, so the prompt's best answer is always accepted and near-ties sometimes.
         """
-        best: dict[int, float] = {}
-        for s in scored:
-            if clears(s, self.s_min, self.r_min):
-                prompt_id = s.candidate.prompt_id
-                best[prompt_id] = max(best.get(prompt_id, s.reward), s.reward)
+        eligible = [clears(s, self.s_min, self.r_min, self.s_min_written) for s in scored]
+        best: dict[tuple[int, bool], float] = {}
+        for s, ok in zip(scored, eligible, strict=True):
+            if ok:
+                best[group_of(s)] = max(best.get(group_of(s), s.reward), s.reward)
         verdicts = []
-        for s in scored:
-            if clears(s, self.s_min, self.r_min):
-                verdicts += statistical_verdicts([s], self.beta, best[s.candidate.prompt_id], rng)
+        for s, ok in zip(scored, eligible, strict=True):
+            if ok:
+                verdicts += statistical_verdicts([s], self.beta, best[group_of(s)], rng)
             else:
                 verdicts.append(Verdict(False, 0.0))
         return verdicts
 
     def boundary(self, r_max: float) -> Boundary:
         if self.envelope == "prompt":
-            return {"beta": self.beta, "r_max": "per prompt", "s_min": self.s_min, "r_min": self.r_min}
+            return {"beta": self.beta, "r_max": "per prompt", "s_min": self.s_min, "r_min": self.r_min,
+                    "s_min_written": self.s_min_written}
         return {"beta": self.beta, "r_max": r_max}
 
     @classmethod
@@ -242,13 +261,13 @@ class Statistical(Rule):
 @dataclass(frozen=True)
 class BestOfN(_Thresholds):
     name: ClassVar[str] = "best_of_n"
-    help: ClassVar[str] = "per prompt, keep the highest-reward candidate if it clears s_min and r_min."
+    help: ClassVar[str] = "per prompt (and kind), keep the highest-reward candidate if it clears s_min and r_min."
 
     def decide(self, scored: Sequence[ScoredCandidate], r_max: float, rng: np.random.Generator) -> list[Verdict]:
-        best: dict[int, ScoredCandidate] = {}
+        best: dict[tuple[int, bool], ScoredCandidate] = {}
         for s in scored:
-            current = best.get(s.candidate.prompt_id)
+            current = best.get(group_of(s))
             if current is None or s.reward > current.reward:
-                best[s.candidate.prompt_id] = s
-        winners = {id(s) for s in best.values() if clears(s, self.s_min, self.r_min)}
+                best[group_of(s)] = s
+        winners = {id(s) for s in best.values() if self.clears(s)}
         return [Verdict(id(s) in winners, float(id(s) in winners)) for s in scored]

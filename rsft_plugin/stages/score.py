@@ -77,12 +77,13 @@ def score_round(candidates: list[SampledCandidate], prompt_set: PromptSet, rated
 
     `rated_turns` and `signals` (stages/evidence.signal_evidence) must already exclude the turns kept out for the gate.
     """
-    texts = _texts_by_key(candidates, bank)
+    evidence = [*rating_evidence(rated_turns), *signals]
+    votes = _neighbour_votes(prompt_set, evidence, embed, config.neighbour_cosine)
+    texts = _texts_by_key(candidates, bank, _upvoted_replies(votes, evidence))
     row_of = {key: row for row, key in enumerate(texts)}
     key_embeddings = embed(list(texts.values()))  # (K, d), one row per distinct key
     # a trusted answer's similarity to itself is 1 by definition; its float32 self-dot can be 0.99999994
     key_similarity = (key_embeddings @ key_embeddings.T).clamp(0, 1).fill_diagonal_(1.0).cpu().numpy()  # (K, K)
-    votes = _neighbour_votes(prompt_set, [*rating_evidence(rated_turns), *signals], embed, config.neighbour_cosine)
     curated_answers = _curated_answers(prompt_set, curated, bank, embed, config.neighbour_cosine)
     by_prompt: dict[int, list[SampledCandidate]] = defaultdict(list)
     for candidate in candidates:
@@ -148,15 +149,23 @@ def estimate_noise(by_prompt: dict[int, list[SampledCandidate]], votes: dict[int
                           prior_strength=config.noise_prior_strength)
 
 
-def _texts_by_key(candidates: list[SampledCandidate], bank: AnswerBank) -> dict[str, str]:
-    """key -> reply text: the bank's answers (what trusted keys name), in bank order, then any other candidate.
+def _texts_by_key(candidates: list[SampledCandidate], bank: AnswerBank,
+                  upvoted: dict[str, str] | None = None) -> dict[str, str]:
+    """key -> reply text: the bank's answers (what trusted keys name), in bank order, then any other candidate,
+    then the written replies customers gave an explicit 👍 (`upvoted`: they may be trusted, and then a reference).
 
     For retrieval every candidate is a bank answer, so this embeds exactly the bank, in its order.
     """
     texts = {answer.id: answer.text for answer in bank.answers}
-    for candidate in candidates:
-        texts.setdefault(candidate.key, candidate.text)
+    for key, text in [*((c.key, c.text) for c in candidates), *(upvoted or {}).items()]:
+        texts.setdefault(key, text)
     return texts
+
+
+def _upvoted_replies(votes: dict[int, dict[str, list[Vote]]], evidence: list[Evidence]) -> dict[str, str]:
+    """key -> text of each reply outside the bank that has an explicit 👍 near one of the round's prompts."""
+    return {key: evidence[vote.turn].text for answers in votes.values() for key, answer_votes in answers.items()
+            for vote in answer_votes if vote.score and vote.kind in EXPLICIT and evidence[vote.turn].text}
 
 
 def smoothed_rating(up: float, down: float, prior_up: float = 1.0, prior_down: float = 1.0) -> float:

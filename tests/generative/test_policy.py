@@ -56,8 +56,8 @@ def test_a_timeout_answers_with_the_grounding_answer(policy) -> None:
 
 def test_sample_many_draws_k_replies_with_log_q(policy) -> None:
     [candidates] = policy.sample_many([QUESTION], k=2, rng=np.random.default_rng(0))
-    assert len(candidates) == 2
-    for c in candidates:
+    assert len(candidates) == 2 + policy.config.generative.retriever_draws  # then the retriever's own (below)
+    for c in candidates[:2]:
         assert isinstance(c, GeneratedCandidate)
         assert c.key == reply_key(c.text) and c.probability == pytest.approx(math.exp(c.logprob))
         assert c.answer_id == c.grounding_ids[0] and c.logprob < 0
@@ -86,7 +86,7 @@ def test_finetune_trains_a_copy_and_a_version_round_trips(tmp_path, policy, bank
     assert loaded.writer.reply_logprobs(QUESTION, ["x"], [reply]) == pytest.approx(
         trained.writer.reply_logprobs(QUESTION, ["x"], [reply]), abs=1e-4)
 
-    # the retriever learnt too (the grounding of the accepted reply, and the bank answer), the judge did not
+    # the retriever learnt too (the curated bank answer), the judge did not
     probe = ["How do I start a return?", QUESTION]
     assert trained.retriever is not policy.retriever and trained.judge is policy.judge
     assert not np.allclose(trained.retriever.cosines(probe), policy.retriever.cosines(probe))
@@ -112,7 +112,8 @@ def test_each_sampled_reply_is_grounded_in_an_answer_drawn_from_the_retriever_an
         policy, tune) -> None:
     from rsft_plugin.config.generative import GenerativeConfig
 
-    config = replace(ModelConfig(kind="generative"), generative=GenerativeConfig(tune_retriever=tune))
+    config = replace(ModelConfig(kind="generative"),
+                     generative=GenerativeConfig(tune_retriever=tune, retriever_draws=0))
     sampler = GenerativePolicy(policy.retriever, _Writes(policy.writer.settings), config)
     temperature = 0.5  # warm enough that 16 draws reach several answers
     [candidates] = sampler.sample_many([QUESTION], k=16, temperature=temperature, rng=np.random.default_rng(2))
@@ -127,7 +128,8 @@ def test_each_sampled_reply_is_grounded_in_an_answer_drawn_from_the_retriever_an
         assert c.logprob == pytest.approx(expected) and c.probability == pytest.approx(math.exp(expected))
     assert (len(groundings) > 1) if tune else (groundings == {(top,)})
 
-    # the retriever's pairs: an accepted reply's grounding is the target, rejected replies' others the negatives
+    # without draws of its own, the retriever learns from groundings: an accepted reply's is the target, rejected
+    # replies' others the negatives
     accepted, rejected = candidates[0], [c for c in candidates if c.answer_id != candidates[0].answer_id]
     pairs = [TrainingPair(QUESTION, accepted.key, tuple(c.key for c in rejected)),
              TrainingPair(QUESTION, candidates[1].key),  # the same grounding again or another: one pair per answer
@@ -137,6 +139,33 @@ def test_each_sampled_reply_is_grounded_in_an_answer_drawn_from_the_retriever_an
     assert len(targets) == len(set(targets)) and targets[0] == (QUESTION, accepted.answer_id)
     assert ("How do I start a return?", "start_return") in targets
     assert set(grounding_pairs[0].negative_keys) == {c.answer_id for c in rejected} - {candidates[1].answer_id}
+
+
+def test_the_retriever_draws_bank_answers_of_its_own_which_train_it_and_not_the_writer(policy) -> None:
+    """`retriever_draws`: after the written replies, the retriever's own candidates as its kind samples them; an
+    accepted one is the retriever's target (a written reply's grounding is not), and never a writer example."""
+    from rsft_plugin.config.generative import GenerativeConfig
+    from rsft_plugin.generative.answers import writer_pairs
+
+    config = replace(ModelConfig(kind="generative"), generative=GenerativeConfig(retriever_draws=3))
+    sampler = GenerativePolicy(policy.retriever, _Writes(policy.writer.settings), config)
+    [candidates] = sampler.sample_many([QUESTION], k=4, temperature=0.5, rng=np.random.default_rng(3))
+    written, retrieved = candidates[:4], candidates[4:]
+    assert len(retrieved) == 3 and all(c.key == c.answer_id for c in retrieved)
+    assert len({c.key for c in retrieved}) == 3, "distinct, as the retrieval kind samples without replacement"
+    assert all(isinstance(c, GeneratedCandidate) and c.key != c.answer_id for c in written)
+    q_r = policy.retriever.policy(QUESTION, 0.5)
+    index = {a.id: i for i, a in enumerate(policy.bank.answers)}
+    assert all(c.probability == pytest.approx(q_r[index[c.key]]) for c in retrieved)
+
+    chosen, passed_over = retrieved[1], [retrieved[0].key, retrieved[2].key]
+    pairs = [TrainingPair(QUESTION, written[0].key, (written[1].key, *passed_over)),
+             TrainingPair(QUESTION, chosen.key, (written[1].key, *passed_over)),
+             TrainingPair("How do I start a return?", "start_return")]  # curated: not drawn, trains both
+    targets = {(p.prompt, p.target_key): p.negative_keys for p in sampler._grounding_pairs(pairs)}
+    assert set(targets) == {(QUESTION, chosen.key), ("How do I start a return?", "start_return")}
+    assert set(targets[(QUESTION, chosen.key)]) == set(passed_over)
+    assert [p.target_key for p in writer_pairs(pairs, sampler._retrieved)] == [written[0].key, "start_return"]
 
 
 def test_evaluate_writing_measures_what_the_gate_compares(policy, bank) -> None:
