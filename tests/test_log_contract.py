@@ -109,6 +109,19 @@ def test_a_written_reply_keeps_how_it_was_written_and_a_bank_answer_has_none(log
     assert {t.id: t.to_dict()["writing"] for t in log.iter_turns()} == {written: writing, retrieved: None}
 
 
+def test_a_rated_written_reply_is_read_for_rounds_with_its_text_a_bank_answer_without(log):
+    """A 👍'd written reply can become a round's trusted reference (stages/score.py), so its text comes with it; a
+    bank answer's text is the bank's, so it is not read again for every rated turn."""
+    written = log.log_turn(replace(_turn(answer="return_policy", reply_key="gen-0123456789abcdef"),
+                                   answer_text="Returns are free within 30 days."))
+    retrieved = log.log_turn(_turn())
+    for turn_id in (written, retrieved):
+        log.rate(turn_id, "alice", 1)
+    texts = {t.id: t.answer_text for t in log.rated_turns()}
+    assert texts == {written: "Returns are free within 30 days.", retrieved: None}
+    assert [t.answer_text for t in log.rated_turns(newest=1)] == [None]
+    assert {t.answer_text for t in log.rated_turns(only_turn_ids={written})} == {"Returns are free within 30 days."}
+
 def test_a_rating_lands_on_its_turn_and_a_new_one_replaces_it(log):
     first, second = log.log_turn(_turn()), log.log_turn(_turn(text="and my refund?"))
     assert log.rate(first, "alice", 1).replaced is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -127,6 +128,25 @@ def test_rewards_come_from_neighbour_ratings_and_similarity_to_trusted_answers(b
     assert scored["refund_status"].reward > scored["back_in_stock"].reward > scored["shipping_costs"].reward - 1
     assert scored["refund_status"].reward == pytest.approx(1.0 + 2 / 3)
 
+
+def test_a_written_reply_rated_up_is_a_trusted_reference_for_the_replies_sampled_later(bank, embed_fixed):
+    """With the generative kind live, customers rate written replies (keys "gen-…"): one with a 👍 is trusted by its
+    logged text, so a later sampled reply like it scores as similar; without the text nothing would be trusted."""
+    prompt_text = "how long does a refund take to reach my card"
+    prompt_set = PromptSet([Prompt(0, prompt_text, ("t",), False, False)], embed_fixed([prompt_text]))
+    served = "Refunds reach your card within 5 to 10 business days after we receive the return."
+    rated = Turn(id="r1", sender_id="ann", user_text="How long does a refund take to reach my card?",
+                 answer_id="refund_status", answer_topic="refund_status", created_at="2026-11-30T00:00:00", rating=1,
+                 reply_key="gen-00000000000000aa", answer_text=served)
+    alike = "Your refund reaches your card within 5 to 10 business days once the return arrives."
+    other = bank.get("shipping_costs").text
+    candidates = [SampledCandidate(0, i, f"gen-{i:016x}", text, "refund_status", "refund_status", 0.1, 0.5, "v0001")
+                  for i, text in enumerate([alike, other])]
+    scored = score_candidates(candidates, prompt_set, [rated], [], bank, embed_fixed, ScoreConfig())
+    assert scored[0].similarity > 0.8 and scored[0].similarity > scored[1].similarity
+    untold = score_candidates(candidates, prompt_set, [replace(rated, answer_text=None)], [], bank, embed_fixed,
+                              ScoreConfig())
+    assert [s.similarity for s in untold] == [0.0, 0.0]
 
 def test_curated_questions_make_their_topic_trusted(bank, embed_fixed):
     text = "can i pay with paypal"

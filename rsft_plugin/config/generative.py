@@ -138,15 +138,15 @@ class GenerativeConfig(WriterSettings):
     """The generative kind (`model.kind: generative`): how the writer serves and samples, and its LoRA fine-tune."""
 
     tune_retriever: bool = setting(
-        "A round draws each sampled reply's grounding answer from the retriever's proposal (sample.temperature) and "
-        "fine-tunes a copy of the retriever too (retriever_draws says on what); false: every reply is grounded in "
-        "the retriever's top answer and the retriever never learns.",
+        "A round fine-tunes a copy of the retriever that grounds the writer too (retriever_draws says on what); "
+        "false: only the writer learns.",
         True)
     retriever_draws: int = setting(
         "With tune_retriever: the retriever's own candidates a round draws per prompt besides the written replies "
         "(bank answers at sample.temperature, distinct unless sample.with_replacement), scored and rejected as in a "
-        "retrieval round; the accepted ones fine-tune the retriever. 0: it learns from the grounding answers of the "
-        "accepted written replies instead (noisier: a reply can be like a trusted answer on a wrong grounding).", 8)
+        "retrieval round; the accepted ones fine-tune the retriever. 0: each written reply's grounding answer is "
+        "drawn from the retriever's proposal and the retriever learns from the accepted replies' groundings "
+        "(noisier, and sampling is about twice as slow: docs/generative.md).", 8)
     lora_learning_rate: float = setting("AdamW learning rate of the writer's LoRA adapter (finetune.learning_rate "
                                         "is the retrieval kind's).", 5e-4)
     lora_batch_size: int = setting("(prompt, reply) pairs per LoRA step.", 8)

@@ -10,15 +10,14 @@ topic).
 
 Keys: a written reply's key is "gen-" + the first 16 hex digits of sha256(text); a fallback's key is the answer id.
 
-Sampling draws K i.i.d. replies per question, each with log q; `Candidate.probability` is exp(log q). With
-`generative.tune_retriever` (default) a draw is a grounding answer from the retriever's proposal (at the round's
-`sample.temperature`) and then a reply from the writer's (its own temperature, top-p and copy bias), so q is the
-joint; and the retriever draws `generative.retriever_draws` bank answers of its own per question, which the round
-scores and rejects as a retrieval round would (stages/rules.py: each kind of candidate is its own rejection problem).
-`finetune` tunes the writer on the accepted replies and the retriever on the accepted bank answers (with
-`retriever_draws: 0`, on the accepted replies' groundings); otherwise replies are grounded in the top answer(s), q is
-the writer's alone and the retriever never learns. The policy remembers what it drew, so `finetune` can turn the
-round's accepted keys back into (prompt, reply) pairs; a bank answer id it did not draw (curated) trains both.
+Sampling draws K i.i.d. replies per question from the writer grounded in the top answer(s), as it serves, each with
+log q (`Candidate.probability` is exp(log q)); with `generative.tune_retriever` (default) the retriever then draws
+`generative.retriever_draws` bank answers of its own, which the round scores and rejects as a retrieval round would
+(stages/rules.py: each kind of candidate is its own rejection problem). `finetune` tunes the writer on the accepted
+replies and the retriever on the accepted bank answers. With `retriever_draws: 0` each reply's grounding is drawn
+from the retriever's proposal instead (q is then the joint) and the retriever learns from the accepted replies'
+groundings. The policy remembers what it drew, so `finetune` can turn the round's accepted keys back into (prompt,
+reply) pairs; a bank answer id it did not draw (curated) trains both.
 
 A saved version:
     version.json      kind "generative", the bank hash, weights_sha256 = sha256 of the adapter (or writer.json)
@@ -194,12 +193,11 @@ class GenerativePolicy:
                     rng: Rngs = None, replace: bool = False) -> list[list[GeneratedCandidate]]:
         """k i.i.d. replies per query from q, with log q and faithfulness (see the module docstring).
 
-        With `generative.tune_retriever` each draw is a pair: a grounding answer a ~ q_r(a | query), the
-        retriever's proposal at `temperature` (the round's sample.temperature), then a reply y ~ q_w(y | query, a)
-        from the writer at its own temperature; log q = log q_r(a) + log q_w(y | a), the joint proposal the K
-        i.i.d. draws come from; then `generative.retriever_draws` of the retriever's own candidates (bank answers,
-        as its kind samples them, `replace` included). Otherwise every reply is grounded in the retriever's top
-        answer(s) and q = q_w. The written replies' groundings are drawn with replacement (i.i.d.) whatever `replace`.
+        Replies are grounded in the retriever's top answer(s), q = q_w, and followed by `retriever_draws` of the
+        retriever's own candidates (bank answers at `temperature`, as its kind samples them, `replace` included).
+        With `tune_retriever` and `retriever_draws: 0` each draw is a pair instead: a grounding answer
+        a ~ q_r(a | query) at `temperature` (with replacement), then a reply y ~ q_w(y | query, a); log q =
+        log q_r(a) + log q_w(y | a), the joint proposal the K i.i.d. draws come from.
         """
         results = []
         found_all = self.retriever.answer_many(queries) if queries else []
@@ -225,7 +223,8 @@ class GenerativePolicy:
     def _groundings(self, query: str, found: Answered, k: int, temperature: float | None,
                     generator: np.random.Generator) -> list[tuple[tuple[Answer, ...], float, int]]:
         """(grounding answers, log q_r of the drawn one, how many of the k replies get it) for one query."""
-        if not self.config.generative.tune_retriever:
+        settings = self.config.generative
+        if not settings.tune_retriever or settings.retriever_draws > 0:  # the retriever has draws of its own
             return [(self._grounding(found), 0.0, k)]
         drawn = self.retriever.sample_many([query], k, temperature, generator, replace=True)[0]
         counts = Counter(c.key for c in drawn)  # first-drawn order

@@ -142,8 +142,9 @@ def test_each_sampled_reply_is_grounded_in_an_answer_drawn_from_the_retriever_an
 
 
 def test_the_retriever_draws_bank_answers_of_its_own_which_train_it_and_not_the_writer(policy) -> None:
-    """`retriever_draws`: after the written replies, the retriever's own candidates as its kind samples them; an
-    accepted one is the retriever's target (a written reply's grounding is not), and never a writer example."""
+    """`retriever_draws`: the written replies are grounded in the top answer, as served (q = q_w), then come the
+    retriever's own candidates as its kind samples them; an accepted one is the retriever's target (a written
+    reply's grounding is not), and never a writer example."""
     from rsft_plugin.config.generative import GenerativeConfig
     from rsft_plugin.generative.answers import writer_pairs
 
@@ -154,6 +155,8 @@ def test_the_retriever_draws_bank_answers_of_its_own_which_train_it_and_not_the_
     assert len(retrieved) == 3 and all(c.key == c.answer_id for c in retrieved)
     assert len({c.key for c in retrieved}) == 3, "distinct, as the retrieval kind samples without replacement"
     assert all(isinstance(c, GeneratedCandidate) and c.key != c.answer_id for c in written)
+    top = policy.retriever.answer(QUESTION).key
+    assert {c.grounding_ids for c in written} == {(top,)} and all(c.logprob == -1.5 for c in written)
     q_r = policy.retriever.policy(QUESTION, 0.5)
     index = {a.id: i for i, a in enumerate(policy.bank.answers)}
     assert all(c.probability == pytest.approx(q_r[index[c.key]]) for c in retrieved)
