@@ -344,7 +344,7 @@ class GenerativePolicy:
             raise ModelLoadError(f"{directory}: {hashed.name} is missing or does not match its recorded hash")
         configured = config.generative
         writer = load_writer(directory / WRITER_DIR, base_cache(directory.parent), configured.writer_settings())
-        judge = policy_class(DEFAULT_KIND).pretrained(retriever.bank, replace(config, kind=DEFAULT_KIND))
+        judge = policy_class(DEFAULT_KIND).pretrained(retriever.bank, replace(config, kind=DEFAULT_KIND), shared=True)
         return cls(retriever, writer, config, info, configured.lora_training(), judge)
 
     @classmethod

