@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -143,6 +144,15 @@ def test_a_round_remembers_one_example_per_question_the_newest_judgement_first()
         ("where is my parcel", "new-answer", 3), ("refund please", "refund", 2), ("oldest", "y", 1)]
     assert [r.question for r in remembered_examples(accepted, limit=2)] == ["where is my parcel", "refund please"]
 
+
+def test_a_written_reply_is_never_remembered_nor_displaces_the_bank_answer_of_its_question():
+    """A generative round accepts written replies (keyed by their text's hash, grounded in a bank answer) beside the
+    retriever's own bank answers; only the latter are (question, answer) pairs a memory can hold."""
+    written = replace(_example(4, "where is my parcel", "gen-00000000000000ab", reward=0.95), answer_id="track")
+    accepted = [written, _example(4, "where is my parcel", "track", reward=0.6),
+                replace(_example(4, "only written", "gen-00000000000000cd"), answer_id="refund")]
+    assert [(r.question, r.answer_id) for r in remembered_examples(accepted, limit=10)] == [
+        ("where is my parcel", "track")]
 
 class _RoundsOnly:
     """The two reads `read_remembered` makes, over fixed rows, counting the rounds it reads."""

@@ -65,6 +65,7 @@ from ..models.kinds import DEFAULT_KIND, policy_class
 from .answers import Drawn, GeneratedCandidate, WrittenAnswer, grounding_pairs, reply_key, writer_pairs
 from .checkpoint import ensure_checkpoint, sha256_file
 from .faithfulness import check_faithfulness
+from .judging import nearest_of, outcomes_of
 from .lora import WRITER_FILE, WriterExample, finetune_writer, load_writer, save_writer
 from .quality import WriterQuality, WrittenOutcome, quality_of
 from .settings import LoraTraining, WriterSettings
@@ -168,24 +169,8 @@ class GenerativePolicy:
 
     def writing_outcomes_of(self, answered: list[WrittenAnswer], questions: list[GoldenQuestion]
                             ) -> list[WrittenOutcome]:
-        """`writing_outcomes` of replies already written to `questions` (aligned)."""
-        if not answered:
-            return []
-        judged = [a.judged_text for a in answered]
-        by_topic = {a.topic: i for i, a in enumerate(self.bank.answers)}
-        labelled = self.judge.answer_embeddings[[by_topic[q.topic] for q in questions]]  # (N, d)
-        n = len(answered)
-        embedded = self.judge.encode(judged + [a.text for a in answered])  # (2N, d): judged, then served
-        similarities = np.clip((embedded[:n] * labelled).sum(dim=1).cpu().numpy(), 0.0, 1.0)
-        served_similarities = np.clip((embedded[n:] * labelled).sum(dim=1).cpu().numpy(), 0.0, 1.0)
-        nearest_answers = self._nearest_of(embedded[:n])
-        return [WrittenOutcome(
-            topic_right=nearest.topic == q.topic, similarity=float(similarity), fallback=a.fallback,
-            faithful=a.reason != "unfaithful" and (not a.written or check_faithfulness(
-                a.written, [self.bank.get(i).text for i in a.grounding_ids]).faithful),
-            served_topic_right=a.topic == q.topic, served_similarity=float(served))
-            for a, q, similarity, served, (nearest, _cosine) in zip(answered, questions, similarities,
-                                                                    served_similarities, nearest_answers, strict=True)]
+        """`writing_outcomes` of replies already written to `questions` (aligned; judging.outcomes_of)."""
+        return outcomes_of(self.judge, answered, questions)
 
     # ---- sampling ------------------------------------------------------------------------------------------
 
@@ -384,13 +369,23 @@ class GenerativePolicy:
 
     def nearest_answers(self, texts: list[str]) -> list[tuple[Answer, float]]:
         """Each text's nearest bank answer under the judge's fixed encoder, with the cosine."""
-        return self._nearest_of(self.judge.encode(texts))
+        return nearest_of(self.judge, self.judge.encode(texts))
 
-    def _nearest_of(self, embedded: Any) -> list[tuple[Answer, float]]:
-        """The nearest bank answer of each of the judge's embeddings (N, d), with the cosine."""
-        cosines = (embedded @ self.judge.answer_embeddings.T).cpu().numpy()  # (N, A)
-        best = np.argmax(cosines, axis=1)
-        return [(self.bank.answers[i], float(cosines[row, i])) for row, i in enumerate(best)]
+    # ---- example memory (the retriever's: models/memory.py) ------------------------------------------------
+
+    def remember(self, examples: list[Any], weight: float, threshold: float) -> GenerativePolicy:
+        """This version with its retriever remembering `examples` (accepted bank answers): grounding, and so the
+        written reply, follows a remembered near-duplicate question as the retrieval kind's answer does."""
+        return GenerativePolicy(self.retriever.remember(examples, weight, threshold), self.writer, self.config,
+                                None, self.training, self.judge)
+
+    def without_memory(self) -> GenerativePolicy:
+        """The same version (same name) with its retriever scoring without remembered examples. It shares what it
+        draws with this one: a round samples from it and then fine-tunes this one on the accepted draws."""
+        forgetful = GenerativePolicy(self.retriever.without_memory(), self.writer, self.config, self.info,
+                                     self.training, self.judge)
+        forgetful._drawn, forgetful._retrieved = self._drawn, self._retrieved
+        return forgetful
 
 
 def _hashed_file(directory: Path) -> Path:

@@ -49,5 +49,7 @@ def _rank(example: TrainingExample) -> tuple[int, float, float, str]:
 
 
 def _rememberable(example: TrainingExample) -> bool:
-    """False for a prompt whose turns were all forgotten, or a row without a key."""
-    return bool(example.prompt and example.candidate_key and example.turn_ids)
+    """False for a prompt whose turns were all forgotten, a row without a key, or a written reply (a generative
+    round's): a memory holds (question, bank answer) pairs, and a written reply's grounding only had to be near."""
+    return bool(example.prompt and example.candidate_key and example.turn_ids
+                and example.candidate_key == example.answer_id)

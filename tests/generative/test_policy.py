@@ -219,3 +219,21 @@ def test_a_reply_off_its_groundings_topic_serves_the_grounding_answer_and_the_ga
     assert outcome.served[0] is guard  # the customer got the returns answer only with the guard
     quality = drifting.evaluate_writing([GoldenQuestion(QUESTION, "return_policy", "test")])
     assert quality.topic_correct == 0.0 and quality.served_topic_correct == float(guard)
+
+
+def test_a_generative_version_remembers_through_its_retriever_and_keeps_it_when_saved(tmp_path, policy) -> None:
+    """The example memory (models/memory.py) is the retriever's: a remembered question grounds the writer in its
+    remembered answer, as the retrieval kind would answer it; the round's proposal samples without it."""
+    from rsft_plugin.models.base import RemembersExamples
+    from rsft_plugin.models.memory import Remembered
+
+    top, runner_up = [r.answer_id for r in policy.retriever.answer(QUESTION).top_k[:2]]
+    remembering = policy.remember([Remembered(QUESTION, runner_up, ("t",), 1)], 0.5, 0.6)
+    assert isinstance(policy, RemembersExamples) and remembering is not policy
+    assert remembering.retriever.answer(QUESTION).key == runner_up
+    assert remembering.without_memory().retriever.answer(QUESTION).key == top
+    assert policy.retriever.answer(QUESTION).key == top, "the remembering copy leaves this version as it was"
+
+    info = Registry(tmp_path / "models").publish(remembering, notes="test")
+    loaded = load_version(tmp_path / "models" / info.name, ModelConfig(kind="generative"))
+    assert loaded.retriever.answer(QUESTION).key == runner_up

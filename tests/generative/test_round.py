@@ -80,5 +80,8 @@ def test_a_generative_round_promotes_a_new_writer_and_serving_swaps_to_it(tmp_pa
     assert live.refresh() and live.current.name == promoted  # the serving process swaps to the new writer
     served = live.current
     assert isinstance(served, GenerativePolicy) and hasattr(served.writer.model, "peft_config")
+    # the retriever's own accepted draws (bank answers) are remembered by the new version, written replies are not
+    remembered = result.stats["memory"]["examples"]
+    assert remembered > 0 and len(served.retriever.memory) == remembered
     answered = served.answer("How do I place an order?")
     assert answered.text and answered.grounding_ids
