@@ -241,7 +241,8 @@ class ResponsePolicy(Protocol):
 
 @runtime_checkable
 class RemembersExamples(Protocol):
-    """A kind that can keep accepted examples beside its weights (the retrieval kind; models/memory.py)."""
+    """A kind that can keep accepted examples beside its weights (the retrieval kind, models/memory.py; the
+    generative kind through its retriever)."""
 
     def remember(self, examples: list[Any], weight: float, threshold: float) -> ResponsePolicy:
         """A copy of this version that remembers `examples` (models.memory.Remembered) with `weight`, counting a
