@@ -189,15 +189,15 @@ def generative_rounds(bench: _DatasetBench, writer: Any, sections: dict[str, Any
             if result.status == "promoted":
                 live = result.new_version
             stats = result.stats
-            sampled = parts.log.round_candidates(result.round_id)
-            tokens = sum(len(writer.writer.tokenizer(c.candidate_text)["input_ids"]) for c in sampled
-                         if c.candidate_key != c.answer_id)  # written replies, not the retriever's own draws
+            # written replies, not the retriever's own draws (bank answers: key = answer id)
+            written = [c for c in parts.log.round_candidates(result.round_id) if c.candidate_key != c.answer_id]
+            tokens = sum(len(writer.writer.tokenizer(c.candidate_text)["input_ids"]) for c in written)
             history = (stats.get("finetune") or {}).get("history") or [{}]
             gate = stats.get("gate") or {}
             rows.append({"round": number, "status": result.status, "reason": result.reason,
                          "prompts": stats.get("prompts"), "candidates": stats.get("candidates"),
                          "accepted": stats.get("accepted"), "rejected_unfaithful": stats.get("rejected_unfaithful"),
-                         "accepted_written": sum(c.accepted and c.candidate_key != c.answer_id for c in sampled),
+                         "accepted_written": sum(c.accepted for c in written),
                          "flipped_ratings": int(flips[chunk].sum()), "served_accuracy": fed["served_accuracy"],
                          "feed_seconds": fed["seconds"], "round_seconds": round(seconds, 1),
                          "stage_seconds": result.stage_seconds,

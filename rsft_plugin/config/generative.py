@@ -162,6 +162,17 @@ class GenerativeConfig(WriterSettings):
         _check(self.lora_max_epochs >= 1, "lora_max_epochs", "must be >= 1")
         _check(self.lora_max_seconds >= 0, "lora_max_seconds", "must be >= 0")
 
+    @property
+    def own_retriever_draws(self) -> int:
+        """Bank answers the retriever draws of its own per prompt in a round (0 when it does not learn)."""
+        return self.retriever_draws if self.tune_retriever else 0
+
+    @property
+    def joint_groundings(self) -> bool:
+        """Each sampled reply's grounding answer is drawn from the retriever's proposal (q is the joint), and the
+        retriever learns from the accepted replies' groundings: `tune_retriever` with `retriever_draws: 0`."""
+        return self.tune_retriever and self.retriever_draws == 0
+
     def writer_settings(self) -> WriterSettings:
         """The writer's part of the section (what a new writer.json records)."""
         return WriterSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(WriterSettings)})

@@ -184,32 +184,35 @@ class GenerativePolicy:
         a ~ q_r(a | query) at `temperature` (with replacement), then a reply y ~ q_w(y | query, a); log q =
         log q_r(a) + log q_w(y | a), the joint proposal the K i.i.d. draws come from.
         """
-        results = []
+        written = []
         found_all = self.retriever.answer_many(queries) if queries else []
-        for query, found, generator in zip(queries, found_all, generators_for(rng, len(queries)), strict=True):
+        generators = generators_for(rng, len(queries))
+        for query, found, generator in zip(queries, found_all, generators, strict=True):
             candidates = []
             for answers, log_q_grounding, count in self._groundings(query, found, k, temperature, generator):
                 texts = tuple(a.text for a in answers)
                 for sample in self.writer.sample(query, texts, count, seed=int(generator.integers(2**31 - 1))):
                     candidates.append(self._candidate(query, found, answers, sample, log_q_grounding))
-            results.append(candidates + self._retriever_candidates(query, temperature, generator, replace))
-        return results
+            written.append(candidates)
+        own = self._retriever_candidates(queries, temperature, generators, replace)
+        return [replies + drawn for replies, drawn in zip(written, own, strict=True)]
 
-    def _retriever_candidates(self, query: str, temperature: float | None, generator: np.random.Generator,
-                              replace: bool) -> list[Any]:
-        """The retriever's own draws for `query` (bank answers), remembered so that they train only the retriever."""
-        settings = self.config.generative
-        if not settings.tune_retriever or settings.retriever_draws == 0:
-            return []
-        drawn = self.retriever.sample_many([query], settings.retriever_draws, temperature, generator, replace)[0]
-        self._retrieved.update((query, c.key) for c in drawn)
+    def _retriever_candidates(self, queries: list[str], temperature: float | None,
+                              generators: list[np.random.Generator], replace: bool) -> list[list[Any]]:
+        """The retriever's own draws (bank answers) per query, in one batch, each from its query's generator after
+        the written replies' draws; remembered so that they train only the retriever."""
+        draws = self.config.generative.own_retriever_draws
+        if draws == 0 or not queries:
+            return [[] for _ in queries]
+        drawn = self.retriever.sample_many(queries, draws, temperature, generators, replace)
+        self._retrieved.update((query, c.key) for query, candidates in zip(queries, drawn, strict=True)
+                               for c in candidates)
         return drawn
 
     def _groundings(self, query: str, found: Answered, k: int, temperature: float | None,
                     generator: np.random.Generator) -> list[tuple[tuple[Answer, ...], float, int]]:
         """(grounding answers, log q_r of the drawn one, how many of the k replies get it) for one query."""
-        settings = self.config.generative
-        if not settings.tune_retriever or settings.retriever_draws > 0:  # the retriever has draws of its own
+        if not self.config.generative.joint_groundings:
             return [(self._grounding(found), 0.0, k)]
         drawn = self.retriever.sample_many([query], k, temperature, generator, replace=True)[0]
         counts = Counter(c.key for c in drawn)  # first-drawn order
@@ -252,17 +255,16 @@ class GenerativePolicy:
             retriever = self.retriever.finetune(grounding_pairs, config, show_bar=False).model
         examples = [self._example(pair) for pair in writer_pairs(pairs, self._retrieved)]
         if not examples:  # only the retriever's own draws were accepted: the writer stays as it is
-            return FinetuneResult(GenerativePolicy(retriever, self.writer, self.config, None, self.training,
-                                                   self.judge), 0, 0, 0.0, 0, 0, 0.0, [])
+            return FinetuneResult(model=self._with(retriever), epochs_run=0, best_epoch=0, best_val_loss=0.0,
+                                  train_pairs=0, val_pairs=0, examples_per_second=0.0)
         training = replace(self.training, seed=config.seed, val_fraction=config.val_fraction,
                            patience=config.patience, max_epochs=min(self.training.max_epochs, config.max_epochs))
         started = time.monotonic()
         result = finetune_writer(self.writer, examples, training, progress, show_bar)
         seconds = time.monotonic() - started
-        trained = GenerativePolicy(retriever, result.writer, self.config, None, self.training, self.judge)
-        return FinetuneResult(model=trained, epochs_run=result.epochs_run, best_epoch=result.best_epoch,
-                              best_val_loss=result.best_val_loss, train_pairs=result.train_pairs,
-                              val_pairs=result.val_pairs,
+        return FinetuneResult(model=self._with(retriever, result.writer), epochs_run=result.epochs_run,
+                              best_epoch=result.best_epoch, best_val_loss=result.best_val_loss,
+                              train_pairs=result.train_pairs, val_pairs=result.val_pairs,
                               examples_per_second=result.train_pairs * result.epochs_run / max(seconds, 1e-9),
                               history=[{**h, "tokens_per_second": result.tokens_per_second}
                                        for h in result.history])
@@ -363,6 +365,11 @@ class GenerativePolicy:
 
     # ---- helpers -------------------------------------------------------------------------------------------
 
+    def _with(self, retriever: Any, writer: Writer | None = None, info: VersionInfo | None = None
+              ) -> GenerativePolicy:
+        """A version like this one with another retriever (and writer): the same config, LoRA knobs and judge."""
+        return GenerativePolicy(retriever, writer or self.writer, self.config, info, self.training, self.judge)
+
     def _grounding(self, found: Answered) -> tuple[Answer, ...]:
         ids = [r.answer_id for r in found.top_k if r.answer_id][: self.writer.settings.grounding_answers]
         return tuple(self.bank.get(i) for i in ids) or (found.answer,)
@@ -376,14 +383,12 @@ class GenerativePolicy:
     def remember(self, examples: list[Any], weight: float, threshold: float) -> GenerativePolicy:
         """This version with its retriever remembering `examples` (accepted bank answers): grounding, and so the
         written reply, follows a remembered near-duplicate question as the retrieval kind's answer does."""
-        return GenerativePolicy(self.retriever.remember(examples, weight, threshold), self.writer, self.config,
-                                None, self.training, self.judge)
+        return self._with(self.retriever.remember(examples, weight, threshold))
 
     def without_memory(self) -> GenerativePolicy:
         """The same version (same name) with its retriever scoring without remembered examples. It shares what it
         draws with this one: a round samples from it and then fine-tunes this one on the accepted draws."""
-        forgetful = GenerativePolicy(self.retriever.without_memory(), self.writer, self.config, self.info,
-                                     self.training, self.judge)
+        forgetful = self._with(self.retriever.without_memory(), info=self.info)
         forgetful._drawn, forgetful._retrieved = self._drawn, self._retrieved
         return forgetful
 

@@ -11,8 +11,9 @@ hash of its text. Stages, the log and provenance work on keys and reply texts, n
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -171,12 +172,8 @@ def read_version_info(directory: str | Path) -> VersionInfo:
         raise ModelLoadError(f"{path} is unreadable or incomplete: {exc}") from exc
 
 
-
 def write_version_info(directory: str | Path, info: VersionInfo) -> None:
     """Write a version's version.json durably (flushed to disk): a kind's `save` writes it last, after its parts."""
-    import os
-    from dataclasses import asdict
-
     with (Path(directory) / VERSION_FILE).open("w", encoding="utf-8") as handle:
         json.dump(asdict(info), handle, indent=2, ensure_ascii=False)
         handle.flush()

@@ -46,20 +46,22 @@ def load_base_encoder() -> SentenceTransformer:
     Raises:
         ModelLoadError: the package's model files are missing.
     """
+    return copy.deepcopy(shared_base_encoder())
+
+
+def shared_base_encoder() -> SentenceTransformer:
+    """The process's one pretrained encoder itself, not a copy, read on first use: for a fixed yardstick that only
+    encodes (the generative kind's judge), so that every loaded version does not hold ~90 MB of the same weights.
+    Never train or modify it; `load_base_encoder` gives a copy to train.
+
+    Raises:
+        ModelLoadError: the package's model files are missing.
+    """
     global _pretrained
     with _pretrained_lock:
         if _pretrained is None:
             _pretrained = _read_pretrained()
-        return copy.deepcopy(_pretrained)
-
-
-def shared_base_encoder() -> SentenceTransformer:
-    """The process's one pretrained encoder itself, not a copy: for a fixed yardstick that only encodes (the
-    generative kind's judge), so that every loaded version does not hold ~90 MB of the same weights. Never train or
-    modify it; `load_base_encoder` gives a copy to train."""
-    load_base_encoder()  # reads the files on first use
-    assert _pretrained is not None
-    return _pretrained
+        return _pretrained
 
 
 def _read_pretrained() -> SentenceTransformer:

@@ -40,13 +40,13 @@ class Evidence:
     weight: float  # how many 👍 / 👎 it counts for
     kind: str  # RATING | CHOICE | IMPLICIT
     turn_id: str
-    text: str | None = None  # the reply it is about, when it is not a bank answer (a written reply someone rated)
+    text: str | None = None  # the reply it is about, when the log gives it (a written reply: Log.rated_turns)
 
 
 def rating_evidence(rated_turns: Iterable[Turn]) -> list[Evidence]:
     """Every 👍/👎 as a vote of weight 1."""
     return [Evidence(clean_text(t.user_text), t.sender_id, turn_key(t), bool(t.rating), 1.0, RATING, t.id,
-                     t.answer_text if turn_key(t) != t.answer_id else None)
+                     t.answer_text)
             for t in rated_turns if t.rating is not None and turn_key(t)]
 
 

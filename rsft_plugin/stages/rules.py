@@ -129,11 +129,10 @@ def unknown_rule_message(name: object) -> str:
     return f"unknown rule {name!r}; valid rules are {', '.join(rule_names())}"
 
 
-def clears(s: ScoredCandidate, s_min: float, r_min: float, s_min_written: float | None = None) -> bool:
-    """The candidate is similar enough to a trusted answer (a written reply: `s_min_written`, when given) and rated
-    well enough."""
-    threshold = s_min_written if s_min_written is not None and s.candidate.written else s_min
-    return s.similarity >= threshold and s.rating >= r_min
+def clears(s: ScoredCandidate, s_min: float, r_min: float, s_min_written: float) -> bool:
+    """The candidate is similar enough to a trusted answer (a written reply: `s_min_written`) and rated well
+    enough."""
+    return s.similarity >= (s_min_written if s.candidate.written else s_min) and s.rating >= r_min
 
 
 def group_of(s: ScoredCandidate) -> tuple[int, bool]:

@@ -163,7 +163,8 @@ def _texts_by_key(candidates: list[SampledCandidate], bank: AnswerBank,
 
 
 def _upvoted_replies(votes: dict[int, dict[str, list[Vote]]], evidence: list[Evidence]) -> dict[str, str]:
-    """key -> text of each reply outside the bank that has an explicit 👍 near one of the round's prompts."""
+    """key -> logged text of each reply with an explicit 👍 near one of the round's prompts (the log gives the text
+    of written replies; a bank answer keeps the bank's text, which `_texts_by_key` puts first)."""
     return {key: evidence[vote.turn].text for answers in votes.values() for key, answer_votes in answers.items()
             for vote in answer_votes if vote.score and vote.kind in EXPLICIT and evidence[vote.turn].text}
 
