@@ -8,13 +8,15 @@ Protocol (the product's own round, rsft_plugin.rounds.run_round, in a temporary 
   unseen test where the writer is grounded in another bank (`GenerativePolicy.with_bank`, no retraining);
 * before each round, the quality benchmark's simulated customers (bench/quality._DatasetBench._feed) ask the
   round's chunk and rate each answer 👍 iff it has their label, flipped with probability `--noise` (the same flips
-  for both arms). The traffic is served by the retrieval kind in both arms (the REST path of the generative kind is
-  wired separately), so ratings make bank answers trusted; the generative round then samples `--k` written replies
-  per prompt from the live writer (each grounded in an answer drawn from its retriever: `generative.tune_retriever`),
-  scores them by similarity to the trusted answers, rejects (`--set reject.*`, default: threshold, similarity >=
-  `--s-min`, and every reply that states a fact its grounding does not), LoRA-tunes a copy of the writer for one
-  epoch and a copy of the retriever on the accepted replies' groundings, and gates it on `--gate-questions` held-out
-  questions;
+  for both arms). Each arm's customers are served by that arm's live version, as in the product: in the generative
+  arm they rate written replies (right when the answer it was written from has their label; serving keeps a reply
+  on that answer's topic), which makes those replies — and, at `feedback.grounding_weight`, the answers they were
+  written from — trusted. The generative round then samples `--k` written replies per prompt from the live writer
+  (grounded in its retriever's top answer) and `generative.retriever_draws` bank answers from its retriever, scores
+  them by similarity to the trusted answers, rejects (`--set reject.*`, default: threshold, written replies at
+  similarity >= `--s-min`, bank answers at reject.s_min, and every reply that states a fact its grounding does not),
+  LoRA-tunes a copy of the writer on the accepted written replies and a copy of the retriever on the accepted bank
+  answers, and gates it on `--gate-questions` held-out questions;
 * the gate always promotes (as in bench/quality.py: every round is measured); the product's default gate verdict
   on the same evidence is recorded next to it;
 * measured for both kinds before and after the rounds, on the same questions: topic-correct % (the reply's nearest
@@ -172,17 +174,20 @@ def generative_rounds(bench: _DatasetBench, writer: Any, sections: dict[str, Any
 
     from . import gate_truth
 
-    config = write_world(work / "generative", bench.bank, bench.dataset.heldout[:sizes["gate_questions"]], sections)
+    # serving writes as the rounds sample: the bench's reply length and grounding, and no serving time limit (a
+    # fallback would serve the bank answer; the bench measures the writer)
+    serving = {"generative": {"max_new_tokens": sizes["new_tokens"], "grounding_answers": sizes["grounding"],
+                              "time_limit_seconds": 120.0}}
+    config = write_world(work / "generative", bench.bank, bench.dataset.heldout[:sizes["gate_questions"]],
+                         _merge(sections, serving))
     flips = bench._flips(sizes["noise"])
     rows = []
     with build_parts(config) as parts:
         registry = parts.registry
-        server = registry.publish(bench.pretrained, notes="retrieval serves the traffic").name
         live = registry.publish(writer, notes="pretrained writer").name
+        registry.set_live(live, "bench: the pretrained writer serves")
         for number, chunk in enumerate(bench.chunks, start=1):
-            registry.set_live(server, "bench: customers are served by retrieval")
-            fed = bench._feed(config, chunk, flips, number)
-            registry.set_live(live, "bench: the round samples from the writer")
+            fed = bench._feed(config, chunk, flips, number)  # customers rate the live writer's replies
             started = time.perf_counter()
             result = run_round(parts, show_bar=False)
             seconds = time.perf_counter() - started

@@ -35,7 +35,7 @@ from .models.base import RemembersExamples
 from .models.encoder import embed, load_base_encoder
 from .parts import Parts
 from .stages.collect import collect_prompts
-from .stages.evidence import signal_evidence
+from .stages.evidence import grounding_evidence, signal_evidence
 from .stages.finetune import finetune
 from .stages.gate import describe, gate
 from .stages.memory import read_remembered
@@ -148,7 +148,8 @@ class _Round:
             rated = self.store.rated_turns(exclude_turn_ids=prompts.gate_turn_ids,
                                            newest=newest.max_rated_turns or None)
             signals = self.store.signals(exclude_turn_ids=prompts.gate_turn_ids, newest=newest.max_signals or None)
-            votes = signal_evidence(signals, self.config.feedback, self._offered_keys)
+            votes = [*grounding_evidence(rated, self.config.feedback.grounding_weight),
+                     *signal_evidence(signals, self.config.feedback, self._offered_keys)]
             scores = score_round(candidates, prompts, rated, curated, bank, embed_fixed, self.config.score, votes)
             scored, noise = scores.scored, scores.noise.summary()
             rewards = [s.reward for s in scored]

@@ -15,7 +15,7 @@ from rsft_plugin.log import Signal, SqliteLog, Turn, TurnRecord, open_sqlite
 from rsft_plugin.models.encoder import embed, trainable_state
 from rsft_plugin.models.retrieval import ResponseModel
 from rsft_plugin.stages.collect import collect_prompts
-from rsft_plugin.stages.evidence import signal_evidence
+from rsft_plugin.stages.evidence import grounding_evidence, signal_evidence
 from rsft_plugin.stages.finetune import finetune
 from rsft_plugin.stages.gate import gate
 from rsft_plugin.stages.records import Prompt, PromptSet, RoundStopped, SampledCandidate, TrainingPair
@@ -147,6 +147,41 @@ def test_a_written_reply_rated_up_is_a_trusted_reference_for_the_replies_sampled
     untold = score_candidates(candidates, prompt_set, [replace(rated, answer_text=None)], [], bank, embed_fixed,
                               ScoreConfig())
     assert [s.similarity for s in untold] == [0.0, 0.0]
+
+@pytest.mark.parametrize("noise_model", ["none", "em"])
+def test_a_rating_of_a_written_reply_also_rates_the_bank_answer_it_was_written_from(bank, embed_fixed, noise_model):
+    """The retriever learns from bank answers: a 👍 on a reply written from refund_status makes refund_status trusted
+    (and raises it), a 👎 on one written from shipping_costs lowers that; weight 0, a bank answer served as itself
+    (retrieval, or a writer's fallback) and a turn without an answer add nothing."""
+    prompt_text = "how long does a refund take to reach my card"
+    prompt_set = PromptSet([Prompt(0, prompt_text, ("t",), False, False)], embed_fixed([prompt_text]))
+    question = "How long does a refund take to reach my card?"
+    written_up = Turn(id="w1", sender_id="ann", user_text=question, answer_id="refund_status",
+                      answer_topic="refund_status", created_at="2026-11-30T00:00:00", rating=1,
+                      reply_key="gen-00000000000000aa", answer_text="Refunds reach your card in 5 to 10 days.")
+    written_down = replace(written_up, id="w2", sender_id="bob", answer_id="shipping_costs", rating=0,
+                           reply_key="gen-00000000000000bb", answer_text="Shipping is free over 50 euros.")
+    served_as_itself = replace(written_up, id="w3", sender_id="cy", answer_id="back_in_stock",
+                               reply_key="back_in_stock")
+    unanswered = replace(written_up, id="w4", sender_id="dee", answer_id=None, reply_key="not_understood")
+    rated = [written_up, written_down, served_as_itself, unanswered]
+    votes = grounding_evidence(rated, 1.0)
+    assert [(v.key, v.positive, v.turn_id) for v in votes] == [("refund_status", True, "w1"),
+                                                                ("shipping_costs", False, "w2")]
+    assert grounding_evidence(rated, 0.0) == []
+    keys = ["refund_status", "shipping_costs"]
+    candidates = [SampledCandidate(0, i, a, bank.get(a).text, a, a, 0.5, 0.5, "v0001") for i, a in enumerate(keys)]
+    config = ScoreConfig(noise_model=noise_model)
+
+    def scored(evidence):
+        return {s.candidate.answer_id: s for s in score_candidates(candidates, prompt_set, [written_up, written_down],
+                                                                   [], bank, embed_fixed, config, evidence)}
+
+    told, untold = scored(votes), scored([])
+    assert told["refund_status"].similarity == 1.0 and untold["refund_status"].similarity < 1.0
+    assert told["refund_status"].rating > untold["refund_status"].rating
+    assert told["shipping_costs"].rating < untold["shipping_costs"].rating
+
 
 def test_curated_questions_make_their_topic_trusted(bank, embed_fixed):
     text = "can i pay with paypal"

@@ -7,6 +7,8 @@ A 👍/👎 is one vote of weight 1. Besides ratings (issue 11, items 1 and 2):
     reask           asked a similar question again right after the answer       a 👎 on it, reask_weight
     asked_human     asked for a person right after the answer                   a 👎 on it, asked_human_weight
     thanks          said thanks or goodbye right after the answer               a 👍 on it, thanks_weight
+    grounding       rated a written reply (generative kind) 👍 or 👎            the same on the bank answer it was
+                                                                                written from, grounding_weight
 
 A weight of 0 leaves the signal out. Each vote carries its kind: the noise model gives ratings, choices and implicit
 signals their own error rates, and only explicit evidence (a 👍 or a pick) can make an answer *trusted* — a polite
@@ -48,6 +50,21 @@ def rating_evidence(rated_turns: Iterable[Turn]) -> list[Evidence]:
     return [Evidence(clean_text(t.user_text), t.sender_id, turn_key(t), bool(t.rating), 1.0, RATING, t.id,
                      t.answer_text)
             for t in rated_turns if t.rating is not None and turn_key(t)]
+
+
+def grounding_evidence(rated_turns: Iterable[Turn], weight: float) -> list[Evidence]:
+    """Every 👍/👎 on a written reply as a rating of the bank answer it was written from (the turn's `answer_id`, its
+    top grounding answer), at `weight` (0: none).
+
+    Why: the retriever picks that answer, and a round tunes the retriever on bank answers; without this, what
+    customers say about written replies reaches it only through the replies' texts. Serving keeps a written reply on
+    its grounding's topic (`generative.guard_topic`), so a 👎 on the reply is mostly a 👎 on the topic it was given.
+    A rating, so explicit: a 👍 can make the grounding answer trusted.
+    """
+    if weight <= 0:
+        return []
+    return [Evidence(clean_text(t.user_text), t.sender_id, t.answer_id, bool(t.rating), weight, RATING, t.id)
+            for t in rated_turns if t.rating is not None and t.answer_id and turn_key(t) != t.answer_id]
 
 
 def signal_evidence(signals: Iterable[Signal], config: FeedbackConfig, offered: OfferedKeys) -> list[Evidence]:
