@@ -2,7 +2,8 @@
 
 Measures: converting the GGUF (only when the cache is empty, or with --convert into a scratch cache), loading the
 cached checkpoint, greedy replies of up to 48 new tokens to bank questions (p50/p99 seconds, tokens/s), sampling
-K replies per question with their log q, and LoRA steps on a batch of accepted pairs (seconds per step, tokens/s).
+K replies per question with their log q, and LoRA steps on a batch of accepted pairs (seconds per step, tokens/s;
+of distinct prompts, and of several replies per prompt as a round accepts them).
 
     python -m bench.writer_speed --out var/bench-writer          # ~3-5 min on 2 busy cores
     python -m bench.writer_speed --smoke --out var/bench-writer  # seconds-long
@@ -110,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     results["lora"] = {"batch": batch, "steps": lora.steps, "seconds_per_step": lora.seconds / lora.steps,
                        "tokens_per_second": lora.tokens_per_second, "trainable_parameters": lora.trainable_parameters,
                        "history": lora.history}
+    # as a round accepts them: several replies per prompt (training reads each prompt once per batch)
+    shared = [WriterExample(q, tuple(grounding[q]), f"{bank.get(t).text.split('. ')[0]}. ({n + 1})")
+              for q, t in questions[:2] for n in range(batch // 2)]
+    lora = finetune_writer(writer, shared, LoraTraining(batch_size=batch, max_epochs=1 if args.smoke else 3,
+                                                        patience=3, val_fraction=0.0), show_bar=False)
+    results["lora_shared_prompts"] = {"batch": batch, "prompts": 2, "steps": lora.steps,
+                                      "seconds_per_step": lora.seconds / lora.steps,
+                                      "tokens_per_second": lora.tokens_per_second}
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     args.out.mkdir(parents=True, exist_ok=True)

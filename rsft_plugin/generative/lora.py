@@ -1,7 +1,11 @@
 """LoRA fine-tuning of the writer on accepted (prompt, reply) pairs, and saving / loading a writer's adapter.
 
 The loss is the writer's cross-entropy on the reply tokens only (the end-of-turn token included; the system
-prompt, the grounding answers and the question are context, labelled -100). Training works on a COPY: the copy
+prompt, the grounding answers and the question are context, labelled -100). A round accepts several replies to one
+prompt, and the prompt (~220 tokens) is ~5x longer than a reply: each batch reads a prompt's tokens once and its
+replies continue from that prompt's keys and values (`_batch_loss`), exactly as if each reply had been read with its
+prompt (to float rounding; tests/generative/test_lora.py). So batches are made of whole prompts' replies, shuffled
+by prompt each epoch. Training works on a COPY: the copy
 shares the frozen base weights with the live writer (they are never written) and gets its own adapter tensors,
 so the live adapter is untouched whatever happens. Early stopping keeps the epoch with the best validation loss.
 
@@ -55,7 +59,7 @@ class LoraResult:
     val_pairs: int
     steps: int
     seconds: float
-    tokens_per_second: float  # prompt + reply tokens through forward and backward, per second of training
+    tokens_per_second: float  # the training examples' tokens (prompt + reply) per second of training
     trainable_parameters: int
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -81,12 +85,13 @@ def finetune_writer(writer: Writer, examples: Sequence[WriterExample], training:
         n_val = min(len(examples) - 1, max(1, round(training.val_fraction * len(examples))))
     val_rows = [writer.example_ids(*_fields(examples[i])) for i in order[:n_val]]
     train_rows = [writer.example_ids(*_fields(examples[i])) for i in order[n_val:]]
+    train_groups = _by_prompt(train_rows)
 
     trained = _trainable_copy(writer, seed=training.seed)
     model = trained.model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=training.learning_rate, weight_decay=0.0)
-    batches_per_epoch = math.ceil(len(train_rows) / training.batch_size)
+    batches_per_epoch = len(_batches(train_groups, training.batch_size, np.random.default_rng(0)))
     bar = tqdm(total=training.max_epochs * batches_per_epoch, desc="fine-tune writer", unit="step",
                disable=not show_bar, leave=False)
     best_loss, best_epoch, best_state, stale = math.inf, 0, _adapter_state(model), 0
@@ -97,9 +102,8 @@ def finetune_writer(writer: Writer, examples: Sequence[WriterExample], training:
         for epoch in range(1, training.max_epochs + 1):
             model.train()
             epoch_loss = 0.0
-            for b, start in enumerate(range(0, len(train_rows), training.batch_size)):
-                picked = [train_rows[i] for i in rng.permutation(len(train_rows))[start: start + training.batch_size]]
-                loss, n_tokens = _batch_loss(model, picked, writer.pad_id)
+            for b, batch in enumerate(_batches(train_groups, training.batch_size, rng)):
+                loss, n_tokens = _batch_loss(model, batch, writer.pad_id)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -210,42 +214,82 @@ def _trainable_copy(writer: Writer, seed: int) -> Writer:
     return Writer(model, writer.tokenizer, writer.settings, writer.base)
 
 
-def _batch_loss(model: Any, rows: list[tuple[list[int], int]], pad_id: int) -> tuple[Any, int]:
-    """Mean cross-entropy over the batch's reply tokens, and the number of tokens in the batch.
+Row = tuple[list[int], int]  # (prompt + reply + end-of-turn ids, prompt length): Writer.example_ids
 
-    The vocabulary projection runs only where a reply token is predicted: a prompt is ~10x longer than its reply,
-    and logits over 49k tokens at every prompt position would dominate memory (and cost ~12 % of the compute).
+
+def _by_prompt(rows: list[Row]) -> list[list[Row]]:
+    """The rows grouped by their prompt's tokens (the replies a round accepted for one question and grounding)."""
+    groups: dict[tuple[int, ...], list[Row]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[0][: row[1]]), []).append(row)
+    return list(groups.values())
+
+
+def _batches(groups: list[list[Row]], batch_size: int, rng: Any) -> list[list[list[Row]]]:
+    """One epoch's batches: the groups (cut into pieces of at most `batch_size` replies) in `rng`'s order, packed
+    into batches of at most `batch_size` replies."""
+    pieces = [group[i: i + batch_size] for group in groups for i in range(0, len(group), batch_size)]
+    batches: list[list[list[Row]]] = []
+    size = 0
+    for index in rng.permutation(len(pieces)):
+        piece = pieces[index]
+        if not batches or size + len(piece) > batch_size:
+            batches.append([])
+            size = 0
+        batches[-1].append(piece)
+        size += len(piece)
+    return batches
+
+
+def _batch_loss(model: Any, batch: list[list[Row]], pad_id: int) -> tuple[Any, int]:
+    """Mean cross-entropy over the batch's reply tokens, and the number of example tokens (prompt + reply) in it.
+
+    Two forward passes: the batch's prompts (each but its last token, right-padded) once, then every reply
+    continuing from its prompt's keys and values (selected per reply: gradients through the selection sum over a
+    prompt's replies, as if each had read the prompt itself). A reply's input starts with its prompt's last token,
+    which predicts the reply's first; its positions continue its own prompt's, and the padding between the two is
+    masked. The vocabulary projection runs only where a reply token is predicted: logits over 49k tokens at every
+    position would dominate memory.
     """
     import torch
 
-    batch, labels = _pad_batch(rows, pad_id)  # (B, L)
-    mask = _length_mask(rows, batch)
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = causal_lm.model(input_ids=batch, attention_mask=mask).last_hidden_state  # (B, L, d)
-    targets = labels[:, 1:]  # (B, L-1): position t predicts token t+1
+    contexts = [(piece[0][0][: piece[0][1] - 1], 0) for piece in batch]  # each prompt but its last token
+    context_ids, _ = _pad_batch(contexts, pad_id)  # (G, C)
+    context_mask = _length_mask(contexts, context_ids)
+    cache = causal_lm.model(input_ids=context_ids, attention_mask=context_mask, use_cache=True).past_key_values
+    rows = [(ids, prompt_len, g) for g, piece in enumerate(batch) for ids, prompt_len in piece]
+    cache.batch_select_indices(torch.tensor([g for _, _, g in rows]))  # each reply's own prompt: (n, ., C, .)
+    tails = [(ids[prompt_len - 1:], 1) for ids, prompt_len, _ in rows]  # the prompt's last token, the reply, end
+    tail_ids, labels = _pad_batch(tails, pad_id)  # (n, S)
+    mask = torch.cat([context_mask[[g for _, _, g in rows]], _length_mask(tails, tail_ids)], dim=1)  # (n, C + S)
+    positions = torch.tensor([[prompt_len - 1 + t for t in range(tail_ids.shape[1])] for _, prompt_len, _ in rows])
+    hidden = causal_lm.model(input_ids=tail_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                             use_cache=True).last_hidden_state  # (n, S, d)
+    targets = labels[:, 1:]  # position t predicts token t+1
     where = targets != -100
     logits = causal_lm.lm_head(hidden[:, :-1][where])  # (R, V), R = reply tokens in the batch
     loss = torch.nn.functional.cross_entropy(logits.float(), targets[where])
-    return loss, int(mask.sum())
+    return loss, sum(len(ids) for ids, _, _ in rows)
 
 
-def _eval_loss(model: Any, rows: list[tuple[list[int], int]], pad_id: int, batch_size: int) -> float:
+def _eval_loss(model: Any, rows: list[Row], pad_id: int, batch_size: int) -> float:
     """Reply-token-weighted mean cross-entropy over `rows`, in eval mode."""
+    import numpy as np
     import torch
 
     model.eval()
     total = count = 0.0
     with torch.inference_mode():
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start: start + batch_size]
-            loss, _ = _batch_loss(model, chunk, pad_id)
-            n = sum(len(ids) - prompt_len for ids, prompt_len in chunk)
+        for batch in _batches(_by_prompt(rows), batch_size, np.random.default_rng(0)):
+            loss, _ = _batch_loss(model, batch, pad_id)
+            n = sum(len(ids) - prompt_len for piece in batch for ids, prompt_len in piece)
             total += float(loss) * n
             count += n
     return total / max(count, 1)
 
 
-def _length_mask(rows: list[tuple[list[int], int]], batch: Any) -> Any:
+def _length_mask(rows: list[Row], batch: Any) -> Any:
     import torch
 
     mask = torch.zeros_like(batch)

@@ -100,3 +100,65 @@ def test_the_same_seed_gives_the_same_adapter_initialisation(writer) -> None:
 def test_no_pairs_is_refused(writer) -> None:
     with pytest.raises(ValueError, match="at least one"):
         finetune_writer(writer, [], TRAINING, show_bar=False)
+
+
+def _full_sequence_loss(model, rows) -> torch.Tensor:
+    """The reference: every reply read together with its whole prompt, cross-entropy over all reply tokens."""
+    causal_lm = model.get_base_model()
+    losses = []
+    for ids, prompt_len in rows:
+        logits = causal_lm(input_ids=torch.tensor([ids])).logits[0, prompt_len - 1: -1]  # predicting the reply
+        losses.append(torch.nn.functional.cross_entropy(logits.float(), torch.tensor(ids[prompt_len:]),
+                                                        reduction="sum"))
+    return torch.stack(losses).sum() / sum(len(ids) - prompt_len for ids, prompt_len in rows)
+
+
+def test_replies_to_one_prompt_read_it_once_with_the_same_loss_and_gradients(writer) -> None:
+    """Training reads a prompt once per batch and continues each reply from its keys and values: the loss and every
+    adapter gradient must equal reading each reply with its whole prompt (a wrong position, mask or cache breaks it).
+    """
+    from rsft_plugin.generative.lora import _batch_loss, _batches, _by_prompt, _trainable_copy
+
+    copy = _trainable_copy(writer, seed=3)
+    model = copy.model
+    model.eval()  # no dropout: both ways must see the same function
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # B starts at zero; move it so that the adapter changes the prompt's keys and values
+            torch.nn.init.normal_(param, std=0.02)
+    replies = ["Yes, within 30 days of delivery.", "Only if unused.", "Yes: 30 days, in the original packaging."]
+    rows = [copy.example_ids("Can I return it after 3 weeks?", (RETURNS,), r) for r in replies]
+    rows.append(copy.example_ids("How much is express?", (EXPRESS,), "It costs €9.95."))
+    groups = _by_prompt(rows)
+    assert sorted(len(g) for g in groups) == [1, 3]
+    batches = _batches(groups, 8, __import__("numpy").random.default_rng(0))
+    assert len(batches) == 1 and sum(len(piece) for piece in batches[0]) == 4
+
+    def gradients(loss):
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    grouped_loss, tokens = _batch_loss(model, batches[0], copy.pad_id)
+    assert tokens == sum(len(ids) for ids, _ in rows)
+    grouped = gradients(grouped_loss)
+    reference_loss = _full_sequence_loss(model, rows)
+    reference = gradients(reference_loss)
+    assert grouped_loss.item() == pytest.approx(reference_loss.item(), rel=1e-4)
+    for name, grad in reference.items():
+        assert torch.allclose(grouped[name], grad, rtol=1e-3, atol=1e-6), name
+
+
+def test_batches_hold_whole_prompts_and_every_reply_once_per_epoch() -> None:
+    import numpy as np
+
+    from rsft_plugin.generative.lora import _batches, _by_prompt
+
+    rows = [([1, 2, 3, 10 + i], 3) for i in range(5)] + [([4, 5, 20 + i], 2) for i in range(2)] + [([6, 7, 30], 2)]
+    groups = _by_prompt(rows)
+    assert [len(g) for g in groups] == [5, 2, 1]
+    for seed in range(5):
+        batches = _batches(groups, 4, np.random.default_rng(seed))
+        flat = [row for batch in batches for piece in batch for row in piece]
+        assert sorted(map(str, flat)) == sorted(map(str, rows)), "every reply exactly once"
+        assert all(sum(len(piece) for piece in batch) <= 4 for batch in batches)
+        assert all(len({tuple(ids[:n]) for ids, n in piece}) == 1 for batch in batches for piece in batch)
