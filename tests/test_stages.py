@@ -181,6 +181,14 @@ def test_a_rating_of_a_written_reply_also_rates_the_bank_answer_it_was_written_f
     assert told["refund_status"].similarity == 1.0 and untold["refund_status"].similarity < 1.0
     assert told["refund_status"].rating > untold["refund_status"].rating
     assert told["shipping_costs"].rating < untold["shipping_costs"].rating
+    # an implicit signal about a written reply reaches its grounding answer too (never as a reference)
+    thanks = replace(_signal("thanks", "gen-00000000000000cc", sender="eve"), served_key="gen-00000000000000cc",
+                     served_answer_id="refund_status")
+    thanked = scored(signal_evidence([thanks], FeedbackConfig(), offered=lambda s: []))
+    assert thanked["refund_status"].rating > untold["refund_status"].rating
+    assert thanked["refund_status"].similarity == untold["refund_status"].similarity
+    off = scored(signal_evidence([thanks], FeedbackConfig(grounding_weight=0), offered=lambda s: []))
+    assert off["refund_status"].rating == pytest.approx(untold["refund_status"].rating, abs=1e-6)
 
 
 def test_curated_questions_make_their_topic_trusted(bank, embed_fixed):

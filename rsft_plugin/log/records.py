@@ -130,6 +130,7 @@ class Signal(Record):
     user_text: str | None = None
     model_version: str | None = None
     served_key: str | None = None
+    served_answer_id: str | None = None  # the bank answer the turn served or (a written reply) was written from
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from .turn_reads import newest_rows
 
 SIGNALS_WITH_TURNS = (
     "SELECT s.id, s.turn_id, s.sender_id, s.kind, s.reply_key, s.created_at, t.user_text, t.model_version, "
-    "t.reply_key AS served_key FROM signals s JOIN turns t ON t.id = s.turn_id"
+    "t.reply_key AS served_key, t.answer_id AS served_answer_id FROM signals s JOIN turns t ON t.id = s.turn_id"
 )
 
 

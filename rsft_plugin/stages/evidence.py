@@ -7,8 +7,8 @@ A 👍/👎 is one vote of weight 1. Besides ratings (issue 11, items 1 and 2):
     reask           asked a similar question again right after the answer       a 👎 on it, reask_weight
     asked_human     asked for a person right after the answer                   a 👎 on it, asked_human_weight
     thanks          said thanks or goodbye right after the answer               a 👍 on it, thanks_weight
-    grounding       rated a written reply (generative kind) 👍 or 👎            the same on the bank answer it was
-                                                                                written from, grounding_weight
+    grounding       rated a written reply (generative kind), or an implicit     the same on the bank answer it was
+                    signal about one                                            written from, × grounding_weight
 
 A weight of 0 leaves the signal out. Each vote carries its kind: the noise model gives ratings, choices and implicit
 signals their own error rates, and only explicit evidence (a 👍 or a pick) can make an answer *trusted* — a polite
@@ -92,5 +92,9 @@ def _votes_of(signal: Signal, config: FeedbackConfig, offered: OfferedKeys) -> l
                 "thanks": (True, config.thanks_weight)}
     if signal.kind in implicit:
         positive, weight = implicit[signal.kind]
-        return [(signal.reply_key or signal.served_key, positive, weight, IMPLICIT)]
+        served = signal.reply_key or signal.served_key
+        votes = [(served, positive, weight, IMPLICIT)]
+        if signal.served_answer_id and signal.served_answer_id != served:  # a written reply: its grounding too
+            votes.append((signal.served_answer_id, positive, weight * config.grounding_weight, IMPLICIT))
+        return votes
     return []  # a kind this version does not know (a newer writer): no vote
