@@ -6,7 +6,8 @@ prompt, and the prompt (~220 tokens) is ~5x longer than a reply: each batch read
 replies continue from that prompt's keys and values (`_batch_loss`), exactly as if each reply had been read with its
 prompt (to float rounding; tests/generative/test_lora.py). So batches are made of whole prompts' replies, shuffled
 by prompt each epoch. Training works on a COPY: the copy shares the frozen base weights with the live writer (they
-are never written) and gets its own adapter tensors, so the live adapter is untouched whatever happens. Early stopping keeps the epoch with the best validation loss.
+are never written) and gets its own adapter tensors, so the live adapter is untouched whatever happens. Early
+stopping keeps the epoch with the best validation loss.
 
 A saved writer is a folder with `writer.json` (settings, the base checkpoint's sha256, adapter or none) and, when
 it has one, peft's `adapter_model.safetensors` + `adapter_config.json`. The base is never copied.
