@@ -16,7 +16,7 @@ Protocol (the product's own round, rsft_plugin.rounds.run_round, in a temporary 
   them by similarity to the trusted answers, rejects (`--set reject.*`, default: threshold, written replies at
   similarity >= `--s-min`, bank answers at reject.s_min, and every reply that states a fact its grounding does not),
   LoRA-tunes a copy of the writer on the accepted written replies and a copy of the retriever on the accepted bank
-  answers, and gates it on `--gate-questions` held-out questions;
+  answers (the product's fine-tune settings), and gates it on `--gate-questions` held-out questions;
 * the gate always promotes (as in bench/quality.py: every round is measured); the product's default gate verdict
   on the same evidence is recorded next to it;
 * measured for both kinds before and after the rounds, on the same questions: topic-correct % (the reply's nearest
@@ -61,9 +61,10 @@ FULL = {"prompts": 80, "rounds": 3, "k": 4, "new_tokens": 48, "eval": 100, "gold
         "noise": 0.2, "grounding": 1, "s_min": 0.5}
 SMOKE = {"prompts": 4, "rounds": 1, "k": 2, "new_tokens": 8, "eval": 3, "golden": 3, "gate_questions": 2,
          "noise": 0.2, "grounding": 1, "s_min": 0.0}
-# A few dozen prompts: the product's minimums would stop the round; one LoRA epoch (the writer's LoraTraining below;
-# the retriever fine-tunes as the retrieval arm's does, finetune: defaults); the threshold rule on written replies at
-# --s-min (reject.s_min_written), on the retriever's own draws at the default reject.s_min.
+# A few dozen prompts: the product's minimums would stop the round; the writer's LoRA and the retriever fine-tune
+# with the product's settings (a round loads the live version, and with it generative.lora_max_epochs, 3); the
+# threshold rule on written replies at --s-min (reject.s_min_written), on the retriever's own draws at the default
+# reject.s_min.
 # collect as the retrieval arm's: the same prompts kept out for the gate, so both arms learn from the same prompts
 # (which prompts are kept out moves the retrieval arm's held-out accuracy by up to 6 points on its own).
 SECTIONS = {"collect": {"min_prompts": 2, "replay": 0}, "reject": {

@@ -359,6 +359,12 @@ def _similarity_bounds(reject: dict[str, Any]) -> str:
             f"{reject.get('s_min', 0.8)}")
 
 
+def _writer_epochs(rounds: list[dict[str, Any]]) -> str:
+    """The writer's LoRA epochs per round as recorded (runs before 2026-12-01 evening did not record them)."""
+    epochs = [str(r["writer_finetune"]["epochs"]) for r in rounds if (r.get("writer_finetune") or {}).get("epochs")]
+    return f"LoRA epochs per round: {', '.join(epochs)}" if epochs else "LoRA epochs not recorded"
+
+
 def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
     """The writer vs retrieval before and after the rounds (three measures on bitext and golden), then each
     generative round's cost by stage, tokens/s and peak memory."""
@@ -367,8 +373,9 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
     lines = [_meta_line(result["meta"]), "",
              f"{rounds} round(s) × {sizes['prompts']} bitext prompts, K = {sizes['k']} written replies of ≤ "
              f"{sizes['new_tokens']} new tokens, {sizes['grounding']} grounding answer(s), {sizes['noise']:.0%} wrong "
-             f"ratings, reject `{sections['reject']['rule']}` ({_similarity_bounds(sections['reject'])}), one LoRA "
-             f"epoch, gate on {sizes['gate_questions']} held-out questions (always promotes; verdicts below). "
+             f"ratings, reject `{sections['reject']['rule']}` ({_similarity_bounds(sections['reject'])}), "
+             f"{_writer_epochs(result['generative']['rounds'])}, gate on {sizes['gate_questions']} held-out questions "
+             "(always promotes; verdicts below). "
              f"Measured on {sizes['eval']} bitext held-out and {sizes['golden']} golden held-out questions: "
              "*topic* = topic-correct % of what the writer wrote, *served* = of what the customer was served "
              "(the top grounding answer where serving replaced the written reply), *sim* = mean similarity of what "
