@@ -91,8 +91,9 @@ def finetune_writer(writer: Writer, examples: Sequence[WriterExample], training:
     model = trained.model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=training.learning_rate, weight_decay=0.0)
-    batches_per_epoch = len(_batches(train_groups, training.batch_size, np.random.default_rng(0)))
-    bar = tqdm(total=training.max_epochs * batches_per_epoch, desc="fine-tune writer", unit="step",
+    # packing whole prompts makes an epoch's batch count depend on its order: the bar's total is an estimate
+    estimated_batches = len(_batches(train_groups, training.batch_size, np.random.default_rng(0)))
+    bar = tqdm(total=training.max_epochs * estimated_batches, desc="fine-tune writer", unit="step",
                disable=not show_bar, leave=False)
     best_loss, best_epoch, best_state, stale = math.inf, 0, _adapter_state(model), 0
     history: list[dict[str, float]] = []
@@ -102,7 +103,8 @@ def finetune_writer(writer: Writer, examples: Sequence[WriterExample], training:
         for epoch in range(1, training.max_epochs + 1):
             model.train()
             epoch_loss = 0.0
-            for b, batch in enumerate(_batches(train_groups, training.batch_size, rng)):
+            batches = _batches(train_groups, training.batch_size, rng)
+            for b, batch in enumerate(batches):
                 loss, n_tokens = _batch_loss(model, batch, writer.pad_id)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -113,10 +115,9 @@ def finetune_writer(writer: Writer, examples: Sequence[WriterExample], training:
                 rate = tokens / max(time.monotonic() - started, 1e-9)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{rate:.0f}")
-                progress("finetune", ((epoch - 1) * batches_per_epoch + b + 1) / (training.max_epochs
-                                                                                    * batches_per_epoch),
-                         f"epoch {epoch} step {b + 1}/{batches_per_epoch} loss {loss.item():.3f} {rate:.0f} tok/s")
-            train_loss = epoch_loss / max(batches_per_epoch, 1)
+                progress("finetune", (epoch - 1 + (b + 1) / len(batches)) / training.max_epochs,
+                         f"epoch {epoch} step {b + 1}/{len(batches)} loss {loss.item():.3f} {rate:.0f} tok/s")
+            train_loss = epoch_loss / len(batches)
             val_loss = _eval_loss(model, val_rows, writer.pad_id, training.batch_size) if val_rows else train_loss
             history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
             if val_loss < best_loss - 1e-6:
@@ -258,19 +259,20 @@ def _batch_loss(model: Any, batch: list[list[Row]], pad_id: int) -> tuple[Any, i
     context_ids, _ = _pad_batch(contexts, pad_id)  # (G, C)
     context_mask = _length_mask(contexts, context_ids)
     cache = causal_lm.model(input_ids=context_ids, attention_mask=context_mask, use_cache=True).past_key_values
-    rows = [(ids, prompt_len, g) for g, piece in enumerate(batch) for ids, prompt_len in piece]
-    cache.batch_select_indices(torch.tensor([g for _, _, g in rows]))  # each reply's own prompt: (n, ., C, .)
-    tails = [(ids[prompt_len - 1:], 1) for ids, prompt_len, _ in rows]  # the prompt's last token, the reply, end
+    rows = [row for piece in batch for row in piece]
+    owner = torch.tensor([g for g, piece in enumerate(batch) for _ in piece])  # each reply's prompt in the batch
+    cache.batch_select_indices(owner)  # (n, ., C, .)
+    tails = [(ids[prompt_len - 1:], 1) for ids, prompt_len in rows]  # the prompt's last token, the reply, the end
     tail_ids, labels = _pad_batch(tails, pad_id)  # (n, S)
-    mask = torch.cat([context_mask[[g for _, _, g in rows]], _length_mask(tails, tail_ids)], dim=1)  # (n, C + S)
-    positions = torch.tensor([[prompt_len - 1 + t for t in range(tail_ids.shape[1])] for _, prompt_len, _ in rows])
+    mask = torch.cat([context_mask[owner], _length_mask(tails, tail_ids)], dim=1)  # (n, C + S)
+    positions = torch.tensor([[prompt_len - 1 + t for t in range(tail_ids.shape[1])] for _, prompt_len in rows])
     hidden = causal_lm.model(input_ids=tail_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                              use_cache=True).last_hidden_state  # (n, S, d)
     targets = labels[:, 1:]  # position t predicts token t+1
     where = targets != -100
     logits = causal_lm.lm_head(hidden[:, :-1][where])  # (R, V), R = reply tokens in the batch
     loss = torch.nn.functional.cross_entropy(logits.float(), targets[where])
-    return loss, sum(len(ids) for ids, _, _ in rows)
+    return loss, sum(len(ids) for ids, _ in rows)
 
 
 def _eval_loss(model: Any, rows: list[Row], pad_id: int, batch_size: int) -> float:

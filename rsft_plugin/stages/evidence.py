@@ -63,8 +63,14 @@ def grounding_evidence(rated_turns: Iterable[Turn], weight: float) -> list[Evide
     """
     if weight <= 0:
         return []
-    return [Evidence(clean_text(t.user_text), t.sender_id, t.answer_id, bool(t.rating), weight, RATING, t.id)
-            for t in rated_turns if t.rating is not None and t.answer_id and turn_key(t) != t.answer_id]
+    return [Evidence(clean_text(t.user_text), t.sender_id, grounding, bool(t.rating), weight, RATING, t.id)
+            for t in rated_turns if t.rating is not None and (grounding := written_from(turn_key(t), t.answer_id))]
+
+
+def written_from(served_key: str | None, answer_id: str | None) -> str | None:
+    """The bank answer a turn's reply was written from, when the reply was written (its key is not its answer's
+    id); None for a bank answer served as itself (retrieval, a writer's fallback) or a turn without an answer."""
+    return answer_id if answer_id and served_key != answer_id else None
 
 
 def signal_evidence(signals: Iterable[Signal], config: FeedbackConfig, offered: OfferedKeys) -> list[Evidence]:
@@ -94,7 +100,7 @@ def _votes_of(signal: Signal, config: FeedbackConfig, offered: OfferedKeys) -> l
         positive, weight = implicit[signal.kind]
         served = signal.reply_key or signal.served_key
         votes = [(served, positive, weight, IMPLICIT)]
-        if signal.served_answer_id and signal.served_answer_id != served:  # a written reply: its grounding too
-            votes.append((signal.served_answer_id, positive, weight * config.grounding_weight, IMPLICIT))
+        if grounding := written_from(served, signal.served_answer_id):  # a written reply: its grounding too
+            votes.append((grounding, positive, weight * config.grounding_weight, IMPLICIT))
         return votes
     return []  # a kind this version does not know (a newer writer): no vote
