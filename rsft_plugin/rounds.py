@@ -177,7 +177,7 @@ class _Round:
                                  "best_val_loss": round(tuned.best_val_loss, 4), "train_pairs": tuned.train_pairs,
                                  "val_pairs": tuned.val_pairs,
                                  "examples_per_second": round(tuned.examples_per_second, 1),
-                                 "history": tuned.history})
+                                 "precision": tuned.precision, "history": tuned.history})
             candidate = self._with_memory(tuned.model)
         with self._stage("gate"):
             heldout = load_golden(self.config.paths.golden, bank, "heldout")

@@ -56,6 +56,7 @@ def test_overrides_reach_the_section(tmp_path):
     ("generative:\n  lora_targets: []\n", "generative.lora_targets: expected a non-empty list of names"),
     ("generative:\n  lora_batch_size: 0\n", "generative.lora_batch_size: must be >= 1"),
     ("generative:\n  lora_learning_rate: 2\n", "generative.lora_learning_rate: must be in (0, 1)"),
+    ("generative:\n  lora_precision: float16\n", "generative.lora_precision: must be one of auto, float32, bfloat16"),
     ("generative: 3\n", "section generative must be a mapping"),
     ("model:\n  generative: {}\n", "model: unknown key(s) ['generative']"),  # the section is top-level only
 ])

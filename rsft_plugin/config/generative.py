@@ -25,6 +25,7 @@ from .fields import setting
 SECTION = "generative"
 # The fields a saved writer keeps whatever rsft.yml says: they define the adapter's weights.
 WEIGHT_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets")
+PRECISIONS = ("auto", "float32", "bfloat16")  # of LoRA training
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -116,6 +117,9 @@ class LoraTraining:
     val_fraction: float = setting("Share of pairs held out for early stopping (at least one when >= 2 pairs).", 0.15)
     seed: int = setting("Seed of the adapter's initialisation, shuffling and the validation split.", 0)
     max_seconds: float = setting("Stop after the epoch that passes this wall time (0: no limit).", 0.0)
+    precision: str = setting("Arithmetic of the forward and backward passes: float32, bfloat16 (autocast; the "
+                             "adapter and its optimizer stay float32) or auto (bfloat16 where the CPU multiplies "
+                             "bfloat16 natively: AVX512-BF16 or AMX).", "auto")
 
     def __post_init__(self) -> None:
         _check(0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1)")
@@ -124,6 +128,7 @@ class LoraTraining:
         _check(self.patience >= 1, "patience", "must be >= 1")
         _check(0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)")
         _check(self.max_seconds >= 0, "max_seconds", "must be >= 0")
+        _check(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
 
     @classmethod
     def from_finetune_config(cls, config: Any, **overrides: Any) -> LoraTraining:
@@ -153,6 +158,8 @@ class GenerativeConfig(WriterSettings):
     lora_max_epochs: int = setting("Upper bound on LoRA epochs (the smaller of this and finetune.max_epochs).", 3)
     lora_max_seconds: float = setting("Stop LoRA training after the epoch that passes this wall time (0: no limit).",
                                       0.0)
+    lora_precision: str = setting("Arithmetic of LoRA training: auto (bfloat16 where the CPU has AVX512-BF16 or AMX, "
+                                  "~1.9x faster steps there; float32 elsewhere), float32 or bfloat16.", "auto")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -161,6 +168,7 @@ class GenerativeConfig(WriterSettings):
         _check(self.lora_batch_size >= 1, "lora_batch_size", "must be >= 1")
         _check(self.lora_max_epochs >= 1, "lora_max_epochs", "must be >= 1")
         _check(self.lora_max_seconds >= 0, "lora_max_seconds", "must be >= 0")
+        _check(self.lora_precision in PRECISIONS, "lora_precision", f"must be one of {', '.join(PRECISIONS)}")
 
     @property
     def own_retriever_draws(self) -> int:
@@ -181,4 +189,5 @@ class GenerativeConfig(WriterSettings):
         """The LoRA fine-tune's knobs of this section; `GenerativePolicy.finetune` adds seed, validation share and
         patience from `finetune:`."""
         return LoraTraining(learning_rate=self.lora_learning_rate, batch_size=self.lora_batch_size,
-                            max_epochs=self.lora_max_epochs, max_seconds=self.lora_max_seconds)
+                            max_epochs=self.lora_max_epochs, max_seconds=self.lora_max_seconds,
+                            precision=self.lora_precision)

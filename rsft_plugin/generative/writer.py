@@ -284,6 +284,8 @@ class Writer:
         """
         import torch
 
+        from .nucleus import sampling_processors
+
         temperature = temperature or self.settings.temperature
         top_p = top_p or self.settings.top_p
         budget = max_new_tokens or self.settings.max_new_tokens
@@ -298,11 +300,13 @@ class Writer:
             cache = _shared_prefix_cache(model, prompt, k, self._system_prefix(model, prompt))
             left = None if time_limit is None else max(time_limit - (time.monotonic() - started), 1e-3)
             torch.manual_seed(seed)
+            # temperature and top-p are ours (nucleus.py: the same filter without sorting the vocabulary)
+            processors = sampling_processors(temperature, top_p, self._copy_bias(grounding, len(prompt)))
             out = model.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, do_sample=True,
-                temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=budget, max_time=left,
+                temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=budget, max_time=left,
                 eos_token_id=self.end_id, pad_token_id=self.pad_id, return_dict_in_generate=True,
-                output_scores=True, output_logits=True, logits_processor=self._copy_bias(grounding, len(prompt)))
+                output_scores=True, output_logits=True, logits_processor=processors)
         new = out.sequences[:, len(prompt):]  # (k, T)
         steps = new.shape[1]
         q_logp = _token_logprobs(torch.stack(out.scores[:steps], dim=1), new)  # (k, T) under q

@@ -131,6 +131,7 @@ class FinetuneResult:
     val_pairs: int
     examples_per_second: float
     history: list[dict[str, float]] = field(default_factory=list)
+    precision: str = "float32"  # of the training passes (the generative kind's LoRA may run in bfloat16)
 
 
 @dataclass(frozen=True)
