@@ -230,6 +230,10 @@ def measure(model: Any, questions: list[Any], fixed: Any) -> dict[str, Any]:
     started = time.perf_counter()
     if isinstance(model, GenerativePolicy):
         numbers = model.evaluate_writing(questions).to_dict()
+        # the top answer the writer is grounded in: tells a wrong reply's retriever from its writer
+        grounded = model.retriever.answer_many([clean_text(q.question) or "?" for q in questions])
+        numbers["grounding_topic_correct"] = round(
+            sum(a.topic == q.topic for a, q in zip(grounded, questions, strict=True)) / len(questions), 4)
     else:  # a retrieval reply is a bank answer: faithful by construction
         answered = model.answer_many([clean_text(q.question) or "?" for q in questions])
         index = {a.topic: i for i, a in enumerate(fixed.bank.answers)}

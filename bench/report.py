@@ -378,7 +378,9 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
              "(always promotes; verdicts below). "
              f"Measured on {sizes['eval']} bitext held-out and {sizes['golden']} golden held-out questions: "
              "*topic* = topic-correct % of what the writer wrote, *served* = of what the customer was served "
-             "(the top grounding answer where serving replaced the written reply), *sim* = mean similarity of what "
+             "(the top grounding answer where serving replaced the written reply), *grounded* = of the top "
+             "grounding answer (the writer's retriever; retrieval: the answer itself; – where not recorded), "
+             "*sim* = mean similarity of what "
              "was written to the labelled answer (fixed MiniLM), *viol* = faithfulness violations %, *fallb.* = "
              "grounding answer served instead (off topic, unfaithful, cut, error).", ""]
     rows = []
@@ -388,11 +390,12 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
             row = [f"{kind}, {label}"]
             for name in ("bitext", "golden"):
                 n = numbers[name]
-                row += [pct(n["topic_correct"]), pct(n.get("served_topic_correct")), num(n["similarity"], 3),
-                        pct(n["violations"])]
+                grounded = n.get("grounding_topic_correct", n["topic_correct"] if kind == "retrieval" else None)
+                row += [pct(n["topic_correct"]), pct(n.get("served_topic_correct")), pct(grounded),
+                        num(n["similarity"], 3), pct(n["violations"])]
             rows.append(row + [pct(numbers["bitext"].get("fallbacks"))])
-    lines += _table(["", "bitext topic", "served", "sim", "viol", "golden topic", "served", "sim", "viol",
-                     "fallb. (bitext)"], rows)
+    lines += _table(["", "bitext topic", "served", "grounded", "sim", "viol", "golden topic", "served", "grounded",
+                     "sim", "viol", "fallb. (bitext)"], rows)
     lines += ["", f"Generative rounds (peak RSS of the whole run {num(result['generative'].get('peak_rss_mb'), 0)} "
                   "MB):", ""]
     rows = []

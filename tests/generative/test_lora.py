@@ -45,6 +45,9 @@ def test_finetune_trains_every_adapter_weight_of_a_copy(writer, trained) -> None
     assert all(torch.equal(before[n], p) for n, p in writer.model.named_parameters())
     # the copy shares the frozen base weights with the live writer instead of duplicating them
     assert result.writer.model.get_base_model().model.embed_tokens.weight is writer.model.model.embed_tokens.weight
+    # also after bfloat16 training (precision.py): the frozen linear weights are the live writer's float32 ones
+    layer, live_layer = result.writer.model.get_base_model().model.layers[3], writer.model.model.layers[3]
+    assert layer.self_attn.o_proj.weight is live_layer.self_attn.o_proj.weight
 
 
 def test_training_raises_the_likelihood_of_the_training_replies(writer, trained) -> None:
@@ -167,7 +170,7 @@ def test_batches_hold_whole_prompts_and_every_reply_once_per_epoch() -> None:
 def test_auto_precision_is_bfloat16_exactly_where_the_cpu_multiplies_it_natively() -> None:
     from pathlib import Path
 
-    from rsft_plugin.generative.lora import training_precision
+    from rsft_plugin.generative.precision import training_precision
 
     cpuinfo = Path("/proc/cpuinfo")  # the machines this runs on are Linux
     flags = {flag for line in cpuinfo.read_text().splitlines() if line.startswith("flags")
@@ -178,9 +181,11 @@ def test_auto_precision_is_bfloat16_exactly_where_the_cpu_multiplies_it_natively
 
 
 def test_a_bfloat16_step_computes_the_float32_loss_and_gradients_to_bfloat16_rounding(writer) -> None:
-    """bfloat16 training must really run in bfloat16 (the loss is not bit-equal) and still learn the same thing:
-    loss within 1 %, every adapter gradient pointing the same way (cosine > 0.99)."""
+    """bfloat16 training (autocast, bfloat16 frozen weights, float32 attention) must really run in bfloat16 (the
+    loss is not bit-equal) and still learn the same thing: loss within 1 %, every adapter gradient pointing the same
+    way (cosine > 0.99)."""
     from rsft_plugin.generative.lora import _batch_loss, _batches, _by_prompt, _trainable_copy
+    from rsft_plugin.generative.precision import FLOAT32_ATTENTION, training_arithmetic
 
     copy = _trainable_copy(writer, seed=3)
     model = copy.model
@@ -193,12 +198,21 @@ def test_a_bfloat16_step_computes_the_float32_loss_and_gradients_to_bfloat16_rou
 
     def step(precision):
         model.zero_grad(set_to_none=True)
-        loss, _ = _batch_loss(model, batch, copy.pad_id, precision)
-        loss.backward()
+        with training_arithmetic(model, precision):
+            inside = model.get_base_model()
+            assert inside.model.layers[0].mlp.down_proj.weight.dtype == getattr(torch, precision)
+            assert (inside.config._attn_implementation == FLOAT32_ATTENTION) == (precision == "bfloat16")
+            loss, _ = _batch_loss(model, batch, copy.pad_id, precision)
+            loss.backward()
         return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
     loss32, grads32 = step("float32")
     loss16, grads16 = step("bfloat16")
+    # on the way out the copy is float32 again, on the live writer's own frozen tensors, with its own attention
+    down = model.get_base_model().model.layers[0].mlp.down_proj
+    assert down.weight is writer.model.model.layers[0].mlp.down_proj.weight
+    assert model.get_base_model().config._attn_implementation == writer.model.config._attn_implementation
+    assert step("float32")[0] == loss32
     assert all(g.dtype == torch.float32 for g in grads16.values())  # the adapter itself stays float32
     assert loss16 != loss32
     assert loss16 == pytest.approx(loss32, rel=1e-2)
@@ -210,7 +224,7 @@ def test_a_bfloat16_step_computes_the_float32_loss_and_gradients_to_bfloat16_rou
 def test_the_fine_tune_reports_the_precision_it_ran_in(writer) -> None:
     from dataclasses import replace
 
-    from rsft_plugin.generative.lora import training_precision
+    from rsft_plugin.generative.precision import training_precision
 
     result = finetune_writer(writer, EXAMPLES[:2], replace(TRAINING, val_fraction=0, precision="float32"),
                              show_bar=False)
