@@ -159,7 +159,7 @@ class GenerativeConfig(WriterSettings):
     lora_max_seconds: float = setting("Stop LoRA training after the epoch that passes this wall time (0: no limit).",
                                       0.0)
     lora_precision: str = setting("Arithmetic of LoRA training: auto (bfloat16 where the CPU has AVX512-BF16 or AMX, "
-                                  "~1.9x faster steps there; float32 elsewhere), float32 or bfloat16.", "auto")
+                                  "~1.65x faster epochs there; float32 elsewhere), float32 or bfloat16.", "auto")
 
     def __post_init__(self) -> None:
         super().__post_init__()
