@@ -142,7 +142,6 @@ def finetune_writer(writer: Writer, examples: Sequence[WriterExample], training:
                       trainable_parameters=sum(p.numel() for p in params), history=history, precision=precision)
 
 
-
 def save_writer(writer: Writer, directory: str | Path) -> dict[str, Any]:
     """Write the writer's adapter (if any) and writer.json into `directory`; returns what writer.json holds."""
     directory = Path(directory)
