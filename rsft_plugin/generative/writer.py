@@ -278,10 +278,8 @@ class Writer:
     def sample(self, question: str, grounding: Sequence[str], k: int, temperature: float | None = None,
                top_p: float | None = None, seed: int = 0, max_new_tokens: int | None = None,
                time_limit: float | None = None) -> list[SampledReply]:
-        """k replies drawn i.i.d. from q (temperature, top-p), each with log q and the untempered log p.
-
-        Reproducible for a given seed; the global torch RNG is left as it was.
-        """
+        """k replies drawn i.i.d. from q (copy bias, temperature, then top-p: nucleus.py), each with log q and the
+        untempered log p. Reproducible for a given seed; the global torch RNG is left as it was."""
         import torch
 
         from .nucleus import sampling_processors
@@ -294,13 +292,11 @@ class Writer:
         ids = torch.tensor([prompt]).repeat(k, 1)  # (k, P)
         model = self.inference_model()
         with self.threads(), torch.random.fork_rng(devices=[]), torch.inference_mode():
-            # The k rows share the prompt: read it once (all but its last token, which generate() reads as the
-            # first step; from the system prefix's cache on) and give every row a copy of its keys and values,
-            # instead of k identical prefills.
+            # The k rows share the prompt: read it once (all but its last token, which generate() reads first; from
+            # the system prefix's cache on) and give every row a copy of its keys and values, not k prefills.
             cache = _shared_prefix_cache(model, prompt, k, self._system_prefix(model, prompt))
             left = None if time_limit is None else max(time_limit - (time.monotonic() - started), 1e-3)
             torch.manual_seed(seed)
-            # temperature and top-p are ours (nucleus.py: the same filter without sorting the vocabulary)
             processors = sampling_processors(temperature, top_p, self._copy_bias(grounding, len(prompt)))
             out = model.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, do_sample=True,
