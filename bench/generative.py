@@ -225,26 +225,30 @@ def generative_rounds(bench: _DatasetBench, writer: Any, sections: dict[str, Any
 def measure(model: Any, questions: list[Any], fixed: Any) -> dict[str, Any]:
     """The three measures of the replies `model` serves to `questions`, similarity by the fixed MiniLM `fixed`."""
     from rsft_plugin.generative.policy import GenerativePolicy
+    from rsft_plugin.generative.quality import quality_of
     from rsft_plugin.text import clean_text
 
     started = time.perf_counter()
     if isinstance(model, GenerativePolicy):
-        numbers = model.evaluate_writing(questions).to_dict()
-        # the top answer the writer is grounded in: tells a wrong reply's retriever from its writer
-        grounded = model.retriever.answer_many([clean_text(q.question) or "?" for q in questions])
-        numbers["grounding_topic_correct"] = round(
-            sum(a.topic == q.topic for a, q in zip(grounded, questions, strict=True)) / len(questions), 4)
+        written = model.answer_many([q.question for q in questions])  # as evaluate_writing asks them
+        numbers = quality_of(model.writing_outcomes_of(written, questions)).to_dict()
+        # the top answer each reply was grounded in (the retriever's): tells a wrong reply's retriever from its writer
+        numbers["grounding_topic_correct"] = _topic_share([a.answer for a in written], questions)
     else:  # a retrieval reply is a bank answer: faithful by construction
         answered = model.answer_many([clean_text(q.question) or "?" for q in questions])
         index = {a.topic: i for i, a in enumerate(fixed.bank.answers)}
         served = fixed.encode([a.text for a in answered])
         labelled = fixed.answer_embeddings[[index[q.topic] for q in questions]]
-        similarity = (served * labelled).sum(dim=1).clamp(0, 1).mean().item()
-        right = sum(a.topic == q.topic for a, q in zip(answered, questions, strict=True))
-        numbers = {"n": len(questions), "topic_correct": round(right / len(questions), 4),
-                   "similarity": round(similarity, 4), "violations": 0.0, "fallbacks": 0.0,
-                   "served_topic_correct": round(right / len(questions), 4), "served_similarity": round(similarity, 4)}
+        similarity = round((served * labelled).sum(dim=1).clamp(0, 1).mean().item(), 4)
+        right = _topic_share(answered, questions)
+        numbers = {"n": len(questions), "topic_correct": right, "similarity": similarity, "violations": 0.0,
+                   "fallbacks": 0.0, "served_topic_correct": right, "served_similarity": similarity}
     return {**numbers, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _topic_share(answers: list[Any], questions: list[Any]) -> float:
+    """Share of `answers` (anything with a topic) whose topic is their question's label, rounded as reported."""
+    return round(sum(a.topic == q.topic for a, q in zip(answers, questions, strict=True)) / len(questions), 4)
 
 
 def _rebank(model: Any, bank: Any, fixed: Any) -> Any:
