@@ -28,7 +28,8 @@ def describe_round(row: RoundRecord | None, round_id: int) -> str:
         tuned = stats["finetune"]
         lines.append(f"  fine-tune          {tuned['epochs']} epochs (best {tuned['best_epoch']}), "
                      f"{tuned['train_pairs']} train / {tuned['val_pairs']} val pairs, "
-                     f"{tuned['examples_per_second']} examples/s, {tuned.get('precision', 'float32')}")
+                     f"{tuned['examples_per_second']} examples/s, {tuned.get('precision', 'float32')}"
+                     + (f", {tuned['threads']} threads" if tuned.get("threads") else ""))
     if gate:
         lines.append(f"  held-out accuracy  {gate['live_accuracy']:.1%} (live) -> {gate['candidate_accuracy']:.1%} "
                      f"(candidate); kept-out ratings: {gate['rated_n']}")

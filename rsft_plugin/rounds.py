@@ -25,7 +25,7 @@ import numpy as np
 
 from . import jobs
 from .choices import offered_answers
-from .config import Config
+from .config import Config, ModelConfig
 from .errors import RsftError
 from .faults import checkpoint
 from .golden import load_golden
@@ -94,7 +94,7 @@ def run_round(parts: Parts, echo: Callable[[str], None] = lambda line: None, sho
         job = jobs.adopt(log_, job_id) if job_id is not None else jobs.start(log_, jobs.ROUND, exclusive=False)
         result: RoundResult | None = None
         try:
-            live = load_version(parts.registry.live_path(), config.model)
+            live = load_version(parts.registry.live_path(), round_model_config(config))
             round_id = log_.start_round(live.name, config.reject.rule, _params(config), os.getpid(), job.id)
             echo(f"round {round_id}: live model {live.name}, rule {config.reject.rule}, k={config.sample.k}")
             result = _Round(parts, live, round_id, echo, show_bar).run()
@@ -102,6 +102,12 @@ def run_round(parts: Parts, echo: Callable[[str], None] = lambda line: None, sho
         finally:
             failed = result is None or result.status == "failed"
             jobs.finish(log_, job.id, failed, result.reason if result else "the round could not start")
+
+
+def round_model_config(config: Config) -> ModelConfig:
+    """`config.model` as a round loads the live version with: a generative writer runs with the round's threads
+    (`generative.round_threads`), not the serving ones; a round has a process of its own."""
+    return dataclasses.replace(config.model, generative=config.generative.for_rounds())
 
 
 class _Round:
@@ -177,7 +183,7 @@ class _Round:
                                  "best_val_loss": round(tuned.best_val_loss, 4), "train_pairs": tuned.train_pairs,
                                  "val_pairs": tuned.val_pairs,
                                  "examples_per_second": round(tuned.examples_per_second, 1),
-                                 "precision": tuned.precision, "history": tuned.history})
+                                 "precision": tuned.precision, "threads": tuned.threads, "history": tuned.history})
             candidate = self._with_memory(tuned.model)
         with self._stage("gate"):
             heldout = load_golden(self.config.paths.golden, bank, "heldout")

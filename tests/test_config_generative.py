@@ -41,6 +41,14 @@ def test_overrides_reach_the_section(tmp_path):
     assert config.generative.time_limit_seconds == 0.5 and config.model.generative.threads == 2
 
 
+def test_a_round_runs_the_writer_with_its_own_threads_and_serving_keeps_the_serving_ones(tmp_path):
+    config = load_config(_write(tmp_path, "generative:\n  threads: 1\n  round_threads: 0\n"))
+    rounds = config.generative.for_rounds()
+    assert rounds.threads == 0 and rounds.round_threads == 0 and rounds.shop_name == config.generative.shop_name
+    assert config.generative.threads == 1 and config.model.generative.threads == 1  # serving: unchanged
+    assert GenerativeConfig().round_threads == 1  # the default leaves a 2-core machine's other core to serving
+
+
 @pytest.mark.parametrize("text, message", [
     ("generative:\n  max_tokens: 8\n", "generative: unknown key(s) ['max_tokens']; valid keys are ["),
     ("generative:\n  max_new_tokens: 0\n", "generative.max_new_tokens: must be between 1 and 512"),
@@ -56,6 +64,7 @@ def test_overrides_reach_the_section(tmp_path):
     ("generative:\n  lora_targets: []\n", "generative.lora_targets: expected a non-empty list of names"),
     ("generative:\n  lora_batch_size: 0\n", "generative.lora_batch_size: must be >= 1"),
     ("generative:\n  lora_learning_rate: 2\n", "generative.lora_learning_rate: must be in (0, 1)"),
+    ("generative:\n  round_threads: -1\n", "generative.round_threads: must be between 0 and 256"),
     ("generative:\n  lora_precision: float16\n", "generative.lora_precision: must be one of auto, float32, bfloat16"),
     ("generative: 3\n", "section generative must be a mapping"),
     ("model:\n  generative: {}\n", "model: unknown key(s) ['generative']"),  # the section is top-level only

@@ -64,6 +64,7 @@ class LoraResult:
     trainable_parameters: int
     history: list[dict[str, float]] = field(default_factory=list)
     precision: str = "float32"  # what the passes ran in: `training.precision` resolved for this CPU
+    threads: int = 0  # torch threads the passes ran with (the writer's `threads`; a round's `round_threads`)
 
 
 def finetune_writer(writer: Writer, examples: Sequence[WriterExample], training: LoraTraining | None = None,
@@ -103,6 +104,7 @@ def finetune_writer(writer: Writer, examples: Sequence[WriterExample], training:
     tokens = steps = 0
     started = time.monotonic()
     with writer.threads(), training_arithmetic(model, precision):
+        threads = torch.get_num_threads()
         for epoch in range(1, training.max_epochs + 1):
             model.train()
             epoch_loss = 0.0
@@ -139,7 +141,8 @@ def finetune_writer(writer: Writer, examples: Sequence[WriterExample], training:
     return LoraResult(writer=trained, epochs_run=len(history), best_epoch=best_epoch, best_val_loss=best_loss,
                       train_pairs=len(train_rows), val_pairs=len(val_rows), steps=steps, seconds=seconds,
                       tokens_per_second=tokens / max(seconds, 1e-9),
-                      trainable_parameters=sum(p.numel() for p in params), history=history, precision=precision)
+                      trainable_parameters=sum(p.numel() for p in params), history=history, precision=precision,
+                      threads=threads)
 
 
 def save_writer(writer: Writer, directory: str | Path) -> dict[str, Any]:

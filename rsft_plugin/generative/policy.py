@@ -267,7 +267,8 @@ class GenerativePolicy:
                               train_pairs=result.train_pairs, val_pairs=result.val_pairs,
                               examples_per_second=result.train_pairs * result.epochs_run / max(seconds, 1e-9),
                               history=[{**h, "tokens_per_second": result.tokens_per_second}
-                                       for h in result.history], precision=result.precision)
+                                       for h in result.history], precision=result.precision,
+                              threads=result.threads)
 
     def _grounding_pairs(self, pairs: list[TrainingPair]) -> list[TrainingPair]:
         """The accepted bank answers (and with `retriever_draws: 0` the accepted replies' groundings) as pairs."""

@@ -132,6 +132,7 @@ class FinetuneResult:
     examples_per_second: float
     history: list[dict[str, float]] = field(default_factory=list)
     precision: str = "float32"  # of the training passes (the generative kind's LoRA may run in bfloat16)
+    threads: int = 0  # torch threads the training passes ran with (0: not recorded)
 
 
 @dataclass(frozen=True)

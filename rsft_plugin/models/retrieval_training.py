@@ -101,7 +101,7 @@ def finetune_retrieval(live: EncoderModel, pairs: list[TrainingPair], config: Fi
             parameter.requires_grad_(False)
     model = type(live)(encoder, live.bank, live.config)
     return FinetuneResult(model, len(history), best_epoch, best_loss, len(train), len(val),
-                          seen / train_seconds if train_seconds else 0.0, history)
+                          seen / train_seconds if train_seconds else 0.0, history, threads=torch.get_num_threads())
 
 
 def trainable_copy(live: EncoderModel, config: FinetuneConfig

@@ -44,7 +44,8 @@ def test_a_generative_round_promotes_a_new_writer_and_serving_swaps_to_it(tmp_pa
                         collect={"min_prompts": 2, "gate_fraction": 0.0}, sample={"k": 2},
                         reject={"rule": "threshold", "s_min": 0.0, "r_min": 0.0, "min_accepted": 1},
                         finetune={"val_fraction": 0.0, "max_epochs": 1},
-                        generative={"max_new_tokens": 8, "grounding_answers": 1})  # what loaded versions serve with
+                        generative={"max_new_tokens": 8, "grounding_answers": 1,  # what loaded versions serve with
+                                    "threads": 1, "round_threads": 2})
     text = path.read_text(encoding="utf-8").replace(str(REPO / "data" / "golden.csv"), str(tmp_path / "golden.csv"))
     path.write_text(text.replace(str(REPO / "var" / "run"), str(tmp_path / "run")), encoding="utf-8")
     config = load_config(path)
@@ -63,6 +64,7 @@ def test_a_generative_round_promotes_a_new_writer_and_serving_swaps_to_it(tmp_pa
     result = run_round(config, show_bar=False)
     assert result.status == "promoted", result.reason
     assert set(result.stage_seconds) >= {"sample", "score", "reject", "finetune", "gate", "promote"}
+    assert result.stats["finetune"]["threads"] == 2  # the round's writer ran with round_threads, not threads
     # the written gate judged both writers on the capped sample: its three measures are in the round's result
     written = result.stats["gate"]["written"]
     assert written["n"] == 1 and result.stats["gate"]["evidence"]["written"]["topic"]["n"] == 1
@@ -78,6 +80,7 @@ def test_a_generative_round_promotes_a_new_writer_and_serving_swaps_to_it(tmp_pa
     assert info.kind == "generative" and info.parent == first
 
     assert live.refresh() and live.current.name == promoted  # the serving process swaps to the new writer
+    assert live.current.writer.settings.threads == 1  # ... and serves with the serving threads
     served = live.current
     assert isinstance(served, GenerativePolicy) and hasattr(served.writer.model, "peft_config")
     # the retriever's own accepted draws (bank answers) are remembered by the new version, written replies are not
