@@ -213,7 +213,8 @@ def generative_rounds(bench: _DatasetBench, writer: Any, sections: dict[str, Any
                                                              2),
                          "training_tokens_per_second": history[-1].get("tokens_per_second"),
                          "writer_finetune": {k: (stats.get("finetune") or {}).get(k)
-                                             for k in ("epochs", "best_epoch", "train_pairs", "val_pairs")},
+                                             for k in ("epochs", "best_epoch", "best_val_loss", "train_pairs",
+                                                       "val_pairs", "precision", "threads")},
                          "gate": {k: gate.get(k) for k in ("live_accuracy", "candidate_accuracy", "written")},
                          "default_gate": gate_truth.verdicts(gate) if gate.get("evidence") else None,
                          "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
