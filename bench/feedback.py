@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="add these runs to --out's feedback.json (replacing runs of the same dataset, arm, noise "
                              "and seed) instead of starting a new one")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--split-seed", type=int,
+                        help="one traffic / held-out / truth split for every seed (default: each seed draws its own)")
     parser.add_argument("--noise", default="0,0.2,0.4", help="comma-separated rating flip probabilities")
     parser.add_argument("--rounds", type=int, help=f"rounds (full: {FULL['rounds']})")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, one torch thread each")
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = dict(SMOKE if args.smoke else FULL)
     if args.rounds is not None:
         sizes["rounds"] = args.rounds
+    sizes["split_seed"] = args.split_seed
     names = ["golden"] if args.smoke else args.only.split(",")
     seeds = [0] if args.smoke else [int(s) for s in args.seeds.split(",")]
     noises = [0.2] if args.smoke else [float(n) for n in args.noise.split(",")]
@@ -165,7 +168,8 @@ def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any],
     """One arm on one dataset, noise level and seed: its rounds, start to finish (the unit the pool runs)."""
     rate_share, feedback = ARMS[arm]
     arm_sizes = {**sizes, "rate_share": rate_share, "sections": _merge(sizes["sections"], {"feedback": feedback})}
-    dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], seed, sizes["truth"])
+    split_seed = seed if sizes.get("split_seed") is None else sizes["split_seed"]
+    dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], split_seed, sizes["truth"])
     zero = evaluate(pretrained_policy(dataset.bank, Config().model), dataset.heldout_questions).accuracy
     rounds = _DatasetBench(dataset, arm_sizes, seed, work, zero).rounds(RULE, noise)["rounds"]
     served = [r["served_within_one_click"] for r in rounds]

@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1,
                         help="methods run in this many processes at once (1: one after another, cleanest timings)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the rating flips and the replay")
+    parser.add_argument("--split-seed", type=int,
+                        help="seed of the traffic / held-out / truth split alone (default: --seed); fixed across "
+                             "--seed runs, their spread is the method's, not that of which questions are held out")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one rsft.yml setting for every method, e.g. --set reject.beta=0.5 (repeatable)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the golden set, then check the output")
@@ -134,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes[key] = getattr(args, key)
     if args.noise is not None:
         sizes["noise"] = [float(x) for x in args.noise.split(",")]
+    sizes["split_seed"] = args.seed if args.split_seed is None else args.split_seed
     try:
         sizes["sections"] = _merge(sizes["sections"], parse_overrides(args.overrides))
     except ConfigError as error:
@@ -146,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     names = ["golden"] if args.smoke and args.only == ",".join(DATASETS) else args.only.split(",")
     if args.smoke:  # every loader still has to work, even though only the golden set is run
         for name in DATASETS:
-            loaded = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], args.seed, sizes["truth"])
+            loaded = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], sizes["split_seed"],
+                                  sizes["truth"])
             if len(loaded.traffic) != sizes["traffic"] or len(loaded.heldout) != sizes["heldout"]:
                 raise BenchError(f"{name}: the split has the wrong size")
     params = {**sizes, "datasets": names, "datasets_dir": str(datasets_dir), "seed": args.seed, "jobs": args.jobs,
@@ -159,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         jobs = []
         for name in names:
-            dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], args.seed, sizes["truth"])
+            dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], sizes["split_seed"],
+                                   sizes["truth"])
             zero_started = time.perf_counter()
             zero = evaluate(pretrained_policy(dataset.bank, Config().model), dataset.heldout_questions)
             result["datasets"][name] = {
@@ -229,7 +235,7 @@ def _exit_with(parent: int) -> None:
 def run_method(name: str, method: str, noise: float | None, sizes: dict[str, Any], seed: int, datasets_dir: Path,
                work: Path, zero_shot: float) -> dict[str, Any]:
     """One method on one dataset, start to finish (the unit the process pool runs)."""
-    dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], seed, sizes["truth"])
+    dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], sizes["split_seed"], sizes["truth"])
     bench = _DatasetBench(dataset, sizes, seed, work, zero_shot)
     if method == "rasa":
         return bench.rasa()
