@@ -55,12 +55,14 @@ from .quality import FULL, SMOKE, _DatasetBench, _init_worker, _merge
 
 IMPLICIT_OFF = {"reask_weight": 0.0, "asked_human_weight": 0.0, "thanks_weight": 0.0}
 IMPLICIT_ON = {"reask_weight": 0.3, "asked_human_weight": 0.3, "thanks_weight": 0.3}
+# the arms measured before up-front choices became the default (2026-12-02) keep meaning "after a 👎 only"
+AFTER_THUMBS_DOWN = {"choices": 3, "choices_up_front_margin": 0.0}
 ARMS: dict[str, tuple[float, dict[str, Any]]] = {  # name -> (share of customers who rate, feedback settings)
     "ratings": (1.0, {"choices": 0, **IMPLICIT_OFF}),
-    "choices": (1.0, {"choices": 3, **IMPLICIT_OFF}),
+    "choices": (1.0, {**AFTER_THUMBS_DOWN, **IMPLICIT_OFF}),
     "half_ratings": (0.5, {"choices": 0, **IMPLICIT_OFF}),
     "half_implicit": (0.5, {"choices": 0, **IMPLICIT_ON}),
-    "half_both": (0.5, {"choices": 3, **IMPLICIT_ON}),
+    "half_both": (0.5, {**AFTER_THUMBS_DOWN, **IMPLICIT_ON}),
     # choices with the answer itself when the model is unsure (top-two probabilities within 0.2), and after a 👎
     "choices_up_front": (1.0, {"choices": 3, "choices_up_front_margin": 0.2, **IMPLICIT_OFF}),
 }

@@ -88,6 +88,9 @@ def test_the_chat_page_recovers_from_an_outage_rates_by_keyboard_and_survives_a_
     answer = page.locator(".msg.bot[data-turn-id]")
     expect(answer).to_have_count(1, timeout=60_000)
     expect(page.locator(".msg.user.failed")).to_have_count(0)
+    # the model is unsure of this one (top two close): its next-best answers come with it, captioned
+    expect(answer.locator(".quick-replies-caption")).to_have_text("Not what you asked? Maybe one of these:")
+    expect(answer.locator("button.quick-reply")).to_have_count(3)
     page.locator(".msg.bot[data-turn-id] button.rate-up").focus()
     page.keyboard.press("Enter")
     expect(page.locator(".msg.bot.rated-up .rated-label")).to_have_text("Rated 👍")

@@ -122,6 +122,17 @@ def test_up_front_choices_come_with_an_unsure_answer_and_can_be_picked_without_a
     assert [b["title"] for b in sure.answer("bob", None, QUESTION).buttons] == ["👍", "👎"]
 
 
+def test_by_default_the_choices_come_up_front_only_with_an_unsure_answer(assistant, store):
+    """The default margin (0.2, measured best in docs/benchmarks.md) offers them with QUESTION's answer, whose top
+    two are close, and not with one the model is sure of."""
+    unsure = assistant.answer("alice", None, QUESTION)
+    assert choices.unsure(store.turn(unsure.turn_id).top_k, FeedbackConfig())
+    assert len(_choice_payloads(unsure)) == 3
+    sure = assistant.answer("bob", None, "how do I reset my password?")
+    assert not choices.unsure(store.turn(sure.turn_id).top_k, FeedbackConfig())
+    assert [b["title"] for b in sure.buttons] == ["👍", "👎"]
+
+
 def test_the_margin_is_the_gap_between_the_top_two_probabilities():
     top_k = [{"answer_id": "a", "probability": 0.5}, {"answer_id": "b", "probability": 0.3},
              {"answer_id": "c", "probability": 0.2}]
@@ -177,7 +188,9 @@ def test_another_senders_turn_is_refused(assistant, store, offered):
     assert store.signals() == []
 
 
-def test_a_turn_not_offered_is_refused(assistant, store):
+def test_a_turn_not_offered_is_refused(store, config, live_registry):
+    # choices after a 👎 only: QUESTION's answer is unsure, so the default margin would offer them up front
+    assistant = _assistant(store, config, live_registry, choices_up_front_margin=0.0)
     unrated = assistant.answer("alice", None, QUESTION)
     liked = assistant.answer("alice", None, "how do I reset my password?")
     assistant.rate("alice", liked.turn_id, 1)
