@@ -284,6 +284,7 @@
   var UP_FRONT_CAPTION = "Not what you asked? Maybe one of these:";
 
   function isRatePayload(p) { return typeof p === "string" && p.slice(0, 5) === "/rate"; }
+  function isChoosePayload(p) { return typeof p === "string" && p.slice(0, 7) === "/choose"; }
 
   /** Turn one Rasa REST message into a transcript entry (or null to ignore it). */
   function toBotEntry(raw) {
@@ -374,8 +375,10 @@
     }
 
     if (m.buttons && m.buttons.length) {
-      // Buttons beside a rateable answer are its up-front choices (the model was unsure): say what they are.
-      if (m.rate) body.appendChild(el("div", "quick-replies-caption", UP_FRONT_CAPTION));
+      // Choices beside a rateable answer came up front (the model was unsure): say what they are.
+      if (m.rate && m.buttons.some(function (b) { return isChoosePayload(b.payload); })) {
+        body.appendChild(el("div", "quick-replies-caption", UP_FRONT_CAPTION));
+      }
       var qr = el("div", "quick-replies");
       qr.setAttribute("role", "group");
       qr.setAttribute("aria-label", "Suggested replies");
