@@ -65,7 +65,8 @@ def test_concurrent_customers_lose_nothing(stack):
                     with lock:
                         not_understood[0] += 1
                 continue
-            payload = rng.choice(rateable[0]["buttons"])["payload"]
+            # 👍 or 👎: an answer the model is unsure of carries its choice buttons (/choose) too
+            payload = rng.choice([b for b in rateable[0]["buttons"] if b["payload"].startswith("/rate")])["payload"]
             turn_id = json.loads(payload[len("/rate"):])["turn_id"]
             with lock:
                 recorded_turns.append(turn_id)
