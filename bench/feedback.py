@@ -46,12 +46,11 @@ from .common import (
     DEFAULT_RESULTS,
     exit_status,
     finish_run,
-    load_dataset,
     resolve_datasets_dir,
     run_metadata,
     write_json,
 )
-from .quality import FULL, SMOKE, _DatasetBench, _init_worker, _merge
+from .quality import FULL, SMOKE, _DatasetBench, _init_worker, _merge, load_split
 
 IMPLICIT_OFF = {"reask_weight": 0.0, "asked_human_weight": 0.0, "thanks_weight": 0.0}
 IMPLICIT_ON = {"reask_weight": 0.3, "asked_human_weight": 0.3, "thanks_weight": 0.3}
@@ -170,8 +169,7 @@ def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any],
     """One arm on one dataset, noise level and seed: its rounds, start to finish (the unit the pool runs)."""
     rate_share, feedback = ARMS[arm]
     arm_sizes = {**sizes, "rate_share": rate_share, "sections": _merge(sizes["sections"], {"feedback": feedback})}
-    split_seed = seed if sizes.get("split_seed") is None else sizes["split_seed"]
-    dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], split_seed, sizes["truth"])
+    dataset = load_split(name, datasets_dir, sizes, seed)
     zero = evaluate(pretrained_policy(dataset.bank, Config().model), dataset.heldout_questions).accuracy
     rounds = _DatasetBench(dataset, arm_sizes, seed, work, zero).rounds(RULE, noise)["rounds"]
     served = [r["served_within_one_click"] for r in rounds]

@@ -150,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     names = ["golden"] if args.smoke and args.only == ",".join(DATASETS) else args.only.split(",")
     if args.smoke:  # every loader still has to work, even though only the golden set is run
         for name in DATASETS:
-            loaded = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], sizes["split_seed"],
-                                  sizes["truth"])
+            loaded = load_split(name, datasets_dir, sizes, args.seed)
             if len(loaded.traffic) != sizes["traffic"] or len(loaded.heldout) != sizes["heldout"]:
                 raise BenchError(f"{name}: the split has the wrong size")
     params = {**sizes, "datasets": names, "datasets_dir": str(datasets_dir), "seed": args.seed, "jobs": args.jobs,
@@ -164,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         jobs = []
         for name in names:
-            dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], sizes["split_seed"],
-                                   sizes["truth"])
+            dataset = load_split(name, datasets_dir, sizes, args.seed)
             zero_started = time.perf_counter()
             zero = evaluate(pretrained_policy(dataset.bank, Config().model), dataset.heldout_questions)
             result["datasets"][name] = {
@@ -232,10 +230,16 @@ def _exit_with(parent: int) -> None:
     os._exit(1)
 
 
+def load_split(name: str, datasets_dir: Path, sizes: dict[str, Any], seed: int) -> Dataset:
+    """The dataset at this run's sizes, split by `sizes["split_seed"]` (None or absent: by the run's own seed)."""
+    split_seed = seed if sizes.get("split_seed") is None else sizes["split_seed"]
+    return load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], split_seed, sizes["truth"])
+
+
 def run_method(name: str, method: str, noise: float | None, sizes: dict[str, Any], seed: int, datasets_dir: Path,
                work: Path, zero_shot: float) -> dict[str, Any]:
     """One method on one dataset, start to finish (the unit the process pool runs)."""
-    dataset = load_dataset(name, datasets_dir, sizes["traffic"], sizes["heldout"], sizes["split_seed"], sizes["truth"])
+    dataset = load_split(name, datasets_dir, sizes, seed)
     bench = _DatasetBench(dataset, sizes, seed, work, zero_shot)
     if method == "rasa":
         return bench.rasa()

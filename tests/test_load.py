@@ -58,15 +58,14 @@ def test_concurrent_customers_lose_nothing(stack):
                 with lock:
                     errors.append(f"{status}: {messages}")
                 continue
-            # a not-understood reply carries topic buttons, not 👍/👎: only rate payloads are rateable
-            rateable = [m for m in messages if any(b["payload"].startswith("/rate") for b in m.get("buttons") or [])]
-            if not rateable:
+            # 👍/👎 only: a not-understood reply carries topic buttons, an unsure answer its choices (/choose) too
+            ratings = [b for m in messages for b in m.get("buttons") or [] if b["payload"].startswith("/rate")]
+            if not ratings:
                 if any(m.get("buttons") for m in messages):
                     with lock:
                         not_understood[0] += 1
                 continue
-            # 👍 or 👎: an answer the model is unsure of carries its choice buttons (/choose) too
-            payload = rng.choice([b for b in rateable[0]["buttons"] if b["payload"].startswith("/rate")])["payload"]
+            payload = rng.choice(ratings)["payload"]
             turn_id = json.loads(payload[len("/rate"):])["turn_id"]
             with lock:
                 recorded_turns.append(turn_id)
