@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             dataset = load_split(name, datasets_dir, sizes, args.seed)
             zero_started = time.perf_counter()
-            zero = evaluate(pretrained_policy(dataset.bank, Config().model), dataset.heldout_questions)
+            zero = evaluate(pretrained_policy(dataset.bank, model_config(sizes['sections'])), dataset.heldout_questions)
             result["datasets"][name] = {
                 "dataset": dataset.describe(), "methods": {},
                 "zero_shot": {"accuracy": zero.accuracy, "seconds": round(time.perf_counter() - zero_started, 2)}}
@@ -255,7 +255,7 @@ class _DatasetBench:
         self.chunks = [list(c) for c in np.array_split(np.arange(len(dataset.traffic)), sizes["rounds"])]
         self.turn_labels: dict[str, str] = {}  # turn id -> the asked question's label, filled while feeding
         self.heldout = dataset.heldout_questions
-        self.pretrained = pretrained_policy(self.bank, Config().model)
+        self.pretrained = pretrained_policy(self.bank, model_config(sizes["sections"]))
 
     def log(self, message: str) -> None:
         print(f"[{self.dataset.name}] {message}", flush=True)
@@ -500,6 +500,13 @@ def _truth_note(row: dict[str, Any]) -> str:
     said = {name: "promote" if v["promote"] else "refuse" for name, v in row["gate_verdicts"].items()}
     return (f"; truth {row['truth_live_accuracy']:.1%} -> {row['truth_candidate_accuracy']:.1%} "
             f"({row['truth_gain']:+.1%}), default gate would {said['default']}, old gate would {said['old']}")
+
+
+def model_config(sections: dict[str, Any]) -> Any:
+    """The model section as the runs' rsft.yml has it (with `--set model.*`). A version records its temperature and
+    trainable layers, and every run starts from the pretrained version, so it must be built with them for such an
+    override to reach the rounds (before 2026-12-02 it was built with the defaults, and did not)."""
+    return dataclasses.replace(Config().model, **sections.get("model", {}))
 
 
 def _config_sections(config: Config) -> dict[str, Any]:

@@ -45,6 +45,14 @@ def test_concurrent_customers_lose_nothing(stack):
     deadline = time.monotonic() + SECONDS
 
     def customer(number: int) -> None:
+        # a customer that dies names its cause here, not only through the turn counts below
+        try:
+            ask_and_rate(number)
+        except Exception as exc:  # noqa: BLE001 - any failure of a client thread fails the test
+            with lock:
+                errors.append(f"customer {number} died: {exc!r}")
+
+    def ask_and_rate(number: int) -> None:
         rng = random.Random(number)
         session = requests.Session()
         asked = 0
