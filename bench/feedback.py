@@ -35,10 +35,6 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from rsft_plugin.config import Config
-from rsft_plugin.evaluate import evaluate
-from rsft_plugin.models import pretrained_policy
-
 from . import gate_truth
 from .common import (
     DATASETS,
@@ -170,8 +166,8 @@ def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any],
     rate_share, feedback = ARMS[arm]
     arm_sizes = {**sizes, "rate_share": rate_share, "sections": _merge(sizes["sections"], {"feedback": feedback})}
     dataset = load_split(name, datasets_dir, sizes, seed)
-    zero = evaluate(pretrained_policy(dataset.bank, Config().model), dataset.heldout_questions).accuracy
-    rounds = _DatasetBench(dataset, arm_sizes, seed, work, zero).rounds(RULE, noise)["rounds"]
+    bench = _DatasetBench(dataset, arm_sizes, seed, work)  # measures the zero-shot with its pretrained model
+    zero, rounds = bench.zero_shot, bench.rounds(RULE, noise)["rounds"]
     served = [r["served_within_one_click"] for r in rounds]
     return {"dataset": name, "arm": arm, "noise": noise, "seed": seed, "zero_shot": zero,
             "final": rounds[-1]["accuracy"], "accuracy": [r["accuracy"] for r in rounds],

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from rsft_plugin import choices, runtime
-from rsft_plugin.config import Config, parse_overrides
+from rsft_plugin.config import Config, ModelConfig, parse_overrides
 from rsft_plugin.errors import ConfigError
 from rsft_plugin.evaluate import evaluate
 from rsft_plugin.log import RoundLog
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             dataset = load_split(name, datasets_dir, sizes, args.seed)
             zero_started = time.perf_counter()
-            zero = evaluate(pretrained_policy(dataset.bank, model_config(sizes['sections'])), dataset.heldout_questions)
+            zero = evaluate(pretrained_policy(dataset.bank, model_config(sizes["sections"])), dataset.heldout_questions)
             result["datasets"][name] = {
                 "dataset": dataset.describe(), "methods": {},
                 "zero_shot": {"accuracy": zero.accuracy, "seconds": round(time.perf_counter() - zero_started, 2)}}
@@ -249,13 +249,17 @@ def run_method(name: str, method: str, noise: float | None, sizes: dict[str, Any
 
 
 class _DatasetBench:
-    def __init__(self, dataset: Dataset, sizes: dict[str, Any], seed: int, work: Path, zero_shot: float) -> None:
-        self.dataset, self.sizes, self.seed, self.work, self.zero_shot = dataset, sizes, seed, work, zero_shot
+    def __init__(self, dataset: Dataset, sizes: dict[str, Any], seed: int, work: Path,
+                 zero_shot: float | None = None) -> None:
+        """`zero_shot`: the pretrained model's held-out accuracy where the caller measured it already (None:
+        measured here, with this bench's own pretrained model)."""
+        self.dataset, self.sizes, self.seed, self.work = dataset, sizes, seed, work
         self.bank = dataset.bank
         self.chunks = [list(c) for c in np.array_split(np.arange(len(dataset.traffic)), sizes["rounds"])]
         self.turn_labels: dict[str, str] = {}  # turn id -> the asked question's label, filled while feeding
         self.heldout = dataset.heldout_questions
         self.pretrained = pretrained_policy(self.bank, model_config(sizes["sections"]))
+        self.zero_shot = evaluate(self.pretrained, self.heldout).accuracy if zero_shot is None else zero_shot
 
     def log(self, message: str) -> None:
         print(f"[{self.dataset.name}] {message}", flush=True)
@@ -502,7 +506,7 @@ def _truth_note(row: dict[str, Any]) -> str:
             f"({row['truth_gain']:+.1%}), default gate would {said['default']}, old gate would {said['old']}")
 
 
-def model_config(sections: dict[str, Any]) -> Any:
+def model_config(sections: dict[str, Any]) -> ModelConfig:
     """The model section as the runs' rsft.yml has it (with `--set model.*`). A version records its temperature and
     trainable layers, and every run starts from the pretrained version, so it must be built with them for such an
     override to reach the rounds (before 2026-12-02 it was built with the defaults, and did not)."""
