@@ -306,7 +306,9 @@ def test_gate_refuses_a_deliberately_worse_model_and_says_why(pretrained):
     assert result.reason.startswith("the held-out test failed") and \
         f"{counts.wins} better, {counts.losses} worse of the {counts.discordant} changed" in result.reason
     same = gate(pretrained, pretrained, heldout, [], GateConfig())  # nothing changed: no evidence it is better
-    assert not same.promote and same.evidence.heldout.discordant == 0 and "p = 1 > level 0.2" in same.reason
+    assert not same.promote and same.evidence.heldout.discordant == 0 and "the candidate is not ahead" in same.reason
+    strict = gate(pretrained, pretrained, heldout, [], GateConfig(test="mcnemar"))
+    assert not strict.promote and "p = 1 > level 0.2" in strict.reason
     lenient = gate(pretrained, pretrained, heldout, [], GateConfig(level=1.0, topic_level=0.0, rated_level=0.0))
     assert lenient.promote and lenient.candidate_accuracy == lenient.live_accuracy
 

@@ -5,9 +5,11 @@ question) and the rated turns the collect stage kept out (agreement: a 👍 turn
 rated reply, by candidate key, again; a 👎 turn when it would give another one). Only the items where the two models
 *differ* carry evidence, so every check is an exact paired test on them (stages/paired.py):
 
-* promotion — `test: mcnemar`: the candidate is significantly better on the held-out questions (one-sided exact
-  McNemar, p <= `level`); `test: lower_bound`: the (1 − `level`) lower confidence bound of the held-out accuracy gain
-  is at least `margin`;
+* promotion — `test: lower_bound` (default): the candidate is ahead on the held-out questions (more better than
+  worse) and the (1 − `level`) lower confidence bound of its accuracy gain is at least `margin` (−1 point: not
+  significantly worse by more than a point); `test: mcnemar`: significantly better (one-sided exact McNemar,
+  p <= `level`) — the stricter test, which refused 26 of 133 benchmark rounds that were really better against 10
+  (docs/benchmarks.md, "The gate: not worse rather than significantly better");
 * topics — a topic blocks promotion only when it is significantly worse (one-sided exact test on its changed
   questions, Holm-corrected across the topics with changes, at `topic_level`); one changed question of a small
   topic has p = 0.5 and never does;
@@ -72,9 +74,12 @@ def judge(evidence: GateEvidence, config: GateConfig) -> GateResult:
 def _promotion_check(counts: PairedCounts, config: GateConfig) -> CheckOutcome:
     p = better_p(counts)
     if config.test == "lower_bound":
+        # level 1 always passes, as with McNemar; below it the candidate must also be ahead on the changed
+        # questions, so a tie or an unchanged model never replaces the live one however wide the margin
         bound = gain_lower_bound(counts, config.level)
-        return CheckOutcome("heldout", "held-out accuracy", counts, p, config.level, bound >= config.margin - 1e-12,
-                            bound=bound, margin=config.margin)
+        passed = config.level >= 1 or (bound >= config.margin - 1e-12 and counts.wins > counts.losses)
+        return CheckOutcome("heldout", "held-out accuracy", counts, p, config.level, passed, bound=bound,
+                            margin=config.margin)
     return CheckOutcome("heldout", "held-out accuracy", counts, p, config.level, p <= config.level)
 
 
@@ -99,9 +104,11 @@ def describe(check: CheckOutcome) -> str:
         head = (f"held-out accuracy {c.live_accuracy:.1%} -> {c.candidate_accuracy:.1%} ({c.gain:+.1%}), "
                 f"{changed}")
         if check.bound is not None:
-            sign = ">=" if check.passed else "<"
-            body = (f"{1 - check.level:.0%} lower confidence bound of the gain {check.bound:+.1%} {sign} margin "
-                    f"{check.margin:+.1%} (McNemar p = {check.p_value:.3g})")
+            within = check.bound >= check.margin - 1e-12
+            body = (f"{1 - check.level:.0%} lower confidence bound of the gain {check.bound:+.1%} "
+                    f"{'>=' if within else '<'} margin {check.margin:+.1%} (McNemar p = {check.p_value:.3g})")
+            if within and not check.passed:
+                body += ", but the candidate is not ahead (it needs more better than worse)"
         else:
             sign = "<=" if check.passed else ">"
             body = f"exact McNemar one-sided p = {check.p_value:.3g} {sign} level {check.level:g}"
