@@ -58,9 +58,9 @@ from .quality import ALWAYS_PROMOTE, _DatasetBench, _merge
 
 # The committed run's sizes (~50 min on 2 cores shared with other jobs); the issue asks for 200 prompts per round.
 FULL = {"prompts": 80, "rounds": 3, "k": 4, "new_tokens": 48, "eval": 100, "golden": 100, "gate_questions": 10,
-        "noise": 0.2, "grounding": 1, "s_min": 0.5}
+        "noise": 0.2, "grounding": 1, "s_min": 0.5, "truth": 1000}
 SMOKE = {"prompts": 4, "rounds": 1, "k": 2, "new_tokens": 8, "eval": 3, "golden": 3, "gate_questions": 2,
-         "noise": 0.2, "grounding": 1, "s_min": 0.0}
+         "noise": 0.2, "grounding": 1, "s_min": 0.0, "truth": 5}
 # A few dozen prompts: the product's minimums would stop the round; the writer's LoRA and the retriever fine-tune
 # with the product's settings (a round loads the live version, and with it generative.lora_max_epochs, 3); the
 # threshold rule on written replies at --s-min (reject.s_min_written), on the retriever's own draws at the default
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                            ("eval", "bitext held-out questions measured before and after"),
                            ("golden", "golden held-out questions measured before and after"),
                            ("gate_questions", "held-out questions the round's gate writes replies for"),
-                           ("grounding", "bank answers the writer sees per question")):
+                           ("grounding", "bank answers the writer sees per question"),
+                           ("truth", "further bitext questions the two arms' retrievers answer before and after")):
         parser.add_argument("--" + key.replace("_", "-"), type=int, help=f"{help_text} (default {FULL[key]})")
     parser.add_argument("--s-min", type=float,
                         help=f"reject.s_min_written of the generative rounds (default {FULL['s_min']})")
@@ -129,7 +130,8 @@ def run(sizes: dict[str, Any], sections: dict[str, Any], seed: int, datasets_dir
     from rsft_plugin.parts import build_parts
 
     rounds = sizes["rounds"]
-    bitext = load_dataset("bitext", datasets_dir, sizes["prompts"] * rounds, sizes["eval"], seed)
+    bitext = load_dataset("bitext", datasets_dir, sizes["prompts"] * rounds, sizes["eval"], seed,
+                          sizes.get("truth", 0))
     golden = load_dataset("golden", datasets_dir, 0, sizes["golden"], seed)
     model_config = Config().model
     fixed = {"bitext": pretrained_policy(bitext.bank, model_config),
@@ -139,8 +141,11 @@ def run(sizes: dict[str, Any], sections: dict[str, Any], seed: int, datasets_dir
                           0.0)
 
     def measure_all(model: Any) -> dict[str, Any]:
-        return {name: measure(model if name == "bitext" else _rebank(model, golden.bank, fixed["golden"]),
-                              questions, fixed[name]) for name, questions in tests.items()}
+        # golden: the same model (its tuned encoder or adapter) answering from the shop's bank, no retraining
+        numbers = {name: measure(model if name == "bitext" else model.with_bank(golden.bank), questions, fixed[name])
+                   for name, questions in tests.items()}
+        numbers["truth_right"] = retriever_right(model, bitext.truth_questions)
+        return numbers
 
     log(f"retrieval arm: {rounds} rounds × {sizes['prompts']} questions, {sizes['noise']:.0%} wrong ratings")
     retrieval: dict[str, Any] = {"before": measure_all(fixed["bitext"])}
@@ -164,8 +169,9 @@ def run(sizes: dict[str, Any], sections: dict[str, Any], seed: int, datasets_dir
     generative["after"] = measure_all(final)
     log(f"tuned writer: {_line(generative['after'])}")
     generative["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    return {"datasets": {"bitext": bitext.describe(), "golden": golden.describe()},
-            "retrieval": retrieval, "generative": generative}
+    arms = {"retrieval": retrieval, "generative": generative}
+    return {"datasets": {"bitext": bitext.describe(), "golden": golden.describe()}, **arms,
+            "retrievers_on_truth": compare_retrievers(arms)}
 
 
 def generative_rounds(bench: _DatasetBench, writer: Any, sections: dict[str, Any], sizes: dict[str, Any],
@@ -252,16 +258,36 @@ def _topic_share(answers: list[Any], questions: list[Any]) -> float:
     return round(sum(a.topic == q.topic for a, q in zip(answers, questions, strict=True)) / len(questions), 4)
 
 
-def _rebank(model: Any, bank: Any, fixed: Any) -> Any:
-    """The same model answering from another bank: a writer keeps its adapter, retrieval its fixed encoder."""
+def retriever_right(model: Any, questions: list[Any]) -> list[bool]:
+    """Per question, whether the retriever's top answer has the label: the retrieval model itself, or the writer's
+    retriever (what a written reply is grounded in; after rounds its replies were on that answer's topic every time).
+    Cheap, so it runs on far more questions than the writer can write for."""
     from rsft_plugin.generative.policy import GenerativePolicy
+    from rsft_plugin.text import clean_text
 
-    return model.with_bank(bank) if isinstance(model, GenerativePolicy) else fixed
+    retriever = model.retriever if isinstance(model, GenerativePolicy) else model
+    answered = retriever.answer_many([clean_text(q.question) or "?" for q in questions])
+    return [a.topic == q.topic for a, q in zip(answered, questions, strict=True)]
+
+
+def compare_retrievers(arms: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The two arms' retrievers on the same further questions: accuracy before and after, and after the rounds a
+    paired exact test of the difference (McNemar on the questions where they differ, two-sided)."""
+    from rsft_plugin.stages.paired import PairedCounts, better_p, worse_p
+
+    right = {when: {arm: arms[arm][when].pop("truth_right") for arm in arms} for when in ("before", "after")}
+    numbers: dict[str, Any] = {when: {arm: round(sum(r) / len(r), 4) if r else None for arm, r in by_arm.items()}
+                               for when, by_arm in right.items()}
+    counts = PairedCounts.of(right["after"]["retrieval"], right["after"]["generative"])
+    numbers["n"] = counts.n
+    numbers["after_paired"] = {**counts.to_dict(),
+                               "p_two_sided": round(min(1.0, 2 * min(better_p(counts), worse_p(counts))), 4)}
+    return numbers
 
 
 def _line(numbers: dict[str, Any]) -> str:
     return ", ".join(f"{name} topic {n['topic_correct']:.0%} sim {n['similarity']:.3f} viol {n['violations']:.0%}"
-                     for name, n in numbers.items())
+                     for name, n in numbers.items() if isinstance(n, dict))  # not the per-question truth_right
 
 
 def log(message: str) -> None:
@@ -284,6 +310,10 @@ def check_generative(result: dict[str, Any]) -> list[str]:
             problems.append(f"generative round {row['round']} lacks stage timings: {row['stage_seconds']}")
     if not result.get("generative", {}).get("rounds"):
         problems.append("the generative arm ran no round")
+    truth = result.get("retrievers_on_truth") or {}
+    if not truth.get("n") or any(not 0 <= (truth.get(when) or {}).get(arm, -1) <= 1
+                                 for when in ("before", "after") for arm in ("retrieval", "generative")):
+        problems.append(f"the two retrievers were not measured on further questions: {truth}")
     return problems
 
 

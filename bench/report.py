@@ -396,6 +396,7 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
             rows.append(row + [pct(numbers["bitext"].get("fallbacks"))])
     lines += _table(["", "bitext topic", "served", "grounded", "sim", "viol", "golden topic", "served", "grounded",
                      "sim", "viol", "fallb. (bitext)"], rows)
+    lines += _retrievers_on_truth(result.get("retrievers_on_truth"))
     lines += ["", f"Generative rounds (peak RSS of the whole run {num(result['generative'].get('peak_rss_mb'), 0)} "
                   "MB):", ""]
     rows = []
@@ -418,6 +419,19 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
         lines += ["", "The product's default gate on each round's recorded evidence:", ""]
         lines += [f"* round {n}: {'promote' if v['promote'] else 'keep'} — {v['reason']}" for n, v in verdicts]
     return "\n".join(lines)
+
+
+def _retrievers_on_truth(truth: dict[str, Any] | None) -> list[str]:
+    """The two arms' retrievers on the further bitext questions (runs before 2026-12-02 night: not measured)."""
+    if not truth:
+        return []
+    paired = truth["after_paired"]
+    return ["", f"The two retrievers (retrieval: the model itself; generative: the writer's, what a reply is grounded "
+                f"in) on {truth['n']} further bitext questions, in neither the traffic nor the held-out set: "
+                f"pretrained {pct(truth['before']['retrieval'])}; after the rounds retrieval "
+                f"{pct(truth['after']['retrieval'])}, generative {pct(truth['after']['generative'])} — they differ on "
+                f"{paired['wins'] + paired['losses']} questions, the generative arm's right on {paired['wins']} and "
+                f"the retrieval arm's on {paired['losses']} (exact McNemar, two-sided p = {paired['p_two_sided']})."]
 
 
 def render_into(doc: str, section: str, body: str) -> str:
