@@ -130,8 +130,7 @@ def run(sizes: dict[str, Any], sections: dict[str, Any], seed: int, datasets_dir
     from rsft_plugin.parts import build_parts
 
     rounds = sizes["rounds"]
-    bitext = load_dataset("bitext", datasets_dir, sizes["prompts"] * rounds, sizes["eval"], seed,
-                          sizes.get("truth", 0))
+    bitext = load_dataset("bitext", datasets_dir, sizes["prompts"] * rounds, sizes["eval"], seed, sizes["truth"])
     golden = load_dataset("golden", datasets_dir, 0, sizes["golden"], seed)
     model_config = Config().model
     fixed = {"bitext": pretrained_policy(bitext.bank, model_config),
@@ -142,10 +141,8 @@ def run(sizes: dict[str, Any], sections: dict[str, Any], seed: int, datasets_dir
 
     def measure_all(model: Any) -> dict[str, Any]:
         # golden: the same model (its tuned encoder or adapter) answering from the shop's bank, no retraining
-        numbers = {name: measure(model if name == "bitext" else model.with_bank(golden.bank), questions, fixed[name])
-                   for name, questions in tests.items()}
-        numbers["truth_right"] = retriever_right(model, bitext.truth_questions)
-        return numbers
+        return {name: measure(model if name == "bitext" else model.with_bank(golden.bank), questions, fixed[name])
+                for name, questions in tests.items()}
 
     log(f"retrieval arm: {rounds} rounds × {sizes['prompts']} questions, {sizes['noise']:.0%} wrong ratings")
     retrieval: dict[str, Any] = {"before": measure_all(fixed["bitext"])}
@@ -169,9 +166,9 @@ def run(sizes: dict[str, Any], sections: dict[str, Any], seed: int, datasets_dir
     generative["after"] = measure_all(final)
     log(f"tuned writer: {_line(generative['after'])}")
     generative["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    arms = {"retrieval": retrieval, "generative": generative}
-    return {"datasets": {"bitext": bitext.describe(), "golden": golden.describe()}, **arms,
-            "retrievers_on_truth": compare_retrievers(arms)}
+    return {"datasets": {"bitext": bitext.describe(), "golden": golden.describe()},
+            "retrieval": retrieval, "generative": generative,
+            "retrievers_on_truth": compare_retrievers(fixed["bitext"], tuned, final.retriever, bitext.truth_questions)}
 
 
 def generative_rounds(bench: _DatasetBench, writer: Any, sections: dict[str, Any], sizes: dict[str, Any],
@@ -258,36 +255,26 @@ def _topic_share(answers: list[Any], questions: list[Any]) -> float:
     return round(sum(a.topic == q.topic for a, q in zip(answers, questions, strict=True)) / len(questions), 4)
 
 
-def retriever_right(model: Any, questions: list[Any]) -> list[bool]:
-    """Per question, whether the retriever's top answer has the label: the retrieval model itself, or the writer's
-    retriever (what a written reply is grounded in; after rounds its replies were on that answer's topic every time).
-    Cheap, so it runs on far more questions than the writer can write for."""
-    from rsft_plugin.generative.policy import GenerativePolicy
-    from rsft_plugin.text import clean_text
-
-    retriever = model.retriever if isinstance(model, GenerativePolicy) else model
-    answered = retriever.answer_many([clean_text(q.question) or "?" for q in questions])
-    return [a.topic == q.topic for a, q in zip(answered, questions, strict=True)]
-
-
-def compare_retrievers(arms: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The two arms' retrievers on the same further questions: accuracy before and after, and after the rounds a
-    paired exact test of the difference (McNemar on the questions where they differ, two-sided)."""
+def compare_retrievers(pretrained: Any, retrieval: Any, writers_retriever: Any, questions: list[Any]) -> dict[str, Any]:
+    """The two arms' retrievers on the same further questions (the writer's: what its replies are grounded in, and
+    after rounds they kept that answer's topic every time; cheap, so on far more questions than the writer can
+    write for): accuracy before (both arms start from `pretrained`) and after, and a paired exact test of the
+    difference after (McNemar on the questions where they differ, two-sided)."""
+    from rsft_plugin.evaluate import answered_right
     from rsft_plugin.stages.paired import PairedCounts, better_p, worse_p
 
-    right = {when: {arm: arms[arm][when].pop("truth_right") for arm in arms} for when in ("before", "after")}
-    numbers: dict[str, Any] = {when: {arm: round(sum(r) / len(r), 4) if r else None for arm, r in by_arm.items()}
-                               for when, by_arm in right.items()}
-    counts = PairedCounts.of(right["after"]["retrieval"], right["after"]["generative"])
-    numbers["n"] = counts.n
-    numbers["after_paired"] = {**counts.to_dict(),
-                               "p_two_sided": round(min(1.0, 2 * min(better_p(counts), worse_p(counts))), 4)}
-    return numbers
+    before = round(sum(answered_right(pretrained, questions)) / max(len(questions), 1), 4)
+    counts = PairedCounts.of(answered_right(retrieval, questions), answered_right(writers_retriever, questions))
+    return {"before": {"retrieval": before, "generative": before},
+            "after": {"retrieval": round(counts.live_accuracy, 4), "generative": round(counts.candidate_accuracy, 4)},
+            "n": counts.n,
+            "after_paired": {**counts.to_dict(),
+                             "p_two_sided": round(min(1.0, 2 * min(better_p(counts), worse_p(counts))), 4)}}
 
 
 def _line(numbers: dict[str, Any]) -> str:
     return ", ".join(f"{name} topic {n['topic_correct']:.0%} sim {n['similarity']:.3f} viol {n['violations']:.0%}"
-                     for name, n in numbers.items() if isinstance(n, dict))  # not the per-question truth_right
+                     for name, n in numbers.items())
 
 
 def log(message: str) -> None:
