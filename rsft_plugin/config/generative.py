@@ -45,6 +45,10 @@ class WriterSettings:
         "How many top bank answers the writer sees for a question. With two, the 135M writer mixed them and a third "
         "of its replies read as another topic's answer (docs/generative.md).", 1)
     max_new_tokens: int = setting("Longest written reply, in tokens.", 48)
+    fit_grounding: bool = setting(
+        "A reply may be as long as the longest grounding answer the writer sees plus a few tokens, when that is more "
+        "than max_new_tokens: a shop's answers are often longer than 48 tokens, and a reply cut at the budget loses "
+        "their end (generative/budget.py). The time limit still bounds every reply.", True)
     time_limit_seconds: float = setting("A reply not finished by then is replaced by the top grounding answer.", 5.0)
     guard_faithfulness: bool = setting(
         "Serving: a reply stating an amount, duration, URL, email or phone number that its grounding answers do not "

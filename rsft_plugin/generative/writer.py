@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .budget import reply_budget
 from .copying import copy_bias_processor, grounding_token_counts
 from .faithfulness import is_faithful
 from .settings import WriterSettings
@@ -216,11 +217,11 @@ class Writer:
         """
         if not grounding:
             raise ValueError("the writer needs at least one grounding answer")
-        budget = max_new_tokens or self.settings.max_new_tokens
         limit = self.settings.time_limit_seconds if time_limit is None else time_limit
         started = time.monotonic()
         prompt: list[int] = []
         try:
+            budget = reply_budget(self.tokenizer, self.settings, grounding, max_new_tokens)
             prompt = self.prompt_ids(question, grounding)
             new, finished = self._greedy(prompt, budget, limit, self._copy_bias(grounding, len(prompt)))
             seconds = time.monotonic() - started
@@ -286,7 +287,7 @@ class Writer:
 
         temperature = temperature or self.settings.temperature
         top_p = top_p or self.settings.top_p
-        budget = max_new_tokens or self.settings.max_new_tokens
+        budget = reply_budget(self.tokenizer, self.settings, grounding, max_new_tokens)
         started = time.monotonic()
         prompt = self.prompt_ids(question, grounding)
         ids = torch.tensor([prompt]).repeat(k, 1)  # (k, P)

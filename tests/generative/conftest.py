@@ -35,4 +35,4 @@ def writer(base_checkpoint: BaseCheckpoint) -> Writer:
     """The untuned writer at test sizes (16 new tokens) in its own words (no copy bias: tests of the bias make their
     own). Tests never modify it: fine-tuning trains a copy."""
     return Writer.from_checkpoint(base_checkpoint, WriterSettings(max_new_tokens=16, time_limit_seconds=60.0,
-                                                                  copy_bias=0.0))
+                                                                  copy_bias=0.0, fit_grounding=False))

@@ -44,7 +44,8 @@ def test_a_generative_round_promotes_a_new_writer_and_serving_swaps_to_it(tmp_pa
                         collect={"min_prompts": 2, "gate_fraction": 0.0}, sample={"k": 2},
                         reject={"rule": "threshold", "s_min": 0.0, "r_min": 0.0, "min_accepted": 1},
                         finetune={"val_fraction": 0.0, "max_epochs": 1},
-                        generative={"max_new_tokens": 8, "grounding_answers": 1,  # what loaded versions serve with
+                        generative={"max_new_tokens": 8, "fit_grounding": False,  # what loaded versions serve with
+                                    "grounding_answers": 1,
                                     "threads": 1, "round_threads": 2})
     text = path.read_text(encoding="utf-8").replace(str(REPO / "data" / "golden.csv"), str(tmp_path / "golden.csv"))
     path.write_text(text.replace(str(REPO / "var" / "run"), str(tmp_path / "run")), encoding="utf-8")

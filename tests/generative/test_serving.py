@@ -25,7 +25,8 @@ from ..conftest import write_config
 
 pytestmark = pytest.mark.writer
 
-SERVING = {"max_new_tokens": 12, "time_limit_seconds": 60.0, "shop_name": "Acme Outdoor", "grounding_answers": 1}
+SERVING = {"max_new_tokens": 12, "fit_grounding": False, "time_limit_seconds": 60.0, "shop_name": "Acme Outdoor",
+           "grounding_answers": 1}
 WRITTEN_FIELDS = {"grounding_ids", "fallback", "reason", "prompt_tokens", "new_tokens", "writer_ms"}
 
 

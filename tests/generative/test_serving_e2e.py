@@ -23,7 +23,7 @@ from rsft_plugin.log import open_sqlite
 from ..conftest import start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.writer, pytest.mark.timeout(900)]
-SERVING = {"max_new_tokens": 12, "time_limit_seconds": 60.0, "grounding_answers": 1}
+SERVING = {"max_new_tokens": 12, "fit_grounding": False, "time_limit_seconds": 60.0, "grounding_answers": 1}
 
 
 @pytest.fixture(scope="module")

@@ -156,7 +156,8 @@ def test_the_copy_bias_raises_the_grounding_tokens_until_the_reply_has_used_them
 
 def test_under_the_copy_bias_replies_copy_the_grounding_and_log_q_is_the_biased_distribution(writer) -> None:
     bias = 6.0
-    biased = Writer(writer.model, writer.tokenizer, WriterSettings(max_new_tokens=12, copy_bias=bias), writer.base)
+    settings = WriterSettings(max_new_tokens=12, fit_grounding=False, copy_bias=bias)
+    biased = Writer(writer.model, writer.tokenizer, settings, writer.base)
     counts = biased.grounding_token_counts([RETURNS])
     prompt = biased.prompt_ids(QUESTION, [RETURNS])
 
