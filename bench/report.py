@@ -365,6 +365,13 @@ def _writer_epochs(rounds: list[dict[str, Any]]) -> str:
     return f"LoRA epochs per round: {', '.join(epochs)}" if epochs else "LoRA epochs not recorded"
 
 
+def _fitted(result: dict[str, Any]) -> str:
+    """How the reply budget was set: runs before `fit_grounding` existed record no such setting (a fixed budget)."""
+    if result["generative"].get("settings", {}).get("fit_grounding"):
+        return " or the grounding answer's length + 12 where longer (`fit_grounding`)"
+    return ""
+
+
 def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
     """The writer vs retrieval before and after the rounds (three measures on bitext and golden), then each
     generative round's cost by stage, tokens/s and peak memory."""
@@ -372,7 +379,8 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
     rounds = sizes["rounds"]
     lines = [_meta_line(result["meta"]), "",
              f"{rounds} round(s) × {sizes['prompts']} bitext prompts, K = {sizes['k']} written replies of ≤ "
-             f"{sizes['new_tokens']} new tokens, {sizes['grounding']} grounding answer(s), {sizes['noise']:.0%} wrong "
+             f"{sizes['new_tokens']} new tokens{_fitted(result)}, {sizes['grounding']} grounding answer(s), "
+             f"{sizes['noise']:.0%} wrong "
              f"ratings, reject `{sections['reject']['rule']}` ({_similarity_bounds(sections['reject'])}), "
              f"{_writer_epochs(result['generative']['rounds'])}, gate on {sizes['gate_questions']} held-out questions "
              "(always promotes; verdicts below). "
