@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rsft_plugin.generative.budget import FIT_ROOM
+
 from .common import DEFAULT_RESULTS, REPO, RULES
 from .gate_truth import GATES, total
 
@@ -368,7 +370,7 @@ def _writer_epochs(rounds: list[dict[str, Any]]) -> str:
 def _fitted(result: dict[str, Any]) -> str:
     """How the reply budget was set: runs before `fit_grounding` existed record no such setting (a fixed budget)."""
     if result["generative"].get("settings", {}).get("fit_grounding"):
-        return " or the grounding answer's length + 12 where longer (`fit_grounding`)"
+        return f" or the grounding answer's length + {FIT_ROOM} where longer (`fit_grounding`)"
     return ""
 
 
@@ -380,8 +382,8 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
     lines = [_meta_line(result["meta"]), "",
              f"{rounds} round(s) × {sizes['prompts']} bitext prompts, K = {sizes['k']} written replies of ≤ "
              f"{sizes['new_tokens']} new tokens{_fitted(result)}, {sizes['grounding']} grounding answer(s), "
-             f"{sizes['noise']:.0%} wrong "
-             f"ratings, reject `{sections['reject']['rule']}` ({_similarity_bounds(sections['reject'])}), "
+             f"{sizes['noise']:.0%} wrong ratings, reject `{sections['reject']['rule']}` "
+             f"({_similarity_bounds(sections['reject'])}), "
              f"{_writer_epochs(result['generative']['rounds'])}, gate on {sizes['gate_questions']} held-out questions "
              "(always promotes; verdicts below). "
              f"Measured on {sizes['eval']} bitext held-out and {sizes['golden']} golden held-out questions: "

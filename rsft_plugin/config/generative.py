@@ -26,6 +26,7 @@ SECTION = "generative"
 # The fields a saved writer keeps whatever rsft.yml says: they define the adapter's weights.
 WEIGHT_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets")
 PRECISIONS = ("auto", "float32", "bfloat16")  # of LoRA training
+MOST_NEW_TOKENS = 512  # the largest max_new_tokens, and the largest budget fit_grounding gives a reply
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -74,7 +75,8 @@ class WriterSettings:
     def __post_init__(self) -> None:
         _check(bool(self.shop_name.strip()), "shop_name", "must not be empty")
         _check(1 <= self.grounding_answers <= 5, "grounding_answers", "must be between 1 and 5")
-        _check(1 <= self.max_new_tokens <= 512, "max_new_tokens", "must be between 1 and 512")
+        _check(1 <= self.max_new_tokens <= MOST_NEW_TOKENS, "max_new_tokens",
+               f"must be between 1 and {MOST_NEW_TOKENS}")
         _check(self.time_limit_seconds > 0, "time_limit_seconds", "must be > 0")
         _check(64 <= self.max_prompt_tokens <= 4096, "max_prompt_tokens", "must be between 64 and 4096")
         _check(0 <= self.copy_bias <= 20, "copy_bias", "must be between 0 and 20")

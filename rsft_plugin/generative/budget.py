@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..config.generative import MOST_NEW_TOKENS
 from .settings import WriterSettings
 
 FIT_ROOM = 12  # tokens beyond the grounding answer: a greeting, the shop's name, a closing phrase
-MOST_NEW_TOKENS = 512  # the largest configurable max_new_tokens
 
 
 def reply_budget(tokenizer: Any, settings: WriterSettings, grounding: Sequence[str],
