@@ -24,7 +24,13 @@ Protocol (the product's own round, rsft_plugin.rounds.run_round, in a temporary 
   faithfulness violations % (a retrieved answer is a bank answer: 0 by construction); per round: seconds by stage,
   new tokens/s while sampling, tokens/s while training, peak RSS of this process.
 
+With `--traffic golden` the rounds run on the golden set's train split instead, against the shop's own bank
+(data/answers.yml, whose answers are about twice as long as bitext's), and both arms are measured on its held-out
+split only (`--golden` questions; the further questions for the retrievers are the rest of the set):
+bench/results/generative_golden.json.
+
     python -m bench.generative --out bench/results          # the committed run (make bench-generative, ~50 min)
+    python -m bench.generative --traffic golden --out bench/results  # rounds on the shop's bank (~45 min)
     python -m bench.generative --smoke --out var/bench-smoke  # minutes-long version with checks (make bench-smoke)
 """
 
@@ -70,12 +76,17 @@ SMOKE = {"prompts": 4, "rounds": 1, "k": 2, "new_tokens": 8, "eval": 3, "golden"
 SECTIONS = {"collect": {"min_prompts": 2, "replay": 0}, "reject": {
     "rule": "threshold", "r_min": 0.0, "min_accepted": 1}, "gate": {**ALWAYS_PROMOTE, "writer_worse_level": 0.0}}
 RETRIEVAL_SECTIONS = {"collect": {"min_prompts": 2, "replay": 0}, "reject": {"min_accepted": 3}}
+# where the rounds' traffic comes from -> the results file
+TRAFFIC = {"bitext": "generative.json", "golden": "generative_golden.json"}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.generative", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default=DEFAULT_DATASETS, help="folder with bitext-customer-support/")
+    parser.add_argument("--traffic", choices=TRAFFIC, default="bitext",
+                        help="where the rounds' questions come from (default bitext; golden: data/golden.csv's train "
+                             "split against data/answers.yml)")
     parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="where generative.json goes")
     for key, help_text in (("prompts", "traffic questions per round"), ("rounds", "rounds"),
                            ("k", "written replies sampled per prompt"), ("new_tokens", "max new tokens per reply"),
@@ -106,21 +117,22 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RSFT_BASE_CACHE", str(REPO / "var" / "base-models"))
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="rsft-bench-generative-"))
-    result = {"meta": run_metadata({"sizes": sizes, "seed": args.seed, "sections": sections,
+    result = {"meta": run_metadata({"sizes": sizes, "seed": args.seed, "sections": sections, "traffic": args.traffic,
                                     "datasets": str(resolve_datasets_dir(args.datasets))})}
     try:
-        result.update(run(sizes, sections, args.seed, resolve_datasets_dir(args.datasets), work))
+        result.update(run(sizes, sections, args.seed, resolve_datasets_dir(args.datasets), work, args.traffic))
     finally:
         if not args.keep_work:
             shutil.rmtree(work, ignore_errors=True)
     result["meta"]["wall_seconds"] = round(time.perf_counter() - started, 1)
     result["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    out = write_json(args.out / "generative.json", result)
+    out = write_json(args.out / TRAFFIC[args.traffic], result)
     print(f"wrote {out} in {result['meta']['wall_seconds']:.0f} s")
     return exit_status(check_generative(result)) if args.smoke else 0
 
 
-def run(sizes: dict[str, Any], sections: dict[str, Any], seed: int, datasets_dir: Path, work: Path) -> dict[str, Any]:
+def run(sizes: dict[str, Any], sections: dict[str, Any], seed: int, datasets_dir: Path, work: Path,
+        traffic: str = "bitext") -> dict[str, Any]:
     from rsft_plugin.config import load_config
     from rsft_plugin.generative.checkpoint import ensure_checkpoint
     from rsft_plugin.generative.policy import GenerativePolicy, base_cache
@@ -130,22 +142,24 @@ def run(sizes: dict[str, Any], sections: dict[str, Any], seed: int, datasets_dir
     from rsft_plugin.parts import build_parts
 
     rounds = sizes["rounds"]
-    bitext = load_dataset("bitext", datasets_dir, sizes["prompts"] * rounds, sizes["eval"], seed, sizes["truth"])
-    golden = load_dataset("golden", datasets_dir, 0, sizes["golden"], seed)
+    data = load_dataset(traffic, datasets_dir, sizes["prompts"] * rounds,
+                        sizes["golden" if traffic == "golden" else "eval"], seed, sizes["truth"])
+    sets = {traffic: data}
+    if traffic != "golden":  # the shop's bank as a second, unseen test
+        sets["golden"] = load_dataset("golden", datasets_dir, 0, sizes["golden"], seed)
     model_config = Config().model
-    fixed = {"bitext": pretrained_policy(bitext.bank, model_config),
-             "golden": pretrained_policy(golden.bank, model_config)}
-    tests = {"bitext": bitext.heldout_questions, "golden": golden.heldout_questions}
-    bench = _DatasetBench(bitext, {"rounds": rounds, "rate_share": 1.0, "sections": RETRIEVAL_SECTIONS}, seed, work,
+    fixed = {name: pretrained_policy(dataset.bank, model_config) for name, dataset in sets.items()}
+    tests = {name: dataset.heldout_questions for name, dataset in sets.items()}
+    bench = _DatasetBench(data, {"rounds": rounds, "rate_share": 1.0, "sections": RETRIEVAL_SECTIONS}, seed, work,
                           0.0)
 
     def measure_all(model: Any) -> dict[str, Any]:
-        # golden: the same model (its tuned encoder or adapter) answering from the shop's bank, no retraining
-        return {name: measure(model if name == "bitext" else model.with_bank(golden.bank), questions, fixed[name])
+        # another set: the same model (its tuned encoder or adapter) answering from that set's bank, no retraining
+        return {name: measure(model if name == traffic else model.with_bank(sets[name].bank), questions, fixed[name])
                 for name, questions in tests.items()}
 
     log(f"retrieval arm: {rounds} rounds × {sizes['prompts']} questions, {sizes['noise']:.0%} wrong ratings")
-    retrieval: dict[str, Any] = {"before": measure_all(fixed["bitext"])}
+    retrieval: dict[str, Any] = {"before": measure_all(fixed[traffic])}
     retrieval["rounds"] = bench.rounds("statistical", sizes["noise"])["rounds"]
     with build_parts(load_config(work / f"statistical-{sizes['noise']:g}" / "rsft.yml")) as parts:
         tuned = load_version(parts.registry.live_path(), model_config)
@@ -155,7 +169,7 @@ def run(sizes: dict[str, Any], sections: dict[str, Any], seed: int, datasets_dir
     settings = WriterSettings(max_new_tokens=sizes["new_tokens"], grounding_answers=sizes["grounding"],
                               time_limit_seconds=120.0)  # the bench measures the writer, not serving's time limit
     checkpoint = ensure_checkpoint(base_cache(work))
-    writer = GenerativePolicy(fixed["bitext"], Writer.from_checkpoint(checkpoint, settings), model_config,
+    writer = GenerativePolicy(fixed[traffic], Writer.from_checkpoint(checkpoint, settings), model_config,
                               training=LoraTraining(batch_size=8, max_epochs=1))
     generative: dict[str, Any] = {"settings": settings.to_json()}
     started = time.perf_counter()
@@ -166,9 +180,9 @@ def run(sizes: dict[str, Any], sections: dict[str, Any], seed: int, datasets_dir
     generative["after"] = measure_all(final)
     log(f"tuned writer: {_line(generative['after'])}")
     generative["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    return {"datasets": {"bitext": bitext.describe(), "golden": golden.describe()},
+    return {"datasets": {name: dataset.describe() for name, dataset in sets.items()},
             "retrieval": retrieval, "generative": generative,
-            "retrievers_on_truth": compare_retrievers(fixed["bitext"], tuned, final.retriever, bitext.truth_questions)}
+            "retrievers_on_truth": compare_retrievers(fixed[traffic], tuned, final.retriever, data.truth_questions)}
 
 
 def generative_rounds(bench: _DatasetBench, writer: Any, sections: dict[str, Any], sizes: dict[str, Any],
@@ -286,7 +300,7 @@ def check_generative(result: dict[str, Any]) -> list[str]:
     problems = []
     for arm in ("retrieval", "generative"):
         for when in ("before", "after"):
-            for name in ("bitext", "golden"):
+            for name in result.get("datasets") or ("bitext", "golden"):
                 numbers = result.get(arm, {}).get(when, {}).get(name)
                 if not numbers or not 0 <= numbers["topic_correct"] <= 1 or not 0 <= numbers["similarity"] <= 1:
                     problems.append(f"{arm} {when} {name}: missing or out-of-range measures {numbers}")
