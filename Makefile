@@ -11,7 +11,7 @@ PY311 := $(call find_python,3.11)
 PIP_QUIET := --quiet --progress-bar off
 
 .PHONY: help run run-scaled test venvs lint clean-run load-test bench-quality bench-speed bench-smoke bench-oos bench-feedback \
-	bench-generative bench-scaled bench-round-scale postgres-server scale-servers
+	bench-generative bench-generative-golden bench-scaled bench-round-scale postgres-server scale-servers
 help:
 	@echo "make run    start the assistant (Rasa + actions + chat page); Ctrl-C stops it"
 	@echo "make run-scaled  the same as several Rasa and action servers behind HAProxy, PostgreSQL + Redis (docs/scaling.md)"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-speed    latency, throughput, long conversations, hot swap, one round (~6 min; docs/benchmarks.md)"
 	@echo "make bench-feedback choices and implicit signals vs ratings alone, 3 seeds (docs/benchmarks.md)"
 	@echo "make bench-generative  the writer vs retrieval from noisy ratings, seconds per stage (~50 min; docs/benchmarks.md)"
+	@echo "make bench-generative-golden  the same with the rounds on the golden set against the shop's own bank (~45 min)"
 	@echo "make bench-oos      out-of-scope caught vs in-scope refused per model.min_score (~1 min)"
 	@echo "make bench-scaled   100 customers through the scaled stack, and throughput single vs scaled (~10 min)"
 	@echo "make bench-round-scale  one round on a PostgreSQL log of 100,000 synthetic turns: fill time, stage seconds (~10 min)"
@@ -102,6 +103,11 @@ bench-feedback: venvs
 
 bench-generative: venvs
 	.venv/bin/python -m bench.generative --datasets $(BENCH_DATASETS) --out bench/results
+	.venv/bin/python -m bench.report
+
+bench-generative-golden: venvs
+	.venv/bin/python -m bench.generative --traffic golden --set generative.round_threads=0 \
+		--datasets $(BENCH_DATASETS) --out bench/results
 	.venv/bin/python -m bench.report
 
 bench-oos: venvs

@@ -375,18 +375,21 @@ def _fitted(result: dict[str, Any]) -> str:
 
 
 def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
-    """The writer vs retrieval before and after the rounds (three measures on bitext and golden), then each
-    generative round's cost by stage, tokens/s and peak memory."""
+    """The writer vs retrieval before and after the rounds (three measures on each test set: bitext and golden, or
+    golden alone where the rounds ran on it), then each generative round's cost by stage, tokens/s and peak memory."""
     sizes, sections = result["meta"]["params"]["sizes"], result["meta"]["params"]["sections"]
+    traffic = result["meta"]["params"].get("traffic", "bitext")  # runs before --traffic existed: bitext
+    names = list(result.get("datasets") or ("bitext", "golden"))
     rounds = sizes["rounds"]
+    measured = " and ".join(f"{sizes['golden' if name == 'golden' else 'eval']} {name} held-out" for name in names)
     lines = [_meta_line(result["meta"]), "",
-             f"{rounds} round(s) × {sizes['prompts']} bitext prompts, K = {sizes['k']} written replies of ≤ "
+             f"{rounds} round(s) × {sizes['prompts']} {traffic} prompts, K = {sizes['k']} written replies of ≤ "
              f"{sizes['new_tokens']} new tokens{_fitted(result)}, {sizes['grounding']} grounding answer(s), "
              f"{sizes['noise']:.0%} wrong ratings, reject `{sections['reject']['rule']}` "
              f"({_similarity_bounds(sections['reject'])}), "
              f"{_writer_epochs(result['generative']['rounds'])}, gate on {sizes['gate_questions']} held-out questions "
              "(always promotes; verdicts below). "
-             f"Measured on {sizes['eval']} bitext held-out and {sizes['golden']} golden held-out questions: "
+             f"Measured on {measured} questions: "
              "*topic* = topic-correct % of what the writer wrote, *served* = of what the customer was served "
              "(the top grounding answer where serving replaced the written reply), *grounded* = of the top "
              "grounding answer (the writer's retriever; retrieval: the answer itself; – where not recorded), "
@@ -398,15 +401,15 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
         for when, label in (("before", "pretrained"), ("after", f"after {rounds} round(s)")):
             numbers = result[kind][when]
             row = [f"{kind}, {label}"]
-            for name in ("bitext", "golden"):
+            for name in names:
                 n = numbers[name]
                 grounded = n.get("grounding_topic_correct", n["topic_correct"] if kind == "retrieval" else None)
                 row += [pct(n["topic_correct"]), pct(n.get("served_topic_correct")), pct(grounded),
                         num(n["similarity"], 3), pct(n["violations"])]
-            rows.append(row + [pct(numbers["bitext"].get("fallbacks"))])
-    lines += _table(["", "bitext topic", "served", "grounded", "sim", "viol", "golden topic", "served", "grounded",
-                     "sim", "viol", "fallb. (bitext)"], rows)
-    lines += _retrievers_on_truth(result.get("retrievers_on_truth"))
+            rows.append(row + [pct(numbers[traffic].get("fallbacks"))])
+    columns = [column for name in names for column in (f"{name} topic", "served", "grounded", "sim", "viol")]
+    lines += _table(["", *columns, f"fallb. ({traffic})"], rows)
+    lines += _retrievers_on_truth(result.get("retrievers_on_truth"), traffic)
     lines += ["", f"Generative rounds (peak RSS of the whole run {num(result['generative'].get('peak_rss_mb'), 0)} "
                   "MB):", ""]
     rows = []
@@ -431,13 +434,14 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
     return "\n".join(lines)
 
 
-def _retrievers_on_truth(truth: dict[str, Any] | None) -> list[str]:
-    """The two arms' retrievers on the further bitext questions (runs before 2026-12-02 night: not measured)."""
+def _retrievers_on_truth(truth: dict[str, Any] | None, traffic: str) -> list[str]:
+    """The two arms' retrievers on the further questions of the traffic's set (runs before 2026-12-02 night: not
+    measured)."""
     if not truth:
         return []
     paired = truth["after_paired"]
     return ["", f"The two retrievers (retrieval: the model itself; generative: the writer's, what a reply is grounded "
-                f"in) on {truth['n']} further bitext questions, in neither the traffic nor the held-out set: "
+                f"in) on {truth['n']} further {traffic} questions, in neither the traffic nor the held-out set: "
                 f"pretrained {pct(truth['before']['retrieval'])}; after the rounds retrieval "
                 f"{pct(truth['after']['retrieval'])}, generative {pct(truth['after']['generative'])} — they differ on "
                 f"{paired['wins'] + paired['losses']} questions, the generative arm's right on {paired['wins']} and "
@@ -493,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     for section, render in (("quality", quality_markdown), ("speed", speed_markdown),
                             ("out_of_scope", out_of_scope_markdown), ("feedback", feedback_markdown),
                             ("scaled", scaled_markdown), ("generative", generative_markdown),
+                            ("generative_golden", generative_markdown),
                             ("round_scale", round_scale_markdown)):
         path = args.results / f"{section}.json"
         if path.exists():
