@@ -30,7 +30,7 @@ split only (`--golden` questions; the further questions for the retrievers are t
 bench/results/generative_golden.json.
 
     python -m bench.generative --out bench/results          # the committed run (make bench-generative, ~50 min)
-    python -m bench.generative --traffic golden --out bench/results  # rounds on the shop's bank (~45 min)
+    python -m bench.generative --traffic golden --out bench/results  # rounds on the shop's bank (~66 min)
     python -m bench.generative --smoke --out var/bench-smoke  # minutes-long version with checks (make bench-smoke)
 """
 
