@@ -90,11 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="where generative.json goes")
     for key, help_text in (("prompts", "traffic questions per round"), ("rounds", "rounds"),
                            ("k", "written replies sampled per prompt"), ("new_tokens", "max new tokens per reply"),
-                           ("eval", "bitext held-out questions measured before and after"),
+                           ("eval", "bitext held-out questions measured before and after (--traffic bitext)"),
                            ("golden", "golden held-out questions measured before and after"),
                            ("gate_questions", "held-out questions the round's gate writes replies for"),
                            ("grounding", "bank answers the writer sees per question"),
-                           ("truth", "further bitext questions the two arms' retrievers answer before and after")):
+                           ("truth", "further questions of the traffic's set both arms' retrievers answer")):
         parser.add_argument("--" + key.replace("_", "-"), type=int, help=f"{help_text} (default {FULL[key]})")
     parser.add_argument("--s-min", type=float,
                         help=f"reject.s_min_written of the generative rounds (default {FULL['s_min']})")
