@@ -300,7 +300,7 @@ def check_generative(result: dict[str, Any]) -> list[str]:
     problems = []
     for arm in ("retrieval", "generative"):
         for when in ("before", "after"):
-            for name in result.get("datasets") or ("bitext", "golden"):
+            for name in result["datasets"]:
                 numbers = result.get(arm, {}).get(when, {}).get(name)
                 if not numbers or not 0 <= numbers["topic_correct"] <= 1 or not 0 <= numbers["similarity"] <= 1:
                     problems.append(f"{arm} {when} {name}: missing or out-of-range measures {numbers}")

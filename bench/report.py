@@ -379,9 +379,9 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
     golden alone where the rounds ran on it), then each generative round's cost by stage, tokens/s and peak memory."""
     sizes, sections = result["meta"]["params"]["sizes"], result["meta"]["params"]["sections"]
     traffic = result["meta"]["params"].get("traffic", "bitext")  # runs before --traffic existed: bitext
-    names = list(result.get("datasets") or ("bitext", "golden"))
+    names = list(result["datasets"])
     rounds = sizes["rounds"]
-    measured = " and ".join(f"{sizes['golden' if name == 'golden' else 'eval']} {name} held-out" for name in names)
+    measured = " and ".join(f"{result['datasets'][name]['heldout']} {name} held-out" for name in names)
     lines = [_meta_line(result["meta"]), "",
              f"{rounds} round(s) × {sizes['prompts']} {traffic} prompts, K = {sizes['k']} written replies of ≤ "
              f"{sizes['new_tokens']} new tokens{_fitted(result)}, {sizes['grounding']} grounding answer(s), "
