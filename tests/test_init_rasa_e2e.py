@@ -43,6 +43,21 @@ class ActionHelloWorld(Action):
 '''
 
 
+def _shorten_training(config_yml: Path) -> None:
+    """Spell out Rasa's default pipeline and policies (what the starter's commented-out config gets) with 20 epochs
+    per network instead of 100: the starter's flows are memorised by its rules and stories, and ours by DIET from
+    init-rasa's examples, so only `rasa train` gets shorter (163 s -> 85 s on 2 cores)."""
+    [default_yml] = (REPO / ".venv-rasa" / "lib").glob(
+        "python3*/site-packages/rasa/engine/recipes/config_files/default_config.yml")
+    default = yaml.safe_load(default_yml.read_text())
+    config = yaml.safe_load(config_yml.read_text()) or {}
+    for part in ("pipeline", "policies"):
+        assert not config.get(part), f"the starter now sets {part}: train it as it is"
+        config[part] = [{**component, "epochs": 20} if "epochs" in component else component
+                        for component in default[part]]
+    config_yml.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 def _rasa_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     return {**env, **QUIET, **extra}
@@ -91,6 +106,7 @@ def starter(tmp_path_factory):
             "create_initial_project(sys.argv[1])", str(bot)], cwd=root, env=_rasa_env())
     assert not (bot / "models").exists() or not any((bot / "models").iterdir())  # nothing trained before ours
     (bot / "actions" / "actions.py").write_text(BOT_ACTION)  # the bot's own action package has one action
+    _shorten_training(bot / "config.yml")
     rasa_port, action_port = free_port(), free_port()
     tokens = {"RSFT_RASA_TOKEN": "e2e-rasa-token-" + os.urandom(8).hex(),
               "RSFT_ACTION_TOKEN": "e2e-action-token-" + os.urandom(8).hex()}
