@@ -27,18 +27,15 @@ CRASH_POINTS = ["stage:sample", "stage:score", "finetune:step", "save:weights-wr
 def template(tmp_path_factory, pretrained):
     """A fed installation (v0001 live, 120 rated turns), made once and copied per test."""
     directory = tmp_path_factory.mktemp("fed")
-    config = round_config(directory, **FAST)
+    config = round_config(directory)
     registry = Registry(config.paths.models_dir)
     registry.set_live(registry.publish(pretrained).name, "test")
     feed_traffic(config, n=120)
     return config
 
 
-FAST = {"finetune": {"max_epochs": 2}}
-
-
 def _copy(template, tmp_path):
-    config = round_config(tmp_path, **FAST)
+    config = round_config(tmp_path)
     shutil.copytree(template.paths.models_dir, config.paths.models_dir)
     for suffix in ("", "-wal", "-shm"):
         source = template.paths.db.with_name(template.paths.db.name + suffix)

@@ -73,7 +73,7 @@ def test_the_same_conversations_logged_twice_give_the_same_round(tmp_path, pretr
     for name in ("first", "second"):
         directory = tmp_path / name
         directory.mkdir()
-        config = round_config(directory, finetune={"max_epochs": 2})
+        config = round_config(directory)
         registry = Registry(config.paths.models_dir)
         registry.set_live(registry.publish(pretrained).name, "test")
         feed_traffic(config, n=120)

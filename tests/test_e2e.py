@@ -319,8 +319,8 @@ def test_simulated_traffic_then_a_round_makes_the_bot_answer_from_the_new_versio
     assert simulated.exit_code == 0, simulated.output
     answered = int(re.search(r"(\d+) answered by the response model", simulated.output).group(1))
     assert answered >= 120 and "0 failed" in simulated.output, simulated.output
-    lenient = load_config(config_path, overrides={"gate": {"level": 1.0, "topic_level": 0.0,
-                                                           "rated_level": 0.0}})
+    lenient = load_config(config_path, overrides={"gate": {"level": 1.0, "topic_level": 0.0, "rated_level": 0.0},
+                                                  "finetune": {"max_epochs": 2}})  # the plumbing, not learning
     before = Registry(stack.config.paths.models_dir).live_name()
     result = run_round(lenient, show_bar=False)
     assert result.status == "promoted", result.reason
