@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(directory: Path, n: int, max_new_tokens: int, time_limit: float,
-            fit_grounding: bool = False) -> dict[str, Any]:
+def measure(directory: Path, n: int, max_new_tokens: int, time_limit: float, fit_grounding: bool) -> dict[str, Any]:
     from rsft_plugin.answer_bank import load_answer_bank
     from rsft_plugin.config import load_config
     from rsft_plugin.launcher import Stack

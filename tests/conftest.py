@@ -87,12 +87,13 @@ def relabelled(model: ResponseModel, tag: str) -> ResponseModel:
 
 # ---- rounds ----------------------------------------------------------------------------------------------------
 
-LENIENT_GATE = {"level": 1.0, "topic_level": 0.0, "rated_level": 0.0}
+LENIENT_GATE = {"level": 1.0, "topic_level": 0.0, "rated_level": 0.0}  # so the round promotes
+SHORT_FINETUNE = {"max_epochs": 2}  # rounds here test the plumbing, not the accuracy it buys: 2 epochs, not 10
 
 
 def round_config(tmp_path, **sections):
     sections.setdefault("gate", LENIENT_GATE)
-    sections.setdefault("finetune", {"max_epochs": 2})  # rounds here test the plumbing, not learning: 2 epochs, not 10
+    sections.setdefault("finetune", SHORT_FINETUNE)
     sections.setdefault("worker", {"poll_seconds": 0.2})
     sections["paths"] = {"run_dir": str(tmp_path / "run")}  # its own round lock and secrets
     return load_config(write_config(tmp_path, **sections))

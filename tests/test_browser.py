@@ -19,14 +19,12 @@ from rsft_plugin.log import open_sqlite
 from rsft_plugin.models.registry import Registry
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
 
-from .conftest import REPO, feed_traffic, start_stack
+from .conftest import LENIENT_GATE, REPO, SHORT_FINETUNE, feed_traffic, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-LENIENT_GATE = {"level": 1.0, "topic_level": 0.0, "rated_level": 0.0}  # so the round promotes
-SHORT_FINETUNE = {"max_epochs": 2}  # the round is the point here, not the accuracy it buys
 VIEWPORT = {"width": 1280, "height": 820}
 WAIT_MS = 60_000  # how long a step may take on a busy 2-core machine (Playwright's default is 5 s)
 expect.set_options(timeout=WAIT_MS)

@@ -22,7 +22,7 @@ from rsft_plugin.launcher import Stack, action_token, rasa_token
 from rsft_plugin.log import SqliteLog, open_sqlite
 from rsft_plugin.models.registry import Registry
 
-from .conftest import relabelled, start_stack
+from .conftest import LENIENT_GATE, SHORT_FINETUNE, relabelled, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 SESSION_MAX_TURNS = 3
@@ -319,8 +319,7 @@ def test_simulated_traffic_then_a_round_makes_the_bot_answer_from_the_new_versio
     assert simulated.exit_code == 0, simulated.output
     answered = int(re.search(r"(\d+) answered by the response model", simulated.output).group(1))
     assert answered >= 120 and "0 failed" in simulated.output, simulated.output
-    lenient = load_config(config_path, overrides={"gate": {"level": 1.0, "topic_level": 0.0, "rated_level": 0.0},
-                                                  "finetune": {"max_epochs": 2}})  # the plumbing, not learning
+    lenient = load_config(config_path, overrides={"gate": LENIENT_GATE, "finetune": SHORT_FINETUNE})
     before = Registry(stack.config.paths.models_dir).live_name()
     result = run_round(lenient, show_bar=False)
     assert result.status == "promoted", result.reason

@@ -21,7 +21,7 @@ from rsft_plugin.models.registry import Registry
 from rsft_plugin.parts import build_parts
 from rsft_plugin.round_text import describe_round
 
-from ..conftest import REPO, feed_traffic, run_round, write_config
+from ..conftest import LENIENT_GATE, REPO, feed_traffic, run_round, write_config
 
 pytestmark = [pytest.mark.writer, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -40,7 +40,7 @@ def _tiny_golden(path) -> None:
 def test_a_generative_round_promotes_a_new_writer_and_serving_swaps_to_it(tmp_path, pretrained, writer) -> None:
     _tiny_golden(tmp_path / "golden.csv")
     path = write_config(tmp_path, model={"kind": "generative"},
-                        gate={"level": 1.0, "topic_level": 0.0, "rated_level": 0.0, "max_written_questions": 1},
+                        gate={**LENIENT_GATE, "max_written_questions": 1},
                         collect={"min_prompts": 2, "gate_fraction": 0.0}, sample={"k": 2},
                         reject={"rule": "threshold", "s_min": 0.0, "r_min": 0.0, "min_accepted": 1},
                         finetune={"val_fraction": 0.0, "max_epochs": 1},
