@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             sizes[key] = getattr(args, key)
     try:
         sized = {"sample": {"k": sizes["k"]}, "reject": {"s_min_written": sizes["s_min"]}}
+        if args.smoke:  # one LoRA epoch: the smoke checks that a round runs through, not how much it learns
+            sized["finetune"] = {"max_epochs": 1}
         sections = _merge(_merge(SECTIONS, sized), parse_overrides(args.overrides))
     except ConfigError as error:
         parser.error(str(error))

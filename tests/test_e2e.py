@@ -22,19 +22,15 @@ from rsft_plugin.launcher import Stack, action_token, rasa_token
 from rsft_plugin.log import SqliteLog, open_sqlite
 from rsft_plugin.models.registry import Registry
 
-from .conftest import LENIENT_GATE, SHORT_FINETUNE, relabelled, start_stack
+from .conftest import CHAT_STACK_SESSION_MAX_TURNS, LENIENT_GATE, SHORT_FINETUNE, relabelled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
-SESSION_MAX_TURNS = 3
+SESSION_MAX_TURNS = CHAT_STACK_SESSION_MAX_TURNS
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, pretrained):
-    # A new Rasa session every 3 customer turns: every test below also runs across session boundaries.
-    stack = start_stack(tmp_path_factory.mktemp("e2e"), pretrained,
-                        server={"reload_poll_seconds": 0.2, "session_max_turns": SESSION_MAX_TURNS})
-    yield stack
-    stack.stop()
+def stack(chat_stack):
+    return chat_stack
 
 
 def _say(stack: Stack, sender: str, message: str) -> list[dict]:

@@ -20,7 +20,7 @@ import requests
 from rsft_plugin.golden import load_golden
 from rsft_plugin.launcher import Stack
 
-from .conftest import REPO, start_stack
+from .conftest import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 USERS = int(os.environ.get("RSFT_LOAD_USERS", "50"))
@@ -28,10 +28,8 @@ SECONDS = float(os.environ.get("RSFT_LOAD_SECONDS", "15"))
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, pretrained):
-    stack = start_stack(tmp_path_factory.mktemp("load"), pretrained)
-    yield stack
-    stack.stop()
+def stack(chat_stack):
+    return chat_stack  # test_e2e's stack: the load test counts only its own senders (load-N-M)
 
 
 def test_concurrent_customers_lose_nothing(stack):
