@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     datasets_dir = resolve_datasets_dir(args.datasets)
     methods = set(args.methods.split(",") if args.methods else _default_methods(args.smoke))
-    methods -= {"rasa"} if args.no_rasa else set()
+    if args.no_rasa:
+        methods.discard("rasa")
     unknown = methods - {"naive", "oracle", "rasa", *RULES}
     if unknown:
         parser.error(f"unknown method(s) {sorted(unknown)}")

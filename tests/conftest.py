@@ -152,16 +152,13 @@ def start_stack(directory: Path, pretrained: ResponseModel, before_start=None, s
     return stack
 
 
-CHAT_STACK_SESSION_MAX_TURNS = 3
-
-
 @pytest.fixture(scope="session")
 def chat_stack(tmp_path_factory, pretrained):
     """One stack of the default bot for the modules that only chat with it (test_e2e, test_load): each start costs
     ~40 s of Rasa, action server and web. A new Rasa session every 3 customer turns, so everything they do also
     runs across session boundaries. The modules' senders have their own prefixes; it stops at the session's end."""
     stack = start_stack(tmp_path_factory.mktemp("chat"), pretrained,
-                        server={"reload_poll_seconds": 0.2, "session_max_turns": CHAT_STACK_SESSION_MAX_TURNS})
+                        server={"reload_poll_seconds": 0.2, "session_max_turns": 3})
     yield stack
     stack.stop()
 

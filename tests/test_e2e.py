@@ -22,10 +22,9 @@ from rsft_plugin.launcher import Stack, action_token, rasa_token
 from rsft_plugin.log import SqliteLog, open_sqlite
 from rsft_plugin.models.registry import Registry
 
-from .conftest import CHAT_STACK_SESSION_MAX_TURNS, LENIENT_GATE, SHORT_FINETUNE, relabelled
+from .conftest import LENIENT_GATE, SHORT_FINETUNE, relabelled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
-SESSION_MAX_TURNS = CHAT_STACK_SESSION_MAX_TURNS
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +84,7 @@ def _tracker(stack: Stack, sender: str, events: str) -> dict:
 
 def test_a_long_conversation_moves_to_new_rasa_sessions_and_keeps_answering_and_rating(stack):
     sender, token = "e2e-long", rasa_token(stack.config)
+    max_turns = stack.config.server.session_max_turns  # the stack's (3): set in conftest's chat_stack
     questions = ["where is my parcel?", "how do I return a jacket?", "can I pay with a gift card?",
                  "I was charged twice", "how do I reset my password?", "do you ship to Canada?", "refund status"]
     first = _rated_answer(_say(stack, sender, questions[0]))
@@ -101,9 +101,9 @@ def test_a_long_conversation_moves_to_new_rasa_sessions_and_keeps_answering_and_
 
     everything = _tracker(stack, sender, "ALL")
     starts = [e for e in everything["events"] if e["event"] == "session_started"]
-    assert len(starts) == 1 + (len(questions) + 1 - 1) // SESSION_MAX_TURNS  # 8 turns: sessions of 3, 3, 2
-    assert session_sizes[SESSION_MAX_TURNS - 1] < session_sizes[SESSION_MAX_TURNS - 2], session_sizes  # a new one
-    assert max(session_sizes) <= max(session_sizes[:SESSION_MAX_TURNS]) + 2, session_sizes  # bounded, not growing
+    assert len(starts) == 1 + (len(questions) + 1 - 1) // max_turns  # 8 turns: sessions of 3, 3, 2
+    assert session_sizes[max_turns - 1] < session_sizes[max_turns - 2], session_sizes  # a new one
+    assert max(session_sizes) <= max(session_sizes[:max_turns]) + 2, session_sizes  # bounded, not growing
     assert everything["slots"]["session_started_metadata"] == {"shop": "e2e"}
     assert sum(e["event"] == "user" for e in everything["events"]) == len(questions) + 1  # nothing lost
     store = _store(stack)
