@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .file_lock import exclusive_lock
 from .rasa import rasa_pythonpath
 from .secrets import ACTION_TOKEN, RASA_TOKEN, get_secret
 from .supervision import LaunchError, Program, Supervisor, describe_status, launcher_gone, read_status
@@ -58,22 +59,32 @@ def bot_fingerprint(bot_dir: Path) -> str:
 
 
 def ensure_rasa_model(config: Config, log_dir: Path, announce: Callable[[str], None] = print) -> Path:
-    """The trained Rasa model for the current bot/, training it only when no model has this fingerprint."""
+    """The trained Rasa model for the current bot/, training it only when no model has this fingerprint.
+
+    Two launches of one bot (two `make run`s, or test workers sharing the cache) train it once: the second waits on
+    the lock and then finds the model; and a model appears under its name only once `rasa train` has finished."""
     models = config.paths.run_dir / "rasa-models"
     name = f"bot-{bot_fingerprint(config.paths.bot_dir)}"
     model = models / f"{name}.tar.gz"
-    if model.exists():
-        announce(f"rsft: Rasa model: {model.name} matches bot/ (cached, no training)")
-        return model
-    models.mkdir(parents=True, exist_ok=True)
+    if not model.exists():
+        with exclusive_lock(models / f".{name}.lock"):
+            if not model.exists():
+                _train_rasa_model(config, models, name, log_dir, announce)
+                return model
+    announce(f"rsft: Rasa model: {model.name} matches bot/ (cached, no training)")
+    return model
+
+
+def _train_rasa_model(config: Config, models: Path, name: str, log_dir: Path, announce: Callable[[str], None]) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     announce(f"rsft: Rasa model: none for this bot/ (fingerprint {name[4:]}); training it, a minute or two "
              f"(log: {log_dir / 'rasa-train.log'}) ...")
     began = time.monotonic()
     bot = config.paths.bot_dir
     domain = bot / "domain" if (bot / "domain").is_dir() else bot / "domain.yml"  # a folder: Rasa merges its files
+    partial = f".{name}.training"
     command = [str(config.paths.rasa_bin), "train", "--config", str(bot / "config.yml"), "--domain", str(domain),
-               "--data", str(bot / "data"), "--out", str(models), "--fixed-model-name", name]
+               "--data", str(bot / "data"), "--out", str(models), "--fixed-model-name", partial]
     with (log_dir / "rasa-train.log").open("w") as log:
         training = subprocess.Popen(command, cwd=bot, stdout=log, stderr=subprocess.STDOUT, env=_rasa_env())
         while training.poll() is None:
@@ -81,10 +92,12 @@ def ensure_rasa_model(config: Config, log_dir: Path, announce: Callable[[str], N
                 training.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 announce(f"  ... still training ({time.monotonic() - began:.0f} s)")
-    if training.returncode != 0 or not model.exists():
+    trained = models / f"{partial}.tar.gz"
+    if training.returncode != 0 or not trained.exists():
+        trained.unlink(missing_ok=True)
         raise LaunchError(f"rasa train failed (exit {training.returncode}); see {log_dir / 'rasa-train.log'}")
-    announce(f"rsft: Rasa model trained in {time.monotonic() - began:.0f} s: {model}")
-    return model
+    os.replace(trained, models / f"{name}.tar.gz")
+    announce(f"rsft: Rasa model trained in {time.monotonic() - began:.0f} s: {models / f'{name}.tar.gz'}")
 
 
 def rasa_token(config: Config) -> str:

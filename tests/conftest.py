@@ -39,10 +39,15 @@ def fresh_model(pretrained: ResponseModel) -> ResponseModel:
 
 
 def write_config(directory: Path, **sections: dict) -> Path:
-    """An rsft.yml whose data paths point at the repo's data/ and whose state lives in `directory`."""
+    """An rsft.yml whose data paths point at the repo's data/ and whose state lives in `directory`.
+
+    Its run_dir (round lock, secrets, server logs) is the test's own, so tests in parallel workers never hold each
+    other's round lock; only the trained Rasa models are shared (a link to the clone's cache), so no test trains
+    the bot again."""
+    run_dir = _own_run_dir(directory)
     raw = {"paths": {"db": str(directory / "rsft.db"), "models_dir": str(directory / "models"),
                      "answers": str(REPO / "data" / "answers.yml"), "golden": str(REPO / "data" / "golden.csv"),
-                     "tracker_db": str(directory / "tracker.db"), "run_dir": str(REPO / "var" / "run"),
+                     "tracker_db": str(directory / "tracker.db"), "run_dir": str(run_dir),
                      "rounds_dir": str(directory / "rounds"),
                      "bot_dir": str(REPO / "bot"), "rasa_bin": str(REPO / ".venv-rasa" / "bin" / "rasa")}}
     for name, values in sections.items():
@@ -50,6 +55,16 @@ def write_config(directory: Path, **sections: dict) -> Path:
     path = directory / "rsft.yml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return path
+
+
+def _own_run_dir(directory: Path) -> Path:
+    run_dir = directory / "run"
+    shared_models = REPO / "var" / "run" / "rasa-models"
+    shared_models.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "rasa-models").exists():
+        (run_dir / "rasa-models").symlink_to(shared_models, target_is_directory=True)
+    return run_dir
 
 
 @pytest.fixture
@@ -95,7 +110,6 @@ def round_config(tmp_path, **sections):
     sections.setdefault("gate", LENIENT_GATE)
     sections.setdefault("finetune", SHORT_FINETUNE)
     sections.setdefault("worker", {"poll_seconds": 0.2})
-    sections["paths"] = {"run_dir": str(tmp_path / "run")}  # its own round lock and secrets
     return load_config(write_config(tmp_path, **sections))
 
 

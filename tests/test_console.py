@@ -54,7 +54,7 @@ class Clock:
 @pytest.fixture
 def config(tmp_path, monkeypatch):
     monkeypatch.delenv("RSFT_OPERATOR_TOKEN", raising=False)
-    return load_config(write_config(tmp_path, paths={"run_dir": str(tmp_path / "run")}))
+    return load_config(write_config(tmp_path))
 
 
 @pytest.fixture
@@ -251,8 +251,7 @@ def test_login_makes_a_strict_http_only_session_that_logout_ends(config, token):
 
 def test_a_session_expires_after_the_configured_minutes(tmp_path, monkeypatch):
     monkeypatch.delenv("RSFT_OPERATOR_TOKEN", raising=False)
-    config = load_config(write_config(tmp_path, paths={"run_dir": str(tmp_path / "run")},
-                                      console={"session_minutes": 5}))
+    config = load_config(write_config(tmp_path, console={"session_minutes": 5}))
     token = get_secret(config.paths.run_dir, OPERATOR_TOKEN)
     clock = Clock()
     sessions = SessionStore(config.console.session_minutes, clock=clock)

@@ -167,7 +167,9 @@ def test_the_lower_bound_test_promotes_a_small_gain_only_within_the_margin_and_n
 
 def test_checks_can_be_turned_off_and_level_one_always_promotes():
     found = evidence({"refund_status": (0, 0, 9, 0)}, rated=(0, 0, 9, 0))
-    assert judge(found, GateConfig(level=1.0, topic_level=0.0, rated_level=0.0)).promote
+    always = judge(found, GateConfig(level=1.0, topic_level=0.0, rated_level=0.0))
+    assert always.promote and "level 1 promotes without a test" in always.reason
+    assert "confidence bound" not in always.reason  # at level 1 the "bound" is the largest gain possible: no news
     assert not judge(found, GateConfig(level=1.0)).promote
 
 

@@ -35,7 +35,7 @@ print(json.dumps(sorted(name for name in {heavy!r} if name in sys.modules)))
 @pytest.mark.timeout(180)
 def test_the_web_server_loads_no_model_library(tmp_path, monkeypatch):
     monkeypatch.delenv("RSFT_OPERATOR_TOKEN", raising=False)
-    config = write_config(tmp_path, paths={"run_dir": str(tmp_path / "run")})
+    config = write_config(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
     result = subprocess.run([sys.executable, "-c", _BUILD_WEB_APP.format(heavy=HEAVY), str(config)], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=150)
@@ -77,7 +77,7 @@ def test_read_and_rollback_commands_load_no_model_library(tmp_path, command):
     from rsft_plugin.log import TurnRecord, open_sqlite
     from rsft_plugin.models.registry import Registry
 
-    config = write_config(tmp_path, paths={"run_dir": str(tmp_path / "run")})
+    config = write_config(tmp_path)
     registry = Registry(tmp_path / "models")
     _version(registry.root, "v0001", None)
     _version(registry.root, "v0002", "v0001")

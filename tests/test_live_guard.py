@@ -23,7 +23,7 @@ GUARD = {"min_ratings": 20, "confidence": 0.95, "margin": 0.05}
 
 
 def _config_path(tmp_path, **guard):
-    return write_config(tmp_path, guard={**GUARD, **guard}, paths={"run_dir": str(tmp_path / "run")})
+    return write_config(tmp_path, guard={**GUARD, **guard})
 
 
 @pytest.fixture
@@ -155,8 +155,7 @@ def test_choices_and_implicit_signals_alone_can_roll_a_worse_version_back(tmp_pa
 
 def test_the_guard_gives_signals_of_weight_zero_no_say(tmp_path, pretrained):
     path = write_config(tmp_path, guard={**GUARD, "signals": "implicit", "min_ratings": 1},
-                        feedback={"thanks_weight": 0.0, "reask_weight": 0.0, "asked_human_weight": 0.0},
-                        paths={"run_dir": str(tmp_path / "run")})
+                        feedback={"thanks_weight": 0.0, "reask_weight": 0.0, "asked_human_weight": 0.0})
     decision = _judge_signals_only(path, pretrained)
     assert decision.action == "wait" and (decision.new_up, decision.new_down) == (0, 0), decision.message
 

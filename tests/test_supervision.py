@@ -80,7 +80,7 @@ def test_rsft_status_shows_the_servers_and_their_restarts(tmp_path):
 
     from .conftest import write_config
 
-    config_path = write_config(tmp_path, paths={"run_dir": str(tmp_path / "run")})
+    config_path = write_config(tmp_path)
     supervisor = Supervisor([Program("sleeper", SLEEPER, tmp_path)], tmp_path / "run" / "logs",
                             start_seconds=1, announce=lambda line: None)
     supervisor.start_daemon()

@@ -17,20 +17,18 @@ converting again from the installed GGUF when the cache was deleted (the convers
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.metadata
 import json
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelLoadError
+from ..file_lock import exclusive_lock
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -94,7 +92,7 @@ def ensure_checkpoint(cache_root: str | Path, gguf: str | Path | None = None) ->
     if cached is not None:
         return cached
     cache_root.mkdir(parents=True, exist_ok=True)
-    with _lock(cache_root):
+    with exclusive_lock(cache_root / ".convert.lock"):
         cached = _read_checkpoint(target)  # another process may have finished it while we waited
         if cached is not None:
             return cached
@@ -206,13 +204,3 @@ def _read_checkpoint(folder: Path) -> BaseCheckpoint | None:
         return BaseCheckpoint(path=folder, **raw)
     except (OSError, ValueError, TypeError):
         return None
-
-
-@contextmanager
-def _lock(cache_root: Path) -> Iterator[None]:
-    with open(cache_root / ".convert.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

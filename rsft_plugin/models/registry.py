@@ -14,19 +14,18 @@ This module imports no torch: the web server lists and promotes versions through
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelLoadError, RegistryError
 from ..faults import checkpoint
+from ..file_lock import exclusive_lock
 from .base import ResponsePolicy, VersionInfo, read_version_info
 
 POINTER_FILE = "LIVE"
@@ -167,15 +166,8 @@ class Registry:
         for path in self.root.glob(f".{POINTER_FILE}.*.tmp"):
             path.unlink(missing_ok=True)
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / ".lock").open("w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _lock(self) -> AbstractContextManager[None]:
+        return exclusive_lock(self.root / ".lock")
 
 
 def _fsync_dir(path: Path) -> None:

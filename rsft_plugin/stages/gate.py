@@ -103,7 +103,9 @@ def describe(check: CheckOutcome) -> str:
     if check.check == "heldout":
         head = (f"held-out accuracy {c.live_accuracy:.1%} -> {c.candidate_accuracy:.1%} ({c.gain:+.1%}), "
                 f"{changed}")
-        if check.bound is not None:
+        if check.level >= 1:  # the operator's "always promote": a bound at level 1 would be the largest gain possible
+            body = f"level 1 promotes without a test (McNemar p = {check.p_value:.3g})"
+        elif check.bound is not None:
             within = check.bound >= check.margin - 1e-12
             body = (f"{1 - check.level:.0%} lower confidence bound of the gain {check.bound:+.1%} "
                     f"{'>=' if within else '<'} margin {check.margin:+.1%} (McNemar p = {check.p_value:.3g})")
