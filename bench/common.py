@@ -32,6 +32,7 @@ from rsft_plugin.stages.rules import rule_names
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
+GOLDEN_TRUTH = BENCH / "golden_truth.csv"  # further golden-style questions, ours, that only judge the gate
 DEFAULT_DATASETS = "../shared/datasets"
 DEFAULT_RESULTS = BENCH / "results"
 RASA_PYTHON = REPO / ".venv-rasa" / "bin" / "python"
@@ -125,9 +126,14 @@ def load_dataset(name: str, datasets_dir: Path, n_traffic: int, n_heldout: int, 
         train_order, test_order = rng.permutation(len(train)), rng.permutation(len(test))
         traffic = [train[i] for i in train_order[:n_traffic]]
         heldout = [test[i] for i in test_order[:n_heldout]]
-        # small: every question of the set that is neither traffic nor held-out
-        truth = ([test[i] for i in test_order[n_heldout:]] + [train[i] for i in train_order[n_traffic:]])[:n_truth]
-        source, note = str(REPO / "data" / "golden.csv"), "the golden set's own train / heldout splits"
+        # every question of the set that is neither traffic nor held-out, then the bench's own further questions
+        # (bench/golden_truth.csv: the full split uses all of golden.csv, so without them the gate had no judge);
+        # drawn last, so the traffic and held-out split do not move
+        further = _read_csv(GOLDEN_TRUTH, "question", "topic")
+        truth = ([test[i] for i in test_order[n_heldout:]] + [train[i] for i in train_order[n_traffic:]]
+                 + [further[i] for i in rng.permutation(len(further))])[:n_truth]
+        source = f"{REPO / 'data' / 'golden.csv'} (traffic, held-out), {GOLDEN_TRUTH} (truth)"
+        note = "the golden set's own train / heldout splits"
     else:
         raise BenchError(f"unknown dataset {name!r}; known: {list(DATASETS)}")
     bank = load_answer_bank(bank_path)
