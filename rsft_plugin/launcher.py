@@ -82,7 +82,7 @@ def _train_rasa_model(config: Config, models: Path, name: str, log_dir: Path, an
     began = time.monotonic()
     bot = config.paths.bot_dir
     domain = bot / "domain" if (bot / "domain").is_dir() else bot / "domain.yml"  # a folder: Rasa merges its files
-    partial = f".{name}.training"
+    partial = f".{name}.training.tar.gz"  # with its suffix: Rasa would swap ".training" for ".tar.gz"
     command = [str(config.paths.rasa_bin), "train", "--config", str(bot / "config.yml"), "--domain", str(domain),
                "--data", str(bot / "data"), "--out", str(models), "--fixed-model-name", partial]
     with (log_dir / "rasa-train.log").open("w") as log:
@@ -92,7 +92,7 @@ def _train_rasa_model(config: Config, models: Path, name: str, log_dir: Path, an
                 training.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 announce(f"  ... still training ({time.monotonic() - began:.0f} s)")
-    trained = models / f"{partial}.tar.gz"
+    trained = models / partial
     if training.returncode != 0 or not trained.exists():
         trained.unlink(missing_ok=True)
         raise LaunchError(f"rasa train failed (exit {training.returncode}); see {log_dir / 'rasa-train.log'}")
