@@ -60,11 +60,14 @@ PART_LONG = "conversation_length"  # `--only conversation_length`
 FULL = {"users": [1, 10, 50], "requests": 300, "min_requests_per_user": 6, "overhead_queries": 100, "warmup": 100,
         "swap_users": 50, "swap_max_seconds": 90, "swap_before": 3, "swap_after": 5,
         "turns_per_conversation": 10, "long_conversation": 240, "block": 40, "session_max_turns": None,
-        "round_prompts": 1000, "round_heldout": 300, "k": 8, "baseline_steps": 15, "noise": 0.2, "round_config": {}}
+        "round_prompts": 1000, "round_heldout": 300, "k": 8, "baseline_steps": 15, "noise": 0.2, "round_config": {},
+        "compare_unbounded": True}
 # session_max_turns None: the product's default (server.session_max_turns); the smoke splits its 8 turns.
 SMOKE = {"users": [1, 3], "requests": 6, "min_requests_per_user": 2, "overhead_queries": 10, "warmup": 5,
          "swap_users": 4, "swap_max_seconds": 60, "swap_before": 1.5, "swap_after": 2,
          "turns_per_conversation": 10, "long_conversation": 8, "block": 4, "session_max_turns": 3,
+         # no second stack without the limit (~30 s to start): tests/test_e2e.py checks the limit on the real Rasa
+         "compare_unbounded": False,
          "round_prompts": 30, "round_heldout": 20, "k": 8, "baseline_steps": 1, "noise": 0.2,
          # a few dozen prompts: lower the product's minimums so the round trains instead of stopping
          "round_config": {"collect": {"min_prompts": 5}, "reject": {"min_accepted": 3},
@@ -193,10 +196,14 @@ def _warm_up(stack: Any, questions: list[str], sizes: dict[str, Any]) -> None:
 def long_conversation(stack: Any, directory: Path, bank: Any, heldout: list[tuple[str, str]], live: Any,
                       questions: list[str], sizes: dict[str, Any]) -> dict[str, Any]:
     """Part 2b: one long conversation on `stack` and, turn by turn alongside, on a second stack serving the same
-    model whose Rasa sessions never split (server.session_max_turns 0: the behaviour before the limit)."""
+    model whose Rasa sessions never split (server.session_max_turns 0: the behaviour before the limit); the smoke
+    runs the first alone."""
     from rsft_plugin.launcher import Stack
     from rsft_plugin.parts import build_parts
 
+    if not sizes["compare_unbounded"]:
+        print("one long conversation with the session limit ...", flush=True)
+        return conversation_length.measure(stack, None, questions, sizes, _ask)
     config = _world(directory, bank, heldout, {"session_max_turns": 0})
     parts = build_parts(config)
     try:
