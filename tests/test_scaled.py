@@ -10,6 +10,7 @@ Timings are printed, never asserted (bench/scaled.py measures them)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -157,19 +158,78 @@ def test_tickets_issued_at_once_by_several_rasa_processes_are_all_distinct(tmp_p
     """The lock store the scaled Rasa processes use gives every message its own ticket however many processes ask
     at once (Rasa's own RedisLockStore reads, changes and writes the lock in three steps, so two processes can get
     the same ticket and then process their messages at the same time; printed for comparison)."""
+    with _bare_redis() as port:
+        serial = _tickets_issued_at_once("serial", port, tmp_path)
+        plain = _tickets_issued_at_once("plain", port, tmp_path)
+    print(f"\n100 tickets at once: {len(set(serial))} distinct with SerialRedisLockStore, {len(set(plain))} with "
+          "Rasa's RedisLockStore")
+    assert sorted(serial) == list(range(len(serial))) and len(serial) == 100
+
+
+_HOLD_TICKETS = """
+import asyncio, json, os, signal, sys, time
+from rasa.utils.endpoints import EndpointConfig
+from rsft_plugin.rasa import lock_store
+port, role = int(sys.argv[1]), sys.argv[2]
+lock_store.TICKET_SECONDS = 1.0
+store = lock_store.SerialRedisLockStore(EndpointConfig(url="127.0.0.1", port=port, db=1, key_prefix="hold"))
+times = {}
+
+async def handle(conversation, name, seconds=0.0, **lifetime):
+    async with store.lock(conversation, **lifetime):
+        times[name + "_acquired"] = time.time()
+        await asyncio.sleep(seconds)
+        times[name + "_released"] = time.time()
+
+async def main():
+    if role == "killed":  # a Rasa killed while it handles a message of "orphaned" (Rasa's own ticket lifetime)
+        async with store.lock("orphaned"):
+            os.kill(os.getpid(), signal.SIGKILL)
+    working = asyncio.create_task(handle("busy", "first", 3.0, lock_lifetime=1))
+    await asyncio.sleep(0.2)
+    await asyncio.wait_for(handle("busy", "second", lock_lifetime=1), 30)
+    await working
+    await asyncio.wait_for(handle("orphaned", "after_kill"), 30)
+    print(json.dumps(times), flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_a_message_waits_for_a_busy_conversation_however_long_and_for_a_killed_process_at_most_a_ticket(tmp_path):
+    """The lock store's tickets live 1 s here (TICKET_SECONDS) and are renewed while their message is waited for or
+    handled: a message that handles its conversation for 3 s keeps it, the conversation's next message waits for it
+    (with Rasa's fixed lifetime of 1 s, the ticket lapsed and both ran at once, or the next message waited forever
+    for a ticket that had lapsed too); and a conversation whose Rasa was killed mid-message is free within a ticket's
+    life (with Rasa's 60 s lifetime, the 30 s wait here ran out)."""
+    from rsft_plugin.launcher import _rasa_env
+    from rsft_plugin.rasa import rasa_pythonpath
+
+    env = {**_rasa_env(), "PYTHONPATH": rasa_pythonpath()}
+    python = str(REPO / ".venv-rasa" / "bin" / "python")
+    with _bare_redis() as port:
+        killed = subprocess.run([python, "-c", _HOLD_TICKETS, str(port), "killed"], env=env, timeout=120)
+        assert killed.returncode == -signal.SIGKILL
+        done = subprocess.run([python, "-c", _HOLD_TICKETS, str(port), "live"], env=env, timeout=120,
+                              capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    times = json.loads(done.stdout.splitlines()[-1])
+    assert times["second_acquired"] >= times["first_released"]  # one at a time, 3 ticket lifetimes apart
+    assert "after_kill_acquired" in times
+
+
+@contextlib.contextmanager
+def _bare_redis():
+    """A redis-server without a password or persistence on a free port (yielded), stopped on the way out."""
     port = free_port()
     redis = subprocess.Popen(["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
     try:
         wait_until(lambda: not is_free(port), 30, "redis-server listening")
-        serial = _tickets_issued_at_once("serial", port, tmp_path)
-        plain = _tickets_issued_at_once("plain", port, tmp_path)
+        yield port
     finally:
         redis.kill()
         redis.wait()
-    print(f"\n100 tickets at once: {len(set(serial))} distinct with SerialRedisLockStore, {len(set(plain))} with "
-          "Rasa's RedisLockStore")
-    assert sorted(serial) == list(range(len(serial))) and len(serial) == 100
 
 
 @pytest.fixture(scope="module")
@@ -446,6 +506,8 @@ def test_kill_9_of_a_rasa_and_an_action_server_under_load_is_routed_around_and_n
           f"{DETECTION_SECONDS} s of a kill: {not late_failures}), {len(fallbacks)} fallback lines, "
           f"{len(customers.told)} answers, {len(customers.rated)} ratings")
     assert not late_failures, late_failures
+    # nobody waited until the load balancer gave up: the killed Rasa's lock tickets lapse within seconds
+    assert not [r for r in customers.requests if r["status"] == 504]
     assert all(r["answered"] or r["fallback"] or r["thanked"] for r in customers.requests if r["status"] == 200)
     _assert_logged(log, customers.told, customers.rated)
     assert {name: scaled.status()["servers"][name]["restarts"] for name in kills} == {"rasa-1": 1, "actions-1": 1}
