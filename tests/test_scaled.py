@@ -199,9 +199,9 @@ asyncio.run(main())
 def test_a_message_waits_for_a_busy_conversation_however_long_and_for_a_killed_process_at_most_a_ticket(tmp_path):
     """The lock store's tickets live 1 s here (TICKET_SECONDS) and are renewed while their message is waited for or
     handled: a message that handles its conversation for 3 s keeps it, the conversation's next message waits for it
-    (with Rasa's fixed lifetime of 1 s, the ticket lapsed and both ran at once, or the next message waited forever
-    for a ticket that had lapsed too); and a conversation whose Rasa was killed mid-message is free within a ticket's
-    life (with Rasa's 60 s lifetime, the 30 s wait here ran out)."""
+    (the store before renewal, with Rasa's fixed lifetime of 1 s: both tickets lapsed and the next message failed
+    with Rasa's LockError; with the two a poll apart it could also wait for good); and a conversation whose Rasa was
+    killed mid-message is free within a ticket's life (with Rasa's 60 s lifetime, the 30 s wait here ran out)."""
     from rsft_plugin.launcher import _rasa_env
     from rsft_plugin.rasa import rasa_pythonpath
 
@@ -494,8 +494,8 @@ def test_kill_9_of_a_rasa_and_an_action_server_under_load_is_routed_around_and_n
             kills[name] = time.monotonic()
             customers.wait_for_answers(6, 60, after=kills[name])  # answered meanwhile by the other one
             wait_until(lambda n=name, p=old_pid: scaled.pid(n) not in (0, p), 60, f"{name} restarted")
-        # not waiting for rasa-1 to load its model again (a minute under this load): test_supervision.py checks a
-        # killed Rasa is back in bounded time, and this test runs last in the module, so none after needs rasa-1
+        # not waiting for rasa-1 to load its model again: test_supervision.py checks that a killed Rasa is back in
+        # bounded time, and this test runs last in the module, so no later test needs rasa-1
         customers.wait_for_answers(4, 60, after=time.monotonic())
     first_kill = min(kills.values())
     late_failures = [r for r in customers.requests if r["status"] != 200 and r["sent"] > first_kill
