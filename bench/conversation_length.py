@@ -38,8 +38,8 @@ def measure(stack: Any, unbounded: Any | None, questions: list[str], sizes: dict
         question = questions[turn % len(questions)]
         asks = [("unbounded", unbounded, LONG_SENDER), ("bounded", stack, LONG_SENDER),
                 ("fresh", stack, f"speed-fresh-{turn}")][unbounded is None:]
-        first = turn % len(asks)
-        for key, server, sender in asks[first:] + asks[:first]:  # none always goes first
+        rotation = turn % len(asks)
+        for key, server, sender in asks[rotation:] + asks[:rotation]:  # none always goes first
             ok, _, ms = ask(session, server, sender, question)
             failed += not ok
             times[key].append(ms)
