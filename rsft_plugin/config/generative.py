@@ -64,6 +64,10 @@ class WriterSettings:
         "paraphrases; the bias keeps it to the answers' words without making it repeat them.", 4.0)
     temperature: float = setting("Sampling temperature of the proposal q when a round samples replies.", 0.8)
     top_p: float = setting("Nucleus sampling: the smallest token set with this much probability.", 0.95)
+    cached_groundings: int = setting(
+        "System turns (the rule and a question's grounding answers) whose keys and values the writer keeps, the most "
+        "recently used (0: none): a question grounded on a kept one reads only itself, ~0.25 s sooner on 2 cores. "
+        "~6 MB each, per served version.", 32)
     threads: int = setting("torch threads while the writer runs (0: torch's default). On a shared 2-core machine "
                            "one thread is several times faster than two (OpenMP oversubscription).", 1)
     lora_r: int = setting("LoRA rank of a new adapter (a saved version keeps its own).", 8)
@@ -82,6 +86,7 @@ class WriterSettings:
         _check(0 <= self.copy_bias <= 20, "copy_bias", "must be between 0 and 20")
         _check(self.temperature > 0, "temperature", "must be > 0")
         _check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        _check(0 <= self.cached_groundings <= 4096, "cached_groundings", "must be between 0 and 4096")
         _check(0 <= self.threads <= 256, "threads", "must be between 0 and 256")
         _check(1 <= self.lora_r <= 256, "lora_r", "must be between 1 and 256")
         _check(self.lora_alpha >= 1, "lora_alpha", "must be >= 1")

@@ -28,7 +28,7 @@ from ..errors import ConfigError, ModelLoadError
 from .checkpoint import find_checkpoint, load_base
 from .precision import training_arithmetic, training_precision
 from .settings import LoraTraining, WriterSettings
-from .writer import Writer, _pad_batch
+from .writer import Writer
 
 WRITER_FILE = "writer.json"
 WRITER_FORMAT = 1
@@ -269,16 +269,18 @@ def _batch_loss(model: Any, batch: list[list[Row]], pad_id: int, precision: str 
 def _reply_loss(model: Any, batch: list[list[Row]], pad_id: int) -> tuple[Any, int]:
     import torch
 
+    from .batches import pad_batch
+
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     contexts = [(piece[0][0][: piece[0][1] - 1], 0) for piece in batch]  # each prompt but its last token
-    context_ids, _ = _pad_batch(contexts, pad_id)  # (G, C)
+    context_ids, _ = pad_batch(contexts, pad_id)  # (G, C)
     context_mask = _length_mask(contexts, context_ids)
     cache = causal_lm.model(input_ids=context_ids, attention_mask=context_mask, use_cache=True).past_key_values
     rows = [row for piece in batch for row in piece]
     owner = torch.tensor([g for g, piece in enumerate(batch) for _ in piece])  # each reply's prompt in the batch
     cache.batch_select_indices(owner)  # (n, ., C, .)
     tails = [(ids[prompt_len - 1:], 1) for ids, prompt_len in rows]  # the prompt's last token, the reply, the end
-    tail_ids, labels = _pad_batch(tails, pad_id)  # (n, S)
+    tail_ids, labels = pad_batch(tails, pad_id)  # (n, S)
     mask = torch.cat([context_mask[owner], _length_mask(tails, tail_ids)], dim=1)  # (n, C + S)
     positions = torch.tensor([[prompt_len - 1 + t for t in range(tail_ids.shape[1])] for _, prompt_len in rows])
     hidden = causal_lm.model(input_ids=tail_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,

@@ -3,9 +3,10 @@
 The prompt is the model's chat template with a system message that names the shop, states the rule (use only what
 the answers say) and lists the grounding answers, then the customer's question as the user message.
 
-Serving (`write`) decodes greedily under a token budget and a time limit, and never raises: on a timeout, a reply
-cut off with no complete sentence, a reply that states a fact its grounding does not (unless the guard is off), or
-any error, the caller gets the top grounding answer itself, with the reason.
+Serving (`write`) decodes greedily (decoding.py: our own loop for the Llama shape, `generate` for any other model)
+under a token budget and a time limit, and never raises: on a timeout, a reply cut off with no complete sentence, a
+reply that states a fact its grounding does not (unless the guard is off), or any error, the caller gets the top
+grounding answer itself, with the reason.
 
 Sampling (`sample`) draws K replies at the configured temperature and top-p and returns, for each, its sequence
 log-probability under that sampling distribution, log q(reply | prompt) = sum_t log q(y_t | prompt, y_<t), where
@@ -16,7 +17,9 @@ given reply.
 
 Every prompt of a writer starts with the same system text (the shop's name and the rule, up to "Answers:"): `write`
 and `sample` start from its keys and values, read once per model (prefix.py), when the prompt's tokens do begin
-with it; teacher forcing (`token_logprobs`, used by tests and no serving or round path) reads the whole prompt.
+with it, and from those of the whole system turn (the rule and the grounding answers) when that turn was read for
+an earlier question; teacher forcing (`token_logprobs`, used by tests and no serving or round path) reads the whole
+prompt.
 """
 
 from __future__ import annotations
@@ -35,8 +38,6 @@ from .faithfulness import is_faithful
 from .settings import WriterSettings
 
 if TYPE_CHECKING:
-    import torch
-
     from .checkpoint import BaseCheckpoint
     from .prefix import PrefixCache
 
@@ -92,6 +93,8 @@ class Writer:
         end = tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.end_id: int = end if isinstance(end, int) and end != tokenizer.unk_token_id else tokenizer.eos_token_id
         self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_id
+        start = tokenizer.convert_tokens_to_ids("<|im_start|>")  # where the chat template starts a turn
+        self.turn_start_id: int | None = start if isinstance(start, int) and start != tokenizer.unk_token_id else None
         self._prefix_ids: tuple[int, ...] | None = None  # the fixed system prefix's tokens, on first use
 
     @classmethod
@@ -197,15 +200,20 @@ class Writer:
         return list(ids)
 
     def _system_prefix(self, model: Any, prompt: Sequence[int]) -> PrefixCache | None:
-        """The cached keys and values of the system prefix under `model` when `prompt` starts with its tokens (else
-        None: the prompt is read whole, as correct and slower); a model without a decoder (a test's stand-in) has
-        none."""
+        """The longest cached start of `prompt` under `model`: its system turn with the grounding answers (prefix.py),
+        else the fixed system prefix, else None when `prompt` does not start with that (it is read whole, as correct
+        and slower); a model without a decoder (a test's stand-in) has none."""
         if not hasattr(model, "get_decoder"):
             return None
-        from .prefix import prefix_cache
+        from .prefix import grounding_cache, grounding_head, prefix_cache
 
         cache = prefix_cache(model, self.system_prefix_ids())
-        return cache if cache is not None and cache.starts(prompt) else None
+        if cache is None or not cache.starts(prompt):
+            return None
+        head = grounding_head(prompt, self.turn_start_id) if self.turn_start_id is not None else ()
+        keep = self.settings.cached_groundings
+        longer = grounding_cache(model, cache, head, keep) if head and len(head) < len(prompt) else None
+        return longer or cache
 
     # --- serving -------------------------------------------------------------------------------------------------
     def write(self, question: str, grounding: Sequence[str], max_new_tokens: int | None = None,
@@ -247,12 +255,19 @@ class Writer:
                          time.monotonic() - started)
 
     def _greedy(self, prompt: list[int], budget: int, limit: float, bias: Any = None) -> tuple[list[int], bool]:
+        """The greedy reply's tokens and whether it ended: by our own decode loop (decoding.py), or by `generate`
+        for a model that loop does not compute."""
         import torch
 
+        from . import decoding
+
+        deadline = time.monotonic() + limit
         ids = torch.tensor([prompt])  # (1, P)
         model = self.inference_model()
         with self.threads(), torch.inference_mode():
             cache = _shared_prefix_cache(model, prompt, 1, self._system_prefix(model, prompt))
+            if decoding.supports(model):
+                return decoding.greedy(model, prompt, cache, budget, deadline, self.end_id, bias)
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
                                  max_new_tokens=budget, do_sample=False, max_time=limit, eos_token_id=self.end_id,
                                  pad_token_id=self.pad_id, logits_processor=bias)
@@ -283,6 +298,7 @@ class Writer:
         untempered log p. Reproducible for a given seed; the global torch RNG is left as it was."""
         import torch
 
+        from .batches import chosen_logprobs
         from .nucleus import sampling_processors
 
         temperature = temperature or self.settings.temperature
@@ -306,8 +322,8 @@ class Writer:
                 output_scores=True, output_logits=True, logits_processor=processors)
         new = out.sequences[:, len(prompt):]  # (k, T)
         steps = new.shape[1]
-        q_logp = _token_logprobs(torch.stack(out.scores[:steps], dim=1), new)  # (k, T) under q
-        p_logp = _token_logprobs(torch.stack(out.logits[:steps], dim=1), new)  # (k, T) untempered
+        q_logp = chosen_logprobs(torch.stack(out.scores[:steps], dim=1), new)  # (k, T) under q
+        p_logp = chosen_logprobs(torch.stack(out.logits[:steps], dim=1), new)  # (k, T) untempered
         is_end = new == self.end_id
         # a token counts up to and including the first end-of-turn token; later ones are padding
         ended_before = torch.cumsum(is_end.int(), dim=1) - is_end.int()  # (k, T)
@@ -332,11 +348,13 @@ class Writer:
         """log p(continuation | prompt) under the untempered writer for each token sequence, by teacher forcing."""
         import torch
 
+        from .batches import pad_batch, prompt_mask
+
         rows = [(list(prompt) + list(tokens), len(prompt)) for tokens in continuations]
-        batch, labels = _pad_batch(rows, self.pad_id)  # (B, L) each
+        batch, labels = pad_batch(rows, self.pad_id)  # (B, L) each
         model = self.inference_model()
         with self.threads(), torch.inference_mode():
-            logits = model(input_ids=batch, attention_mask=(labels != -100) | _prefix_mask(rows, batch)).logits
+            logits = model(input_ids=batch, attention_mask=(labels != -100) | prompt_mask(rows, batch)).logits
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, L-1, V)
         targets = labels[:, 1:]  # (B, L-1)
         picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, L-1)
@@ -359,38 +377,6 @@ def _shared_prefix_cache(model: Any, prompt: list[int], rows: int, system: Prefi
                                     use_cache=True).past_key_values
     cache.batch_repeat_interleave(rows)
     return cache
-
-
-def _token_logprobs(scores: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log softmax(scores) at the chosen tokens: scores (k, T, V), tokens (k, T) -> (k, T)."""
-    import torch
-
-    logp = torch.log_softmax(scores.float(), dim=-1)
-    picked = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    return torch.nan_to_num(picked, neginf=0.0)  # padding after the end may sit on a filtered token
-
-
-def _pad_batch(rows: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded input ids (B, L) and labels (B, L): -100 on the prompt and the padding."""
-    import torch
-
-    width = max(len(ids) for ids, _ in rows)
-    batch = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, (ids, prompt_len) in enumerate(rows):
-        batch[i, : len(ids)] = torch.tensor(ids)
-        labels[i, prompt_len: len(ids)] = torch.tensor(ids[prompt_len:])
-    return batch, labels
-
-
-def _prefix_mask(rows: list[tuple[list[int], int]], batch: torch.Tensor) -> torch.Tensor:
-    """True on each row's prompt tokens (B, L): with the labels' mask, the attention mask of real tokens."""
-    import torch
-
-    mask = torch.zeros_like(batch, dtype=torch.bool)
-    for i, (_, prompt_len) in enumerate(rows):
-        mask[i, :prompt_len] = True
-    return mask
 
 
 def _last_sentence_end(text: str) -> str:

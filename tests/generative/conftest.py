@@ -6,10 +6,12 @@ on a fresh clone converts the GGUF (~60 s on 2 busy cores); every later run load
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from rsft_plugin.generative.checkpoint import BaseCheckpoint, ensure_checkpoint
 from rsft_plugin.generative.settings import WriterSettings
@@ -36,3 +38,24 @@ def writer(base_checkpoint: BaseCheckpoint) -> Writer:
     own). Tests never modify it: fine-tuning trains a copy."""
     return Writer.from_checkpoint(base_checkpoint, WriterSettings(max_new_tokens=16, time_limit_seconds=60.0,
                                                                   copy_bias=0.0, fit_grounding=False))
+
+
+def lora_model(writer: Writer):
+    """A peft LoRA model over a copy of `writer.model` whose adapter changes the logits (a fresh one is zero)."""
+    from peft import LoraConfig, get_peft_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        tuned = get_peft_model(copy.deepcopy(writer.model), LoraConfig(r=8, lora_alpha=16,
+                                                                       target_modules=["q_proj", "v_proj"]))
+        for name, param in tuned.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(param, std=0.05)
+    tuned.eval()
+    return tuned
+
+
+@pytest.fixture(scope="session")
+def tuned_writer(writer: Writer) -> Writer:
+    """The writer with a LoRA adapter that changes its logits (`lora_model`); tests never modify it."""
+    return Writer(lora_model(writer), writer.tokenizer, writer.settings, writer.base)

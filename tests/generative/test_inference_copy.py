@@ -9,8 +9,6 @@ with and without an adapter (which runs beside the blocks), and anything that ca
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
@@ -19,7 +17,7 @@ from rsft_plugin.generative import writer as writer_module
 from rsft_plugin.generative.serving import FastLinear, FusedGatedMLP, build_inference_copy, inference_model
 from rsft_plugin.generative.writer import Writer
 
-from .conftest import EXPRESS, RETURNS
+from .conftest import EXPRESS, RETURNS, lora_model
 
 pytestmark = pytest.mark.writer
 
@@ -65,23 +63,9 @@ def _float32_copy(model):
         return build_inference_copy(model)
 
 
-def _tuned(writer):
-    from peft import LoraConfig, get_peft_model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        tuned = get_peft_model(copy.deepcopy(writer.model), LoraConfig(r=8, lora_alpha=16,
-                                                                       target_modules=["q_proj", "v_proj"]))
-        for name, param in tuned.named_parameters():
-            if "lora_B" in name:  # a fresh adapter is zero: give it weights that change the logits
-                torch.nn.init.normal_(param, std=0.05)
-    tuned.eval()
-    return tuned
-
-
 @pytest.fixture(scope="module")
 def tuned(writer):
-    return _tuned(writer)
+    return lora_model(writer)
 
 
 def test_a_folded_adapter_computes_what_peft_computes(writer, tuned) -> None:

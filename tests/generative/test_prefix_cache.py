@@ -1,13 +1,16 @@
-"""The system prefix's key/value cache (prefix.py) on the real SmolLM2: what must hold is that it changes nothing.
+"""The prompt prefixes' key/value caches (prefix.py) on the real SmolLM2: what must hold is that they change nothing.
 
 Every prompt of a writer starts with the same system text; `write` and `sample` start from its keys and values,
-read once per model. Greedy tokens, sampled tokens and log q must be those of reading the whole prompt (logits to
+read once per model, or from those of the whole system turn (rule and grounding answers) once a question on the same
+answers was read. Greedy tokens, sampled tokens and log q must be those of reading the whole prompt (logits to
 float rounding), for the base writer and a LoRA writer (whose keys and values differ: the cache belongs to the
-model); a prompt that does not start with the prefix's tokens is read whole; no call changes the cache.
+model); a prompt that does not start with the prefix's tokens is read whole; no call changes a cache; only the most
+recently used system turns are kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +23,6 @@ from rsft_plugin.generative.settings import WriterSettings
 from rsft_plugin.generative.writer import Writer
 
 from .conftest import EXPRESS, RETURNS
-from .test_inference_copy import _tuned
 
 pytestmark = pytest.mark.writer
 
@@ -33,11 +35,6 @@ def whole_prompt() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Writer, "_system_prefix", lambda self, model, prompt: None)
         yield
-
-
-@pytest.fixture(scope="module")
-def tuned_writer(writer) -> Writer:
-    return Writer(_tuned(writer), writer.tokenizer, writer.settings, writer.base)
 
 
 def test_every_prompt_starts_with_the_fixed_system_text(writer) -> None:
@@ -125,6 +122,7 @@ def test_calls_leave_the_cache_as_it_was(writer, monkeypatch) -> None:
     assert writer._system_prefix(model, prompt) is system and system.cache.get_seq_length() == len(system.ids)
     # a fresh cache (read again from scratch) gives the same reply and samples
     monkeypatch.setattr(prefix_module, "_PREFIXES", type(prefix_module._PREFIXES)())
+    monkeypatch.setattr(prefix_module, "_HEADS", type(prefix_module._HEADS)())
     assert writer.write(QUESTION, [RETURNS], guard=False).written == first[0]
     assert [s.token_ids for s in writer.sample(QUESTION, [RETURNS], k=2, seed=1, max_new_tokens=6)] == drawn
     assert writer._system_prefix(model, prompt) is not system
@@ -144,6 +142,41 @@ def test_concurrent_first_replies_read_the_prefix_once(writer, monkeypatch) -> N
     for thread in threads:
         thread.join()
     assert len(reads) == 1 and len(found) == 4 and all(f is found[0] for f in found)
+
+
+def test_a_question_on_answers_read_before_starts_after_its_system_turn(writer, tuned_writer) -> None:
+    for chosen in (writer, tuned_writer):
+        model = chosen.inference_model()
+        prompt = chosen.prompt_ids("Is express delivery fast?", [EXPRESS])
+        head = chosen._system_prefix(model, prompt)
+        assert len(head.ids) > len(chosen.system_prefix_ids()) and head.starts(prompt)
+        assert chosen.tokenizer.decode(head.ids).endswith("Express delivery costs €9.95 and arrives in 1–2 business "
+                                                          "days.<|im_end|>\n")
+        assert chosen.tokenizer.decode(prompt[len(head.ids):]).startswith("<|im_start|>user\nIs express delivery")
+        other = chosen.prompt_ids("How much is express delivery?", [EXPRESS])
+        assert chosen._system_prefix(model, other) is head  # another question, the same answers: the same turn
+    # the cache belongs to the model: the tuned writer's keys for the same tokens differ
+    base = writer._system_prefix(writer.inference_model(), prompt)
+    tuned = tuned_writer._system_prefix(tuned_writer.inference_model(), prompt)
+    assert base.ids == tuned.ids and base is not tuned
+
+
+def test_only_the_most_recently_used_system_turns_are_kept(writer, monkeypatch) -> None:
+    monkeypatch.setattr(prefix_module, "_HEADS", type(prefix_module._HEADS)())
+    writer = Writer(writer.model, writer.tokenizer, dataclasses.replace(writer.settings, cached_groundings=2),
+                    writer.base)
+    model = writer.inference_model()
+    groundings = [[RETURNS], [EXPRESS], ["1-2 days."]]
+    first = [writer._system_prefix(model, writer.prompt_ids(QUESTION, g)) for g in groundings[:2]]
+    assert writer._system_prefix(model, writer.prompt_ids(QUESTION, groundings[0])) is first[0]  # used again
+    third = writer._system_prefix(model, writer.prompt_ids(QUESTION, groundings[2]))
+    kept = prefix_module._HEADS[model]
+    assert list(kept.values()) == [first[0], third]  # [EXPRESS], the least recently used, was dropped
+    assert writer._system_prefix(model, writer.prompt_ids(QUESTION, groundings[1])) is not first[1]
+    # none kept: every prompt starts from the fixed system text
+    none = Writer(writer.model, writer.tokenizer, dataclasses.replace(writer.settings, cached_groundings=0),
+                  writer.base)
+    assert none._system_prefix(model, writer.prompt_ids(QUESTION, [EXPRESS])).ids == none.system_prefix_ids()
 
 
 def _tensors(system) -> list[tuple[torch.Tensor, torch.Tensor]]:

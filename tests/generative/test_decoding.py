@@ -1,0 +1,85 @@
+"""The writer's own greedy decode loop (decoding.py) on the real SmolLM2: it must compute what the model computes.
+
+A step's logits are the model forward's (to float rounding) for the base writer and a LoRA writer; greedy replies,
+with and without the copy bias, are those of `generate`; the budget and the deadline stop it as they stop `generate`;
+a model of another shape is decoded by `generate`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from rsft_plugin.generative import decoding
+from rsft_plugin.generative.settings import WriterSettings
+from rsft_plugin.generative.writer import Writer
+
+from .conftest import EXPRESS, RETURNS
+
+pytestmark = pytest.mark.writer
+
+QUESTIONS = ["Can I return it after 3 weeks?", "How fast is express delivery?"]
+
+
+@contextmanager
+def with_generate() -> Iterator[None]:
+    """Inside, writers decode with transformers' `generate`, as before the own loop."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(decoding, "supports", lambda model: False)
+        yield
+
+
+def test_the_writers_model_is_decoded_by_the_own_loop_and_other_shapes_are_not(writer) -> None:
+    model = writer.inference_model()
+    assert decoding.supports(model)
+    assert not decoding.supports(torch.nn.Linear(2, 2))
+    scaled = SimpleNamespace(config=SimpleNamespace(**{**vars(model.config), "rope_parameters": {
+        "rope_type": "linear", "factor": 2.0}}), model=model.model)
+    assert not decoding.supports(scaled)  # scaled rotary positions are not what the loop computes
+
+
+@pytest.mark.parametrize("which", ["base", "lora"])
+def test_each_steps_logits_are_the_models(which, writer, tuned_writer) -> None:
+    chosen = writer if which == "base" else tuned_writer
+    model = chosen.inference_model()
+    prompt = chosen.prompt_ids(QUESTIONS[0], [RETURNS])
+    following = [13, 1078, 357, 1488, 30]  # any tokens: the steps must match whatever they read
+    with torch.inference_mode():
+        cache = model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values
+        state = decoding._DecodeState(model, cache, room=len(following))
+        steps = torch.stack([state.step(token) for token in following])  # (5, V)
+        whole = model(input_ids=torch.tensor([prompt + following])).logits[0, -len(following):]
+    assert torch.allclose(steps, whole, atol=1e-4, rtol=1e-5)
+    assert state.length == len(prompt) + len(following)
+
+
+@pytest.mark.parametrize("which", ["base", "lora", "copy bias"])
+def test_greedy_replies_are_those_of_generate(which, writer, tuned_writer) -> None:
+    if which == "copy bias":
+        chosen = Writer(writer.model, writer.tokenizer, WriterSettings(
+            max_new_tokens=16, fit_grounding=False, copy_bias=4.0, time_limit_seconds=60.0), writer.base)
+    else:
+        chosen = writer if which == "base" else tuned_writer
+    for question, grounding in zip(QUESTIONS, [[RETURNS], [EXPRESS, RETURNS]], strict=True):
+        own = chosen.write(question, grounding, guard=False)
+        with with_generate():
+            generated = chosen.write(question, grounding, guard=False)
+        assert own.new_tokens == generated.new_tokens > 0 and own.written == generated.written
+        assert (own.fallback, own.reason) == (generated.fallback, generated.reason)
+
+
+def test_the_budget_and_the_deadline_stop_the_loop(writer) -> None:
+    model = writer.inference_model()
+    prompt = writer.prompt_ids(QUESTIONS[0], [RETURNS])
+    with torch.inference_mode():
+        tokens, ended = decoding.greedy(model, prompt, None, 3, time.monotonic() + 60, writer.end_id)
+        assert len(tokens) == 3 and not ended  # the untuned writer's reply is longer than 3 tokens
+        tokens, ended = decoding.greedy(model, prompt, None, 16, time.monotonic() - 1, writer.end_id)
+        assert len(tokens) == 1 and not ended  # past the deadline: the first token, then stop
+        whole, ended = decoding.greedy(model, prompt, None, 200, time.monotonic() + 60, writer.end_id)
+    assert ended and writer.end_id not in whole and whole[0] == tokens[0]
