@@ -8,13 +8,21 @@ fell back to the grounding answer and why. Bounded: at most 64 questions.
     python -m bench.writer_rest --out var/bench-writer-rest                  # 16 questions, <= 48 new tokens
     python -m bench.writer_rest --questions 4 --max-new-tokens 16            # a quick look
     python -m bench.writer_rest --fit-grounding    # the product's default budget: the grounding answer's length + 12
+    python -m bench.writer_rest --golden --questions 32   # distinct questions from data/golden.csv
+
+By default the timed questions cycle through 8 fixed ones (asked again from the 9th on); with `--golden` they are N
+questions of the golden set drawn with a fixed seed, each asked once (its 36 topics equally likely).
+`grounding_seen_before` counts the timed replies grounded on an answer an earlier reply was grounded on (the writer
+keeps those system turns' keys and values: `generative.cached_groundings`).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=16, help="how many timed questions (1-64)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--time-limit", type=float, default=5.0, help="generative.time_limit_seconds")
+    parser.add_argument("--golden", action="store_true",
+                        help="ask N golden-set questions (a fixed seed) once each instead of cycling 8 fixed ones")
     parser.add_argument("--fit-grounding", action="store_true",
                         help="generative.fit_grounding on (the product's default): a reply may be as long as its "
                              "grounding answer + 12 tokens; off by default, so the budget is the issue's <= 48")
@@ -46,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--questions must be between 1 and 64")
     os.environ.setdefault("RSFT_BASE_CACHE", str(REPO / "var" / "base-models"))  # the converted base, shared
     with tempfile.TemporaryDirectory(prefix="rsft-writer-rest-") as scratch:
-        result = measure(Path(scratch), args.questions, args.max_new_tokens, args.time_limit, args.fit_grounding)
+        questions = _golden_questions(args.questions) if args.golden else [
+            QUESTIONS[i % len(QUESTIONS)] for i in range(args.questions)]
+        result = measure(Path(scratch), questions, args.max_new_tokens, args.time_limit, args.fit_grounding)
+        result["questions_from"] = "data/golden.csv" if args.golden else "8 fixed, cycled"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "writer_rest.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: result[k] for k in ("rest_ms", "writer_ms", "fallbacks", "action_server_start_seconds",
@@ -55,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(directory: Path, n: int, max_new_tokens: int, time_limit: float, fit_grounding: bool) -> dict[str, Any]:
+def measure(directory: Path, questions: list[str], max_new_tokens: int, time_limit: float,
+            fit_grounding: bool) -> dict[str, Any]:
     from rsft_plugin.answer_bank import load_answer_bank
     from rsft_plugin.config import load_config
     from rsft_plugin.launcher import Stack
@@ -78,8 +92,10 @@ def measure(directory: Path, n: int, max_new_tokens: int, time_limit: float, fit
     stack.start()
     try:
         _ask(stack, "warm-up", QUESTIONS[0])
-        timed = [_ask(stack, f"rest-{i}", QUESTIONS[i % len(QUESTIONS)]) for i in range(n)]
-        writings = [t.writing for t in parts.log.iter_turns() if t.sender_id.startswith("rest-") and t.writing]
+        timed = [_ask(stack, f"rest-{i}", question) for i, question in enumerate(questions)]
+        turns = list(parts.log.iter_turns())
+        writings = [t.writing for t in turns if t.sender_id.startswith("rest-") and t.writing]
+        seen = _grounding_seen_before([t.writing for t in turns if t.writing])
         loaded = _version_load_seconds(directory / "logs" / "actions.log")
     finally:
         stack.stop()
@@ -88,7 +104,7 @@ def measure(directory: Path, n: int, max_new_tokens: int, time_limit: float, fit
     for writing in writings:
         if writing["fallback"]:
             reasons[writing["reason"]] = reasons.get(writing["reason"], 0) + 1
-    return {"questions": n, "max_new_tokens": max_new_tokens, "fit_grounding": fit_grounding,
+    return {"questions": len(questions), "max_new_tokens": max_new_tokens, "fit_grounding": fit_grounding,
             "time_limit_seconds": time_limit,
             "load_average": list(os.getloadavg()), "cpus": os.cpu_count(),
             "action_server_start_seconds": starts.get("actions"), "version_load_seconds": loaded,
@@ -96,7 +112,27 @@ def measure(directory: Path, n: int, max_new_tokens: int, time_limit: float, fit
             "writer_ms": _quantiles([w["writer_ms"] for w in writings]),
             "new_tokens": _quantiles([w["new_tokens"] for w in writings]),
             "prompt_tokens": _quantiles([w["prompt_tokens"] for w in writings]),
-            "fallbacks": {"n": sum(reasons.values()), "reasons": reasons}, "written_turns": len(writings)}
+            "fallbacks": {"n": sum(reasons.values()), "reasons": reasons}, "written_turns": len(writings),
+            "grounding_seen_before": seen}
+
+
+def _golden_questions(n: int) -> list[str]:
+    """`n` questions drawn from the golden set (our own data: data/golden.csv, 14 per topic) with a fixed seed: every
+    topic equally likely, so topics repeat less than in a shop's traffic, where a few topics are most questions."""
+    with (REPO / "data" / "golden.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [row["question"] for row in random.Random(0).sample(rows, n)]
+
+
+def _grounding_seen_before(writings: list[dict[str, Any]]) -> int:
+    """How many timed replies (after the warm-up) were grounded on answers an earlier reply was grounded on."""
+    seen: set[tuple[str, ...]] = set()
+    repeats = 0
+    for index, writing in enumerate(writings):
+        grounding = tuple(writing["grounding_ids"])
+        repeats += index > 0 and grounding in seen
+        seen.add(grounding)
+    return repeats
 
 
 def _version_load_seconds(actions_log: Path) -> float | None:

@@ -115,6 +115,19 @@ def test_4bit_decode_steps_compute_what_the_float32_weights_compute(writer) -> N
                                                                                               ids, n=16)
 
 
+def test_the_4bit_kernel_multiplies_one_to_eight_rows_as_float32_does(writer) -> None:
+    # each row count has its own code (one and two rows keep four partial sums per row, more rows two): all must
+    # give x @ W.T of the de-quantised weights, for Q4_1 blocks (a projection) and Q8_0 blocks (lm_head)
+    fast = inference_model(writer.model)
+    generator = torch.Generator().manual_seed(0)
+    for blocks in (fast.model.layers[3].mlp.down_proj.decode.blocks, fast.lm_head.decode.blocks):
+        weight = blocks.dequantised()
+        for rows in range(1, quantised.DECODE_ROWS + 1):
+            x = torch.randn(rows, weight.shape[1], generator=generator)
+            product = blocks.matmul(x)
+            assert torch.allclose(product, x @ weight.T, atol=2e-4, rtol=1e-4), (blocks.kind, rows)
+
+
 def test_4bit_decode_with_an_adapter_beside_the_blocks_computes_what_peft_computes(writer, tuned) -> None:
     fast = inference_model(tuned)
     q_proj = fast.model.layers[0].self_attn.q_proj

@@ -78,6 +78,18 @@ inline float sum8(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
 }
 
+// Independent sums per row of x: an FMA waits ~4 cycles for its accumulator, so one or two rows on two chains
+// leave the FMA units idle; four chains keep them busy (with more rows, their own chains do, and registers run out).
+template <int Rows>
+constexpr int kChains = Rows <= 2 ? 4 : 2;
+
+template <int Rows>
+inline __m256 chains_sum(const __m256* chains) {
+  __m256 sum = _mm256_add_ps(chains[0], chains[1]);
+  if constexpr (kChains<Rows> == 4) sum = _mm256_add_ps(sum, _mm256_add_ps(chains[2], chains[3]));
+  return sum;
+}
+
 inline __m256 codes8(const uint8_t* bytes) {
   return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes))));
 }
@@ -88,8 +100,9 @@ void q4_1_row(const float* x, int64_t in, const uint8_t* quants, const float* sc
   const int64_t blocks = in / kBlock;
   const uint8_t* q = quants + o * blocks * 16;
   const __m128i low_nibble = _mm_set1_epi8(15);
-  __m256 acc[Rows][2];
-  for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  __m256 acc[Rows][kChains<Rows>];
+  for (int r = 0; r < Rows; ++r)
+    for (int c = 0; c < kChains<Rows>; ++c) acc[r][c] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const __m256 d = _mm256_set1_ps(scales[o * blocks + b]), m = _mm256_set1_ps(mins[o * blocks + b]);
     const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + b * 16));
@@ -98,11 +111,13 @@ void q4_1_row(const float* x, int64_t in, const uint8_t* quants, const float* sc
     _mm_store_si128(reinterpret_cast<__m128i*>(codes + 16), _mm_and_si128(_mm_srli_epi16(packed, 4), low_nibble));
     for (int part = 0; part < 4; ++part) {
       const __m256 w = _mm256_fmadd_ps(codes8(codes + 8 * part), d, m);
-      for (int r = 0; r < Rows; ++r)
-        acc[r][part & 1] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + r * in + b * kBlock + 8 * part), acc[r][part & 1]);
+      for (int r = 0; r < Rows; ++r) {
+        __m256& chain = acc[r][part % kChains<Rows>];
+        chain = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + r * in + b * kBlock + 8 * part), chain);
+      }
     }
   }
-  for (int r = 0; r < Rows; ++r) y[r * out + o] = sum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+  for (int r = 0; r < Rows; ++r) y[r * out + o] = sum8(chains_sum<Rows>(acc[r]));
 }
 
 template <int Rows>
@@ -110,18 +125,21 @@ void q8_0_row(const float* x, int64_t in, const int8_t* quants, const float* sca
               int64_t o) {
   const int64_t blocks = in / kBlock;
   const int8_t* q = quants + o * blocks * kBlock;
-  __m256 acc[Rows][2];
-  for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  __m256 acc[Rows][kChains<Rows>];
+  for (int r = 0; r < Rows; ++r)
+    for (int c = 0; c < kChains<Rows>; ++c) acc[r][c] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const __m256 d = _mm256_set1_ps(scales[o * blocks + b]);
     for (int part = 0; part < 4; ++part) {
       const __m256 w = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
           _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + b * kBlock + 8 * part)))), d);
-      for (int r = 0; r < Rows; ++r)
-        acc[r][part & 1] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + r * in + b * kBlock + 8 * part), acc[r][part & 1]);
+      for (int r = 0; r < Rows; ++r) {
+        __m256& chain = acc[r][part % kChains<Rows>];
+        chain = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + r * in + b * kBlock + 8 * part), chain);
+      }
     }
   }
-  for (int r = 0; r < Rows; ++r) y[r * out + o] = sum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+  for (int r = 0; r < Rows; ++r) y[r * out + o] = sum8(chains_sum<Rows>(acc[r]));
 }
 #else
 // Portable: the same weights, summed in plain order (~10x slower than float32 here: `vectorised()` says false and
