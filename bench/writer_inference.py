@@ -7,8 +7,9 @@ by question (the cores are shared, so compare the paths' ratios): `plain`, the w
 the 4-bit decode (one prefill shared by the K rows, from the system prefix's cache); `4bit_whole_prompt`, the
 inference copy with 4-bit decode steps reading the whole prompt (as served before the system prefix's cache);
 `4bit`, the inference copy as served (decode steps from the GGUF's blocks, the prompt read from the system
-prefix's cache on). Reports seconds per reply and per prompt, ms per token, whether each path's greedy replies
-and sampled tokens are identical to `plain`'s, and the largest log q difference.
+prefix's or a grounding head's cache on). Every path but `plain` writes greedy replies with the writer's own decode
+loop (decoding.py). Reports seconds per reply and per prompt, ms per token, whether each path's greedy replies and
+sampled tokens are identical to `plain`'s, and the largest log q difference.
 
     python -m bench.writer_inference --out var/bench-writer-inference      # ~6 min on 2 quiet cores
     python -m bench.writer_inference --questions 2 --prompts 1             # a quick look
@@ -147,11 +148,12 @@ def _agreement(reference: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]
 
 @contextlib.contextmanager
 def _using(writer: Any, model: Any, path: str) -> Iterator[None]:
-    """The writer decodes with `model`; `plain` also gives each sampled row its own prefill of the whole prompt, as it
-    once did; `4bit_whole_prompt` reads the whole prompt (one prefill shared by the K rows), without the system
-    prefix's cache."""
+    """The writer decodes with `model`; `plain` also gives each sampled row its own prefill of the whole prompt and
+    decodes greedily with `generate`, as it once did; `4bit_whole_prompt` reads the whole prompt (one prefill shared
+    by the K rows), without the system prefix's cache (nor a grounding head's)."""
     from unittest import mock
 
+    from rsft_plugin.generative import decoding
     from rsft_plugin.generative import writer as writer_module
 
     shared = writer_module._shared_prefix_cache
@@ -160,6 +162,7 @@ def _using(writer: Any, model: Any, path: str) -> Iterator[None]:
         if path == "plain":
             stack.enter_context(mock.patch.object(writer_module, "_shared_prefix_cache",
                                                   lambda model, prompt, rows, system=None: None))
+            stack.enter_context(mock.patch.object(decoding, "supports", lambda model: False))
         elif path == "4bit_whole_prompt":
             stack.enter_context(mock.patch.object(writer_module, "_shared_prefix_cache",
                                                   lambda model, prompt, rows, system=None: shared(model, prompt, rows)))

@@ -1,8 +1,9 @@
 """The writer's own greedy decode loop (decoding.py) on the real SmolLM2: it must compute what the model computes.
 
-A step's logits are the model forward's (to float rounding) for the base writer and a LoRA writer; greedy replies,
-with and without the copy bias, are those of `generate`; the budget and the deadline stop it as they stop `generate`;
-a model of another shape is decoded by `generate`.
+A step's logits are the model forward's (to float rounding) for the base writer and a LoRA writer, and the same bits
+whether q, k and v are one 4-bit product or three; greedy replies, with and without the copy bias, are those of
+`generate`; the budget and the deadline stop it as they stop `generate`; a model of another shape is decoded by
+`generate`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,24 @@ def test_each_steps_logits_are_the_models(which, writer, tuned_writer) -> None:
         whole = model(input_ids=torch.tensor([prompt + following])).logits[0, -len(following):]
     assert torch.allclose(steps, whole, atol=1e-4, rtol=1e-5)
     assert state.length == len(prompt) + len(following)
+
+
+@pytest.mark.parametrize("which", ["base", "lora"])
+def test_q_k_and_v_as_one_4bit_product_give_the_bits_of_three(which, writer, tuned_writer, monkeypatch) -> None:
+    chosen = writer if which == "base" else tuned_writer
+    model = chosen.inference_model()
+    assert all(fused is not None for fused in decoding._fused_qkv(model))  # every layer's three are 4-bit
+    prompt = chosen.prompt_ids(QUESTIONS[1], [EXPRESS])
+
+    def steps() -> torch.Tensor:
+        with torch.inference_mode():
+            cache = model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values
+            state = decoding._DecodeState(model, cache, room=3)
+            return torch.stack([state.step(token) for token in (13, 1078, 357)])
+
+    fused = steps()
+    monkeypatch.setattr(decoding, "_fused_qkv", lambda model: [None] * len(model.model.layers))
+    assert torch.equal(steps(), fused)
 
 
 @pytest.mark.parametrize("which", ["base", "lora", "copy bias"])
