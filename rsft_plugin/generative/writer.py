@@ -90,11 +90,10 @@ class Writer:
         self.tokenizer = tokenizer
         self.settings = settings or WriterSettings()
         self.base = base
-        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        self.end_id: int = end if isinstance(end, int) and end != tokenizer.unk_token_id else tokenizer.eos_token_id
+        end = _special_id(tokenizer, "<|im_end|>")
+        self.end_id: int = end if end is not None else tokenizer.eos_token_id
         self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_id
-        start = tokenizer.convert_tokens_to_ids("<|im_start|>")  # where the chat template starts a turn
-        self.turn_start_id: int | None = start if isinstance(start, int) and start != tokenizer.unk_token_id else None
+        self.turn_start_id = _special_id(tokenizer, "<|im_start|>")  # where the chat template starts a turn
         self._prefix_ids: tuple[int, ...] | None = None  # the fixed system prefix's tokens, on first use
 
     @classmethod
@@ -211,9 +210,7 @@ class Writer:
         if cache is None or not cache.starts(prompt):
             return None
         head = grounding_head(prompt, self.turn_start_id) if self.turn_start_id is not None else ()
-        keep = self.settings.cached_groundings
-        longer = grounding_cache(model, cache, head, keep) if head and len(head) < len(prompt) else None
-        return longer or cache
+        return grounding_cache(model, cache, head, self.settings.cached_groundings) or cache
 
     # --- serving -------------------------------------------------------------------------------------------------
     def write(self, question: str, grounding: Sequence[str], max_new_tokens: int | None = None,
@@ -262,12 +259,12 @@ class Writer:
         from . import decoding
 
         deadline = time.monotonic() + limit
-        ids = torch.tensor([prompt])  # (1, P)
         model = self.inference_model()
         with self.threads(), torch.inference_mode():
             cache = _shared_prefix_cache(model, prompt, 1, self._system_prefix(model, prompt))
             if decoding.supports(model):
                 return decoding.greedy(model, prompt, cache, budget, deadline, self.end_id, bias)
+            ids = torch.tensor([prompt])  # (1, P)
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
                                  max_new_tokens=budget, do_sample=False, max_time=limit, eos_token_id=self.end_id,
                                  pad_token_id=self.pad_id, logits_processor=bias)
@@ -377,6 +374,12 @@ def _shared_prefix_cache(model: Any, prompt: list[int], rows: int, system: Prefi
                                     use_cache=True).past_key_values
     cache.batch_repeat_interleave(rows)
     return cache
+
+
+def _special_id(tokenizer: Any, token: str) -> int | None:
+    """The id of a special token of the chat template, or None when the tokenizer does not have it."""
+    found = tokenizer.convert_tokens_to_ids(token)
+    return found if isinstance(found, int) and found != tokenizer.unk_token_id else None
 
 
 def _last_sentence_end(text: str) -> str:
