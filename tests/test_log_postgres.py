@@ -202,6 +202,58 @@ def test_the_log_reconnects_after_the_server_dropped_its_connection(postgres_log
         log.close()
 
 
+class _SocketClosedOnce:
+    """The real connection, except that its next BEGIN or statement fails as psycopg 3.3 sometimes fails when the
+    server ends the session while a statement is on its way: "connection socket closed", `broken` still False."""
+
+    def __init__(self, connection: psycopg.Connection) -> None:
+        self.connection, self.failed = connection, False
+
+    def _fail_once(self) -> None:
+        if not self.failed:
+            self.failed = True
+            raise psycopg.OperationalError("connection socket closed")
+
+    def transaction(self):
+        self._fail_once()
+        return self.connection.transaction()
+
+    def execute(self, *args, **kwargs):
+        self._fail_once()
+        return self.connection.execute(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.connection, name)
+
+
+@pytest.mark.parametrize("call", ["read", "write"])
+def test_a_socket_that_closed_without_the_connection_reported_broken_is_reconnected(postgres_log_url, call):
+    log = open_postgres(postgres_log_url)
+    try:
+        log.log_turn(_turn())
+        dying = log.conn = _SocketClosedOnce(log.conn)
+        assert not dying.broken
+        if call == "read":
+            assert log.count("turns") == 1
+        else:
+            log.log_turn(_turn())
+            assert log.count("turns") == 2
+        assert dying.failed and log.conn is not dying and dying.connection.closed  # the old one is closed, not leaked
+    finally:
+        log.close()
+
+
+def test_a_refused_statement_on_a_live_connection_is_not_repeated(postgres_log_url):
+    log = open_postgres(postgres_log_url)
+    try:
+        connection = log.conn
+        with pytest.raises(psycopg.errors.LockNotAvailable):  # an OperationalError from the server: not a lost link
+            log._rows("DO $$ BEGIN RAISE EXCEPTION 'busy' USING ERRCODE = 'lock_not_available'; END $$")
+        assert log.conn is connection and not connection.closed
+    finally:
+        log.close()
+
+
 def _drop_connection(url: str, log) -> None:
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [log.conn.info.backend_pid])

@@ -32,6 +32,10 @@ __all__ = ["PostgresBase", "update_statement", "utc_now"]
 LOCK_SENDER, LOCK_JOBS, LOCK_PRUNE_ATTEMPTS = 0x7273_0001, 0x7273_0002, 0x7273_0003
 LOCK_TIMEOUT = "30s"  # as long as SQLite's busy timeout: a writer waits this long for a lock, then fails
 
+# SQLSTATEs of a server that ended the session (admin_shutdown, crash_shutdown, cannot_connect_now); class 08 is
+# a connection exception, and an error without a SQLSTATE never came from the server (a socket that closed).
+_SESSION_ENDED = ("57P01", "57P02", "57P03")
+
 _ESCAPE = "\ufdd0"  # a Unicode noncharacter: never in real text, so escaping it costs nothing in practice
 _ESCAPED = re.compile(f"{_ESCAPE}([01])")
 
@@ -100,9 +104,22 @@ class PostgresBase:
 
     def _connection(self) -> psycopg.Connection:
         """The connection, reopened when the old one broke (a server restart); call with the lock held."""
-        if self.conn.broken:
+        if self.conn.closed:
             self.conn = _connect(self.url)
         return self.conn
+
+    def _lost(self, error: psycopg.OperationalError) -> bool:
+        """Whether `error` means the connection is gone; then it is closed, for `_connection` to open a new one.
+
+        `broken` alone is not enough: when the server ends the session while a statement is on its way, psycopg can
+        raise "connection socket closed" with libpq still reporting the connection as fine."""
+        if self.conn.closed:
+            return True
+        state = error.sqlstate
+        if state is None or state.startswith("08") or state in _SESSION_ENDED:
+            self.conn.close()
+            return True
+        return False
 
     def _rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         """A read. Reads are repeated once on a new connection when the old one broke (the server restarted or
@@ -110,8 +127,8 @@ class PostgresBase:
         with self._lock:
             try:
                 return self._connection().execute(sql, params or []).fetchall()
-            except psycopg.OperationalError:
-                if not self.conn.broken:
+            except psycopg.OperationalError as error:
+                if not self._lost(error):
                     raise
                 return self._connection().execute(sql, params or []).fetchall()
 
@@ -128,8 +145,8 @@ class PostgresBase:
         with self._lock, ExitStack() as stack:
             try:
                 stack.enter_context(self._connection().transaction())
-            except psycopg.OperationalError:
-                if not self.conn.broken:
+            except psycopg.OperationalError as error:
+                if not self._lost(error):
                     raise
                 stack.enter_context(self._connection().transaction())
             yield stack.enter_context(self.conn.cursor())
