@@ -47,6 +47,7 @@ def test_a_round_runs_the_writer_with_its_own_threads_and_serving_keeps_the_serv
     assert rounds.threads == 0 and rounds.round_threads == 0 and rounds.shop_name == config.generative.shop_name
     assert config.generative.threads == 1 and config.model.generative.threads == 1  # serving: unchanged
     assert GenerativeConfig().round_threads == 1  # the default leaves a 2-core machine's other core to serving
+    assert config.generative.use_idle_cores and not rounds.use_idle_cores  # a round never takes the idle cores
 
 
 @pytest.mark.parametrize("text, message", [

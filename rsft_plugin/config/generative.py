@@ -68,8 +68,12 @@ class WriterSettings:
         "System turns (the rule and a question's grounding answers) whose keys and values the writer keeps, the most "
         "recently used (0: none): a question grounded on a kept one reads only itself, ~0.25 s sooner on 2 cores. "
         "~6 MB each, per served version.", 32)
-    threads: int = setting("torch threads while the writer runs (0: torch's default). On a shared 2-core machine "
-                           "one thread is several times faster than two (OpenMP oversubscription).", 1)
+    threads: int = setting("torch threads while the writer runs (0: torch's default, every core). On a busy 2-core "
+                           "machine one thread is ~2x faster than two (OpenMP oversubscription).", 1)
+    use_idle_cores: bool = setting(
+        "Serving: a reply runs on every core when the machine's other processes left them idle since the previous "
+        "reply (~1.4x faster replies on a quiet 2-core machine), on `threads` when they did not (Linux /proc/stat; "
+        "a round's writer keeps `round_threads`).", True)
     lora_r: int = setting("LoRA rank of a new adapter (a saved version keeps its own).", 8)
     lora_alpha: int = setting("LoRA scale numerator, scale = alpha / r (a saved version keeps its own).", 16)
     lora_dropout: float = setting("Dropout on the LoRA branch while training (a saved version keeps its own).", 0.05)
@@ -198,8 +202,9 @@ class GenerativeConfig(WriterSettings):
         return self.tune_retriever and self.retriever_draws == 0
 
     def for_rounds(self) -> GenerativeConfig:
-        """This section as a round runs the writer: with `round_threads` instead of the serving `threads`."""
-        return dataclasses.replace(self, threads=self.round_threads)
+        """This section as a round runs the writer: with `round_threads` instead of the serving `threads` (and
+        never more: a round is long, and a reply arriving meanwhile would find its core taken)."""
+        return dataclasses.replace(self, threads=self.round_threads, use_idle_cores=False)
 
     def writer_settings(self) -> WriterSettings:
         """The writer's part of the section (what a new writer.json records)."""

@@ -14,6 +14,12 @@ blocks (that would change them): it runs beside them as x @ A.T @ B.T * scale, a
 Only products of at most `DECODE_ROWS` rows use the blocks (a decode step: 1 row, or K rows when sampling);
 reading a prompt (hundreds of rows) stays a float32 matrix product, which is compute-bound and faster there.
 
+Threads: a product runs on the calling thread, or inside `kernel_threads(n)` shares its output rows with n - 1
+helper threads of the kernel's own (the writer asks for every idle core: cores.py). Not torch's OpenMP threads:
+every Python thread that starts OpenMP work gets a team of its own, and once a process has more OpenMP threads than
+cores libgomp stops letting idle ones spin, so each product waited for a sleeping thread (the action server writes
+from a pool of threads: a decode step measured 16 -> 31 ms). Each output is one thread's sum: the same bits.
+
 The kernel is compiled once per machine (g++ via torch's extension loader, ~30-60 s; cached in torch's
 extensions folder under a name keyed by the CPU's flags and the kernel's source) for AVX-512 or AVX2+FMA,
 whichever the CPU has; if the build fails or the CPU has neither (the plain loop would be slower than float32),
@@ -29,6 +35,8 @@ import re
 import struct
 import threading
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,19 +49,37 @@ log = logging.getLogger(__name__)
 DECODE_ROWS = 8  # products of at most this many rows use the blocks
 _BLOCK = 32
 _KERNEL_SOURCE = Path(__file__).parent / "kernels" / "quant_matvec.cpp"
-_CFLAGS = ["-O3", "-march=native", "-ffp-contract=off"]
+_CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-pthread"]
 _PROJECTIONS = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
                 "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
                 "mlp.down_proj": "ffn_down"}
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 
 _LOCK = threading.Lock()
+_THREAD = threading.local()  # kernel_threads: how many threads this thread's products use
 _KERNEL: dict[str, Any] = {}  # "module" -> the compiled extension, or "error" -> why it is unavailable
 # (GGUF path, heads, key/value heads) -> tensor name -> blocks in the model's row order (read once per process)
 _GGUF_BLOCKS: dict[tuple[str, int, int], dict[str, Blocks]] = {}
 _STACKED: dict[tuple[int, ...], Blocks] = {}  # ids of the parts' quants (cached above, never freed) -> stacked
 # (id, data pointer, version) of a weight checked against its blocks -> the blocks; dropped with the weight
 _VERIFIED: dict[tuple[int, int, int], Blocks] = {}
+
+
+@contextmanager
+def kernel_threads(threads: int) -> Iterator[None]:
+    """The 4-bit products this thread runs inside the block share their output rows with `threads` - 1 helper
+    threads of the kernel's own (not torch's: see the kernel); outside, and by default, they run on this thread."""
+    before = kernel_threads_now()
+    _THREAD.kernel_threads = max(1, threads)
+    try:
+        yield
+    finally:
+        _THREAD.kernel_threads = before
+
+
+def kernel_threads_now() -> int:
+    """The threads this thread's 4-bit products run on (`kernel_threads`)."""
+    return getattr(_THREAD, "kernel_threads", 1)
 
 
 @dataclass(frozen=True)
@@ -66,11 +92,11 @@ class Blocks:
     mins: torch.Tensor | None
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """x (rows, in) @ W.T -> (rows, out)."""
-        kernel = _KERNEL["module"]
+        """x (rows, in) @ W.T -> (rows, out), on this thread's `kernel_threads` (the same bits on any count)."""
+        kernel, threads = _KERNEL["module"], kernel_threads_now()
         if self.kind == "q4_1":
-            return kernel.q4_1_matmul(x, self.quants, self.scales, self.mins)
-        return kernel.q8_0_matmul(x, self.quants, self.scales)
+            return kernel.q4_1_matmul(x, self.quants, self.scales, self.mins, threads)
+        return kernel.q8_0_matmul(x, self.quants, self.scales, threads)
 
     def dequantised(self) -> torch.Tensor:
         """W (out, in) float32 as the kernel rebuilds it: d * q (exact in float32), then + m."""

@@ -111,20 +111,31 @@ class Writer:
         torch's thread count is process-wide and the action server writes replies in several threads at once (no
         lock: under load each reply runs into its time limit and serves its grounding answer, instead of queueing
         past Rasa's action timeout), so the first writer in sets the count and the last one out restores it.
+        The 4-bit products (most of a reply's time) run on `threads` of the kernel's own (quantised.py), or with
+        `settings.use_idle_cores` for a writer alone in the process, on every core other processes left idle.
         """
         import torch
+
+        from .quantised import kernel_threads
 
         wanted = self.settings.threads
         if not wanted:
             yield
             return
         with _THREADS_LOCK:
-            if not _THREADS_STATE["inside"]:
+            alone = not _THREADS_STATE["inside"]
+            if alone:
                 _THREADS_STATE["before"] = torch.get_num_threads()
                 torch.set_num_threads(wanted)
             _THREADS_STATE["inside"] += 1
+        kernel = wanted
+        if alone and self.settings.use_idle_cores:
+            from .cores import threads_for_reply
+
+            kernel = threads_for_reply(wanted)
         try:
-            yield
+            with kernel_threads(kernel):
+                yield
         finally:
             with _THREADS_LOCK:
                 _THREADS_STATE["inside"] -= 1

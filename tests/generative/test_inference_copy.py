@@ -128,6 +128,23 @@ def test_the_4bit_kernel_multiplies_one_to_eight_rows_as_float32_does(writer) ->
             assert torch.allclose(product, x @ weight.T, atol=2e-4, rtol=1e-4), (blocks.kind, rows)
 
 
+def test_the_4bit_kernel_shares_a_product_with_its_helper_threads_without_changing_a_bit(writer) -> None:
+    # each output is one thread's sum, so any split of the outputs gives the same bits; the helpers do take rows
+    kernel = quantised._KERNEL["module"]
+    generator = torch.Generator().manual_seed(1)
+    for blocks in (inference_model(writer.model).lm_head.decode.blocks,
+                   inference_model(writer.model).model.layers[0].mlp.decode.blocks):
+        for rows in (1, 2, 5):
+            x = torch.randn(rows, blocks.scales.shape[1] * 32, generator=generator)
+            alone = blocks.matmul(x)
+            helped_before = kernel.helped_rows()
+            with quantised.kernel_threads(2):
+                shared = [blocks.matmul(x) for _ in range(20)]
+            assert all(torch.equal(alone, product) for product in shared), (blocks.kind, rows)
+            assert kernel.helped_rows() > helped_before
+    assert blocks.matmul(x).shape == (5, blocks.scales.shape[0])  # outside the block: this thread alone again
+
+
 def test_4bit_decode_with_an_adapter_beside_the_blocks_computes_what_peft_computes(writer, tuned) -> None:
     fast = inference_model(tuned)
     q_proj = fast.model.layers[0].self_attn.q_proj

@@ -7,6 +7,9 @@ import math
 import pytest
 import torch
 
+from rsft_plugin.generative import cores
+from rsft_plugin.generative.cores import CpuTimes
+from rsft_plugin.generative.quantised import kernel_threads_now
 from rsft_plugin.generative.settings import WriterSettings
 from rsft_plugin.generative.writer import Writer
 
@@ -113,7 +116,7 @@ def test_the_guard_serves_the_grounding_answer_instead_of_an_invented_fact(write
 def test_overlapping_writers_leave_torchs_thread_count_as_it_was(writer) -> None:
     """torch's thread count is process-wide and the action server writes in several threads: the writer that
     leaves first must not restore the count under one still writing, the last one out must."""
-    one_thread = Writer(writer.model, writer.tokenizer, WriterSettings(threads=1), writer.base)
+    one_thread = Writer(writer.model, writer.tokenizer, WriterSettings(threads=1, use_idle_cores=False), writer.base)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -124,6 +127,23 @@ def test_overlapping_writers_leave_torchs_thread_count_as_it_was(writer) -> None
         assert torch.get_num_threads() == 1  # the second writer is still inside
         second.__exit__(None, None, None)
         assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("others_busy, expected", [(0.0, 2), (1.0, 1)])
+def test_a_reply_runs_on_the_cores_other_processes_left_idle(writer, monkeypatch, others_busy, expected) -> None:
+    looks = iter([CpuTimes(0.0, 0.0, 0.0), CpuTimes(1.0, 0.5 + others_busy, 0.5)])  # the writer itself used 0.5 s
+    monkeypatch.setattr(cores, "_WATCH", cores.CoreWatch(read=lambda: next(looks), cores=2))
+    idle = Writer(writer.model, writer.tokenizer, WriterSettings(threads=1), writer.base)
+    assert idle.settings.use_idle_cores  # the default
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with idle.threads():
+            assert kernel_threads_now() == expected  # the 4-bit products, on the kernel's own helper threads
+            assert torch.get_num_threads() == 1  # torch's own work stays on `threads`
+        assert kernel_threads_now() == 1
     finally:
         torch.set_num_threads(before)
 

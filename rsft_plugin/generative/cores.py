@@ -1,0 +1,105 @@
+"""How many threads a reply should run on: every core when the machine's other processes left them idle lately,
+the configured few when not (Linux /proc/stat; elsewhere always the few).
+
+A written reply's products split over torch's threads. On a quiet 2-core machine two threads write a reply ~1.4x
+faster than one; on one whose other core is busy (a round, a test run, another service) two are ~2x SLOWER than
+one, because every step waits for the thread that lost its core. So the writer looks before each reply: the time the
+machine's cores were busy since its previous look, less this process's own CPU time (its own replies), is what the
+other processes used, and a reply takes only the cores they left idle.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["CpuTimes", "CoreWatch", "others_busy", "read_cpu_times", "reply_threads", "threads_for_reply"]
+
+SHORTEST_LOOK = 0.2  # seconds: a shorter span says little at /proc/stat's 10 ms ticks; the previous answer stands
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_STAT = Path("/proc/stat")
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """One look at the machine: when (time.monotonic()), the CPU seconds all cores have been busy since boot, and
+    the CPU seconds of this process (all its threads)."""
+
+    at: float
+    busy: float
+    own: float
+
+
+def read_cpu_times(stat: Path = _STAT) -> CpuTimes | None:
+    """Now's `CpuTimes`, or None where /proc/stat cannot be read (not Linux)."""
+    try:
+        with stat.open(encoding="ascii") as handle:
+            fields = handle.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 5 or fields[0] != "cpu":
+        return None
+    ticks = [int(value) for value in fields[1:9]]  # user nice system idle iowait irq softirq steal (guest is in user)
+    idle = ticks[3] + ticks[4]
+    return CpuTimes(time.monotonic(), (sum(ticks) - idle) / _TICKS, time.process_time())
+
+
+def others_busy(earlier: CpuTimes, later: CpuTimes) -> float | None:
+    """Cores the other processes kept busy between two looks, on average; None when they are too close together."""
+    span = later.at - earlier.at
+    if span < SHORTEST_LOOK:
+        return None
+    return max(0.0, ((later.busy - earlier.busy) - (later.own - earlier.own)) / span)
+
+
+def reply_threads(fewest: int, cores: int, busy: float) -> int:
+    """The cores the others left idle (rounded: a core half busy counts as busy), never fewer than `fewest`."""
+    return max(fewest, min(cores, round(cores - busy - 0.01)))
+
+
+class CoreWatch:
+    """Looks at the machine before each reply and says how many threads it may run on."""
+
+    def __init__(self, read=read_cpu_times, cores: int | None = None) -> None:
+        self._read = read
+        self._cores = cores or _usable_cores()
+        self._lock = threading.Lock()
+        self._last = read()
+        self._busy: float | None = None  # the others' load at the last look that spanned long enough
+
+    def threads(self, fewest: int) -> int:
+        """Threads for the next reply: all cores if the others left them idle since the previous look (or since
+        the watch began), else `fewest`; `fewest` where the machine cannot be read."""
+        now = self._read()
+        with self._lock:
+            if now is not None and self._last is not None:
+                busy = others_busy(self._last, now)
+                if busy is not None:
+                    self._busy, self._last = busy, now
+            elif now is not None:
+                self._last = now
+            return fewest if self._busy is None else reply_threads(fewest, self._cores, self._busy)
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+_WATCH: CoreWatch | None = None
+_WATCH_LOCK = threading.Lock()
+
+
+def threads_for_reply(fewest: int) -> int:
+    """The process's `CoreWatch.threads` (one watch per process: the machine is the same for every writer)."""
+    global _WATCH
+    with _WATCH_LOCK:
+        if _WATCH is None:
+            _WATCH = CoreWatch()
+        watch = _WATCH
+    return watch.threads(fewest)

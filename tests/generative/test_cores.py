@@ -1,0 +1,65 @@
+"""How many threads a reply runs on (cores.py): every core that other processes left idle, else the configured few.
+
+Measured on the real machine with busy child processes: what this process burns itself must not count as the
+others' load, what other processes burn must.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rsft_plugin.generative.cores import CoreWatch, CpuTimes, others_busy, read_cpu_times, reply_threads
+
+BURN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass\n"
+
+
+def test_the_others_load_is_the_machines_busy_time_less_this_processs_own():
+    earlier = CpuTimes(at=10.0, busy=100.0, own=5.0)
+    assert others_busy(earlier, CpuTimes(at=12.0, busy=103.0, own=6.0)) == pytest.approx(1.0)  # 3 s busy, 1 ours
+    assert others_busy(earlier, CpuTimes(at=12.0, busy=101.0, own=6.0)) == 0.0  # ours alone (ticks are coarse)
+    assert others_busy(earlier, CpuTimes(at=10.1, busy=101.0, own=5.0)) is None  # too short a look to say
+
+
+@pytest.mark.parametrize("busy, expected", [(0.0, 2), (0.4, 2), (0.6, 1), (1.0, 1), (2.0, 1)])
+def test_a_reply_takes_the_cores_left_idle_and_never_fewer_than_configured(busy, expected):
+    assert reply_threads(1, 2, busy) == expected
+    assert reply_threads(2, 2, 2.0) == 2  # the configured few, whatever the load
+    assert reply_threads(1, 8, 5.0) == 3
+
+
+def test_the_watch_keeps_its_answer_when_looks_come_too_close_together():
+    looks = iter([CpuTimes(0.0, 0.0, 0.0), CpuTimes(1.0, 1.0, 0.0), CpuTimes(1.05, 1.05, 0.0),
+                  CpuTimes(2.0, 1.05, 0.0)])
+    watch = CoreWatch(read=lambda: next(looks), cores=2)
+    assert watch.threads(1) == 1  # the other core was busy for the whole second
+    assert watch.threads(1) == 1  # 50 ms later: no new answer
+    assert watch.threads(1) == 2  # the second since the last long look was idle
+
+
+def test_an_unreadable_machine_runs_replies_on_the_configured_few(tmp_path: Path):
+    assert read_cpu_times(tmp_path / "missing") is None
+    watch = CoreWatch(read=lambda: None, cores=4)
+    assert watch.threads(1) == 1 and watch.threads(3) == 3
+
+
+def test_on_the_real_machine_only_other_processes_burning_cpu_count_as_busy():
+    def measured(burn_here: bool) -> float:
+        earlier = read_cpu_times()
+        if burn_here:
+            end = time.monotonic() + 0.6
+            while time.monotonic() < end:
+                pass
+        else:
+            subprocess.run([sys.executable, "-c", BURN.format(seconds=0.6)], check=True)
+        busy = others_busy(earlier, read_cpu_times())
+        assert busy is not None
+        return busy
+
+    # the same core-second burnt by this process and by a child: the child's counts as the others' load (less
+    # whatever else the machine did meanwhile, which weighs on both looks alike)
+    assert measured(burn_here=False) - measured(burn_here=True) > 0.5
