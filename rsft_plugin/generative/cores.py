@@ -40,7 +40,7 @@ def read_cpu_times(stat: Path = _STAT) -> CpuTimes | None:
             fields = handle.readline().split()
     except OSError:
         return None
-    if len(fields) < 5 or fields[0] != "cpu":
+    if len(fields) < 6 or fields[0] != "cpu":  # "cpu" user nice system idle iowait ...
         return None
     ticks = [int(value) for value in fields[1:9]]  # user nice system idle iowait irq softirq steal (guest is in user)
     idle = ticks[3] + ticks[4]

@@ -6,6 +6,7 @@ others' load, what other processes burn must.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -39,6 +40,15 @@ def test_the_watch_keeps_its_answer_when_looks_come_too_close_together():
     assert watch.threads(1) == 1  # the other core was busy for the whole second
     assert watch.threads(1) == 1  # 50 ms later: no new answer
     assert watch.threads(1) == 2  # the second since the last long look was idle
+
+
+def test_proc_stat_is_read_as_busy_seconds_without_idle_and_iowait(tmp_path: Path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  300 20 80 5000 100 10 5 5 0 0\ncpu0 150 10 40 2500 50 5 2 3 0 0\n")
+    look = read_cpu_times(stat)
+    assert look is not None and look.busy == pytest.approx((300 + 20 + 80 + 10 + 5 + 5) / os.sysconf("SC_CLK_TCK"))
+    stat.write_text("cpu  300 20 80 5000\n")  # too few fields to tell idle from waiting: unreadable
+    assert read_cpu_times(stat) is None
 
 
 def test_an_unreadable_machine_runs_replies_on_the_configured_few(tmp_path: Path):

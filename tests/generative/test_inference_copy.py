@@ -9,6 +9,8 @@ with and without an adapter (which runs beside the blocks), and anything that ca
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -130,18 +132,19 @@ def test_the_4bit_kernel_multiplies_one_to_eight_rows_as_float32_does(writer) ->
 
 def test_the_4bit_kernel_shares_a_product_with_its_helper_threads_without_changing_a_bit(writer) -> None:
     # each output is one thread's sum, so any split of the outputs gives the same bits; the helpers do take rows
+    fast = inference_model(writer.model)  # builds the kernel
     kernel = quantised._KERNEL["module"]
     generator = torch.Generator().manual_seed(1)
-    for blocks in (inference_model(writer.model).lm_head.decode.blocks,
-                   inference_model(writer.model).model.layers[0].mlp.decode.blocks):
+    for blocks in (fast.lm_head.decode.blocks, fast.model.layers[0].mlp.decode.blocks):
         for rows in (1, 2, 5):
             x = torch.randn(rows, blocks.scales.shape[1] * 32, generator=generator)
             alone = blocks.matmul(x)
-            helped_before = kernel.helped_rows()
+            helped_before, deadline = kernel.helped_rows(), time.monotonic() + 10
             with quantised.kernel_threads(2):
-                shared = [blocks.matmul(x) for _ in range(20)]
-            assert all(torch.equal(alone, product) for product in shared), (blocks.kind, rows)
-            assert kernel.helped_rows() > helped_before
+                # a sleeping helper may need a while to get a core on a busy machine: products until it joins one
+                while kernel.helped_rows() == helped_before and time.monotonic() < deadline:
+                    assert torch.equal(blocks.matmul(x), alone), (blocks.kind, rows)
+            assert kernel.helped_rows() > helped_before, (blocks.kind, rows)
     assert blocks.matmul(x).shape == (5, blocks.scales.shape[0])  # outside the block: this thread alone again
 
 

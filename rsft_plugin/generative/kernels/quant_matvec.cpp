@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include <pthread.h>
@@ -212,7 +213,10 @@ class Helpers {
       body(0, out);
       return;
     }
-    start(helpers);
+    if (!start(helpers)) {  // no thread to be had (a process limit): this product, and the next, run alone
+      body(0, out);
+      return;
+    }
     wanted_ = helpers;
     body_ = &body;
     out_ = out;
@@ -254,11 +258,19 @@ class Helpers {
     }
   }
 
-  void start(int helpers) {
-    while (started_ < helpers) {  // threads live as long as the process (detached; never joined at exit)
-      const int h = started_++;
-      std::thread([this, h] { loop(h); }).detach();
+  // Whether the helpers a product asks for are running (started now if not: they live as long as the process,
+  // detached, never joined at exit).
+  bool start(int helpers) {
+    while (started_ < helpers) {
+      const int h = started_;
+      try {
+        std::thread([this, h] { loop(h); }).detach();
+      } catch (const std::system_error&) {
+        return false;
+      }
+      ++started_;
     }
+    return true;
   }
 
   void loop(int h) {
