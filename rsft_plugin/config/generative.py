@@ -72,8 +72,8 @@ class WriterSettings:
                            "machine one thread is ~2x faster than two (OpenMP oversubscription).", 1)
     use_idle_cores: bool = setting(
         "Serving: a reply runs on every core when the machine's other processes left them idle since the previous "
-        "reply (~1.4x faster replies on a quiet 2-core machine), on `threads` when they did not (Linux /proc/stat; "
-        "a round's writer keeps `round_threads`).", True)
+        "reply (a decode step ~1.3x faster on a quiet 2-core machine), on `threads` when they did not (Linux "
+        "/proc/stat; a round's writer keeps `round_threads`).", True)
     lora_r: int = setting("LoRA rank of a new adapter (a saved version keeps its own).", 8)
     lora_alpha: int = setting("LoRA scale numerator, scale = alpha / r (a saved version keeps its own).", 16)
     lora_dropout: float = setting("Dropout on the LoRA branch while training (a saved version keeps its own).", 0.05)
