@@ -241,6 +241,8 @@ def test_a_socket_that_closed_without_the_connection_reported_broken_is_reconnec
         assert dying.failed and log.conn is not dying and dying.connection.closed  # the old one is closed, not leaked
     finally:
         log.close()
+    with pytest.raises(psycopg.OperationalError):  # a log that was closed stays closed: it does not reconnect
+        log.count("turns")
 
 
 def test_a_refused_statement_on_a_live_connection_is_not_repeated(postgres_log_url):

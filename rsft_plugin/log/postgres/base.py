@@ -83,6 +83,7 @@ class PostgresBase:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._shut = False  # close() was called: a closed connection is then not reopened
         self._lock = threading.RLock()
         with self._lock:
             self.conn = _connect(url)
@@ -94,6 +95,7 @@ class PostgresBase:
 
     def close(self) -> None:
         with self._lock:
+            self._shut = True
             self.conn.close()
 
     def __enter__(self) -> PostgresBase:
@@ -103,8 +105,9 @@ class PostgresBase:
         self.close()
 
     def _connection(self) -> psycopg.Connection:
-        """The connection, reopened when the old one broke (a server restart); call with the lock held."""
-        if self.conn.closed:
+        """The connection, reopened when the old one was lost (a server restart, `_lost`), never after `close()`;
+        call with the lock held."""
+        if self.conn.closed and not self._shut:
             self.conn = _connect(self.url)
         return self.conn
 
@@ -113,7 +116,7 @@ class PostgresBase:
 
         `broken` alone is not enough: when the server ends the session while a statement is on its way, psycopg can
         raise "connection socket closed" with libpq still reporting the connection as fine."""
-        if self.conn.closed:
+        if self.conn.closed and not self._shut:
             return True
         state = error.sqlstate
         if state is None or state.startswith("08") or state in _SESSION_ENDED:
