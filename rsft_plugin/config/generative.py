@@ -8,8 +8,8 @@ and patience come from `finetune:`).
 Which wins when a saved version is loaded: the version's writer.json keeps what defines its weights (the LoRA
 structure: `lora_r`, `lora_alpha`, `lora_dropout`, `lora_targets`, and the base checkpoint's sha256); everything
 else (shop name, grounding answers, token budget, time limit, the faithfulness and topic guards, prompt length,
-copy bias, temperature, top-p, threads) comes from rsft.yml, so an operator changes how replies are served without
-retraining.
+copy bias, draft tokens, temperature, top-p, threads) comes from rsft.yml, so an operator changes how replies are
+served without retraining.
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ class WriterSettings:
         "Added to the logits of each grounding-answer token the reply has not yet used as often as the grounding "
         "does, while the writer serves and samples (0: off): a small model drifts from its grounding when it "
         "paraphrases; the bias keeps it to the answers' words without making it repeat them.", 4.0)
+    draft_tokens: int = setting(
+        "Serving: each decode step also checks up to this many tokens guessed from where the reply's last words "
+        "occur in the prompt (a grounded reply copies runs of its grounding answer), keeping those the writer "
+        "would choose itself: several tokens per pass over the weights (0: one token a step).", 4)
     temperature: float = setting("Sampling temperature of the proposal q when a round samples replies.", 0.8)
     top_p: float = setting("Nucleus sampling: the smallest token set with this much probability.", 0.95)
     cached_groundings: int = setting(
@@ -88,6 +92,7 @@ class WriterSettings:
         _check(self.time_limit_seconds > 0, "time_limit_seconds", "must be > 0")
         _check(64 <= self.max_prompt_tokens <= 4096, "max_prompt_tokens", "must be between 64 and 4096")
         _check(0 <= self.copy_bias <= 20, "copy_bias", "must be between 0 and 20")
+        _check(0 <= self.draft_tokens <= 7, "draft_tokens", "must be between 0 and 7")
         _check(self.temperature > 0, "temperature", "must be > 0")
         _check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         _check(0 <= self.cached_groundings <= 4096, "cached_groundings", "must be between 0 and 4096")

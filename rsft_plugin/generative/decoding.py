@@ -47,29 +47,53 @@ def supports(model: Any) -> bool:
 
 
 def greedy(model: Any, prompt: Sequence[int], cache: Any, budget: int, deadline: float, end_id: int,
-           processors: Any = None) -> tuple[list[int], bool]:
+           processors: Any = None, draft: int = 0) -> tuple[list[int], bool]:
     """(the reply's tokens before the end-of-turn token, whether it ended) for `prompt`, of which `cache` (a
     transformers cache, or None) holds the first tokens' keys and values; stops after `budget` tokens or at
     `deadline` (time.monotonic()). `processors` (a transformers LogitsProcessorList: the copy bias) sees the prompt
-    and reply so far, as under `generate`."""
+    and reply so far, as under `generate`.
+
+    With `draft` > 0 each step also reads up to `draft` tokens guessed by looking the reply's last tokens up in the
+    prompt (`lookup_draft`: a grounded reply copies runs of its grounding answer) and keeps the guesses the model
+    itself would have chosen, in one pass over the weights; a wrong guess costs a little more arithmetic, never a
+    different token choice than one token at a time would make, up to float rounding (the products' sums run in
+    another order for several rows)."""
     known = cache.get_seq_length() if cache is not None else 0
     prefill = model(input_ids=torch.tensor([list(prompt[known:])]), past_key_values=cache, use_cache=True,
                     logits_to_keep=1)
-    state = _DecodeState(model, prefill.past_key_values, room=budget)
-    logits = prefill.logits[0, -1]
+    state = _DecodeState(model, prefill.past_key_values, room=budget + draft)
     sequence = list(prompt)
     new: list[int] = []
+    rows, guesses = prefill.logits[0, -1:], []  # rows[i]: the logits after the step's token and guesses[:i]
     while True:
-        if processors is not None:
-            logits = processors(torch.tensor([sequence]), logits.unsqueeze(0))[0]
-        token = int(torch.argmax(logits))
-        if token == end_id:
-            return new, True
-        new.append(token)
-        sequence.append(token)
-        if len(new) >= budget or time.monotonic() > deadline:
-            return new, False
-        logits = state.step(token)
+        for at, logits in enumerate(rows):
+            if processors is not None:
+                logits = processors(torch.tensor([sequence]), logits.unsqueeze(0))[0]
+            token = int(torch.argmax(logits))
+            if token == end_id:
+                return new, True
+            new.append(token)
+            sequence.append(token)
+            if len(new) >= budget or time.monotonic() > deadline:
+                return new, False
+            if at == len(guesses) or token != guesses[at]:
+                break
+        state.forget(len(guesses) - at)  # the keys and values of the guesses after the first wrong one
+        guesses = lookup_draft(sequence, min(draft, budget - len(new) - 1))
+        rows = state.step([token, *guesses])
+
+
+def lookup_draft(sequence: Sequence[int], most: int, longest_match: int = 3) -> list[int]:
+    """Up to `most` tokens that followed the latest earlier occurrence of `sequence`'s last `longest_match` tokens
+    (else of fewer, down to one), or [] when they never occurred before."""
+    if most <= 0:
+        return []
+    for n in range(min(longest_match, len(sequence) - 1), 0, -1):
+        tail = list(sequence[-n:])
+        for start in range(len(sequence) - n - 1, -1, -1):
+            if sequence[start] == tail[0] and list(sequence[start:start + n]) == tail:
+                return list(sequence[start + n:start + n + most])
+    return []
 
 
 class _DecodeState:
@@ -92,43 +116,62 @@ class _DecodeState:
             self.keys.append(keys)
             self.values.append(values)
 
-    def step(self, token: int) -> torch.Tensor:
-        """The next token's logits (vocabulary,) after `token`, its keys and values appended."""
-        inner = self.model.model
-        x = inner.embed_tokens.weight[token].view(1, 1, -1)  # (1, 1, hidden)
-        cos, sin = self._rotation(self.length)
-        at = self.length
+    def step(self, tokens: Sequence[int]) -> torch.Tensor:
+        """The logits (len(tokens), vocabulary) after each of `tokens` in turn, their keys and values appended."""
+        inner, n, at = self.model.model, len(tokens), self.length
+        x = inner.embed_tokens.weight[list(tokens)].unsqueeze(0)  # (1, n, hidden)
+        cos, sin = self._rotation(at, n)
+        # token j sees the keys up to its own position at + j: the later guesses are masked out
+        future = None if n == 1 else torch.ones(n, at + n, dtype=torch.bool).triu(at + 1)
         for keys, values, layer, qkv in zip(self.keys, self.values, inner.layers, self.fused_qkv, strict=True):
             attention = layer.self_attn
             h = _rms_norm(x, layer.input_layernorm)
-            query, key, value = self._projections(attention, qkv, h)
+            query, key, value = self._projections(attention, qkv, h, n)
             rotated = _rotate(torch.cat((query, key), dim=1), cos, sin)  # q and k heads alike: one rotation
-            query = rotated[:, : self.heads]
-            keys[0, :, at], values[0, :, at] = rotated[0, self.heads:], value[0]
-            # grouped query attention: each key/value head serves heads / kv_heads query heads
-            grouped = query.view(1, self.kv_heads, self.heads // self.kv_heads, self.head_dim)
-            weights = torch.softmax(grouped @ keys[:, :, : at + 1].transpose(2, 3) * attention.scaling, dim=-1)
-            mixed = (weights @ values[:, :, : at + 1]).reshape(1, 1, self.heads * self.head_dim)
-            x = x + attention.o_proj(mixed)
+            keys[0, :, at: at + n] = rotated[:, self.heads:].transpose(0, 1)
+            values[0, :, at: at + n] = value.transpose(0, 1)
+            x = x + attention.o_proj(self._attend(rotated[:, : self.heads], keys, values, future, attention.scaling))
             x = x + layer.mlp(_rms_norm(x, layer.post_attention_layernorm))
-        self.length += 1
-        return self.model.lm_head(_rms_norm(x, inner.norm))[0, -1]
+        self.length += n
+        return self.model.lm_head(_rms_norm(x, inner.norm))[0]
 
-    def _projections(self, attention: Any, qkv: QuantisedDecode | None,
-                     h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q (1, heads, head_dim), k and v (1, kv_heads, head_dim) of `h`: one 4-bit product when the layer has
-        it (each output is the same dot product as in its own projection's: the same bits), else three."""
+    def forget(self, count: int) -> None:
+        """Drop the last `count` positions' keys and values (guesses that turned out wrong): the next step
+        overwrites them."""
+        self.length -= count
+
+    def _attend(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, future: torch.Tensor | None,
+                scaling: float) -> torch.Tensor:
+        """Attention of the n queries (n, heads, head_dim) over the keys and values so far: (1, n, heads * head_dim).
+        Grouped query attention: each key/value head serves heads / kv_heads query heads."""
+        n, group = query.shape[0], self.heads // self.kv_heads
+        end = self.length + n
+        grouped = query.view(n, self.kv_heads, group, self.head_dim).permute(1, 2, 0, 3).reshape(
+            1, self.kv_heads, group * n, self.head_dim)
+        scores = grouped @ keys[:, :, :end].transpose(2, 3) * scaling  # (1, kv_heads, group * n, end)
+        if future is not None:
+            scores = scores.masked_fill(future.repeat(group, 1), float("-inf"))
+        mixed = torch.softmax(scores, dim=-1) @ values[:, :, :end]  # (1, kv_heads, group * n, head_dim)
+        return mixed.view(self.kv_heads, group, n, self.head_dim).permute(2, 0, 1, 3).reshape(
+            1, n, self.heads * self.head_dim)
+
+    def _projections(self, attention: Any, qkv: QuantisedDecode | None, h: torch.Tensor,
+                     n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (n, heads, head_dim), k and v (n, kv_heads, head_dim) of `h` (1, n, hidden): one 4-bit product when
+        the layer has it (each output is the same dot product as in its own projection's: the same bits), else
+        three."""
         if qkv is not None:
-            both = qkv(h).view(1, self.heads + 2 * self.kv_heads, self.head_dim)
+            both = qkv(h).view(n, self.heads + 2 * self.kv_heads, self.head_dim)
             return both.split([self.heads, self.kv_heads, self.kv_heads], dim=1)
-        return (attention.q_proj(h).view(1, self.heads, self.head_dim),
-                attention.k_proj(h).view(1, self.kv_heads, self.head_dim),
-                attention.v_proj(h).view(1, self.kv_heads, self.head_dim))
+        return (attention.q_proj(h).view(n, self.heads, self.head_dim),
+                attention.k_proj(h).view(n, self.kv_heads, self.head_dim),
+                attention.v_proj(h).view(n, self.kv_heads, self.head_dim))
 
-    def _rotation(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin (1, head_dim) of the rotary embedding at `position`, as the model's rotary module computes."""
-        freqs = torch.tensor([[float(position)]]) * self.inv_freq
-        angles = torch.cat((freqs, freqs), dim=-1)
+    def _rotation(self, position: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin (n, 1, head_dim) of the rotary embedding at positions `position` .. + n - 1, as the model's
+        rotary module computes."""
+        freqs = torch.arange(position, position + n, dtype=torch.float32).view(n, 1) * self.inv_freq
+        angles = torch.cat((freqs, freqs), dim=-1).unsqueeze(1)
         return angles.cos() * self.rope_scale, angles.sin() * self.rope_scale
 
 
@@ -154,7 +197,7 @@ def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (1, heads, head_dim) at one position, rotated: x cos + rotate_half(x) sin (each head on its own)."""
+    """x (n, heads, head_dim) at n positions, rotated: x cos + rotate_half(x) sin (each head on its own)."""
     half = x.shape[-1] // 2
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 

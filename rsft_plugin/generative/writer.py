@@ -112,15 +112,17 @@ class Writer:
         lock: under load each reply runs into its time limit and serves its grounding answer, instead of queueing
         past Rasa's action timeout), so the first writer in sets the count and the last one out restores it.
         The 4-bit products (most of a reply's time) run on `threads` of the kernel's own (quantised.py), or with
-        `settings.use_idle_cores` for a writer alone in the process, on every core other processes left idle.
+        `settings.use_idle_cores` for a writer alone in the process, on every core other processes left idle;
+        `threads` 0 leaves torch's count as it is and gives the kernel as many.
         """
         import torch
 
         from .quantised import kernel_threads
 
         wanted = self.settings.threads
-        if not wanted:
-            yield
+        if not wanted:  # a round's `round_threads: 0`
+            with kernel_threads(torch.get_num_threads()):
+                yield
             return
         with _THREADS_LOCK:
             alone = not _THREADS_STATE["inside"]
@@ -128,13 +130,10 @@ class Writer:
                 _THREADS_STATE["before"] = torch.get_num_threads()
                 torch.set_num_threads(wanted)
             _THREADS_STATE["inside"] += 1
-        kernel = wanted
-        if alone and self.settings.use_idle_cores:
-            from .cores import threads_for_reply
+        from .cores import threads_for_reply
 
-            kernel = threads_for_reply(wanted)
         try:
-            with kernel_threads(kernel):
+            with kernel_threads(threads_for_reply(wanted) if alone and self.settings.use_idle_cores else wanted):
                 yield
         finally:
             with _THREADS_LOCK:
@@ -274,7 +273,8 @@ class Writer:
         with self.threads(), torch.inference_mode():
             cache = _shared_prefix_cache(model, prompt, 1, self._system_prefix(model, prompt))
             if decoding.supports(model):
-                return decoding.greedy(model, prompt, cache, budget, deadline, self.end_id, bias)
+                return decoding.greedy(model, prompt, cache, budget, deadline, self.end_id, bias,
+                                       self.settings.draft_tokens)
             ids = torch.tensor([prompt])  # (1, P)
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
                                  max_new_tokens=budget, do_sample=False, max_time=limit, eos_token_id=self.end_id,

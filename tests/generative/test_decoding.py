@@ -53,10 +53,66 @@ def test_each_steps_logits_are_the_models(which, writer, tuned_writer) -> None:
     with torch.inference_mode():
         cache = model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values
         state = decoding._DecodeState(model, cache, room=len(following))
-        steps = torch.stack([state.step(token) for token in following])  # (5, V)
+        steps = torch.stack([state.step([token])[0] for token in following])  # (5, V)
         whole = model(input_ids=torch.tensor([prompt + following])).logits[0, -len(following):]
     assert torch.allclose(steps, whole, atol=1e-4, rtol=1e-5)
     assert state.length == len(prompt) + len(following)
+
+
+@pytest.mark.parametrize("which", ["base", "lora"])
+def test_a_step_of_several_tokens_gives_each_ones_logits_and_forgets_wrong_guesses(which, writer,
+                                                                                  tuned_writer) -> None:
+    chosen = writer if which == "base" else tuned_writer
+    model = chosen.inference_model()
+    prompt = chosen.prompt_ids(QUESTIONS[0], [RETURNS])
+    following = [13, 1078, 357, 1488, 30]
+
+    def state() -> decoding._DecodeState:
+        cache = model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values
+        return decoding._DecodeState(model, cache, room=len(following) + 2)
+
+    with torch.inference_mode():
+        one = state()
+        singly = torch.stack([one.step([token])[0] for token in following])  # (5, V)
+        together = state()
+        at_once = together.step(following)
+        guessed = state()
+        first = guessed.step([*following[:2], 999, 998])  # two right tokens, then two wrong guesses
+        guessed.forget(2)
+        rest = guessed.step(following[2:])
+    assert at_once.shape == singly.shape and together.length == one.length == len(prompt) + len(following)
+    assert torch.allclose(at_once, singly, atol=1e-4, rtol=1e-5)
+    assert torch.allclose(torch.cat([first[:2], rest]), singly, atol=1e-4, rtol=1e-5)
+    assert guessed.length == one.length
+
+
+def test_a_draft_is_what_followed_the_latest_earlier_occurrence_of_the_last_tokens() -> None:
+    assert decoding.lookup_draft([1, 2, 3, 4, 5, 9, 2, 3], 3) == [4, 5, 9]  # [9, 2, 3] never occurred: [2, 3] did
+    assert decoding.lookup_draft([5, 6, 7, 5, 6, 8, 5, 6], 2) == [8, 5]  # the latest earlier [5, 6], not the first
+    assert decoding.lookup_draft([1, 2, 3, 1, 2, 3], 4) == [1, 2, 3]  # what follows runs up to the end
+    assert decoding.lookup_draft([1, 2, 3, 4], 3) == []  # 4 never occurred before
+    assert decoding.lookup_draft([1, 2, 1, 2], 0) == [] and decoding.lookup_draft([7], 3) == []
+
+
+def test_guessing_from_the_grounding_writes_the_same_replies_in_fewer_passes(writer, monkeypatch) -> None:
+    def copying(draft: int) -> Writer:
+        return Writer(writer.model, writer.tokenizer, WriterSettings(
+            max_new_tokens=24, fit_grounding=False, copy_bias=4.0, time_limit_seconds=60.0, draft_tokens=draft),
+            writer.base)
+
+    passes: list[list[int]] = []  # the tokens each decode step read
+    step = decoding._DecodeState.step
+    monkeypatch.setattr(decoding._DecodeState, "step", lambda self, tokens: passes.append(tokens) or step(self, tokens))
+    for question, grounding in zip(QUESTIONS, [[RETURNS], [EXPRESS]], strict=True):
+        passes.clear()
+        guessing = copying(4).write(question, grounding, guard=False)
+        guessing_passes = len(passes)
+        passes.clear()
+        single = copying(0).write(question, grounding, guard=False)
+        assert (guessing.written, guessing.new_tokens) == (single.written, single.new_tokens)
+        assert all(len(tokens) == 1 for tokens in passes)  # draft_tokens 0: one token a pass
+        assert len(passes) in (single.new_tokens - 1, single.new_tokens)  # (after the last token when it ended)
+        assert guessing_passes < len(passes), (question, guessing.written)  # several tokens in some passes
 
 
 @pytest.mark.parametrize("which", ["base", "lora"])
@@ -70,7 +126,7 @@ def test_q_k_and_v_as_one_4bit_product_give_the_bits_of_three(which, writer, tun
         with torch.inference_mode():
             cache = model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values
             state = decoding._DecodeState(model, cache, room=3)
-            return torch.stack([state.step(token) for token in (13, 1078, 357)])
+            return torch.stack([state.step([token])[0] for token in (13, 1078, 357)])
 
     fused = steps()
     monkeypatch.setattr(decoding, "_fused_qkv", lambda model: [None] * len(model.model.layers))
