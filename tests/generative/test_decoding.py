@@ -91,6 +91,7 @@ def test_a_draft_is_what_followed_the_latest_earlier_occurrence_of_the_last_toke
     assert decoding.lookup_draft([5, 6, 7, 5, 6, 8, 5, 6], 2) == [8, 5]  # the latest earlier [5, 6], not the first
     assert decoding.lookup_draft([1, 2, 3, 1, 2, 3], 4) == [1, 2, 3]  # what follows runs up to the end
     assert decoding.lookup_draft([1, 2, 3, 4], 3) == []  # 4 never occurred before
+    assert decoding.lookup_draft([1, 2, 3, 1], 3) == []  # one token in common is too little to guess from
     assert decoding.lookup_draft([1, 2, 1, 2], 0) == [] and decoding.lookup_draft([7], 3) == []
 
 
