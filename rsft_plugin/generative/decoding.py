@@ -6,7 +6,8 @@ and ~12 ms Python around them: keyword plumbing, mask and cache objects, the att
 runs the same products and the same float32 arithmetic with none of that around it: ~4 ms less a step, ~0.17 s a
 48-token reply (docs/generative.md). It keeps the keys and values in tensors allocated once per reply, and reads
 each layer's q, k and v projections as one 4-bit product (each output is the dot product its own projection
-computes, so the same bits; ~0.6 ms less a step).
+computes, so the same bits; ~0.6 ms less a step). A step can also read a few tokens guessed from the prompt and keep
+those the writer would have chosen (`draft_tokens`): a grounded reply copies its grounding answer's words.
 
 It is written for the one architecture the writer uses (Llama: RMSNorm, rotary positions without scaling, grouped
 query attention, gated SiLU MLP; SmolLM2 is one) and `supports` says when a model is not that: the writer then
