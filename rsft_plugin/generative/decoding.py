@@ -79,7 +79,7 @@ def greedy(model: Any, prompt: Sequence[int], cache: Any, budget: int, deadline:
                 return new, False
             if at == len(guesses) or token != guesses[at]:
                 break
-        state.forget(len(guesses) - at)  # the keys and values of the guesses after the first wrong one
+        state.forget(len(guesses) - at)  # the first wrong guess and those after it
         guesses = lookup_draft(sequence, min(draft, budget - len(new) - 1))
         rows = state.step([token, *guesses])
 
@@ -88,7 +88,7 @@ def lookup_draft(sequence: Sequence[int], most: int, longest_match: int = 3, sho
     """Up to `most` tokens that followed the latest earlier occurrence of `sequence`'s last `longest_match` tokens
     (else of fewer, down to `shortest_match`), or [] when they never occurred before. A one-token match guessed
     wrong too often: on 37 golden-set replies, matching down to one token left the slowest reply slower than
-    without guesses; down to two, every reply was faster (docs/generative.md)."""
+    without guesses; down to two, the slowest was faster too (docs/generative.md)."""
     if most <= 0:
         return []
     for n in range(min(longest_match, len(sequence) - 1), shortest_match - 1, -1):
