@@ -113,16 +113,15 @@ class Writer:
         past Rasa's action timeout), so the first writer in sets the count and the last one out restores it.
         The 4-bit products (most of a reply's time) run on `threads` of the kernel's own (quantised.py), or with
         `settings.use_idle_cores` for a writer alone in the process, on every core other processes left idle;
-        `threads` 0 leaves torch's count as it is and gives the kernel as many.
+        `threads` 0 leaves torch's count as it is and the kernel on one thread.
         """
         import torch
 
         from .quantised import kernel_threads
 
         wanted = self.settings.threads
-        if not wanted:  # a round's `round_threads: 0`
-            with kernel_threads(torch.get_num_threads()):
-                yield
+        if not wanted:  # a round's `round_threads: 0`: the kernel stays on one thread (helpers spinning beside
+            yield  # torch's two threads made a 200-prompt round's sampling 482 -> 721 s: docs/benchmarks.md)
             return
         with _THREADS_LOCK:
             alone = not _THREADS_STATE["inside"]

@@ -148,21 +148,6 @@ def test_a_reply_runs_on_the_cores_other_processes_left_idle(writer, monkeypatch
         torch.set_num_threads(before)
 
 
-def test_a_round_on_every_core_runs_the_4bit_products_on_every_core_too(writer) -> None:
-    """`round_threads: 0` leaves torch's thread count as it is; the kernel's products (a round's sampling) must
-    use as many threads, not one."""
-    every_core = Writer(writer.model, writer.tokenizer, WriterSettings(threads=0, use_idle_cores=False), writer.base)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(3)
-        with every_core.threads():
-            assert torch.get_num_threads() == 3
-            assert kernel_threads_now() == 3
-        assert kernel_threads_now() == 1
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_the_copy_bias_raises_the_grounding_tokens_until_the_reply_has_used_them_up(writer) -> None:
     biased = Writer(writer.model, writer.tokenizer, WriterSettings(copy_bias=2.5, grounding_answers=2), writer.base)
     counts = biased.grounding_token_counts([RETURNS, EXPRESS])
