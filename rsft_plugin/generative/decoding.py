@@ -133,7 +133,10 @@ class _DecodeState:
             rotated = _rotate(torch.cat((query, key), dim=1), cos, sin)  # q and k heads alike: one rotation
             keys[0, :, at: at + n] = rotated[:, self.heads:].transpose(0, 1)
             values[0, :, at: at + n] = value.transpose(0, 1)
-            x = x + attention.o_proj(self._attend(rotated[:, : self.heads], keys, values, future, attention.scaling))
+            seen = slice(0, at + n)  # the positions so far, these tokens' included
+            mixed = self._attend(rotated[:, : self.heads], keys[:, :, seen], values[:, :, seen], future,
+                                 attention.scaling)
+            x = x + attention.o_proj(mixed)
             x = x + layer.mlp(_rms_norm(x, layer.post_attention_layernorm))
         self.length += n
         return self.model.lm_head(_rms_norm(x, inner.norm))[0]
@@ -145,16 +148,16 @@ class _DecodeState:
 
     def _attend(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, future: torch.Tensor | None,
                 scaling: float) -> torch.Tensor:
-        """Attention of the n queries (n, heads, head_dim) over the keys and values so far: (1, n, heads * head_dim).
-        Grouped query attention: each key/value head serves heads / kv_heads query heads."""
+        """Attention of the n queries (n, heads, head_dim) over `keys` and `values` (1, kv_heads, positions,
+        head_dim), `future` masking what each query may not see: (1, n, heads * head_dim). Grouped query attention:
+        each key/value head serves heads / kv_heads query heads."""
         n, group = query.shape[0], self.heads // self.kv_heads
-        end = self.length + n
         grouped = query.view(n, self.kv_heads, group, self.head_dim).permute(1, 2, 0, 3).reshape(
             1, self.kv_heads, group * n, self.head_dim)
-        scores = grouped @ keys[:, :, :end].transpose(2, 3) * scaling  # (1, kv_heads, group * n, end)
+        scores = grouped @ keys.transpose(2, 3) * scaling  # (1, kv_heads, group * n, positions)
         if future is not None:
             scores = scores.masked_fill(future.repeat(group, 1), float("-inf"))
-        mixed = torch.softmax(scores, dim=-1) @ values[:, :, :end]  # (1, kv_heads, group * n, head_dim)
+        mixed = torch.softmax(scores, dim=-1) @ values  # (1, kv_heads, group * n, head_dim)
         return mixed.view(self.kv_heads, group, n, self.head_dim).permute(2, 0, 1, 3).reshape(
             1, n, self.heads * self.head_dim)
 

@@ -112,16 +112,15 @@ class Writer:
         lock: under load each reply runs into its time limit and serves its grounding answer, instead of queueing
         past Rasa's action timeout), so the first writer in sets the count and the last one out restores it.
         The 4-bit products (most of a reply's time) run on `threads` of the kernel's own (quantised.py), or with
-        `settings.use_idle_cores` for a writer alone in the process, on every core other processes left idle;
-        `threads` 0 leaves torch's count as it is and the kernel on one thread.
+        `settings.use_idle_cores` for a writer alone in the process, on every core other processes left idle.
         """
         import torch
 
         from .quantised import kernel_threads
 
         wanted = self.settings.threads
-        if not wanted:  # a round's `round_threads: 0`: the kernel stays on one thread (helpers spinning beside
-            yield  # torch's two threads made a 200-prompt round's sampling 482 -> 721 s: docs/benchmarks.md)
+        if not wanted:  # torch's count as it is, the kernel on one thread (a round's `round_threads: 0`)
+            yield
             return
         with _THREADS_LOCK:
             alone = not _THREADS_STATE["inside"]
@@ -129,10 +128,13 @@ class Writer:
                 _THREADS_STATE["before"] = torch.get_num_threads()
                 torch.set_num_threads(wanted)
             _THREADS_STATE["inside"] += 1
-        from .cores import threads_for_reply
+        kernel = wanted
+        if alone and self.settings.use_idle_cores:
+            from .cores import threads_for_reply
 
+            kernel = threads_for_reply(wanted)
         try:
-            with kernel_threads(threads_for_reply(wanted) if alone and self.settings.use_idle_cores else wanted):
+            with kernel_threads(kernel):
                 yield
         finally:
             with _THREADS_LOCK:
