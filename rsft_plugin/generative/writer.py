@@ -25,10 +25,9 @@ prompt.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -77,10 +76,6 @@ class SampledReply:
     finished: bool  # ended with the end-of-turn token (else cut by max_new_tokens or the time limit)
 
 
-_THREADS_LOCK = threading.Lock()
-_THREADS_STATE = {"inside": 0, "before": 0}  # writers inside threads(), torch's count before the first
-
-
 class Writer:
     """A causal LM (the base, or the base with LoRA adapters) plus its tokenizer and settings."""
 
@@ -104,43 +99,12 @@ class Writer:
         model, tokenizer = load_base(checkpoint)
         return cls(model, tokenizer, settings, checkpoint)
 
-    @contextmanager
-    def threads(self) -> Iterator[None]:
-        """Run torch with `settings.threads` threads inside the block, and restore the process's count after.
+    def threads(self, training: bool = False) -> AbstractContextManager[None]:
+        """torch and the 4-bit kernel on `settings.threads` inside the block (0: every core), for decoding or for
+        `training` (cores.writer_threads)."""
+        from .cores import writer_threads
 
-        torch's thread count is process-wide and the action server writes replies in several threads at once (no
-        lock: under load each reply runs into its time limit and serves its grounding answer, instead of queueing
-        past Rasa's action timeout), so the first writer in sets the count and the last one out restores it.
-        The 4-bit products (most of a reply's time) run on `threads` of the kernel's own (quantised.py), or with
-        `settings.use_idle_cores` for a writer alone in the process, on every core other processes left idle.
-        """
-        import torch
-
-        from .quantised import kernel_threads
-
-        wanted = self.settings.threads
-        if not wanted:  # torch's count as it is, the kernel on one thread (a round's `round_threads: 0`)
-            yield
-            return
-        with _THREADS_LOCK:
-            alone = not _THREADS_STATE["inside"]
-            if alone:
-                _THREADS_STATE["before"] = torch.get_num_threads()
-                torch.set_num_threads(wanted)
-            _THREADS_STATE["inside"] += 1
-        kernel = wanted
-        if alone and self.settings.use_idle_cores:
-            from .cores import threads_for_reply
-
-            kernel = threads_for_reply(wanted)
-        try:
-            with kernel_threads(kernel):
-                yield
-        finally:
-            with _THREADS_LOCK:
-                _THREADS_STATE["inside"] -= 1
-                if not _THREADS_STATE["inside"]:
-                    torch.set_num_threads(_THREADS_STATE["before"])
+        return writer_threads(self.settings.threads, self.settings.use_idle_cores, training)
 
     def inference_model(self) -> Any:
         """The model that writes, samples and scores: `model` with its weights laid out for decoding and any

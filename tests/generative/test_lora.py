@@ -151,6 +151,28 @@ def test_replies_to_one_prompt_read_it_once_with_the_same_loss_and_gradients(wri
         assert torch.allclose(grouped[name], grad, rtol=1e-3, atol=1e-6), name
 
 
+def test_a_batch_reads_the_start_its_prompts_share_once(writer) -> None:
+    """Every prompt starts with the writer's system text: a batch reads it as one row, then each prompt's rest."""
+    from rsft_plugin.generative.lora import _batch_loss, _trainable_copy
+
+    copy = _trainable_copy(writer, seed=3)
+    returns = copy.example_ids("Can I return it after 3 weeks?", (RETURNS,), "Yes, within 30 days.")
+    express = copy.example_ids("How much is express?", (EXPRESS,), "It costs €9.95.")
+    read = []
+    decoder = copy.model.get_base_model().model
+    handle = decoder.register_forward_pre_hook(
+        lambda module, args, kwargs: read.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            _batch_loss(copy.model, [[returns], [express]], copy.pad_id)
+    finally:
+        handle.remove()
+    shared = next(at for at, (a, b) in enumerate(zip(returns[0], express[0], strict=False)) if a != b)
+    assert shared >= len(copy.system_prefix_ids())
+    rest = max(returns[1], express[1]) - 1 - shared  # each prompt but its last token, after the shared start
+    assert read == [(1, shared), (2, rest), (2, max(len(returns[0]) - returns[1], len(express[0]) - express[1]) + 1)]
+
+
 def test_batches_hold_whole_prompts_and_every_reply_once_per_epoch() -> None:
     import numpy as np
 

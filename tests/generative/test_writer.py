@@ -148,6 +148,25 @@ def test_a_reply_runs_on_the_cores_other_processes_left_idle(writer, monkeypatch
         torch.set_num_threads(before)
 
 
+def test_every_core_decodes_with_the_kernel_on_every_core_and_trains_with_torch_on_every_core(writer,
+                                                                                               monkeypatch) -> None:
+    """`threads: 0` (a round's `round_threads: 0`): torch's own operations and the 4-bit products both on every
+    core spin against each other, so decoding puts torch on one thread and the kernel on every core; training (no
+    4-bit products) keeps torch's count."""
+    monkeypatch.setattr(cores, "_usable_cores", lambda: 3)
+    every_core = Writer(writer.model, writer.tokenizer, WriterSettings(threads=0), writer.base)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with every_core.threads():
+            assert (torch.get_num_threads(), kernel_threads_now()) == (1, 3)
+        assert (torch.get_num_threads(), kernel_threads_now()) == (2, 1)
+        with every_core.threads(training=True):
+            assert (torch.get_num_threads(), kernel_threads_now()) == (2, 1)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_copy_bias_raises_the_grounding_tokens_until_the_reply_has_used_them_up(writer) -> None:
     biased = Writer(writer.model, writer.tokenizer, WriterSettings(copy_bias=2.5, grounding_answers=2), writer.base)
     counts = biased.grounding_token_counts([RETURNS, EXPRESS])
