@@ -1,4 +1,5 @@
-"""The writer's greedy decode loop: one token at a time through the inference copy's own layers.
+"""The writer's decode loops: one token at a time through the inference copy's own layers, greedy for serving and
+sampled for rounds.
 
 A served reply spends most of its time decoding (~48 steps after one prefill). On this machine a step took ~36 ms
 through transformers (`generate` and the model's forward), of which ~23 ms are the 4-bit products (quantised.py)
@@ -84,6 +85,52 @@ def greedy(model: Any, prompt: Sequence[int], cache: Any, budget: int, deadline:
         rows = state.step([token, *guesses])
 
 
+def sample(model: Any, prompt: Sequence[int], cache: Any, rows: int, budget: int, deadline: float, end_id: int,
+           pad_id: int, processors: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`rows` replies to `prompt`, each token drawn from the softmax of the processed scores (`processors`: copy
+    bias, temperature, top-p) with the global torch RNG, as `generate(do_sample=True)` draws them: a row that has
+    ended gets `pad_id`, and all stop when every row has ended, after `budget` tokens or at `deadline`. `cache`
+    holds the prompt's first tokens (one row), as for `greedy`; the rest of the prompt is read once and its keys
+    and values copied to every row.
+
+    Returns the tokens (rows, T), and per token log q (from the processed scores: what it was drawn from) and log p
+    (the untempered model), (rows, T) each.
+    """
+    from .batches import chosen_logprobs
+
+    known = cache.get_seq_length() if cache is not None else 0
+    prefill = model(input_ids=torch.tensor([list(prompt[known:])]), past_key_values=cache, use_cache=True,
+                    logits_to_keep=1)
+    state = None  # allocated at the first step: every row may end at its first token
+    logits = prefill.logits[:, -1].float().expand(rows, -1)  # (rows, V): every row starts from the prompt
+    sequences = torch.tensor([list(prompt)]).repeat(rows, 1)
+    running = torch.ones(rows, dtype=torch.bool)
+    drawn, log_q, log_p = [], [], []
+    while True:
+        scores = processors(sequences, logits.clone())  # (rows, V)
+        tokens = torch.where(running, _draw(scores), pad_id)
+        drawn.append(tokens)
+        log_q.append(chosen_logprobs(scores.unsqueeze(1), tokens.unsqueeze(1))[:, 0])
+        log_p.append(chosen_logprobs(logits.unsqueeze(1), tokens.unsqueeze(1))[:, 0])
+        sequences = torch.cat((sequences, tokens.unsqueeze(1)), dim=1)
+        running &= tokens != end_id
+        if not running.any() or len(drawn) >= budget or time.monotonic() > deadline:
+            return torch.stack(drawn, dim=1), torch.stack(log_q, dim=1), torch.stack(log_p, dim=1)
+        if state is None:
+            state = _DecodeState(model, prefill.past_key_values, room=budget, rows=rows)
+        logits = state.step_rows(tokens.tolist())
+
+
+def _draw(scores: torch.Tensor) -> torch.Tensor:
+    """One token per row (rows, V) from softmax(scores), drawn among the tokens whose score is not -inf (top-p
+    leaves a few dozen of 49,152): the same distribution as drawing over the whole vocabulary, without the random
+    number per token that takes torch.multinomial ~5 ms a step for 4 rows."""
+    most = int(torch.isfinite(scores).sum(dim=-1).max())
+    best, index = scores.topk(most, dim=-1)  # (rows, most): a row with fewer tokens left has -inf at its end
+    picked = torch.multinomial(torch.softmax(best, dim=-1), 1)  # (rows, 1)
+    return index.gather(1, picked).squeeze(1)
+
+
 def lookup_draft(sequence: Sequence[int], most: int, longest_match: int = 3, shortest_match: int = 2) -> list[int]:
     """Up to `most` tokens that followed the latest earlier occurrence of `sequence`'s last `longest_match` tokens
     (else of fewer, down to `shortest_match`), or [] when they never occurred before. A one-token match guessed
@@ -100,9 +147,10 @@ def lookup_draft(sequence: Sequence[int], most: int, longest_match: int = 3, sho
 
 
 class _DecodeState:
-    """One reply's keys and values (allocated once) and the step that appends a token to them."""
+    """The keys and values of one reply, or of `rows` replies to one prompt (allocated once), and the step that
+    appends tokens to them."""
 
-    def __init__(self, model: Any, cache: Any, room: int) -> None:
+    def __init__(self, model: Any, cache: Any, room: int, rows: int = 1) -> None:
         self.model = model
         config = model.config
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
@@ -112,34 +160,43 @@ class _DecodeState:
         self.length = cache.get_seq_length()
         self.fused_qkv = _fused_qkv(model)
         self.keys, self.values = [], []
-        for known_keys, known_values in _layers(cache):  # (1, kv_heads, length, head_dim) each
-            keys = known_keys.new_empty((1, self.kv_heads, self.length + room, self.head_dim))
+        for known_keys, known_values in _layers(cache):  # (1 or rows, kv_heads, length, head_dim) each
+            keys = known_keys.new_empty((rows, self.kv_heads, self.length + room, self.head_dim))
             values = torch.empty_like(keys)
             keys[:, :, : self.length], values[:, :, : self.length] = known_keys, known_values
             self.keys.append(keys)
             self.values.append(values)
 
     def step(self, tokens: Sequence[int]) -> torch.Tensor:
-        """The logits (len(tokens), vocabulary) after each of `tokens` in turn, their keys and values appended."""
-        inner, n, at = self.model.model, len(tokens), self.length
-        x = inner.embed_tokens.weight[list(tokens)].unsqueeze(0)  # (1, n, hidden)
+        """The logits (len(tokens), vocabulary) after each of `tokens` in turn (one reply's), their keys and values
+        appended."""
+        return self._forward(torch.tensor([list(tokens)]))[0]
+
+    def step_rows(self, tokens: Sequence[int]) -> torch.Tensor:
+        """The logits (rows, vocabulary) after one token per reply, their keys and values appended."""
+        return self._forward(torch.tensor(list(tokens)).view(-1, 1))[:, 0]
+
+    def _forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """The logits (rows, n, vocabulary) after each of the n tokens of every row of `ids` (rows, n)."""
+        inner, (rows, n), at = self.model.model, ids.shape, self.length
+        x = inner.embed_tokens.weight[ids]  # (rows, n, hidden)
         cos, sin = self._rotation(at, n)
         # token j sees the keys up to its own position at + j: the later guesses are masked out
         future = None if n == 1 else torch.ones(n, at + n, dtype=torch.bool).triu(at + 1)
         for keys, values, layer, qkv in zip(self.keys, self.values, inner.layers, self.fused_qkv, strict=True):
             attention = layer.self_attn
             h = _rms_norm(x, layer.input_layernorm)
-            query, key, value = self._projections(attention, qkv, h, n)
-            rotated = _rotate(torch.cat((query, key), dim=1), cos, sin)  # q and k heads alike: one rotation
-            keys[0, :, at: at + n] = rotated[:, self.heads:].transpose(0, 1)
-            values[0, :, at: at + n] = value.transpose(0, 1)
+            query, key, value = self._projections(attention, qkv, h, rows, n)
+            rotated = _rotate(torch.cat((query, key), dim=2), cos, sin)  # q and k heads alike: one rotation
+            keys[:, :, at: at + n] = rotated[:, :, self.heads:].transpose(1, 2)
+            values[:, :, at: at + n] = value.transpose(1, 2)
             seen = slice(0, at + n)  # the positions so far, these tokens' included
-            mixed = self._attend(rotated[:, : self.heads], keys[:, :, seen], values[:, :, seen], future,
+            mixed = self._attend(rotated[:, :, : self.heads], keys[:, :, seen], values[:, :, seen], future,
                                  attention.scaling)
             x = x + attention.o_proj(mixed)
             x = x + layer.mlp(_rms_norm(x, layer.post_attention_layernorm))
         self.length += n
-        return self.model.lm_head(_rms_norm(x, inner.norm))[0]
+        return self.model.lm_head(_rms_norm(x, inner.norm))
 
     def forget(self, count: int) -> None:
         """Drop the last `count` positions' keys and values (guesses that turned out wrong): the next step
@@ -148,30 +205,30 @@ class _DecodeState:
 
     def _attend(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, future: torch.Tensor | None,
                 scaling: float) -> torch.Tensor:
-        """Attention of the n queries (n, heads, head_dim) over `keys` and `values` (1, kv_heads, positions,
-        head_dim), `future` masking what each query may not see: (1, n, heads * head_dim). Grouped query attention:
-        each key/value head serves heads / kv_heads query heads."""
-        n, group = query.shape[0], self.heads // self.kv_heads
-        grouped = query.view(n, self.kv_heads, group, self.head_dim).permute(1, 2, 0, 3).reshape(
-            1, self.kv_heads, group * n, self.head_dim)
-        scores = grouped @ keys.transpose(2, 3) * scaling  # (1, kv_heads, group * n, positions)
+        """Attention of each row's n queries (rows, n, heads, head_dim) over its `keys` and `values` (rows, kv_heads,
+        positions, head_dim), `future` masking what each query may not see: (rows, n, heads * head_dim). Grouped
+        query attention: each key/value head serves heads / kv_heads query heads."""
+        rows, n, group = query.shape[0], query.shape[1], self.heads // self.kv_heads
+        grouped = query.view(rows, n, self.kv_heads, group, self.head_dim).permute(0, 2, 3, 1, 4).reshape(
+            rows, self.kv_heads, group * n, self.head_dim)
+        scores = grouped @ keys.transpose(2, 3) * scaling  # (rows, kv_heads, group * n, positions)
         if future is not None:
             scores = scores.masked_fill(future.repeat(group, 1), float("-inf"))
-        mixed = torch.softmax(scores, dim=-1) @ values  # (1, kv_heads, group * n, head_dim)
-        return mixed.view(self.kv_heads, group, n, self.head_dim).permute(2, 0, 1, 3).reshape(
-            1, n, self.heads * self.head_dim)
+        mixed = torch.softmax(scores, dim=-1) @ values  # (rows, kv_heads, group * n, head_dim)
+        return mixed.view(rows, self.kv_heads, group, n, self.head_dim).permute(0, 3, 1, 2, 4).reshape(
+            rows, n, self.heads * self.head_dim)
 
-    def _projections(self, attention: Any, qkv: QuantisedDecode | None, h: torch.Tensor,
+    def _projections(self, attention: Any, qkv: QuantisedDecode | None, h: torch.Tensor, rows: int,
                      n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q (n, heads, head_dim), k and v (n, kv_heads, head_dim) of `h` (1, n, hidden): one 4-bit product when
-        the layer has it (each output is the same dot product as in its own projection's: the same bits), else
-        three."""
+        """q (rows, n, heads, head_dim), k and v (rows, n, kv_heads, head_dim) of `h` (rows, n, hidden): one 4-bit
+        product when the layer has it (each output is the same dot product as in its own projection's: the same
+        bits), else three."""
         if qkv is not None:
-            both = qkv(h).view(n, self.heads + 2 * self.kv_heads, self.head_dim)
-            return both.split([self.heads, self.kv_heads, self.kv_heads], dim=1)
-        return (attention.q_proj(h).view(n, self.heads, self.head_dim),
-                attention.k_proj(h).view(n, self.kv_heads, self.head_dim),
-                attention.v_proj(h).view(n, self.kv_heads, self.head_dim))
+            both = qkv(h).view(rows, n, self.heads + 2 * self.kv_heads, self.head_dim)
+            return both.split([self.heads, self.kv_heads, self.kv_heads], dim=2)
+        return (attention.q_proj(h).view(rows, n, self.heads, self.head_dim),
+                attention.k_proj(h).view(rows, n, self.kv_heads, self.head_dim),
+                attention.v_proj(h).view(rows, n, self.kv_heads, self.head_dim))
 
     def _rotation(self, position: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin (n, 1, head_dim) of the rotary embedding at positions `position` .. + n - 1, as the model's
@@ -203,7 +260,7 @@ def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (n, heads, head_dim) at n positions, rotated: x cos + rotate_half(x) sin (each head on its own)."""
+    """x (rows, n, heads, head_dim) at n positions, rotated: x cos + rotate_half(x) sin (each head on its own)."""
     half = x.shape[-1] // 2
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 

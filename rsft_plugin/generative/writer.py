@@ -25,6 +25,7 @@ prompt.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -271,7 +272,7 @@ class Writer:
         untempered log p. Reproducible for a given seed; the global torch RNG is left as it was."""
         import torch
 
-        from .batches import chosen_logprobs
+        from . import decoding
         from .nucleus import sampling_processors
 
         temperature = temperature or self.settings.temperature
@@ -279,24 +280,17 @@ class Writer:
         budget = reply_budget(self.tokenizer, self.settings, grounding, max_new_tokens)
         started = time.monotonic()
         prompt = self.prompt_ids(question, grounding)
-        ids = torch.tensor([prompt]).repeat(k, 1)  # (k, P)
         model = self.inference_model()
         with self.threads(), torch.random.fork_rng(devices=[]), torch.inference_mode():
-            # The k rows share the prompt: read it once (all but its last token, which generate() reads first; from
-            # the system prefix's cache on) and give every row a copy of its keys and values, not k prefills.
-            cache = _shared_prefix_cache(model, prompt, k, self._system_prefix(model, prompt))
-            left = None if time_limit is None else max(time_limit - (time.monotonic() - started), 1e-3)
-            torch.manual_seed(seed)
             processors = sampling_processors(temperature, top_p, self._copy_bias(grounding, len(prompt)))
-            out = model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, do_sample=True,
-                temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=budget, max_time=left,
-                eos_token_id=self.end_id, pad_token_id=self.pad_id, return_dict_in_generate=True,
-                output_scores=True, output_logits=True, logits_processor=processors)
-        new = out.sequences[:, len(prompt):]  # (k, T)
-        steps = new.shape[1]
-        q_logp = chosen_logprobs(torch.stack(out.scores[:steps], dim=1), new)  # (k, T) under q
-        p_logp = chosen_logprobs(torch.stack(out.logits[:steps], dim=1), new)  # (k, T) untempered
+            deadline = math.inf if time_limit is None else started + time_limit
+            if decoding.supports(model):  # our own loop: the k rows in one product per layer, none of generate's
+                cache = _shared_prefix_cache(model, prompt, 1, self._system_prefix(model, prompt))
+                torch.manual_seed(seed)
+                new, q_logp, p_logp = decoding.sample(model, prompt, cache, k, budget, deadline, self.end_id,
+                                                      self.pad_id, processors)
+            else:
+                new, q_logp, p_logp = self._generate_samples(model, prompt, k, budget, seed, processors, deadline)
         is_end = new == self.end_id
         # a token counts up to and including the first end-of-turn token; later ones are padding
         ended_before = torch.cumsum(is_end.int(), dim=1) - is_end.int()  # (k, T)
@@ -311,6 +305,30 @@ class Writer:
                 logprob=float(q_logp[row][keep[row]].sum()), model_logprob=float(p_logp[row][keep[row]].sum()),
                 finished=finished))
         return replies
+
+    def _generate_samples(self, model: Any, prompt: list[int], k: int, budget: int, seed: int, processors: Any,
+                          deadline: float) -> tuple[Any, Any, Any]:
+        """`sample`'s draws by `generate`, for a model our own loop does not compute: tokens (k, T), log q and log p
+        (k, T) each."""
+        import torch
+
+        from .batches import chosen_logprobs
+
+        # The k rows share the prompt: read it once (all but its last token, which generate() reads first; from the
+        # system prefix's cache on) and give every row a copy of its keys and values, not k prefills.
+        cache = _shared_prefix_cache(model, prompt, k, self._system_prefix(model, prompt))
+        left = None if deadline == math.inf else max(deadline - time.monotonic(), 1e-3)
+        ids = torch.tensor([prompt]).repeat(k, 1)  # (k, P)
+        torch.manual_seed(seed)
+        out = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, do_sample=True,
+            temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=budget, max_time=left,
+            eos_token_id=self.end_id, pad_token_id=self.pad_id, return_dict_in_generate=True,
+            output_scores=True, output_logits=True, logits_processor=processors)
+        new = out.sequences[:, len(prompt):]  # (k, T)
+        steps = new.shape[1]
+        return (new, chosen_logprobs(torch.stack(out.scores[:steps], dim=1), new),  # under q
+                chosen_logprobs(torch.stack(out.logits[:steps], dim=1), new))  # untempered
 
     def reply_logprobs(self, question: str, grounding: Sequence[str], replies: Sequence[str]) -> list[float]:
         """log p(reply + end-of-turn | prompt) under the untempered writer, by teacher forcing."""

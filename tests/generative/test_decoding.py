@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from types import SimpleNamespace
 
 import pytest
@@ -159,3 +159,44 @@ def test_the_budget_and_the_deadline_stop_the_loop(writer) -> None:
         assert len(tokens) == 1 and not ended  # past the deadline: the first token, then stop
         whole, ended = decoding.greedy(model, prompt, None, 200, time.monotonic() + 60, writer.end_id)
     assert ended and writer.end_id not in whole and whole[0] == tokens[0]
+
+
+def test_rows_stepped_together_get_the_logits_each_would_get_alone(writer) -> None:
+    """A round samples K replies to one prompt in one product per layer: each row must see its own tokens only."""
+    model = writer.inference_model()
+    prompt = writer.prompt_ids(QUESTIONS[1], [EXPRESS])
+    following = [[13, 1078], [357, 30], [1488, 13]]  # three rows, two steps, different tokens
+    with torch.inference_mode():
+        cache = model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values
+        together = decoding._DecodeState(model, cache, room=2, rows=3)
+        stepped = [together.step_rows([row[t] for row in following]) for t in range(2)]  # (3, V) each
+        for r, row in enumerate(following):
+            alone = decoding._DecodeState(model, cache, room=2)
+            for t, token in enumerate(row):
+                assert torch.allclose(stepped[t][r], alone.step([token])[0], atol=1e-4, rtol=1e-5), (r, t)
+
+
+@pytest.mark.parametrize("own_loop", [True, False])
+def test_sampled_tokens_follow_q(writer, own_loop) -> None:
+    """Each reply's first token is a draw from q (softmax of the scores after temperature and top-p): 600 draws by
+    the own loop (and by `generate`) against q's probabilities, computed here from the model's logits, by a
+    chi-square test (fixed seeds, so the same verdict every run; drawing from the untempered model fails it)."""
+    from scipy.stats import chisquare
+
+    from rsft_plugin.generative.nucleus import sampling_processors
+
+    temperature, top_p = 0.8, 0.95
+    prompt = writer.prompt_ids(QUESTIONS[1], [EXPRESS])
+    with torch.inference_mode():
+        logits = writer.inference_model()(input_ids=torch.tensor([prompt])).logits[:, -1].float()
+    q = torch.softmax(sampling_processors(temperature, top_p)(torch.tensor([prompt]), logits), dim=-1)[0]
+    with nullcontext() if own_loop else with_generate():
+        firsts = [s.token_ids[0] for seed in range(20) for s in writer.sample(
+            QUESTIONS[1], [EXPRESS], k=30, seed=seed, temperature=temperature, top_p=top_p, max_new_tokens=1)]
+    assert all(q[token] > 0 for token in firsts), "a token outside the nucleus was drawn"
+    common = [int(t) for t in torch.nonzero(q * len(firsts) >= 5).flatten()]  # bins expected >= 5 times
+    observed = [firsts.count(t) for t in common] + [sum(t not in common for t in firsts)]
+    expected = [float(q[t]) * len(firsts) for t in common]
+    expected.append(len(firsts) - sum(expected))
+    assert len(common) >= 4  # a spread distribution: the test can tell q from another
+    assert chisquare(observed, expected).pvalue > 1e-3, list(zip(observed, expected, strict=True))

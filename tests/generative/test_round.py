@@ -42,7 +42,8 @@ def test_a_generative_round_promotes_a_new_writer_and_serving_swaps_to_it(tmp_pa
     path = write_config(tmp_path, model={"kind": "generative"},
                         gate={**LENIENT_GATE, "max_written_questions": 1},
                         collect={"min_prompts": 2, "gate_fraction": 0.0}, sample={"k": 2},
-                        reject={"rule": "threshold", "s_min": 0.0, "r_min": 0.0, "min_accepted": 1},
+                        reject={"rule": "threshold", "s_min": 0.0, "s_min_written": 0.0, "r_min": 0.0,
+                                "min_accepted": 1},  # every written reply too, whatever it says in 8 tokens
                         finetune={"val_fraction": 0.0, "max_epochs": 1},
                         generative={"max_new_tokens": 8, "fit_grounding": False,  # what loaded versions serve with
                                     "grounding_answers": 1,
