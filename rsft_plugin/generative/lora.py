@@ -296,8 +296,8 @@ def _read_contexts(decoder: Any, contexts: list[list[int]], pad_id: int) -> tupl
     Every prompt starts with the writer's system text (~70 of a ~125-token prompt with one grounding answer), and
     the adapter changes its keys and values, so it is read with gradients each step; but only once a batch: the
     tokens all contexts start with are read as one row, repeated per context (gradients through the repeat sum
-    over the contexts, as if each had read them), and each context's rest continues from there. A bare ~20 %
-    fewer tokens an epoch at the round's size (docs/generative.md).
+    over the contexts, as if each had read them), and each context's rest continues from there: ~20 % fewer tokens
+    an epoch with two replies a prompt, less in a round, whose batches hold 2-4 prompts (docs/generative.md).
     """
     import torch
 

@@ -8,12 +8,12 @@ under a token budget and a time limit, and never raises: on a timeout, a reply c
 reply that states a fact its grounding does not (unless the guard is off), or any error, the caller gets the top
 grounding answer itself, with the reason.
 
-Sampling (`sample`) draws K replies at the configured temperature and top-p and returns, for each, its sequence
-log-probability under that sampling distribution, log q(reply | prompt) = sum_t log q(y_t | prompt, y_<t), where
-q(. | ...) is the writer's next-token distribution after the copy bias, temperature and top-p, i.e. exactly the
-distribution the reply was drawn from (the proposal of the statistical rejection rule). `model_logprob` is the same
-sum under the untempered model (temperature 1, no top-p, no copy bias), which `reply_logprobs` recomputes for any
-given reply.
+Sampling (`sample`) draws K replies at the configured temperature and top-p (decoding.py's own loop for the Llama
+shape, `generate` for any other) and returns, for each, its sequence log-probability under that sampling
+distribution, log q(reply | prompt) = sum_t log q(y_t | prompt, y_<t), where q(. | ...) is the writer's next-token
+distribution after the copy bias, temperature and top-p, i.e. exactly the distribution the reply was drawn from (the
+proposal of the statistical rejection rule). `model_logprob` is the same sum under the untempered model
+(temperature 1, no top-p, no copy bias), which `reply_logprobs` recomputes for any given reply.
 
 Every prompt of a writer starts with the same system text (the shop's name and the rule, up to "Answers:"): `write`
 and `sample` start from its keys and values, read once per model (prefix.py), when the prompt's tokens do begin
