@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -303,7 +304,7 @@ def _read_contexts(decoder: Any, contexts: list[list[int]], pad_id: int) -> tupl
 
     from .batches import pad_batch
 
-    shared = _common_prefix_length(contexts)
+    shared = len(os.path.commonprefix(contexts))  # element by element: works on token lists as on strings
     cache = None
     if shared:
         cache = decoder(input_ids=torch.tensor([contexts[0][:shared]]), use_cache=True).past_key_values
@@ -320,16 +321,6 @@ def _read_contexts(decoder: Any, contexts: list[list[int]], pad_id: int) -> tupl
     cache = decoder(input_ids=rest_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                     use_cache=True).past_key_values
     return cache, mask
-
-
-def _common_prefix_length(sequences: list[list[int]]) -> int:
-    """How many first tokens all `sequences` have in common."""
-    shortest = min(len(s) for s in sequences)
-    for at in range(shortest):
-        token = sequences[0][at]
-        if any(s[at] != token for s in sequences):
-            return at
-    return shortest
 
 
 def _eval_loss(model: Any, rows: list[Row], pad_id: int, batch_size: int, precision: str = "float32") -> float:

@@ -284,13 +284,13 @@ class Writer:
         with self.threads(), torch.random.fork_rng(devices=[]), torch.inference_mode():
             processors = sampling_processors(temperature, top_p, self._copy_bias(grounding, len(prompt)))
             deadline = math.inf if time_limit is None else started + time_limit
+            torch.manual_seed(seed)  # reading the prompt draws nothing: the draws start from this seed either way
             if decoding.supports(model):  # our own loop: the k rows in one product per layer, none of generate's
                 cache = _shared_prefix_cache(model, prompt, 1, self._system_prefix(model, prompt))
-                torch.manual_seed(seed)
                 new, q_logp, p_logp = decoding.sample(model, prompt, cache, k, budget, deadline, self.end_id,
                                                       self.pad_id, processors)
             else:
-                new, q_logp, p_logp = self._generate_samples(model, prompt, k, budget, seed, processors, deadline)
+                new, q_logp, p_logp = self._generate_samples(model, prompt, k, budget, processors, deadline)
         is_end = new == self.end_id
         # a token counts up to and including the first end-of-turn token; later ones are padding
         ended_before = torch.cumsum(is_end.int(), dim=1) - is_end.int()  # (k, T)
@@ -306,7 +306,7 @@ class Writer:
                 finished=finished))
         return replies
 
-    def _generate_samples(self, model: Any, prompt: list[int], k: int, budget: int, seed: int, processors: Any,
+    def _generate_samples(self, model: Any, prompt: list[int], k: int, budget: int, processors: Any,
                           deadline: float) -> tuple[Any, Any, Any]:
         """`sample`'s draws by `generate`, for a model our own loop does not compute: tokens (k, T), log q and log p
         (k, T) each."""
@@ -319,7 +319,6 @@ class Writer:
         cache = _shared_prefix_cache(model, prompt, k, self._system_prefix(model, prompt))
         left = None if deadline == math.inf else max(deadline - time.monotonic(), 1e-3)
         ids = torch.tensor([prompt]).repeat(k, 1)  # (k, P)
-        torch.manual_seed(seed)
         out = model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, do_sample=True,
             temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=budget, max_time=left,
