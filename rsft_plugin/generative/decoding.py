@@ -24,6 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -63,7 +64,7 @@ def greedy(model: Any, prompt: Sequence[int], cache: Any, budget: int, deadline:
     known = cache.get_seq_length() if cache is not None else 0
     prefill = model(input_ids=torch.tensor([list(prompt[known:])]), past_key_values=cache, use_cache=True,
                     logits_to_keep=1)
-    state = _DecodeState(model, prefill.past_key_values, room=budget + draft)
+    state = _DecodeState(model, [(prefill.past_key_values, 1)], room=budget + draft)
     sequence = list(prompt)
     new: list[int] = []
     rows, guesses = prefill.logits[0, -1:], []  # rows[i]: the logits after the step's token and guesses[:i]
@@ -85,49 +86,83 @@ def greedy(model: Any, prompt: Sequence[int], cache: Any, budget: int, deadline:
         rows = state.step([token, *guesses])
 
 
-def sample(model: Any, prompt: Sequence[int], cache: Any, rows: int, budget: int, deadline: float, end_id: int,
-           pad_id: int, processors: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`rows` replies to `prompt`, each token drawn from the softmax of the processed scores (`processors`: copy
-    bias, temperature, top-p) with the global torch RNG, as `generate(do_sample=True)` draws them: a row that has
-    ended gets `pad_id`, and all stop when every row has ended, after `budget` tokens or at `deadline`. `cache`
-    holds the prompt's first tokens (one row), as for `greedy`; the rest of the prompt is read once and its keys
-    and values copied to every row.
+@dataclass(frozen=True)
+class SampleJob:
+    """`rows` replies to draw for one prompt: `cache` (a transformers cache, or None) holds the prompt's first tokens
+    (one row), `processors` turn a row's logits into the scores q it is drawn from (copy bias, temperature, top-p),
+    `generator` draws them; the job stops after `budget` tokens or at `deadline` (time.monotonic())."""
 
-    Returns the tokens (rows, T), and per token log q (from the processed scores: what it was drawn from) and log p
-    (the untempered model), (rows, T) each.
+    prompt: Sequence[int]
+    cache: Any
+    rows: int
+    budget: int
+    deadline: float
+    processors: Any
+    generator: torch.Generator
+
+
+def sample(model: Any, jobs: Sequence[SampleJob], end_id: int, pad_id: int
+           ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Each job's replies, decoded together: every step reads one token of every job's rows in one product per
+    layer (a round's 4 replies to 2 prompts: 8 rows cost ~1.3x what 4 do; docs/generative.md). Each row's token is
+    drawn from the softmax of its job's processed scores with its job's generator, as `generate(do_sample=True)`
+    draws them with the global RNG seeded alike: a row that has ended gets `pad_id`, and a job stops when every
+    row of it has ended, after its budget or at its deadline. A job's draws do not depend on the other jobs (its
+    logits differ only by float rounding: the products' sums run in another order for more rows). Each prompt's
+    rest is read once and its keys and values copied to its rows.
+
+    Returns per job the tokens (rows, T), and per token log q (from the processed scores: what it was drawn from)
+    and log p (the untempered model), (rows, T) each.
     """
     from .batches import chosen_logprobs
 
-    known = cache.get_seq_length() if cache is not None else 0
-    prefill = model(input_ids=torch.tensor([list(prompt[known:])]), past_key_values=cache, use_cache=True,
-                    logits_to_keep=1)
+    prefills = []
+    for job in jobs:
+        known = job.cache.get_seq_length() if job.cache is not None else 0
+        prefills.append(model(input_ids=torch.tensor([list(job.prompt[known:])]), past_key_values=job.cache,
+                              use_cache=True, logits_to_keep=1))
+    starts = [sum(job.rows for job in jobs[:j]) for j in range(len(jobs) + 1)]  # job j's rows: starts[j]:starts[j+1]
+    logits = torch.cat([pre.logits[:, -1].float().expand(job.rows, -1)  # (rows, V): all rows start from the prompt
+                        for pre, job in zip(prefills, jobs, strict=True)])
+    sequences = [torch.tensor([list(job.prompt)]).repeat(job.rows, 1) for job in jobs]
+    running = torch.ones(starts[-1], dtype=torch.bool)
+    active = [True] * len(jobs)
+    drawn: list[list[torch.Tensor]] = [[] for _ in jobs]
+    log_q: list[list[torch.Tensor]] = [[] for _ in jobs]
+    log_p: list[list[torch.Tensor]] = [[] for _ in jobs]
     state = None  # allocated at the first step: every row may end at its first token
-    logits = prefill.logits[:, -1].float().expand(rows, -1)  # (rows, V): every row starts from the prompt
-    sequences = torch.tensor([list(prompt)]).repeat(rows, 1)
-    running = torch.ones(rows, dtype=torch.bool)
-    drawn, log_q, log_p = [], [], []
     while True:
-        scores = processors(sequences, logits.clone())  # (rows, V)
-        tokens = torch.where(running, _draw(scores), pad_id)
-        drawn.append(tokens)
-        log_q.append(chosen_logprobs(scores.unsqueeze(1), tokens.unsqueeze(1))[:, 0])
-        log_p.append(chosen_logprobs(logits.unsqueeze(1), tokens.unsqueeze(1))[:, 0])
-        sequences = torch.cat((sequences, tokens.unsqueeze(1)), dim=1)
-        running &= tokens != end_id
-        if not running.any() or len(drawn) >= budget or time.monotonic() > deadline:
-            return torch.stack(drawn, dim=1), torch.stack(log_q, dim=1), torch.stack(log_p, dim=1)
+        tokens = torch.full((starts[-1],), pad_id)  # rows of a stopped job read padding until all stop
+        for j, job in enumerate(jobs):
+            if not active[j]:
+                continue
+            rows = slice(starts[j], starts[j + 1])
+            scores = job.processors(sequences[j], logits[rows].clone())  # (rows, V)
+            chosen = torch.where(running[rows], _draw(scores, job.generator), pad_id)
+            drawn[j].append(chosen)
+            log_q[j].append(chosen_logprobs(scores.unsqueeze(1), chosen.unsqueeze(1))[:, 0])
+            log_p[j].append(chosen_logprobs(logits[rows].unsqueeze(1), chosen.unsqueeze(1))[:, 0])
+            sequences[j] = torch.cat((sequences[j], chosen.unsqueeze(1)), dim=1)
+            running[rows] &= chosen != end_id
+            if not running[rows].any() or len(drawn[j]) >= job.budget or time.monotonic() > job.deadline:
+                active[j] = False
+            tokens[rows] = chosen
+        if not any(active):
+            return [(torch.stack(d, dim=1), torch.stack(q, dim=1), torch.stack(p, dim=1))
+                    for d, q, p in zip(drawn, log_q, log_p, strict=True)]
         if state is None:
-            state = _DecodeState(model, prefill.past_key_values, room=budget, rows=rows)
+            groups = [(pre.past_key_values, job.rows) for pre, job in zip(prefills, jobs, strict=True)]
+            state = _DecodeState(model, groups, room=max(job.budget for job in jobs))
         logits = state.step_rows(tokens.tolist())
 
 
-def _draw(scores: torch.Tensor) -> torch.Tensor:
+def _draw(scores: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One token per row (rows, V) from softmax(scores), drawn among the tokens whose score is not -inf (top-p
     leaves a few dozen of 49,152): the same distribution as drawing over the whole vocabulary, without the random
     number per token that takes torch.multinomial ~5 ms a step for 4 rows."""
     most = int(torch.isfinite(scores).sum(dim=-1).max())
     best, index = scores.topk(most, dim=-1)  # (rows, most): a row with fewer tokens left has -inf at its end
-    picked = torch.multinomial(torch.softmax(best, dim=-1), 1)  # (rows, 1)
+    picked = torch.multinomial(torch.softmax(best, dim=-1), 1, generator=generator)  # (rows, 1)
     return index.gather(1, picked).squeeze(1)
 
 
@@ -147,23 +182,38 @@ def lookup_draft(sequence: Sequence[int], most: int, longest_match: int = 3, sho
 
 
 class _DecodeState:
-    """The keys and values of one reply, or of `rows` replies to one prompt (allocated once), and the step that
-    appends tokens to them."""
+    """The keys and values of one reply, or of several rows of replies to one or more prompts (allocated once), and
+    the step that appends tokens to them.
 
-    def __init__(self, model: Any, cache: Any, room: int, rows: int = 1) -> None:
+    Prompts of different lengths are right-aligned: a shorter prompt's rows start with `pad` masked positions, so
+    every row's next token is written at the same index, and its rotary position is that index less its padding."""
+
+    def __init__(self, model: Any, groups: Sequence[tuple[Any, int]], room: int) -> None:
+        """`groups`: (a transformers cache of one row, or of `rows`; how many rows continue from it) per prompt."""
         self.model = model
         config = model.config
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         rotary = model.model.rotary_emb
         self.inv_freq, self.rope_scale = rotary.inv_freq.float(), rotary.attention_scaling
-        self.length = cache.get_seq_length()
+        lengths = [cache.get_seq_length() for cache, _ in groups]
+        self.length = max(lengths)  # the index the next token is written at, in every row
+        pads = [self.length - length for length in lengths]
+        row_pads = [pad for pad, (_, rows) in zip(pads, groups, strict=True) for _ in range(rows)]
+        self.pad = torch.tensor(row_pads) if any(pads) else None  # (rows,): masked positions each row starts with
         self.fused_qkv = _fused_qkv(model)
+        total = sum(rows for _, rows in groups)
         self.keys, self.values = [], []
-        for known_keys, known_values in _layers(cache):  # (1 or rows, kv_heads, length, head_dim) each
-            keys = known_keys.new_empty((rows, self.kv_heads, self.length + room, self.head_dim))
-            values = torch.empty_like(keys)
-            keys[:, :, : self.length], values[:, :, : self.length] = known_keys, known_values
+        for layer_caches in zip(*(_layers(cache) for cache, _ in groups), strict=True):
+            first = layer_caches[0][0]  # (1 or rows, kv_heads, length, head_dim)
+            allocate = first.new_empty if self.pad is None else first.new_zeros  # padding must hold numbers, not NaN
+            keys = allocate((total, self.kv_heads, self.length + room, self.head_dim))
+            values = allocate((total, self.kv_heads, self.length + room, self.head_dim))
+            at = 0
+            for (known_keys, known_values), (_, rows), pad in zip(layer_caches, groups, pads, strict=True):
+                keys[at: at + rows, :, pad: self.length] = known_keys
+                values[at: at + rows, :, pad: self.length] = known_values
+                at += rows
             self.keys.append(keys)
             self.values.append(values)
 
@@ -181,8 +231,10 @@ class _DecodeState:
         inner, (rows, n), at = self.model.model, ids.shape, self.length
         x = inner.embed_tokens.weight[ids]  # (rows, n, hidden)
         cos, sin = self._rotation(at, n)
-        # token j sees the keys up to its own position at + j: the later guesses are masked out
+        # token j sees the keys up to its own position at + j: the later guesses are masked out; a row sees none of
+        # its padding
         future = None if n == 1 else torch.ones(n, at + n, dtype=torch.bool).triu(at + 1)
+        padding = None if self.pad is None else (torch.arange(at + n) < self.pad.unsqueeze(1))  # (rows, at + n)
         for keys, values, layer, qkv in zip(self.keys, self.values, inner.layers, self.fused_qkv, strict=True):
             attention = layer.self_attn
             h = _rms_norm(x, layer.input_layernorm)
@@ -192,7 +244,7 @@ class _DecodeState:
             values[:, :, at: at + n] = value.transpose(1, 2)
             seen = slice(0, at + n)  # the positions so far, these tokens' included
             mixed = self._attend(rotated[:, :, : self.heads], keys[:, :, seen], values[:, :, seen], future,
-                                 attention.scaling)
+                                 padding, attention.scaling)
             x = x + attention.o_proj(mixed)
             x = x + layer.mlp(_rms_norm(x, layer.post_attention_layernorm))
         self.length += n
@@ -204,16 +256,19 @@ class _DecodeState:
         self.length -= count
 
     def _attend(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, future: torch.Tensor | None,
-                scaling: float) -> torch.Tensor:
+                padding: torch.Tensor | None, scaling: float) -> torch.Tensor:
         """Attention of each row's n queries (rows, n, heads, head_dim) over its `keys` and `values` (rows, kv_heads,
-        positions, head_dim), `future` masking what each query may not see: (rows, n, heads * head_dim). Grouped
-        query attention: each key/value head serves heads / kv_heads query heads."""
+        positions, head_dim), `future` (n, positions) masking what each query may not see and `padding` (rows,
+        positions) what its row may not: (rows, n, heads * head_dim). Grouped query attention: each key/value head
+        serves heads / kv_heads query heads."""
         rows, n, group = query.shape[0], query.shape[1], self.heads // self.kv_heads
         grouped = query.view(rows, n, self.kv_heads, group, self.head_dim).permute(0, 2, 3, 1, 4).reshape(
             rows, self.kv_heads, group * n, self.head_dim)
         scores = grouped @ keys.transpose(2, 3) * scaling  # (rows, kv_heads, group * n, positions)
         if future is not None:
             scores = scores.masked_fill(future.repeat(group, 1), float("-inf"))
+        if padding is not None:
+            scores = scores.masked_fill(padding[:, None, None, :], float("-inf"))
         mixed = torch.softmax(scores, dim=-1) @ values  # (rows, kv_heads, group * n, head_dim)
         return mixed.view(rows, self.kv_heads, group, n, self.head_dim).permute(0, 3, 1, 2, 4).reshape(
             rows, n, self.heads * self.head_dim)
@@ -231,10 +286,12 @@ class _DecodeState:
                 attention.v_proj(h).view(rows, n, self.kv_heads, self.head_dim))
 
     def _rotation(self, position: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin (n, 1, head_dim) of the rotary embedding at positions `position` .. + n - 1, as the model's
-        rotary module computes."""
-        freqs = torch.arange(position, position + n, dtype=torch.float32).view(n, 1) * self.inv_freq
-        angles = torch.cat((freqs, freqs), dim=-1).unsqueeze(1)
+        """cos and sin of the rotary embedding at indices `position` .. + n - 1, as the model's rotary module
+        computes: (n, 1, head_dim), or (rows, n, 1, head_dim) with padding (each row's positions less its own)."""
+        index = torch.arange(position, position + n, dtype=torch.float32)
+        at = index.view(n, 1) if self.pad is None else (index - self.pad.unsqueeze(1)).unsqueeze(-1)  # (., n, 1)
+        freqs = at * self.inv_freq
+        angles = torch.cat((freqs, freqs), dim=-1).unsqueeze(-2)
         return angles.cos() * self.rope_scale, angles.sin() * self.rope_scale
 
 

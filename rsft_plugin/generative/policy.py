@@ -184,16 +184,16 @@ class GenerativePolicy:
         a ~ q_r(a | query) at `temperature` (with replacement), then a reply y ~ q_w(y | query, a); log q =
         log q_r(a) + log q_w(y | a), the joint proposal the K i.i.d. draws come from.
         """
-        written = []
         found_all = self.retriever.answer_many(queries) if queries else []
         generators = generators_for(rng, len(queries))
-        for query, found, generator in zip(queries, found_all, generators, strict=True):
-            candidates = []
+        groundings, requests = [], []  # per request to the writer (all sampled together: it batches them)
+        for index, (query, found, generator) in enumerate(zip(queries, found_all, generators, strict=True)):
             for answers, log_q_grounding, count in self._groundings(query, found, k, temperature, generator):
-                texts = tuple(a.text for a in answers)
-                for sample in self.writer.sample(query, texts, count, seed=int(generator.integers(2**31 - 1))):
-                    candidates.append(self._candidate(query, found, answers, sample, log_q_grounding))
-            written.append(candidates)
+                groundings.append((index, answers, log_q_grounding))
+                requests.append((query, tuple(a.text for a in answers), count, int(generator.integers(2**31 - 1))))
+        written: list[list[GeneratedCandidate]] = [[] for _ in queries]
+        for (i, answers, log_q), samples in zip(groundings, self.writer.sample_many(requests), strict=True):
+            written[i].extend(self._candidate(queries[i], found_all[i], answers, s, log_q) for s in samples)
         own = self._retriever_candidates(queries, temperature, generators, replace)
         return [replies + drawn for replies, drawn in zip(written, own, strict=True)]
 

@@ -13,7 +13,8 @@ shape, `generate` for any other) and returns, for each, its sequence log-probabi
 distribution, log q(reply | prompt) = sum_t log q(y_t | prompt, y_<t), where q(. | ...) is the writer's next-token
 distribution after the copy bias, temperature and top-p, i.e. exactly the distribution the reply was drawn from (the
 proposal of the statistical rejection rule). `model_logprob` is the same sum under the untempered model
-(temperature 1, no top-p, no copy bias), which `reply_logprobs` recomputes for any given reply.
+(temperature 1, no top-p, no copy bias), which `reply_logprobs` recomputes for any given reply. A round samples
+through `sample_many`: consecutive questions' replies decoded together, up to 8 rows a pass, each from its own seed.
 
 Every prompt of a writer starts with the same system text (the shop's name and the rule, up to "Answers:"): `write`
 and `sample` start from its keys and values, read once per model (prefix.py), when the prompt's tokens do begin
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from .budget import reply_budget
 from .copying import copy_bias_processor, grounding_token_counts
 from .faithfulness import is_faithful
+from .samples import SampledReply, decode_passes, sampled_replies
 from .settings import WriterSettings
 
 if TYPE_CHECKING:
@@ -64,17 +66,6 @@ class Reply:
     seconds: float
     written: str = ""  # what the writer would serve, also when it was not served (cut back to its last sentence
     # end when the budget cut it; the whole decode when none is left, or on a timeout); "" after an error
-
-
-@dataclass(frozen=True)
-class SampledReply:
-    """One reply drawn from the writer's proposal q."""
-
-    text: str
-    token_ids: tuple[int, ...]  # the reply's tokens, end-of-turn token included when it finished
-    logprob: float  # log q(reply | prompt) at the sampling temperature and top-p
-    model_logprob: float  # log p(reply | prompt) under the untempered writer
-    finished: bool  # ended with the end-of-turn token (else cut by max_new_tokens or the time limit)
 
 
 class Writer:
@@ -270,60 +261,70 @@ class Writer:
                time_limit: float | None = None) -> list[SampledReply]:
         """k replies drawn i.i.d. from q (copy bias, temperature, then top-p: nucleus.py), each with log q and the
         untempered log p. Reproducible for a given seed; the global torch RNG is left as it was."""
+        return self.sample_many([(question, grounding, k, seed)], temperature, top_p, max_new_tokens, time_limit)[0]
+
+    def sample_many(self, requests: Sequence[tuple[str, Sequence[str], int, int]], temperature: float | None = None,
+                    top_p: float | None = None, max_new_tokens: int | None = None,
+                    time_limit: float | None = None) -> list[list[SampledReply]]:
+        """`sample` for each (question, grounding, k, seed), in order. Our own loop decodes consecutive requests
+        together, up to `DECODE_ROWS` rows a pass (a round's 4 replies to 2 questions: 8 rows in a 4-bit product
+        cost ~1.3x what 4 do); each draws from its own seed, so its replies are those it gets alone (to float
+        rounding of the products' sums). `time_limit` bounds each pass."""
         import torch
 
         from . import decoding
-        from .nucleus import sampling_processors
+        from .quantised import DECODE_ROWS
 
-        temperature = temperature or self.settings.temperature
-        top_p = top_p or self.settings.top_p
-        budget = reply_budget(self.tokenizer, self.settings, grounding, max_new_tokens)
-        started = time.monotonic()
-        prompt = self.prompt_ids(question, grounding)
         model = self.inference_model()
-        with self.threads(), torch.random.fork_rng(devices=[]), torch.inference_mode():
-            processors = sampling_processors(temperature, top_p, self._copy_bias(grounding, len(prompt)))
-            deadline = math.inf if time_limit is None else started + time_limit
-            torch.manual_seed(seed)  # reading the prompt draws nothing: the draws start from this seed either way
-            if decoding.supports(model):  # our own loop: the k rows in one product per layer, none of generate's
-                cache = _shared_prefix_cache(model, prompt, 1, self._system_prefix(model, prompt))
-                new, q_logp, p_logp = decoding.sample(model, prompt, cache, k, budget, deadline, self.end_id,
-                                                      self.pad_id, processors)
-            else:
-                new, q_logp, p_logp = self._generate_samples(model, prompt, k, budget, processors, deadline)
-        is_end = new == self.end_id
-        # a token counts up to and including the first end-of-turn token; later ones are padding
-        ended_before = torch.cumsum(is_end.int(), dim=1) - is_end.int()  # (k, T)
-        keep = ended_before == 0
-        replies = []
-        for row in range(k):
-            tokens = new[row][keep[row]].tolist()
-            finished = bool(is_end[row][keep[row]].any())
-            text_ids = tokens[:-1] if finished else tokens
-            replies.append(SampledReply(
-                text=self.tokenizer.decode(text_ids, skip_special_tokens=True).strip(), token_ids=tuple(tokens),
-                logprob=float(q_logp[row][keep[row]].sum()), model_logprob=float(p_logp[row][keep[row]].sum()),
-                finished=finished))
+        own_loop = decoding.supports(model)
+        replies: list[list[SampledReply]] = []
+        with self.threads(), torch.inference_mode():
+            for batch in decode_passes([request[2] for request in requests], DECODE_ROWS if own_loop else 1):
+                deadline = math.inf if time_limit is None else time.monotonic() + time_limit
+                jobs = [self._sample_job(model, own_loop, *requests[i], temperature, top_p, max_new_tokens, deadline)
+                        for i in batch]
+                drawn = (decoding.sample(model, jobs, self.end_id, self.pad_id) if own_loop
+                         else [self._generate_samples(model, job) for job in jobs])
+                replies.extend(sampled_replies(self.tokenizer, self.end_id, *tensors) for tensors in drawn)
         return replies
 
-    def _generate_samples(self, model: Any, prompt: list[int], k: int, budget: int, processors: Any,
-                          deadline: float) -> tuple[Any, Any, Any]:
-        """`sample`'s draws by `generate`, for a model our own loop does not compute: tokens (k, T), log q and log p
-        (k, T) each."""
+    def _sample_job(self, model: Any, own_loop: bool, question: str, grounding: Sequence[str], k: int, seed: int,
+                    temperature: float | None, top_p: float | None, max_new_tokens: int | None,
+                    deadline: float) -> Any:
+        """One request as a decoding.SampleJob: its prompt, its system prefix's keys and values (own loop), budget,
+        processors (copy bias, temperature, top-p) and a generator seeded with `seed`."""
+        import torch
+
+        from .decoding import SampleJob
+        from .nucleus import sampling_processors
+
+        prompt = self.prompt_ids(question, grounding)
+        processors = sampling_processors(temperature or self.settings.temperature, top_p or self.settings.top_p,
+                                         self._copy_bias(grounding, len(prompt)))
+        cache = _shared_prefix_cache(model, prompt, 1, self._system_prefix(model, prompt)) if own_loop else None
+        return SampleJob(prompt, cache, k, reply_budget(self.tokenizer, self.settings, grounding, max_new_tokens),
+                         deadline, processors, torch.Generator().manual_seed(seed))
+
+    def _generate_samples(self, model: Any, job: Any) -> tuple[Any, Any, Any]:
+        """A job's draws by `generate`, for a model our own loop does not compute: tokens (k, T), log q and log p
+        (k, T) each; drawn with the global RNG set to the job's generator's state (and left as it was)."""
         import torch
 
         from .batches import chosen_logprobs
 
+        prompt, k = list(job.prompt), job.rows
         # The k rows share the prompt: read it once (all but its last token, which generate() reads first; from the
         # system prefix's cache on) and give every row a copy of its keys and values, not k prefills.
         cache = _shared_prefix_cache(model, prompt, k, self._system_prefix(model, prompt))
-        left = None if deadline == math.inf else max(deadline - time.monotonic(), 1e-3)
+        left = None if job.deadline == math.inf else max(job.deadline - time.monotonic(), 1e-3)
         ids = torch.tensor([prompt]).repeat(k, 1)  # (k, P)
-        out = model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, do_sample=True,
-            temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=budget, max_time=left,
-            eos_token_id=self.end_id, pad_token_id=self.pad_id, return_dict_in_generate=True,
-            output_scores=True, output_logits=True, logits_processor=processors)
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(job.generator.get_state())
+            out = model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, do_sample=True,
+                temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=job.budget, max_time=left,
+                eos_token_id=self.end_id, pad_token_id=self.pad_id, return_dict_in_generate=True,
+                output_scores=True, output_logits=True, logits_processor=job.processors)
         new = out.sequences[:, len(prompt):]  # (k, T)
         steps = new.shape[1]
         return (new, chosen_logprobs(torch.stack(out.scores[:steps], dim=1), new),  # under q

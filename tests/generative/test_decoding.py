@@ -52,7 +52,7 @@ def test_each_steps_logits_are_the_models(which, writer, tuned_writer) -> None:
     following = [13, 1078, 357, 1488, 30]  # any tokens: the steps must match whatever they read
     with torch.inference_mode():
         cache = model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values
-        state = decoding._DecodeState(model, cache, room=len(following))
+        state = decoding._DecodeState(model, [(cache, 1)], room=len(following))
         steps = torch.stack([state.step([token])[0] for token in following])  # (5, V)
         whole = model(input_ids=torch.tensor([prompt + following])).logits[0, -len(following):]
     assert torch.allclose(steps, whole, atol=1e-4, rtol=1e-5)
@@ -69,7 +69,7 @@ def test_a_step_of_several_tokens_gives_each_ones_logits_and_forgets_wrong_guess
 
     def state() -> decoding._DecodeState:
         cache = model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values
-        return decoding._DecodeState(model, cache, room=len(following) + 2)
+        return decoding._DecodeState(model, [(cache, 1)], room=len(following) + 2)
 
     with torch.inference_mode():
         one = state()
@@ -126,7 +126,7 @@ def test_q_k_and_v_as_one_4bit_product_give_the_bits_of_three(which, writer, tun
     def steps() -> torch.Tensor:
         with torch.inference_mode():
             cache = model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values
-            state = decoding._DecodeState(model, cache, room=3)
+            state = decoding._DecodeState(model, [(cache, 1)], room=3)
             return torch.stack([state.step([token])[0] for token in (13, 1078, 357)])
 
     fused = steps()
@@ -168,12 +168,58 @@ def test_rows_stepped_together_get_the_logits_each_would_get_alone(writer) -> No
     following = [[13, 1078], [357, 30], [1488, 13]]  # three rows, two steps, different tokens
     with torch.inference_mode():
         cache = model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values
-        together = decoding._DecodeState(model, cache, room=2, rows=3)
+        together = decoding._DecodeState(model, [(cache, 3)], room=2)
         stepped = [together.step_rows([row[t] for row in following]) for t in range(2)]  # (3, V) each
         for r, row in enumerate(following):
-            alone = decoding._DecodeState(model, cache, room=2)
+            alone = decoding._DecodeState(model, [(cache, 1)], room=2)
             for t, token in enumerate(row):
                 assert torch.allclose(stepped[t][r], alone.step([token])[0], atol=1e-4, rtol=1e-5), (r, t)
+
+
+def test_prompts_of_different_lengths_stepped_together_get_the_logits_each_would_get_alone(writer) -> None:
+    """A round decodes two questions' replies in one product per layer: the shorter prompt's rows start with
+    padding, which they must not see, and their positions must be their own."""
+    model = writer.inference_model()
+    prompts = [writer.prompt_ids(QUESTIONS[0], [RETURNS]), writer.prompt_ids(QUESTIONS[1], [EXPRESS])]
+    assert len(prompts[0]) != len(prompts[1])
+    following = [[13, 1078], [357, 30], [1488, 13]]  # rows 0-1 continue prompt 0, row 2 prompt 1
+    with torch.inference_mode():
+        caches = [model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values for prompt in prompts]
+        together = decoding._DecodeState(model, [(caches[0], 2), (caches[1], 1)], room=2)
+        stepped = [together.step_rows([row[t] for row in following]) for t in range(2)]  # (3, V) each
+        for r, row in enumerate(following):
+            alone = decoding._DecodeState(model, [(caches[0 if r < 2 else 1], 1)], room=2)
+            for t, token in enumerate(row):
+                assert torch.allclose(stepped[t][r], alone.step([token])[0], atol=1e-4, rtol=1e-5), (r, t)
+
+
+def test_requests_sampled_together_draw_what_each_draws_alone(writer, monkeypatch) -> None:
+    """sample_many decodes consecutive requests in one pass (up to DECODE_ROWS rows), each from its own seed."""
+    passes = []
+    start = decoding._DecodeState.__init__
+
+    def counted(self, model, groups, room) -> None:
+        passes.append(len(groups))
+        start(self, model, groups, room)
+
+    monkeypatch.setattr(decoding._DecodeState, "__init__", counted)
+    requests = [(QUESTIONS[0], [RETURNS], 3, 5), (QUESTIONS[1], [EXPRESS], 3, 7), (QUESTIONS[1], [RETURNS], 3, 9)]
+    together = writer.sample_many(requests, max_new_tokens=10)
+    assert passes == [2, 1]  # 3 + 3 rows, then 3 (at most 8 a pass)
+    alone = [writer.sample(question, grounding, k, seed=seed, max_new_tokens=10)
+             for question, grounding, k, seed in requests]
+    assert [[s.token_ids for s in replies] for replies in together] == [[s.token_ids for s in r] for r in alone]
+    for mine, theirs in zip(together, alone, strict=True):
+        assert [s.logprob for s in mine] == pytest.approx([s.logprob for s in theirs], abs=1e-3)
+        assert [s.model_logprob for s in mine] == pytest.approx([s.model_logprob for s in theirs], abs=1e-3)
+
+
+def test_decode_passes_group_consecutive_requests_up_to_the_row_limit() -> None:
+    from rsft_plugin.generative.samples import decode_passes
+
+    assert decode_passes([4, 4, 4, 2, 2], 8) == [range(0, 2), range(2, 5)]
+    assert decode_passes([10, 2, 7], 8) == [range(0, 1), range(1, 2), range(2, 3)]  # one of more rows: alone
+    assert decode_passes([], 8) == []
 
 
 @pytest.mark.parametrize("own_loop", [True, False])

@@ -109,6 +109,9 @@ class _Writes:
         return [SampledReply(f"{' '.join(grounding[0].split()[:6])} ({i})", (1, 2), -1.5, -2.0, True)
                 for i in range(k)]
 
+    def sample_many(self, requests, **_kwargs):
+        return [self.sample(question, grounding, k, seed) for question, grounding, k, seed in requests]
+
 
 @pytest.mark.parametrize("tune", [True, False])
 def test_each_sampled_reply_is_grounded_in_an_answer_drawn_from_the_retriever_and_log_q_is_the_joint(
