@@ -89,8 +89,9 @@ def greedy(model: Any, prompt: Sequence[int], cache: Any, budget: int, deadline:
 @dataclass(frozen=True)
 class SampleJob:
     """`rows` replies to draw for one prompt: `cache` (a transformers cache, or None) holds the prompt's first tokens
-    (one row), `processors` turn a row's logits into the scores q it is drawn from (copy bias, temperature, top-p),
-    `generator` draws them; the job stops after `budget` tokens or at `deadline` (time.monotonic())."""
+    (one row), `processors` (or None) turn a row's logits into the scores q it is drawn from (copy bias, temperature,
+    top-p), `generator` draws them (None: the highest score, greedy); the job stops after `budget` tokens or at
+    `deadline` (time.monotonic())."""
 
     prompt: Sequence[int]
     cache: Any
@@ -98,7 +99,7 @@ class SampleJob:
     budget: int
     deadline: float
     processors: Any
-    generator: torch.Generator
+    generator: torch.Generator | None
 
 
 def sample(model: Any, jobs: Sequence[SampleJob], end_id: int, pad_id: int
@@ -137,7 +138,7 @@ def sample(model: Any, jobs: Sequence[SampleJob], end_id: int, pad_id: int
             if not active[j]:
                 continue
             rows = slice(starts[j], starts[j + 1])
-            scores = job.processors(sequences[j], logits[rows].clone())  # (rows, V)
+            scores = logits[rows] if job.processors is None else job.processors(sequences[j], logits[rows].clone())
             chosen = torch.where(running[rows], _draw(scores, job.generator), pad_id)
             drawn[j].append(chosen)
             log_q[j].append(chosen_logprobs(scores.unsqueeze(1), chosen.unsqueeze(1))[:, 0])
@@ -156,10 +157,12 @@ def sample(model: Any, jobs: Sequence[SampleJob], end_id: int, pad_id: int
         logits = state.step_rows(tokens.tolist())
 
 
-def _draw(scores: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _draw(scores: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One token per row (rows, V) from softmax(scores), drawn among the tokens whose score is not -inf (top-p
     leaves a few dozen of 49,152): the same distribution as drawing over the whole vocabulary, without the random
-    number per token that takes torch.multinomial ~5 ms a step for 4 rows."""
+    number per token that takes torch.multinomial ~5 ms a step for 4 rows. No generator: the highest score."""
+    if generator is None:
+        return scores.argmax(dim=-1)
     most = int(torch.isfinite(scores).sum(dim=-1).max())
     best, index = scores.topk(most, dim=-1)  # (rows, most): a row with fewer tokens left has -inf at its end
     picked = torch.multinomial(torch.softmax(best, dim=-1), 1, generator=generator)  # (rows, 1)

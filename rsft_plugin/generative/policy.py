@@ -119,7 +119,8 @@ class GenerativePolicy:
         return self.answer_many([query])[0]
 
     def answer_many(self, queries: list[str]) -> list[WrittenAnswer]:
-        """Ground every query with the retriever, write each reply (or fall back), then topic each reply.
+        """Ground every query with the retriever, write each reply (or fall back; several at a time:
+        `Writer.write_many`), then topic each reply.
 
         `score` is the question's retrieval cosine (what `model.min_score` and the console's low-score filter read,
         as for the retrieval kind). Below `model.min_score` nothing is written: the assistant answers "didn't
@@ -129,13 +130,12 @@ class GenerativePolicy:
         if not queries:
             return []
         grounded = self.retriever.answer_many(queries)
-        replies: list[tuple[Reply, tuple[Answer, ...]]] = []
-        for query, found in zip(queries, grounded, strict=True):
-            answers = self._grounding(found)
-            if found.score < self.config.min_score:
-                replies.append((Reply(answers[0].text, True, "low_score", 0, 0, 0.0), answers))
-            else:
-                replies.append((self.writer.write(query, [a.text for a in answers]), answers))
+        groundings = [self._grounding(found) for found in grounded]
+        to_write = [i for i, found in enumerate(grounded) if found.score >= self.config.min_score]
+        written = iter(self.writer.write_many([(queries[i], [a.text for a in groundings[i]]) for i in to_write]))
+        replies = [(next(written) if found.score >= self.config.min_score else
+                    Reply(answers[0].text, True, "low_score", 0, 0, 0.0), answers)
+                   for found, answers in zip(grounded, groundings, strict=True)]
         topics = self.nearest_answers([reply.text for reply, _ in replies])
         results = []
         for found, (reply, answers), (nearest, _cosine) in zip(grounded, replies, topics, strict=True):

@@ -1,5 +1,6 @@
-"""What sampling returns: the replies drawn for one prompt (`SampledReply`), made from a decode's tensors; and which
-of a round's prompts share a decode pass (`decode_passes`)."""
+"""What sampling returns: the replies drawn for one prompt (`SampledReply`), made from a decode's tensors; which of
+a round's prompts share a decode pass (`decode_passes`); and the draws by transformers' `generate` for a model the
+writer's own loop (decoding.py) does not compute (`generate_samples`)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,30 @@ def decode_passes(rows: Sequence[int], most: int) -> list[range]:
         else:
             passes.append(range(index, index + 1))
     return passes
+
+
+def generate_samples(model: Any, job: Any, cache: Any, end_id: int, pad_id: int) -> tuple[Any, Any, Any]:
+    """A decoding.SampleJob's draws by `generate`: tokens (k, T), log q and log p (k, T) each; drawn with the global
+    RNG set to the job's generator's state (and left as it was). `cache` holds the prompt but its last token, once per
+    row (the writer's `_shared_prefix_cache`), or is None."""
+    import math
+    import time
+
+    import torch
+
+    from .batches import chosen_logprobs
+
+    prompt, k = list(job.prompt), job.rows
+    left = None if job.deadline == math.inf else max(job.deadline - time.monotonic(), 1e-3)
+    ids = torch.tensor([prompt]).repeat(k, 1)  # (k, P)
+    with torch.random.fork_rng(devices=[]):
+        torch.set_rng_state(job.generator.get_state())
+        out = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, do_sample=True,
+            temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=job.budget, max_time=left,
+            eos_token_id=end_id, pad_token_id=pad_id, return_dict_in_generate=True,
+            output_scores=True, output_logits=True, logits_processor=job.processors)
+    new = out.sequences[:, len(prompt):]  # (k, T)
+    steps = new.shape[1]
+    return (new, chosen_logprobs(torch.stack(out.scores[:steps], dim=1), new),  # under q
+            chosen_logprobs(torch.stack(out.logits[:steps], dim=1), new))  # untempered

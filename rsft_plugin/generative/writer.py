@@ -30,13 +30,12 @@ import math
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .budget import reply_budget
 from .copying import copy_bias_processor, grounding_token_counts
-from .faithfulness import is_faithful
-from .samples import SampledReply, decode_passes, sampled_replies
+from .replies import Reply, failed_reply, reply_of
+from .samples import SampledReply, decode_passes, generate_samples, sampled_replies
 from .settings import WriterSettings
 
 if TYPE_CHECKING:
@@ -51,21 +50,6 @@ _SYSTEM = (
     "contacting our customer care team. Never invent amounts, deadlines, links, email addresses or phone numbers."
     "\n\nAnswers:\n{answers}"
 )
-_SENTENCE_END = (".", "!", "?")
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What serving shows the customer: the written reply, or the grounding answer when writing failed."""
-
-    text: str
-    fallback: bool  # True: `text` is the top grounding answer, not a written reply
-    reason: str  # why it fell back ("timeout", "truncated", "empty", "unfaithful", "error: ..."); "" when written
-    prompt_tokens: int
-    new_tokens: int
-    seconds: float
-    written: str = ""  # what the writer would serve, also when it was not served (cut back to its last sentence
-    # end when the budget cut it; the whole decode when none is left, or on a timeout); "" after an error
 
 
 class Writer:
@@ -196,27 +180,66 @@ class Writer:
             budget = reply_budget(self.tokenizer, self.settings, grounding, max_new_tokens)
             prompt = self.prompt_ids(question, grounding)
             new, finished = self._greedy(prompt, budget, limit, self._copy_bias(grounding, len(prompt)))
-            seconds = time.monotonic() - started
-            text = written = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-            reason = ""
-            if not finished and len(new) < budget:
-                reason = "timeout"
-            elif not finished:
-                text = _last_sentence_end(text)
-                reason = "" if text else "truncated"
-                written = text or written  # what would be served, when the cut leaves a sentence
-            elif not text:
-                reason = "empty"
-            if not reason and (self.settings.guard_faithfulness if guard is None else guard) and \
-                    not is_faithful(text, grounding[: self.settings.grounding_answers]):
-                reason = "unfaithful"
-            if reason:
-                return Reply(grounding[0], True, reason, len(prompt), len(new), seconds, written)
-            return Reply(text, False, "", len(prompt), len(new), seconds, written)
+            return self._reply(grounding, len(prompt), new, finished, budget, time.monotonic() - started, guard)
         except Exception as exc:  # serving must answer: any failure of the model serves the grounding answer
             log.exception("the writer failed; serving the grounding answer")
-            return Reply(grounding[0], True, f"error: {type(exc).__name__}: {exc}", len(prompt), 0,
-                         time.monotonic() - started)
+            return failed_reply(grounding, exc, len(prompt), time.monotonic() - started)
+
+    def write_many(self, requests: Sequence[tuple[str, Sequence[str]]], guard: bool | None = None) -> list[Reply]:
+        """`write` for each (question, grounding), in order, up to `DECODE_ROWS` at a time in one greedy decode of
+        one token a step (the gate's and an evaluation's replies: 8 rows in a 4-bit product cost ~2x one; the same
+        tokens as `write`, whose guesses change only how many it reads a pass, to float rounding). A pass of n
+        replies has n time limits, as one after another would (8 rows a step are slower than one), and each reply
+        reports the pass's seconds. A lone request, or a model our own loop does not compute: `write`.
+        """
+        from . import decoding
+        from .quantised import DECODE_ROWS
+
+        if any(not grounding for _, grounding in requests):
+            raise ValueError("the writer needs at least one grounding answer")
+        try:
+            together = len(requests) > 1 and decoding.supports(self.inference_model())
+        except Exception:  # noqa: BLE001 - `write` serves each its grounding answer and says why
+            together = False
+        if not together:
+            return [self.write(question, grounding, guard=guard) for question, grounding in requests]
+        replies: list[Reply] = []
+        for batch in decode_passes([1] * len(requests), DECODE_ROWS):
+            chosen = [requests[i] for i in batch]
+            replies.extend(self._write_pass(chosen, guard) if len(batch) > 1 else [self.write(*chosen[0], guard=guard)])
+        return replies
+
+    def _write_pass(self, requests: Sequence[tuple[str, Sequence[str]]], guard: bool | None) -> list[Reply]:
+        """One pass of `write_many`: never raises (a failure serves every request its grounding answer)."""
+        import torch
+
+        from . import decoding
+
+        started = time.monotonic()
+        prompts: list[list[int]] = []
+        try:
+            budgets = [reply_budget(self.tokenizer, self.settings, grounding) for _, grounding in requests]
+            prompts = [self.prompt_ids(question, grounding) for question, grounding in requests]
+            model = self.inference_model()
+            deadline = started + self.settings.time_limit_seconds * len(requests)  # as one after another
+            with self.threads(), torch.inference_mode():
+                jobs = [self._decode_job(model, prompt, 1, budget, deadline, self._copy_bias(grounding, len(prompt)))
+                        for prompt, budget, (_, grounding) in zip(prompts, budgets, requests, strict=True)]
+                rows = [tokens[0].tolist() for tokens, _, _ in decoding.sample(model, jobs, self.end_id, self.pad_id)]
+            seconds = time.monotonic() - started
+            return [self._reply(grounding, len(prompt), *_until_end(row, self.end_id), budget, seconds, guard)
+                    for row, prompt, budget, (_, grounding) in zip(rows, prompts, budgets, requests, strict=True)]
+        except Exception as exc:  # as `write`: every reply falls back to its grounding answer
+            log.exception("the writer failed; serving the grounding answers")
+            return [failed_reply(grounding, exc, len(prompts[i]) if prompts else 0, time.monotonic() - started)
+                    for i, (_, grounding) in enumerate(requests)]
+
+    def _reply(self, grounding: Sequence[str], prompt_tokens: int, new: list[int], finished: bool, budget: int,
+               seconds: float, guard: bool | None) -> Reply:
+        """What a decode of `new` tokens serves (replies.reply_of), with this writer's tokenizer and guard."""
+        guarded = self.settings.guard_faithfulness if guard is None else guard
+        return reply_of(self.tokenizer.decode(new, skip_special_tokens=True).strip(), grounding, finished,
+                        len(new) >= budget, guarded, self.settings.grounding_answers, prompt_tokens, len(new), seconds)
 
     def _greedy(self, prompt: list[int], budget: int, limit: float, bias: Any = None) -> tuple[list[int], bool]:
         """The greedy reply's tokens and whether it ended: by our own decode loop (decoding.py), or by `generate`
@@ -283,52 +306,37 @@ class Writer:
                 deadline = math.inf if time_limit is None else time.monotonic() + time_limit
                 jobs = [self._sample_job(model, own_loop, *requests[i], temperature, top_p, max_new_tokens, deadline)
                         for i in batch]
-                drawn = (decoding.sample(model, jobs, self.end_id, self.pad_id) if own_loop
-                         else [self._generate_samples(model, job) for job in jobs])
+                drawn = (decoding.sample(model, jobs, self.end_id, self.pad_id) if own_loop else [
+                    generate_samples(model, job, _shared_prefix_cache(model, list(job.prompt), job.rows,
+                                                                      self._system_prefix(model, job.prompt)),
+                                     self.end_id, self.pad_id) for job in jobs])
                 replies.extend(sampled_replies(self.tokenizer, self.end_id, *tensors) for tensors in drawn)
         return replies
 
     def _sample_job(self, model: Any, own_loop: bool, question: str, grounding: Sequence[str], k: int, seed: int,
                     temperature: float | None, top_p: float | None, max_new_tokens: int | None,
                     deadline: float) -> Any:
-        """One request as a decoding.SampleJob: its prompt, its system prefix's keys and values (own loop), budget,
-        processors (copy bias, temperature, top-p) and a generator seeded with `seed`."""
+        """One request to sample, as a decoding.SampleJob: its processors (copy bias, temperature, top-p) and a
+        generator seeded with `seed`."""
         import torch
 
-        from .decoding import SampleJob
         from .nucleus import sampling_processors
 
         prompt = self.prompt_ids(question, grounding)
         processors = sampling_processors(temperature or self.settings.temperature, top_p or self.settings.top_p,
                                          self._copy_bias(grounding, len(prompt)))
-        cache = _shared_prefix_cache(model, prompt, 1, self._system_prefix(model, prompt)) if own_loop else None
-        return SampleJob(prompt, cache, k, reply_budget(self.tokenizer, self.settings, grounding, max_new_tokens),
-                         deadline, processors, torch.Generator().manual_seed(seed))
+        return self._decode_job(model, prompt, k, reply_budget(self.tokenizer, self.settings, grounding,
+                                                                max_new_tokens),
+                                deadline, processors, torch.Generator().manual_seed(seed), read_prefix=own_loop)
 
-    def _generate_samples(self, model: Any, job: Any) -> tuple[Any, Any, Any]:
-        """A job's draws by `generate`, for a model our own loop does not compute: tokens (k, T), log q and log p
-        (k, T) each; drawn with the global RNG set to the job's generator's state (and left as it was)."""
-        import torch
+    def _decode_job(self, model: Any, prompt: list[int], rows: int, budget: int, deadline: float, processors: Any,
+                    generator: Any = None, read_prefix: bool = True) -> Any:
+        """A decoding.SampleJob for `prompt` from its system prefix's keys and values (with `read_prefix`; the
+        `generate` path reads its own); no `generator`: greedy."""
+        from .decoding import SampleJob
 
-        from .batches import chosen_logprobs
-
-        prompt, k = list(job.prompt), job.rows
-        # The k rows share the prompt: read it once (all but its last token, which generate() reads first; from the
-        # system prefix's cache on) and give every row a copy of its keys and values, not k prefills.
-        cache = _shared_prefix_cache(model, prompt, k, self._system_prefix(model, prompt))
-        left = None if job.deadline == math.inf else max(job.deadline - time.monotonic(), 1e-3)
-        ids = torch.tensor([prompt]).repeat(k, 1)  # (k, P)
-        with torch.random.fork_rng(devices=[]):
-            torch.set_rng_state(job.generator.get_state())
-            out = model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, do_sample=True,
-                temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=job.budget, max_time=left,
-                eos_token_id=self.end_id, pad_token_id=self.pad_id, return_dict_in_generate=True,
-                output_scores=True, output_logits=True, logits_processor=job.processors)
-        new = out.sequences[:, len(prompt):]  # (k, T)
-        steps = new.shape[1]
-        return (new, chosen_logprobs(torch.stack(out.scores[:steps], dim=1), new),  # under q
-                chosen_logprobs(torch.stack(out.logits[:steps], dim=1), new))  # untempered
+        cache = _shared_prefix_cache(model, prompt, 1, self._system_prefix(model, prompt)) if read_prefix else None
+        return SampleJob(prompt, cache, rows, budget, deadline, processors, generator)
 
     def reply_logprobs(self, question: str, grounding: Sequence[str], replies: Sequence[str]) -> list[float]:
         """log p(reply + end-of-turn | prompt) under the untempered writer, by teacher forcing."""
@@ -376,7 +384,6 @@ def _special_id(tokenizer: Any, token: str) -> int | None:
     return found if isinstance(found, int) and found != tokenizer.unk_token_id else None
 
 
-def _last_sentence_end(text: str) -> str:
-    """The text up to its last sentence end, or "" when it has none."""
-    cut = max(text.rfind(mark) for mark in _SENTENCE_END)
-    return text[: cut + 1].strip() if cut >= 0 else ""
+def _until_end(tokens: list[int], end_id: int) -> tuple[list[int], bool]:
+    """A decoded row's tokens before its end-of-turn token, and whether it had one (later tokens are padding)."""
+    return (tokens[: tokens.index(end_id)], True) if end_id in tokens else (tokens, False)

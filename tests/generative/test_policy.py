@@ -199,6 +199,9 @@ class _WritesAnotherAnswer:
 
         return Reply(self.text, False, "", 40, 12, 0.1, self.text)
 
+    def write_many(self, requests, **_kwargs):
+        return [self.write(question, grounding) for question, grounding in requests]
+
 
 @pytest.mark.parametrize("guard", [True, False])
 def test_a_reply_off_its_groundings_topic_serves_the_grounding_answer_and_the_gate_judges_what_was_written(

@@ -74,6 +74,49 @@ def test_any_error_serves_the_grounding_answer(writer) -> None:
     assert reply.fallback and reply.text == RETURNS and "out of memory" in reply.reason
 
 
+def _fields(reply) -> tuple:
+    return reply.text, reply.fallback, reply.reason, reply.written, reply.prompt_tokens, reply.new_tokens
+
+
+def test_replies_written_together_are_those_written_one_at_a_time(writer, monkeypatch) -> None:
+    """The gate writes its held-out questions' replies up to 8 a pass (one token a step): the same replies as `write`
+    gives each (which also guesses tokens from the grounding); a pass of one is `write` itself."""
+    from rsft_plugin.generative import decoding
+
+    quick = Writer(writer.model, writer.tokenizer,
+                   WriterSettings(max_new_tokens=16, fit_grounding=False, time_limit_seconds=60.0), writer.base)
+    asked = [(QUESTION, [RETURNS]), ("How fast is express delivery?", [EXPRESS]), ("Do you ship abroad?",
+                                                                                   [EXPRESS, RETURNS])]
+    requests = asked * 3  # 9: a pass of 8, then one alone
+    passes = []
+    sample = decoding.sample
+    monkeypatch.setattr(decoding, "sample", lambda model, jobs, *args: passes.append(len(jobs)) or sample(
+        model, jobs, *args))
+    together = quick.write_many(requests)
+    assert passes == [8]
+    assert [_fields(r) for r in together] == [_fields(quick.write(q, g)) for q, g in requests]
+    assert all(r.written for r in together)  # what was decoded was compared, also where it fell back
+
+
+def test_replies_written_together_fall_back_alone_on_a_timeout_or_an_error(writer, monkeypatch) -> None:
+    from rsft_plugin.generative import decoding
+
+    requests = [(QUESTION, [RETURNS]), ("How fast is express delivery?", [EXPRESS])]
+    hurried = Writer(writer.model, writer.tokenizer, WriterSettings(time_limit_seconds=1e-4), writer.base)
+    replies = hurried.write_many(requests)
+    assert [(r.text, r.fallback, r.reason) for r in replies] == [(RETURNS, True, "timeout"), (EXPRESS, True, "timeout")]
+
+    def broken(*_args):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(decoding, "sample", broken)
+    replies = writer.write_many(requests)
+    assert [r.text for r in replies] == [RETURNS, EXPRESS]
+    assert all(r.fallback and "out of memory" in r.reason for r in replies)
+    with pytest.raises(ValueError):
+        writer.write_many([(QUESTION, [RETURNS]), (QUESTION, [])])
+
+
 def test_samples_carry_their_log_probability_under_q(writer) -> None:
     samples = writer.sample(QUESTION, [RETURNS], k=2, seed=3, max_new_tokens=16)
     assert len(samples) == 2
