@@ -1,5 +1,6 @@
-"""The writer's decode loops: one token at a time through the inference copy's own layers, greedy for serving and
-sampled for rounds.
+"""The writer's decode loops: one token at a time through the inference copy's own layers, greedy for serving
+(`greedy`, one reply, with guessed tokens), and for rounds and the gate several replies to several prompts at once
+(`decode`: sampled, or greedy).
 
 A served reply spends most of its time decoding (~48 steps after one prefill). On this machine a step took ~36 ms
 through transformers (`generate` and the model's forward), of which ~23 ms are the 4-bit products (quantised.py)
@@ -87,7 +88,7 @@ def greedy(model: Any, prompt: Sequence[int], cache: Any, budget: int, deadline:
 
 
 @dataclass(frozen=True)
-class SampleJob:
+class DecodeJob:
     """`rows` replies to draw for one prompt: `cache` (a transformers cache, or None) holds the prompt's first tokens
     (one row), `processors` (or None) turn a row's logits into the scores q it is drawn from (copy bias, temperature,
     top-p), `generator` draws them (None: the highest score, greedy); the job stops after `budget` tokens or at
@@ -102,12 +103,13 @@ class SampleJob:
     generator: torch.Generator | None
 
 
-def sample(model: Any, jobs: Sequence[SampleJob], end_id: int, pad_id: int
+def decode(model: Any, jobs: Sequence[DecodeJob], end_id: int, pad_id: int
            ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Each job's replies, decoded together: every step reads one token of every job's rows in one product per
     layer (a round's 4 replies to 2 prompts: 8 rows cost ~1.3x what 4 do; docs/generative.md). Each row's token is
     drawn from the softmax of its job's processed scores with its job's generator, as `generate(do_sample=True)`
-    draws them with the global RNG seeded alike: a row that has ended gets `pad_id`, and a job stops when every
+    draws them with the global RNG seeded alike, or is the highest score for a job without a generator (greedy,
+    as `greedy` one token a step): a row that has ended gets `pad_id`, and a job stops when every
     row of it has ended, after its budget or at its deadline. A job's draws do not depend on the other jobs (its
     logits differ only by float rounding: the products' sums run in another order for more rows). Each prompt's
     rest is read once and its keys and values copied to its rows.

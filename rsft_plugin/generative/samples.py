@@ -53,7 +53,7 @@ def decode_passes(rows: Sequence[int], most: int) -> list[range]:
 
 
 def generate_samples(model: Any, job: Any, cache: Any, end_id: int, pad_id: int) -> tuple[Any, Any, Any]:
-    """A decoding.SampleJob's draws by `generate`: tokens (k, T), log q and log p (k, T) each; drawn with the global
+    """A decoding.DecodeJob's draws by `generate`: tokens (k, T), log q and log p (k, T) each; drawn with the global
     RNG set to the job's generator's state (and left as it was). `cache` holds the prompt but its last token, once per
     row (the writer's `_shared_prefix_cache`), or is None."""
     import math

@@ -199,7 +199,7 @@ class Writer:
             raise ValueError("the writer needs at least one grounding answer")
         try:
             together = len(requests) > 1 and decoding.supports(self.inference_model())
-        except Exception:  # noqa: BLE001 - `write` serves each its grounding answer and says why
+        except Exception:  # `write` then serves each its grounding answer and says why
             together = False
         if not together:
             return [self.write(question, grounding, guard=guard) for question, grounding in requests]
@@ -225,7 +225,7 @@ class Writer:
             with self.threads(), torch.inference_mode():
                 jobs = [self._decode_job(model, prompt, 1, budget, deadline, self._copy_bias(grounding, len(prompt)))
                         for prompt, budget, (_, grounding) in zip(prompts, budgets, requests, strict=True)]
-                rows = [tokens[0].tolist() for tokens, _, _ in decoding.sample(model, jobs, self.end_id, self.pad_id)]
+                rows = [tokens[0].tolist() for tokens, _, _ in decoding.decode(model, jobs, self.end_id, self.pad_id)]
             seconds = time.monotonic() - started
             return [self._reply(grounding, len(prompt), *_until_end(row, self.end_id), budget, seconds, guard)
                     for row, prompt, budget, (_, grounding) in zip(rows, prompts, budgets, requests, strict=True)]
@@ -306,7 +306,7 @@ class Writer:
                 deadline = math.inf if time_limit is None else time.monotonic() + time_limit
                 jobs = [self._sample_job(model, own_loop, *requests[i], temperature, top_p, max_new_tokens, deadline)
                         for i in batch]
-                drawn = (decoding.sample(model, jobs, self.end_id, self.pad_id) if own_loop else [
+                drawn = (decoding.decode(model, jobs, self.end_id, self.pad_id) if own_loop else [
                     generate_samples(model, job, _shared_prefix_cache(model, list(job.prompt), job.rows,
                                                                       self._system_prefix(model, job.prompt)),
                                      self.end_id, self.pad_id) for job in jobs])
@@ -316,7 +316,7 @@ class Writer:
     def _sample_job(self, model: Any, own_loop: bool, question: str, grounding: Sequence[str], k: int, seed: int,
                     temperature: float | None, top_p: float | None, max_new_tokens: int | None,
                     deadline: float) -> Any:
-        """One request to sample, as a decoding.SampleJob: its processors (copy bias, temperature, top-p) and a
+        """One request to sample, as a decoding.DecodeJob: its processors (copy bias, temperature, top-p) and a
         generator seeded with `seed`."""
         import torch
 
@@ -331,12 +331,12 @@ class Writer:
 
     def _decode_job(self, model: Any, prompt: list[int], rows: int, budget: int, deadline: float, processors: Any,
                     generator: Any = None, read_prefix: bool = True) -> Any:
-        """A decoding.SampleJob for `prompt` from its system prefix's keys and values (with `read_prefix`; the
+        """A decoding.DecodeJob for `prompt` from its system prefix's keys and values (with `read_prefix`; the
         `generate` path reads its own); no `generator`: greedy."""
-        from .decoding import SampleJob
+        from .decoding import DecodeJob
 
         cache = _shared_prefix_cache(model, prompt, 1, self._system_prefix(model, prompt)) if read_prefix else None
-        return SampleJob(prompt, cache, rows, budget, deadline, processors, generator)
+        return DecodeJob(prompt, cache, rows, budget, deadline, processors, generator)
 
     def reply_logprobs(self, question: str, grounding: Sequence[str], replies: Sequence[str]) -> list[float]:
         """log p(reply + end-of-turn | prompt) under the untempered writer, by teacher forcing."""

@@ -89,8 +89,8 @@ def test_replies_written_together_are_those_written_one_at_a_time(writer, monkey
                                                                                    [EXPRESS, RETURNS])]
     requests = asked * 3  # 9: a pass of 8, then one alone
     passes = []
-    sample = decoding.sample
-    monkeypatch.setattr(decoding, "sample", lambda model, jobs, *args: passes.append(len(jobs)) or sample(
+    decode = decoding.decode
+    monkeypatch.setattr(decoding, "decode", lambda model, jobs, *args: passes.append(len(jobs)) or decode(
         model, jobs, *args))
     together = quick.write_many(requests)
     assert passes == [8]
@@ -109,7 +109,7 @@ def test_replies_written_together_fall_back_alone_on_a_timeout_or_an_error(write
     def broken(*_args):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(decoding, "sample", broken)
+    monkeypatch.setattr(decoding, "decode", broken)
     replies = writer.write_many(requests)
     assert [r.text for r in replies] == [RETURNS, EXPRESS]
     assert all(r.fallback and "out of memory" in r.reason for r in replies)
