@@ -26,6 +26,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -62,9 +63,7 @@ def greedy(model: Any, prompt: Sequence[int], cache: Any, budget: int, deadline:
     itself would have chosen, in one pass over the weights; a wrong guess costs a little more arithmetic, never a
     different token choice than one token at a time would make, up to float rounding (the products' sums run in
     another order for several rows)."""
-    known = cache.get_seq_length() if cache is not None else 0
-    prefill = model(input_ids=torch.tensor([list(prompt[known:])]), past_key_values=cache, use_cache=True,
-                    logits_to_keep=1)
+    prefill = _prefill(model, prompt, cache)
     state = _DecodeState(model, [(prefill.past_key_values, 1)], room=budget + draft)
     sequence = list(prompt)
     new: list[int] = []
@@ -119,12 +118,8 @@ def decode(model: Any, jobs: Sequence[DecodeJob], end_id: int, pad_id: int
     """
     from .batches import chosen_logprobs
 
-    prefills = []
-    for job in jobs:
-        known = job.cache.get_seq_length() if job.cache is not None else 0
-        prefills.append(model(input_ids=torch.tensor([list(job.prompt[known:])]), past_key_values=job.cache,
-                              use_cache=True, logits_to_keep=1))
-    starts = [sum(job.rows for job in jobs[:j]) for j in range(len(jobs) + 1)]  # job j's rows: starts[j]:starts[j+1]
+    prefills = [_prefill(model, job.prompt, job.cache) for job in jobs]
+    starts = [0, *accumulate(job.rows for job in jobs)]  # job j's rows: starts[j]:starts[j+1]
     logits = torch.cat([pre.logits[:, -1].float().expand(job.rows, -1)  # (rows, V): all rows start from the prompt
                         for pre, job in zip(prefills, jobs, strict=True)])
     sequences = [torch.tensor([list(job.prompt)]).repeat(job.rows, 1) for job in jobs]
@@ -157,6 +152,14 @@ def decode(model: Any, jobs: Sequence[DecodeJob], end_id: int, pad_id: int
             groups = [(pre.past_key_values, job.rows) for pre, job in zip(prefills, jobs, strict=True)]
             state = _DecodeState(model, groups, room=max(job.budget for job in jobs))
         logits = state.step_rows(tokens.tolist())
+
+
+def _prefill(model: Any, prompt: Sequence[int], cache: Any) -> Any:
+    """The model's output for the tokens of `prompt` that `cache` (or None) does not hold yet: the cache grown by
+    them, and the logits after the last one."""
+    known = cache.get_seq_length() if cache is not None else 0
+    return model(input_ids=torch.tensor([list(prompt[known:])]), past_key_values=cache, use_cache=True,
+                 logits_to_keep=1)
 
 
 def _draw(scores: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

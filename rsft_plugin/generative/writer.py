@@ -259,10 +259,7 @@ class Writer:
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
                                  max_new_tokens=budget, do_sample=False, max_time=limit, eos_token_id=self.end_id,
                                  pad_token_id=self.pad_id, logits_processor=bias)
-        new = out[0, len(prompt):].tolist()
-        if self.end_id in new:
-            return new[: new.index(self.end_id)], True
-        return new, False
+        return _until_end(out[0, len(prompt):].tolist(), self.end_id)
 
     def grounding_token_counts(self, grounding: Sequence[str]) -> dict[int, int]:
         """How often each token occurs in the grounding answers the writer sees (copying.py)."""
