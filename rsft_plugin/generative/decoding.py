@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from .cache_api import cache_of, with_cache
 from .quantised import QuantisedDecode
 
 _LOCK = threading.Lock()
@@ -64,7 +65,7 @@ def greedy(model: Any, prompt: Sequence[int], cache: Any, budget: int, deadline:
     different token choice than one token at a time would make, up to float rounding (the products' sums run in
     another order for several rows)."""
     prefill = _prefill(model, prompt, cache)
-    state = _DecodeState(model, [(prefill.past_key_values, 1)], room=budget + draft)
+    state = _DecodeState(model, [(cache_of(prefill), 1)], room=budget + draft)
     sequence = list(prompt)
     new: list[int] = []
     rows, guesses = prefill.logits[0, -1:], []  # rows[i]: the logits after the step's token and guesses[:i]
@@ -149,7 +150,7 @@ def decode(model: Any, jobs: Sequence[DecodeJob], end_id: int, pad_id: int
             return [(torch.stack(d, dim=1), torch.stack(q, dim=1), torch.stack(p, dim=1))
                     for d, q, p in zip(drawn, log_q, log_p, strict=True)]
         if state is None:
-            groups = [(pre.past_key_values, job.rows) for pre, job in zip(prefills, jobs, strict=True)]
+            groups = [(cache_of(pre), job.rows) for pre, job in zip(prefills, jobs, strict=True)]
             state = _DecodeState(model, groups, room=max(job.budget for job in jobs))
         logits = state.step_rows(tokens.tolist())
 
@@ -158,7 +159,7 @@ def _prefill(model: Any, prompt: Sequence[int], cache: Any) -> Any:
     """The model's output for the tokens of `prompt` that `cache` (or None) does not hold yet: the cache grown by
     them, and the logits after the last one."""
     known = cache.get_seq_length() if cache is not None else 0
-    return model(input_ids=torch.tensor([list(prompt[known:])]), past_key_values=cache, use_cache=True,
+    return model(input_ids=torch.tensor([list(prompt[known:])]), **with_cache(cache), use_cache=True,
                  logits_to_keep=1)
 
 

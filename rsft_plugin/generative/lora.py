@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ModelLoadError
+from .cache_api import cache_of, with_cache
 from .checkpoint import find_checkpoint, load_base
 from .precision import training_arithmetic, training_precision
 from .settings import LoraTraining, WriterSettings
@@ -282,7 +283,7 @@ def _reply_loss(model: Any, batch: list[list[Row]], pad_id: int) -> tuple[Any, i
     tail_ids, labels = pad_batch(tails, pad_id)  # (n, S)
     mask = torch.cat([context_mask[owner], _length_mask(tails, tail_ids)], dim=1)  # (n, C + S)
     positions = torch.tensor([[prompt_len - 1 + t for t in range(tail_ids.shape[1])] for _, prompt_len in rows])
-    hidden = causal_lm.model(input_ids=tail_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+    hidden = causal_lm.model(input_ids=tail_ids, attention_mask=mask, position_ids=positions, **with_cache(cache),
                              use_cache=True).last_hidden_state  # (n, S, d)
     targets = labels[:, 1:]  # position t predicts token t+1
     where = targets != -100
@@ -307,7 +308,7 @@ def _read_contexts(decoder: Any, contexts: list[list[int]], pad_id: int) -> tupl
     shared = len(os.path.commonprefix(contexts))  # element by element: works on token lists as on strings
     cache = None
     if shared:
-        cache = decoder(input_ids=torch.tensor([contexts[0][:shared]]), use_cache=True).past_key_values
+        cache = cache_of(decoder(input_ids=torch.tensor([contexts[0][:shared]]), use_cache=True))
         cache.batch_repeat_interleave(len(contexts))
     rests = [(context[shared:], 0) for context in contexts]
     width = max(len(rest) for rest, _ in rests)
@@ -318,8 +319,8 @@ def _read_contexts(decoder: Any, contexts: list[list[int]], pad_id: int) -> tupl
     rest_mask = _length_mask(rests, rest_ids)
     mask = torch.cat([shared_mask, rest_mask], dim=1)
     positions = torch.arange(shared, shared + width).expand(len(contexts), width)
-    cache = decoder(input_ids=rest_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                    use_cache=True).past_key_values
+    cache = cache_of(decoder(input_ids=rest_ids, attention_mask=mask, position_ids=positions, **with_cache(cache),
+                             use_cache=True))
     return cache, mask
 
 

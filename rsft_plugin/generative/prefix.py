@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 
+from .cache_api import cache_of, with_cache
+
 _LOCK = threading.Lock()
 # model -> prefix token ids -> its cache; weak, so a dropped inference copy frees its prefixes
 _PREFIXES: weakref.WeakKeyDictionary[Any, dict[tuple[int, ...], PrefixCache]] = weakref.WeakKeyDictionary()
@@ -108,6 +110,6 @@ def _read(model: Any, ids: tuple[int, ...], start: PrefixCache | None = None) ->
     offset = len(start.ids) if start is not None else 0
     with torch.inference_mode():
         # the decoder alone: the prefix's logits are not needed
-        cache = model.get_decoder()(input_ids=torch.tensor([ids[offset:]]), use_cache=True,
-                                    past_key_values=start.fresh() if start is not None else None).past_key_values
+        cache = cache_of(model.get_decoder()(input_ids=torch.tensor([ids[offset:]]), use_cache=True,
+                                             **with_cache(start.fresh() if start is not None else None)))
     return PrefixCache(ids, cache)

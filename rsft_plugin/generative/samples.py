@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .cache_api import with_cache
+
 
 @dataclass(frozen=True)
 class SampledReply:
@@ -69,7 +71,7 @@ def generate_samples(model: Any, job: Any, cache: Any, end_id: int, pad_id: int)
     with torch.random.fork_rng(devices=[]):
         torch.set_rng_state(job.generator.get_state())
         out = model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, do_sample=True,
+            input_ids=ids, attention_mask=torch.ones_like(ids), **with_cache(cache), do_sample=True,
             temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=job.budget, max_time=left,
             eos_token_id=end_id, pad_token_id=pad_id, return_dict_in_generate=True,
             output_scores=True, output_logits=True, logits_processor=job.processors)

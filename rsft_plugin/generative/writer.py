@@ -33,6 +33,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from .budget import reply_budget
+from .cache_api import cache_of, with_cache
 from .copying import copy_bias_processor, grounding_token_counts
 from .replies import Reply, failed_reply, reply_of
 from .samples import SampledReply, decode_passes, generate_samples, sampled_replies
@@ -256,7 +257,7 @@ class Writer:
                 return decoding.greedy(model, prompt, cache, budget, deadline, self.end_id, bias,
                                        self.settings.draft_tokens)
             ids = torch.tensor([prompt])  # (1, P)
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **with_cache(cache),
                                  max_new_tokens=budget, do_sample=False, max_time=limit, eos_token_id=self.end_id,
                                  pad_token_id=self.pad_id, logits_processor=bias)
         return _until_end(out[0, len(prompt):].tolist(), self.end_id)
@@ -369,8 +370,8 @@ def _shared_prefix_cache(model: Any, prompt: list[int], rows: int, system: Prefi
     start = len(system.ids) if system is not None else 0
     if start < len(prompt) - 1:
         # the decoder alone: the prompt's logits are not needed
-        cache = model.get_decoder()(input_ids=torch.tensor([prompt[start:-1]]), past_key_values=cache,
-                                    use_cache=True).past_key_values
+        cache = cache_of(model.get_decoder()(input_ids=torch.tensor([prompt[start:-1]]), **with_cache(cache),
+                                             use_cache=True))
     cache.batch_repeat_interleave(rows)
     return cache
 

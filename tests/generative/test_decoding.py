@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from rsft_plugin.generative import decoding
+from rsft_plugin.generative.cache_api import cache_of
 from rsft_plugin.generative.settings import WriterSettings
 from rsft_plugin.generative.writer import Writer
 
@@ -51,7 +52,7 @@ def test_each_steps_logits_are_the_models(which, writer, tuned_writer) -> None:
     prompt = chosen.prompt_ids(QUESTIONS[0], [RETURNS])
     following = [13, 1078, 357, 1488, 30]  # any tokens: the steps must match whatever they read
     with torch.inference_mode():
-        cache = model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values
+        cache = cache_of(model(input_ids=torch.tensor([prompt]), use_cache=True))
         state = decoding._DecodeState(model, [(cache, 1)], room=len(following))
         steps = torch.stack([state.step([token])[0] for token in following])  # (5, V)
         whole = model(input_ids=torch.tensor([prompt + following])).logits[0, -len(following):]
@@ -68,7 +69,7 @@ def test_a_step_of_several_tokens_gives_each_ones_logits_and_forgets_wrong_guess
     following = [13, 1078, 357, 1488, 30]
 
     def state() -> decoding._DecodeState:
-        cache = model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values
+        cache = cache_of(model(input_ids=torch.tensor([prompt]), use_cache=True))
         return decoding._DecodeState(model, [(cache, 1)], room=len(following) + 2)
 
     with torch.inference_mode():
@@ -125,7 +126,7 @@ def test_q_k_and_v_as_one_4bit_product_give_the_bits_of_three(which, writer, tun
 
     def steps() -> torch.Tensor:
         with torch.inference_mode():
-            cache = model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values
+            cache = cache_of(model(input_ids=torch.tensor([prompt]), use_cache=True))
             state = decoding._DecodeState(model, [(cache, 1)], room=3)
             return torch.stack([state.step([token])[0] for token in (13, 1078, 357)])
 
@@ -167,7 +168,7 @@ def test_rows_stepped_together_get_the_logits_each_would_get_alone(writer) -> No
     prompt = writer.prompt_ids(QUESTIONS[1], [EXPRESS])
     following = [[13, 1078], [357, 30], [1488, 13]]  # three rows, two steps, different tokens
     with torch.inference_mode():
-        cache = model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values
+        cache = cache_of(model(input_ids=torch.tensor([prompt]), use_cache=True))
         together = decoding._DecodeState(model, [(cache, 3)], room=2)
         stepped = [together.step_rows([row[t] for row in following]) for t in range(2)]  # (3, V) each
         for r, row in enumerate(following):
@@ -184,7 +185,7 @@ def test_prompts_of_different_lengths_stepped_together_get_the_logits_each_would
     assert len(prompts[0]) != len(prompts[1])
     following = [[13, 1078], [357, 30], [1488, 13]]  # rows 0-1 continue prompt 0, row 2 prompt 1
     with torch.inference_mode():
-        caches = [model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values for prompt in prompts]
+        caches = [cache_of(model(input_ids=torch.tensor([prompt]), use_cache=True)) for prompt in prompts]
         together = decoding._DecodeState(model, [(caches[0], 2), (caches[1], 1)], room=2)
         stepped = [together.step_rows([row[t] for row in following]) for t in range(2)]  # (3, V) each
         for r, row in enumerate(following):

@@ -16,6 +16,7 @@ import torch
 
 from rsft_plugin.generative import quantised, serving
 from rsft_plugin.generative import writer as writer_module
+from rsft_plugin.generative.cache_api import cache_of, with_cache
 from rsft_plugin.generative.serving import FastLinear, FusedGatedMLP, build_inference_copy, inference_model
 from rsft_plugin.generative.writer import Writer
 
@@ -54,8 +55,8 @@ def _decode_step_logits(model, ids: torch.Tensor, rows: int = 1) -> torch.Tensor
     (for `rows` identical rows, as sampling decodes K rows at once)."""
     batch = ids.repeat(rows, 1)
     with torch.inference_mode():
-        cache = model(input_ids=batch[:, :-1], use_cache=True).past_key_values
-        return model(input_ids=batch[:, -1:], past_key_values=cache).logits
+        cache = cache_of(model(input_ids=batch[:, :-1], use_cache=True))
+        return model(input_ids=batch[:, -1:], **with_cache(cache)).logits
 
 
 def _float32_copy(model):

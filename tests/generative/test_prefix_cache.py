@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from rsft_plugin.generative import prefix as prefix_module
+from rsft_plugin.generative.cache_api import with_cache
 from rsft_plugin.generative.settings import WriterSettings
 from rsft_plugin.generative.writer import Writer
 
@@ -59,7 +60,7 @@ def test_logits_and_greedy_replies_are_those_of_reading_the_whole_prompt(which, 
     ids = torch.tensor([prompt])
     with torch.inference_mode():
         whole = model(input_ids=ids).logits[:, -1]
-        cached = model(input_ids=ids[:, len(system.ids):], past_key_values=system.fresh()).logits[:, -1]
+        cached = model(input_ids=ids[:, len(system.ids):], **with_cache(system.fresh())).logits[:, -1]
     assert torch.allclose(cached, whole, atol=1e-4, rtol=1e-5)
     from_cache = chosen.write(QUESTION, [RETURNS, EXPRESS], guard=False)
     with whole_prompt():
