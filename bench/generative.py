@@ -254,16 +254,22 @@ def measure(model: Any, questions: list[Any], fixed: Any) -> dict[str, Any]:
         numbers = quality_of(model.writing_outcomes_of(written, questions)).to_dict()
         # the top answer each reply was grounded in (the retriever's): tells a wrong reply's retriever from its writer
         numbers["grounding_topic_correct"] = _topic_share([a.answer for a in written], questions)
+        # what a word-for-word copy of that answer would score: the writer's ceiling given its retriever
+        numbers["grounding_similarity"] = _similarity(fixed, [a.answer.text for a in written], questions)
     else:  # a retrieval reply is a bank answer: faithful by construction
         answered = model.answer_many([clean_text(q.question) or "?" for q in questions])
-        index = {a.topic: i for i, a in enumerate(fixed.bank.answers)}
-        served = fixed.encode([a.text for a in answered])
-        labelled = fixed.answer_embeddings[[index[q.topic] for q in questions]]
-        similarity = round((served * labelled).sum(dim=1).clamp(0, 1).mean().item(), 4)
+        similarity = _similarity(fixed, [a.text for a in answered], questions)
         right = _topic_share(answered, questions)
         numbers = {"n": len(questions), "topic_correct": right, "similarity": similarity, "violations": 0.0,
                    "fallbacks": 0.0, "served_topic_correct": right, "served_similarity": similarity}
     return {**numbers, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _similarity(fixed: Any, texts: list[str], questions: list[Any]) -> float:
+    """Mean fixed-MiniLM cosine of each text to its question's labelled answer, clipped to [0, 1] as the gate's."""
+    index = {a.topic: i for i, a in enumerate(fixed.bank.answers)}
+    labelled = fixed.answer_embeddings[[index[q.topic] for q in questions]]
+    return round((fixed.encode(texts) * labelled).sum(dim=1).clamp(0, 1).mean().item(), 4)
 
 
 def _topic_share(answers: list[Any], questions: list[Any]) -> float:

@@ -394,7 +394,9 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
              "(the top grounding answer where serving replaced the written reply), *grounded* = of the top "
              "grounding answer (the writer's retriever; retrieval: the answer itself; – where not recorded), "
              "*sim* = mean similarity of what "
-             "was written to the labelled answer (fixed MiniLM), *viol* = faithfulness violations %, *fallb.* = "
+             "was written to the labelled answer (fixed MiniLM), *copy sim* = of the top grounding answer itself "
+             "(what a word-for-word copy would score: the writer's ceiling given its retriever; – where not "
+             "recorded), *viol* = faithfulness violations %, *fallb.* = "
              "grounding answer served instead (off topic, unfaithful, cut, error).", ""]
     rows = []
     for kind in ("retrieval", "generative"):
@@ -404,10 +406,12 @@ def generative_markdown(result: dict[str, Any], image_prefix: str) -> str:
             for name in names:
                 n = numbers[name]
                 grounded = n.get("grounding_topic_correct", n["topic_correct"] if kind == "retrieval" else None)
+                copied = n.get("grounding_similarity", n["similarity"] if kind == "retrieval" else None)
                 row += [pct(n["topic_correct"]), pct(n.get("served_topic_correct")), pct(grounded),
-                        num(n["similarity"], 3), pct(n["violations"])]
+                        num(n["similarity"], 3), num(copied, 3), pct(n["violations"])]
             rows.append(row + [pct(numbers[traffic].get("fallbacks"))])
-    columns = [column for name in names for column in (f"{name} topic", "served", "grounded", "sim", "viol")]
+    columns = [column for name in names
+               for column in (f"{name} topic", "served", "grounded", "sim", "copy sim", "viol")]
     lines += _table(["", *columns, f"fallb. ({traffic})"], rows)
     lines += _retrievers_on_truth(result.get("retrievers_on_truth"), traffic)
     lines += ["", f"Generative rounds (peak RSS of the whole run {num(result['generative'].get('peak_rss_mb'), 0)} "
