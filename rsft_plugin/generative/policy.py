@@ -131,11 +131,11 @@ class GenerativePolicy:
             return []
         grounded = self.retriever.answer_many(queries)
         groundings = [self._grounding(found) for found in grounded]
-        to_write = [i for i, found in enumerate(grounded) if found.score >= self.config.min_score]
-        written = iter(self.writer.write_many([(queries[i], [a.text for a in groundings[i]]) for i in to_write]))
-        replies = [(next(written) if found.score >= self.config.min_score else
-                    Reply(answers[0].text, True, "low_score", 0, 0, 0.0), answers)
-                   for found, answers in zip(grounded, groundings, strict=True)]
+        writes = [found.score >= self.config.min_score for found in grounded]
+        written = iter(self.writer.write_many([(query, [a.text for a in answers]) for query, answers, write
+                                               in zip(queries, groundings, writes, strict=True) if write]))
+        replies = [(next(written) if write else Reply(answers[0].text, True, "low_score", 0, 0, 0.0), answers)
+                   for answers, write in zip(groundings, writes, strict=True)]
         topics = self.nearest_answers([reply.text for reply, _ in replies])
         results = []
         for found, (reply, answers), (nearest, _cosine) in zip(grounded, replies, topics, strict=True):
