@@ -76,6 +76,9 @@ SMOKE = {"prompts": 4, "rounds": 1, "k": 2, "new_tokens": 8, "eval": 3, "golden"
 SECTIONS = {"collect": {"min_prompts": 2, "replay": 0}, "reject": {
     "rule": "threshold", "r_min": 0.0, "min_accepted": 1}, "gate": {**ALWAYS_PROMOTE, "writer_worse_level": 0.0}}
 RETRIEVAL_SECTIONS = {"collect": {"min_prompts": 2, "replay": 0}, "reject": {"min_accepted": 3}}
+# golden's train split holds 360 questions: 3 rounds of 120 ask each of them once (with 80, a third never reached
+# the rounds; the issue's round is 200 prompts, more than golden can fill); bitext keeps 80 to stay near an hour
+TRAFFIC_SIZES = {"golden": {"prompts": 120}}
 # where the rounds' traffic comes from -> the results file
 TRAFFIC = {"bitext": "generative.json", "golden": "generative_golden.json"}
 
@@ -95,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
                            ("gate_questions", "held-out questions the round's gate writes replies for"),
                            ("grounding", "bank answers the writer sees per question"),
                            ("truth", "further questions of the traffic's set both arms' retrievers answer")):
-        parser.add_argument("--" + key.replace("_", "-"), type=int, help=f"{help_text} (default {FULL[key]})")
+        by_traffic = "".join(f"; {bigger[key]} with --traffic {name}" for name, bigger in TRAFFIC_SIZES.items()
+                             if key in bigger)
+        parser.add_argument("--" + key.replace("_", "-"), type=int,
+                            help=f"{help_text} (default {FULL[key]}{by_traffic})")
     parser.add_argument("--s-min", type=float,
                         help=f"reject.s_min_written of the generative rounds (default {FULL['s_min']})")
     parser.add_argument("--noise", type=float, help=f"share of wrong ratings (default {FULL['noise']})")
@@ -105,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="toy sizes, then check the output")
     parser.add_argument("--keep-work", action="store_true", help="keep the temporary rsft installations")
     args = parser.parse_args(argv)
-    sizes = dict(SMOKE if args.smoke else FULL)
+    sizes = dict(SMOKE) if args.smoke else {**FULL, **TRAFFIC_SIZES.get(args.traffic, {})}
     for key in FULL:
         if getattr(args, key, None) is not None:
             sizes[key] = getattr(args, key)

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,10 @@ WRITER_FORMAT = 1
 
 # progress(stage, fraction in [0, 1], message), as rounds report it
 Progress = Callable[[str, float, str], None]
+# peft (0.21, the newest) reads `model.is_gradient_checkpointing` whenever it wraps a model, which transformers 5.x
+# deprecates with a FutureWarning: one in every round's log and at every load of a version with an adapter, about a
+# property none of our code uses
+PEFT_WRAP_NOTICE = r"`is_gradient_checkpointing` is deprecated"
 
 
 def _no_progress(stage: str, fraction: float, message: str) -> None:
@@ -186,6 +191,7 @@ def load_writer(directory: str | Path, cache_root: str | Path, settings: WriterS
     if record.get("adapter"):
         from peft import PeftModel
 
+        _hide_peft_wrap_notice()
         try:
             model = PeftModel.from_pretrained(model, directory, is_trainable=False)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
@@ -194,6 +200,12 @@ def load_writer(directory: str | Path, cache_root: str | Path, settings: WriterS
     writer = Writer(model, tokenizer, settings.keeping_weights_of(saved) if settings else saved, checkpoint)
     writer.prepare()  # the inference copy and the system prefix's cache now, not at a served version's first reply
     return writer
+
+
+def _hide_peft_wrap_notice() -> None:
+    # at call time, not import time, so that it holds whatever filters were set since (a test's "always" too);
+    # filterwarnings drops an identical earlier entry, so calling it per wrap does not grow the filter list
+    warnings.filterwarnings("ignore", message=PEFT_WRAP_NOTICE, category=FutureWarning)
 
 
 def _fields(example: WriterExample) -> tuple[str, tuple[str, ...], str]:
@@ -217,6 +229,7 @@ def _trainable_copy(writer: Writer, seed: int) -> Writer:
         from peft import LoraConfig, get_peft_model
 
         s = writer.settings
+        _hide_peft_wrap_notice()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = get_peft_model(model, LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -74,6 +75,18 @@ def test_a_saved_writer_references_its_base_and_reloads(tmp_path, writer, traine
     # settings from rsft.yml override the saved ones; the adapter stays
     faster = load_writer(tmp_path / "v", BASE_CACHE, WriterSettings(time_limit_seconds=1.0))
     assert faster.settings.time_limit_seconds == 1.0 and hasattr(faster.model, "peft_config")
+
+
+def test_wrapping_for_training_and_loading_an_adapter_leave_the_log_free_of_peft_notices(
+        tmp_path, writer, trained) -> None:
+    from rsft_plugin.generative.lora import _trainable_copy
+
+    save_writer(trained[0].writer, tmp_path / "v")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # what a test or `python -W always` sets: the product's filter must still hold
+        _trainable_copy(writer, seed=3)  # peft wraps the live writer's model for a round's LoRA
+        load_writer(tmp_path / "v", BASE_CACHE)  # and the saved adapter of a served version
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
 
 
 def test_the_untuned_writer_saves_without_an_adapter(tmp_path, writer) -> None:
