@@ -21,7 +21,7 @@ help:
 	@echo "make bench-speed    latency, throughput, long conversations, hot swap, one round (~6 min; docs/benchmarks.md)"
 	@echo "make bench-feedback choices and implicit signals vs ratings alone, 3 seeds (docs/benchmarks.md)"
 	@echo "make bench-generative  the writer vs retrieval from noisy ratings, seconds per stage (~50 min; docs/benchmarks.md)"
-	@echo "make bench-generative-golden  the same with the rounds on the golden set against the shop's own bank (~66 min)"
+	@echo "make bench-generative-golden  the same with the rounds on the golden set against the shop's own bank (~45 min)"
 	@echo "make bench-oos      out-of-scope caught vs in-scope refused per model.min_score (~1 min)"
 	@echo "make bench-scaled   100 customers through the scaled stack, and throughput single vs scaled (~10 min)"
 	@echo "make bench-round-scale  one round on a PostgreSQL log of 100,000 synthetic turns: fill time, stage seconds (~10 min)"

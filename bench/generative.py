@@ -26,11 +26,11 @@ Protocol (the product's own round, rsft_plugin.rounds.run_round, in a temporary 
 
 With `--traffic golden` the rounds run on the golden set's train split instead, against the shop's own bank
 (data/answers.yml, whose answers are about twice as long as bitext's), and both arms are measured on its held-out
-split only (`--golden` questions; the further questions for the retrievers are the rest of the set):
-bench/results/generative_golden.json.
+split only (`--golden` questions; the further questions for the retrievers are the rest of the set), 120 prompts a
+round by default (each of its 360 train questions once in 3 rounds): bench/results/generative_golden.json.
 
     python -m bench.generative --out bench/results          # the committed run (make bench-generative, ~50 min)
-    python -m bench.generative --traffic golden --out bench/results  # rounds on the shop's bank (~66 min)
+    python -m bench.generative --traffic golden --out bench/results  # rounds on the shop's bank (~45 min, 3 × 120)
     python -m bench.generative --smoke --out var/bench-smoke  # minutes-long version with checks (make bench-smoke)
 """
 
