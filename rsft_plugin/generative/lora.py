@@ -191,7 +191,7 @@ def load_writer(directory: str | Path, cache_root: str | Path, settings: WriterS
     if record.get("adapter"):
         from peft import PeftModel
 
-        _hide_peft_wrap_notice()
+        hide_peft_wrap_notice()
         try:
             model = PeftModel.from_pretrained(model, directory, is_trainable=False)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
@@ -202,7 +202,8 @@ def load_writer(directory: str | Path, cache_root: str | Path, settings: WriterS
     return writer
 
 
-def _hide_peft_wrap_notice() -> None:
+def hide_peft_wrap_notice() -> None:
+    """Call just before peft wraps a model (`PEFT_WRAP_NOTICE`)."""
     # at call time, not import time, so that it holds whatever filters were set since (a test's "always" too);
     # filterwarnings drops an identical earlier entry, so calling it per wrap does not grow the filter list
     warnings.filterwarnings("ignore", message=PEFT_WRAP_NOTICE, category=FutureWarning)
@@ -229,7 +230,7 @@ def _trainable_copy(writer: Writer, seed: int) -> Writer:
         from peft import LoraConfig, get_peft_model
 
         s = writer.settings
-        _hide_peft_wrap_notice()
+        hide_peft_wrap_notice()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = get_peft_model(model, LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,

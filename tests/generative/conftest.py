@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import copy
 import os
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from rsft_plugin.generative.checkpoint import BaseCheckpoint, ensure_checkpoint
-from rsft_plugin.generative.lora import PEFT_WRAP_NOTICE
+from rsft_plugin.generative.lora import hide_peft_wrap_notice
 from rsft_plugin.generative.settings import WriterSettings
 from rsft_plugin.generative.writer import Writer
 
@@ -46,8 +45,8 @@ def lora_model(writer: Writer):
     """A peft LoRA model over a copy of `writer.model` whose adapter changes the logits (a fresh one is zero)."""
     from peft import LoraConfig, get_peft_model
 
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=PEFT_WRAP_NOTICE, category=FutureWarning)  # peft's, as in lora.py
+    hide_peft_wrap_notice()  # as the product does wherever peft wraps a model
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         tuned = get_peft_model(copy.deepcopy(writer.model), LoraConfig(r=8, lora_alpha=16,
                                                                        target_modules=["q_proj", "v_proj"]))
