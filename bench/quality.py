@@ -448,6 +448,7 @@ class _DatasetBench:
                 "pairs": len(pairs), "acceptance_rate": 1.0, "precision": round(sum(right) / len(right), 4),
                 "finetune": {"epochs": tuned.epochs_run, "best_epoch": tuned.best_epoch,
                              "train_pairs": tuned.train_pairs, "val_pairs": tuned.val_pairs,
+                             "refit_epochs": tuned.refit_epochs,
                              "examples_per_second": round(tuned.examples_per_second, 1)},
                 "round_seconds": round(seconds, 2), "round_cpu_seconds": round(cpu, 2),
                 "finetune_seconds": round(train_seconds, 2),

@@ -181,7 +181,7 @@ class _Round:
                              self._progress, show_bar=self.show_bar)
             self._note(finetune={"epochs": tuned.epochs_run, "best_epoch": tuned.best_epoch,
                                  "best_val_loss": round(tuned.best_val_loss, 4), "train_pairs": tuned.train_pairs,
-                                 "val_pairs": tuned.val_pairs,
+                                 "val_pairs": tuned.val_pairs, "refit_epochs": tuned.refit_epochs,
                                  "examples_per_second": round(tuned.examples_per_second, 1),
                                  "precision": tuned.precision, "threads": tuned.threads, "history": tuned.history})
             candidate = self._with_memory(tuned.model)

@@ -290,6 +290,32 @@ def test_finetune_learns_the_accepted_pairs(pretrained, bank):
     assert after > before or after == 1.0
 
 
+def test_refit_trains_on_the_validation_pairs_too(pretrained, bank):
+    from rsft_plugin.models.retrieval_training import _split, index_pairs
+
+    # arbitrary labels: an answer is learned for a prompt only when that prompt's pair reaches the weights
+    questions = ["where is my order", "cancel my subscription", "change my address", "the app keeps crashing",
+                 "do you have gift cards", "how do I reset my password", "my coupon does not work",
+                 "can I pay with PayPal", "is there a student discount", "who do I call about a broken item",
+                 "how long does a refund take", "I want to speak to someone"]
+    ids = [answer.id for answer in bank.answers]
+    pairs = [TrainingPair(q, ids[(3 * n + 1) % len(ids)]) for n, q in enumerate(questions)]
+    config = FinetuneConfig(max_epochs=2, batch_size=4, learning_rate=5e-4, val_fraction=0.25)
+    _, val = _split(index_pairs(pairs, bank), config.val_fraction, config.seed)
+    assert val, "the split must hold some pairs out for this test to mean anything"
+    held_out = [(p.prompt, p.answer_index) for p in val]
+
+    def target_probability(model) -> float:
+        return float(np.mean([model.policy(q)[index] for q, index in held_out]))
+
+    first_pass = finetune(pretrained, pairs, config, show_bar=False)
+    refit = finetune(pretrained, pairs, replace(config, refit=True), show_bar=False)
+    assert first_pass.refit_epochs == 0 and first_pass.train_pairs == len(pairs) - len(val)
+    assert refit.refit_epochs == refit.best_epoch >= 1 and refit.train_pairs == len(pairs)
+    assert refit.best_epoch == first_pass.best_epoch  # the same first pass chose the epochs
+    assert target_probability(refit.model) > 2 * target_probability(first_pass.model)
+
+
 def test_gate_refuses_a_deliberately_worse_model_and_says_why(pretrained):
     worse = ResponseModel(copy.deepcopy(pretrained.encoder), pretrained.bank, pretrained.config)
     with torch.no_grad():

@@ -133,6 +133,7 @@ class FinetuneResult:
     history: list[dict[str, float]] = field(default_factory=list)
     precision: str = "float32"  # of the training passes (the generative kind's LoRA may run in bfloat16)
     threads: int = 0  # torch threads the training passes ran with (0: not recorded)
+    refit_epochs: int = 0  # epochs of the second pass on every pair, validation ones too (0: none; finetune.refit)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ so the model must beat them by that much. Only the top `trainable_layers` transf
 
 Speed on 2 CPU cores: the answer side is encoded once per epoch without gradients (not every step), so a step
 costs one forward/backward pass over the batch's prompts only; the frozen layers keep no activations for
-backward. Early stopping watches the loss on a validation split of the accepted pairs; the best epoch is kept.
+backward. Early stopping watches the loss on a validation split of the accepted pairs and picks the number of
+epochs; then, with `finetune.refit`, a fresh copy trains that many epochs on every pair (`finetune_retrieval`).
 """
 
 from __future__ import annotations
@@ -57,17 +58,46 @@ def index_pairs(pairs: list[TrainingPair], bank: AnswerBank) -> list[IndexedPair
 
 def finetune_retrieval(live: EncoderModel, pairs: list[TrainingPair], config: FinetuneConfig,
                        progress: Progress = no_progress, show_bar: bool = True) -> FinetuneResult:
-    """Train a copy of `live` on `pairs`; `live` itself is never modified."""
+    """Train a copy of `live` on `pairs`; `live` itself is never modified.
+
+    Early stopping on the validation split picks the number of epochs. With `finetune.refit` a second copy
+    of `live` then trains that many epochs on every pair, the validation ones too, and is the result: a round's
+    first questions are few, and the split alone kept 15 % of them out of the weights.
+    """
+    indexed = index_pairs(pairs, live.bank)
+    train, val = _split(indexed, config.val_fraction, config.seed)
+    refit = config.refit and bool(val)
+    chosen = _train(live, train, val, config, progress if not refit else _first_half(progress), show_bar)
+    if not refit:
+        return chosen
+    again = _train(live, indexed, [], config, _second_half(progress), show_bar, epochs=max(1, chosen.best_epoch))
+    return FinetuneResult(again.model, chosen.epochs_run + again.epochs_run, chosen.best_epoch,
+                          chosen.best_val_loss, len(indexed), len(val), again.examples_per_second,
+                          chosen.history, threads=again.threads, refit_epochs=again.epochs_run)
+
+
+def _first_half(progress: Progress) -> Progress:
+    return lambda stage, fraction, message: progress(stage, fraction / 2, message)
+
+
+def _second_half(progress: Progress) -> Progress:
+    return lambda stage, fraction, message: progress(stage, 0.5 + fraction / 2, f"on every pair: {message}")
+
+
+def _train(live: EncoderModel, train: list[IndexedPair], val: list[IndexedPair], config: FinetuneConfig,
+           progress: Progress, show_bar: bool, epochs: int | None = None) -> FinetuneResult:
+    """Train a copy of `live` on `train`. Without `epochs`: up to `max_epochs`, stopping early on the loss over
+    `val` (the training pairs when empty) and keeping the best epoch's weights; with it: exactly that many epochs,
+    keeping the last."""
     encoder, trainable, optimizer = trainable_copy(live, config)
-    train, val = _split(index_pairs(pairs, live.bank), config.val_fraction, config.seed)
     answer_texts = [a.text for a in live.bank.answers]
     rng = np.random.default_rng(config.seed)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total_steps = steps_per_epoch * config.max_epochs
+    total_steps = steps_per_epoch * (epochs or config.max_epochs)
     best_loss, best_epoch, best_state, history = math.inf, 0, None, []
     stale, seen, train_seconds = 0, 0, 0.0
     bar = tqdm(total=total_steps, desc="fine-tune", unit="step", disable=not show_bar, leave=False)
-    for epoch in range(1, config.max_epochs + 1):
+    for epoch in range(1, (epochs or config.max_epochs) + 1):
         # (A, d), refreshed once per epoch; cloned out of inference mode so autograd may save it
         answers = embed(encoder, answer_texts, live.config.max_query_chars).clone()
         started = time.perf_counter()
@@ -85,6 +115,10 @@ def finetune_retrieval(live: EncoderModel, pairs: list[TrainingPair], config: Fi
             progress("finetune", min(1.0, bar.n / total_steps), f"epoch {epoch}, loss {loss.item():.3f}")
         encoder.eval()
         train_seconds += time.perf_counter() - started
+        if epochs is not None:  # a fixed count: no validation, the last epoch's weights are kept
+            history.append({"epoch": epoch, "train_loss": epoch_loss / max(1, len(train))})
+            best_epoch, best_state = epoch, None
+            continue
         val_loss = _validation_loss(encoder, val or train, answer_texts, config, live.config.max_query_chars)
         history.append({"epoch": epoch, "train_loss": epoch_loss / max(1, len(train)), "val_loss": val_loss})
         if val_loss < best_loss - 1e-4:
@@ -97,7 +131,8 @@ def finetune_retrieval(live: EncoderModel, pairs: list[TrainingPair], config: Fi
     bar.close()
     with torch.no_grad():
         for name, parameter in trainable.items():
-            parameter.copy_(best_state[name])
+            if best_state is not None:
+                parameter.copy_(best_state[name])
             parameter.requires_grad_(False)
     model = type(live)(encoder, live.bank, live.config)
     return FinetuneResult(model, len(history), best_epoch, best_loss, len(train), len(val),
