@@ -70,7 +70,7 @@ def finetune_retrieval(live: EncoderModel, pairs: list[TrainingPair], config: Fi
     chosen = _train(live, train, val, config, progress if not refit else _first_half(progress), show_bar)
     if not refit:
         return chosen
-    again = _train(live, indexed, [], config, _second_half(progress), show_bar, epochs=max(1, chosen.best_epoch))
+    again = _train(live, indexed, [], config, _second_half(progress), show_bar, epochs=chosen.best_epoch)
     return FinetuneResult(again.model, chosen.epochs_run + again.epochs_run, chosen.best_epoch,
                           chosen.best_val_loss, len(indexed), len(val), again.examples_per_second,
                           chosen.history, threads=again.threads, refit_epochs=again.epochs_run)
@@ -93,11 +93,13 @@ def _train(live: EncoderModel, train: list[IndexedPair], val: list[IndexedPair],
     answer_texts = [a.text for a in live.bank.answers]
     rng = np.random.default_rng(config.seed)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total_steps = steps_per_epoch * (epochs or config.max_epochs)
+    fixed = epochs is not None  # a fixed count: no validation, the last epoch's weights are kept
+    n_epochs = epochs if fixed else config.max_epochs
+    total_steps = steps_per_epoch * n_epochs
     best_loss, best_epoch, best_state, history = math.inf, 0, None, []
     stale, seen, train_seconds = 0, 0, 0.0
     bar = tqdm(total=total_steps, desc="fine-tune", unit="step", disable=not show_bar, leave=False)
-    for epoch in range(1, (epochs or config.max_epochs) + 1):
+    for epoch in range(1, n_epochs + 1):
         # (A, d), refreshed once per epoch; cloned out of inference mode so autograd may save it
         answers = embed(encoder, answer_texts, live.config.max_query_chars).clone()
         started = time.perf_counter()
@@ -115,9 +117,8 @@ def _train(live: EncoderModel, train: list[IndexedPair], val: list[IndexedPair],
             progress("finetune", min(1.0, bar.n / total_steps), f"epoch {epoch}, loss {loss.item():.3f}")
         encoder.eval()
         train_seconds += time.perf_counter() - started
-        if epochs is not None:  # a fixed count: no validation, the last epoch's weights are kept
+        if fixed:
             history.append({"epoch": epoch, "train_loss": epoch_loss / max(1, len(train))})
-            best_epoch, best_state = epoch, None
             continue
         val_loss = _validation_loss(encoder, val or train, answer_texts, config, live.config.max_query_chars)
         history.append({"epoch": epoch, "train_loss": epoch_loss / max(1, len(train)), "val_loss": val_loss})
@@ -129,9 +130,11 @@ def _train(live: EncoderModel, train: list[IndexedPair], val: list[IndexedPair],
             if stale >= config.patience:
                 break
     bar.close()
+    if fixed:
+        best_epoch = n_epochs
     with torch.no_grad():
         for name, parameter in trainable.items():
-            if best_state is not None:
+            if not fixed:
                 parameter.copy_(best_state[name])
             parameter.requires_grad_(False)
     model = type(live)(encoder, live.bank, live.config)
