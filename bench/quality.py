@@ -387,7 +387,7 @@ class _DatasetBench:
                 "accepted": stats.get("accepted"), "acceptance_rate": stats.get("acceptance_rate"),
                 "rating_noise_rate": stats.get("rating_noise_rate"),
                 "precision": self._precision(parts.log, result.round_id),
-                "finetune": {k: v for k, v in (stats.get("finetune") or {}).items() if k != "history"},
+                "finetune": stats.get("finetune") or {},
                 "round_seconds": round(seconds, 2), "round_cpu_seconds": round(cpu, 2), "feed_seconds": fed["seconds"],
                 "stage_seconds": result.stage_seconds})
             self.log(f"{rule} noise {noise:g} round {number}: {result.status}, held-out {accuracy:.1%}, served "

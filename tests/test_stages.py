@@ -316,6 +316,29 @@ def test_refit_trains_on_the_validation_pairs_too(pretrained, bank):
     assert target_probability(refit.model) > 2 * target_probability(first_pass.model)
 
 
+def test_stopping_on_accuracy_keeps_the_epoch_that_ranks_most_validation_pairs_first(pretrained, bank):
+    from rsft_plugin.golden import load_golden
+    from rsft_plugin.models.retrieval_training import _split, index_pairs
+
+    # a quarter of the labels wrong, as careless 👍 make them: their loss grows as the model learns the rest
+    questions = load_golden(REPO / "data" / "golden.csv", bank, "train")[:40]
+    ids = [answer.id for answer in bank.answers]
+    right = [ids.index(next(a.id for a in bank.answers if a.topic == q.topic)) for q in questions]
+    pairs = [TrainingPair(q.question, ids[(index + 7 * (n % 4 == 0)) % len(ids)])
+             for n, (q, index) in enumerate(zip(questions, right, strict=True))]
+    config = FinetuneConfig(max_epochs=4, batch_size=8, learning_rate=3e-4, val_fraction=0.3, patience=4,
+                            stop_on="accuracy")
+    result = finetune(pretrained, pairs, config, show_bar=False)
+    history = result.history
+    by_loss = min(history, key=lambda h: h["val_loss"])["epoch"]
+    by_accuracy = max(history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))["epoch"]
+    assert by_loss != by_accuracy, "the two criteria must disagree for this test to mean anything"
+    assert result.best_epoch == by_accuracy
+    _, val = _split(index_pairs(pairs, bank), config.val_fraction, config.seed)
+    kept = np.mean([int(np.argmax(result.model.policy(p.prompt))) == p.answer_index for p in val])
+    assert kept == pytest.approx(history[by_accuracy - 1]["val_accuracy"])  # that epoch's weights, not the last
+    assert finetune(pretrained, pairs, replace(config, stop_on="loss"), show_bar=False).best_epoch == by_loss
+
 def test_gate_refuses_a_deliberately_worse_model_and_says_why(pretrained):
     worse = ResponseModel(copy.deepcopy(pretrained.encoder), pretrained.bank, pretrained.config)
     with torch.no_grad():

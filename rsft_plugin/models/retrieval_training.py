@@ -9,8 +9,9 @@ so the model must beat them by that much. Only the top `trainable_layers` transf
 
 Speed on 2 CPU cores: the answer side is encoded once per epoch without gradients (not every step), so a step
 costs one forward/backward pass over the batch's prompts only; the frozen layers keep no activations for
-backward. Early stopping watches the loss on a validation split of the accepted pairs and picks the number of
-epochs; then, with `finetune.refit`, a fresh copy trains that many epochs on every pair (`finetune_retrieval`).
+backward. Early stopping watches a validation split of the accepted pairs (`finetune.stop_on`: its loss, or how
+many of them rank their answer first) and picks the number of epochs; then, with `finetune.refit`, a fresh copy
+trains that many epochs on every pair (`finetune_retrieval`).
 """
 
 from __future__ import annotations
@@ -86,9 +87,9 @@ def _second_half(progress: Progress) -> Progress:
 
 def _train(live: EncoderModel, train: list[IndexedPair], val: list[IndexedPair], config: FinetuneConfig,
            progress: Progress, show_bar: bool, epochs: int | None = None) -> FinetuneResult:
-    """Train a copy of `live` on `train`. Without `epochs`: up to `max_epochs`, stopping early on the loss over
-    `val` (the training pairs when empty) and keeping the best epoch's weights; with it: exactly that many epochs,
-    keeping the last."""
+    """Train a copy of `live` on `train`. Without `epochs`: up to `max_epochs`, stopping early on `val` (the
+    training pairs when empty; `config.stop_on` says what counts as better) and keeping the best epoch's weights;
+    with it: exactly that many epochs, keeping the last."""
     encoder, trainable, optimizer = trainable_copy(live, config)
     answer_texts = [a.text for a in live.bank.answers]
     rng = np.random.default_rng(config.seed)
@@ -96,7 +97,7 @@ def _train(live: EncoderModel, train: list[IndexedPair], val: list[IndexedPair],
     fixed = epochs is not None  # a fixed count: no validation, the last epoch's weights are kept
     n_epochs = epochs if fixed else config.max_epochs
     total_steps = steps_per_epoch * n_epochs
-    best_loss, best_epoch, best_state, history = math.inf, 0, None, []
+    best_loss, best_accuracy, best_epoch, best_state, history = math.inf, -1.0, 0, None, []
     stale, seen, train_seconds = 0, 0, 0.0
     bar = tqdm(total=total_steps, desc="fine-tune", unit="step", disable=not show_bar, leave=False)
     for epoch in range(1, n_epochs + 1):
@@ -120,10 +121,11 @@ def _train(live: EncoderModel, train: list[IndexedPair], val: list[IndexedPair],
         if fixed:
             history.append({"epoch": epoch, "train_loss": epoch_loss / max(1, len(train))})
             continue
-        val_loss = _validation_loss(encoder, val or train, answer_texts, config, live.config.max_query_chars)
-        history.append({"epoch": epoch, "train_loss": epoch_loss / max(1, len(train)), "val_loss": val_loss})
-        if val_loss < best_loss - 1e-4:
-            best_loss, best_epoch, stale = val_loss, epoch, 0
+        val_loss, val_accuracy = _validation(encoder, val or train, answer_texts, config, live.config.max_query_chars)
+        history.append({"epoch": epoch, "train_loss": epoch_loss / max(1, len(train)), "val_loss": val_loss,
+                        "val_accuracy": val_accuracy})
+        if _better(config.stop_on, val_loss, val_accuracy, best_loss, best_accuracy):
+            best_loss, best_accuracy, best_epoch, stale = val_loss, val_accuracy, epoch, 0
             best_state = {k: v.detach().clone() for k, v in trainable.items()}
         else:
             stale += 1
@@ -166,22 +168,43 @@ def pair_loss(encoder, batch: list[IndexedPair], answers: torch.Tensor, config: 
               max_chars: int) -> torch.Tensor:
     """Cross-entropy over the bank `answers` (A, d) with hard-negative margins, for one batch of pairs."""
     queries = encode_for_training(encoder, [p.prompt for p in batch], max_chars)  # (B, d)
-    logits = queries @ answers.T / config.train_temperature  # (B, A)
+    return _loss_from_logits(queries @ answers.T / config.train_temperature, batch, config)
+
+
+def _loss_from_logits(logits: torch.Tensor, batch: list[IndexedPair], config: FinetuneConfig) -> torch.Tensor:
     margins = torch.zeros_like(logits)
     for row, pair in enumerate(batch):
         if pair.hard_negatives:
             margins[row, list(pair.hard_negatives)] = config.hard_negative_margin / config.train_temperature
-    targets = torch.tensor([p.answer_index for p in batch])
-    return F.cross_entropy(logits + margins, targets)
+    return F.cross_entropy(logits + margins, _targets(batch))
 
 
-def _validation_loss(encoder, pairs: list[IndexedPair], answer_texts: list[str], config: FinetuneConfig,
-                     max_chars: int) -> float:
+def _targets(batch: list[IndexedPair]) -> torch.Tensor:
+    return torch.tensor([p.answer_index for p in batch])
+
+
+def _better(stop_on: str, loss: float, accuracy: float, best_loss: float, best_accuracy: float) -> bool:
+    """Whether an epoch's validation beats the best so far. "accuracy": more validation pairs ranked first, a
+    lower loss breaking ties — the loss alone is ruled by the few wrongly accepted pairs, whose loss grows as the
+    model learns the rest."""
+    if stop_on == "accuracy" and accuracy != best_accuracy:
+        return accuracy > best_accuracy
+    return loss < best_loss - 1e-4
+
+
+def _validation(encoder, pairs: list[IndexedPair], answer_texts: list[str], config: FinetuneConfig,
+                max_chars: int) -> tuple[float, float]:
+    """The loss over `pairs` and the share of them whose accepted answer the model ranks first."""
     answers = embed(encoder, answer_texts, max_chars)
+    total_loss, right = 0.0, 0
     with torch.inference_mode():
-        total = sum(pair_loss(encoder, pairs[i:i + 256], answers, config, max_chars).item() * len(pairs[i:i + 256])
-                    for i in range(0, len(pairs), 256))
-    return total / len(pairs)
+        for start in range(0, len(pairs), 256):
+            batch = pairs[start:start + 256]
+            queries = encode_for_training(encoder, [p.prompt for p in batch], max_chars)
+            logits = queries @ answers.T / config.train_temperature
+            total_loss += _loss_from_logits(logits, batch, config).item() * len(batch)
+            right += int((logits.argmax(dim=1) == _targets(batch)).sum())
+    return total_loss / len(pairs), right / len(pairs)
 
 
 def _split(pairs: list[IndexedPair], fraction: float, seed: int) -> tuple[list[IndexedPair], list[IndexedPair]]:
