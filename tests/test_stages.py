@@ -339,6 +339,7 @@ def test_stopping_on_accuracy_keeps_the_epoch_that_ranks_most_validation_pairs_f
     assert kept == pytest.approx(history[by_accuracy - 1]["val_accuracy"])  # that epoch's weights, not the last
     assert finetune(pretrained, pairs, replace(config, stop_on="loss"), show_bar=False).best_epoch == by_loss
 
+
 def test_gate_refuses_a_deliberately_worse_model_and_says_why(pretrained):
     worse = ResponseModel(copy.deepcopy(pretrained.encoder), pretrained.bank, pretrained.config)
     with torch.no_grad():
