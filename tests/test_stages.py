@@ -322,8 +322,8 @@ def test_stopping_on_accuracy_keeps_the_epoch_that_ranks_most_validation_pairs_f
 
     # a quarter of the labels wrong, as careless 👍 make them: their loss grows as the model learns the rest
     questions = load_golden(REPO / "data" / "golden.csv", bank, "train")[:40]
-    ids = [answer.id for answer in bank.answers]
-    right = [ids.index(next(a.id for a in bank.answers if a.topic == q.topic)) for q in questions]
+    ids = bank.ids
+    right = [next(index for index, answer in enumerate(bank.answers) if answer.topic == q.topic) for q in questions]
     pairs = [TrainingPair(q.question, ids[(index + 7 * (n % 4 == 0)) % len(ids)])
              for n, (q, index) in enumerate(zip(questions, right, strict=True))]
     config = FinetuneConfig(max_epochs=4, batch_size=8, learning_rate=3e-4, val_fraction=0.3, patience=4,
