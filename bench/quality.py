@@ -386,6 +386,7 @@ class _DatasetBench:
                 "trainable_prompts": stats.get("trainable_prompts"), "candidates": stats.get("candidates"),
                 "accepted": stats.get("accepted"), "acceptance_rate": stats.get("acceptance_rate"),
                 "rating_noise_rate": stats.get("rating_noise_rate"),
+                "posterior_trusted": stats.get("posterior_trusted"),
                 "precision": self._precision(parts.log, result.round_id),
                 "finetune": stats.get("finetune") or {},
                 "round_seconds": round(seconds, 2), "round_cpu_seconds": round(cpu, 2), "feed_seconds": fed["seconds"],

@@ -6,7 +6,7 @@ from .errors import RsftError
 from .log import RoundRecord, Turn
 
 _STAT_LINES = ("prompts", "trainable_prompts", "gate_prompts", "replayed_prompts", "candidates", "rated_turns_used",
-               "rating_noise_rate", "accepted", "acceptance_rate", "reward_mean")
+               "rating_noise_rate", "posterior_trusted", "accepted", "acceptance_rate", "reward_mean")
 
 
 def describe_round(row: RoundRecord | None, round_id: int) -> str:

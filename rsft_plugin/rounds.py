@@ -161,7 +161,8 @@ class _Round:
             rewards = [s.reward for s in scored]
             self._note(rated_turns_used=len(rated), signals_used=dict(Counter(s.kind for s in signals)),
                        signal_votes=len(votes), reward_mean=float(np.mean(rewards)) if rewards else 0.0,
-                       rating_noise_rate=noise["rate"] if noise else None, rating_noise=noise)
+                       rating_noise_rate=noise["rate"] if noise else None, rating_noise=noise,
+                       posterior_trusted=scores.posterior_trusted)
         with self._stage("reject"):
             bound = self.config.score.w_similarity + self.config.score.w_rating
             r_max = max(rewards, default=bound) if self.config.reject.r_max == "observed" else bound

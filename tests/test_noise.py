@@ -10,10 +10,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rsft_plugin.config import ScoreConfig
+from rsft_plugin.config import FeedbackConfig, ScoreConfig
 from rsft_plugin.errors import ConfigError
-from rsft_plugin.log import Turn
+from rsft_plugin.log import Signal, Turn
 from rsft_plugin.models.encoder import embed
+from rsft_plugin.stages.evidence import signal_evidence
 from rsft_plugin.stages.noise import RATING, Observation, Question, SignalRates, estimate, posteriors
 from rsft_plugin.stages.records import Prompt, PromptSet, SampledCandidate
 from rsft_plugin.stages.score import score_round, smoothed_rating
@@ -178,3 +179,40 @@ def test_em_scoring_caps_each_sender_so_one_troll_cannot_make_an_answer_trusted(
     assert (scored["back_in_stock"].rating_up, scored["back_in_stock"].rating_down) == pytest.approx((1.0, 2.0))
     assert scored["back_in_stock"].similarity < 1.0 and scored["back_in_stock"].rating < 0.5
     assert noise.summary()["observations"] == pytest.approx(3)  # fifty 👍 from one sender weigh one here too
+
+
+@pytest.mark.parametrize("noise_model", ["none", "em"])
+def test_trust_posterior_trusts_a_confident_answer_after_a_thumbs_down_then_none_of_these(bank, embed_fixed,
+                                                                                       noise_model):
+    """A 👎 and then "None of these" on the next-best answers: when the policy was sure of the rated answer, the
+    noise model finds the 👎 more likely careless than the answer wrong; `trust_posterior` then trusts it."""
+    down = [_rated("t", "ann", NEIGHBOURS[0], "refund_status", 0)]
+    none = signal_evidence([Signal(id=1, turn_id="t", sender_id="ann", kind="none_of_these", reply_key=None,
+                                   created_at="2026-11-30T00:00:00", user_text=NEIGHBOURS[0], model_version="v0001",
+                                   served_key="refund_status")],
+                           FeedbackConfig(), offered=lambda s: ["shipping_costs", "back_in_stock"])
+
+    def scored(prior, **settings):
+        prompt_set = PromptSet([Prompt(0, PROMPT, ("t",), False, False)], embed_fixed([PROMPT]))
+        candidates = [SampledCandidate(0, i, a, bank.get(a).text, a, a, q, 0.5, "v0001")
+                      for i, (a, q) in enumerate(prior.items())]
+        scores = score_round(candidates, prompt_set, down, [], bank, embed_fixed,
+                             ScoreConfig(noise_model=noise_model, **settings), none)
+        counted.append(scores.posterior_trusted)
+        return {s.candidate.key: s for s in scores.scored}
+
+    counted: list[int] = []  # each call's count of answers trusted only by their posterior
+    sure = {"refund_status": 0.85, "shipping_costs": 0.1, "back_in_stock": 0.05}
+    unsure = {"refund_status": 0.4, "shipping_costs": 0.35, "back_in_stock": 0.25}
+    off = scored(sure)
+    on = scored(sure, trust_posterior=0.5)
+    assert off["refund_status"].similarity == 0.0, "today: a 👎 answer is never a reference"
+    assert on["refund_status"].similarity == 1.0 and on["refund_status"].rating > 0.5
+    assert on["refund_status"].reward > max(s.reward for k, s in on.items() if k != "refund_status")
+    doubtful = scored(unsure, trust_posterior=0.5)
+    assert doubtful["refund_status"].similarity == 0.0, "the policy was not sure: the 👎 stands"
+    never_rated = scored({"shipping_costs": 0.9, "refund_status": 0.05, "back_in_stock": 0.05}, trust_posterior=0.5)
+    assert never_rated["shipping_costs"].similarity < 1.0, "not rated, only turned down by 'None of these'"
+    assert counted == [0, 1, 0, 0]
+    with pytest.raises(ConfigError, match="trust_posterior"):
+        ScoreConfig(trust_posterior=1.0)

@@ -64,6 +64,10 @@ class ScoreConfig:
         "none: rating = the smoothed 👍 share, one 👍 trusts an answer. em: rating = the posterior that the answer "
         "is right, from the live policy's prior and the ratings, with the rate of wrong ratings estimated by EM "
         "(rsft_plugin/stages/noise.py). The rate is estimated and reported either way.", "none")
+    trust_posterior: float = _help(
+        "Also trust an answer customers rated, 👍 or 👎, when the noise model's posterior that it is right "
+        "exceeds this (0: off): a 👎 then 'None of these' on an answer the policy was sure of is often "
+        "a careless 👎. Under noise_model none such an answer is also rated by its posterior.", 0.0)
     noise_start: float = _help("EM: the starting rate of wrong ratings, also where its pseudo-counts sit.", 0.1)
     noise_prior_strength: float = _help("EM: pseudo-ratings at noise_start; fewer real ratings move it less.", 10.0)
     noise_symmetric: bool = _help("EM: one rate for 👎 on right and 👍 on wrong answers (false: two rates).", True)
@@ -85,6 +89,7 @@ class ScoreConfig:
         _check(self.prior_up > 0 and self.prior_down > 0, "score", "prior_up", "priors must be > 0")
         _check(0 < self.neighbour_cosine <= 1, "score", "neighbour_cosine", "must be in (0, 1]")
         _check(0 <= self.trusted_rating < 1, "score", "trusted_rating", "must be in [0, 1)")
+        _check(0 <= self.trust_posterior < 1, "score", "trust_posterior", "must be in [0, 1) (0: off)")
         _check(self.max_weight_per_sender > 0, "score", "max_weight_per_sender", "must be > 0")
         _check(self.noise_model in ("none", "em"), "score", "noise_model", "must be none or em")
         _check(0 < self.noise_start < 0.5, "score", "noise_start", "must be in (0, 0.5)")

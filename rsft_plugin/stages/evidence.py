@@ -11,8 +11,9 @@ A 👍/👎 is one vote of weight 1. Besides ratings (issue 11, items 1 and 2):
                     signal about one                                            written from, × grounding_weight
 
 A weight of 0 leaves the signal out. Each vote carries its kind: the noise model gives ratings, choices and implicit
-signals their own error rates, and only explicit evidence (a 👍 or a pick) can make an answer *trusted* — a polite
-"thanks" moves an answer's rating but never makes it a reference for others.
+signals their own error rates, and only explicit evidence (a 👍 or a pick; with `score.trust_posterior`, also a
+rated answer the noise model finds right despite a 👎) can make an answer *trusted* — a polite "thanks" moves an
+answer's rating but never makes it a reference for others.
 """
 
 from __future__ import annotations

@@ -17,12 +17,15 @@ prompt's right answer: the live policy's q(c | prompt) (tempered by `prior_power
 rating as an observation whose error rate EM estimates from all of the round's ratings at once. A 👎 on one answer
 then raises the others in proportion to their prior, and an answer is trusted when its posterior exceeds
 `trusted_rating` and it has at least one 👍 — one careless 👍 no longer makes an answer a reference. The rate is
-estimated (and recorded with the round) under either model; with `noise_model: none` it changes no score.
+estimated (and recorded with the round) under either model; with `noise_model: none` it changes no score
+unless `trust_posterior` is set (below).
 
 Choices ("Was it one of these?") and implicit signals (stages/evidence.py) join the ratings as weighted votes of
 their own kind: a pick counts `feedback.choice_weight` 👍, a "thanks" `feedback.thanks_weight` 👍, and so on; in
 the EM model they are observations with their own (fixed) error rates. Only explicit votes — 👍 and picks — can
-make an answer trusted.
+make an answer trusted. With `trust_posterior` > 0 (either model) a rated answer is also trusted when the noise
+model's posterior that it is right exceeds it, 👎 or not — a careless 👎 followed by "None of these" on an answer the
+policy was sure of — and, under `noise_model: none`, rated by that posterior.
 
 Candidates and trusted answers are identified by their key (the answer id for retrieval); each distinct key's text
 is embedded once per round.
@@ -60,6 +63,7 @@ class Vote(NamedTuple):
 class Scores:
     scored: list[ScoredCandidate]
     noise: noise.NoiseEstimate  # the rating noise EM found (used for the rewards only with noise_model em)
+    posterior_trusted: int = 0  # (prompt, answer) pairs trusted only because of `trust_posterior`
 
 
 def score_candidates(candidates: list[SampledCandidate], prompt_set: PromptSet, rated_turns: list[Turn],
@@ -90,20 +94,25 @@ def score_round(candidates: list[SampledCandidate], prompt_set: PromptSet, rated
         by_prompt[candidate.prompt_id].append(candidate)
     estimate = estimate_noise(by_prompt, votes, config)
     posterior_of = dict(zip(by_prompt, estimate.posteriors, strict=True))
-    scored = []
+    scored, posterior_trusted = [], 0
     for prompt_id, prompt_candidates in by_prompt.items():
         tallies = {answer: capped_votes(v, config.max_weight_per_sender) for answer, v in votes[prompt_id].items()}
+        posterior = posterior_of[prompt_id]
         if config.noise_model == "em":
-            posterior = posterior_of[prompt_id]
             ratings = {key: posterior.get(key, 0.0) for key in {*posterior, *(c.key for c in prompt_candidates)}}
         else:
             ratings = {key: smoothed_rating(*tallies.get(key, (0.0, 0.0)), config.prior_up, config.prior_down)
                        for key in {*tallies, *(c.key for c in prompt_candidates)}}
+        overruled = _posterior_trusted(votes[prompt_id], posterior, config.trust_posterior)
+        for answer in overruled:  # the noise model is sure the 👎 was careless: rate the answer as it does
+            ratings[answer] = max(ratings[answer], posterior[answer])
         explicit_up = {answer: capped_votes([v for v in answer_votes if v.kind in EXPLICIT],
                                             config.max_weight_per_sender)[0]
                        for answer, answer_votes in votes[prompt_id].items()}
         trusted = curated_answers[prompt_id] | {
             answer for answer, up in explicit_up.items() if up > 0 and ratings[answer] > config.trusted_rating}
+        posterior_trusted += len(overruled - trusted)
+        trusted |= overruled
         trusted_rows = [row_of[key] for key in trusted if key in row_of]
         for candidate in prompt_candidates:
             up, down = tallies.get(candidate.key, (0.0, 0.0))
@@ -112,7 +121,23 @@ def score_round(candidates: list[SampledCandidate], prompt_set: PromptSet, rated
             similarity = float(key_similarity[row, trusted_rows].max()) if trusted_rows else 0.0
             scored.append(ScoredCandidate(candidate, similarity, up, down, rating,
                                           reward(similarity, rating, config.w_similarity, config.w_rating)))
-    return Scores(scored, estimate)
+    return Scores(scored, estimate, posterior_trusted)
+
+
+def _posterior_trusted(prompt_votes: dict[str, list[Vote]], posterior: dict[str, float],
+                       bound: float) -> set[str]:
+    """The answers customers rated on this prompt's neighbourhood, 👍 or 👎, whose posterior of being right exceeds
+    `bound` (0: none) — `score.trust_posterior`. (A pick trusts its answer anyway; an answer that only a "None of
+    these" turned down has no rating of its own, and a prior alone trusts nothing.)
+
+    Why: with careless raters a 👎 followed by "None of these" on an answer the policy was sure of is often a
+    careless 👎 (the right answer would otherwise have been among those offered); the noise model weighs that
+    against the estimated rate of wrong ratings, where "one 👍" alone cannot (bench/none_of_these.py).
+    """
+    if bound <= 0:
+        return set()
+    return {answer for answer, answer_votes in prompt_votes.items()
+            if posterior.get(answer, 0.0) > bound and any(v.kind == noise.RATING for v in answer_votes)}
 
 
 def estimate_noise(by_prompt: dict[int, list[SampledCandidate]], votes: dict[int, dict[str, list[Vote]]],

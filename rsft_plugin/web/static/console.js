@@ -471,6 +471,7 @@
         ["Prompts", s.prompts], ["Candidates", s.candidates], ["Accepted", s.accepted], ["Acceptance rate", pct(s.acceptance_rate)],
         ["Mean reward", num(s.reward_mean)], ["Rated turns used", s.rated_turns_used],
         ["Estimated wrong ratings", typeof s.rating_noise_rate === "number" ? pct(s.rating_noise_rate) : "–"],
+        ["Answers trusted by the noise model", typeof s.posterior_trusted === "number" ? s.posterior_trusted : "–"],
         ["Held-out accuracy", typeof g.live_accuracy === "number" ? pct(g.live_accuracy) + " → " + pct(g.candidate_accuracy) : "–"],
         ["Kept-out ratings agreement", typeof g.rated_live === "number" ? pct(g.rated_live) + " → " + pct(g.rated_candidate) + " (" + g.rated_n + ")" : "–"],
         ["Written replies", g.written ? "topic-correct " + pct(g.written.live.topic_correct) + " → " + pct(g.written.candidate.topic_correct) +
