@@ -249,7 +249,8 @@ def finish_run(result: dict[str, Any], out_json: Path, started: float,
     result["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     write_json(out_json, result)
     plots = plot(result, out_json.parent)
-    print(f"wrote {out_json} and {', '.join(str(p) for p in plots)} in {result['meta']['wall_seconds']:.0f} s")
+    drawn = f" and {', '.join(str(p) for p in plots)}" if plots else ""
+    print(f"wrote {out_json}{drawn} in {result['meta']['wall_seconds']:.0f} s")
 
 
 def exit_status(problems: list[str]) -> int:
