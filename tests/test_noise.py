@@ -146,11 +146,12 @@ def test_em_scoring_needs_more_than_one_thumbs_up_against_the_policy(bank, embed
 
 
 def test_noise_model_none_scores_exactly_as_the_smoothed_rating_and_still_reports_the_rate(bank, embed_fixed):
+    """With `trust_posterior` off the posterior changes no score under `noise_model: none`."""
     rated = [_rated("r1", "ann", NEIGHBOURS[0], "refund_status", 1),
              _rated("r2", "bob", NEIGHBOURS[1], "shipping_costs", 0),
              _rated("r3", "bob", NEIGHBOURS[2], "shipping_costs", 1),
              _rated("r4", "cy", "do you sell garden furniture", "back_in_stock", 1)]
-    off, noise = _score(bank, embed_fixed, rated, noise_model="none")
+    off, noise = _score(bank, embed_fixed, rated, noise_model="none", trust_posterior=0.0)
     on, _ = _score(bank, embed_fixed, rated, noise_model="em")
     for scored in off.values():
         assert scored.rating == smoothed_rating(scored.rating_up, scored.rating_down)
@@ -204,7 +205,7 @@ def test_trust_posterior_trusts_a_confident_answer_after_a_thumbs_down_then_none
     counted: list[int] = []  # each call's count of answers trusted only by their posterior
     sure = {"refund_status": 0.85, "shipping_costs": 0.1, "back_in_stock": 0.05}
     unsure = {"refund_status": 0.4, "shipping_costs": 0.35, "back_in_stock": 0.25}
-    off = scored(sure)
+    off = scored(sure, trust_posterior=0.0)
     on = scored(sure, trust_posterior=0.5)
     assert off["refund_status"].similarity == 0.0, "today: a 👎 answer is never a reference"
     assert on["refund_status"].similarity == 1.0 and on["refund_status"].rating > 0.5
