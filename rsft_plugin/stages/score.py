@@ -25,7 +25,7 @@ their own kind: a pick counts `feedback.choice_weight` 👍, a "thanks" `feedbac
 the EM model they are observations with their own (fixed) error rates. Only explicit votes — 👍 and picks — can
 make an answer trusted. With `trust_posterior` > 0 (either model) a rated answer is also trusted when the noise
 model's posterior that it is right exceeds it, 👎 or not — a careless 👎 followed by "None of these" on an answer the
-policy was sure of — and, under `noise_model: none`, rated by that posterior.
+policy was sure of — and, under `noise_model: none`, rated by that posterior where it exceeds the smoothed rating.
 
 Candidates and trusted answers are identified by their key (the answer id for retrieval); each distinct key's text
 is embedded once per round.
@@ -104,7 +104,7 @@ def score_round(candidates: list[SampledCandidate], prompt_set: PromptSet, rated
             ratings = {key: smoothed_rating(*tallies.get(key, (0.0, 0.0)), config.prior_up, config.prior_down)
                        for key in {*tallies, *(c.key for c in prompt_candidates)}}
         overruled = _posterior_trusted(votes[prompt_id], posterior, config.trust_posterior)
-        for answer in overruled:  # the noise model is sure the 👎 was careless: rate the answer as it does
+        for answer in overruled:  # the noise model finds it right whatever its ratings say: rate it as EM does
             ratings[answer] = max(ratings[answer], posterior[answer])
         explicit_up = {answer: capped_votes([v for v in answer_votes if v.kind in EXPLICIT],
                                             config.max_weight_per_sender)[0]
