@@ -207,7 +207,7 @@ def test_trust_posterior_trusts_a_confident_answer_after_a_thumbs_down_then_none
     unsure = {"refund_status": 0.4, "shipping_costs": 0.35, "back_in_stock": 0.25}
     off = scored(sure, trust_posterior=0.0)
     on = scored(sure, trust_posterior=0.5)
-    assert off["refund_status"].similarity == 0.0, "today: a 👎 answer is never a reference"
+    assert off["refund_status"].similarity == 0.0, "off: a 👎 answer is never a reference"
     assert on["refund_status"].similarity == 1.0 and on["refund_status"].rating > 0.5
     assert on["refund_status"].reward > max(s.reward for k, s in on.items() if k != "refund_status")
     doubtful = scored(unsure, trust_posterior=0.5)
