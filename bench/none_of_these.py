@@ -26,17 +26,18 @@ from typing import Any
 
 import numpy as np
 
+from rsft_plugin import choices
 from rsft_plugin.config import Config
 from rsft_plugin.models.retrieval import policy_from_cosines
 from rsft_plugin.stages import noise
 from rsft_plugin.stages.evidence import CHOICE
+from rsft_plugin.stages.score import estimate_questions
 
 from .common import DATASETS, DEFAULT_DATASETS, DEFAULT_RESULTS, finish_run, resolve_datasets_dir, run_metadata
 from .quality import FULL, load_split, model_config, pretrained_policy
 
 NOISE = (0.05, 0.2, 0.4)
 CONFIDENT_MARGIN = 0.1  # cosine of the served answer minus the runner-up's
-POSTERIOR = 0.5  # today's score.trusted_rating
 
 
 @dataclass(frozen=True)
@@ -48,42 +49,33 @@ class NoneOfThese:
     posterior: float  # the noise model's P(served answer is right | every signal of the split)
 
 
-def none_events(cosines: np.ndarray, right_answer: np.ndarray,
+def none_events(cosines: np.ndarray, topics: list[str], labels: list[str],
                 flips: np.ndarray) -> tuple[list[NoneOfThese], dict[str, Any]]:
     """Simulate every question's customer on the pretrained policy and return the "None of these" events.
 
     Args:
-        cosines: (Q, A) question-answer cosines; right_answer: (Q, A) bool, the answer is of the question's label.
+        cosines: (Q, A) question-answer cosines; topics: each answer's topic; labels: each question's.
         flips: (Q,) bool, this customer's rating is wrong.
     """
     config = Config()
-    offered_count = config.feedback.choices
     questions, served = [], []
-    for i in range(len(cosines)):
+    for i, label in enumerate(labels):
         order = np.argsort(-cosines[i])
         prior = policy_from_cosines(cosines[i], config.sample.temperature)  # what a round's candidates carry
         top = order[0]
-        thumbs_up = bool(right_answer[i, top]) ^ bool(flips[i])
-        observations = [noise.Observation(str(top), thumbs_up)]
-        none = False
-        if not thumbs_up:
-            offered = order[1:1 + offered_count]
-            hit = [a for a in offered if right_answer[i, a]]
-            if hit:
-                observations.append(noise.Observation(str(hit[0]), True, CHOICE, config.feedback.choice_weight))
-            else:
-                none = True
-                observations += [noise.Observation(str(a), False, CHOICE, config.feedback.none_weight)
-                                 for a in offered]
-        candidates = order[:config.sample.k]
-        questions.append(noise.Question({str(a): float(prior[a]) for a in candidates}, observations))
-        served.append((none, top, float(cosines[i, top] - cosines[i, order[1]])))
-    start = noise.SignalRates(config.score.noise_start, config.score.noise_start)
-    found = noise.estimate(questions, {noise.RATING: start, CHOICE: start},
-                           prior_power=config.score.prior_power, fit_prior_power=config.score.fit_prior_power,
-                           prior_strength=config.score.noise_prior_strength)
-    events = [NoneOfThese(bool(right_answer[i, top]), margin, found.posteriors[i][str(top)])
-              for i, (none, top, margin) in enumerate(served) if none]
+        right = topics[top] == label
+        observations = [noise.Observation(str(top), right ^ bool(flips[i]))]
+        offered = [] if observations[0].positive else order[1:1 + config.feedback.choices]
+        clicked = choices.pick([(str(a), topics[a]) for a in offered], label) if len(offered) else None
+        if clicked == choices.NONE_OF_THESE:
+            observations += [noise.Observation(str(a), False, CHOICE, config.feedback.none_weight) for a in offered]
+        elif clicked is not None:
+            observations.append(noise.Observation(clicked, True, CHOICE, config.feedback.choice_weight))
+        questions.append(noise.Question({str(a): float(prior[a]) for a in order[:config.sample.k]}, observations))
+        served.append((clicked == choices.NONE_OF_THESE, top, right, float(cosines[i, top] - cosines[i, order[1]])))
+    found = estimate_questions(questions, config.score)
+    events = [NoneOfThese(right, margin, found.posteriors[i][str(top)])
+              for i, (none, top, right, margin) in enumerate(served) if none]
     return events, {"estimated_wrong_ratings": round(found.rates[noise.RATING].mean, 3),
                     "prior_power": round(found.prior_power, 2), "thumbs_down": sum(
                         not q.observations[0].positive for q in questions)}
@@ -91,7 +83,7 @@ def none_events(cosines: np.ndarray, right_answer: np.ndarray,
 
 def summarize(events: list[NoneOfThese]) -> dict[str, Any]:
     confident = [e for e in events if e.margin >= CONFIDENT_MARGIN]
-    trusted = [e for e in events if e.posterior > POSTERIOR]
+    trusted = [e for e in events if e.posterior > Config().score.trust_posterior]
 
     def right_share(some: list[NoneOfThese]) -> float | None:
         return round(sum(e.served_right for e in some) / len(some), 3) if some else None
@@ -108,15 +100,14 @@ def measure(name: str, datasets_dir: Path, noise_levels: list[float], seed: int)
     labels = [label for _, label in dataset.traffic]
     topics = [answer.topic for answer in dataset.bank.answers]
     cosines = model.cosines([text for text, _ in dataset.traffic])
-    right_answer = np.array(labels)[:, None] == np.array(topics)[None, :]
     rows = {}
     for level in noise_levels:
         flips = np.random.default_rng([seed, round(level * 1000)]).random(len(labels)) < level
-        events, fit = none_events(cosines, right_answer, flips)
+        events, fit = none_events(cosines, topics, labels, flips)
         rows[f"{level:g}"] = {**summarize(events), **fit, "wrong_ratings": int(flips.sum())}
         print(f"[{name}] {level:.0%} wrong ratings: {rows[f'{level:g}']}", flush=True)
-    return {"questions": len(labels), "served_right": round(float(right_answer[
-        np.arange(len(labels)), cosines.argmax(axis=1)].mean()), 3), "by_noise": rows}
+    served_right = [topics[a] == label for a, label in zip(cosines.argmax(axis=1), labels, strict=True)]
+    return {"questions": len(labels), "served_right": round(float(np.mean(served_right)), 3), "by_noise": rows}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,12 +13,12 @@ COSINES = np.array([
     [0.70, 0.65, 0.30, 0.20, 0.10, 0.00],  # served 0 (wrong: topic 1 is offered and clicked)
     [0.20, 0.80, 0.10, 0.05, 0.00, 0.00],  # served 1 (right)
 ])
-LABELS = [0, 5, 1, 1]
-RIGHT = np.arange(6)[None, :] == np.array(LABELS)[:, None]
+TOPICS = [f"topic{a}" for a in range(6)]
+LABELS = ["topic0", "topic5", "topic1", "topic1"]
 
 
 def test_an_honest_customer_says_none_of_these_only_after_a_wrong_answer_without_the_right_one_offered():
-    events, fit = none_events(COSINES, RIGHT, flips=np.zeros(4, dtype=bool))
+    events, fit = none_events(COSINES, TOPICS, LABELS, flips=np.zeros(4, dtype=bool))
     assert fit["thumbs_down"] == 2  # the two wrong answers
     assert [e.served_right for e in events] == [False]  # question 2's right answer was offered and clicked
     assert abs(events[0].margin - 0.05) < 1e-9
@@ -26,7 +26,7 @@ def test_an_honest_customer_says_none_of_these_only_after_a_wrong_answer_without
 
 def test_a_careless_thumbs_down_on_a_right_answer_ends_in_none_of_these():
     flips = np.array([True, False, False, True])  # both right answers rated 👎
-    events, fit = none_events(COSINES, RIGHT, flips)
+    events, fit = none_events(COSINES, TOPICS, LABELS, flips)
     assert fit["thumbs_down"] == 4
     assert sorted(e.served_right for e in events) == [False, True, True]
     summary = summarize(events)

@@ -165,6 +165,11 @@ def estimate_noise(by_prompt: dict[int, list[SampledCandidate]], votes: dict[int
                 vote.weight * min(1.0, config.max_weight_per_sender / per_sender[vote.sender]),
                 1 / pooled[vote.turn]) for vote in answer_votes]
         questions.append(noise.Question(prior, observations))
+    return estimate_questions(questions, config)
+
+
+def estimate_questions(questions: list[noise.Question], config: ScoreConfig) -> noise.NoiseEstimate:
+    """EM as a round runs it, over questions already built (bench/none_of_these.py builds its own)."""
     start = noise.SignalRates(config.noise_start, config.noise_start)
     # Only the ratings' rates are estimated; picks and implicit signals keep the starting rates (their weights say
     # how much each counts).
