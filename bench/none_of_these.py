@@ -71,7 +71,8 @@ def none_events(cosines: np.ndarray, topics: list[str], labels: list[str],
             observations += [noise.Observation(str(a), False, CHOICE, config.feedback.none_weight) for a in offered]
         elif clicked is not None:
             observations.append(noise.Observation(clicked, True, CHOICE, config.feedback.choice_weight))
-        questions.append(noise.Question({str(a): float(prior[a]) for a in order[:config.sample.k]}, observations))
+        questions.append(noise.Question({str(a): float(prior[a]) for a in order[:config.sample.k]}, observations,
+                                        unnamed=len(topics) - config.sample.k))
         served.append((clicked == choices.NONE_OF_THESE, top, right, float(cosines[i, top] - cosines[i, order[1]])))
     found = estimate_questions(questions, config.score)
     events = [NoneOfThese(right, margin, found.posteriors[i][str(top)])

@@ -63,6 +63,31 @@ def test_an_over_or_under_confident_policy_is_not_mistaken_for_noise_when_its_po
     assert (fitted.prior_power > 1) == (power < 1)  # it undoes the skew
 
 
+def test_a_spread_policy_whose_prior_names_only_the_sampled_answers_still_gives_the_true_rate():
+    """A round's prior names only the K answers it sampled; with 60 answers and a spread, under-confident policy
+    (right as often as its probabilities squared say) the unnamed rest holds over half the mass. That rest is 52
+    answers, not one: tempered as one answer, sharpening the prior made it every question's likeliest answer, so
+    EM could not fit the policy's under-confidence and blamed the ratings (0.34 here, and ~0.49 on banking77
+    whatever the truth, before 2026-12-06)."""
+    rng = np.random.default_rng(4)
+    answers, k, flip = 60, 8, 0.2
+    whole, sampled = [], []
+    for _ in range(600):
+        prior = np.exp(rng.normal(0, 1.0, answers))
+        prior /= prior.sum()
+        right, served = int(rng.choice(answers, p=prior ** 2 / (prior ** 2).sum())), int(prior.argmax())
+        rating = [Observation(f"a{served}", (served == right) != (rng.random() < flip))]
+        whole.append(Question({f"a{i}": float(p) for i, p in enumerate(prior)}, rating))
+        top = np.argsort(-prior)[:k]
+        sampled.append(Question({f"a{i}": float(prior[i]) for i in top}, rating, unnamed=answers - k))
+    assert np.mean([sum(q.prior.values()) for q in sampled]) < 0.5  # the spread case
+    by_whole = estimate(whole, START, fit_prior_power=True)
+    by_sampled = estimate(sampled, START, fit_prior_power=True)
+    assert by_whole.rates[RATING].mean == pytest.approx(flip, abs=0.05)
+    assert by_sampled.rates[RATING].mean == pytest.approx(by_whole.rates[RATING].mean, abs=0.03)
+    assert by_sampled.prior_power == pytest.approx(by_whole.prior_power, rel=0.15)  # ~2: it undoes the squaring
+
+
 def test_two_rates_are_estimated_apart_when_raters_err_one_way():
     questions, truth = _synthetic(seed=2, flip=0.0, questions=400)
     rng = np.random.default_rng(3)
@@ -132,6 +157,28 @@ def test_em_scoring_a_thumbs_down_on_the_live_answer_raises_the_others(bank, emb
         assert down[other].rating > unrated[other].rating
     assert down["shipping_costs"].rating / down["back_in_stock"].rating == pytest.approx(1.5)
     assert all(0 <= s.reward <= 2 for s in down.values())  # within w_similarity + w_rating: r_max still bounds it
+
+
+def test_em_scoring_counts_the_bank_answers_a_round_did_not_sample_as_that_many_answers(bank, embed_fixed):
+    """The sampled answers hold 0.6 of the policy; the other 0.4 is spread over the rest of the bank. Tempered
+    (prior_power 2) each of those is (0.4 / n)², so together n · (0.4 / n)², not 0.4² as if they were one answer. A
+    written reply's alternatives are uncounted: there the rest stays one answer."""
+    prompt_set = PromptSet([Prompt(0, PROMPT, ("t",), False, False)], embed_fixed([PROMPT]))
+    spread = {"refund_status": 0.3, "shipping_costs": 0.2, "back_in_stock": 0.1}
+    config = ScoreConfig(noise_model="em", prior_power=2.0, fit_prior_power=False)
+
+    def refund_rating(keys: dict[str, str]) -> float:
+        candidates = [SampledCandidate(0, i, keys.get(a, a), bank.get(a).text, a, a, q, 0.5, "v0001")
+                      for i, (a, q) in enumerate(spread.items())]
+        scores = score_round(candidates, prompt_set, [], [], bank, embed_fixed, config)
+        return next(s.rating for s in scores.scored if s.candidate.answer_id == "refund_status")
+
+    unnamed = len(bank.answers) - len(spread)
+    tempered = sum(q ** 2 for q in spread.values())
+    assert unnamed > 10
+    assert refund_rating({}) == pytest.approx(0.3 ** 2 / (tempered + unnamed * (0.4 / unnamed) ** 2))
+    written = {"refund_status": "w-refund"}  # a reply the generative kind wrote: its key is no bank answer
+    assert refund_rating(written) == pytest.approx(0.3 ** 2 / (tempered + 0.4 ** 2))
 
 
 def test_em_scoring_needs_more_than_one_thumbs_up_against_the_policy(bank, embed_fixed):

@@ -67,7 +67,7 @@ class ScoreConfig:
     trust_posterior: float = _help(
         "Also trust an answer customers rated, 👍 or 👎, when the noise model's posterior that it is right "
         "exceeds this (0: off): a 👎 then 'None of these' on an answer the policy was sure of is often "
-        "a careless 👎. Under noise_model none it is rated by its posterior where that is higher.", 0.5)
+        "a careless 👎. Under noise_model none it is rated by its posterior where that is higher.", 0.8)
     noise_start: float = _help("EM: the starting rate of wrong ratings, also where its pseudo-counts sit.", 0.1)
     noise_prior_strength: float = _help("EM: pseudo-ratings at noise_start; fewer real ratings move it less.", 10.0)
     noise_symmetric: bool = _help("EM: one rate for 👎 on right and 👍 on wrong answers (false: two rates).", True)

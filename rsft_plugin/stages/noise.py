@@ -5,6 +5,9 @@ which one is a latent r_x. Its prior π_x comes from the live policy, tempered:
 
     π_x(a) ∝ q(a | x) ** prior_power          (q: the policy's probability; an `other` bucket holds the rest)
 
+where `other` stands for the answers the question does not name (a round names only the K sampled ones), each
+with an equal part of the rest, and is tempered as that many answers.
+
 Every piece of evidence about x is an `Observation` (answer a, kind, positive or not, weight). A kind is a signal
 with its own error rates (`SignalRates`): a rating (👍 / 👎), later a click on "Was it one of these?" or an
 implicit signal (issue 11, items 1 and 2) — they plug in as observations of their own kind, nothing else changes.
@@ -78,6 +81,10 @@ class Question:
 
     prior: Mapping[str, float]
     observations: Sequence[Observation] = ()
+    # How many answers the policy could give that `prior` does not name (retrieval: the rest of the bank). `other`
+    # stands for all of them, so tempering treats it as that many answers sharing its mass — not as one answer
+    # holding all of it, which with a spread policy made `other` the likeliest answer and every rating look wrong.
+    unnamed: int = 1
 
 
 @dataclass(frozen=True)
@@ -114,18 +121,30 @@ def posteriors(question: Question, rates: Mapping[str, SignalRates], prior_power
 def tempered_prior(question: Question, power: float) -> dict[str, float]:
     """The prior over the question's answers plus `other`, tempered by `power` and normalised.
 
-    An observed answer the prior does not name (no longer sampled, say) gets an equal part of the unnamed mass.
+    An observed answer the prior does not name (no longer sampled, say) gets its equal part of the unnamed mass.
+    """
+    keys, log_each, log_count = _prior_terms(question)
+    raised = np.exp(power * log_each + log_count)
+    return dict(zip(keys, (raised / raised.sum()).tolist(), strict=True))
+
+
+def _prior_terms(question: Question) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(keys, log of each key's untempered prior per answer, log of how many answers the key stands for).
+
+    A named answer stands for itself; the unnamed mass is shared equally by the question's `unnamed` answers, of
+    which the observed ones are keys of their own and `other` stands for the rest (tempered: count · p^power).
     """
     named = {key: max(float(p), 0.0) for key, p in question.prior.items()}
-    unnamed = sorted({o.key for o in question.observations} - set(named))
+    observed = sorted({o.key for o in question.observations} - set(named))
+    answers = max(question.unnamed, len(observed) + 1)
     rest = max(1.0 - sum(named.values()), 0.0)
-    for key in unnamed:
-        named[key] = rest / (len(unnamed) + 1)
-    named[OTHER] = rest / (len(unnamed) + 1)
+    for key in [*observed, OTHER]:
+        named[key] = rest / answers
     floor = 1e-12  # keeps log() finite; a zero-probability answer stays negligible
-    raised = {key: max(p, floor) ** power for key, p in named.items()}
-    total = sum(raised.values())
-    return {key: p / total for key, p in raised.items()}
+    log_each = np.log(np.maximum(np.fromiter(named.values(), float, len(named)), floor))
+    log_count = np.zeros(len(named))
+    log_count[-1] = math.log(answers - len(observed))  # `other` is last
+    return list(named), log_each, log_count
 
 
 def estimate(questions: Sequence[Question], start: Mapping[str, SignalRates], estimated: Iterable[str] = (RATING,),
@@ -168,29 +187,30 @@ def _fit_power(questions: Sequence[Question], found: Sequence[Mapping[str, float
                strength: float) -> float:
     """The exponent p maximising Σ_x Σ_a P(r_x = a | O_x) · log π_x(a; p) over the questions with evidence.
 
-    log π_x(a; p) = p·log b_x(a) − logsumexp_a(p·log b_x(a)) with b the untempered prior, so the objective is
-    p·Σ_x E[log b_x] − Σ_x logsumexp(p·log b_x), minus strength/2 · (log p − log start)² so that a few questions
-    cannot swing it (the same pseudo-count as the rates'): concave in log p, maximised by a ternary search.
+    log π_x(a; p) = p·log b_x(a) + log n_x(a) − logsumexp_a(p·log b_x(a) + log n_x(a)) with b the untempered prior
+    per answer and n how many answers a key stands for (`other`: the unnamed ones), so up to a constant the
+    objective is p·Σ_x E[log b_x] − Σ_x logsumexp(p·log b_x + log n_x), minus strength/2 · (log p − log start)² so
+    that a few questions cannot swing it (the same pseudo-count as the rates'): concave in log p, maximised by a
+    ternary search.
     """
     rows, expected = [], 0.0
     for question, posterior in zip(questions, found, strict=True):
         if not question.observations:
             continue  # the prior alone says nothing about its own calibration
-        base = tempered_prior(question, 1.0)
+        keys, log_each, log_count = _prior_terms(question)
         weights = {**posterior, OTHER: max(1.0 - sum(posterior.values()), 0.0)}
-        logs = {key: math.log(p) for key, p in base.items()}
-        expected += sum(weights[key] * logs[key] for key in logs)
-        rows.append(list(logs.values()))
+        expected += sum(weights[key] * value for key, value in zip(keys, log_each.tolist(), strict=True))
+        rows.append((log_each, log_count))
     if not rows:
         return start
-    width = max(len(row) for row in rows)
-    log_base = np.full((len(rows), width), -np.inf)
-    for i, row in enumerate(rows):
-        log_base[i, :len(row)] = row
+    width = max(len(log_each) for log_each, _ in rows)
+    log_base, log_counts = np.zeros((len(rows), width)), np.full((len(rows), width), -np.inf)  # padding: no answer
+    for i, (log_each, log_count) in enumerate(rows):
+        log_base[i, :len(log_each)], log_counts[i, :len(log_count)] = log_each, log_count
 
     def objective(log_power: float) -> float:
         power = math.exp(log_power)
-        scaled = power * log_base
+        scaled = power * log_base + log_counts
         top = scaled.max(axis=1, keepdims=True)
         penalty = strength / 2 * (log_power - math.log(start)) ** 2
         return power * expected - float((top[:, 0] + np.log(np.exp(scaled - top).sum(axis=1))).sum()) - penalty

@@ -92,7 +92,7 @@ def score_round(candidates: list[SampledCandidate], prompt_set: PromptSet, rated
     by_prompt: dict[int, list[SampledCandidate]] = defaultdict(list)
     for candidate in candidates:
         by_prompt[candidate.prompt_id].append(candidate)
-    estimate = estimate_noise(by_prompt, votes, config)
+    estimate = estimate_noise(by_prompt, votes, config, {answer.id for answer in bank.answers})
     posterior_of = dict(zip(by_prompt, estimate.posteriors, strict=True))
     scored, posterior_trusted = [], 0
     for prompt_id, prompt_candidates in by_prompt.items():
@@ -141,11 +141,12 @@ def _posterior_trusted(prompt_votes: dict[str, list[Vote]], posterior: dict[str,
 
 
 def estimate_noise(by_prompt: dict[int, list[SampledCandidate]], votes: dict[int, dict[str, list[Vote]]],
-                   config: ScoreConfig) -> noise.NoiseEstimate:
+                   config: ScoreConfig, bank_ids: set[str] | frozenset[str] = frozenset()) -> noise.NoiseEstimate:
     """EM over the scored prompts: prior = the live policy's q of each candidate, evidence = the neighbour ratings.
 
     A rated turn pooled into n prompts counts 1/n in the rate estimate; each sender's votes on one (prompt, answer)
-    weigh at most `max_weight_per_sender`, as in the smoothed rating.
+    weigh at most `max_weight_per_sender`, as in the smoothed rating. Where every candidate is a bank answer
+    (retrieval), the bank's other answers are the prior's unnamed ones (`noise.Question.unnamed`).
     """
     pooled: dict[int, int] = defaultdict(int)
     for prompt_id in by_prompt:
@@ -164,8 +165,14 @@ def estimate_noise(by_prompt: dict[int, list[SampledCandidate]], votes: dict[int
                 key, bool(vote.score), vote.kind,
                 vote.weight * min(1.0, config.max_weight_per_sender / per_sender[vote.sender]),
                 1 / pooled[vote.turn]) for vote in answer_votes]
-        questions.append(noise.Question(prior, observations))
+        questions.append(noise.Question(prior, observations, _unnamed(prior, bank_ids)))
     return estimate_questions(questions, config)
+
+
+def _unnamed(prior: dict[str, float], bank_ids: set[str] | frozenset[str]) -> int:
+    """How many answers the policy could have given besides those in `prior`: the rest of the bank when the
+    candidates are bank answers; 1 (`other` as one answer) for written replies, whose alternatives are uncounted."""
+    return max(len(bank_ids - prior.keys()), 1) if prior.keys() <= bank_ids else 1
 
 
 def estimate_questions(questions: list[noise.Question], config: ScoreConfig) -> noise.NoiseEstimate:
