@@ -141,7 +141,7 @@ def _posterior_trusted(prompt_votes: dict[str, list[Vote]], posterior: dict[str,
 
 
 def estimate_noise(by_prompt: dict[int, list[SampledCandidate]], votes: dict[int, dict[str, list[Vote]]],
-                   config: ScoreConfig, bank_ids: set[str] | frozenset[str] = frozenset()) -> noise.NoiseEstimate:
+                   config: ScoreConfig, bank_ids: set[str]) -> noise.NoiseEstimate:
     """EM over the scored prompts: prior = the live policy's q of each candidate, evidence = the neighbour ratings.
 
     A rated turn pooled into n prompts counts 1/n in the rate estimate; each sender's votes on one (prompt, answer)
@@ -169,7 +169,7 @@ def estimate_noise(by_prompt: dict[int, list[SampledCandidate]], votes: dict[int
     return estimate_questions(questions, config)
 
 
-def _unnamed(prior: dict[str, float], bank_ids: set[str] | frozenset[str]) -> int:
+def _unnamed(prior: dict[str, float], bank_ids: set[str]) -> int:
     """How many answers the policy could have given besides those in `prior`: the rest of the bank when the
     candidates are bank answers; 1 (`other` as one answer) for written replies, whose alternatives are uncounted."""
     return max(len(bank_ids - prior.keys()), 1) if prior.keys() <= bank_ids else 1
