@@ -11,6 +11,11 @@ points) is recomputed from the recorded accuracies.
 A round counts as *really better* when the candidate's truth accuracy beats its parent's by at least one point,
 *really worse* when it is at least one point below. The two mistakes that matter:
 refused-but-really-better (a lost improvement) and promoted-but-really-worse (a regression served to customers).
+
+Some of those mistakes no gate that reads the held-out questions can avoid: the held-out set is a sample too, and
+a round that is really better on the truth set can be level or behind on it (and a really worse one ahead). Each
+summary counts those rounds as well (`better_not_ahead`, `worse_ahead`), so a gate's mistakes can be read against
+what its evidence allowed.
 """
 
 from __future__ import annotations
@@ -59,7 +64,9 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     judged = [r for r in rounds if r.get("truth_gain") is not None and r.get("gate_verdicts")]
     better = [r for r in judged if r["truth_gain"] >= ONE_POINT]
     worse = [r for r in judged if r["truth_gain"] <= -ONE_POINT]
-    summary: dict[str, Any] = {"rounds": len(judged), "really_better": len(better), "really_worse": len(worse)}
+    summary: dict[str, Any] = {"rounds": len(judged), "really_better": len(better), "really_worse": len(worse),
+                               "better_not_ahead": sum(_heldout_lead(r) <= 0 for r in better),
+                               "worse_ahead": sum(_heldout_lead(r) > 0 for r in worse)}
     for name in GATES:
         summary[name] = {
             "promoted": sum(r["gate_verdicts"][name]["promote"] for r in judged),
@@ -68,14 +75,24 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def _heldout_lead(row: dict[str, Any]) -> int:
+    """Held-out questions the candidate alone got right less those its parent alone did (0 without evidence)."""
+    counts = (row.get("gate_evidence") or {}).get("heldout") or {}
+    return counts.get("wins", 0) - counts.get("losses", 0)
+
+
+COUNTS = ("rounds", "really_better", "really_worse", "better_not_ahead", "worse_ahead")
+
+
 def total(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The counts of several methods' summaries added up."""
+    """The counts of several methods' summaries added up (runs recorded before a count existed leave it out)."""
     out: dict[str, Any] = {"rounds": 0, "really_better": 0, "really_worse": 0,
                            **{name: {"promoted": 0, "refused_really_better": 0, "promoted_really_worse": 0}
                               for name in GATES}}
     for summary in summaries:
-        for key in ("rounds", "really_better", "really_worse"):
-            out[key] += summary.get(key, 0)
+        for key in COUNTS:
+            if key in summary:
+                out[key] = out.get(key, 0) + summary[key]
         for name in GATES:
             for key, value in (summary.get(name) or {}).items():
                 out[name][key] += value
@@ -109,14 +126,22 @@ def main(argv: list[str] | None = None) -> int:
     from rsft_plugin.config import parse_overrides
 
     parser = argparse.ArgumentParser(prog="python -m bench.gate_truth",
-                                     description="Judge a quality.json's rounds again under other gate settings.")
-    parser.add_argument("quality_json", type=Path)
+                                     description="Judge the rounds of one or more quality.json files again under "
+                                                 "other gate settings; with several, also their total.")
+    parser.add_argument("quality_json", type=Path, nargs="+")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="gate.KEY=VALUE",
                         help="a gate setting to judge with instead of the default, e.g. --set gate.level=0.1")
     args = parser.parse_args(argv)
     config = GateConfig(**parse_overrides(args.overrides).get("gate", {}))
-    result = json.loads(args.quality_json.read_text(encoding="utf-8"))
-    print(json.dumps(rejudge(result, config), indent=1))
+    judged = {}
+    for path in args.quality_json:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        if not all("methods" in entry for entry in (result.get("datasets") or {None: {}}).values()):
+            parser.error(f"{path}: not a bench.quality or bench.feedback result (no rounds per method)")
+        judged[str(path)] = rejudge(result, config)
+    if len(judged) > 1:
+        judged["total"] = {"all": total([s for per_file in judged.values() for s in per_file.values()])}
+    print(json.dumps(judged if len(judged) > 1 else next(iter(judged.values())), indent=1))
     return 0
 
 

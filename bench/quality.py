@@ -576,6 +576,9 @@ def _check_gate_vs_truth(where: str, method: dict[str, Any], truth: int) -> list
         if counts.get("refused_really_better", 0) > summary.get("really_better", 0) or \
                 counts.get("promoted_really_worse", 0) > summary.get("really_worse", 0):
             problems.append(f"{where}: gate vs truth counts for the {name} gate do not add up: {counts}")
+    if summary.get("better_not_ahead", 0) > summary.get("really_better", 0) or \
+            summary.get("worse_ahead", 0) > summary.get("really_worse", 0):
+        problems.append(f"{where}: gate vs truth's held-out disagreements exceed the rounds they count: {summary}")
     return problems
 
 

@@ -119,7 +119,8 @@ def _gate_vs_truth(result: dict[str, Any]) -> list[str]:
             t = total(summaries)
             rows.append([name, f"{noise:g}", str(t["rounds"]), str(t["really_better"]), str(t["really_worse"]),
                          *[f"{t[g]['promoted']} / {t[g]['refused_really_better']} / {t[g]['promoted_really_worse']}"
-                           for g in GATES]])
+                           for g in GATES],
+                         f"{t['better_not_ahead']} / {t['worse_ahead']}" if "worse_ahead" in t else "–"])
     if not rows:
         return []
     truth = {n: e["dataset"].get("truth") for n, e in result["datasets"].items()}
@@ -127,9 +128,11 @@ def _gate_vs_truth(result: dict[str, Any]) -> list[str]:
                 f"traffic nor held-out ({', '.join(f'{n}: {k}' for n, k in truth.items())}): really better / worse "
                 "= the candidate's truth accuracy is at least 1 point above / below its parent's. Each gate column: "
                 "promoted / refused but really better / promoted but really worse (bench/gate_truth.py; the old "
-                "gate is the threshold rule before the statistical one).", "",
-            *_table(["dataset", "noise", "rounds", "really better", "really worse", "default gate", "old gate"],
-                    rows, "ll" + "r" * 5)]
+                "gate is the threshold rule before the statistical one). *Held-out disagrees*: really better rounds "
+                "that were not ahead on the held-out questions / really worse ones that were ahead — mistakes no gate "
+                "reading those questions can avoid.", "",
+            *_table(["dataset", "noise", "rounds", "really better", "really worse", "default gate", "old gate",
+                     "held-out disagrees"], rows, "ll" + "r" * 6)]
 
 
 def _method_table(entry: dict[str, Any], noise: float, rounds: int) -> list[str]:
