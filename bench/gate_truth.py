@@ -81,18 +81,21 @@ def _heldout_lead(row: dict[str, Any]) -> int:
     return counts.get("wins", 0) - counts.get("losses", 0)
 
 
-COUNTS = ("rounds", "really_better", "really_worse", "better_not_ahead", "worse_ahead")
+HELDOUT_COUNTS = ("better_not_ahead", "worse_ahead")  # added 2026-12-06; earlier runs' summaries lack them
 
 
 def total(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The counts of several methods' summaries added up (runs recorded before a count existed leave it out)."""
+    """The counts of several methods' summaries added up. A count some summary lacks (recorded before it existed)
+    is left out of the total rather than summed over the summaries that have it."""
     out: dict[str, Any] = {"rounds": 0, "really_better": 0, "really_worse": 0,
                            **{name: {"promoted": 0, "refused_really_better": 0, "promoted_really_worse": 0}
                               for name in GATES}}
+    for key in HELDOUT_COUNTS:
+        if summaries and all(key in summary for summary in summaries):
+            out[key] = sum(summary[key] for summary in summaries)
     for summary in summaries:
-        for key in COUNTS:
-            if key in summary:
-                out[key] = out.get(key, 0) + summary[key]
+        for key in ("rounds", "really_better", "really_worse"):
+            out[key] += summary.get(key, 0)
         for name in GATES:
             for key, value in (summary.get(name) or {}).items():
                 out[name][key] += value

@@ -61,8 +61,10 @@ def test_several_files_are_judged_each_and_in_total(tmp_path: Path, capsys: pyte
     assert printed["total"]["all"]["default"]["promoted_really_worse"] == 1
 
 
-def test_runs_recorded_before_the_held_out_counts_existed_total_without_them():
+def test_runs_recorded_before_the_held_out_counts_existed_total_without_them_even_beside_newer_runs():
     old = {key: value for key, value in gate_truth.summarize(ROUNDS).items()
            if key not in ("better_not_ahead", "worse_ahead")}
     summed = gate_truth.total([old, old])
     assert summed["rounds"] == 14 and "worse_ahead" not in summed
+    mixed = gate_truth.total([old, gate_truth.summarize(ROUNDS)])  # half the rounds counted would read as all
+    assert mixed["really_better"] == 6 and "better_not_ahead" not in mixed
