@@ -24,6 +24,7 @@ from typing import Any
 
 from rsft_plugin.config import GateConfig
 from rsft_plugin.stages.gate import judge
+from rsft_plugin.stages.paired import PairedCounts
 from rsft_plugin.stages.records import GateEvidence
 
 ONE_POINT = 0.01
@@ -65,8 +66,8 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     better = [r for r in judged if r["truth_gain"] >= ONE_POINT]
     worse = [r for r in judged if r["truth_gain"] <= -ONE_POINT]
     summary: dict[str, Any] = {"rounds": len(judged), "really_better": len(better), "really_worse": len(worse),
-                               "better_not_ahead": sum(_heldout_lead(r) <= 0 for r in better),
-                               "worse_ahead": sum(_heldout_lead(r) > 0 for r in worse)}
+                               "better_not_ahead": sum(_ahead_on_heldout(r) is False for r in better),
+                               "worse_ahead": sum(_ahead_on_heldout(r) is True for r in worse)}
     for name in GATES:
         summary[name] = {
             "promoted": sum(r["gate_verdicts"][name]["promote"] for r in judged),
@@ -75,10 +76,10 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def _heldout_lead(row: dict[str, Any]) -> int:
-    """Held-out questions the candidate alone got right less those its parent alone did (0 without evidence)."""
-    counts = (row.get("gate_evidence") or {}).get("heldout") or {}
-    return counts.get("wins", 0) - counts.get("losses", 0)
+def _ahead_on_heldout(row: dict[str, Any]) -> bool | None:
+    """Whether the candidate was ahead on the held-out questions, as the gate reads "ahead" (None: no evidence)."""
+    evidence = row.get("gate_evidence")
+    return PairedCounts.from_dict(evidence["heldout"]).ahead if evidence else None
 
 
 HELDOUT_COUNTS = ("better_not_ahead", "worse_ahead")  # added 2026-12-06; earlier runs' summaries lack them
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     judged = {}
     for path in args.quality_json:
         result = json.loads(path.read_text(encoding="utf-8"))
-        if not all("methods" in entry for entry in (result.get("datasets") or {None: {}}).values()):
+        datasets = result.get("datasets") or {}
+        if not datasets or any("methods" not in entry for entry in datasets.values()):
             parser.error(f"{path}: not a bench.quality or bench.feedback result (no rounds per method)")
         judged[str(path)] = rejudge(result, config)
     if len(judged) > 1:

@@ -77,7 +77,7 @@ def _promotion_check(counts: PairedCounts, config: GateConfig) -> CheckOutcome:
         # level 1 always passes, as with McNemar; below it the candidate must also be ahead on the changed
         # questions, so a tie or an unchanged model never replaces the live one however wide the margin
         bound = gain_lower_bound(counts, config.level)
-        passed = config.level >= 1 or (bound >= config.margin - 1e-12 and counts.wins > counts.losses)
+        passed = config.level >= 1 or (bound >= config.margin - 1e-12 and counts.ahead)
         return CheckOutcome("heldout", "held-out accuracy", counts, p, config.level, passed, bound=bound,
                             margin=config.margin)
     return CheckOutcome("heldout", "held-out accuracy", counts, p, config.level, p <= config.level)

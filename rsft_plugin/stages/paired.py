@@ -38,6 +38,11 @@ class PairedCounts:
         """The candidate's accuracy minus the live model's, on these items."""
         return (self.wins - self.losses) / self.n if self.n else 0.0
 
+    @property
+    def ahead(self) -> bool:
+        """The candidate alone gets more of the differing items right than the live model alone."""
+        return self.wins > self.losses
+
     def to_dict(self) -> dict[str, int]:
         return {"n": self.n, "live_right": self.live_right, "wins": self.wins, "losses": self.losses}
 

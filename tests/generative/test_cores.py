@@ -89,8 +89,9 @@ def test_on_the_real_machine_only_other_processes_burning_cpu_count_as_busy():
     for _ in range(3):
         child_busy, _ = _spin(0.6, in_child=True)
         own_busy, own_share = _spin(0.6, in_child=False)
-        tries.append((round(child_busy - own_busy, 2), round(own_share, 2)))
-        if child_busy - own_busy > 0.5 * max(own_share, 0.5):
+        gap = child_busy - own_busy
+        tries.append((round(gap, 2), round(own_share, 2)))
+        if gap > 0.5 * max(own_share, 0.5):
             return
     pytest.fail(f"a child's spin did not read as more of the others' load than this process's own: "
                 f"(gap, this process's share of a core) per try: {tries}")
