@@ -177,7 +177,8 @@ def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any],
             "implicit": {"thanks": sum(r["implicit_thanks"] for r in rounds),
                          "reasks": sum(r["implicit_reasks"] for r in rounds)},
             "rounds": [{k: r.get(k) for k in ("round", "accuracy", "served_accuracy", "served_within_one_click",
-                                              "choices_offered", "choices_picked", "truth_gain",
+                                              "choices_offered", "choices_picked", "choices_up_front",
+                                              "truth_gain",
                                               "default_gate_promotes", "rating_noise_rate", "precision")}
                        for r in rounds]}
 
@@ -212,6 +213,9 @@ def check_feedback(result: dict[str, Any], smoke: bool) -> list[str]:
             offers = ARMS[run["arm"]][1]["choices"] > 0  # up front too, but after a 👎 in every offering arm
             if offers != (offered > 0):
                 problems.append(f"{label}: {offered} choices offered")
+            up_front = sum(r.get("choices_up_front") or 0 for r in run["rounds"])  # None before 2026-12-06
+            if up_front and not (offers and ARMS[run["arm"]][1].get("choices_up_front_margin", 0) > 0):
+                problems.append(f"{label}: {up_front} answers came with choices in an arm that offers none up front")
             recorded = {kind for used in run["signals"] if used for kind in used}
             implicit = recorded & {"reask", "thanks", "asked_human"}
             if bool(implicit) != (ARMS[run["arm"]][1]["thanks_weight"] > 0):

@@ -290,7 +290,7 @@ class _DatasetBench:
         started = time.perf_counter()
         assistant = runtime.boot(config, watch=False)
         raters = self._raters()
-        served, correct, picked, offered = [], 0, 0, 0
+        served, correct, picked, offered, shown_up_front = [], 0, 0, 0, 0
         acted = {"thanks": 0, "reasked": 0}
         try:
             for i in indices:
@@ -304,6 +304,7 @@ class _DatasetBench:
                 self.turn_labels[reply.turn_id] = label
                 correct += right
                 up_front = self._pick(reply.buttons, label)
+                shown_up_front += up_front is not None  # the buttons a customer sees with the answer itself
                 if not right and up_front not in (None, choices.NONE_OF_THESE):
                     clicked = up_front
                 elif not raters[i]:
@@ -320,7 +321,8 @@ class _DatasetBench:
             runtime.shutdown()
         return {"served": served, "served_accuracy": correct / len(served) if served else 0.0,
                 "served_within_one_click": (correct + picked) / len(served) if served else 0.0,
-                "choices_offered": offered, "choices_picked": picked, "implicit_thanks": acted["thanks"],
+                "choices_offered": offered, "choices_picked": picked, "choices_up_front": shown_up_front,
+                "implicit_thanks": acted["thanks"],
                 "implicit_reasks": acted["reasked"], "seconds": round(time.perf_counter() - started, 2)}
 
     def _act(self, assistant: Any, sender: str, i: int, looks_right: bool) -> str:
@@ -380,6 +382,7 @@ class _DatasetBench:
                 "truth_gain": None if truth_candidate is None or truth_live is None else truth_candidate - truth_live,
                 "served_accuracy": fed["served_accuracy"], "served_within_one_click": fed["served_within_one_click"],
                 "choices_offered": fed["choices_offered"], "choices_picked": fed["choices_picked"],
+                "choices_up_front": fed["choices_up_front"],
                 "implicit_thanks": fed["implicit_thanks"], "implicit_reasks": fed["implicit_reasks"],
                 "signals_used": stats.get("signals_used"),
                 "flipped_ratings": int(flips[chunk].sum()), "prompts": stats.get("prompts"),
