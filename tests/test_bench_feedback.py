@@ -1,0 +1,35 @@
+"""bench/feedback.py's structural check: what an arm offers shows up in its runs, and nothing it does not offer."""
+
+from __future__ import annotations
+
+from bench import feedback
+
+
+def _run(arm: str, offered: int, up_front: int | None) -> dict:
+    """One recorded run of `arm`: one round with `offered` choices clicked and `up_front` answers shown with them."""
+    rounds = [{"round": 1, "accuracy": 0.7, "choices_offered": offered, "choices_picked": offered,
+               "choices_up_front": up_front}]
+    return {"dataset": "golden", "arm": arm, "noise": 0.2, "seed": 0, "final": 0.7, "within_one_click": 0.8,
+            "signals": [{"rating": 10}], "rounds": rounds}
+
+
+def _problems(*runs: dict) -> list[str]:
+    return feedback.check_feedback({"datasets": {"golden": {"runs": list(runs)}}}, smoke=True)
+
+
+def test_up_front_buttons_are_expected_only_where_the_arm_offers_choices_up_front():
+    assert _problems(_run("choices_up_front", offered=5, up_front=7)) == []
+    assert _problems(_run("choices_up_front", offered=5, up_front=0)) == []  # no answer was unsure: allowed
+    (problem,) = _problems(_run("choices", offered=5, up_front=3))  # after a 👎 only
+    assert "3 answers came with choices" in problem and "choices@0.2 seed 0" in problem
+    (problem,) = _problems(_run("ratings", offered=0, up_front=2))  # no choices at all
+    assert "2 answers came with choices" in problem
+
+
+def test_runs_recorded_before_the_up_front_count_are_not_flagged():
+    assert _problems(_run("choices", offered=5, up_front=None)) == []
+
+
+def test_an_offering_arm_whose_customers_never_clicked_is_flagged():
+    (problem,) = _problems(_run("choices", offered=0, up_front=0))
+    assert "0 choices offered" in problem
