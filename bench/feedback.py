@@ -10,6 +10,8 @@ customers that behave the same in every arm; only what the bot offers and record
     half_implicit  half rate; the others say thanks after an answer that looks right and re-ask a paraphrase after
                    one that does not (as noisy as the ratings), recorded as implicit signals
     half_both      half rate and get choices; the others act implicitly
+    choices_up_front       as choices, and with the answer itself when its top two are within 0.2 in probability
+    choices_up_front_wide  the same within 0.4 (the product's default since 2026-12-06)
 
 For every dataset × noise level × seed (the seed draws the traffic / held-out / truth split, the rating flips and
 who rates) each arm runs `--rounds` rounds with the always-promote gate of bench/quality.py, so every arm is
@@ -60,6 +62,8 @@ ARMS: dict[str, tuple[float, dict[str, Any]]] = {  # name -> (share of customers
     "half_both": (0.5, {**AFTER_THUMBS_DOWN, **IMPLICIT_ON}),
     # choices with the answer itself when the model is unsure (top-two probabilities within 0.2), and after a 👎
     "choices_up_front": (1.0, {"choices": 3, "choices_up_front_margin": 0.2, **IMPLICIT_OFF}),
+    # the same within 0.4 (the product's default since 2026-12-06)
+    "choices_up_front_wide": (1.0, {"choices": 3, "choices_up_front_margin": 0.4, **IMPLICIT_OFF}),
 }
 DEFAULT_ARMS = ["ratings", "choices", "half_ratings", "half_implicit", "half_both"]
 RULE = "statistical"
