@@ -315,7 +315,7 @@ class _DatasetBench:
                     clicked = self._pick(rated.buttons, label)
                 if clicked is not None:
                     assistant.choose(sender, reply.turn_id, clicked)
-                    offered += 1
+                    offered += 1  # "offered" in the results: choices the customer answered (a pick or None of these)
                     picked += clicked != choices.NONE_OF_THESE
         finally:
             runtime.shutdown()
