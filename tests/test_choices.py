@@ -123,8 +123,8 @@ def test_up_front_choices_come_with_an_unsure_answer_and_can_be_picked_without_a
 
 
 def test_by_default_the_choices_come_up_front_only_with_an_unsure_answer(assistant, store):
-    """The default margin (0.4, measured best in docs/benchmarks.md) offers them with QUESTION's answer, whose top
-    two are close, and not with one the model is sure of."""
+    """The default margin (0.4, measured best at 20 % wrong ratings in docs/benchmarks.md) offers them with
+    QUESTION's answer, whose top two are close, and not with one the model is sure of."""
     unsure = assistant.answer("alice", None, QUESTION)
     assert choices.unsure(store.turn(unsure.turn_id).top_k, FeedbackConfig())
     assert len(_choice_payloads(unsure)) == 3

@@ -243,7 +243,8 @@ class FeedbackConfig:
                          "model.top_k - 1 exist: the turn's logged alternatives).", 3)
     choices_up_front_margin: float = _help("Offer the choices with the answer itself when the live model's top two "
                                            "answers' probabilities differ by less than this (0: never; 0.4 "
-                                           "measured best of 0, 0.2 and 0.4, docs/benchmarks.md).", 0.4)
+                                           "measured best of 0, 0.2 and 0.4 at 20 % wrong ratings, "
+                                           "docs/benchmarks.md).", 0.4)
     choice_weight: float = _help("A picked answer counts as this many 👍 for it on that question.", 3.0)
     none_weight: float = _help("'None of these' counts as this many 👎 for each answer it was offered.", 0.5)
     reask_weight: float = _help("Asking a similar question again right after an answer: a 👎 of this weight on "
