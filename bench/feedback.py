@@ -37,6 +37,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from rsft_plugin import choices
+from rsft_plugin.config import FeedbackConfig
+
 from . import gate_truth
 from .common import (
     DATASETS,
@@ -214,17 +217,18 @@ def check_feedback(result: dict[str, Any], smoke: bool) -> list[str]:
         for run in entry["runs"]:
             label = f"{name} {run['arm']}@{run['noise']:g} seed {run['seed']}"
             offered = sum(r["choices_offered"] or 0 for r in run["rounds"])
-            offers = ARMS[run["arm"]][1]["choices"] > 0  # up front too, but after a 👎 in every offering arm
+            settings = FeedbackConfig(**ARMS[run["arm"]][1])  # what the arm's bot offered
+            offers = settings.choices > 0  # up front too, but after a 👎 in every offering arm
             if offers != (offered > 0):
                 problems.append(f"{label}: {offered} choices offered")
             up_front = sum(r.get("choices_up_front") or 0 for r in run["rounds"])  # None before 2026-12-06
-            if up_front and not (offers and ARMS[run["arm"]][1].get("choices_up_front_margin", 0) > 0):
+            if up_front and not choices.offers_up_front(settings):
                 problems.append(f"{label}: {up_front} answers came with choices in an arm that offers none up front")
             recorded = {kind for used in run["signals"] if used for kind in used}
             implicit = recorded & {"reask", "thanks", "asked_human"}
-            if bool(implicit) != (ARMS[run["arm"]][1]["thanks_weight"] > 0):
+            if bool(implicit) != (settings.thanks_weight > 0):
                 problems.append(f"{label}: implicit signals {sorted(implicit)} recorded with thanks_weight "
-                                f"{ARMS[run['arm']][1]['thanks_weight']}")
+                                f"{settings.thanks_weight}")
             if not 0 <= run["final"] <= 1 or not 0 <= run["within_one_click"] <= 1:
                 problems.append(f"{label}: accuracy out of range")
         if not smoke and not entry.get("summary"):

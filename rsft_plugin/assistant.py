@@ -193,7 +193,7 @@ class Assistant:
     def _up_front_choices(self, turn_id: str, offer_choices: bool) -> list[dict[str, str]]:
         """Choice buttons to show with an answer the model was unsure about (read back from the logged turn, so the
         offer is exactly what `choose` will check)."""
-        if not offer_choices or self.feedback.choices == 0 or self.feedback.choices_up_front_margin <= 0:
+        if not offer_choices or not choices.offers_up_front(self.feedback):  # no need to read the turn back
             return []
         turn: Turn | None = self.store.turn(turn_id)
         if turn is None or not choices.unsure(turn.top_k, self.feedback):

@@ -49,9 +49,14 @@ def top_two_margin(top_k: Iterable[dict[str, Any]]) -> float | None:
     return probabilities[0] - probabilities[1] if len(probabilities) >= 2 else None
 
 
+def offers_up_front(settings: FeedbackConfig) -> bool:
+    """Whether these settings ever offer the choices with an answer itself (choices on and a margin above 0)."""
+    return settings.choices > 0 and settings.choices_up_front_margin > 0
+
+
 def unsure(top_k: Iterable[dict[str, Any]], settings: FeedbackConfig) -> bool:
     """Whether the choices go with the answer itself: its top two were closer than `choices_up_front_margin`."""
-    if settings.choices == 0 or settings.choices_up_front_margin <= 0:
+    if not offers_up_front(settings):
         return False
     margin = top_two_margin(top_k)
     return margin is not None and margin < settings.choices_up_front_margin
