@@ -337,7 +337,13 @@ def test_stopping_on_accuracy_keeps_the_epoch_that_ranks_most_validation_pairs_f
     _, val = _split(index_pairs(pairs, bank), config.val_fraction, config.seed)
     kept = np.mean([int(np.argmax(result.model.policy(p.prompt))) == p.answer_index for p in val])
     assert kept == pytest.approx(history[by_accuracy - 1]["val_accuracy"])  # that epoch's weights, not the last
-    assert finetune(pretrained, pairs, replace(config, stop_on="loss"), show_bar=False).best_epoch == by_loss
+    by_loss_result = finetune(pretrained, pairs, replace(config, stop_on="loss"), show_bar=False)
+    assert by_loss_result.best_epoch == by_loss
+    # training hands the kept epoch's bank embeddings to the model instead of encoding the bank again: they must be
+    # what the kept weights give
+    assert by_loss < by_loss_result.epochs_run, "an earlier epoch must be kept for this check to mean anything"
+    assert torch.equal(by_loss_result.model.answer_embeddings,
+                       by_loss_result.model.encode([answer.text for answer in bank.answers]))
 
 
 def test_gate_refuses_a_deliberately_worse_model_and_says_why(pretrained):

@@ -64,13 +64,17 @@ class ResponseModel:
     kind: ClassVar[str] = "retrieval"
 
     def __init__(self, encoder: SentenceTransformer, bank: AnswerBank, config: ModelConfig,
-                 info: VersionInfo | None = None, memory: ExampleMemory | None = None) -> None:
+                 info: VersionInfo | None = None, memory: ExampleMemory | None = None,
+                 answer_embeddings: torch.Tensor | None = None) -> None:
+        """`answer_embeddings`: the bank as this encoder embeds it, when the caller has it already (training)."""
         self.encoder = encoder
         self.bank = bank
         self.config = config
         self.info = info
         self.memory = memory or ExampleMemory.empty()
-        self.answer_embeddings = self.encode(self._answer_texts())  # (A, d), once per loaded version
+        # (A, d), once per loaded version
+        self.answer_embeddings = (answer_embeddings if answer_embeddings is not None
+                                  else self.encode(self._answer_texts()))
         self._bank_ids = tuple(answer.id for answer in bank.answers)
 
     @property

@@ -9,9 +9,11 @@ so the model must beat them by that much. Only the top `trainable_layers` transf
 
 Speed on 2 CPU cores: the answer side is encoded once per epoch without gradients (not every step), so a step
 costs one forward/backward pass over the batch's prompts only; the frozen layers keep no activations for
-backward. Early stopping watches a validation split of the accepted pairs (`finetune.stop_on`: its loss, or how
-many of them rank their answer first) and picks the number of epochs; then, with `finetune.refit`, a fresh copy
-trains that many epochs on every pair (`finetune_retrieval`).
+backward. The bank is encoded once per set of weights (the same weights give the same embeddings): the live
+model's embeddings start the first epoch, and the validation's (after an epoch) start the next one and become
+the kept epoch's model's. Early stopping watches a validation split of the accepted pairs (`finetune.stop_on`:
+its loss, or how many of them rank their answer first) and picks the number of epochs; then, with
+`finetune.refit`, a fresh copy trains that many epochs on every pair (`finetune_retrieval`).
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ from .encoder import embed, trainable_state
 
 
 class EncoderModel(Protocol):
-    """What training uses of a retrieval model: its encoder, bank and settings (and its constructor)."""
+    """What training uses of a retrieval model: its encoder, bank, settings and bank embeddings (and its
+    constructor)."""
 
     encoder: torch.nn.Module
     bank: AnswerBank
     config: ModelConfig
+    answer_embeddings: torch.Tensor  # (A, d): the bank as `encoder` embeds it
 
 
 @dataclass(frozen=True)
@@ -97,12 +101,15 @@ def _train(live: EncoderModel, train: list[IndexedPair], val: list[IndexedPair],
     fixed = epochs is not None  # a fixed count: no validation, the last epoch's weights are kept
     n_epochs = epochs if fixed else config.max_epochs
     total_steps = steps_per_epoch * n_epochs
-    best_loss, best_accuracy, best_epoch, best_state, history = math.inf, -1.0, 0, None, []
+    best_loss, best_accuracy, best_epoch, best_state, best_answers, history = math.inf, -1.0, 0, None, None, []
     stale, seen, train_seconds = 0, 0, 0.0
     bar = tqdm(total=total_steps, desc="fine-tune", unit="step", disable=not show_bar, leave=False)
+    encoded = live.answer_embeddings  # the bank as encoded by the weights the next epoch starts from
     for epoch in range(1, n_epochs + 1):
-        # (A, d), refreshed once per epoch; cloned out of inference mode so autograd may save it
-        answers = embed(encoder, answer_texts, live.config.max_query_chars).clone()
+        if encoded is None:  # fixed epochs validate nothing: the bank is encoded here
+            encoded = embed(encoder, answer_texts, live.config.max_query_chars)
+        answers = encoded.clone()  # (A, d), out of inference mode so autograd may save it
+        encoded = None
         started = time.perf_counter()
         encoder.train()
         epoch_loss = 0.0
@@ -121,12 +128,13 @@ def _train(live: EncoderModel, train: list[IndexedPair], val: list[IndexedPair],
         if fixed:
             history.append({"epoch": epoch, "train_loss": epoch_loss / max(1, len(train))})
             continue
-        val_loss, val_accuracy = _validation(encoder, val or train, answer_texts, config, live.config.max_query_chars)
+        encoded = embed(encoder, answer_texts, live.config.max_query_chars)
+        val_loss, val_accuracy = _validation(encoder, val or train, encoded, config, live.config.max_query_chars)
         history.append({"epoch": epoch, "train_loss": epoch_loss / max(1, len(train)), "val_loss": val_loss,
                         "val_accuracy": val_accuracy})
         if _better(config.stop_on, val_loss, val_accuracy, best_loss, best_accuracy):
             best_loss, best_accuracy, best_epoch, stale = val_loss, val_accuracy, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in trainable.items()}
+            best_state, best_answers = {k: v.detach().clone() for k, v in trainable.items()}, encoded
         else:
             stale += 1
             if stale >= config.patience:
@@ -139,7 +147,7 @@ def _train(live: EncoderModel, train: list[IndexedPair], val: list[IndexedPair],
             if not fixed:
                 parameter.copy_(best_state[name])
             parameter.requires_grad_(False)
-    model = type(live)(encoder, live.bank, live.config)
+    model = type(live)(encoder, live.bank, live.config, answer_embeddings=best_answers)
     return FinetuneResult(model, len(history), best_epoch, best_loss, len(train), len(val),
                           seen / train_seconds if train_seconds else 0.0, history, threads=torch.get_num_threads())
 
@@ -192,10 +200,10 @@ def _better(stop_on: str, loss: float, accuracy: float, best_loss: float, best_a
     return loss < best_loss - 1e-4
 
 
-def _validation(encoder, pairs: list[IndexedPair], answer_texts: list[str], config: FinetuneConfig,
+def _validation(encoder, pairs: list[IndexedPair], answers: torch.Tensor, config: FinetuneConfig,
                 max_chars: int) -> tuple[float, float]:
-    """The loss over `pairs` and the share of them whose accepted answer the model ranks first."""
-    answers = embed(encoder, answer_texts, max_chars)
+    """The loss over `pairs` against the bank `answers` (A, d) as this encoder embeds it, and the share of the
+    pairs whose accepted answer the model ranks first."""
     total_loss, right = 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(pairs), 256):
