@@ -68,7 +68,7 @@ ARMS: dict[str, tuple[float, dict[str, Any]]] = {  # name -> (share of customers
     # the same within 0.4 (the product's default since 2026-12-06)
     "choices_up_front_wide": (1.0, {"choices": 3, "choices_up_front_margin": 0.4, **IMPLICIT_OFF}),
 }
-DEFAULT_ARMS = ["ratings", "choices", "half_ratings", "half_implicit", "half_both"]
+DEFAULT_ARMS = ["ratings", "choices", "half_ratings", "half_implicit", "half_both", "choices_up_front_wide"]
 RULE = "statistical"
 SMOKE_ARMS = ["ratings", "half_both"]  # every path once: ratings only; choices and implicit signals
 
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     result = _start(out_json, params, names, args.merge)
     work = Path(tempfile.mkdtemp(prefix="rsft-bench-feedback-"))
     started = time.perf_counter()
-    jobs = [(name, arm, noise, seed) for name in names for seed in seeds for noise in noises for arm in arms]
+    # seed by seed, so a matrix stopped part-way holds whole seeds of every dataset (`--merge` adds the rest)
+    jobs = [(name, arm, noise, seed) for seed in seeds for name in names for noise in noises for arm in arms]
     try:
         for run in _run_all(jobs, sizes, datasets_dir, work, args.jobs):
             runs = result["datasets"][run["dataset"]]["runs"]
