@@ -193,13 +193,16 @@ def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any],
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per `arm@noise`: the mean and spread (max − min over seeds) of the final accuracy, the mean gain over
-    zero-shot, within-one-click served accuracy, and the default gate's mistakes over all the seeds' rounds."""
+    zero-shot, within-one-click served accuracy, the default gate's mistakes over all the seeds' rounds, and the
+    mean and spread of the gain on the truth set (a larger sample than the held-out questions) where every round
+    has one."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         groups.setdefault(f"{run['arm']}@{run['noise']:g}", []).append(run)
     summary = {}
     for key, group in groups.items():
         finals = [r["final"] for r in group]
+        truth = [_truth_gain(r) for r in group]
         summary[key] = {"arm": group[0]["arm"], "noise": group[0]["noise"], "seeds": sorted(r["seed"] for r in group),
                         "final_mean": sum(finals) / len(finals), "final_spread": max(finals) - min(finals),
                         "gain_mean": sum(r["final"] - r["zero_shot"] for r in group) / len(group),
@@ -207,7 +210,16 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                         "within_one_click_mean": sum(r["within_one_click"] for r in group) / len(group),
                         "served_mean": sum(r["served"] for r in group) / len(group),
                         "gate_vs_truth": gate_truth.total([r["gate_vs_truth"] for r in group])}
+        if None not in truth:
+            summary[key].update(truth_gain_mean=sum(truth) / len(truth), truth_gain_spread=max(truth) - min(truth))
     return summary
+
+
+def _truth_gain(run: dict[str, Any]) -> float | None:
+    """How far the run's rounds moved the model on the truth set, zero-shot to the last round: the sum of the
+    rounds' gains over their parents (every round promotes here). None when a round has no truth judgement."""
+    gains = [r.get("truth_gain") for r in run["rounds"]]
+    return None if not gains or None in gains else sum(gains)
 
 
 def check_feedback(result: dict[str, Any], smoke: bool) -> list[str]:

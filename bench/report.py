@@ -20,6 +20,7 @@ from typing import Any
 from rsft_plugin.generative.budget import FIT_ROOM
 
 from .common import DEFAULT_RESULTS, REPO, RULES
+from .feedback import summarize as summarize_feedback
 from .gate_truth import GATES, total
 
 DOC = REPO / "docs" / "benchmarks.md"
@@ -267,6 +268,13 @@ def out_of_scope_markdown(result: dict[str, Any], image_prefix: str) -> str:
     return "\n".join(lines)
 
 
+def _truth_gain_cell(summary: dict[str, Any]) -> str:
+    """`+12.3 (1.5)` in points, or – for runs recorded without a truth judgement in every round."""
+    if "truth_gain_mean" not in summary:
+        return "–"
+    return f"{100 * summary['truth_gain_mean']:+.1f} ({pct(summary['truth_gain_spread'])})"
+
+
 def feedback_markdown(result: dict[str, Any], image_prefix: str) -> str:
     """Per dataset: each arm at each noise level — final accuracy mean ± spread over seeds, gain over zero-shot,
     served accuracy within one click, and the default gate's mistakes against truth."""
@@ -277,23 +285,30 @@ def feedback_markdown(result: dict[str, Any], image_prefix: str) -> str:
     lines = [_meta_line(result["meta"]) + (" Runs added later: " + "; ".join(merged) + "." if merged else ""), "",
              f"{params['sizes']['rounds']} rounds × {params['sizes']['traffic'] // params['sizes']['rounds']} "
              f"questions, rule `{params['rule']}`, seeds {', '.join(map(str, params['seeds']))}; accuracy on "
-             f"{params['sizes']['heldout']} held-out questions, in %. *spread* = max − min over the seeds; "
+             f"{params['sizes']['heldout']} held-out questions (golden: its own held-out split), in %. "
+             "*spread* = max − min over the seeds; "
              "*within one click* = served directly or via a pick under \"Was it one of these?\" (mean over rounds); "
              "*gate mistakes* = rounds the default gate would have refused of those ≥ 1 point better on the truth "
-             "set / promoted of those ≥ 1 point worse.", ""]
+             "set / promoted of those ≥ 1 point worse; *truth-set gain* = zero-shot to the last round on the truth "
+             f"set ({params['sizes'].get('truth', '–')} further questions where the dataset has them; golden: "
+             "bench/golden_truth.csv), mean (spread).", ""]
     for name, entry in result["datasets"].items():
         rows = []
         order = list(params["arms"])
-        for summary in sorted(entry.get("summary", {}).values(), key=lambda s: (s["noise"], order.index(s["arm"]))):
+        # summarised again from the runs: a stored summary may predate a column (runs merged over sessions)
+        for summary in sorted(summarize_feedback(entry["runs"]).values(),
+                              key=lambda s: (s["noise"], order.index(s["arm"]))):
             gate, judged = summary["gate_vs_truth"].get("default", {}), summary["gate_vs_truth"]
             rows.append([summary["arm"], f"{summary['noise']:.0%}", str(len(summary["seeds"])),
                          pct(summary["zero_shot_mean"]),
                          f"{pct(summary['final_mean'])} ({pct(summary['final_spread'])})",
                          f"{100 * summary['gain_mean']:+.1f}", pct(summary["within_one_click_mean"]),
                          f"{gate.get('refused_really_better', '–')} of {judged.get('really_better', '–')} / "
-                         f"{gate.get('promoted_really_worse', '–')} of {judged.get('really_worse', '–')}"])
+                         f"{gate.get('promoted_really_worse', '–')} of {judged.get('really_worse', '–')}",
+                         _truth_gain_cell(summary)])
         lines += [f"**{name}**", ""] + _table(["arm", "wrong ratings", "seeds", "zero-shot", "final (spread)", "gain",
-                                               "within one click", "gate mistakes"], rows) + [""]
+                                               "within one click", "gate mistakes", "truth-set gain (spread)"],
+                                              rows) + [""]
     lines.append(f"![feedback arms]({image_prefix}feedback.png)")
     return "\n".join(lines)
 

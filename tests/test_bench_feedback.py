@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench import feedback
 
 
@@ -33,3 +35,16 @@ def test_runs_recorded_before_the_up_front_count_are_not_flagged():
 def test_an_offering_arm_whose_customers_never_clicked_is_flagged():
     (problem,) = _problems(_run("choices", offered=0, up_front=0))
     assert "0 choices offered" in problem
+
+
+def test_the_truth_set_gain_adds_up_the_rounds_and_is_left_out_when_a_round_has_none():
+    def run(seed: int, gains: list) -> dict:
+        rounds = [{"round": n + 1, "truth_gain": gain} for n, gain in enumerate(gains)]
+        return {**_run("choices", offered=1, up_front=0), "seed": seed, "zero_shot": 0.6, "served": 0.7,
+                "gate_vs_truth": {}, "rounds": rounds}
+
+    summary = feedback.summarize([run(0, [0.02, 0.03]), run(1, [0.01, -0.02])])["choices@0.2"]
+    assert summary["truth_gain_mean"] == pytest.approx((0.05 - 0.01) / 2)
+    assert summary["truth_gain_spread"] == pytest.approx(0.06)
+    unjudged = feedback.summarize([run(0, [0.02, 0.03]), run(1, [0.01, None])])["choices@0.2"]
+    assert "truth_gain_mean" not in unjudged  # a mean over the judged seeds alone would read as all of them
