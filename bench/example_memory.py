@@ -7,6 +7,8 @@ of that answer), left out for an answer with nothing remembered):
 
     blend lam:          lam * cos(question, answer text) + (1 - lam) * nearest
     near-duplicate w/t: cos(question, answer text) + w * max(0, nearest - t)    (the product's rule, models/memory.py)
+    prototype c:        cos(question, normalise((1 - c) * answer text + c * normalise(mean of its remembered)))
+    prototype c + near: the prototype's cosine plus the near-duplicate bonus at 0.5 / 0.6 (`model.memory_centroid`)
 
 For each dataset and coverage (the share of the traffic a round would have accepted), a random subset of the
 traffic questions is labelled with 20 % of the labels replaced by a uniformly random intent (a crude stand-in for
@@ -39,6 +41,7 @@ from .common import DEFAULT_DATASETS, DEFAULT_RESULTS, load_dataset, resolve_dat
 SIZES = {"bitext": (600, 400), "banking77": (600, 400), "golden": (360, 144)}  # traffic, held-out (as bench-quality)
 BLEND = (0.7, 0.5)  # lam of the blend rule
 NEAR = [(w, t) for w in (0.3, 0.5, 1.0) for t in (0.6, 0.7, 0.8)]  # (weight, threshold) of the near-duplicate rule
+CENTROID = (0.3, 0.5, 0.7)  # c of the prototype rule: how far an answer moves towards its questions' mean
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     coverages = [float(c) for c in args.coverage.split(",")]
     rows = [run_dataset(name, resolve_datasets_dir(args.datasets), coverage, args.noise, args.seed)
             for name in args.names.split(",") for coverage in coverages]
-    result = {"meta": run_metadata(vars(args) | {"blend": list(BLEND), "near": NEAR, "sizes": SIZES}), "rows": rows}
+    settings = {"blend": list(BLEND), "near": NEAR, "centroid": list(CENTROID), "sizes": SIZES}
+    result = {"meta": run_metadata(vars(args) | settings), "rows": rows}
     result["meta"]["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_json(args.out / "example_memory.json", result)
     rules = list(rows[0]["accuracy"]) if rows else []
@@ -80,14 +84,29 @@ def run_dataset(name: str, datasets_dir: Path, coverage: float, noise: float, se
         pairs, FinetuneConfig(), show_bar=False).model
     asked = tuned.encode(heldout).numpy()
     answer_cosines = asked @ tuned.answer_embeddings.numpy().T  # (H, A)
-    nearest = nearest_example(asked, tuned.encode(questions).numpy(), labels, len(topics))
+    remembered = tuned.encode(questions).numpy()
+    nearest = nearest_example(asked, remembered, labels, len(topics))
     scores = {"none": answer_cosines}
     scores |= {f"blend {lam}": lam * answer_cosines + (1 - lam) * np.where(np.isnan(nearest), answer_cosines, nearest)
                for lam in BLEND}
     excess = np.nan_to_num(nearest, nan=-np.inf)
     scores |= {f"near {w}/{t}": answer_cosines + w * np.maximum(0.0, excess - t) for w, t in NEAR}
+    for c in CENTROID:
+        prototype_cosines = asked @ prototypes(tuned.answer_embeddings.numpy(), remembered, labels, c).T
+        scores[f"proto {c}"] = prototype_cosines
+        scores[f"proto {c}+near"] = prototype_cosines + 0.5 * np.maximum(0.0, excess - 0.6)
     accuracy = {rule: round(float((s.argmax(axis=1) == truth).mean()) * 100, 1) for rule, s in scores.items()}
     return {"dataset": name, "coverage": coverage, "remembered": len(questions), "accuracy": accuracy}
+
+
+def prototypes(answers: np.ndarray, remembered: np.ndarray, labels: np.ndarray, centroid: float) -> np.ndarray:
+    """(A, d): each answer with remembered questions moved `centroid` towards their mean direction, normalised."""
+    moved = answers.copy()
+    for answer in np.unique(labels):
+        mean = remembered[labels == answer].sum(axis=0)
+        mixed = (1 - centroid) * answers[answer] + centroid * mean / np.linalg.norm(mean)
+        moved[answer] = mixed / np.linalg.norm(mixed)
+    return moved
 
 
 def nearest_example(asked: np.ndarray, remembered: np.ndarray, labels: np.ndarray, n_answers: int) -> np.ndarray:

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from rsft_plugin import choices
-from rsft_plugin.config import FeedbackConfig
+from rsft_plugin.config import FeedbackConfig, parse_overrides
+from rsft_plugin.errors import ConfigError
 
 from . import gate_truth
 from .common import (
@@ -89,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", default="0,0.2,0.4", help="comma-separated rating flip probabilities")
     parser.add_argument("--rounds", type=int, help=f"rounds (full: {FULL['rounds']})")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, one torch thread each")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one rsft.yml setting for every arm, e.g. --set collect.gate_fraction=0.05 "
+                             "(repeatable; an arm's own feedback settings still apply on top)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the golden set, then check the output")
     args = parser.parse_args(argv)
     arms = args.arms.split(",") if args.arms else (SMOKE_ARMS if args.smoke else DEFAULT_ARMS)
@@ -98,13 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds is not None:
         sizes["rounds"] = args.rounds
     sizes["split_seed"] = args.split_seed
+    try:
+        sizes["sections"] = _merge(sizes["sections"], parse_overrides(args.overrides))
+    except ConfigError as error:
+        parser.error(str(error))
     names = ["golden"] if args.smoke else args.only.split(",")
     seeds = [0] if args.smoke else [int(s) for s in args.seeds.split(",")]
     noises = [0.2] if args.smoke else [float(n) for n in args.noise.split(",")]
     datasets_dir = resolve_datasets_dir(args.datasets)
     params = {"sizes": {k: v for k, v in sizes.items() if k not in ("noise", "rate_share")}, "datasets": names,
               "arms": {a: {"rate_share": ARMS[a][0], "feedback": ARMS[a][1]} for a in arms}, "seeds": seeds,
-              "noise": noises, "rule": RULE, "jobs": args.jobs, "smoke": args.smoke,
+              "noise": noises, "rule": RULE, "overrides": args.overrides, "jobs": args.jobs, "smoke": args.smoke,
               "datasets_dir": str(datasets_dir)}
     out_json = args.out / "feedback.json"
     result = _start(out_json, params, names, args.merge)

@@ -220,9 +220,9 @@ class _Round:
             return model
         examples = read_remembered(self.store, settings.memory_size)
         self._note(memory={"examples": len(examples), "weight": settings.memory_weight,
-                           "threshold": settings.memory_threshold,
+                           "threshold": settings.memory_threshold, "centroid": settings.memory_centroid,
                            "rounds": len({e.round_id for e in examples})})
-        return model.remember(examples, settings.memory_weight, settings.memory_threshold)
+        return model.remember(examples, settings.memory_weight, settings.memory_threshold, settings.memory_centroid)
 
     def _offered_keys(self, signal: Signal) -> list[str]:
         """The answers a "None of these" turned down: the choices its turn was offered (computed again from it)."""

@@ -139,7 +139,8 @@ def feed_traffic(config, n: int = 200, noise: float = 0.2, seed: int = 0) -> Non
 
 @pytest.fixture
 def fed(tmp_path, pretrained):
-    config = round_config(tmp_path, model={"memory_size": 2000})  # fewer than the default 5000: a bound
+    # fewer examples than the default 5000 (a bound), and prototypes on (default off) so rounds exercise them
+    config = round_config(tmp_path, model={"memory_size": 2000, "memory_centroid": 0.3})
     registry = Registry(config.paths.models_dir)
     registry.set_live(registry.publish(pretrained).name, "test")
     feed_traffic(config)

@@ -110,6 +110,49 @@ def test_a_version_saved_before_the_threshold_existed_scores_with_the_default(tm
     assert ResponseModel.load(tmp_path / "v0002").memory.threshold == DEFAULT_THRESHOLD
 
 
+def test_a_prototype_moves_a_taught_answer_towards_the_mean_of_its_questions_and_no_other(pretrained):
+    target = _runner_up(pretrained, QUERY)
+    examples = [Remembered(q, target, (f"t{i}",), 1) for i, q in enumerate(REMEMBERED)]
+    share = 0.4
+    prototyped = pretrained.remember(examples, 0.0, DEFAULT_THRESHOLD, centroid=share)
+    position = pretrained.bank.index_of(target)
+    answer = pretrained.answer_embeddings[position]
+    mean = pretrained.encode(REMEMBERED).sum(dim=0)
+    prototype = (1 - share) * answer + share * mean / mean.norm()
+    expected = float(pretrained.encode([QUERY])[0] @ prototype / prototype.norm())
+    plain, scores = pretrained.cosines([QUERY])[0], prototyped.cosines([QUERY])[0]
+    assert scores[position] == pytest.approx(expected, abs=1e-5) and scores[position] > plain[position]
+    others = np.arange(len(plain)) != position
+    assert np.allclose(scores[others], plain[others], atol=1e-6)  # answers with nothing remembered: their texts
+    served = prototyped.answer(QUERY)
+    assert served.answer.id == target  # customers' wordings pull the runner-up ahead
+    # ... but it is served with its text's cosine: model.min_score keeps catching what it caught
+    assert served.score == pytest.approx(plain[position], abs=1e-5) == served.top_k[0].cosine
+    assert (prototyped.cosines(REMEMBERED) <= 1 + 1e-6).all()  # a prototype is a unit vector: still a cosine
+
+
+def test_the_prototype_and_the_near_duplicate_bonus_add_up_and_a_saved_version_keeps_its_centroid(tmp_path, pretrained):
+    target = _runner_up(pretrained, QUERY)
+    examples = [Remembered(q, target, (f"t{i}",), 1) for i, q in enumerate(REMEMBERED)]
+    prototype_only = pretrained.remember(examples, 0.0, 0.0, centroid=0.3)
+    both = pretrained.remember(examples, 0.5, 0.0, centroid=0.3)
+    nearest = float((pretrained.encode([QUERY]) @ pretrained.encode(REMEMBERED).T).max())
+    position = pretrained.bank.index_of(target)
+    assert both.cosines([QUERY])[0][position] == pytest.approx(
+        prototype_only.cosines([QUERY])[0][position] + 0.5 * nearest, abs=1e-5)
+    both.save(tmp_path / "v0002", both.describe("v0002"))
+    loaded = ResponseModel.load(tmp_path / "v0002")
+    assert loaded.memory.centroid == 0.3
+    assert np.allclose(loaded.cosines([QUERY, *REMEMBERED]), both.cosines([QUERY, *REMEMBERED]), atol=1e-6)
+    described_path = tmp_path / "v0002" / "version.json"
+    described = json.loads(described_path.read_text())
+    del described["memory"]["centroid"]  # a version saved before prototypes
+    described_path.write_text(json.dumps(described))
+    older = ResponseModel.load(tmp_path / "v0002")
+    assert older.memory.centroid == 0.0
+    assert np.allclose(older.cosines([QUERY]), pretrained.remember(examples, 0.5, 0.0).cosines([QUERY]), atol=1e-6)
+
+
 @pytest.mark.parametrize("damage", [
     lambda path: path.write_bytes(b"garbage"),
     lambda path: path.unlink(),

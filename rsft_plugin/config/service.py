@@ -86,6 +86,9 @@ class ModelConfig:
                                  "the weight and threshold it was checked with).", 0.5)
     memory_threshold: float = _help("Retrieval: the cosine from which a remembered question counts as a "
                                     "near-duplicate of the customer's.", 0.6)
+    memory_centroid: float = _help("Retrieval: how far each answer's vector moves towards the mean of its "
+                                   "remembered questions before a customer's is compared with it (0: not at all; "
+                                   "models/memory.py; docs/benchmarks.md, 'Prototypes').", 0.0)
     # Not a key of `model:`: Config links its `generative:` section here, so whatever loads a version from
     # config.model (the action server, rounds, the CLI) serves a generative one with the configured settings.
     generative: GenerativeConfig = field(default_factory=GenerativeConfig, compare=False, repr=False,
@@ -103,6 +106,7 @@ class ModelConfig:
         _check(0 <= self.memory_size <= 100_000, "model", "memory_size", "must be between 0 and 100000")
         _check(0 <= self.memory_weight <= 2, "model", "memory_weight", "must be in [0, 2]")
         _check(0 <= self.memory_threshold < 1, "model", "memory_threshold", "must be in [0, 1)")
+        _check(0 <= self.memory_centroid < 1, "model", "memory_centroid", "must be in [0, 1)")
 
 
 @dataclass

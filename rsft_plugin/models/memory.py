@@ -11,7 +11,22 @@ question: no bonus). Only a near-duplicate of a remembered question raises an an
 cosines run higher than question-to-answer ones, that lifted the few answers that had examples above all others
 and cost 2-6 points on the golden set (docs/benchmarks.md, "Remembering accepted examples"). A score can exceed 1
 by at most weight * (1 - threshold); the policy softmax(score / temperature), `model.min_score` and every consumer
-of `cosines` keep working, since the memory only ever raises a score.
+of `cosines` keep working.
+
+With `centroid` c > 0 each answer with something remembered is first moved towards the questions it was taught
+with — a prototype, as few-shot classifiers keep one per class:
+
+    prototype(a) = normalise((1 - c) * answer text embedding + c * normalise(sum of a's remembered questions))
+
+and `cos(query, prototype(a))` replaces the cosine to its text (answers with nothing remembered keep their text's).
+The mean of many customers' wordings sits where they cluster, which one answer text cannot; the nearest question
+alone follows one wording. Moving only part of the way keeps the text's meaning in the vector, so a few remembered
+questions cannot carry an answer far (docs/benchmarks.md, "Prototypes"). A prototype is a unit vector: its score
+is still a cosine, and it can also lower an answer for a query unlike its customers' questions. It only ranks:
+the score an answer is served with — what `model.min_score` compares and the log records — stays its text's cosine
+(plus the near-duplicate bonus), because question-to-question cosines run higher and out-of-scope messages would
+clear the threshold more often (a memory of the golden questions at c = 0.3 lets through 9 points more of
+data/out_of_scope.csv at 0.25).
 
 What a version keeps (memory.pt, hashed in version.json): the remembered questions' embeddings under the version's
 own encoder, their answer ids and the turn ids they came from — never the question texts. A round rebuilds the
@@ -45,12 +60,13 @@ class ExampleMemory:
     """Remembered question embeddings (M, d) with their answer ids; scores queries against one answer bank."""
 
     def __init__(self, embeddings: torch.Tensor, answer_ids: list[str], turn_ids: list[list[str]],
-                 weight: float, threshold: float = DEFAULT_THRESHOLD) -> None:
+                 weight: float, threshold: float = DEFAULT_THRESHOLD, centroid: float = 0.0) -> None:
         if len(embeddings) != len(answer_ids) or len(answer_ids) != len(turn_ids):
             raise ValueError("a memory needs one answer id and one turn-id list per embedding")
         self.embeddings, self.answer_ids, self.turn_ids = embeddings, answer_ids, turn_ids
-        self.weight, self.threshold = weight, threshold
+        self.weight, self.threshold, self.centroid = weight, threshold, centroid
         self._index_cache: tuple[tuple[str, ...], torch.Tensor] | None = None
+        self._prototype_cache: tuple[torch.Tensor, torch.Tensor] | None = None  # (answer embeddings, prototypes)
 
     @classmethod
     def empty(cls) -> ExampleMemory:
@@ -59,17 +75,39 @@ class ExampleMemory:
     def __len__(self) -> int:
         return len(self.answer_ids)
 
-    def scores(self, queries: torch.Tensor, answer_cosines: torch.Tensor, bank_ids: tuple[str, ...]) -> torch.Tensor:
-        """The memory-aware scores (Q, A) from the queries' embeddings (Q, d) and their answer cosines (Q, A)."""
+    def scores(self, queries: torch.Tensor, answers: torch.Tensor, bank_ids: tuple[str, ...],
+               prototypes: bool = True) -> torch.Tensor:
+        """The memory-aware scores (Q, A) from the queries' embeddings (Q, d) and the bank's (A, d); with
+        `prototypes` False every answer is compared by its text (the score `model.min_score` reads)."""
         index = self._bank_index(bank_ids)
-        if not len(self) or self.weight == 0 or not bool((index >= 0).any()):
-            return answer_cosines
+        if not len(self) or not bool((index >= 0).any()):
+            return queries @ answers.T
         known = index >= 0
+        moved = prototypes and self.centroid > 0
+        answer_cosines = queries @ (self._prototypes(answers, index) if moved else answers).T
+        if self.weight == 0:
+            return answer_cosines
         similarities = queries @ self.embeddings[known].T  # (Q, M')
         nearest = torch.full_like(answer_cosines, -torch.inf).scatter_reduce(
             1, index[known].expand(len(queries), -1), similarities.to(answer_cosines.dtype), reduce="amax")
         bonus = self.weight * (nearest - self.threshold).clamp(min=0.0)  # -inf (nothing remembered) -> 0
         return answer_cosines + bonus
+
+    def _prototypes(self, answers: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """(A, d): each answer's embedding moved `centroid` of the way to its remembered questions' mean direction,
+        normalised; answers with nothing remembered keep their own. Once per set of answer embeddings."""
+        if self._prototype_cache is not None and self._prototype_cache[0] is answers:
+            return self._prototype_cache[1]
+        known = index >= 0
+        sums = torch.zeros_like(answers).index_add_(0, index[known], self.embeddings[known].to(answers.dtype))
+        norms = sums.norm(dim=1, keepdim=True)
+        taught = norms.squeeze(1) > 0
+        mixed = answers.clone()
+        mixed[taught] = (1 - self.centroid) * answers[taught] + self.centroid * sums[taught] / norms[taught]
+        prototypes = torch.nn.functional.normalize(mixed, dim=1)
+        prototypes[~taught] = answers[~taught]
+        self._prototype_cache = (answers, prototypes)
+        return prototypes
 
     def _bank_index(self, bank_ids: tuple[str, ...]) -> torch.Tensor:
         """Each remembered answer's position in the bank; -1 for an answer the bank no longer has."""
@@ -86,12 +124,12 @@ class ExampleMemory:
         return path
 
     @classmethod
-    def load(cls, directory: Path, weight: float, threshold: float) -> ExampleMemory:
+    def load(cls, directory: Path, weight: float, threshold: float, centroid: float = 0.0) -> ExampleMemory:
         """Raises ModelLoadError when the file is missing or malformed (its hash is checked by the caller)."""
         path = directory / MEMORY_FILE
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             return cls(saved["embeddings"], [str(a) for a in saved["answer_ids"]],
-                       [[str(t) for t in ids] for ids in saved["turn_ids"]], weight, threshold)
+                       [[str(t) for t in ids] for ids in saved["turn_ids"]], weight, threshold, centroid)
         except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{directory}: cannot read {MEMORY_FILE}: {exc}") from exc

@@ -88,10 +88,13 @@ class ResponseModel:
         return embed(self.encoder, texts, self.config.max_query_chars)
 
     def cosines(self, queries: list[str]) -> np.ndarray:
-        """Score of every answer for every query, shape (Q, A): the cosine to the answer's text, blended with the
-        closest remembered question of that answer when the version has a memory (models/memory.py)."""
-        encoded = self.encode(queries)
-        scores = self.memory.scores(encoded, encoded @ self.answer_embeddings.T, self._bank_ids)
+        """Score of every answer for every query, shape (Q, A): the cosine to the answer's text (to its prototype
+        with `memory_centroid`), raised by a near-duplicate remembered question of that answer when the version has
+        a memory (models/memory.py). What ranks and samples; `answer_many` serves with the text's score."""
+        return self._scores(self.encode(queries))
+
+    def _scores(self, encoded: torch.Tensor, prototypes: bool = True) -> np.ndarray:
+        scores = self.memory.scores(encoded, self.answer_embeddings, self._bank_ids, prototypes)
         return scores.cpu().numpy().astype(np.float64)
 
     def policy(self, query: str, temperature: float | None = None) -> np.ndarray:
@@ -106,14 +109,18 @@ class ResponseModel:
         """Best answers for many queries, encoded in batches."""
         if not queries:
             return []
+        encoded = self.encode(queries)
+        ranked = self._scores(encoded)
+        # the served score stays the answer text's (models/memory.py: prototypes rank, min_score reads the text)
+        served = self._scores(encoded, prototypes=False) if self.memory.centroid > 0 else ranked
         results = []
-        for cosines in self.cosines(queries):
+        for cosines, texts in zip(ranked, served, strict=True):
             probabilities = policy_from_cosines(cosines, self.config.temperature)
             order = np.argsort(-cosines, kind="stable")[: self.config.top_k]
             top_k = tuple(Ranked(self.bank.answers[i].id, self.bank.answers[i].id, self.bank.answers[i].topic,
-                                 float(cosines[i]), float(probabilities[i])) for i in order)
+                                 float(texts[i]), float(probabilities[i])) for i in order)
             best = self.bank.answers[order[0]]
-            results.append(Answered(best.id, best.text, best.topic, best, float(cosines[order[0]]),
+            results.append(Answered(best.id, best.text, best.topic, best, float(texts[order[0]]),
                                     float(probabilities[order[0]]), top_k))
         return results
 
@@ -151,17 +158,18 @@ class ResponseModel:
 
         return finetune_retrieval(self, pairs, config, progress, show_bar)
 
-    def remember(self, examples: list[Remembered], weight: float,
-                 threshold: float = DEFAULT_THRESHOLD) -> ResponseModel:
+    def remember(self, examples: list[Remembered], weight: float, threshold: float = DEFAULT_THRESHOLD,
+                 centroid: float = 0.0) -> ResponseModel:
         """This version's encoder with a memory of `examples` (replacing any it had), embedded by this encoder;
-        examples of answers the bank does not hold are left out. `weight` 0 or no examples: no memory. A query
-        within `threshold` cosine of a remembered question raises that answer's score (models/memory.py)."""
+        examples of answers the bank does not hold are left out. `weight` and `centroid` 0, or no examples: no
+        memory. A query within `threshold` cosine of a remembered question raises that answer's score, and with
+        `centroid` > 0 each answer is scored against its prototype (models/memory.py)."""
         known = set(self._bank_ids)
-        kept = [e for e in examples if e.answer_id in known] if weight > 0 else []
+        kept = [e for e in examples if e.answer_id in known] if weight > 0 or centroid > 0 else []
         remembering = copy.copy(self)  # the same encoder, bank and answer embeddings: nothing is encoded again
         remembering.info = None
         remembering.memory = (ExampleMemory(self.encode([e.question for e in kept]), [e.answer_id for e in kept],
-                                            [list(e.turn_ids) for e in kept], weight, threshold)
+                                            [list(e.turn_ids) for e in kept], weight, threshold, centroid)
                               if kept else ExampleMemory.empty())
         return remembering
 
@@ -182,7 +190,8 @@ class ResponseModel:
         """What version.json says of the memory (saving adds memory.pt's hash); {} without one."""
         if not len(self.memory):
             return {}
-        return {"examples": len(self.memory), "weight": self.memory.weight, "threshold": self.memory.threshold}
+        return {"examples": len(self.memory), "weight": self.memory.weight, "threshold": self.memory.threshold,
+                "centroid": self.memory.centroid}
 
     def describe(self, name: str, parent: str | None = None, round_id: int | None = None,
                  eval_numbers: dict[str, Any] | None = None, notes: str = "") -> VersionInfo:
@@ -313,9 +322,11 @@ def _load_memory(directory: Path, info: VersionInfo) -> ExampleMemory | None:
     path = directory / MEMORY_FILE
     if not path.exists() or _sha256(path) != info.memory.get("sha256"):
         raise ModelLoadError(f"{directory}: {MEMORY_FILE} is missing or does not match its recorded hash")
-    # A version saved before the near-duplicate rule has no threshold: it scores with the default.
+    # A version saved before the near-duplicate rule has no threshold: it scores with the default; one saved before
+    # prototypes has no centroid and keeps scoring against its answer texts.
     memory = ExampleMemory.load(directory, float(info.memory.get("weight", 0.0)),
-                                float(info.memory.get("threshold", DEFAULT_THRESHOLD)))
+                                float(info.memory.get("threshold", DEFAULT_THRESHOLD)),
+                                float(info.memory.get("centroid", 0.0)))
     if len(memory) != info.memory["examples"]:
         raise ModelLoadError(f"{directory}: {MEMORY_FILE} holds {len(memory)} examples, version.json says "
                              f"{info.memory['examples']}")
