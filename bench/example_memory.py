@@ -41,6 +41,7 @@ from .common import DEFAULT_DATASETS, DEFAULT_RESULTS, load_dataset, resolve_dat
 SIZES = {"bitext": (600, 400), "banking77": (600, 400), "golden": (360, 144)}  # traffic, held-out (as bench-quality)
 BLEND = (0.7, 0.5)  # lam of the blend rule
 NEAR = [(w, t) for w in (0.3, 0.5, 1.0) for t in (0.6, 0.7, 0.8)]  # (weight, threshold) of the near-duplicate rule
+PRODUCT = ModelConfig()  # the product's near-duplicate weight and threshold, for "prototype c + near"
 CENTROID = (0.3, 0.5, 0.7)  # c of the prototype rule: how far an answer moves towards its questions' mean
 
 
@@ -94,7 +95,8 @@ def run_dataset(name: str, datasets_dir: Path, coverage: float, noise: float, se
     for c in CENTROID:
         prototype_cosines = asked @ prototypes(tuned.answer_embeddings.numpy(), remembered, labels, c).T
         scores[f"proto {c}"] = prototype_cosines
-        scores[f"proto {c}+near"] = prototype_cosines + 0.5 * np.maximum(0.0, excess - 0.6)
+        scores[f"proto {c}+near"] = prototype_cosines + PRODUCT.memory_weight * np.maximum(
+            0.0, excess - PRODUCT.memory_threshold)
     accuracy = {rule: round(float((s.argmax(axis=1) == truth).mean()) * 100, 1) for rule, s in scores.items()}
     return {"dataset": name, "coverage": coverage, "remembered": len(questions), "accuracy": accuracy}
 

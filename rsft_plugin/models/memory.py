@@ -75,23 +75,28 @@ class ExampleMemory:
     def __len__(self) -> int:
         return len(self.answer_ids)
 
-    def scores(self, queries: torch.Tensor, answers: torch.Tensor, bank_ids: tuple[str, ...],
-               prototypes: bool = True) -> torch.Tensor:
-        """The memory-aware scores (Q, A) from the queries' embeddings (Q, d) and the bank's (A, d); with
-        `prototypes` False every answer is compared by its text (the score `model.min_score` reads)."""
+    def scores(self, queries: torch.Tensor, answers: torch.Tensor,
+               bank_ids: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ranked, served), each (Q, A), from the queries' embeddings (Q, d) and the bank's (A, d): what ranks the
+        answers (prototypes with `centroid`), and what an answer is served with (its text's cosine; what
+        `model.min_score` reads). Both carry the near-duplicate bonus; without prototypes they are one tensor."""
+        text_cosines = queries @ answers.T
         index = self._bank_index(bank_ids)
         if not len(self) or not bool((index >= 0).any()):
-            return queries @ answers.T
+            return text_cosines, text_cosines
+        bonus = self._bonus(queries, index, text_cosines) if self.weight > 0 else torch.zeros_like(text_cosines)
+        served = text_cosines + bonus
+        if self.centroid == 0:
+            return served, served
+        return queries @ self._prototypes(answers, index).T + bonus, served
+
+    def _bonus(self, queries: torch.Tensor, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """(Q, A): weight * max(0, nearest - threshold) per answer; 0 for an answer with nothing remembered."""
         known = index >= 0
-        moved = prototypes and self.centroid > 0
-        answer_cosines = queries @ (self._prototypes(answers, index) if moved else answers).T
-        if self.weight == 0:
-            return answer_cosines
         similarities = queries @ self.embeddings[known].T  # (Q, M')
-        nearest = torch.full_like(answer_cosines, -torch.inf).scatter_reduce(
-            1, index[known].expand(len(queries), -1), similarities.to(answer_cosines.dtype), reduce="amax")
-        bonus = self.weight * (nearest - self.threshold).clamp(min=0.0)  # -inf (nothing remembered) -> 0
-        return answer_cosines + bonus
+        nearest = torch.full_like(like, -torch.inf).scatter_reduce(
+            1, index[known].expand(len(queries), -1), similarities.to(like.dtype), reduce="amax")
+        return self.weight * (nearest - self.threshold).clamp(min=0.0)  # -inf (nothing remembered) -> 0
 
     def _prototypes(self, answers: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """(A, d): each answer's embedding moved `centroid` of the way to its remembered questions' mean direction,

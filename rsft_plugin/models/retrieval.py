@@ -91,11 +91,13 @@ class ResponseModel:
         """Score of every answer for every query, shape (Q, A): the cosine to the answer's text (to its prototype
         with `memory_centroid`), raised by a near-duplicate remembered question of that answer when the version has
         a memory (models/memory.py). What ranks and samples; `answer_many` serves with the text's score."""
-        return self._scores(self.encode(queries))
+        return self._scores(self.encode(queries))[0]
 
-    def _scores(self, encoded: torch.Tensor, prototypes: bool = True) -> np.ndarray:
-        scores = self.memory.scores(encoded, self.answer_embeddings, self._bank_ids, prototypes)
-        return scores.cpu().numpy().astype(np.float64)
+    def _scores(self, encoded: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(ranked, served) scores as float64 arrays (models/memory.py, `ExampleMemory.scores`)."""
+        ranked, served = self.memory.scores(encoded, self.answer_embeddings, self._bank_ids)
+        ranked_array = _float64(ranked)
+        return ranked_array, ranked_array if served is ranked else _float64(served)
 
     def policy(self, query: str, temperature: float | None = None) -> np.ndarray:
         """The policy q(answer | query): softmax(cosine / temperature) over the bank, shape (A,)."""
@@ -109,10 +111,8 @@ class ResponseModel:
         """Best answers for many queries, encoded in batches."""
         if not queries:
             return []
-        encoded = self.encode(queries)
-        ranked = self._scores(encoded)
-        # the served score stays the answer text's (models/memory.py: prototypes rank, min_score reads the text)
-        served = self._scores(encoded, prototypes=False) if self.memory.centroid > 0 else ranked
+        # prototypes rank; the served score (what min_score reads) stays the answer text's (models/memory.py)
+        ranked, served = self._scores(self.encode(queries))
         results = []
         for cosines, texts in zip(ranked, served, strict=True):
             probabilities = policy_from_cosines(cosines, self.config.temperature)
@@ -314,6 +314,10 @@ def _apply_weights(encoder: SentenceTransformer, saved: dict[str, torch.Tensor],
                 raise ModelLoadError(f"{directory}: {name} has shape {tuple(saved[name].shape)}, "
                                      f"expected {tuple(parameter.shape)}")
             parameter.copy_(saved[name])
+
+
+def _float64(scores: torch.Tensor) -> np.ndarray:
+    return scores.cpu().numpy().astype(np.float64)
 
 
 def _load_memory(directory: Path, info: VersionInfo) -> ExampleMemory | None:
