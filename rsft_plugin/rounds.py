@@ -221,8 +221,10 @@ class _Round:
         examples = read_remembered(self.store, settings.memory_size)
         self._note(memory={"examples": len(examples), "weight": settings.memory_weight,
                            "threshold": settings.memory_threshold, "centroid": settings.memory_centroid,
+                           "centroid_prior": settings.memory_centroid_prior,
                            "rounds": len({e.round_id for e in examples})})
-        return model.remember(examples, settings.memory_weight, settings.memory_threshold, settings.memory_centroid)
+        return model.remember(examples, settings.memory_weight, settings.memory_threshold, settings.memory_centroid,
+                              settings.memory_centroid_prior)
 
     def _offered_keys(self, signal: Signal) -> list[str]:
         """The answers a "None of these" turned down: the choices its turn was offered (computed again from it)."""

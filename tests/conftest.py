@@ -139,8 +139,10 @@ def feed_traffic(config, n: int = 200, noise: float = 0.2, seed: int = 0) -> Non
 
 @pytest.fixture
 def fed(tmp_path, pretrained):
-    # fewer examples than the default 5000 (a bound), and prototypes on (default off) so rounds exercise them
-    config = round_config(tmp_path, model={"memory_size": 2000, "memory_centroid": 0.3})
+    # fewer examples than the default 5000 (a bound); prototypes with a prior stated (the defaults) so the round
+    # test's check that they reach the version cannot pass with them off
+    config = round_config(tmp_path, model={"memory_size": 2000, "memory_centroid": 0.3,
+                                                "memory_centroid_prior": 4.0})
     registry = Registry(config.paths.models_dir)
     registry.set_live(registry.publish(pretrained).name, "test")
     feed_traffic(config)

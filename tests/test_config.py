@@ -46,6 +46,7 @@ def test_cli_overrides_win_over_yaml_and_none_means_not_given(tmp_path):
     ("model:\n  temperature: .nan\n", "not a finite number"),
     ("model:\n  min_score: 1.5\n", "model.min_score: must be in [-1, 1)"),
     ("model:\n  memory_centroid: 1\n", "model.memory_centroid: must be in [0, 1)"),
+    ("model:\n  memory_centroid_prior: -1\n", "model.memory_centroid_prior: must be in [0, 1000]"),
     ("server:\n  rasa_port: 70000\n", "is not a TCP port"),
     ("model: [1, 2]\n", "section model must be a mapping"),
     ("- a\n- b\n", "the top level must be a mapping"),

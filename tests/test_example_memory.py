@@ -153,6 +153,37 @@ def test_the_prototype_and_the_near_duplicate_bonus_add_up_and_a_saved_version_k
     assert np.allclose(older.cosines([QUERY]), pretrained.remember(examples, 0.5, 0.0).cosines([QUERY]), atol=1e-6)
 
 
+def _prototype_cosine(model: ResponseModel, query: str, answer_id: str, questions: list[str], share: float) -> float:
+    """The formula of models/memory.py, computed here from the encoder's own embeddings."""
+    answer = model.answer_embeddings[model.bank.index_of(answer_id)]
+    total = model.encode(questions).sum(dim=0)
+    prototype = (1 - share) * answer + share * total / total.norm()
+    return float(model.encode([query])[0] @ prototype / prototype.norm())
+
+
+def test_with_a_prior_an_answer_taught_by_few_customers_moves_less_than_one_taught_by_many(tmp_path, pretrained):
+    ranked = [choice.key for choice in pretrained.answer(QUERY).top_k]
+    taught = {ranked[1]: REMEMBERED[:1], ranked[2]: [*REMEMBERED, "please post my parcel to my address"]}
+    examples = [Remembered(q, answer_id, (f"t-{answer_id}-{i}",), 1)
+                for answer_id, questions in taught.items() for i, q in enumerate(questions)]
+    centroid, prior = 0.6, 3.0
+    shrunk = pretrained.remember(examples, 0.0, DEFAULT_THRESHOLD, centroid=centroid, centroid_prior=prior)
+    whole = pretrained.remember(examples, 0.0, DEFAULT_THRESHOLD, centroid=centroid)
+    for answer_id, questions in taught.items():
+        position, n = pretrained.bank.index_of(answer_id), len(questions)
+        assert shrunk.cosines([QUERY])[0][position] == pytest.approx(
+            _prototype_cosine(pretrained, QUERY, answer_id, questions, centroid * n / (n + prior)), abs=1e-5)
+        assert whole.cosines([QUERY])[0][position] == pytest.approx(
+            _prototype_cosine(pretrained, QUERY, answer_id, questions, centroid), abs=1e-5)
+    shrunk.save(tmp_path / "v0002", shrunk.describe("v0002"))
+    assert ResponseModel.load(tmp_path / "v0002").memory.centroid_prior == prior
+    described_path = tmp_path / "v0002" / "version.json"
+    described = json.loads(described_path.read_text())
+    del described["memory"]["centroid_prior"]  # a version saved before the prior: every answer moves the whole share
+    described_path.write_text(json.dumps(described))
+    assert np.allclose(ResponseModel.load(tmp_path / "v0002").cosines([QUERY]), whole.cosines([QUERY]), atol=1e-6)
+
+
 @pytest.mark.parametrize("damage", [
     lambda path: path.write_bytes(b"garbage"),
     lambda path: path.unlink(),

@@ -88,7 +88,11 @@ class ModelConfig:
                                     "near-duplicate of the customer's.", 0.6)
     memory_centroid: float = _help("Retrieval: how far each answer's vector moves towards the mean of its "
                                    "remembered questions before a customer's is compared with it (0: not at all; "
-                                   "models/memory.py; docs/benchmarks.md, 'Prototypes').", 0.0)
+                                   "models/memory.py; docs/benchmarks.md, 'Prototypes').", 0.3)
+    memory_centroid_prior: float = _help("Retrieval: how many questions an answer's own text counts as when it "
+                                         "moves towards its remembered ones: an answer n customers taught moves "
+                                         "memory_centroid * n / (n + this) of the way (0: every answer the whole "
+                                         "memory_centroid).", 4.0)
     # Not a key of `model:`: Config links its `generative:` section here, so whatever loads a version from
     # config.model (the action server, rounds, the CLI) serves a generative one with the configured settings.
     generative: GenerativeConfig = field(default_factory=GenerativeConfig, compare=False, repr=False,
@@ -107,6 +111,7 @@ class ModelConfig:
         _check(0 <= self.memory_weight <= 2, "model", "memory_weight", "must be in [0, 2]")
         _check(0 <= self.memory_threshold < 1, "model", "memory_threshold", "must be in [0, 1)")
         _check(0 <= self.memory_centroid < 1, "model", "memory_centroid", "must be in [0, 1)")
+        _check(0 <= self.memory_centroid_prior <= 1000, "model", "memory_centroid_prior", "must be in [0, 1000]")
 
 
 @dataclass

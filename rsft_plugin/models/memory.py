@@ -16,13 +16,17 @@ of `cosines` keep working.
 With `centroid` c > 0 each answer with something remembered is first moved towards the questions it was taught
 with — a prototype, as few-shot classifiers keep one per class:
 
-    prototype(a) = normalise((1 - c) * answer text embedding + c * normalise(sum of a's remembered questions))
+    prototype(a) = normalise((1 - s) * answer text embedding + s * normalise(sum of a's remembered questions))
+    s = c * n / (n + k)     (n: a's remembered questions; k: `centroid_prior`, 0 = every answer moves c)
 
 and `cos(query, prototype(a))` replaces the cosine to its text (answers with nothing remembered keep their text's).
 The mean of many customers' wordings sits where they cluster, which one answer text cannot; the nearest question
 alone follows one wording. Moving only part of the way keeps the text's meaning in the vector, so a few remembered
-questions cannot carry an answer far (docs/benchmarks.md, "Prototypes"). A prototype is a unit vector: its score
-is still a cosine, and it can also lower an answer for a query unlike its customers' questions. It only ranks:
+questions cannot carry an answer far (docs/benchmarks.md, "Prototypes"); with k > 0 the answer text also counts
+like k questions of its own, so an answer taught by one or two customers, who may have rated carelessly, moves
+little and one taught by many nearly c (the whole c let early rounds with 40 % wrong ratings promote models worse
+on the truth set; with k 4 none of 135 measured rounds was). A prototype is a unit vector: its score is still a
+cosine, and it can also lower an answer for a query unlike its customers' questions. It only ranks:
 the score an answer is served with — what `model.min_score` compares and the log records — stays its text's cosine
 (plus the near-duplicate bonus), because question-to-question cosines run higher and out-of-scope messages would
 clear the threshold more often (a memory of the golden questions at c = 0.3 lets through 9 points more of
@@ -60,11 +64,13 @@ class ExampleMemory:
     """Remembered question embeddings (M, d) with their answer ids; scores queries against one answer bank."""
 
     def __init__(self, embeddings: torch.Tensor, answer_ids: list[str], turn_ids: list[list[str]],
-                 weight: float, threshold: float = DEFAULT_THRESHOLD, centroid: float = 0.0) -> None:
+                 weight: float, threshold: float = DEFAULT_THRESHOLD, centroid: float = 0.0,
+                 centroid_prior: float = 0.0) -> None:
         if len(embeddings) != len(answer_ids) or len(answer_ids) != len(turn_ids):
             raise ValueError("a memory needs one answer id and one turn-id list per embedding")
         self.embeddings, self.answer_ids, self.turn_ids = embeddings, answer_ids, turn_ids
         self.weight, self.threshold, self.centroid = weight, threshold, centroid
+        self.centroid_prior = centroid_prior
         self._index_cache: tuple[tuple[str, ...], torch.Tensor] | None = None
         self._prototype_cache: tuple[torch.Tensor, torch.Tensor] | None = None  # (answer embeddings, prototypes)
 
@@ -99,7 +105,7 @@ class ExampleMemory:
         return self.weight * (nearest - self.threshold).clamp(min=0.0)  # -inf (nothing remembered) -> 0
 
     def _prototypes(self, answers: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """(A, d): each answer's embedding moved `centroid` of the way to its remembered questions' mean direction,
+        """(A, d): each answer's embedding moved its share of the way to its remembered questions' mean direction,
         normalised; answers with nothing remembered keep their own. Once per set of answer embeddings."""
         if self._prototype_cache is not None and self._prototype_cache[0] is answers:
             return self._prototype_cache[1]
@@ -107,12 +113,18 @@ class ExampleMemory:
         sums = torch.zeros_like(answers).index_add_(0, index[known], self.embeddings[known].to(answers.dtype))
         norms = sums.norm(dim=1, keepdim=True)
         taught = norms.squeeze(1) > 0
+        share = self.shares(torch.bincount(index[known], minlength=len(answers))).to(answers.dtype).unsqueeze(1)
         mixed = answers.clone()
-        mixed[taught] = (1 - self.centroid) * answers[taught] + self.centroid * sums[taught] / norms[taught]
+        mixed[taught] = (1 - share[taught]) * answers[taught] + share[taught] * sums[taught] / norms[taught]
         prototypes = torch.nn.functional.normalize(mixed, dim=1)
         prototypes[~taught] = answers[~taught]
         self._prototype_cache = (answers, prototypes)
         return prototypes
+
+    def shares(self, counts: torch.Tensor) -> torch.Tensor:
+        """How far an answer with `counts` remembered questions moves towards them: centroid * n / (n + prior)."""
+        counts = counts.to(torch.float64)
+        return self.centroid * counts / (counts + self.centroid_prior).clamp(min=1e-12)
 
     def _bank_index(self, bank_ids: tuple[str, ...]) -> torch.Tensor:
         """Each remembered answer's position in the bank; -1 for an answer the bank no longer has."""
@@ -129,12 +141,14 @@ class ExampleMemory:
         return path
 
     @classmethod
-    def load(cls, directory: Path, weight: float, threshold: float, centroid: float = 0.0) -> ExampleMemory:
+    def load(cls, directory: Path, weight: float, threshold: float, centroid: float = 0.0,
+             centroid_prior: float = 0.0) -> ExampleMemory:
         """Raises ModelLoadError when the file is missing or malformed (its hash is checked by the caller)."""
         path = directory / MEMORY_FILE
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             return cls(saved["embeddings"], [str(a) for a in saved["answer_ids"]],
-                       [[str(t) for t in ids] for ids in saved["turn_ids"]], weight, threshold, centroid)
+                       [[str(t) for t in ids] for ids in saved["turn_ids"]], weight, threshold, centroid,
+                       centroid_prior)
         except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{directory}: cannot read {MEMORY_FILE}: {exc}") from exc

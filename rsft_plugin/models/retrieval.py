@@ -159,17 +159,19 @@ class ResponseModel:
         return finetune_retrieval(self, pairs, config, progress, show_bar)
 
     def remember(self, examples: list[Remembered], weight: float, threshold: float = DEFAULT_THRESHOLD,
-                 centroid: float = 0.0) -> ResponseModel:
+                 centroid: float = 0.0, centroid_prior: float = 0.0) -> ResponseModel:
         """This version's encoder with a memory of `examples` (replacing any it had), embedded by this encoder;
         examples of answers the bank does not hold are left out. `weight` and `centroid` 0, or no examples: no
         memory. A query within `threshold` cosine of a remembered question raises that answer's score, and with
-        `centroid` > 0 each answer is scored against its prototype (models/memory.py)."""
+        `centroid` > 0 each answer is scored against its prototype, moved less with `centroid_prior` when few
+        questions taught it (models/memory.py)."""
         known = set(self._bank_ids)
         kept = [e for e in examples if e.answer_id in known] if weight > 0 or centroid > 0 else []
         remembering = copy.copy(self)  # the same encoder, bank and answer embeddings: nothing is encoded again
         remembering.info = None
         remembering.memory = (ExampleMemory(self.encode([e.question for e in kept]), [e.answer_id for e in kept],
-                                            [list(e.turn_ids) for e in kept], weight, threshold, centroid)
+                                            [list(e.turn_ids) for e in kept], weight, threshold, centroid,
+                                            centroid_prior)
                               if kept else ExampleMemory.empty())
         return remembering
 
@@ -191,7 +193,7 @@ class ResponseModel:
         if not len(self.memory):
             return {}
         return {"examples": len(self.memory), "weight": self.memory.weight, "threshold": self.memory.threshold,
-                "centroid": self.memory.centroid}
+                "centroid": self.memory.centroid, "centroid_prior": self.memory.centroid_prior}
 
     def describe(self, name: str, parent: str | None = None, round_id: int | None = None,
                  eval_numbers: dict[str, Any] | None = None, notes: str = "") -> VersionInfo:
@@ -327,10 +329,11 @@ def _load_memory(directory: Path, info: VersionInfo) -> ExampleMemory | None:
     if not path.exists() or _sha256(path) != info.memory.get("sha256"):
         raise ModelLoadError(f"{directory}: {MEMORY_FILE} is missing or does not match its recorded hash")
     # A version saved before the near-duplicate rule has no threshold: it scores with the default; one saved before
-    # prototypes has no centroid and keeps scoring against its answer texts.
+    # prototypes has no centroid and keeps scoring against its answer texts, one before the prior moves every
+    # answer the whole centroid.
     memory = ExampleMemory.load(directory, float(info.memory.get("weight", 0.0)),
                                 float(info.memory.get("threshold", DEFAULT_THRESHOLD)),
-                                float(info.memory.get("centroid", 0.0)))
+                                float(info.memory.get("centroid", 0.0)), float(info.memory.get("centroid_prior", 0.0)))
     if len(memory) != info.memory["examples"]:
         raise ModelLoadError(f"{directory}: {MEMORY_FILE} holds {len(memory)} examples, version.json says "
                              f"{info.memory['examples']}")
