@@ -381,11 +381,10 @@ class GenerativePolicy:
 
     # ---- example memory (the retriever's: models/memory.py) ------------------------------------------------
 
-    def remember(self, examples: list[Any], weight: float, threshold: float, centroid: float = 0.0,
-                 centroid_prior: float = 0.0) -> GenerativePolicy:
-        """This version with its retriever remembering `examples` (accepted bank answers): grounding, and so the
-        written reply, follows a remembered near-duplicate question as the retrieval kind's answer does."""
-        return self._with(self.retriever.remember(examples, weight, threshold, centroid, centroid_prior))
+    def remember(self, examples: list[Any], *rule: float) -> GenerativePolicy:
+        """This version with its retriever remembering `examples` (accepted bank answers) by `rule` (weight,
+        threshold, centroid, prior: RemembersExamples): grounding follows a remembered question as retrieval does."""
+        return self._with(self.retriever.remember(examples, *rule))
 
     def without_memory(self) -> GenerativePolicy:
         """The same version (same name) with its retriever scoring without remembered examples. It shares what it
