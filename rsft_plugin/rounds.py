@@ -33,6 +33,7 @@ from .log import CandidateRow, RoundPrompt, RoundRecord, Signal, utc_now
 from .models import ResponsePolicy, load_version
 from .models.base import RemembersExamples
 from .models.encoder import embed, load_base_encoder
+from .models.memory import MemoryRule
 from .parts import Parts
 from .stages.collect import collect_prompts
 from .stages.evidence import grounding_evidence, signal_evidence
@@ -219,12 +220,9 @@ class _Round:
         if not isinstance(model, RemembersExamples) or settings.memory_size == 0:
             return model
         examples = read_remembered(self.store, settings.memory_size)
-        self._note(memory={"examples": len(examples), "weight": settings.memory_weight,
-                           "threshold": settings.memory_threshold, "centroid": settings.memory_centroid,
-                           "centroid_prior": settings.memory_centroid_prior,
-                           "rounds": len({e.round_id for e in examples})})
-        return model.remember(examples, settings.memory_weight, settings.memory_threshold, settings.memory_centroid,
-                              settings.memory_centroid_prior)
+        rule = MemoryRule.configured(settings)
+        self._note(memory={"examples": len(examples), **rule.describe(), "rounds": len({e.round_id for e in examples})})
+        return model.remember(examples, rule)
 
     def _offered_keys(self, signal: Signal) -> list[str]:
         """The answers a "None of these" turned down: the choices its turn was offered (computed again from it)."""

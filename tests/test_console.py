@@ -22,7 +22,7 @@ from rsft_plugin.config import load_config
 from rsft_plugin.console import LOGIN_THROTTLE
 from rsft_plugin.errors import JobBusy
 from rsft_plugin.log import CandidateRow, RoundPrompt, TurnRecord, open_sqlite
-from rsft_plugin.models.memory import Remembered
+from rsft_plugin.models.memory import MemoryRule, Remembered
 from rsft_plugin.models.registry import Registry
 from rsft_plugin.parts import build_parts
 from rsft_plugin.secrets import OPERATOR_TOKEN, get_secret
@@ -69,7 +69,8 @@ def versions(config, pretrained):
     first = registry.publish(pretrained, notes="pretrained")
     registry.set_live(first.name, "test")
     remembered = [Remembered("where is my parcel", pretrained.bank.answers[0].id, ("t1",), 1)]
-    registry.publish(relabelled(pretrained, "[v2]").remember(remembered, 0.3), parent=first.name, notes="relabelled")
+    registry.publish(relabelled(pretrained, "[v2]").remember(remembered, MemoryRule(0.3)), parent=first.name,
+                     notes="relabelled")
     return registry
 
 

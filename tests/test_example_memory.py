@@ -13,7 +13,7 @@ import torch
 from rsft_plugin.answer_bank import AnswerBank
 from rsft_plugin.errors import ModelLoadError
 from rsft_plugin.log import TrainingExample
-from rsft_plugin.models.memory import DEFAULT_THRESHOLD, MEMORY_FILE, Remembered
+from rsft_plugin.models.memory import DEFAULT_THRESHOLD, MEMORY_FILE, MemoryRule, Remembered
 from rsft_plugin.models.retrieval import ResponseModel
 from rsft_plugin.stages.memory import read_remembered, remembered_examples
 
@@ -32,7 +32,7 @@ def test_a_near_duplicate_of_a_remembered_question_raises_its_answer_and_leaves_
     nearest = float((asked @ remembered.T).max())
     threshold = nearest - 0.3
     examples = [Remembered(q, target, (f"t{i}",), 1) for i, q in enumerate(REMEMBERED)]
-    remembering = pretrained.remember(examples, 1.0, threshold)
+    remembering = pretrained.remember(examples, MemoryRule(1.0, threshold))
     scores = remembering.cosines([QUERY])[0]
     position = pretrained.bank.index_of(target)
     assert scores[position] == pytest.approx(plain[position] + 1.0 * (nearest - threshold), abs=1e-5)
@@ -44,7 +44,7 @@ def test_a_near_duplicate_of_a_remembered_question_raises_its_answer_and_leaves_
 
 def test_without_memory_is_the_same_version_scoring_by_answer_texts_alone(tmp_path, pretrained):
     remembering = pretrained.remember([Remembered(q, _runner_up(pretrained, QUERY), ("t",), 1) for q in REMEMBERED],
-                                      1.0, 0.0)
+                                      MemoryRule(1.0, 0.0))
     remembering.save(tmp_path / "v0002", remembering.describe("v0002"))
     loaded = ResponseModel.load(tmp_path / "v0002")
     forgetful = loaded.without_memory()
@@ -58,7 +58,7 @@ def test_a_remembered_question_below_the_threshold_adds_nothing(pretrained):
     target = _runner_up(pretrained, QUERY)
     nearest = float((pretrained.encode([QUERY]) @ pretrained.encode(REMEMBERED).T).max())
     examples = [Remembered(q, target, (f"t{i}",), 1) for i, q in enumerate(REMEMBERED)]
-    remembering = pretrained.remember(examples, 1.0, min(0.99, nearest + 0.01))
+    remembering = pretrained.remember(examples, MemoryRule(1.0, min(0.99, nearest + 0.01)))
     assert len(remembering.memory) == 2
     assert np.allclose(remembering.cosines([QUERY]), pretrained.cosines([QUERY]), atol=1e-6)
     exact = remembering.cosines([REMEMBERED[0]])[0]  # a remembered question asked again is its own duplicate
@@ -69,15 +69,15 @@ def test_a_remembered_question_below_the_threshold_adds_nothing(pretrained):
 def test_no_weight_no_examples_or_unknown_answers_mean_no_memory(pretrained):
     plain = pretrained.cosines([QUERY])
     target = _runner_up(pretrained, QUERY)
-    for model in (pretrained.remember([Remembered(QUERY, target, ("t",), 1)], 0.0),
-                  pretrained.remember([], 0.3),
-                  pretrained.remember([Remembered(QUERY, "no-such-answer", ("t",), 1)], 0.3)):
+    for model in (pretrained.remember([Remembered(QUERY, target, ("t",), 1)], MemoryRule(0.0)),
+                  pretrained.remember([], MemoryRule(0.3)),
+                  pretrained.remember([Remembered(QUERY, "no-such-answer", ("t",), 1)], MemoryRule(0.3))):
         assert len(model.memory) == 0 and np.allclose(model.cosines([QUERY]), plain, atol=1e-6)
 
 
 def test_an_edited_bank_without_the_remembered_answer_stops_counting_it(pretrained):
     target = _runner_up(pretrained, QUERY)
-    remembering = pretrained.remember([Remembered(QUERY, target, ("t",), 1)], 0.5, 0.3)
+    remembering = pretrained.remember([Remembered(QUERY, target, ("t",), 1)], MemoryRule(0.5, 0.3))
     smaller = AnswerBank(tuple(a for a in pretrained.bank.answers if a.id != target))
     assert np.allclose(remembering.with_bank(smaller).cosines([QUERY]),
                        pretrained.with_bank(smaller).cosines([QUERY]), atol=1e-6)
@@ -86,12 +86,12 @@ def test_an_edited_bank_without_the_remembered_answer_stops_counting_it(pretrain
 def test_a_saved_memory_loads_back_identical_and_holds_no_question_text(tmp_path, pretrained):
     target = _runner_up(pretrained, QUERY)
     remembering = pretrained.remember([Remembered(q, target, (f"turn-{i}",), 2) for i, q in enumerate(REMEMBERED)],
-                                      0.4, 0.5)
+                                      MemoryRule(0.4, 0.5))
     remembering.save(tmp_path / "v0002", remembering.describe("v0002", parent="v0001", round_id=2))
     loaded = ResponseModel.load(tmp_path / "v0002")
     queries = [QUERY, "refund please", *REMEMBERED]
     assert np.allclose(loaded.cosines(queries), remembering.cosines(queries), atol=1e-6)
-    assert loaded.memory.weight == 0.4 and loaded.memory.threshold == 0.5
+    assert loaded.memory.rule.weight == 0.4 and loaded.memory.rule.threshold == 0.5
     assert loaded.memory.turn_ids == [["turn-0"], ["turn-1"]]
     described = json.loads((tmp_path / "v0002" / "version.json").read_text())
     assert described["memory"]["examples"] == 2 and described["memory"]["weight"] == 0.4
@@ -101,20 +101,21 @@ def test_a_saved_memory_loads_back_identical_and_holds_no_question_text(tmp_path
 
 
 def test_a_version_saved_before_the_threshold_existed_scores_with_the_default(tmp_path, pretrained):
-    remembering = pretrained.remember([Remembered(QUERY, _runner_up(pretrained, QUERY), ("t",), 1)], 0.3, 0.5)
+    remembering = pretrained.remember([Remembered(QUERY, _runner_up(pretrained, QUERY), ("t",), 1)],
+                                      MemoryRule(0.3, 0.5))
     remembering.save(tmp_path / "v0002", remembering.describe("v0002"))
     described_path = tmp_path / "v0002" / "version.json"
     described = json.loads(described_path.read_text())
     del described["memory"]["threshold"]
     described_path.write_text(json.dumps(described))
-    assert ResponseModel.load(tmp_path / "v0002").memory.threshold == DEFAULT_THRESHOLD
+    assert ResponseModel.load(tmp_path / "v0002").memory.rule.threshold == DEFAULT_THRESHOLD
 
 
 def test_a_prototype_moves_a_taught_answer_towards_the_mean_of_its_questions_and_no_other(pretrained):
     target = _runner_up(pretrained, QUERY)
     examples = [Remembered(q, target, (f"t{i}",), 1) for i, q in enumerate(REMEMBERED)]
     share = 0.4
-    prototyped = pretrained.remember(examples, 0.0, DEFAULT_THRESHOLD, centroid=share)
+    prototyped = pretrained.remember(examples, MemoryRule(0.0, DEFAULT_THRESHOLD, centroid=share))
     position = pretrained.bank.index_of(target)
     answer = pretrained.answer_embeddings[position]
     mean = pretrained.encode(REMEMBERED).sum(dim=0)
@@ -134,23 +135,24 @@ def test_a_prototype_moves_a_taught_answer_towards_the_mean_of_its_questions_and
 def test_the_prototype_and_the_near_duplicate_bonus_add_up_and_a_saved_version_keeps_its_centroid(tmp_path, pretrained):
     target = _runner_up(pretrained, QUERY)
     examples = [Remembered(q, target, (f"t{i}",), 1) for i, q in enumerate(REMEMBERED)]
-    prototype_only = pretrained.remember(examples, 0.0, 0.0, centroid=0.3)
-    both = pretrained.remember(examples, 0.5, 0.0, centroid=0.3)
+    prototype_only = pretrained.remember(examples, MemoryRule(0.0, 0.0, centroid=0.3))
+    both = pretrained.remember(examples, MemoryRule(0.5, 0.0, centroid=0.3))
     nearest = float((pretrained.encode([QUERY]) @ pretrained.encode(REMEMBERED).T).max())
     position = pretrained.bank.index_of(target)
     assert both.cosines([QUERY])[0][position] == pytest.approx(
         prototype_only.cosines([QUERY])[0][position] + 0.5 * nearest, abs=1e-5)
     both.save(tmp_path / "v0002", both.describe("v0002"))
     loaded = ResponseModel.load(tmp_path / "v0002")
-    assert loaded.memory.centroid == 0.3
+    assert loaded.memory.rule.centroid == 0.3
     assert np.allclose(loaded.cosines([QUERY, *REMEMBERED]), both.cosines([QUERY, *REMEMBERED]), atol=1e-6)
     described_path = tmp_path / "v0002" / "version.json"
     described = json.loads(described_path.read_text())
     del described["memory"]["centroid"]  # a version saved before prototypes
     described_path.write_text(json.dumps(described))
     older = ResponseModel.load(tmp_path / "v0002")
-    assert older.memory.centroid == 0.0
-    assert np.allclose(older.cosines([QUERY]), pretrained.remember(examples, 0.5, 0.0).cosines([QUERY]), atol=1e-6)
+    assert older.memory.rule.centroid == 0.0
+    without_prototypes = pretrained.remember(examples, MemoryRule(0.5, 0.0))
+    assert np.allclose(older.cosines([QUERY]), without_prototypes.cosines([QUERY]), atol=1e-6)
 
 
 def _prototype_cosine(model: ResponseModel, query: str, answer_id: str, questions: list[str], share: float) -> float:
@@ -167,8 +169,8 @@ def test_with_a_prior_an_answer_taught_by_few_customers_moves_less_than_one_taug
     examples = [Remembered(q, answer_id, (f"t-{answer_id}-{i}",), 1)
                 for answer_id, questions in taught.items() for i, q in enumerate(questions)]
     centroid, prior = 0.6, 3.0
-    shrunk = pretrained.remember(examples, 0.0, DEFAULT_THRESHOLD, centroid=centroid, centroid_prior=prior)
-    whole = pretrained.remember(examples, 0.0, DEFAULT_THRESHOLD, centroid=centroid)
+    shrunk = pretrained.remember(examples, MemoryRule(0.0, DEFAULT_THRESHOLD, centroid, prior))
+    whole = pretrained.remember(examples, MemoryRule(0.0, DEFAULT_THRESHOLD, centroid))
     for answer_id, questions in taught.items():
         position, n = pretrained.bank.index_of(answer_id), len(questions)
         assert shrunk.cosines([QUERY])[0][position] == pytest.approx(
@@ -176,7 +178,7 @@ def test_with_a_prior_an_answer_taught_by_few_customers_moves_less_than_one_taug
         assert whole.cosines([QUERY])[0][position] == pytest.approx(
             _prototype_cosine(pretrained, QUERY, answer_id, questions, centroid), abs=1e-5)
     shrunk.save(tmp_path / "v0002", shrunk.describe("v0002"))
-    assert ResponseModel.load(tmp_path / "v0002").memory.centroid_prior == prior
+    assert ResponseModel.load(tmp_path / "v0002").memory.rule.centroid_prior == prior
     described_path = tmp_path / "v0002" / "version.json"
     described = json.loads(described_path.read_text())
     del described["memory"]["centroid_prior"]  # a version saved before the prior: every answer moves the whole share
@@ -190,7 +192,7 @@ def test_with_a_prior_an_answer_taught_by_few_customers_moves_less_than_one_taug
     lambda path: torch.save({"embeddings": torch.zeros(1, 384), "answer_ids": ["a"], "turn_ids": [["t"]]}, path),
 ])
 def test_a_damaged_memory_is_refused(tmp_path, pretrained, damage):
-    remembering = pretrained.remember([Remembered(QUERY, _runner_up(pretrained, QUERY), ("t",), 1)], 0.3)
+    remembering = pretrained.remember([Remembered(QUERY, _runner_up(pretrained, QUERY), ("t",), 1)], MemoryRule(0.3))
     remembering.save(tmp_path / "v0002", remembering.describe("v0002"))
     damage(tmp_path / "v0002" / MEMORY_FILE)
     with pytest.raises(ModelLoadError, match="memory.pt"):

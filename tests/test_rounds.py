@@ -54,8 +54,8 @@ def test_a_round_promotes_a_new_version_with_provenance_and_a_report(fed):
         remembered = promoted.memory
         assert info.memory["examples"] == len(remembered) == result.stats["memory"]["examples"] > 0
         # ... and ranks with the configured prototypes, which its version.json records
-        assert info.memory["centroid"] == remembered.centroid == fed.model.memory_centroid > 0
-        assert info.memory["centroid_prior"] == remembered.centroid_prior == fed.model.memory_centroid_prior > 0
+        assert info.memory["centroid"] == remembered.rule.centroid == fed.model.memory_centroid > 0
+        assert info.memory["centroid_prior"] == remembered.rule.centroid_prior == fed.model.memory_centroid_prior > 0
         # the next round samples from v0002 without its memory (a wrong memory's alternatives stay reachable)
         proposal = _next_round_proposal(fed, promoted)
         assert proposal.name == "v0002" and len(proposal.memory) == 0 and len(promoted.memory) > 0

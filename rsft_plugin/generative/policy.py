@@ -73,6 +73,7 @@ from .writer import Reply, Writer
 
 if TYPE_CHECKING:
     from ..models.base import Rngs
+    from ..models.memory import MemoryRule
 
 BASE_CACHE_ENV = "RSFT_BASE_CACHE"
 BASE_CACHE_DIR = "base-models"
@@ -381,10 +382,9 @@ class GenerativePolicy:
 
     # ---- example memory (the retriever's: models/memory.py) ------------------------------------------------
 
-    def remember(self, examples: list[Any], *rule: float) -> GenerativePolicy:
-        """This version with its retriever remembering `examples` (accepted bank answers) by `rule` (weight,
-        threshold, centroid, prior: RemembersExamples): grounding follows a remembered question as retrieval does."""
-        return self._with(self.retriever.remember(examples, *rule))
+    def remember(self, examples: list[Any], rule: MemoryRule) -> GenerativePolicy:
+        """This version, its retriever remembering `examples` by `rule`: grounding follows them as retrieval does."""
+        return self._with(self.retriever.remember(examples, rule))
 
     def without_memory(self) -> GenerativePolicy:
         """The same version (same name) with its retriever scoring without remembered examples. It shares what it

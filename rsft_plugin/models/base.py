@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from ..config import FinetuneConfig, ModelConfig
+    from .memory import MemoryRule
 
     # sample_many's randomness: one generator shared by all queries, one per query, or None (unseeded)
     Rngs = np.random.Generator | Sequence[np.random.Generator] | None
@@ -244,11 +245,8 @@ class RemembersExamples(Protocol):
     """A kind that can keep accepted examples beside its weights (the retrieval kind, models/memory.py; the
     generative kind through its retriever)."""
 
-    def remember(self, examples: list[Any], weight: float, threshold: float, centroid: float = 0.0,
-                 centroid_prior: float = 0.0) -> ResponsePolicy:
-        """A copy of this version that remembers `examples` (models.memory.Remembered) with `weight`, counting a
-        remembered question from `threshold` cosine up, its answers moved up to `centroid` towards their questions
-        (less when few taught them, with `centroid_prior`)."""
+    def remember(self, examples: list[Any], rule: MemoryRule) -> ResponsePolicy:
+        """A copy of this version that remembers `examples` (models.memory.Remembered) and scores by `rule`."""
 
     def without_memory(self) -> ResponsePolicy:
         """The same version, under the same name, scoring without its remembered examples."""

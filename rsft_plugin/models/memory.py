@@ -39,15 +39,52 @@ memory from the log (stages/memory.py), so a customer `rsft forget` removed is g
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import ModelLoadError
 
+if TYPE_CHECKING:
+    from ..config import ModelConfig
+
 MEMORY_FILE = "memory.pt"
 DEFAULT_THRESHOLD = 0.6  # model.memory_threshold's default: a remembered question counts from this cosine up
+
+
+@dataclass(frozen=True)
+class MemoryRule:
+    """How remembered questions score answers: the near-duplicate bonus (`weight` above `threshold`) and the
+    prototypes (`centroid`, shrunk by `centroid_prior`). The `model.memory_*` keys; a version keeps the rule it was
+    checked with (version.json `memory`)."""
+
+    weight: float
+    threshold: float = DEFAULT_THRESHOLD
+    centroid: float = 0.0
+    centroid_prior: float = 0.0
+
+    @classmethod
+    def configured(cls, settings: ModelConfig) -> MemoryRule:
+        return cls(settings.memory_weight, settings.memory_threshold, settings.memory_centroid,
+                   settings.memory_centroid_prior)
+
+    @classmethod
+    def described(cls, summary: dict[str, Any]) -> MemoryRule:
+        """The rule a version.json `memory` summary records. One saved before the near-duplicate rule has no
+        threshold and scores with the default; one saved before prototypes has no centroid and ranks by its answer
+        texts; one saved before the prior moves every answer the whole centroid."""
+        return cls(float(summary.get("weight", 0.0)), float(summary.get("threshold", DEFAULT_THRESHOLD)),
+                   float(summary.get("centroid", 0.0)), float(summary.get("centroid_prior", 0.0)))
+
+    def describe(self) -> dict[str, float]:
+        return asdict(self)
+
+    def shares(self, counts: torch.Tensor) -> torch.Tensor:
+        """How far an answer with `counts` remembered questions moves towards them: centroid * n / (n + prior)."""
+        counts = counts.to(torch.float64)
+        return self.centroid * counts / (counts + self.centroid_prior).clamp(min=1e-12)
 
 
 @dataclass(frozen=True)
@@ -64,19 +101,16 @@ class ExampleMemory:
     """Remembered question embeddings (M, d) with their answer ids; scores queries against one answer bank."""
 
     def __init__(self, embeddings: torch.Tensor, answer_ids: list[str], turn_ids: list[list[str]],
-                 weight: float, threshold: float = DEFAULT_THRESHOLD, centroid: float = 0.0,
-                 centroid_prior: float = 0.0) -> None:
+                 rule: MemoryRule) -> None:
         if len(embeddings) != len(answer_ids) or len(answer_ids) != len(turn_ids):
             raise ValueError("a memory needs one answer id and one turn-id list per embedding")
-        self.embeddings, self.answer_ids, self.turn_ids = embeddings, answer_ids, turn_ids
-        self.weight, self.threshold, self.centroid = weight, threshold, centroid
-        self.centroid_prior = centroid_prior
+        self.embeddings, self.answer_ids, self.turn_ids, self.rule = embeddings, answer_ids, turn_ids, rule
         self._index_cache: tuple[tuple[str, ...], torch.Tensor] | None = None
         self._prototype_cache: tuple[torch.Tensor, torch.Tensor] | None = None  # (answer embeddings, prototypes)
 
     @classmethod
     def empty(cls) -> ExampleMemory:
-        return cls(torch.zeros((0, 0)), [], [], 0.0)
+        return cls(torch.zeros((0, 0)), [], [], MemoryRule(0.0))
 
     def __len__(self) -> int:
         return len(self.answer_ids)
@@ -90,9 +124,9 @@ class ExampleMemory:
         index = self._bank_index(bank_ids)
         if not len(self) or not bool((index >= 0).any()):
             return text_cosines, text_cosines
-        bonus = self._bonus(queries, index, text_cosines) if self.weight > 0 else torch.zeros_like(text_cosines)
+        bonus = self._bonus(queries, index, text_cosines) if self.rule.weight > 0 else torch.zeros_like(text_cosines)
         served = text_cosines + bonus
-        if self.centroid == 0:
+        if self.rule.centroid == 0:
             return served, served
         return queries @ self._prototypes(answers, index).T + bonus, served
 
@@ -102,7 +136,7 @@ class ExampleMemory:
         similarities = queries @ self.embeddings[known].T  # (Q, M')
         nearest = torch.full_like(like, -torch.inf).scatter_reduce(
             1, index[known].expand(len(queries), -1), similarities.to(like.dtype), reduce="amax")
-        return self.weight * (nearest - self.threshold).clamp(min=0.0)  # -inf (nothing remembered) -> 0
+        return self.rule.weight * (nearest - self.rule.threshold).clamp(min=0.0)  # -inf (nothing remembered) -> 0
 
     def _prototypes(self, answers: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """(A, d): each answer's embedding moved its share of the way to its remembered questions' mean direction,
@@ -113,18 +147,13 @@ class ExampleMemory:
         sums = torch.zeros_like(answers).index_add_(0, index[known], self.embeddings[known].to(answers.dtype))
         norms = sums.norm(dim=1, keepdim=True)
         taught = norms.squeeze(1) > 0
-        share = self.shares(torch.bincount(index[known], minlength=len(answers))).to(answers.dtype).unsqueeze(1)
+        share = self.rule.shares(torch.bincount(index[known], minlength=len(answers))).to(answers.dtype).unsqueeze(1)
         mixed = answers.clone()
         mixed[taught] = (1 - share[taught]) * answers[taught] + share[taught] * sums[taught] / norms[taught]
         prototypes = torch.nn.functional.normalize(mixed, dim=1)
         prototypes[~taught] = answers[~taught]
         self._prototype_cache = (answers, prototypes)
         return prototypes
-
-    def shares(self, counts: torch.Tensor) -> torch.Tensor:
-        """How far an answer with `counts` remembered questions moves towards them: centroid * n / (n + prior)."""
-        counts = counts.to(torch.float64)
-        return self.centroid * counts / (counts + self.centroid_prior).clamp(min=1e-12)
 
     def _bank_index(self, bank_ids: tuple[str, ...]) -> torch.Tensor:
         """Each remembered answer's position in the bank; -1 for an answer the bank no longer has."""
@@ -141,14 +170,12 @@ class ExampleMemory:
         return path
 
     @classmethod
-    def load(cls, directory: Path, weight: float, threshold: float, centroid: float = 0.0,
-             centroid_prior: float = 0.0) -> ExampleMemory:
+    def load(cls, directory: Path, rule: MemoryRule) -> ExampleMemory:
         """Raises ModelLoadError when the file is missing or malformed (its hash is checked by the caller)."""
         path = directory / MEMORY_FILE
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             return cls(saved["embeddings"], [str(a) for a in saved["answer_ids"]],
-                       [[str(t) for t in ids] for ids in saved["turn_ids"]], weight, threshold, centroid,
-                       centroid_prior)
+                       [[str(t) for t in ids] for ids in saved["turn_ids"]], rule)
         except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{directory}: cannot read {MEMORY_FILE}: {exc}") from exc

@@ -50,7 +50,7 @@ from .base import (
     write_version_info,
 )
 from .encoder import BASE_ENCODER, embed, load_base_encoder, shared_base_encoder, trainable_state
-from .memory import DEFAULT_THRESHOLD, MEMORY_FILE, ExampleMemory, Remembered
+from .memory import MEMORY_FILE, ExampleMemory, MemoryRule, Remembered
 
 if TYPE_CHECKING:
     from .base import Rngs
@@ -158,20 +158,17 @@ class ResponseModel:
 
         return finetune_retrieval(self, pairs, config, progress, show_bar)
 
-    def remember(self, examples: list[Remembered], weight: float, threshold: float = DEFAULT_THRESHOLD,
-                 centroid: float = 0.0, centroid_prior: float = 0.0) -> ResponseModel:
+    def remember(self, examples: list[Remembered], rule: MemoryRule) -> ResponseModel:
         """This version's encoder with a memory of `examples` (replacing any it had), embedded by this encoder;
-        examples of answers the bank does not hold are left out. `weight` and `centroid` 0, or no examples: no
-        memory. A query within `threshold` cosine of a remembered question raises that answer's score, and with
-        `centroid` > 0 each answer is scored against its prototype, moved less with `centroid_prior` when few
-        questions taught it (models/memory.py)."""
+        examples of answers the bank does not hold are left out. The rule's weight and centroid 0, or no examples:
+        no memory. A query within the rule's threshold cosine of a remembered question raises that answer's score,
+        and with a centroid each answer is scored against its prototype (models/memory.py)."""
         known = set(self._bank_ids)
-        kept = [e for e in examples if e.answer_id in known] if weight > 0 or centroid > 0 else []
+        kept = [e for e in examples if e.answer_id in known] if rule.weight > 0 or rule.centroid > 0 else []
         remembering = copy.copy(self)  # the same encoder, bank and answer embeddings: nothing is encoded again
         remembering.info = None
         remembering.memory = (ExampleMemory(self.encode([e.question for e in kept]), [e.answer_id for e in kept],
-                                            [list(e.turn_ids) for e in kept], weight, threshold, centroid,
-                                            centroid_prior)
+                                            [list(e.turn_ids) for e in kept], rule)
                               if kept else ExampleMemory.empty())
         return remembering
 
@@ -192,8 +189,7 @@ class ResponseModel:
         """What version.json says of the memory (saving adds memory.pt's hash); {} without one."""
         if not len(self.memory):
             return {}
-        return {"examples": len(self.memory), "weight": self.memory.weight, "threshold": self.memory.threshold,
-                "centroid": self.memory.centroid, "centroid_prior": self.memory.centroid_prior}
+        return {"examples": len(self.memory), **self.memory.rule.describe()}
 
     def describe(self, name: str, parent: str | None = None, round_id: int | None = None,
                  eval_numbers: dict[str, Any] | None = None, notes: str = "") -> VersionInfo:
@@ -328,12 +324,7 @@ def _load_memory(directory: Path, info: VersionInfo) -> ExampleMemory | None:
     path = directory / MEMORY_FILE
     if not path.exists() or _sha256(path) != info.memory.get("sha256"):
         raise ModelLoadError(f"{directory}: {MEMORY_FILE} is missing or does not match its recorded hash")
-    # A version saved before the near-duplicate rule has no threshold: it scores with the default; one saved before
-    # prototypes has no centroid and keeps scoring against its answer texts, one before the prior moves every
-    # answer the whole centroid.
-    memory = ExampleMemory.load(directory, float(info.memory.get("weight", 0.0)),
-                                float(info.memory.get("threshold", DEFAULT_THRESHOLD)),
-                                float(info.memory.get("centroid", 0.0)), float(info.memory.get("centroid_prior", 0.0)))
+    memory = ExampleMemory.load(directory, MemoryRule.described(info.memory))
     if len(memory) != info.memory["examples"]:
         raise ModelLoadError(f"{directory}: {MEMORY_FILE} holds {len(memory)} examples, version.json says "
                              f"{info.memory['examples']}")

@@ -231,10 +231,10 @@ def test_a_generative_version_remembers_through_its_retriever_and_keeps_it_when_
     """The example memory (models/memory.py) is the retriever's: a remembered question grounds the writer in its
     remembered answer, as the retrieval kind would answer it; the round's proposal samples without it."""
     from rsft_plugin.models.base import RemembersExamples
-    from rsft_plugin.models.memory import Remembered
+    from rsft_plugin.models.memory import MemoryRule, Remembered
 
     top, runner_up = [r.answer_id for r in policy.retriever.answer(QUESTION).top_k[:2]]
-    remembering = policy.remember([Remembered(QUESTION, runner_up, ("t",), 1)], 0.5, 0.6)
+    remembering = policy.remember([Remembered(QUESTION, runner_up, ("t",), 1)], MemoryRule(0.5, 0.6))
     assert isinstance(policy, RemembersExamples) and remembering is not policy
     assert remembering.retriever.answer(QUESTION).key == runner_up
     assert remembering.without_memory().retriever.answer(QUESTION).key == top
