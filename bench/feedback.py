@@ -194,8 +194,8 @@ def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any],
                          "reasks": sum(r["implicit_reasks"] for r in rounds)},
             "rounds": [{k: r.get(k) for k in ("round", "accuracy", "served_accuracy", "served_within_one_click",
                                               "choices_offered", "choices_picked", "choices_up_front",
-                                              "truth_gain",
-                                              "default_gate_promotes", "rating_noise_rate", "precision")}
+                                              "truth_gain", "default_gate_promotes", "rating_noise_rate",
+                                              "precision", "gate_evidence", "gate_verdicts")}
                        for r in rounds]}
 
 
@@ -232,11 +232,16 @@ def _truth_gain(run: dict[str, Any]) -> float | None:
 
 def check_feedback(result: dict[str, Any], smoke: bool) -> list[str]:
     """Structural checks (not targets): every run finished its rounds; choices were offered and picked where the
-    arm offers them and never elsewhere; implicit signals were recorded only where the arm records them."""
+    arm offers them and never elsewhere; implicit signals were recorded only where the arm records them; every
+    round kept its gate evidence, so `python -m bench.gate_truth` can judge it under other gate settings (a result
+    `--merge`d into runs recorded before 2026-12-07, which kept none, is not checked for it)."""
     problems = []
+    evidence_expected = not result.get("meta", {}).get("merged")
     for name, entry in result["datasets"].items():
         for run in entry["runs"]:
             label = f"{name} {run['arm']}@{run['noise']:g} seed {run['seed']}"
+            if evidence_expected and not all(r.get("gate_evidence") for r in run["rounds"]):
+                problems.append(f"{label}: a round kept no gate evidence")
             offered = sum(r["choices_offered"] or 0 for r in run["rounds"])
             settings = FeedbackConfig(**ARMS[run["arm"]][1])  # what the arm's bot offered
             offers = settings.choices > 0  # up front too, but after a 👎 in every offering arm

@@ -104,15 +104,23 @@ def total(summaries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def rejudge(result: dict[str, Any], config: GateConfig) -> dict[str, Any]:
-    """Every recorded round of a quality.json judged again under `config`: the summary per dataset and noise."""
+    """Every recorded round of a quality.json or feedback.json judged again under `config`: the summary per dataset
+    and noise ("bitext@0.2"; a feedback.json's per dataset, arm and noise, its seeds together: "bitext ARM@0.2")."""
     out: dict[str, Any] = {}
     for name, entry in result["datasets"].items():
-        for method in entry["methods"].values():
-            if "rounds" not in method or method.get("noise") is None:
-                continue
-            rounds = [{**r, "gate_verdicts": _rejudged(r, config)} for r in method["rounds"]]
-            out.setdefault(f"{name}@{method['noise']:g}", []).append(summarize(rounds))
+        for where, rounds in _recorded_rounds(name, entry):
+            out.setdefault(where, []).append(summarize([{**r, "gate_verdicts": _rejudged(r, config)}
+                                                        for r in rounds]))
     return {where: total(summaries) for where, summaries in out.items()}
+
+
+def _recorded_rounds(name: str, entry: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(where, rounds) of one dataset's entry: a quality.json's methods that ran rounds, or a feedback.json's runs
+    (those recorded before 2026-12-07 kept no gate evidence: their rounds judge as "no gate ran")."""
+    if "runs" in entry:
+        return [(f"{name} {run['arm']}@{run['noise']:g}", run["rounds"]) for run in entry["runs"]]
+    return [(f"{name}@{method['noise']:g}", method["rounds"]) for method in entry["methods"].values()
+            if "rounds" in method and method.get("noise") is not None]
 
 
 def _rejudged(row: dict[str, Any], config: GateConfig) -> dict[str, Any]:
@@ -141,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.quality_json:
         result = json.loads(path.read_text(encoding="utf-8"))
         datasets = result.get("datasets") or {}
-        if not datasets or any("methods" not in entry for entry in datasets.values()):
-            parser.error(f"{path}: not a bench.quality or bench.feedback result (no rounds per method)")
+        if not datasets or any("methods" not in entry and "runs" not in entry for entry in datasets.values()):
+            parser.error(f"{path}: not a bench.quality or bench.feedback result (no rounds per method or run)")
         judged[str(path)] = rejudge(result, config)
     if len(judged) > 1:
         judged["total"] = {"all": total([s for per_file in judged.values() for s in per_file.values()])}

@@ -10,7 +10,8 @@ from bench import feedback
 def _run(arm: str, offered: int, up_front: int | None) -> dict:
     """One recorded run of `arm`: one round with `offered` choices clicked and `up_front` answers shown with them."""
     rounds = [{"round": 1, "accuracy": 0.7, "choices_offered": offered, "choices_picked": offered,
-               "choices_up_front": up_front}]
+               "choices_up_front": up_front, "gate_evidence": {"heldout": {"n": 40, "live_right": 28, "wins": 3,
+                                                                          "losses": 1}}}]
     return {"dataset": "golden", "arm": arm, "noise": 0.2, "seed": 0, "final": 0.7, "within_one_click": 0.8,
             "signals": [{"rating": 10}], "rounds": rounds}
 
@@ -48,3 +49,12 @@ def test_the_truth_set_gain_adds_up_the_rounds_and_is_left_out_when_a_round_has_
     assert summary["truth_gain_spread"] == pytest.approx(0.06)
     unjudged = feedback.summarize([run(0, [0.02, 0.03]), run(1, [0.01, None])])["choices@0.2"]
     assert "truth_gain_mean" not in unjudged  # a mean over the judged seeds alone would read as all of them
+
+
+def test_a_round_without_its_gate_evidence_is_flagged_unless_merged_into_runs_recorded_before_it_was_kept():
+    run = _run("choices", offered=5, up_front=0)
+    run["rounds"][0]["gate_evidence"] = None
+    (problem,) = _problems(run)
+    assert "kept no gate evidence" in problem and "choices@0.2 seed 0" in problem
+    merged = {"meta": {"merged": [{}]}, "datasets": {"golden": {"runs": [run]}}}
+    assert feedback.check_feedback(merged, smoke=True) == []

@@ -68,3 +68,17 @@ def test_runs_recorded_before_the_held_out_counts_existed_total_without_them_eve
     assert summed["rounds"] == 14 and "worse_ahead" not in summed
     mixed = gate_truth.total([old, gate_truth.summarize(ROUNDS)])  # half the rounds counted would read as all
     assert mixed["really_better"] == 6 and "better_not_ahead" not in mixed
+
+
+def test_a_feedback_result_is_judged_per_dataset_arm_and_noise_with_its_seeds_together():
+    runs = [{"dataset": "golden", "arm": "choices", "noise": 0.2, "seed": seed, "rounds": rounds}
+            for seed, rounds in enumerate((ROUNDS[:3], ROUNDS[3:]))]
+    runs.append({"dataset": "golden", "arm": "ratings", "noise": 0.2, "seed": 0,  # recorded without evidence
+                 "rounds": [{k: v for k, v in r.items() if k not in ("gate_evidence", "gate_verdicts")}
+                            for r in ROUNDS]})
+    result = {"datasets": {"golden": {"runs": runs}}}
+    judged = gate_truth.rejudge(result, GateConfig())
+    assert judged["golden choices@0.2"] == gate_truth.summarize(ROUNDS)
+    assert judged["golden ratings@0.2"]["rounds"] == 0  # nothing to judge it by, not judged as promoted
+    everything = gate_truth.rejudge(result, GateConfig(level=1.0, topic_level=0))["golden choices@0.2"]
+    assert everything["default"]["promoted_really_worse"] == 3
