@@ -12,6 +12,10 @@ customers that behave the same in every arm; only what the bot offers and record
     half_both      half rate and get choices; the others act implicitly
     choices_up_front       as choices, and with the answer itself when its top two are within 0.2 in probability
     choices_up_front_wide  the same within 0.4 (the product's default since 2026-12-06)
+    rephrase       as choices_up_front_wide, and a customer who answers "None of these" puts the question in other
+                   words once (another traffic question of its label) and rates / clicks that answer as usual
+    rephrase_resolved  the same customers, with the `resolved` signal on (feedback.resolved_weight 1): the answer
+                   that settled the rephrased question also counts for the missed one
 
 For every dataset × noise level × seed (the seed draws the traffic / held-out / truth split, the rating flips and
 who rates) each arm runs `--rounds` rounds with the always-promote gate of bench/quality.py, so every arm is
@@ -68,7 +72,12 @@ ARMS: dict[str, tuple[float, dict[str, Any]]] = {  # name -> (share of customers
     "choices_up_front": (1.0, {"choices": 3, "choices_up_front_margin": 0.2, **IMPLICIT_OFF}),
     # the same within 0.4 (the product's default since 2026-12-06)
     "choices_up_front_wide": (1.0, {"choices": 3, "choices_up_front_margin": 0.4, **IMPLICIT_OFF}),
+    # customers who rephrase after "None of these" (REPHRASING), without and with the signal that links the two
+    "rephrase": (1.0, {"choices": 3, "choices_up_front_margin": 0.4, **IMPLICIT_OFF, "resolved_weight": 0.0}),
+    "rephrase_resolved": (1.0, {"choices": 3, "choices_up_front_margin": 0.4, **IMPLICIT_OFF,
+                                "resolved_weight": 1.0}),
 }
+REPHRASING = {"rephrase", "rephrase_resolved"}  # arms whose customers ask once more after "None of these"
 DEFAULT_ARMS = ["ratings", "choices", "half_ratings", "half_implicit", "half_both", "choices_up_front_wide"]
 RULE = "statistical"
 SMOKE_ARMS = ["ratings", "half_both"]  # every path once: ratings only; choices and implicit signals
@@ -180,7 +189,8 @@ def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any],
             work: Path) -> dict[str, Any]:
     """One arm on one dataset, noise level and seed: its rounds, start to finish (the unit the pool runs)."""
     rate_share, feedback = ARMS[arm]
-    arm_sizes = {**sizes, "rate_share": rate_share, "sections": _merge(sizes["sections"], {"feedback": feedback})}
+    arm_sizes = {**sizes, "rate_share": rate_share, "rephrase": arm in REPHRASING,
+                 "sections": _merge(sizes["sections"], {"feedback": feedback})}
     dataset = load_split(name, datasets_dir, sizes, seed)
     bench = _DatasetBench(dataset, arm_sizes, seed, work)  # measures the zero-shot with its pretrained model
     zero, rounds = bench.zero_shot, bench.rounds(RULE, noise)["rounds"]
@@ -192,8 +202,11 @@ def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any],
             "signals": [r.get("signals_used") for r in rounds],
             "implicit": {"thanks": sum(r["implicit_thanks"] for r in rounds),
                          "reasks": sum(r["implicit_reasks"] for r in rounds)},
+            "rephrased": {"asked": sum(r["rephrased"] for r in rounds),
+                          "settled": sum(r["rephrase_settled"] for r in rounds)},
             "rounds": [{k: r.get(k) for k in ("round", "accuracy", "served_accuracy", "served_within_one_click",
                                               "choices_offered", "choices_picked", "choices_up_front",
+                                              "rephrased", "rephrase_settled",
                                               "truth_gain", "default_gate_promotes", "rating_noise_rate",
                                               "precision", "gate_evidence", "gate_verdicts")}
                        for r in rounds]}
@@ -251,10 +264,15 @@ def check_feedback(result: dict[str, Any], smoke: bool) -> list[str]:
             if up_front and not choices.offers_up_front(settings):
                 problems.append(f"{label}: {up_front} answers came with choices in an arm that offers none up front")
             recorded = {kind for used in run["signals"] if used for kind in used}
+            if "resolved" in recorded and settings.resolved_weight <= 0:
+                problems.append(f"{label}: resolved signals recorded with resolved_weight 0")
             implicit = recorded & {"reask", "thanks", "asked_human"}
             if bool(implicit) != (settings.thanks_weight > 0):
                 problems.append(f"{label}: implicit signals {sorted(implicit)} recorded with thanks_weight "
                                 f"{settings.thanks_weight}")
+            asked = (run.get("rephrased") or {}).get("asked", 0)  # absent before 2026-12-07: nobody rephrased
+            if bool(asked) != (run["arm"] in REPHRASING):
+                problems.append(f"{label}: {asked} questions put in other words after \"None of these\"")
             if not 0 <= run["final"] <= 1 or not 0 <= run["within_one_click"] <= 1:
                 problems.append(f"{label}: accuracy out of range")
         if not smoke and not entry.get("summary"):

@@ -285,13 +285,14 @@ class _DatasetBench:
         with the right one as an up-front choice (feedback.choices_up_front_margin) gets that click, not a rating.
         A customer who does not rate (`rate_share` < 1) acts instead (implicit.py records it when its weight is on):
         thanks after an answer that looks right, a paraphrase of the question after one that does not — as noisy
-        as ratings (the same flips).
+        as ratings (the same flips). With `rephrase` a customer who answered "None of these" puts the question in
+        other words once (`_rephrase`).
         """
         started = time.perf_counter()
         assistant = runtime.boot(config, watch=False)
         raters = self._raters()
         served, correct, picked, offered, shown_up_front = [], 0, 0, 0, 0
-        acted = {"thanks": 0, "reasked": 0}
+        acted = {"thanks": 0, "reasked": 0, "rephrased": 0, "rephrase_settled": 0}
         try:
             for i in indices:
                 text, label = self.dataset.traffic[i]
@@ -317,13 +318,17 @@ class _DatasetBench:
                     assistant.choose(sender, reply.turn_id, clicked)
                     offered += 1  # "offered" in the results: choices the customer answered (a pick or None of these)
                     picked += clicked != choices.NONE_OF_THESE
+                if clicked == choices.NONE_OF_THESE and self.sizes.get("rephrase"):
+                    acted["rephrased"] += 1
+                    acted["rephrase_settled"] += self._rephrase(assistant, sender, i, flips)
         finally:
             runtime.shutdown()
         return {"served": served, "served_accuracy": correct / len(served) if served else 0.0,
                 "served_within_one_click": (correct + picked) / len(served) if served else 0.0,
                 "choices_offered": offered, "choices_picked": picked, "choices_up_front": shown_up_front,
-                "implicit_thanks": acted["thanks"],
-                "implicit_reasks": acted["reasked"], "seconds": round(time.perf_counter() - started, 2)}
+                "implicit_thanks": acted["thanks"], "implicit_reasks": acted["reasked"],
+                "rephrased": acted["rephrased"], "rephrase_settled": acted["rephrase_settled"],
+                "seconds": round(time.perf_counter() - started, 2)}
 
     def _act(self, assistant: Any, sender: str, i: int, looks_right: bool) -> str:
         """A customer who does not rate: thanks, or the same question in other words (another traffic question of
@@ -331,14 +336,45 @@ class _DatasetBench:
         if looks_right:
             assistant.thanked(sender)
             return "thanks"
+        self._ask_again(assistant, sender, i)
+        return "reasked"
+
+    def _ask_again(self, assistant: Any, sender: str, i: int) -> tuple[Any, int] | None:
+        """Question `i` in other words: another traffic question of its label (drawn per question and seed), asked
+        by the same customer; (reply, its traffic index), or None when the label has no other question."""
         label = self.dataset.traffic[i][1]
         same = [j for j, (_, other) in enumerate(self.dataset.traffic) if other == label and j != i]
-        if same:
-            j = same[int(np.random.default_rng([self.seed, 11, i]).integers(len(same)))]
-            again = assistant.answer(sender, None, self.dataset.traffic[j][0])
-            if again.turn_id is not None:
-                self.turn_labels[again.turn_id] = label
-        return "reasked"
+        if not same:
+            return None
+        j = same[int(np.random.default_rng([self.seed, 11, i]).integers(len(same)))]
+        again = assistant.answer(sender, None, self.dataset.traffic[j][0])
+        if again.turn_id is None:
+            return None
+        self.turn_labels[again.turn_id] = label
+        return again, j
+
+    def _rephrase(self, assistant: Any, sender: str, i: int, flips: np.ndarray) -> bool:
+        """After "None of these": the question once more in other words, and that answer treated as any other — a
+        click on the right answer shown up front, else a 👍/👎 (flipped as question j's rating is), and after a
+        👎 a click on the right choice when offered, "None of these" otherwise (no third try). True when the
+        customer settled on an answer (a 👍 or a pick)."""
+        asked = self._ask_again(assistant, sender, i)
+        if asked is None:
+            return False
+        reply, j = asked
+        label = self.dataset.traffic[i][1]
+        right = self.bank.get(reply.answer_id).topic == label
+        clicked = self._pick(reply.buttons, label)
+        if right or clicked in (None, choices.NONE_OF_THESE):
+            thumbs_up = int(right) ^ int(flips[j])
+            rated = assistant.rate(sender, reply.turn_id, thumbs_up)
+            if thumbs_up:
+                return True
+            clicked = self._pick(rated.buttons, label)
+            if clicked is None:
+                return False
+        assistant.choose(sender, reply.turn_id, clicked)
+        return clicked != choices.NONE_OF_THESE
 
     def _pick(self, buttons: list[dict[str, str]], label: str) -> str | None:
         """The simulated customer's click among a reply's choice buttons (None: the reply offers none)."""
@@ -384,6 +420,7 @@ class _DatasetBench:
                 "choices_offered": fed["choices_offered"], "choices_picked": fed["choices_picked"],
                 "choices_up_front": fed["choices_up_front"],
                 "implicit_thanks": fed["implicit_thanks"], "implicit_reasks": fed["implicit_reasks"],
+                "rephrased": fed["rephrased"], "rephrase_settled": fed["rephrase_settled"],
                 "signals_used": stats.get("signals_used"),
                 "flipped_ratings": int(flips[chunk].sum()), "prompts": stats.get("prompts"),
                 "trainable_prompts": stats.get("trainable_prompts"), "candidates": stats.get("candidates"),

@@ -126,6 +126,8 @@ class Assistant:
             raise RatingRefused("that message was not answered, so there is no answer to rate")
         self.store.rate(turn_id, sender_id, value, self.max_ratings_per_minute)
         if value == 1:
+            if turn is not None and turn.answer_id:
+                self._settled(turn, turn.answer_id)
             return Reply(THANKS_UP)
         thumbs_down = sum(t.rating == 0 for t in self.store.conversation(sender_id))
         person = offer_person and offers_person(thumbs_down, self.handoff)
@@ -177,6 +179,7 @@ class Assistant:
         kind, key = ("choice", picked.id) if picked else ("none_of_these", None)
         self.store.record_signal(turn_id, sender_id, kind, key, self.max_ratings_per_minute)
         if picked is not None:
+            self._settled(turn, picked.id)
             return Reply(render(picked.text, "" if turn.redacted else turn.user_text), answer_id=picked.id,
                          model_version=turn.model_version)
         if offer_person and self.handoff.offer_after_thumbs_down > 0:
@@ -200,6 +203,13 @@ class Assistant:
             return []
         offered = choices.offered_answers(turn, self.live.current.bank, self.feedback)
         return choices.choice_buttons(turn_id, offered, none_of_these=False) if offered else []
+
+    def _settled(self, turn: Turn, answer_id: str) -> None:
+        """The customer found `answer_id` right for `turn` (a 👍 or a pick): when `turn` put a question the bot had
+        just missed in other words, a `resolved` signal on that one too (implicit.py; bank answer ids only, so a
+        written reply's 👍 names the answer it was written from)."""
+        if self.implicit is not None:
+            self.implicit.settled(turn, answer_id)
 
     def _answered(self, sender_id: str, turn_id: str) -> bool:
         return any(s.turn_id == turn_id and s.kind in CHOICE_KINDS for s in self.store.signals(sender_id=sender_id))

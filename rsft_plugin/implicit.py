@@ -14,6 +14,13 @@ off (not detected, nothing recorded):
 most `window_seconds` ago, and has no 👍/👎 from the sender — an explicit rating says more than what the customer did
 next, so a rated answer gets no implicit signal on top.
 
+One more, about the question *before* an answer: `resolved` (`resolved_weight`, off by default). The bot missed a
+question — it was rated 👎, answered "None of these", or not understood — and the customer put it in other words
+(their next question, within `window_seconds`, similar by `resolved_cosine`) and gave that one's answer a 👍 or picked
+one under "Was it one of these?": that answer is recorded for the first question as well (reply_key = it). The
+questions a model misses are the ones it has most to learn from, and without this a round learns nothing about
+them: their own evidence only says which answers were wrong.
+
 Every signal goes through the log's `record_signal`, under the per-sender per-minute cap it shares with ratings. A
 refusal (a sender flooding messages, a second implicit signal for the same turn) is logged at INFO and dropped: the
 customer's message is still answered as usual, and nothing is written. The rounds' reward and the live guard read
@@ -30,13 +37,14 @@ from typing import Protocol
 from .config import FeedbackConfig
 from .errors import SignalRefused
 from .handoff import ASKED, reason_from
-from .log import IMPLICIT_KINDS, ConversationLog, Signal, SignalLog, Turn
+from .log import IMPLICIT_KINDS, RESOLVED, ConversationLog, Signal, SignalLog, Turn
 from .not_understood import NOT_UNDERSTOOD
 from .text import clean_text
 
 log = logging.getLogger(__name__)
 
 REASK, ASKED_HUMAN, THANKS = IMPLICIT_KINDS
+_LOOK_BACK = 20  # turns of the sender read to find the one before a rated turn (a later one may follow it)
 Similarity = Callable[[str, str], float]  # cosine of two questions' embeddings, in [-1, 1]
 
 
@@ -97,6 +105,36 @@ class ImplicitFeedback:
         turn = self.answer_just_given(sender_id)
         return self._record(turn, THANKS) if turn is not None else None
 
+    def settled(self, turn: Turn, key: str) -> Signal | None:
+        """The customer gave `turn`'s answer a 👍 or picked `key` for it: `resolved` with `key` on the question
+        before it, when that one was missed and `turn` asked it again in other words (see the module doc)."""
+        if self.settings.resolved_weight <= 0 or self.similarity is None or turn.redacted:
+            return None
+        missed = self._missed_just_before(turn)
+        if missed is None:
+            return None
+        if self.similarity(clean_text(turn.user_text), clean_text(missed.user_text)) < self.settings.resolved_cosine:
+            return None
+        return self._record(missed, RESOLVED, key)
+
+    def _missed_just_before(self, turn: Turn) -> Turn | None:
+        """The sender's turn right before `turn`, when it came at most `window_seconds` earlier, the bot missed it
+        (👎, "None of these", not understood), and no answer settled it yet (a pick, an earlier `resolved`)."""
+        recent = self.store.recent_turns(_LOOK_BACK, turn.sender_id)
+        position = next((i for i, t in enumerate(recent) if t.id == turn.id), None)
+        if position is None or position + 1 >= len(recent):
+            return None
+        before = recent[position + 1]
+        gap = (datetime.fromisoformat(turn.created_at) - datetime.fromisoformat(before.created_at)).total_seconds()
+        if before.redacted or gap > self.settings.window_seconds or not clean_text(before.user_text):
+            return None
+        kinds = {s.kind for s in self.store.signals(since=before.created_at, sender_id=before.sender_id)
+                 if s.turn_id == before.id}
+        if kinds & {"choice", RESOLVED}:
+            return None
+        missed = before.rating == 0 or before.reply_key == NOT_UNDERSTOOD or "none_of_these" in kinds
+        return before if missed else None
+
     def answer_just_given(self, sender_id: str) -> Turn | None:
         """The sender's latest turn when this message comes "right after" it (see the module doc), else None."""
         latest = self.store.recent_turns(1, sender_id)
@@ -116,9 +154,10 @@ class ImplicitFeedback:
         return any(s.turn_id == turn.id and s.kind in IMPLICIT_KINDS
                    for s in self.store.signals(since=turn.created_at, sender_id=turn.sender_id))
 
-    def _record(self, turn: Turn, kind: str) -> Signal | None:
+    def _record(self, turn: Turn, kind: str, key: str | None = None) -> Signal | None:
         try:
-            signal = self.store.record_signal(turn.id, turn.sender_id, kind, turn.reply_key, self.max_per_minute)
+            signal = self.store.record_signal(turn.id, turn.sender_id, kind, key or turn.reply_key,
+                                              self.max_per_minute)
         except SignalRefused as refused:
             log.info("implicit signal %s on turn %s of %s not recorded: %s", kind, turn.id, turn.sender_id, refused)
             return None

@@ -86,7 +86,9 @@ def read_ratings(log: Log, window: Window, feedback: FeedbackConfig) -> Evidence
 
 
 def read_choices(log: Log, window: Window, feedback: FeedbackConfig) -> Evidence:
-    """Picks (up) and "None of these" (down) after the version's answers in the window (the newest `limit`)."""
+    """Picks (up) and "None of these" (down) after the version's answers in the window (the newest `limit`). A
+    `resolved` signal is left out: the version it names missed that question, which its 👎 or "None of these"
+    already counted, and the answer that settled it came later."""
     weights = {"choice": (1.0, 0.0), "none_of_these": (0.0, 1.0)}
     return _weighted(log, window, weights)
 

@@ -56,9 +56,11 @@ def boot(config: Config | None = None, watch: bool = True) -> Assistant:
 
 
 def implicit_feedback(parts: Parts) -> ImplicitFeedback:
-    """The implicit signals of a serving process; the question encoder loads now (once), only when `reask` is on."""
+    """The implicit signals of a serving process; the question encoder loads now (once), only when `reask` or
+    `resolved` (both compare two questions) is on."""
     settings = parts.config.feedback
-    similarity = encoder_similarity(parts.config.model.max_query_chars) if settings.reask_weight > 0 else None
+    compares = settings.reask_weight > 0 or settings.resolved_weight > 0
+    similarity = encoder_similarity(parts.config.model.max_query_chars) if compares else None
     return ImplicitFeedback(parts.log, settings, parts.config.privacy.max_ratings_per_minute, similarity,
                             parts.clock)
 

@@ -58,3 +58,16 @@ def test_a_round_without_its_gate_evidence_is_flagged_unless_merged_into_runs_re
     assert "kept no gate evidence" in problem and "choices@0.2 seed 0" in problem
     merged = {"meta": {"merged": [{}]}, "datasets": {"golden": {"runs": [run]}}}
     assert feedback.check_feedback(merged, smoke=True) == []
+
+
+def test_customers_rephrase_after_none_of_these_only_in_the_rephrasing_arms_and_resolved_only_with_its_weight():
+    assert _problems(_run("choices", offered=5, up_front=0)) == []  # recorded before the count: nobody rephrased
+    rephrasing = {**_run("rephrase_resolved", offered=5, up_front=2), "rephrased": {"asked": 4, "settled": 3},
+                  "signals": [{"rating": 10, "resolved": 2}]}
+    assert _problems(rephrasing) == []
+    (problem,) = _problems({**rephrasing, "arm": "choices_up_front_wide", "signals": [{"rating": 10}]})
+    assert "4 questions put in other words" in problem
+    (problem,) = _problems({**rephrasing, "rephrased": {"asked": 0, "settled": 0}})
+    assert "0 questions put in other words" in problem
+    (problem,) = _problems({**rephrasing, "arm": "rephrase"})  # resolved_weight 0: nothing may be recorded
+    assert "resolved signals recorded with resolved_weight 0" in problem

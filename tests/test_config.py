@@ -47,6 +47,8 @@ def test_cli_overrides_win_over_yaml_and_none_means_not_given(tmp_path):
     ("model:\n  min_score: 1.5\n", "model.min_score: must be in [-1, 1)"),
     ("model:\n  memory_centroid: 1\n", "model.memory_centroid: must be in [0, 1)"),
     ("model:\n  memory_centroid_prior: -1\n", "model.memory_centroid_prior: must be in [0, 1000]"),
+    ("feedback:\n  resolved_cosine: 0\n", "feedback.resolved_cosine: must be in (0, 1]"),
+    ("feedback:\n  resolved_weight: -1\n", "feedback.resolved_weight: must be in [0, 10]"),
     ("server:\n  rasa_port: 70000\n", "is not a TCP port"),
     ("model: [1, 2]\n", "section model must be a mapping"),
     ("- a\n- b\n", "the top level must be a mapping"),

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rasa_sdk.executor import ActionExecutor
 
-from rsft_plugin import runtime
+from rsft_plugin import choices, runtime
 from rsft_plugin.assistant import Assistant
 from rsft_plugin.config import FeedbackConfig
 from rsft_plugin.errors import RatingRefused, SignalRefused
@@ -179,6 +179,65 @@ def test_a_flooding_sender_is_still_answered_but_no_signal_is_written(make_assis
     third = assistant.answer("mallory", None, "I want to return my jacket")
     assert second.turn_id and third.turn_id and third.text
     assert store.signals(sender_id="mallory") == []
+
+
+# ---- resolved: the answer that settled a missed question, once the customer put it in other words ----------------
+
+def _resolved(store, sender: str = "alice") -> list[tuple[str, str | None]]:
+    return [(s.turn_id, s.reply_key) for s in store.signals(sender_id=sender) if s.kind == "resolved"]
+
+
+def test_a_thumbs_up_on_the_rephrased_question_settles_the_missed_one_with_that_answer(make_assistant, store):
+    assistant = make_assistant(resolved_weight=1.0)
+    first = assistant.answer("alice", None, QUESTION)
+    assistant.rate("alice", first.turn_id, 0)  # missed
+    second = assistant.answer("alice", None, PARAPHRASE)
+    assistant.rate("alice", second.turn_id, 1)
+    assert _resolved(store) == [(first.turn_id, second.answer_id)]
+    [signal] = [s for s in store.signals(sender_id="alice") if s.kind == "resolved"]
+    assert signal.user_text == QUESTION and signal.model_version == first.model_version  # the missed question's
+
+
+def test_a_pick_on_the_rephrased_question_settles_a_question_answered_none_of_these(make_assistant, store):
+    assistant = make_assistant(resolved_weight=1.0)
+    first = assistant.answer("alice", None, QUESTION)
+    assistant.rate("alice", first.turn_id, 0)
+    assistant.choose("alice", first.turn_id, "none")
+    second = assistant.answer("alice", None, PARAPHRASE)
+    assistant.rate("alice", second.turn_id, 0)
+    offered = choices.offered_answers(store.turn(second.turn_id), assistant.live.current.bank, assistant.feedback)
+    assistant.choose("alice", second.turn_id, offered[0].id)
+    assert _resolved(store) == [(first.turn_id, offered[0].id)]
+
+
+@pytest.mark.parametrize("case", ["off by default", "unrelated", "after the window", "first was right",
+                                  "first was picked", "rated down"])
+def test_no_resolved_signal_unless_a_missed_question_was_asked_again_and_settled(make_assistant, store, case):
+    assistant = make_assistant(**({} if case == "off by default" else {"resolved_weight": 1.0}))
+    first = assistant.answer("alice", None, QUESTION)
+    assistant.rate("alice", first.turn_id, 1 if case == "first was right" else 0)
+    if case == "first was picked":  # settled on its own, under "Was it one of these?"
+        offered = choices.offered_answers(store.turn(first.turn_id), assistant.live.current.bank, assistant.feedback)
+        assistant.choose("alice", first.turn_id, offered[0].id)
+    if case == "after the window":  # turns carry the log's own time: the first one moves back instead
+        long_ago = datetime.now(UTC) - timedelta(seconds=FeedbackConfig().window_seconds + 5)
+        store.db.execute("UPDATE turns SET created_at = ? WHERE id = ?",
+                         [long_ago.isoformat(timespec="milliseconds"), first.turn_id])
+    second = assistant.answer("alice", None, UNRELATED if case == "unrelated" else PARAPHRASE)
+    assistant.rate("alice", second.turn_id, 0 if case == "rated down" else 1)
+    assert _resolved(store) == []
+
+
+def test_the_log_takes_one_resolved_signal_per_turn_and_only_with_its_answer(make_assistant, store):
+    assistant = make_assistant()
+    first = assistant.answer("alice", None, QUESTION)
+    with pytest.raises(SignalRefused, match="names the answer"):
+        store.record_signal(first.turn_id, "alice", "resolved", None)
+    store.record_signal(first.turn_id, "alice", "resolved", "a")
+    with pytest.raises(SignalRefused, match="already settled"):
+        store.record_signal(first.turn_id, "alice", "resolved", "b")
+    with pytest.raises(SignalRefused, match="another conversation"):
+        store.record_signal(first.turn_id, "bob", "resolved", "a")
 
 
 # ---- through the Rasa actions (rasa_sdk's executor on plain payloads, no Rasa server) ------------------------

@@ -251,6 +251,12 @@ def test_a_pick_makes_its_answer_trusted_a_thanks_only_raises_it_and_weight_zero
     assert {k: s.rating for k, s in silent.items()} == {k: s.rating for k, s in nothing.items()}
     far = scored([_signal("choice", "back_in_stock", text="do you sell garden furniture")])
     assert far["back_in_stock"].rating == nothing["back_in_stock"].rating, "evidence about another question"
+    # the answer that settled this question once it was put in other words: a pick, when its weight is on
+    settled = scored([_signal("resolved", "refund_status")], FeedbackConfig(resolved_weight=2.0))
+    assert settled["refund_status"].similarity == 1.0, "explicit: it makes a reference, as a pick does"
+    assert settled["refund_status"].rating > nothing["refund_status"].rating
+    unweighted = scored([_signal("resolved", "refund_status")])  # resolved_weight 0 by default: off
+    assert {k: s.rating for k, s in unweighted.items()} == {k: s.rating for k, s in nothing.items()}
 
 
 # ---- fine-tune and gate ----------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from .records import (
     HANDOFF_REASONS,
     HANDOFF_STATUSES,
     IMPLICIT_KINDS,
+    RESOLVED,
     SIGNAL_KINDS,
     AnswerRevision,
     CandidateRow,
@@ -54,7 +55,8 @@ if TYPE_CHECKING:
 BACKENDS = {"sqlite": "rsft_plugin.log.sqlite:SqliteLog", "postgres": "rsft_plugin.log.postgres:PostgresLog"}
 
 __all__ = [
-    "HANDOFF_REASONS", "HANDOFF_STATUSES", "IMPLICIT_KINDS", "SCHEMA_VERSION", "SIGNAL_KINDS", "AnswerBankLog",
+    "HANDOFF_REASONS", "HANDOFF_STATUSES", "IMPLICIT_KINDS", "RESOLVED", "SCHEMA_VERSION", "SIGNAL_KINDS",
+    "AnswerBankLog",
     "AnswerRevision", "CandidateRow", "ConversationLog", "ConversationSummary", "Handoff", "HandoffLog", "Job",
     "JobLog", "Log", "MaintenanceLog", "Publication", "RatingCounts", "RatingRecord", "RoundExample", "RoundLog",
     "RoundPrompt", "RoundRecord", "Signal", "SignalLog", "TrainingExample", "Turn", "TurnFacets", "TurnRecord",

@@ -27,10 +27,12 @@ def refused_handoff_move(handoff_id: int, current: str, wanted: str) -> str | No
     return f"hand-off {handoff_id} is {current}; it cannot be {wanted} now"
 CONTACT_STATES = ("pending", "given", "declined")
 # What a customer told us about an answer besides 👍/👎 (issue 11): their pick among "Was it one of these?" (choice:
-# reply_key = the answer picked; none_of_these), and what they did right after it (implicit signals).
+# reply_key = the answer picked; none_of_these), what they did right after it (implicit signals), and which answer
+# settled a question the bot had missed once they put it in other words (resolved: reply_key = that answer).
 CHOICE_KINDS = ("choice", "none_of_these")
 IMPLICIT_KINDS = ("reask", "asked_human", "thanks")
-SIGNAL_KINDS = CHOICE_KINDS + IMPLICIT_KINDS
+RESOLVED = "resolved"
+SIGNAL_KINDS = CHOICE_KINDS + IMPLICIT_KINDS + (RESOLVED,)
 
 
 def refused_signal(kind: str, reply_key: str | None, owner: str | None, sender_id: str,
@@ -42,8 +44,8 @@ def refused_signal(kind: str, reply_key: str | None, owner: str | None, sender_i
     """
     if kind not in SIGNAL_KINDS:
         return f"a signal is one of {list(SIGNAL_KINDS)}, not {kind!r}"
-    if kind == "choice" and not reply_key:
-        return "a choice names the answer chosen"
+    if kind in ("choice", RESOLVED) and not reply_key:
+        return f"a {kind} signal names the answer"
     if owner is None:
         return "there is no answer with that id"
     if owner != sender_id:
@@ -52,6 +54,8 @@ def refused_signal(kind: str, reply_key: str | None, owner: str | None, sender_i
         return "that question was already answered"
     if kind in IMPLICIT_KINDS and earlier_kinds & set(IMPLICIT_KINDS):
         return "that answer already has a signal of what came after it"
+    if kind == RESOLVED and earlier_kinds & {RESOLVED, "choice"}:
+        return "that question was already settled"
     return None  # asked for and not answered yet | an email | the customer said no
 
 

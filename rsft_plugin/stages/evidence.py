@@ -7,6 +7,8 @@ A 👍/👎 is one vote of weight 1. Besides ratings (issue 11, items 1 and 2):
     reask           asked a similar question again right after the answer       a 👎 on it, reask_weight
     asked_human     asked for a person right after the answer                   a 👎 on it, asked_human_weight
     thanks          said thanks or goodbye right after the answer               a 👍 on it, thanks_weight
+    resolved        the bot missed the question; asked again in other words,    a 👍 on that answer for this
+                    the customer rated an answer 👍 or picked one               question, resolved_weight (a pick)
     grounding       rated a written reply (generative kind), or an implicit     the same on the bank answer it was
                     signal about one                                            written from, × grounding_weight
 
@@ -95,6 +97,8 @@ def _votes_of(signal: Signal, config: FeedbackConfig, offered: OfferedKeys) -> l
         return [(signal.reply_key, True, config.choice_weight, CHOICE)]
     if signal.kind == "none_of_these":
         return [(key, False, config.none_weight, CHOICE) for key in offered(signal)]
+    if signal.kind == "resolved":  # explicit: the customer chose that answer, for a question put in other words
+        return [(signal.reply_key, True, config.resolved_weight, CHOICE)]
     implicit = {"reask": (False, config.reask_weight), "asked_human": (False, config.asked_human_weight),
                 "thanks": (True, config.thanks_weight)}
     if signal.kind in implicit:

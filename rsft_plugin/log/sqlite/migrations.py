@@ -14,7 +14,8 @@ Tables (open the file in Datasette or `sqlite-utils` as it is):
     jobs              long work started from the web or the CLI (rounds, publications): queued/running/finished/failed
     handoffs          requests to talk to a person: sender, reason, live version, open/taken/closed, the contact
     signals           what a customer told us about a turn besides 👍/👎: the pick after "Was it one of these?"
-                      (choice, none_of_these) and what they did right after it (reask, asked_human, thanks)
+                      (choice, none_of_these), what they did right after it (reask, asked_human, thanks), and the
+                      answer that settled a missed question they then put in other words (resolved)
     turns.writing     (JSON, NULL for a bank answer) how the generative kind wrote the reply: grounding answer ids,
                       fallback and its reason, prompt/new token counts, the writer's milliseconds
     meta              schema version

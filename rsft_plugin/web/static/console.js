@@ -56,7 +56,8 @@
   function signalNote(s) {
     return { choice: "Picked “" + s.reply_key + "” under “Was it one of these?”", none_of_these: "None of the choices was it",
              reask: "Asked again right after (weak 👎)", asked_human: "Asked for a person right after (weak 👎)",
-             thanks: "Said thanks right after (weak 👍)" }[s.kind] || s.kind;
+             thanks: "Said thanks right after (weak 👍)",
+             resolved: "Asked again in other words; “" + s.reply_key + "” was it" }[s.kind] || s.kind;
   }
   function statusBadge(status) { return h("span", { class: "badge status-" + status, text: status }); }
   function progressBar(fraction, label) {
