@@ -111,7 +111,8 @@ class Assistant:
         The reply to a 👎 asks "Was it one of these?" with the turn's next-best answers and "None of these" (with
         `feedback.choices` > 0, `offer_choices`, and a turn not answered that way yet; choices.py). From
         `handoff.offer_after_thumbs_down` 👎 in the conversation on (and with `offer_person`), it also offers "Talk to
-        a person" (reason repeated_thumbs_down).
+        a person" (reason repeated_thumbs_down). A 👍 on a question that put one the bot had just missed in other
+        words also records `resolved` on the missed one (implicit.py, `feedback.resolved_weight`).
 
         Raises:
             RatingRefused: malformed turn id or score, unknown turn, another sender's turn, a turn that was not
@@ -147,7 +148,8 @@ class Assistant:
         text; "None of these" as `none_of_these`, answered with an apology, a hint to rephrase and (with
         `offer_person` and a hand-off offered after 👎 at all) "Talk to a person": the 👎 and "None of these" are two
         refusals of the bot's answers, so the reason is repeated_thumbs_down. The signal is tied to the turn, and
-        through it to the question, its sender and the model version that answered.
+        through it to the question, its sender and the model version that answered. A pick on a question that put
+        one the bot had just missed in other words also records `resolved` on the missed one, as a 👍 does.
 
         The picked answer is *not* logged as a turn of its own and carries no 👍/👎: the signal already says that
         this customer found it right for that question (a strong 👍, `feedback.choice_weight`), and a second turn

@@ -228,18 +228,6 @@ def test_no_resolved_signal_unless_a_missed_question_was_asked_again_and_settled
     assert _resolved(store) == []
 
 
-def test_the_log_takes_one_resolved_signal_per_turn_and_only_with_its_answer(make_assistant, store):
-    assistant = make_assistant()
-    first = assistant.answer("alice", None, QUESTION)
-    with pytest.raises(SignalRefused, match="names the answer"):
-        store.record_signal(first.turn_id, "alice", "resolved", None)
-    store.record_signal(first.turn_id, "alice", "resolved", "a")
-    with pytest.raises(SignalRefused, match="already settled"):
-        store.record_signal(first.turn_id, "alice", "resolved", "b")
-    with pytest.raises(SignalRefused, match="another conversation"):
-        store.record_signal(first.turn_id, "bob", "resolved", "a")
-
-
 # ---- through the Rasa actions (rasa_sdk's executor on plain payloads, no Rasa server) ------------------------
 
 

@@ -343,11 +343,27 @@ def test_a_turn_takes_one_choice_and_one_implicit_signal(log):
     assert [s.kind for s in log.signals()] == ["none_of_these", "reask"]
 
 
+def test_a_missed_turn_takes_one_resolved_signal_beside_its_other_signals_and_a_picked_one_none(log):
+    missed, picked = log.log_turn(_turn()), log.log_turn(_turn(text="where is my parcel"))
+    log.record_signal(missed, "alice", "none_of_these", None)
+    log.record_signal(missed, "alice", "reask", "track_order")
+    log.record_signal(missed, "alice", "resolved", "delivery_period")
+    with pytest.raises(SignalRefused, match="already settled"):
+        log.record_signal(missed, "alice", "resolved", "returns")
+    log.record_signal(picked, "alice", "choice", "returns")
+    with pytest.raises(SignalRefused, match="already settled"):
+        log.record_signal(picked, "alice", "resolved", "returns")
+    assert [(s.kind, s.reply_key) for s in log.signals(sender_id="alice") if s.turn_id == missed] == [
+        ("none_of_these", None), ("reask", "track_order"), ("resolved", "delivery_period")]
+
+
 @pytest.mark.parametrize(("turn", "sender", "kind", "key", "why"), [
     ("mine", "bob", "choice", "returns", "another conversation"),
     ("0" * 32, "alice", "choice", "returns", "no answer with that id"),
     ("mine", "alice", "like", "returns", "a signal is one of"),
     ("mine", "alice", "choice", None, "names the answer"),
+    ("mine", "alice", "resolved", None, "names the answer"),
+    ("mine", "bob", "resolved", "returns", "another conversation"),
 ])
 def test_a_bad_signal_is_refused_and_nothing_is_written(log, turn, sender, kind, key, why):
     mine = log.log_turn(_turn())
