@@ -25,8 +25,8 @@ alone follows one wording. Moving only part of the way keeps the text's meaning 
 questions cannot carry an answer far (docs/benchmarks.md, "Prototypes"); with k > 0 the answer text also counts
 like k questions of its own, so an answer taught by one or two customers, who may have rated carelessly, moves
 little and one taught by many nearly c (with the whole c, 8 of 90 measured rounds at 20 and 40 % wrong ratings
-came out worse on the truth set and the gate promoted 4; with k 4, 1 of 135 at 0 / 20 / 40 %, and the gate
-refused it). A prototype is a unit vector: its score is still a cosine, and it can also lower an answer for a
+came out worse on the truth set and the gate promoted 4; with k 4, 2 of 135 at 0 / 20 / 40 %, and the gate
+refused both). A prototype is a unit vector: its score is still a cosine, and it can also lower an answer for a
 query unlike its customers' questions. It only ranks: the score an answer is served with — what
 `model.min_score` compares and the log records — stays its text's cosine (plus the near-duplicate bonus), because
 question-to-question cosines run higher and out-of-scope messages would clear the threshold more often (a memory
