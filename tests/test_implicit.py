@@ -210,6 +210,18 @@ def test_a_pick_on_the_rephrased_question_settles_a_question_answered_none_of_th
     assert _resolved(store) == [(first.turn_id, offered[0].id)]
 
 
+def test_a_question_not_understood_then_asked_again_and_settled_gets_that_answer(store, config, live_registry):
+    """The third way to miss a question. Similarity is pinned here (the real one is tested above): gibberish is
+    what the test model reliably fails to understand, and no real rephrase of it exists."""
+    implicit = ImplicitFeedback(store, FeedbackConfig(resolved_weight=1.0), 20, lambda a, b: 1.0)
+    assistant = Assistant(store, LiveModel(live_registry, config.model), 20, implicit=implicit)
+    first = assistant.answer("alice", None, "asdfghjkl qwertzuiop")
+    assert first.turn_id is None and first.logged_turn_id  # not understood
+    second = assistant.answer("alice", None, QUESTION)
+    assistant.rate("alice", second.turn_id, 1)
+    assert _resolved(store) == [(first.logged_turn_id, second.answer_id)]
+
+
 @pytest.mark.parametrize("case", ["off by default", "unrelated", "after the window", "first was right",
                                   "first was picked", "rated down"])
 def test_no_resolved_signal_unless_a_missed_question_was_asked_again_and_settled(make_assistant, store, case):
