@@ -62,6 +62,7 @@ IMPLICIT_OFF = {"reask_weight": 0.0, "asked_human_weight": 0.0, "thanks_weight":
 IMPLICIT_ON = {"reask_weight": 0.3, "asked_human_weight": 0.3, "thanks_weight": 0.3}
 # the arms measured before up-front choices became the default (2026-12-02) keep meaning "after a 👎 only"
 AFTER_THUMBS_DOWN = {"choices": 3, "choices_up_front_margin": 0.0}
+UP_FRONT_WIDE = {"choices": 3, "choices_up_front_margin": 0.4, **IMPLICIT_OFF}
 ARMS: dict[str, tuple[float, dict[str, Any]]] = {  # name -> (share of customers who rate, feedback settings)
     "ratings": (1.0, {"choices": 0, **IMPLICIT_OFF}),
     "choices": (1.0, {**AFTER_THUMBS_DOWN, **IMPLICIT_OFF}),
@@ -71,11 +72,10 @@ ARMS: dict[str, tuple[float, dict[str, Any]]] = {  # name -> (share of customers
     # choices with the answer itself when the model is unsure (top-two probabilities within 0.2), and after a 👎
     "choices_up_front": (1.0, {"choices": 3, "choices_up_front_margin": 0.2, **IMPLICIT_OFF}),
     # the same within 0.4 (the product's default since 2026-12-06)
-    "choices_up_front_wide": (1.0, {"choices": 3, "choices_up_front_margin": 0.4, **IMPLICIT_OFF}),
+    "choices_up_front_wide": (1.0, UP_FRONT_WIDE),
     # customers who rephrase after "None of these" (REPHRASING), without and with the signal that links the two
-    "rephrase": (1.0, {"choices": 3, "choices_up_front_margin": 0.4, **IMPLICIT_OFF, "resolved_weight": 0.0}),
-    "rephrase_resolved": (1.0, {"choices": 3, "choices_up_front_margin": 0.4, **IMPLICIT_OFF,
-                                "resolved_weight": 1.0}),
+    "rephrase": (1.0, {**UP_FRONT_WIDE, "resolved_weight": 0.0}),
+    "rephrase_resolved": (1.0, {**UP_FRONT_WIDE, "resolved_weight": 1.0}),
 }
 REPHRASING = {"rephrase", "rephrase_resolved"}  # arms whose customers ask once more after "None of these"
 DEFAULT_ARMS = ["ratings", "choices", "half_ratings", "half_implicit", "half_both", "choices_up_front_wide"]

@@ -306,16 +306,11 @@ class _DatasetBench:
                 correct += right
                 up_front = self._pick(reply.buttons, label)
                 shown_up_front += up_front is not None  # the buttons a customer sees with the answer itself
-                if not right and up_front not in (None, choices.NONE_OF_THESE):
-                    clicked = up_front
-                elif not raters[i]:
+                if not raters[i] and not _clicks_up_front(right, up_front):
                     acted[self._act(assistant, sender, i, bool(right) ^ bool(flips[i]))] += 1
                     continue
-                else:
-                    rated = assistant.rate(sender, reply.turn_id, int(right) ^ int(flips[i]))
-                    clicked = self._pick(rated.buttons, label)
+                clicked = self._respond(assistant, sender, reply, label, right, up_front, flips[i])
                 if clicked is not None:
-                    assistant.choose(sender, reply.turn_id, clicked)
                     offered += 1  # "offered" in the results: choices the customer answered (a pick or None of these)
                     picked += clicked != choices.NONE_OF_THESE
                 if clicked == choices.NONE_OF_THESE and self.sizes.get("rephrase"):
@@ -353,27 +348,33 @@ class _DatasetBench:
         self.turn_labels[again.turn_id] = label
         return again, j
 
+    def _respond(self, assistant: Any, sender: str, reply: Any, label: str, right: bool, up_front: str | None,
+                 flip: bool) -> str | None:
+        """What a rating customer does with an answer: a wrong one that came with the right answer up front gets
+        that click; otherwise a 👍/👎 (flipped with `flip`), and after a 👎 a click on the right choice when offered,
+        "None of these" otherwise. The click made (an answer id or "None of these"), or None."""
+        clicked = up_front
+        if not _clicks_up_front(right, up_front):
+            rated = assistant.rate(sender, reply.turn_id, int(right) ^ int(flip))
+            clicked = self._pick(rated.buttons, label)
+        if clicked is not None:
+            assistant.choose(sender, reply.turn_id, clicked)
+        return clicked
+
     def _rephrase(self, assistant: Any, sender: str, i: int, flips: np.ndarray) -> bool:
-        """After "None of these": the question once more in other words, and that answer treated as any other — a
-        click on the right answer shown up front, else a 👍/👎 (flipped as question j's rating is), and after a
-        👎 a click on the right choice when offered, "None of these" otherwise (no third try). True when the
-        customer settled on an answer (a 👍 or a pick)."""
+        """After "None of these": the question once more in other words, that answer treated as any other
+        (`_respond`, flipped as question j's rating is; no third try). True when the customer settled on an answer
+        (a 👍 or a pick)."""
         asked = self._ask_again(assistant, sender, i)
         if asked is None:
             return False
         reply, j = asked
         label = self.dataset.traffic[i][1]
         right = self.bank.get(reply.answer_id).topic == label
-        clicked = self._pick(reply.buttons, label)
-        if right or clicked in (None, choices.NONE_OF_THESE):
-            thumbs_up = int(right) ^ int(flips[j])
-            rated = assistant.rate(sender, reply.turn_id, thumbs_up)
-            if thumbs_up:
-                return True
-            clicked = self._pick(rated.buttons, label)
-            if clicked is None:
-                return False
-        assistant.choose(sender, reply.turn_id, clicked)
+        up_front = self._pick(reply.buttons, label)
+        clicked = self._respond(assistant, sender, reply, label, right, up_front, flips[j])
+        if clicked is None:  # rated, and no click followed: a 👍, or a 👎 with no choices to offer
+            return bool(int(right) ^ int(flips[j]))
         return clicked != choices.NONE_OF_THESE
 
     def _pick(self, buttons: list[dict[str, str]], label: str) -> str | None:
@@ -533,6 +534,11 @@ class _DatasetBench:
             self.log(f"Rasa {mode}: held-out {numbers['accuracy']:.1%} (trained in {numbers['train_seconds']:.0f} s)")
         methods["rasa_diet"]["process_seconds"] = round(seconds, 1)
         return methods
+
+
+def _clicks_up_front(right: bool, up_front: str | None) -> bool:
+    """A simulated customer given a wrong answer clicks the right one when it came up front, instead of rating."""
+    return not right and up_front not in (None, choices.NONE_OF_THESE)
 
 
 def _merge(base: dict[str, dict[str, Any]], extra: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

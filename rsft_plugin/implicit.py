@@ -37,7 +37,7 @@ from typing import Protocol
 from .config import FeedbackConfig
 from .errors import SignalRefused
 from .handoff import ASKED, reason_from
-from .log import IMPLICIT_KINDS, RESOLVED, ConversationLog, Signal, SignalLog, Turn
+from .log import IMPLICIT_KINDS, RESOLVED, SETTLING_KINDS, ConversationLog, Signal, SignalLog, Turn
 from .not_understood import NOT_UNDERSTOOD
 from .text import clean_text
 
@@ -128,9 +128,8 @@ class ImplicitFeedback:
         gap = (datetime.fromisoformat(turn.created_at) - datetime.fromisoformat(before.created_at)).total_seconds()
         if before.redacted or gap > self.settings.window_seconds or not clean_text(before.user_text):
             return None
-        kinds = {s.kind for s in self.store.signals(since=before.created_at, sender_id=before.sender_id)
-                 if s.turn_id == before.id}
-        if kinds & {"choice", RESOLVED}:
+        kinds = self._signal_kinds(before)
+        if kinds & set(SETTLING_KINDS):
             return None
         missed = before.rating == 0 or before.reply_key == NOT_UNDERSTOOD or "none_of_these" in kinds
         return before if missed else None
@@ -146,13 +145,13 @@ class ImplicitFeedback:
         age = (self.clock() - datetime.fromisoformat(turn.created_at)).total_seconds()
         if age > self.settings.window_seconds:
             return None
-        if self._has_implicit_signal(turn):  # the log would refuse it anyway, but the attempt would count
-            return None
-        return turn
+        # the log would refuse a second implicit signal anyway, but the attempt would count against the cap
+        return None if self._signal_kinds(turn) & set(IMPLICIT_KINDS) else turn
 
-    def _has_implicit_signal(self, turn: Turn) -> bool:
-        return any(s.turn_id == turn.id and s.kind in IMPLICIT_KINDS
-                   for s in self.store.signals(since=turn.created_at, sender_id=turn.sender_id))
+    def _signal_kinds(self, turn: Turn) -> set[str]:
+        """The kinds of the signals already recorded about `turn`."""
+        return {s.kind for s in self.store.signals(since=turn.created_at, sender_id=turn.sender_id)
+                if s.turn_id == turn.id}
 
     def _record(self, turn: Turn, kind: str, key: str | None = None) -> Signal | None:
         try:

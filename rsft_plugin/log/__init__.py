@@ -26,6 +26,7 @@ from .records import (
     HANDOFF_STATUSES,
     IMPLICIT_KINDS,
     RESOLVED,
+    SETTLING_KINDS,
     SIGNAL_KINDS,
     AnswerRevision,
     CandidateRow,
@@ -55,7 +56,8 @@ if TYPE_CHECKING:
 BACKENDS = {"sqlite": "rsft_plugin.log.sqlite:SqliteLog", "postgres": "rsft_plugin.log.postgres:PostgresLog"}
 
 __all__ = [
-    "HANDOFF_REASONS", "HANDOFF_STATUSES", "IMPLICIT_KINDS", "RESOLVED", "SCHEMA_VERSION", "SIGNAL_KINDS",
+    "HANDOFF_REASONS", "HANDOFF_STATUSES", "IMPLICIT_KINDS", "RESOLVED", "SCHEMA_VERSION", "SETTLING_KINDS",
+    "SIGNAL_KINDS",
     "AnswerBankLog",
     "AnswerRevision", "CandidateRow", "ConversationLog", "ConversationSummary", "Handoff", "HandoffLog", "Job",
     "JobLog", "Log", "MaintenanceLog", "Publication", "RatingCounts", "RatingRecord", "RoundExample", "RoundLog",

@@ -33,6 +33,7 @@ CHOICE_KINDS = ("choice", "none_of_these")
 IMPLICIT_KINDS = ("reask", "asked_human", "thanks")
 RESOLVED = "resolved"
 SIGNAL_KINDS = CHOICE_KINDS + IMPLICIT_KINDS + (RESOLVED,)
+SETTLING_KINDS = ("choice", RESOLVED)  # they name the answer that settled their question: one per turn
 
 
 def refused_signal(kind: str, reply_key: str | None, owner: str | None, sender_id: str,
@@ -44,7 +45,7 @@ def refused_signal(kind: str, reply_key: str | None, owner: str | None, sender_i
     """
     if kind not in SIGNAL_KINDS:
         return f"a signal is one of {list(SIGNAL_KINDS)}, not {kind!r}"
-    if kind in ("choice", RESOLVED) and not reply_key:
+    if kind in SETTLING_KINDS and not reply_key:
         return f"a {kind} signal names the answer"
     if owner is None:
         return "there is no answer with that id"
@@ -54,7 +55,7 @@ def refused_signal(kind: str, reply_key: str | None, owner: str | None, sender_i
         return "that question was already answered"
     if kind in IMPLICIT_KINDS and earlier_kinds & set(IMPLICIT_KINDS):
         return "that answer already has a signal of what came after it"
-    if kind == RESOLVED and earlier_kinds & {RESOLVED, "choice"}:
+    if kind == RESOLVED and earlier_kinds & set(SETTLING_KINDS):
         return "that question was already settled"
     return None  # asked for and not answered yet | an email | the customer said no
 
