@@ -5,8 +5,9 @@ from __future__ import annotations
 from .errors import RsftError
 from .log import RoundRecord, Turn
 
-_STAT_LINES = ("prompts", "trainable_prompts", "gate_prompts", "replayed_prompts", "candidates", "rated_turns_used",
-               "rating_noise_rate", "posterior_trusted", "accepted", "acceptance_rate", "reward_mean")
+_STAT_LINES = ("prompts", "trainable_prompts", "gate_prompts", "replayed_prompts", "candidates", "named_candidates",
+               "rated_turns_used", "rating_noise_rate", "posterior_trusted", "accepted", "acceptance_rate",
+               "reward_mean")
 
 
 def describe_round(row: RoundRecord | None, round_id: int) -> str:

@@ -36,7 +36,7 @@ from .models.encoder import embed, load_base_encoder
 from .models.memory import MemoryRule
 from .parts import Parts
 from .stages.collect import collect_prompts
-from .stages.evidence import grounding_evidence, signal_evidence
+from .stages.evidence import grounding_evidence, rating_evidence, signal_evidence
 from .stages.finetune import finetune
 from .stages.gate import describe, gate
 from .stages.memory import read_remembered
@@ -44,7 +44,7 @@ from .stages.promote import promote
 from .stages.records import GateResult, PromptSet, RejectOutcome, RoundStopped, ScoredCandidate, TrainingPair
 from .stages.reject import reject
 from .stages.report import write_report
-from .stages.sample import sample_candidates
+from .stages.sample import named_answers, sample_candidates
 from .stages.score import score_round
 from .stages.seeding import content_rng
 
@@ -145,18 +145,22 @@ class _Round:
                        gate_prompts=len(prompts.prompts) - len(prompts.trainable),
                        replayed_prompts=sum(p.replay for p in prompts.prompts))
         with self._stage("sample"):
-            candidates = sample_candidates(self._proposal(), prompts.trainable, self.config.sample, self._progress)
-            self._note(candidates=len(candidates))
-        with self._stage("score"):
-            bank = self.live.bank
-            curated = (load_golden(self.config.paths.golden, bank, "train") if self.config.score.use_golden_train
-                       else [])
             newest = self.config.score  # the newest evidence only: a round's cost bounded by it, not by history
             rated = self.store.rated_turns(exclude_turn_ids=prompts.gate_turn_ids,
                                            newest=newest.max_rated_turns or None)
             signals = self.store.signals(exclude_turn_ids=prompts.gate_turn_ids, newest=newest.max_signals or None)
             votes = [*grounding_evidence(rated, self.config.feedback.grounding_weight),
                      *signal_evidence(signals, self.config.feedback, self._offered_keys)]
+            named = (named_answers(prompts.trainable, [*rating_evidence(rated), *votes])
+                     if self.config.sample.named else None)
+            candidates = sample_candidates(self._proposal(), prompts.trainable, self.config.sample, self._progress,
+                                           named)
+            self._note(candidates=len(candidates),
+                       named_candidates=sum(c.named for c in candidates))
+        with self._stage("score"):
+            bank = self.live.bank
+            curated = (load_golden(self.config.paths.golden, bank, "train") if self.config.score.use_golden_train
+                       else [])
             scores = score_round(candidates, prompts, rated, curated, bank, embed_fixed, self.config.score, votes)
             scored, noise = scores.scored, scores.noise.summary()
             rewards = [s.reward for s in scored]

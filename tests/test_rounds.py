@@ -92,19 +92,55 @@ def _next_round_proposal(config, live: ResponseModel):
         parts.close()
 
 
-@pytest.mark.parametrize("rule", ["threshold", "best_of_n"])
-def test_the_other_rules_run_a_round_too(tmp_path, pretrained, rule):
-    config = round_config(tmp_path, reject={"rule": rule, "min_accepted": 5})
+def _promoted_round(tmp_path, pretrained, **sections):
+    """One round on 120 rated golden questions answered by the pretrained model, which must promote."""
+    config = round_config(tmp_path, **sections)
     registry = Registry(config.paths.models_dir)
     registry.set_live(registry.publish(pretrained).name, "test")
     feed_traffic(config, n=120)
     result = run_round(config, show_bar=False)
     assert result.status == "promoted", result.reason
+    return config, result
+
+
+@pytest.mark.parametrize("rule", ["threshold", "best_of_n"])
+def test_the_other_rules_run_a_round_too(tmp_path, pretrained, rule):
+    # 2 draws and named answers off: no candidate beyond the draws (with them on, some: the test below)
+    config, result = _promoted_round(tmp_path, pretrained, reject={"rule": rule, "min_accepted": 5},
+                                     sample={"k": 2, "named": False})
     store = open_sqlite(config.paths.db)
     try:
         assert {e["rule"] for e in store.training_examples(result.round_id)} == {rule}
+        assert result.stats["named_candidates"] == 0
+        assert max(c["draw"] for c in store.round_candidates(result.round_id)) == 1
     finally:
         store.close()
+
+
+def test_a_round_with_sample_named_scores_the_answers_customers_named_that_its_draws_missed(tmp_path, pretrained):
+    """With 2 draws a prompt most often misses what a customer picked under "Was it one of these?" (ranked 2nd to
+    4th); sample.named adds it after the draws, and the customer's word makes it the prompt's answer to learn."""
+    config, result = _promoted_round(tmp_path, pretrained, sample={"k": 2, "named": True}, reject={"min_accepted": 5})
+    store = open_sqlite(config.paths.db)
+    try:
+        named = [c for c in store.round_candidates(result.round_id) if c["draw"] >= 2]
+        assert result.stats["named_candidates"] == len(named) > 0
+        learned = {(e["prompt_id"], e["candidate_key"]): e["turn_ids"]
+                   for e in store.training_examples(result.round_id)}
+        picks = {(s.turn_id, s.reply_key) for s in store.signals() if s.kind == "choice"}
+
+        def named_by_customer(turn_id: str, key: str) -> bool:
+            turn = store.turn(turn_id)
+            return (turn_id, key) in picks or (turn["rating"] == 1 and turn["answer_id"] == key)
+
+        for candidate in named:  # each one learned is what a turn of its own prompt got a 👍 or a pick for
+            turn_ids = learned.get((candidate["prompt_id"], candidate["candidate_key"]))
+            assert turn_ids is None or any(named_by_customer(t, candidate["candidate_key"]) for t in turn_ids)
+        assert sum(c["accepted"] for c in named) > len(named) / 2, "mostly trusted and the prompt's best"
+    finally:
+        store.close()
+    shown = CliRunner().invoke(main, ["--config", str(config.source), "show", str(result.round_id)])
+    assert f"named_candidates   {len(named)}" in shown.output
 
 
 def test_score_reads_only_the_newest_rated_turns_and_signals_the_config_allows(tmp_path, pretrained):

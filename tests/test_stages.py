@@ -15,11 +15,12 @@ from rsft_plugin.log import Signal, SqliteLog, Turn, TurnRecord, open_sqlite
 from rsft_plugin.models.encoder import embed, trainable_state
 from rsft_plugin.models.retrieval import ResponseModel
 from rsft_plugin.stages.collect import collect_prompts
-from rsft_plugin.stages.evidence import grounding_evidence, signal_evidence
+from rsft_plugin.stages.evidence import CHOICE, IMPLICIT, Evidence, grounding_evidence, signal_evidence
 from rsft_plugin.stages.finetune import finetune
 from rsft_plugin.stages.gate import gate
+from rsft_plugin.stages.noise import RATING
 from rsft_plugin.stages.records import Prompt, PromptSet, RoundStopped, SampledCandidate, TrainingPair
-from rsft_plugin.stages.sample import sample_candidates
+from rsft_plugin.stages.sample import named_answers, sample_candidates
 from rsft_plugin.stages.score import capped_votes, score_candidates, smoothed_rating
 
 from .conftest import REPO
@@ -91,6 +92,38 @@ def test_sample_draws_k_distinct_candidates_per_prompt_with_their_q(pretrained):
         for c in mine:
             assert c.q == pytest.approx(policy[pretrained.bank.index_of(c.answer_id)], rel=1e-4)  # batch padding
             assert c.sampled_by == pretrained.name
+
+
+
+def test_sample_adds_the_answers_customers_named_that_its_draws_missed(pretrained):
+    """sample.named: a prompt's named answers the k draws did not hold join its candidates after the draws, with
+    their q under the same policy; one the draws hold is not added twice, one the bank lacks is left out."""
+    prompts = [Prompt(0, "I want my money back", ("t0",), False, False),
+               Prompt(1, "can I change the size of my order", ("t1",), False, False)]
+    policy = pretrained.policy(prompts[0].text, 0.1)
+    last = pretrained.bank.answers[int(np.argmin(policy))].id  # q ~ 1e-9 at this temperature: never drawn
+    config = SampleConfig(k=2, temperature=0.1)
+    plain = sample_candidates(pretrained, prompts, config)  # the draws are seeded by the prompt's text
+    drawn = plain[0].key
+    candidates = sample_candidates(pretrained, prompts, config, named={0: [drawn, last, "no_such_answer", last]})
+    assert [c for c in candidates if not c.named] == plain, "the draws themselves do not change"
+    first = [c for c in candidates if c.prompt_id == 0]
+    assert [(c.key, c.draw, c.named) for c in first[2:]] == [(last, 2, True)]
+    assert first[2].q == pytest.approx(policy[pretrained.bank.index_of(last)], rel=1e-4)
+    assert first[2].sampled_by == pretrained.name and first[2].text == pretrained.bank.get(last).text
+    assert len([c for c in candidates if c.prompt_id == 1]) == 2, "a prompt nobody named anything for: its draws"
+
+
+def test_the_named_answers_of_a_prompt_are_the_explicit_positive_votes_on_its_own_turns():
+    def vote(turn: str, key: str, positive: bool = True, kind: str = RATING, weight: float = 1.0) -> Evidence:
+        return Evidence("q", "s", key, positive, weight, kind, turn)
+
+    evidence = [vote("t0", "thumbs_up"), vote("t0", "thumbs_down", positive=False), vote("t1", "picked", kind=CHOICE),
+                vote("t0", "thanked", kind=IMPLICIT), vote("t0", "none_of_these", positive=False, kind=CHOICE),
+                vote("t0", "weight_zero", kind=CHOICE, weight=0.0), vote("t9", "another_question", kind=CHOICE),
+                vote("t1", "thumbs_up")]
+    prompts = [Prompt(0, "q", ("t0", "t1"), False, False), Prompt(1, "r", ("t5",), False, False)]
+    assert named_answers(prompts, evidence) == {0: ["thumbs_up", "picked"]}
 
 
 # ---- score -----------------------------------------------------------------------------------------------------

@@ -36,6 +36,9 @@ class SampleConfig:
     temperature: float = _help("Temperature of the proposal policy q = softmax(cosine / temperature).", 0.1)
     with_replacement: bool = _help("Draw i.i.d. (exact for the statistical rule) instead of k distinct.", False)
     seed: int = _help("Seed of every random draw in a round.", 0)
+    named: bool = _help(
+        "Also score the answers a prompt's own customers named (a 👍 or a pick) when the k draws missed them "
+        "(retrieval).", True)
 
     def __post_init__(self) -> None:
         _check(1 <= self.k <= 256, "sample", "k", "must be between 1 and 256")

@@ -250,3 +250,14 @@ class RemembersExamples(Protocol):
 
     def without_memory(self) -> ResponsePolicy:
         """The same version, under the same name, scoring without its remembered examples."""
+
+
+@runtime_checkable
+class ScoresNamedAnswers(Protocol):
+    """A kind whose candidates are bank answers, so that a round can add the answers customers named (a 👍 or a
+    pick) when the policy did not draw them (stages/sample.py; the retrieval kind)."""
+
+    def named_candidates(self, queries: list[str], keys: list[list[str]],
+                         temperature: float | None = None) -> list[list[Candidate]]:
+        """Per query, its `keys` (bank answer ids; ones the bank lacks are left out) as candidates, each with its
+        proposal probability q(answer | query) at `temperature` and its cosine, as `sample_many` gives them."""

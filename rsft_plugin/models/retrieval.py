@@ -146,6 +146,24 @@ class ResponseModel:
                             for i in chosen])
         return results
 
+    def named_candidates(self, queries: list[str], keys: list[list[str]],
+                         temperature: float | None = None) -> list[list[Candidate]]:
+        """Each query's `keys` as candidates with q at `temperature` (base.ScoresNamedAnswers)."""
+        row_of = {answer_id: row for row, answer_id in enumerate(self._bank_ids)}
+        rows = [[row_of[key] for key in wanted if key in row_of] for wanted in keys]
+        asking = [query for query, known in zip(queries, rows, strict=True) if known]
+        scored = iter(self.cosines(asking) if asking else [])  # encode only the queries with a known key
+        results: list[list[Candidate]] = []
+        for known in rows:
+            if not known:
+                results.append([])
+                continue
+            cosines = next(scored)
+            probabilities = policy_from_cosines(cosines, temperature or self.config.temperature)
+            results.append([_candidate(self.bank.answers[i], float(probabilities[i]), float(cosines[i]))
+                            for i in known])
+        return results
+
     # ---- training ------------------------------------------------------------------------------------------
 
     def finetune(self, pairs: list[TrainingPair], config: FinetuneConfig, progress: Progress = no_progress,

@@ -65,6 +65,7 @@ class SampledCandidate:
     cosine: float  # the live model's score for (prompt, candidate)
     sampled_by: str  # the live version that drew it
     violations: tuple[str, ...] = ()  # facts a written reply states that its grounding does not ("kind: value")
+    named: bool = False  # not drawn: an answer the prompt's customers named, added by sample.named
 
     @property
     def written(self) -> bool:

@@ -12,7 +12,9 @@ statistical  rejection sampling. Target p(c) ∝ q(c)·exp(r(c)/β), proposal q 
                observed  one global target; r_max is the largest reward of the round's candidates, so a
                          prompt whose best answer is below the round's best is accepted exp(−gap/β) as often.
                bound     as observed, with r_max = w_similarity + w_rating, the largest reward possible.
-             Either way p̃ <= M·q holds for every candidate it is applied to.
+             Either way p̃ <= M·q holds for every candidate it is applied to. With `sample.named` a prompt's
+             candidates also hold the answers its customers named that the draws missed (stages/sample.py): the
+             proposal is then the draws plus those answers, and the rule decides on them like on any other.
              docs/benchmarks.md: the global envelope starves the fine-tune (up to half as many accepted pairs,
              at lower precision); the per-prompt one accepts about as many as best_of_n.
 best_of_n    per prompt, keep the highest-reward candidate if it clears the same two thresholds.
