@@ -55,7 +55,7 @@ def _missed_named(live: ScoresNamedAnswers, batch: list[Prompt], draws: list[lis
 
 def named_answers(prompts: Iterable[Prompt], evidence: Iterable[Evidence]) -> dict[int, list[str]]:
     """Per prompt, the answers its own turns were given explicit positive evidence for (a 👍 or a pick; weight-0
-    kinds are not in `evidence`), oldest first."""
+    kinds are not in `evidence`), in the order of its turns."""
     by_turn: dict[str, list[str]] = {}
     for vote in evidence:
         if vote.positive and vote.kind in EXPLICIT and vote.weight > 0:

@@ -469,7 +469,7 @@
       var facts = [
         ["Status", statusBadge(r.status)], ["Rule", r.rule], ["Live version", r.live_version], ["New version", r.new_version || "–"],
         ["Started", when(r.started_at)], ["Finished", when(r.finished_at)],
-        ["Prompts", s.prompts], ["Candidates", s.candidates], ["Accepted", s.accepted], ["Acceptance rate", pct(s.acceptance_rate)],
+        ["Prompts", s.prompts], ["Candidates", s.named_candidates ? s.candidates + " (" + s.named_candidates + " named by customers, not drawn)" : s.candidates], ["Accepted", s.accepted], ["Acceptance rate", pct(s.acceptance_rate)],
         ["Mean reward", num(s.reward_mean)], ["Rated turns used", s.rated_turns_used],
         ["Estimated wrong ratings", typeof s.rating_noise_rate === "number" ? pct(s.rating_noise_rate) : "–"],
         ["Answers trusted by the noise model", typeof s.posterior_trusted === "number" ? s.posterior_trusted : "–"],
