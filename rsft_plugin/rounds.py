@@ -155,8 +155,7 @@ class _Round:
                      if self.config.sample.named else None)
             candidates = sample_candidates(self._proposal(), prompts.trainable, self.config.sample, self._progress,
                                            named)
-            self._note(candidates=len(candidates),
-                       named_candidates=sum(c.named for c in candidates))
+            self._note(candidates=len(candidates), named_candidates=sum(c.named for c in candidates))
         with self._stage("score"):
             bank = self.live.bank
             curated = (load_golden(self.config.paths.golden, bank, "train") if self.config.score.use_golden_train

@@ -48,9 +48,14 @@ def sample_candidates(live: ResponsePolicy, prompts: list[Prompt], config: Sampl
 def _missed_named(live: ScoresNamedAnswers, batch: list[Prompt], draws: list[list], named: Named,
                   temperature: float) -> list[list]:
     """Per prompt of `batch`, its named answers that its draws do not hold, as candidates."""
-    missed = [[key for key in dict.fromkeys(named.get(p.id, ())) if key not in {c.key for c in drawn}]
-              for p, drawn in zip(batch, draws, strict=True)]
+    missed = [_not_drawn(named.get(p.id, ()), drawn) for p, drawn in zip(batch, draws, strict=True)]
     return live.named_candidates([p.text for p in batch], missed, temperature)
+
+
+def _not_drawn(keys: Sequence[str], drawn: list) -> list[str]:
+    """`keys` without repeats and without those among the `drawn` candidates, in order."""
+    drawn_keys = {c.key for c in drawn}
+    return [key for key in dict.fromkeys(keys) if key not in drawn_keys]
 
 
 def named_answers(prompts: Iterable[Prompt], evidence: Iterable[Evidence]) -> dict[int, list[str]]:
