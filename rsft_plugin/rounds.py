@@ -151,9 +151,10 @@ class _Round:
             signals = self.store.signals(exclude_turn_ids=prompts.gate_turn_ids, newest=newest.max_signals or None)
             votes = [*grounding_evidence(rated, self.config.feedback.grounding_weight),
                      *signal_evidence(signals, self.config.feedback, self._offered_keys)]
-            named = (named_answers(prompts.trainable, [*rating_evidence(rated), *votes])
-                     if self.config.sample.named else None)
-            candidates = sample_candidates(self._proposal(), prompts.trainable, self.config.sample, self._progress,
+            sample = self.config.sample
+            named = (named_answers(prompts.trainable, [*rating_evidence(rated), *votes], sample.named_ratings)
+                     if sample.named else None)
+            candidates = sample_candidates(self._proposal(), prompts.trainable, sample, self._progress,
                                            named)
             self._note(candidates=len(candidates), named_candidates=sum(c.named for c in candidates))
         with self._stage("score"):

@@ -5,6 +5,7 @@ test_crashes.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import numpy as np
@@ -117,25 +118,36 @@ def test_the_other_rules_run_a_round_too(tmp_path, pretrained, rule):
         store.close()
 
 
-def test_a_round_with_sample_named_scores_the_answers_customers_named_that_its_draws_missed(tmp_path, pretrained):
+@pytest.mark.parametrize("ratings", [True, False])
+def test_a_round_with_sample_named_scores_the_answers_customers_named_that_its_draws_missed(tmp_path, pretrained,
+                                                                                          ratings):
     """With 2 draws a prompt most often misses what a customer picked under "Was it one of these?" (ranked 2nd to
-    4th); sample.named adds it after the draws, and the customer's word makes it the prompt's answer to learn."""
-    config, result = _promoted_round(tmp_path, pretrained, sample={"k": 2, "named": True}, reject={"min_accepted": 5})
+    4th); sample.named adds it after the draws, and the customer's word makes it the prompt's answer to learn. With
+    sample.named_ratings off only a pick names an answer, a 👍 does not."""
+    config, result = _promoted_round(tmp_path, pretrained, sample={"k": 2, "named": True, "named_ratings": ratings},
+                                     reject={"min_accepted": 5})
     store = open_sqlite(config.paths.db)
     try:
         named = [c for c in store.round_candidates(result.round_id) if c["draw"] >= 2]
         assert result.stats["named_candidates"] == len(named) > 0
-        learned = {(e["prompt_id"], e["candidate_key"]): e["turn_ids"]
-                   for e in store.training_examples(result.round_id)}
+        turns_of = {prompt_id: json.loads(turn_ids) for prompt_id, turn_ids in store.db.execute(
+            "SELECT prompt_id, turn_ids FROM round_prompts WHERE round_id = ?", [result.round_id])}
         picks = {(s.turn_id, s.reply_key) for s in store.signals() if s.kind == "choice"}
 
-        def named_by_customer(turn_id: str, key: str) -> bool:
+        def rated_up(turn_id: str, key: str) -> bool:
             turn = store.turn(turn_id)
-            return (turn_id, key) in picks or (turn["rating"] == 1 and turn["answer_id"] == key)
+            return turn["rating"] == 1 and turn["answer_id"] == key
 
-        for candidate in named:  # each one learned is what a turn of its own prompt got a 👍 or a pick for
-            turn_ids = learned.get((candidate["prompt_id"], candidate["candidate_key"]))
-            assert turn_ids is None or any(named_by_customer(t, candidate["candidate_key"]) for t in turn_ids)
+        def how_named(candidate) -> set[str]:
+            turns = turns_of[candidate["prompt_id"]]
+            key = candidate["candidate_key"]
+            return ({"pick"} if any((t, key) in picks for t in turns) else set()) | (
+                {"thumbs_up"} if any(rated_up(t, key) for t in turns) else set())
+
+        sources = [how_named(c) for c in named]
+        assert all(sources), "each named candidate is what a turn of its own prompt got a 👍 or a pick for"
+        only_thumbs_up = sum(s == {"thumbs_up"} for s in sources)
+        assert only_thumbs_up > 0 if ratings else only_thumbs_up == 0
         assert sum(c["accepted"] for c in named) > len(named) / 2, "mostly trusted and the prompt's best"
     finally:
         store.close()

@@ -124,6 +124,7 @@ def test_the_named_answers_of_a_prompt_are_the_explicit_positive_votes_on_its_ow
                 vote("t1", "thumbs_up")]
     prompts = [Prompt(0, "q", ("t0", "t1"), False, False), Prompt(1, "r", ("t5",), False, False)]
     assert named_answers(prompts, evidence) == {0: ["thumbs_up", "picked"]}
+    assert named_answers(prompts, evidence, ratings=False) == {0: ["picked"]}, "sample.named_ratings off: picks only"
 
 
 # ---- score -----------------------------------------------------------------------------------------------------

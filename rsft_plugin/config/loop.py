@@ -39,6 +39,9 @@ class SampleConfig:
     named: bool = _help(
         "Also score the answers a prompt's own customers named (a 👍 or a pick) when the k draws missed them "
         "(retrieval).", True)
+    named_ratings: bool = _help(
+        "With `named`, a 👍 names an answer too (off: only picks do; measured no safer, docs/benchmarks.md 'Named "
+        "answers').", True)
 
     def __post_init__(self) -> None:
         _check(1 <= self.k <= 256, "sample", "k", "must be between 1 and 256")

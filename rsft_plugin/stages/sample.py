@@ -3,12 +3,12 @@
 Each prompt draws from its own generator, seeded by `sample.seed` and the prompt's text (stages/seeding.py): its
 candidates do not depend on which other prompts the round has, nor on their order.
 
-With `sample.named` a prompt's candidates also include the answers its own customers *named* — rated 👍 or picked
-under "Was it one of these?" — that the K draws missed, after them (draw numbers from K on), with their q under the
-same policy. Why: a pick is usually an answer the live model ranked second to fourth, and at the sampling
-temperature the K draws miss it about one time in five (measured on banking77: docs/benchmarks.md, "Named
-answers"); the prompt then teaches nothing although the customer said what was right. The proposal becomes the
-policy's K draws plus the named answers, each scored and rejected like any other candidate.
+With `sample.named` a prompt's candidates also include the answers its own customers *named* — rated 👍 (unless
+`sample.named_ratings` is off) or picked under "Was it one of these?" — that the K draws missed, after them (draw
+numbers from K on), with their q under the same policy. Why: a pick is usually an answer the live model ranked second
+to fourth, and at the sampling temperature the K draws miss it about one time in five (measured on banking77:
+docs/benchmarks.md, "Named answers"); the prompt then teaches nothing although the customer said what was right.
+The proposal becomes the policy's K draws plus the named answers, each scored and rejected like any other candidate.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from ..config import SampleConfig
 from ..models.base import ResponsePolicy, ScoresNamedAnswers
-from .evidence import EXPLICIT, Evidence
+from .evidence import CHOICE, EXPLICIT, Evidence
 from .records import Progress, Prompt, SampledCandidate, no_progress
 from .seeding import content_rng
 
@@ -58,12 +58,14 @@ def _not_drawn(keys: Sequence[str], drawn: list) -> list[str]:
     return [key for key in dict.fromkeys(keys) if key not in drawn_keys]
 
 
-def named_answers(prompts: Iterable[Prompt], evidence: Iterable[Evidence]) -> dict[int, list[str]]:
-    """Per prompt, the answers its own turns were given explicit positive evidence for (a 👍 or a pick; weight-0
-    kinds are not in `evidence`), in the order of its turns."""
+def named_answers(prompts: Iterable[Prompt], evidence: Iterable[Evidence],
+                  ratings: bool = True) -> dict[int, list[str]]:
+    """Per prompt, the answers its own turns were given explicit positive evidence for (a 👍 unless not `ratings`,
+    or a pick; weight-0 kinds are not in `evidence`), in the order of its turns."""
+    kinds = EXPLICIT if ratings else (CHOICE,)
     by_turn: dict[str, list[str]] = {}
     for vote in evidence:
-        if vote.positive and vote.kind in EXPLICIT and vote.weight > 0:
+        if vote.positive and vote.kind in kinds and vote.weight > 0:
             by_turn.setdefault(vote.turn_id, []).append(vote.key)
     named = {p.id: list(dict.fromkeys(key for turn in p.turn_ids for key in by_turn.get(turn, ()))) for p in prompts}
     return {prompt_id: keys for prompt_id, keys in named.items() if keys}
