@@ -16,6 +16,8 @@ customers that behave the same in every arm; only what the bot offers and record
                    words once (another traffic question of its label) and rates / clicks that answer as usual
     rephrase_resolved  the same customers, with the `resolved` signal on (feedback.resolved_weight 1): the answer
                    that settled the rephrased question also counts for the missed one
+    careless_clicks    as choices_up_front_wide, and customers click as carelessly as they rate: each click
+                   (a pick or "None of these") is, with the run's noise probability, another of the offered buttons
 
 For every dataset × noise level × seed (the seed draws the traffic / held-out / truth split, the rating flips and
 who rates) each arm runs `--rounds` rounds with the always-promote gate of bench/quality.py, so every arm is
@@ -76,8 +78,11 @@ ARMS: dict[str, tuple[float, dict[str, Any]]] = {  # name -> (share of customers
     # customers who rephrase after "None of these" (REPHRASING), without and with the signal that links the two
     "rephrase": (1.0, {**UP_FRONT_WIDE, "resolved_weight": 0.0}),
     "rephrase_resolved": (1.0, {**UP_FRONT_WIDE, "resolved_weight": 1.0}),
+    # customers whose clicks are as often wrong as their ratings (CARELESS)
+    "careless_clicks": (1.0, UP_FRONT_WIDE),
 }
 REPHRASING = {"rephrase", "rephrase_resolved"}  # arms whose customers ask once more after "None of these"
+CARELESS = {"careless_clicks"}  # arms whose customers misclick at the run's noise rate
 DEFAULT_ARMS = ["ratings", "choices", "half_ratings", "half_implicit", "half_both", "choices_up_front_wide"]
 RULE = "statistical"
 SMOKE_ARMS = ["ratings", "half_both"]  # every path once: ratings only; choices and implicit signals
@@ -190,6 +195,7 @@ def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any],
     """One arm on one dataset, noise level and seed: its rounds, start to finish (the unit the pool runs)."""
     rate_share, feedback = ARMS[arm]
     arm_sizes = {**sizes, "rate_share": rate_share, "rephrase": arm in REPHRASING,
+                 "click_noise": noise if arm in CARELESS else 0.0,
                  "sections": _merge(sizes["sections"], {"feedback": feedback})}
     dataset = load_split(name, datasets_dir, sizes, seed)
     bench = _DatasetBench(dataset, arm_sizes, seed, work)  # measures the zero-shot with its pretrained model

@@ -290,7 +290,7 @@ class _DatasetBench:
         """
         started = time.perf_counter()
         assistant = runtime.boot(config, watch=False)
-        raters = self._raters()
+        raters, careless = self._raters(), self._careless()
         served, correct, picked, offered, shown_up_front = [], 0, 0, 0, 0
         acted = {"thanks": 0, "reasked": 0, "rephrased": 0, "rephrase_settled": 0}
         try:
@@ -309,13 +309,13 @@ class _DatasetBench:
                 if not raters[i] and not _clicks_up_front(right, up_front):
                     acted[self._act(assistant, sender, i, bool(right) ^ bool(flips[i]))] += 1
                     continue
-                clicked = self._respond(assistant, sender, reply, label, right, up_front, flips[i])
+                clicked = self._respond(assistant, sender, reply, label, right, up_front, flips[i], careless, i)
                 if clicked is not None:
                     offered += 1  # "offered" in the results: choices the customer answered (a pick or None of these)
-                    picked += clicked != choices.NONE_OF_THESE
+                    picked += self._is_right(clicked, label)
                 if clicked == choices.NONE_OF_THESE and self.sizes.get("rephrase"):
                     acted["rephrased"] += 1
-                    acted["rephrase_settled"] += self._rephrase(assistant, sender, i, flips)
+                    acted["rephrase_settled"] += self._rephrase(assistant, sender, i, flips, careless)
         finally:
             runtime.shutdown()
         return {"served": served, "served_accuracy": correct / len(served) if served else 0.0,
@@ -349,19 +349,38 @@ class _DatasetBench:
         return again, j
 
     def _respond(self, assistant: Any, sender: str, reply: Any, label: str, right: bool, up_front: str | None,
-                 flip: bool) -> str | None:
+                 flip: bool, careless: np.ndarray, i: int) -> str | None:
         """What a rating customer does with an answer: a wrong one that came with the right answer up front gets
         that click; otherwise a 👍/👎 (flipped with `flip`), and after a 👎 a click on the right choice when offered,
-        "None of these" otherwise. The click made (an answer id or "None of these"), or None."""
-        clicked = up_front
+        "None of these" otherwise — or, for a `careless[i]` customer, another of the offered buttons. The click made
+        (an answer id or "None of these"), or None."""
+        clicked, buttons = up_front, reply.buttons
         if not _clicks_up_front(right, up_front):
             rated = assistant.rate(sender, reply.turn_id, int(right) ^ int(flip))
-            clicked = self._pick(rated.buttons, label)
+            clicked, buttons = self._pick(rated.buttons, label), rated.buttons
+        if clicked is not None and careless[i]:
+            clicked = self._misclick(buttons, clicked, i)
         if clicked is not None:
             assistant.choose(sender, reply.turn_id, clicked)
         return clicked
 
-    def _rephrase(self, assistant: Any, sender: str, i: int, flips: np.ndarray) -> bool:
+    def _careless(self) -> np.ndarray:
+        """Which questions' customers click carelessly (the share `click_noise`, 0 unless the arm's): per seed."""
+        share = self.sizes.get("click_noise", 0.0)
+        return np.random.default_rng([self.seed, 13]).random(len(self.dataset.traffic)) < share
+
+    def _misclick(self, buttons: list[dict[str, str]], meant: str, i: int) -> str:
+        """Another of the offered buttons than the one `meant` (answers and "None of these"), drawn per question
+        and seed; `meant` when it was the only one."""
+        offered = [parsed[1] for b in buttons if (parsed := choices.parse_choice(b["payload"]))]
+        others = [a for a in dict.fromkeys([*offered, choices.NONE_OF_THESE]) if a != meant]
+        return others[int(np.random.default_rng([self.seed, 17, i]).integers(len(others)))] if others else meant
+
+    def _is_right(self, clicked: str, label: str) -> bool:
+        """Whether a click served the customer the right answer (a pick of the label's topic)."""
+        return clicked != choices.NONE_OF_THESE and self.bank.get(clicked).topic == label
+
+    def _rephrase(self, assistant: Any, sender: str, i: int, flips: np.ndarray, careless: np.ndarray) -> bool:
         """After "None of these": the question once more in other words, that answer treated as any other
         (`_respond`, flipped as question j's rating is; no third try). True when the customer settled on an answer
         (a 👍 or a pick)."""
@@ -372,7 +391,7 @@ class _DatasetBench:
         label = self.dataset.traffic[i][1]
         right = self.bank.get(reply.answer_id).topic == label
         up_front = self._pick(reply.buttons, label)
-        clicked = self._respond(assistant, sender, reply, label, right, up_front, flips[j])
+        clicked = self._respond(assistant, sender, reply, label, right, up_front, flips[j], careless, j)
         if clicked is None:  # rated, and no click followed: a 👍, or a 👎 with no choices to offer
             return bool(int(right) ^ int(flips[j]))
         return clicked != choices.NONE_OF_THESE
