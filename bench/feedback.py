@@ -210,9 +210,10 @@ def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any],
                          "reasks": sum(r["implicit_reasks"] for r in rounds)},
             "rephrased": {"asked": sum(r["rephrased"] for r in rounds),
                           "settled": sum(r["rephrase_settled"] for r in rounds)},
+            "misclicked": sum(r["misclicked"] for r in rounds),
             "rounds": [{k: r.get(k) for k in ("round", "accuracy", "served_accuracy", "served_within_one_click",
                                               "choices_offered", "choices_picked", "choices_up_front",
-                                              "rephrased", "rephrase_settled",
+                                              "rephrased", "rephrase_settled", "misclicked",
                                               "truth_gain", "default_gate_promotes", "rating_noise_rate",
                                               "precision", "gate_evidence", "gate_verdicts")}
                        for r in rounds]}
@@ -279,6 +280,11 @@ def check_feedback(result: dict[str, Any], smoke: bool) -> list[str]:
             asked = (run.get("rephrased") or {}).get("asked", 0)  # absent before 2026-12-07: nobody rephrased
             if bool(asked) != (run["arm"] in REPHRASING):
                 problems.append(f"{label}: {asked} questions put in other words after \"None of these\"")
+            misclicked = run.get("misclicked")  # not counted before 2026-12-07
+            if misclicked and run["arm"] not in CARELESS:
+                problems.append(f"{label}: {misclicked} careless clicks in an arm whose customers click carefully")
+            if misclicked == 0 and run["arm"] in CARELESS and run["noise"] > 0 and offered >= 20:
+                problems.append(f"{label}: no careless click in {offered} clicks at noise {run['noise']:g}")
             if not 0 <= run["final"] <= 1 or not 0 <= run["within_one_click"] <= 1:
                 problems.append(f"{label}: accuracy out of range")
         if not smoke and not entry.get("summary"):

@@ -259,6 +259,7 @@ class _DatasetBench:
         self.bank = dataset.bank
         self.chunks = [list(c) for c in np.array_split(np.arange(len(dataset.traffic)), sizes["rounds"])]
         self.turn_labels: dict[str, str] = {}  # turn id -> the asked question's label, filled while feeding
+        self._misclicked = 0  # careless clicks (`click_noise`) in the chunk being fed
         self.heldout = dataset.heldout_questions
         self.pretrained = pretrained_policy(self.bank, model_config(sizes["sections"]))
         self.zero_shot = evaluate(self.pretrained, self.heldout).accuracy if zero_shot is None else zero_shot
@@ -291,6 +292,7 @@ class _DatasetBench:
         started = time.perf_counter()
         assistant = runtime.boot(config, watch=False)
         raters, careless = self._raters(), self._careless()
+        self._misclicked = 0
         served, correct, picked, offered, shown_up_front = [], 0, 0, 0, 0
         acted = {"thanks": 0, "reasked": 0, "rephrased": 0, "rephrase_settled": 0}
         try:
@@ -323,6 +325,7 @@ class _DatasetBench:
                 "choices_offered": offered, "choices_picked": picked, "choices_up_front": shown_up_front,
                 "implicit_thanks": acted["thanks"], "implicit_reasks": acted["reasked"],
                 "rephrased": acted["rephrased"], "rephrase_settled": acted["rephrase_settled"],
+                "misclicked": self._misclicked,
                 "seconds": round(time.perf_counter() - started, 2)}
 
     def _act(self, assistant: Any, sender: str, i: int, looks_right: bool) -> str:
@@ -374,7 +377,10 @@ class _DatasetBench:
         and seed; `meant` when it was the only one."""
         offered = [parsed[1] for b in buttons if (parsed := choices.parse_choice(b["payload"]))]
         others = [a for a in dict.fromkeys([*offered, choices.NONE_OF_THESE]) if a != meant]
-        return others[int(np.random.default_rng([self.seed, 17, i]).integers(len(others)))] if others else meant
+        if not others:
+            return meant
+        self._misclicked += 1
+        return others[int(np.random.default_rng([self.seed, 17, i]).integers(len(others)))]
 
     def _is_right(self, clicked: str, label: str) -> bool:
         """Whether a click served the customer the right answer (a pick of the label's topic)."""
@@ -441,6 +447,7 @@ class _DatasetBench:
                 "choices_up_front": fed["choices_up_front"],
                 "implicit_thanks": fed["implicit_thanks"], "implicit_reasks": fed["implicit_reasks"],
                 "rephrased": fed["rephrased"], "rephrase_settled": fed["rephrase_settled"],
+                "misclicked": fed["misclicked"],
                 "signals_used": stats.get("signals_used"),
                 "flipped_ratings": int(flips[chunk].sum()), "prompts": stats.get("prompts"),
                 "trainable_prompts": stats.get("trainable_prompts"), "candidates": stats.get("candidates"),

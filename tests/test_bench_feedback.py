@@ -71,3 +71,14 @@ def test_customers_rephrase_after_none_of_these_only_in_the_rephrasing_arms_and_
     assert "0 questions put in other words" in problem
     (problem,) = _problems({**rephrasing, "arm": "rephrase"})  # resolved_weight 0: nothing may be recorded
     assert "resolved signals recorded with resolved_weight 0" in problem
+
+
+def test_careless_clicks_are_expected_only_in_the_careless_arm():
+    assert _problems(_run("careless_clicks", offered=25, up_front=4)) == []  # recorded before the count
+    careless = {**_run("careless_clicks", offered=25, up_front=4), "misclicked": 5}
+    assert _problems(careless) == []
+    (problem,) = _problems({**careless, "misclicked": 0})
+    assert "no careless click in 25 clicks" in problem
+    assert _problems({**careless, "misclicked": 0, "noise": 0.0}) == []  # careless at noise 0: nobody misclicks
+    (problem,) = _problems({**careless, "arm": "choices_up_front_wide"})
+    assert "5 careless clicks in an arm whose customers click carefully" in problem
