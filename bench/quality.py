@@ -375,8 +375,7 @@ class _DatasetBench:
     def _misclick(self, buttons: list[dict[str, str]], meant: str, i: int) -> str:
         """Another of the offered buttons than the one `meant` (answers and "None of these"), drawn per question
         and seed; `meant` when it was the only one."""
-        offered = [parsed[1] for b in buttons if (parsed := choices.parse_choice(b["payload"]))]
-        others = [a for a in dict.fromkeys([*offered, choices.NONE_OF_THESE]) if a != meant]
+        others = [a for a in dict.fromkeys([*_offered(buttons), choices.NONE_OF_THESE]) if a != meant]
         if not others:
             return meant
         self._misclicked += 1
@@ -404,7 +403,7 @@ class _DatasetBench:
 
     def _pick(self, buttons: list[dict[str, str]], label: str) -> str | None:
         """The simulated customer's click among a reply's choice buttons (None: the reply offers none)."""
-        offered = [parsed[1] for b in buttons if (parsed := choices.parse_choice(b["payload"]))]
+        offered = _offered(buttons)
         if not offered:
             return None
         return choices.pick([(a, self.bank.get(a).topic) for a in offered if a != choices.NONE_OF_THESE], label)
@@ -560,6 +559,11 @@ class _DatasetBench:
             self.log(f"Rasa {mode}: held-out {numbers['accuracy']:.1%} (trained in {numbers['train_seconds']:.0f} s)")
         methods["rasa_diet"]["process_seconds"] = round(seconds, 1)
         return methods
+
+
+def _offered(buttons: list[dict[str, str]]) -> list[str]:
+    """The answer ids a reply's choice buttons offer ("None of these" included), in button order."""
+    return [parsed[1] for b in buttons if (parsed := choices.parse_choice(b["payload"]))]
 
 
 def _clicks_up_front(right: bool, up_front: str | None) -> bool:
