@@ -20,6 +20,7 @@ what its evidence allowed.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from rsft_plugin.config import GateConfig
@@ -126,8 +127,17 @@ def _recorded_rounds(name: str, entry: dict[str, Any]) -> list[tuple[str, list[d
 def _rejudged(row: dict[str, Any], config: GateConfig) -> dict[str, Any]:
     if not row.get("gate_evidence"):
         return {}
-    verdict = judge(GateEvidence.from_dict(row["gate_evidence"]), config)
+    verdict = judge(recorded_evidence(row), config)
     return {**row["gate_verdicts"], "default": {"promote": verdict.promote, "reason": verdict.reason}}
+
+
+def recorded_evidence(row: dict[str, Any]) -> GateEvidence:
+    """A round's gate evidence; rounds recorded before the evidence kept the estimated rate of wrong ratings
+    (2026-12-07) get it from the round's own `rating_noise_rate`, the same number."""
+    evidence = GateEvidence.from_dict(row["gate_evidence"])
+    if evidence.rating_noise_rate is None and row.get("rating_noise_rate") is not None:
+        evidence = replace(evidence, rating_noise_rate=row["rating_noise_rate"])
+    return evidence
 
 
 def main(argv: list[str] | None = None) -> int:

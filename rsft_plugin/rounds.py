@@ -195,7 +195,7 @@ class _Round:
             heldout = load_golden(self.config.paths.golden, bank, "heldout")
             rated_slice = self.store.rated_turns(only_turn_ids=prompts.gate_turn_ids)  # not every rated turn
             self.gate_result = gate(self.live, candidate, heldout, rated_slice, self.config.gate,
-                                    seed=self.config.sample.seed)
+                                    seed=self.config.sample.seed, rating_noise_rate=noise["rate"] if noise else None)
             self._note(gate=_gate_numbers(self.gate_result))
             self.echo(f"  gate: {'promote' if self.gate_result.promote else 'keep'} — {self.gate_result.reason}")
         with self._stage("promote"):

@@ -39,6 +39,16 @@ def test_the_default_gate_is_counted_against_truth_and_against_what_the_held_out
     assert (summary["better_not_ahead"], summary["worse_ahead"]) == (2, 1)
 
 
+@pytest.mark.parametrize(("rate", "promoted"), [(0.4, False), (0.1, True), (None, True)])
+def test_rounds_recorded_before_the_evidence_kept_the_noise_rate_are_judged_with_their_own(rate, promoted):
+    """Round 3 is ahead by 4 of 56 changed questions: within the plain margin, not within the noisy one."""
+    row = {**ROUNDS[2], "rating_noise_rate": rate}
+    assert "rating_noise_rate" not in row["gate_evidence"]
+    result = {"datasets": {"bitext": {"methods": {"statistical@0.4": {"noise": 0.4, "rounds": [row]}}}}}
+    judged = gate_truth.rejudge(result, GateConfig(noisy_rate=0.3))["bitext@0.4"]
+    assert judged["default"]["promoted_really_worse"] == int(promoted)
+
+
 def test_a_gate_that_promotes_everything_refuses_nothing_but_the_held_out_counts_stay():
     result = {"datasets": {"bitext": {"methods": {"statistical@0.2": {"noise": 0.2, "rounds": ROUNDS}}}}}
     judged = gate_truth.rejudge(result, GateConfig(level=1.0, topic_level=0))["bitext@0.2"]

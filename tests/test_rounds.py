@@ -80,6 +80,8 @@ def test_a_round_promotes_a_new_version_with_provenance_and_a_report(fed):
     shown = CliRunner().invoke(main, ["--config", str(fed.source), "show", str(result.round_id)])
     assert "acceptance_rate" in shown.output and "seconds per stage" in shown.output
     assert 0 < result.stats["rating_noise_rate"] < 0.5 and "rating_noise_rate" in shown.output  # EM's estimate
+    # ... which the gate judged the round with (gate.noisy_rate), kept with its evidence
+    assert result.stats["gate"]["evidence"]["rating_noise_rate"] == result.stats["rating_noise_rate"]
     # the customers' picks after a 👎 and their "None of these" counted as votes
     assert result.stats["signals_used"]["choice"] > 0 and result.stats["signals_used"]["none_of_these"] > 0
     assert result.stats["signal_votes"] > result.stats["signals_used"]["choice"]

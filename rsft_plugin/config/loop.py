@@ -189,6 +189,16 @@ class GateConfig:
         "promoted none of 4 really worse ones.", 0.2)
     margin: float = _help("lower_bound: the smallest gain (absolute; negative tolerates a small loss) the bound must "
                           "clear. -0.01: promote unless the candidate may be worse by more than a point.", -0.01)
+    noisy_rate: float = _help(
+        "lower_bound: when the round's estimated rate of wrong ratings (score's EM, reported per round) is at least "
+        "this, the bound must also clear `noisy_margin`; 1 (the default) turns it off. For a shop whose customers "
+        "rate carelessly: a round that learned from such ratings needs more evidence. Measured at 40 % wrong "
+        "ratings with 0.3: it refused the 2 really worse rounds it was chosen on for 5 really better ones; on 75 "
+        "fresh rounds it caught none of 2 and refused 1 more really better (docs/benchmarks.md, \"A stricter gate "
+        "when the ratings are noisy\").",
+        1.0)
+    noisy_margin: float = _help("lower_bound: the margin a round at or above `noisy_rate` must clear (the stricter "
+                                "of this and `margin` applies). -0.005: not worse by more than half a point.", -0.005)
     topic_level: float = _help(
         "Refuse when a topic is significantly worse (exact one-sided test on its changed questions, Holm-corrected "
         "across topics) at this level; 0 turns the check off. Below 0.5, so one question never flags a topic.", 0.05)
@@ -209,5 +219,7 @@ class GateConfig:
         _check(self.max_written_questions >= 0, "gate", "max_written_questions", "must be >= 0")
         _check(0 <= self.writer_worse_level < 0.5, "gate", "writer_worse_level", "must be in [0, 0.5)")
         _check(-1 <= self.margin <= 1, "gate", "margin", "must be in [-1, 1]")
+        _check(-1 <= self.noisy_margin <= 1, "gate", "noisy_margin", "must be in [-1, 1]")
+        _check(0 < self.noisy_rate <= 1, "gate", "noisy_rate", "must be in (0, 1]")
         _check(0 <= self.topic_level < 0.5, "gate", "topic_level", "must be in [0, 0.5)")
         _check(0 <= self.rated_level < 0.5, "gate", "rated_level", "must be in [0, 0.5)")

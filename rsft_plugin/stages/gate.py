@@ -9,7 +9,10 @@ rated reply, by candidate key, again; a 👎 turn when it would give another one
   worse) and the (1 − `level`) lower confidence bound of its accuracy gain is at least `margin` (−1 point: not
   significantly worse by more than a point); `test: mcnemar`: significantly better (one-sided exact McNemar,
   p <= `level`) — the stricter test, which refused 26 of 133 benchmark rounds that were really better against 10
-  (docs/benchmarks.md, "The gate: not worse rather than significantly better");
+  (docs/benchmarks.md, "The gate: not worse rather than significantly better"). With `noisy_rate` below 1 (off
+  by default), a round whose estimated rate of wrong ratings (stages/noise.py, recorded with the round) reaches it
+  must also clear `noisy_margin`: it learned from careless ratings, so it needs more evidence to replace the live
+  model (docs/benchmarks.md, "A stricter gate when the ratings are noisy");
 * topics — a topic blocks promotion only when it is significantly worse (one-sided exact test on its changed
   questions, Holm-corrected across the topics with changes, at `topic_level`); one changed question of a small
   topic has p = 0.5 and never does;
@@ -23,6 +26,8 @@ labelled answer and faithfulness violations, on a capped sample of the held-out 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..config import GateConfig
 from ..evaluate import answered_right
 from ..golden import GoldenQuestion
@@ -35,15 +40,16 @@ from .records import CheckOutcome, GateEvidence, GateResult, turn_key
 
 
 def gate(live: ResponsePolicy, candidate: ResponsePolicy, heldout: list[GoldenQuestion], rated_slice: list[Turn],
-         config: GateConfig, seed: int = 0) -> GateResult:
+         config: GateConfig, seed: int = 0, rating_noise_rate: float | None = None) -> GateResult:
     """Compare `candidate` with `live`; the result says whether to promote and why.
 
-    `seed` (the round's `sample.seed`) chooses the written gate's capped sample of held-out questions.
+    `seed` (the round's `sample.seed`) chooses the written gate's capped sample of held-out questions;
+    `rating_noise_rate` is the round's estimated rate of wrong ratings (None: it had none), kept with the evidence.
     """
     if _writes(live) and _writes(candidate):
         questions = written_sample(heldout, config.max_written_questions, seed)
         outcomes = [model.writing_outcomes(questions) for model in (live, candidate)]  # type: ignore[attr-defined]
-        return judge(written_evidence(*outcomes, questions), config)
+        return judge(replace(written_evidence(*outcomes, questions), rating_noise_rate=rating_noise_rate), config)
     live_right, candidate_right = answered_right(live, heldout), answered_right(candidate, heldout)
     topics = {}
     for topic in sorted({q.topic for q in heldout}):
@@ -51,7 +57,8 @@ def gate(live: ResponsePolicy, candidate: ResponsePolicy, heldout: list[GoldenQu
         topics[topic] = PairedCounts.of([live_right[i] for i in mine], [candidate_right[i] for i in mine])
     rated = (PairedCounts.of(_agreement(live, rated_slice), _agreement(candidate, rated_slice)) if rated_slice
              else None)
-    return judge(GateEvidence(PairedCounts.of(live_right, candidate_right), topics, rated), config)
+    return judge(GateEvidence(PairedCounts.of(live_right, candidate_right), topics, rated,
+                              rating_noise_rate=rating_noise_rate), config)
 
 
 def judge(evidence: GateEvidence, config: GateConfig) -> GateResult:
@@ -61,7 +68,7 @@ def judge(evidence: GateEvidence, config: GateConfig) -> GateResult:
         failed = [c for c in checks if not c.passed]
         reason = "; ".join(describe(c) for c in failed) if failed else _written_reason(checks, config)
         return GateResult(not failed, reason, evidence, checks)
-    checks = [_promotion_check(evidence.heldout, config), *_topic_checks(evidence.topics, config.topic_level)]
+    checks = [_promotion_check(evidence, config), *_topic_checks(evidence.topics, config.topic_level)]
     if evidence.rated is not None and config.rated_level > 0:
         p = worse_p(evidence.rated)
         checks.append(CheckOutcome("rated", "kept-out ratings", evidence.rated, p, config.rated_level,
@@ -71,16 +78,24 @@ def judge(evidence: GateEvidence, config: GateConfig) -> GateResult:
     return GateResult(not failed, reason, evidence, checks)
 
 
-def _promotion_check(counts: PairedCounts, config: GateConfig) -> CheckOutcome:
+def _promotion_check(evidence: GateEvidence, config: GateConfig) -> CheckOutcome:
+    counts = evidence.heldout
     p = better_p(counts)
     if config.test == "lower_bound":
+        noisy = _noisy(evidence.rating_noise_rate, config)
+        margin = max(config.margin, config.noisy_margin) if noisy else config.margin
         # level 1 always passes, as with McNemar; below it the candidate must also be ahead on the changed
         # questions, so a tie or an unchanged model never replaces the live one however wide the margin
         bound = gain_lower_bound(counts, config.level)
-        passed = config.level >= 1 or (bound >= config.margin - 1e-12 and counts.ahead)
+        passed = config.level >= 1 or (bound >= margin - 1e-12 and counts.ahead)
         return CheckOutcome("heldout", "held-out accuracy", counts, p, config.level, passed, bound=bound,
-                            margin=config.margin)
+                            margin=margin, noisy_rate=evidence.rating_noise_rate if noisy else None)
     return CheckOutcome("heldout", "held-out accuracy", counts, p, config.level, p <= config.level)
+
+
+def _noisy(rate: float | None, config: GateConfig) -> bool:
+    """Whether the round's estimated rate of wrong ratings calls for `noisy_margin` (`noisy_rate` 1: never)."""
+    return rate is not None and config.noisy_rate < 1 and rate >= config.noisy_rate
 
 
 def _topic_checks(topics: dict[str, PairedCounts], level: float) -> list[CheckOutcome]:
@@ -107,8 +122,11 @@ def describe(check: CheckOutcome) -> str:
             body = f"level 1 promotes without a test (McNemar p = {check.p_value:.3g})"
         elif check.bound is not None:
             within = check.bound >= check.margin - 1e-12
+            noisy = ("" if check.noisy_rate is None else
+                     f" for a round whose estimated rate of wrong ratings {check.noisy_rate:.0%} is at or above "
+                     f"gate.noisy_rate")
             body = (f"{1 - check.level:.0%} lower confidence bound of the gain {check.bound:+.1%} "
-                    f"{'>=' if within else '<'} margin {check.margin:+.1%} (McNemar p = {check.p_value:.3g})")
+                    f"{'>=' if within else '<'} margin {check.margin:+.1%}{noisy} (McNemar p = {check.p_value:.3g})")
             if within and not check.passed:
                 body += ", but the candidate is not ahead (it needs more better than worse)"
         else:

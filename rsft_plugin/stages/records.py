@@ -151,6 +151,7 @@ class GateEvidence:
     topics: dict[str, PairedCounts]  # the same, per topic
     rated: PairedCounts | None  # agreement with the kept-out rated turns; None when there are none
     written: WrittenEvidence | None = None  # the generative kind: the three measures of written replies
+    rating_noise_rate: float | None = None  # the round's estimated rate of wrong ratings; None: no ratings to tell
 
     def to_dict(self) -> dict[str, Any]:
         numbers = {"heldout": self.heldout.to_dict(),
@@ -158,6 +159,8 @@ class GateEvidence:
                    "rated": self.rated.to_dict() if self.rated else None}
         if self.written is not None:
             numbers["written"] = self.written.to_dict()
+        if self.rating_noise_rate is not None:
+            numbers["rating_noise_rate"] = self.rating_noise_rate
         return numbers
 
     @classmethod
@@ -166,7 +169,8 @@ class GateEvidence:
         return cls(PairedCounts.from_dict(numbers["heldout"]),
                    {t: PairedCounts.from_dict(c) for t, c in numbers["topics"].items()},
                    PairedCounts.from_dict(rated) if rated else None,
-                   WrittenEvidence.from_dict(written) if written else None)
+                   WrittenEvidence.from_dict(written) if written else None,
+                   numbers.get("rating_noise_rate"))
 
 
 @dataclass(frozen=True)
@@ -182,13 +186,14 @@ class CheckOutcome:
     adjusted_p: float | None = None  # topic: Holm-adjusted across the topics tested
     bound: float | None = None  # test lower_bound: the gain's lower confidence bound
     margin: float | None = None
+    noisy_rate: float | None = None  # held-out, lower_bound: the estimated rate that made `margin` the noisy one
     live_value: float | None = None  # written measures: the live writer's mean (topic-correct, similarity, violations)
     candidate_value: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         numbers = {"check": self.check, "subject": self.subject, **self.counts.to_dict(),
                    "p_value": round(self.p_value, 6), "level": self.level, "passed": self.passed}
-        for key in ("adjusted_p", "bound", "margin", "live_value", "candidate_value"):
+        for key in ("adjusted_p", "bound", "margin", "noisy_rate", "live_value", "candidate_value"):
             if getattr(self, key) is not None:
                 numbers[key] = round(getattr(self, key), 6)
         return numbers
