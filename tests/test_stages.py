@@ -322,6 +322,17 @@ def test_finetune_changes_every_trainable_parameter_and_nothing_else(pretrained,
         "the live model was modified"
 
 
+def test_interpolate_takes_the_fine_tunes_step_only_part_of_the_way(pretrained, bank):
+    config = FinetuneConfig(max_epochs=2, batch_size=8, val_fraction=0.0)
+    full = finetune(pretrained, _pairs(bank), config, show_bar=False).model
+    half = finetune(pretrained, _pairs(bank), replace(config, interpolate=0.5), show_bar=False).model
+    start, tuned = trainable_state(pretrained.encoder, 2), trainable_state(full.encoder, 2)
+    for name, parameter in trainable_state(half.encoder, 2).items():
+        assert torch.allclose(parameter, start[name] + 0.5 * (tuned[name] - start[name]), atol=1e-6), name
+    fresh = type(half)(half.encoder, bank, half.config)  # the bank as the interpolated weights encode it
+    assert torch.allclose(half.answer_embeddings, fresh.answer_embeddings, atol=1e-5)
+
+
 def test_finetune_learns_the_accepted_pairs(pretrained, bank):
     pairs = _pairs(bank)
     before = np.mean([pretrained.answer(p.prompt).answer.id == bank.get(p.target_key).id for p in pairs])

@@ -143,10 +143,15 @@ def _train(live: EncoderModel, train: list[IndexedPair], val: list[IndexedPair],
     if fixed:
         best_epoch = n_epochs
     with torch.no_grad():
+        start = trainable_state(live.encoder, live.config.trainable_layers)
         for name, parameter in trainable.items():
             if not fixed:
                 parameter.copy_(best_state[name])
+            if config.interpolate < 1:
+                parameter.copy_(start[name] + config.interpolate * (parameter - start[name]))
             parameter.requires_grad_(False)
+    if config.interpolate < 1:
+        best_answers = embed(encoder, answer_texts, live.config.max_query_chars)
     model = type(live)(encoder, live.bank, live.config, answer_embeddings=best_answers)
     return FinetuneResult(model, len(history), best_epoch, best_loss, len(train), len(val),
                           seen / train_seconds if train_seconds else 0.0, history, threads=torch.get_num_threads())
