@@ -107,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one rsft.yml setting for every arm, e.g. --set collect.gate_fraction=0.05 "
                              "(repeatable; an arm's own feedback settings still apply on top)")
+    parser.add_argument("--gated", action="store_true",
+                        help="rounds go through the product's gate (rsft.yml's, with --set): a refused round's "
+                             "candidate is dropped and the next round starts from the live model, as in the product "
+                             "(default: every round promotes, so each trajectory can be judged against truth)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the golden set, then check the output")
     args = parser.parse_args(argv)
     arms = args.arms.split(",") if args.arms else (SMOKE_ARMS if args.smoke else DEFAULT_ARMS)
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds is not None:
         sizes["rounds"] = args.rounds
     sizes["split_seed"] = args.split_seed
+    sizes["gated"] = args.gated
     try:
         sizes["sections"] = _merge(sizes["sections"], parse_overrides(args.overrides))
     except ConfigError as error:
@@ -199,10 +204,12 @@ def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any],
                  "sections": _merge(sizes["sections"], {"feedback": feedback})}
     dataset = load_split(name, datasets_dir, sizes, seed)
     bench = _DatasetBench(dataset, arm_sizes, seed, work)  # measures the zero-shot with its pretrained model
-    zero, rounds = bench.zero_shot, bench.rounds(RULE, noise)["rounds"]
+    ran = bench.rounds(RULE, noise)
+    zero, rounds = bench.zero_shot, ran["rounds"]
     served = [r["served_within_one_click"] for r in rounds]
     return {"dataset": name, "arm": arm, "noise": noise, "seed": seed, "zero_shot": zero,
             "final": rounds[-1]["accuracy"], "accuracy": [r["accuracy"] for r in rounds],
+            "truth": [ran["truth_zero_shot"], *(r["truth_accuracy"] for r in rounds)],  # the live model's, per round
             "served": sum(r["served_accuracy"] for r in rounds) / len(rounds),
             "within_one_click": sum(served) / len(served), "gate_vs_truth": gate_truth.summarize(rounds),
             "signals": [r.get("signals_used") for r in rounds],
@@ -211,7 +218,8 @@ def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any],
             "rephrased": {"asked": sum(r["rephrased"] for r in rounds),
                           "settled": sum(r["rephrase_settled"] for r in rounds)},
             "misclicked": sum(r["misclicked"] for r in rounds),
-            "rounds": [{k: r.get(k) for k in ("round", "accuracy", "served_accuracy", "served_within_one_click",
+            "rounds": [{k: r.get(k) for k in ("round", "status", "accuracy", "served_accuracy",
+                                              "served_within_one_click",
                                               "choices_offered", "choices_picked", "choices_up_front",
                                               "rephrased", "rephrase_settled", "misclicked",
                                               "truth_gain", "default_gate_promotes", "rating_noise_rate",
@@ -244,8 +252,12 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _truth_gain(run: dict[str, Any]) -> float | None:
-    """How far the run's rounds moved the model on the truth set, zero-shot to the last round: the sum of the
-    rounds' gains over their parents (every round promotes here). None when a round has no truth judgement."""
+    """How far the run's rounds moved the live model on the truth set, zero-shot to the last round (runs recorded
+    before 2026-12-07 kept no per-round truth: the sum of their rounds' gains over their parents, every round
+    having promoted). None when the run has no truth set."""
+    if run.get("truth"):
+        first, last = run["truth"][0], run["truth"][-1]
+        return None if first is None or last is None else last - first
     gains = [r.get("truth_gain") for r in run["rounds"]]
     return None if not gains or None in gains else sum(gains)
 
@@ -254,12 +266,18 @@ def check_feedback(result: dict[str, Any], smoke: bool) -> list[str]:
     """Structural checks (not targets): every run finished its rounds; choices were offered and picked where the
     arm offers them and never elsewhere; implicit signals were recorded only where the arm records them; every
     round kept its gate evidence, so `python -m bench.gate_truth` can judge it under other gate settings (a result
-    `--merge`d into runs recorded before 2026-12-07, which kept none, is not checked for it)."""
+    `--merge`d into runs recorded before 2026-12-07, which kept none, is not checked for it); every round promoted,
+    or with `--gated` was promoted or kept."""
     problems = []
     evidence_expected = not result.get("meta", {}).get("merged")
+    gated = result.get("meta", {}).get("params", {}).get("sizes", {}).get("gated", False)
     for name, entry in result["datasets"].items():
         for run in entry["runs"]:
             label = f"{name} {run['arm']}@{run['noise']:g} seed {run['seed']}"
+            ended = {r["status"] for r in run["rounds"] if r.get("status")}  # not kept before 2026-12-07
+            if ended - ({"promoted", "kept"} if gated else {"promoted"}):
+                problems.append(f"{label}: rounds ended {sorted(ended)} "
+                                f"({'through the gate' if gated else 'where every round promotes'})")
             if evidence_expected and not all(r.get("gate_evidence") for r in run["rounds"]):
                 problems.append(f"{label}: a round kept no gate evidence")
             offered = sum(r["choices_offered"] or 0 for r in run["rounds"])

@@ -412,7 +412,7 @@ class _DatasetBench:
 
     def rounds(self, rule: str, noise: float) -> dict[str, Any]:
         config = write_world(self.work / f"{rule}-{noise:g}", self.bank, self.dataset.heldout,
-                             _merge(self.sizes["sections"], {"reject": RULES[rule], "gate": ALWAYS_PROMOTE}))
+                             round_sections(self.sizes["sections"], rule, bool(self.sizes.get("gated"))))
         with build_parts(config) as parts:  # this run's composition root
             return self._rounds(parts, rule, noise)
 
@@ -421,7 +421,7 @@ class _DatasetBench:
         registry.set_live(registry.publish(self.pretrained, notes="pretrained").name, "bench")
         flips = self._flips(noise)
         accuracy = self.zero_shot
-        truth = self._truth_accuracy(self.pretrained)
+        truth = truth_zero_shot = self._truth_accuracy(self.pretrained)
         rounds = []
         for number, chunk in enumerate(self.chunks, start=1):
             fed = self._feed(config, chunk, flips, number)
@@ -430,7 +430,7 @@ class _DatasetBench:
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
             stats, gate = result.stats, result.stats.get("gate") or {}
             truth_live, truth_candidate = truth, None
-            if result.status == "promoted":  # every round promotes here: the candidate is the new live version
+            if result.status == "promoted":  # the candidate is the new live version (kept: the live one stays)
                 accuracy = gate["candidate_accuracy"]
                 truth = truth_candidate = self._truth_accuracy(load_version(registry.live_path(), config.model))
             verdicts = gate_truth.verdicts(gate)
@@ -441,6 +441,7 @@ class _DatasetBench:
                 "gate_verdicts": verdicts, "gate_evidence": gate.get("evidence"), "truth_live_accuracy": truth_live,
                 "truth_candidate_accuracy": truth_candidate,
                 "truth_gain": None if truth_candidate is None or truth_live is None else truth_candidate - truth_live,
+                "truth_accuracy": truth,
                 "served_accuracy": fed["served_accuracy"], "served_within_one_click": fed["served_within_one_click"],
                 "choices_offered": fed["choices_offered"], "choices_picked": fed["choices_picked"],
                 "choices_up_front": fed["choices_up_front"],
@@ -463,7 +464,7 @@ class _DatasetBench:
                      f"precision {rounds[-1]['precision']}, estimated wrong ratings {stats.get('rating_noise_rate')}, "
                      f"{seconds:.0f} s (+{fed['seconds']:.0f} s traffic)" + _truth_note(rounds[-1]))
         return {"method": rule, "noise": noise, "config": _config_sections(config), "rounds": rounds,
-                "gate_vs_truth": gate_truth.summarize(rounds)}
+                "truth_zero_shot": truth_zero_shot, "gate_vs_truth": gate_truth.summarize(rounds)}
 
     def _truth_accuracy(self, model: Any) -> float | None:
         """Accuracy on the truth questions (None when the run has none)."""
@@ -559,6 +560,12 @@ class _DatasetBench:
             self.log(f"Rasa {mode}: held-out {numbers['accuracy']:.1%} (trained in {numbers['train_seconds']:.0f} s)")
         methods["rasa_diet"]["process_seconds"] = round(seconds, 1)
         return methods
+
+
+def round_sections(sections: dict[str, Any], rule: str, gated: bool) -> dict[str, Any]:
+    """The rsft settings a run's rounds use: `sections` with the rule's, and a gate that promotes every round (so
+    each can be judged against truth) unless `gated`: then the configured one, as in the product."""
+    return _merge(sections, {"reject": RULES[rule], **({} if gated else {"gate": ALWAYS_PROMOTE})})
 
 
 def _offered(buttons: list[dict[str, str]]) -> list[str]:

@@ -82,3 +82,36 @@ def test_careless_clicks_are_expected_only_in_the_careless_arm():
     assert _problems({**careless, "misclicked": 0, "noise": 0.0}) == []  # careless at noise 0: nobody misclicks
     (problem,) = _problems({**careless, "arm": "choices_up_front_wide"})
     assert "5 careless clicks in an arm whose customers click carefully" in problem
+
+
+def test_a_gated_run_gains_what_its_live_model_gained_on_the_truth_set_kept_rounds_included():
+    def run(seed: int, truth: list) -> dict:
+        rounds = [{"round": n, "status": "kept" if n == 2 else "promoted", "truth_gain": None if n == 2 else 0.01}
+                  for n in (1, 2, 3)]
+        return {**_run("choices", offered=1, up_front=0), "seed": seed, "zero_shot": 0.6, "served": 0.7,
+                "gate_vs_truth": {}, "rounds": rounds, "truth": truth}
+
+    summary = feedback.summarize([run(0, [0.6, 0.62, 0.62, 0.65]), run(1, [0.5, 0.52, 0.52, 0.53])])["choices@0.2"]
+    assert summary["truth_gain_mean"] == pytest.approx((0.05 + 0.03) / 2)
+    assert "truth_gain_mean" not in feedback.summarize([run(0, [None, None, None, None])])["choices@0.2"]
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_a_kept_round_is_expected_only_when_the_rounds_go_through_the_gate(gated):
+    run = _run("choices", offered=5, up_front=0)
+    run["rounds"] = [{**run["rounds"][0], "status": "promoted"}, {**run["rounds"][0], "round": 2, "status": "kept"}]
+    result = {"meta": {"params": {"sizes": {"gated": gated}}}, "datasets": {"golden": {"runs": [run]}}}
+    problems = feedback.check_feedback(result, smoke=True)
+    assert problems == [] if gated else "rounds ended ['kept', 'promoted'] (where every round promotes)" in problems[0]
+    run["rounds"][1]["status"] = "failed"
+    (problem,) = feedback.check_feedback(result, smoke=True)
+    assert "rounds ended ['failed', 'promoted']" in problem
+
+
+def test_gated_rounds_use_the_configured_gate_and_the_others_one_that_promotes_every_round():
+    from bench.quality import ALWAYS_PROMOTE, round_sections
+
+    sections = {"gate": {"noisy_rate": 0.3}, "sample": {"k": 4}}
+    gated = round_sections(sections, "statistical", gated=True)
+    assert gated["gate"] == {"noisy_rate": 0.3} and gated["sample"] == {"k": 4}
+    assert round_sections(sections, "statistical", gated=False)["gate"] == {"noisy_rate": 0.3, **ALWAYS_PROMOTE}
