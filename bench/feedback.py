@@ -204,12 +204,12 @@ def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any],
                  "sections": _merge(sizes["sections"], {"feedback": feedback})}
     dataset = load_split(name, datasets_dir, sizes, seed)
     bench = _DatasetBench(dataset, arm_sizes, seed, work)  # measures the zero-shot with its pretrained model
-    ran = bench.rounds(RULE, noise)
-    zero, rounds = bench.zero_shot, ran["rounds"]
+    zero, rounds = bench.zero_shot, bench.rounds(RULE, noise)["rounds"]
     served = [r["served_within_one_click"] for r in rounds]
     return {"dataset": name, "arm": arm, "noise": noise, "seed": seed, "zero_shot": zero,
             "final": rounds[-1]["accuracy"], "accuracy": [r["accuracy"] for r in rounds],
-            "truth": [ran["truth_zero_shot"], *(r["truth_accuracy"] for r in rounds)],  # the live model's, per round
+            # the live model's truth accuracy before the first round and after each
+            "truth": [rounds[0]["truth_live_accuracy"], *(r["truth_accuracy"] for r in rounds)],
             "served": sum(r["served_accuracy"] for r in rounds) / len(rounds),
             "within_one_click": sum(served) / len(served), "gate_vs_truth": gate_truth.summarize(rounds),
             "signals": [r.get("signals_used") for r in rounds],

@@ -421,7 +421,7 @@ class _DatasetBench:
         registry.set_live(registry.publish(self.pretrained, notes="pretrained").name, "bench")
         flips = self._flips(noise)
         accuracy = self.zero_shot
-        truth = truth_zero_shot = self._truth_accuracy(self.pretrained)
+        truth = self._truth_accuracy(self.pretrained)
         rounds = []
         for number, chunk in enumerate(self.chunks, start=1):
             fed = self._feed(config, chunk, flips, number)
@@ -464,7 +464,7 @@ class _DatasetBench:
                      f"precision {rounds[-1]['precision']}, estimated wrong ratings {stats.get('rating_noise_rate')}, "
                      f"{seconds:.0f} s (+{fed['seconds']:.0f} s traffic)" + _truth_note(rounds[-1]))
         return {"method": rule, "noise": noise, "config": _config_sections(config), "rounds": rounds,
-                "truth_zero_shot": truth_zero_shot, "gate_vs_truth": gate_truth.summarize(rounds)}
+                "gate_vs_truth": gate_truth.summarize(rounds)}
 
     def _truth_accuracy(self, model: Any) -> float | None:
         """Accuracy on the truth questions (None when the run has none)."""

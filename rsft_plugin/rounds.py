@@ -163,10 +163,11 @@ class _Round:
                        else [])
             scores = score_round(candidates, prompts, rated, curated, bank, embed_fixed, self.config.score, votes)
             scored, noise = scores.scored, scores.noise.summary()
+            noise_rate = noise["rate"] if noise else None  # reported with the round, and the gate reads it
             rewards = [s.reward for s in scored]
             self._note(rated_turns_used=len(rated), signals_used=dict(Counter(s.kind for s in signals)),
                        signal_votes=len(votes), reward_mean=float(np.mean(rewards)) if rewards else 0.0,
-                       rating_noise_rate=noise["rate"] if noise else None, rating_noise=noise,
+                       rating_noise_rate=noise_rate, rating_noise=noise,
                        posterior_trusted=scores.posterior_trusted)
         with self._stage("reject"):
             bound = self.config.score.w_similarity + self.config.score.w_rating
@@ -195,7 +196,7 @@ class _Round:
             heldout = load_golden(self.config.paths.golden, bank, "heldout")
             rated_slice = self.store.rated_turns(only_turn_ids=prompts.gate_turn_ids)  # not every rated turn
             self.gate_result = gate(self.live, candidate, heldout, rated_slice, self.config.gate,
-                                    seed=self.config.sample.seed, rating_noise_rate=noise["rate"] if noise else None)
+                                    seed=self.config.sample.seed, rating_noise_rate=noise_rate)
             self._note(gate=_gate_numbers(self.gate_result))
             self.echo(f"  gate: {'promote' if self.gate_result.promote else 'keep'} — {self.gate_result.reason}")
         with self._stage("promote"):

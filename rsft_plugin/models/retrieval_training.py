@@ -143,18 +143,26 @@ def _train(live: EncoderModel, train: list[IndexedPair], val: list[IndexedPair],
     if fixed:
         best_epoch = n_epochs
     with torch.no_grad():
-        start = trainable_state(live.encoder, live.config.trainable_layers)
         for name, parameter in trainable.items():
             if not fixed:
                 parameter.copy_(best_state[name])
-            if config.interpolate < 1:
-                parameter.copy_(start[name] + config.interpolate * (parameter - start[name]))
             parameter.requires_grad_(False)
     if config.interpolate < 1:
-        best_answers = embed(encoder, answer_texts, live.config.max_query_chars)
+        best_answers = _part_of_the_step(live, encoder, trainable, config.interpolate)
     model = type(live)(encoder, live.bank, live.config, answer_embeddings=best_answers)
     return FinetuneResult(model, len(history), best_epoch, best_loss, len(train), len(val),
                           seen / train_seconds if train_seconds else 0.0, history, threads=torch.get_num_threads())
+
+
+def _part_of_the_step(live: EncoderModel, encoder: torch.nn.Module, trainable: dict[str, torch.Tensor],
+                      share: float) -> torch.Tensor:
+    """Move the tuned `trainable` weights back to live + share * (tuned - live) (`finetune.interpolate`), in place,
+    and return the bank as the result encodes it."""
+    start = trainable_state(live.encoder, live.config.trainable_layers)
+    with torch.no_grad():
+        for name, parameter in trainable.items():
+            parameter.copy_(start[name] + share * (parameter - start[name]))
+    return embed(encoder, [a.text for a in live.bank.answers], live.config.max_query_chars)
 
 
 def trainable_copy(live: EncoderModel, config: FinetuneConfig
