@@ -22,6 +22,9 @@ Methods, per dataset (noise-free ones once, each rule of bench/common.RULES once
     statistical_global   run_round, reject.rule=statistical with reject.r_max=observed (one envelope per round)
     best_of_n      run_round, reject.rule=best_of_n
     oracle         fine-tune on the gold labels of the same traffic questions (upper bound)
+    oracle_memory  the oracle plus the product's example memory of every gold pair seen so far (model.memory_*,
+                   prototypes included): the ceiling of today's retrieval kind on this traffic (not in the default
+                   run; `--methods oracle_memory`)
     rasa_diet / rasa_response_selector   Rasa 3.6 trained on all gold-labelled traffic (bench/rasa_peer.py)
 
 naive and oracle see what a round sees: the chunk's questions plus a replay of up to `collect.replay` earlier
@@ -64,6 +67,7 @@ from rsft_plugin.errors import ConfigError
 from rsft_plugin.evaluate import evaluate
 from rsft_plugin.log import RoundLog
 from rsft_plugin.models import load_version, pretrained_policy
+from rsft_plugin.models.memory import MemoryRule, Remembered
 from rsft_plugin.parts import Parts, build_parts
 from rsft_plugin.rounds import run_round
 from rsft_plugin.stages.collect import replay_sample
@@ -91,6 +95,7 @@ from .common import (
     write_world,
 )
 
+SUPERVISED = ("oracle", "oracle_memory", "naive")  # methods that fine-tune on given labels, without rounds
 ALWAYS_PROMOTE = {"level": 1.0, "topic_level": 0.0, "rated_level": 0.0}
 
 FULL = {"traffic": 600, "heldout": 400, "truth": 1000, "rounds": 5, "noise": [0.0, 0.2, 0.4], "rasa_epochs": 100,
@@ -118,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                              "that looks right to them and re-ask a paraphrase after one that does not")
     parser.add_argument("--rasa-epochs", type=int, help="DIET/ResponseSelector epochs (full: 100, Rasa's default)")
     parser.add_argument("--no-rasa", action="store_true", help="leave out the Rasa peer")
-    parser.add_argument("--methods", help=f"comma-separated subset of naive, oracle, {', '.join(RULES)}, rasa "
-                                           "(default: all; --smoke: the default rule's instead of every rule)")
+    parser.add_argument("--methods", help=f"comma-separated subset of naive, oracle, oracle_memory, "
+                                           f"{', '.join(RULES)}, rasa (default: all but oracle_memory; --smoke: "
+                                           "the default rule's instead of every rule)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="methods run in this many processes at once (1: one after another, cleanest timings)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the rating flips and the replay")
@@ -146,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = set(args.methods.split(",") if args.methods else _default_methods(args.smoke))
     if args.no_rasa:
         methods.discard("rasa")
-    unknown = methods - {"naive", "oracle", "rasa", *RULES}
+    unknown = methods - {*SUPERVISED, "rasa", *RULES}
     if unknown:
         parser.error(f"unknown method(s) {sorted(unknown)}")
     names = ["golden"] if args.smoke and args.only == ",".join(DATASETS) else args.only.split(",")
@@ -174,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{name}] zero-shot held-out accuracy {zero.accuracy:.1%} ({zero.n} questions)", flush=True)
             jobs += [(name, "rasa", None)] if "rasa" in methods else []
             jobs += [(name, rule, noise) for noise in sizes["noise"] for rule in RULES if rule in methods]
-            jobs += [(name, method, None) for method in ("oracle", "naive") if method in methods]
+            jobs += [(name, method, None) for method in SUPERVISED if method in methods]
         write_json(out_json, result)
         for (name, key), method in _run_jobs(jobs, sizes, args.seed, datasets_dir, work, result, args.jobs):
             result["datasets"][name]["methods"].update(method if key == "rasa" else {key: method})
@@ -245,7 +251,7 @@ def run_method(name: str, method: str, noise: float | None, sizes: dict[str, Any
     bench = _DatasetBench(dataset, sizes, seed, work, zero_shot)
     if method == "rasa":
         return bench.rasa()
-    if method in ("oracle", "naive"):
+    if method in SUPERVISED:
         return bench.supervised(method)
     return bench.rounds(method, noise)
 
@@ -508,11 +514,14 @@ class _DatasetBench:
             started, cpu_started = time.perf_counter(), time.process_time()
             tuned = finetune(live, pairs, config.finetune, show_bar=False)
             train_seconds = time.perf_counter() - started
-            accuracy = evaluate(tuned.model, self.heldout).accuracy
+            seen.extend(new)
+            judged = self._remembering(tuned.model, seen, number, config) if method == "oracle_memory" else tuned.model
+            accuracy = evaluate(judged, self.heldout).accuracy
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
             right = [self.bank.get(a).topic == self.dataset.traffic[i][1] for i, a in new + replay]
             rounds.append({
                 "round": number, "status": "trained", "accuracy": accuracy, "served_accuracy": fed["served_accuracy"],
+                "truth_accuracy": self._truth_accuracy(judged),
                 "pairs": len(pairs), "acceptance_rate": 1.0, "precision": round(sum(right) / len(right), 4),
                 "finetune": {"epochs": tuned.epochs_run, "best_epoch": tuned.best_epoch,
                              "train_pairs": tuned.train_pairs, "val_pairs": tuned.val_pairs,
@@ -523,11 +532,19 @@ class _DatasetBench:
                 "feed_seconds": fed["seconds"]})
             self.log(f"{method} round {number}: held-out {accuracy:.1%}, {len(pairs)} pairs "
                      f"(precision {rounds[-1]['precision']:.1%}), {seconds:.0f} s")
-            seen.extend(new)
             live = tuned.model
             if method == "naive":  # the next chunk is served by the new model, through the registry as in product
                 registry.set_live(registry.publish(live, parent=registry.live_name(), notes="naive").name, "bench")
         return {"method": method, "noise": None, "config": _config_sections(config), "rounds": rounds}
+
+    def _remembering(self, model: Any, seen: list[tuple[int, str]], number: int, config: Config) -> Any:
+        """`model` with the example memory a round would give it had every traffic question so far been accepted
+        with its gold label (one example per question text, as stages/memory.py keeps them)."""
+        examples = {clean_text(self.dataset.traffic[i][0]): Remembered(clean_text(self.dataset.traffic[i][0]), answer,
+                                                                         (f"traffic-{i}",), number)
+                    for i, answer in seen}
+        kept = list(examples.values())[-config.model.memory_size:] if config.model.memory_size else []
+        return model.remember(kept, MemoryRule.configured(config.model))
 
     # ---- (g) the Rasa peer ---------------------------------------------------------------------------------
 
@@ -617,7 +634,7 @@ def check_quality(result: dict[str, Any], smoke: bool) -> list[str]:
     params = result["meta"]["params"]
     for name, entry in result["datasets"].items():
         chosen = set(params.get("methods", ["naive", "oracle", *RULES]))
-        expected = ({m for m in ("oracle", "naive") if m in chosen}
+        expected = ({m for m in SUPERVISED if m in chosen}
                     | {f"{rule}@{noise:g}" for noise in params["noise"] for rule in RULES if rule in chosen})
         if params["rasa"]:
             expected |= {"rasa_diet", "rasa_response_selector"}
