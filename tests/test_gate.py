@@ -9,7 +9,16 @@ import pytest
 
 from rsft_plugin.config import ConfigError, GateConfig, load_config
 from rsft_plugin.stages.gate import judge
-from rsft_plugin.stages.paired import PairedCounts, better_p, gain_lower_bound, holm, upper_tail, worse_p
+from rsft_plugin.stages.paired import (
+    PairedCounts,
+    better_p,
+    fewest_wins,
+    gain_lower_bound,
+    gain_standard_error,
+    holm,
+    upper_tail,
+    worse_p,
+)
 from rsft_plugin.stages.records import GateEvidence
 
 
@@ -144,6 +153,48 @@ def test_the_default_refuses_an_unchanged_a_tied_or_a_possibly_worse_candidate_w
     assert result.reason.startswith("the held-out test failed: held-out accuracy")
     for text in numbers:
         assert text in result.reason, result.reason
+
+
+@pytest.mark.parametrize("config", [GateConfig(), MCNEMAR, GateConfig(margin=-0.02)])
+@pytest.mark.parametrize("cells", [(100, 16, 15, 13), (100, 3, 3, 38), (300, 20, 33, 47), (120, 7, 6, 11)])
+def test_a_refusal_says_how_many_changed_questions_the_candidate_needed_and_that_many_would_pass(config, cells):
+    found = evidence({"track_order": cells})
+    result = judge(found, config)
+    assert not result.promote
+    counts = found.heldout
+
+    def held_out_test_passes(candidate: PairedCounts) -> bool:  # the held-out test alone: no topic, no ratings
+        return judge(GateEvidence(candidate, {}, None), config).promote
+
+    wins = fewest_wins(counts.discordant, counts.n, held_out_test_passes)
+    assert wins is not None
+    assert (f"with {counts.discordant} changed it needed {wins} better and {counts.discordant - wins} worse "
+            f"({(2 * wins - counts.discordant) / counts.n:+.1%})") in result.reason, result.reason
+    # the number is the test's own threshold: that split of the same changed questions passes, one fewer win not
+    assert held_out_test_passes(PairedCounts(counts.n, counts.live_right, wins, counts.discordant - wins))
+    assert not held_out_test_passes(PairedCounts(counts.n, counts.live_right, wins - 1, counts.discordant - wins + 1))
+    assert f"standard error on these {counts.n} held-out questions is ±{gain_standard_error(counts):.1%}" in \
+        result.reason
+
+
+def test_more_held_out_questions_are_suggested_only_when_the_candidate_was_level_or_ahead():
+    level = judge(evidence({"track_order": (100, 16, 15, 13)}), GateConfig())
+    assert "more held-out questions (the golden set's heldout split) let the gate see smaller gains" in level.reason
+    behind = judge(evidence({"track_order": (300, 20, 33, 47)}), GateConfig())
+    assert "needed 29 better and 24 worse" in behind.reason and "more held-out questions" not in behind.reason
+    unchanged = judge(evidence({"track_order": (30, 0, 0, 10)}), GateConfig())
+    assert "the candidate answered every held-out question as the live model did" in unchanged.reason
+    # 3 changed: even 3 better of 3 has p = 0.125 > 0.1
+    hopeless = judge(evidence({"track_order": (30, 2, 1, 7)}), GateConfig(test="mcnemar", level=0.1))
+    assert "no split of its 3 changed questions would have passed" in hopeless.reason
+
+
+def test_the_gain_standard_error_and_the_fewest_wins_by_hand():
+    assert gain_standard_error(PairedCounts(144, 100, 16, 15)) == pytest.approx((31 - 1 / 144) ** 0.5 / 144)
+    assert gain_standard_error(PairedCounts(0, 0, 0, 0)) == 0.0
+    assert fewest_wins(10, 100, lambda c: c.wins >= 7) == 7
+    assert fewest_wins(10, 100, lambda c: c.wins > 10) is None
+    assert fewest_wins(0, 100, lambda c: True) is None
 
 
 def test_a_significant_drop_in_agreement_with_kept_out_ratings_refuses():

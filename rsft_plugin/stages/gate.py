@@ -35,7 +35,7 @@ from ..log import Turn
 from ..models.base import ResponsePolicy
 from ..text import clean_text
 from .gate_written import describe_written, written_checks, written_evidence, written_sample
-from .paired import PairedCounts, better_p, gain_lower_bound, holm, worse_p
+from .paired import PairedCounts, better_p, fewest_wins, gain_lower_bound, gain_standard_error, holm, worse_p
 from .records import CheckOutcome, GateEvidence, GateResult, turn_key
 
 
@@ -84,13 +84,39 @@ def _promotion_check(evidence: GateEvidence, config: GateConfig) -> CheckOutcome
     if config.test == "lower_bound":
         noisy = _noisy(evidence.rating_noise_rate, config)
         margin = max(config.margin, config.noisy_margin) if noisy else config.margin
-        # level 1 always passes, as with McNemar; below it the candidate must also be ahead on the changed
-        # questions, so a tie or an unchanged model never replaces the live one however wide the margin
-        bound = gain_lower_bound(counts, config.level)
-        passed = config.level >= 1 or (bound >= margin - 1e-12 and counts.ahead)
-        return CheckOutcome("heldout", "held-out accuracy", counts, p, config.level, passed, bound=bound,
-                            margin=margin, noisy_rate=evidence.rating_noise_rate if noisy else None)
+        passed = _passes_lower_bound(counts, config.level, margin)
+        return CheckOutcome("heldout", "held-out accuracy", counts, p, config.level, passed,
+                            bound=gain_lower_bound(counts, config.level), margin=margin,
+                            noisy_rate=evidence.rating_noise_rate if noisy else None)
     return CheckOutcome("heldout", "held-out accuracy", counts, p, config.level, p <= config.level)
+
+
+def _passes_lower_bound(counts: PairedCounts, level: float, margin: float) -> bool:
+    # level 1 always passes, as with McNemar; below it the candidate must also be ahead on the changed
+    # questions, so a tie or an unchanged model never replaces the live one however wide the margin
+    return level >= 1 or (gain_lower_bound(counts, level) >= margin - 1e-12 and counts.ahead)
+
+
+def _what_it_needed(check: CheckOutcome) -> str:
+    """For a refused held-out check: how many of its changed questions the candidate had to win, and the gain's
+    standard error at this size — so an operator can tell a bad candidate from a held-out set too small to see it."""
+    c = check.counts
+    if c.discordant == 0:
+        return "; the candidate answered every held-out question as the live model did"
+    if check.bound is not None:
+        def passes(counts: PairedCounts) -> bool:
+            return _passes_lower_bound(counts, check.level, check.margin or 0.0)
+    else:
+        def passes(counts: PairedCounts) -> bool:
+            return better_p(counts) <= check.level
+    wins = fewest_wins(c.discordant, c.n, passes)
+    needed = (f"no split of its {c.discordant} changed questions would have passed" if wins is None else
+              f"with {c.discordant} changed it needed {wins} better and {c.discordant - wins} worse "
+              f"({(2 * wins - c.discordant) / c.n:+.1%})")
+    text = f"; {needed}. The gain's standard error on these {c.n} held-out questions is ±{gain_standard_error(c):.1%}"
+    if c.wins >= c.losses:  # level or ahead, refused for want of evidence: more questions would tell
+        text += ": more held-out questions (the golden set's heldout split) let the gate see smaller gains"
+    return text
 
 
 def _noisy(rate: float | None, config: GateConfig) -> bool:
@@ -132,7 +158,9 @@ def describe(check: CheckOutcome) -> str:
         else:
             sign = "<=" if check.passed else ">"
             body = f"exact McNemar one-sided p = {check.p_value:.3g} {sign} level {check.level:g}"
-        return head + ": " + body if check.passed else f"the held-out test failed: {head}: {body}"
+        if check.passed:
+            return head + ": " + body
+        return f"the held-out test failed: {head}: {body}{_what_it_needed(check)}"
     if check.check == "topic":
         text = (f"topic {check.subject} {c.live_accuracy:.0%} -> {c.candidate_accuracy:.0%}, {changed}: one-sided "
                 f"p = {check.p_value:.3g}, Holm-adjusted p = {check.adjusted_p:.3g}")

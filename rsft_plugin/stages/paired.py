@@ -7,6 +7,7 @@ of those n = wins + losses questions is a fair coin: wins ~ Binomial(n, 1/2). Th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import comb
 
@@ -106,6 +107,36 @@ def gain_lower_bound(counts: PairedCounts, level: float) -> float:
 
     share = 0.0 if counts.wins == 0 else float(beta.ppf(level, counts.wins, discordant - counts.wins + 1))
     return discordant * (2 * share - 1) / counts.n
+
+
+def gain_standard_error(counts: PairedCounts) -> float:
+    """Standard error of the accuracy gain on these items: sqrt(changed - (wins - losses)² / n) / n.
+
+    The paired difference's spread: it grows with the square root of the changed items and shrinks with the items
+    asked, so it says how large a gain this many held-out questions can tell from none.
+    """
+    if counts.n == 0:
+        return 0.0
+    net = counts.wins - counts.losses
+    return max(0.0, counts.discordant - net * net / counts.n) ** 0.5 / counts.n
+
+
+def fewest_wins(discordant: int, n: int, passes: Callable[[PairedCounts], bool]) -> int | None:
+    """The fewest of `discordant` changed items (out of `n`) the candidate must win for `passes` to hold, or None
+    when not even winning all of them would. `passes` must be monotone in the wins (every promotion test is)."""
+    def counts(wins: int) -> PairedCounts:
+        return PairedCounts(n, 0, wins, discordant - wins)
+
+    if discordant == 0 or not passes(counts(discordant)):
+        return None
+    low, high = 0, discordant  # passes(high) holds; find the smallest such
+    while low < high:
+        middle = (low + high) // 2
+        if passes(counts(middle)):
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def holm(p_values: dict[str, float]) -> dict[str, float]:
