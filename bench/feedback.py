@@ -195,13 +195,19 @@ def _run_all(jobs: list[tuple], sizes: dict[str, Any], datasets_dir: Path, work:
             yield future.result()
 
 
+def arm_sections(sections: dict[str, Any], arm: str) -> dict[str, Any]:
+    """The rsft settings of one arm's runs: the arm's feedback settings under the run's own (`--set` wins, so
+    `--set feedback.choices=5` changes every arm's choices instead of being silently undone by the arm)."""
+    return _merge({"feedback": ARMS[arm][1]}, sections)
+
+
 def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any], datasets_dir: Path,
             work: Path) -> dict[str, Any]:
     """One arm on one dataset, noise level and seed: its rounds, start to finish (the unit the pool runs)."""
-    rate_share, feedback = ARMS[arm]
+    rate_share = ARMS[arm][0]
     arm_sizes = {**sizes, "rate_share": rate_share, "rephrase": arm in REPHRASING,
                  "click_noise": noise if arm in CARELESS else 0.0,
-                 "sections": _merge(sizes["sections"], {"feedback": feedback})}
+                 "sections": arm_sections(sizes["sections"], arm)}
     dataset = load_split(name, datasets_dir, sizes, seed)
     bench = _DatasetBench(dataset, arm_sizes, seed, work)  # measures the zero-shot with its pretrained model
     zero, rounds = bench.zero_shot, bench.rounds(RULE, noise)["rounds"]
@@ -270,7 +276,9 @@ def check_feedback(result: dict[str, Any], smoke: bool) -> list[str]:
     or with `--gated` was promoted or kept."""
     problems = []
     evidence_expected = not result.get("meta", {}).get("merged")
-    gated = result.get("meta", {}).get("params", {}).get("sizes", {}).get("gated", False)
+    params = result.get("meta", {}).get("params", {})
+    gated = params.get("sizes", {}).get("gated", False)
+    overridden = parse_overrides(params.get("overrides") or [])  # the run's --set, over every arm's settings
     for name, entry in result["datasets"].items():
         for run in entry["runs"]:
             label = f"{name} {run['arm']}@{run['noise']:g} seed {run['seed']}"
@@ -281,7 +289,7 @@ def check_feedback(result: dict[str, Any], smoke: bool) -> list[str]:
             if evidence_expected and not all(r.get("gate_evidence") for r in run["rounds"]):
                 problems.append(f"{label}: a round kept no gate evidence")
             offered = sum(r["choices_offered"] or 0 for r in run["rounds"])
-            settings = FeedbackConfig(**ARMS[run["arm"]][1])  # what the arm's bot offered
+            settings = FeedbackConfig(**arm_sections(overridden, run["arm"])["feedback"])  # what the bot offered
             offers = settings.choices > 0  # up front too, but after a 👎 in every offering arm
             if offers != (offered > 0):
                 problems.append(f"{label}: {offered} choices offered")

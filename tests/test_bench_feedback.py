@@ -115,3 +115,19 @@ def test_gated_rounds_use_the_configured_gate_and_the_others_one_that_promotes_e
     gated = round_sections(sections, "statistical", gated=True)
     assert gated["gate"] == {"noisy_rate": 0.3} and gated["sample"] == {"k": 4}
     assert round_sections(sections, "statistical", gated=False)["gate"] == {"noisy_rate": 0.3, **ALWAYS_PROMOTE}
+
+
+def test_a_set_feedback_key_wins_over_the_arm_and_the_arm_fills_the_rest():
+    sections = {"feedback": {"choices": 5}, "model": {"top_k": 6}}
+    settings = feedback.arm_sections(sections, "choices_up_front_wide")
+    assert settings["feedback"]["choices"] == 5 and settings["model"] == {"top_k": 6}
+    assert settings["feedback"]["choices_up_front_margin"] == feedback.ARMS["choices_up_front_wide"][1][
+        "choices_up_front_margin"]
+    assert feedback.arm_sections({}, "ratings")["feedback"]["choices"] == 0  # no --set: the arm's own
+
+
+def test_the_check_reads_what_the_bot_offered_from_the_arm_under_the_runs_set():
+    run = _run("choices", offered=0, up_front=0)
+    result = {"meta": {"params": {"overrides": ["feedback.choices=0"]}}, "datasets": {"golden": {"runs": [run]}}}
+    assert feedback.check_feedback(result, smoke=True) == []  # choices switched off by --set: none offered is right
+    assert "0 choices offered" in _problems(run)[0]  # the arm alone offers them
