@@ -539,11 +539,15 @@ class _DatasetBench:
 
     def _remembering(self, model: Any, seen: list[tuple[int, str]], number: int, config: Config) -> Any:
         """`model` with the example memory a round would give it had every traffic question so far been accepted
-        with its gold label (one example per question text, as stages/memory.py keeps them)."""
-        examples = {clean_text(self.dataset.traffic[i][0]): Remembered(clean_text(self.dataset.traffic[i][0]), answer,
-                                                                         (f"traffic-{i}",), number)
-                    for i, answer in seen}
-        kept = list(examples.values())[-config.model.memory_size:] if config.model.memory_size else []
+        with its gold label: one example per question text, the newest `model.memory_size` (0: none), as
+        stages/memory.py keeps them and rounds.py attaches them."""
+        if not config.model.memory_size:
+            return model
+        by_question = {}
+        for i, answer in seen:
+            question = clean_text(self.dataset.traffic[i][0])
+            by_question[question] = Remembered(question, answer, (f"traffic-{i}",), number)
+        kept = list(by_question.values())[-config.model.memory_size:]
         return model.remember(kept, MemoryRule.configured(config.model))
 
     # ---- (g) the Rasa peer ---------------------------------------------------------------------------------

@@ -84,14 +84,19 @@ def _promotion_check(evidence: GateEvidence, config: GateConfig) -> CheckOutcome
     if config.test == "lower_bound":
         noisy = _noisy(evidence.rating_noise_rate, config)
         margin = max(config.margin, config.noisy_margin) if noisy else config.margin
-        passed = _passes_lower_bound(counts, config.level, margin)
-        return CheckOutcome("heldout", "held-out accuracy", counts, p, config.level, passed,
+        return CheckOutcome("heldout", "held-out accuracy", counts, p, config.level,
+                            _held_out_passes(counts, config.level, margin),
                             bound=gain_lower_bound(counts, config.level), margin=margin,
                             noisy_rate=evidence.rating_noise_rate if noisy else None)
-    return CheckOutcome("heldout", "held-out accuracy", counts, p, config.level, p <= config.level)
+    return CheckOutcome("heldout", "held-out accuracy", counts, p, config.level,
+                        _held_out_passes(counts, config.level, None))
 
 
-def _passes_lower_bound(counts: PairedCounts, level: float, margin: float) -> bool:
+def _held_out_passes(counts: PairedCounts, level: float, margin: float | None) -> bool:
+    """The promotion test on held-out counts: with a `margin`, the lower-bound test; without (`test: mcnemar`),
+    significantly better. The verdict and a refusal's "it needed" both ask this one function."""
+    if margin is None:
+        return better_p(counts) <= level
     # level 1 always passes, as with McNemar; below it the candidate must also be ahead on the changed
     # questions, so a tie or an unchanged model never replaces the live one however wide the margin
     return level >= 1 or (gain_lower_bound(counts, level) >= margin - 1e-12 and counts.ahead)
@@ -103,13 +108,7 @@ def _what_it_needed(check: CheckOutcome) -> str:
     c = check.counts
     if c.discordant == 0:
         return "; the candidate answered every held-out question as the live model did"
-    if check.bound is not None:
-        def passes(counts: PairedCounts) -> bool:
-            return _passes_lower_bound(counts, check.level, check.margin or 0.0)
-    else:
-        def passes(counts: PairedCounts) -> bool:
-            return better_p(counts) <= check.level
-    wins = fewest_wins(c.discordant, c.n, passes)
+    wins = fewest_wins(c.discordant, c.n, lambda counts: _held_out_passes(counts, check.level, check.margin))
     needed = (f"no split of its {c.discordant} changed questions would have passed" if wins is None else
               f"with {c.discordant} changed it needed {wins} better and {c.discordant - wins} worse "
               f"({(2 * wins - c.discordant) / c.n:+.1%})")
