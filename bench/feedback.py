@@ -16,6 +16,8 @@ customers that behave the same in every arm; only what the bot offers and record
                    words once (another traffic question of its label) and rates / clicks that answer as usual
     rephrase_resolved  the same customers, with the `resolved` signal on (feedback.resolved_weight 1): the answer
                    that settled the rephrased question also counts for the missed one
+    operator_labels    as choices_up_front_wide, and an operator labels half of the questions whose customer
+                   answered "None of these" with their right answer (the console's "Right answer", labels.py)
     careless_clicks    as choices_up_front_wide, and customers click as carelessly as they rate: each click
                    (a pick or "None of these") is, with the run's noise probability, another of the offered buttons
 
@@ -80,9 +82,12 @@ ARMS: dict[str, tuple[float, dict[str, Any]]] = {  # name -> (share of customers
     "rephrase_resolved": (1.0, {**UP_FRONT_WIDE, "resolved_weight": 1.0}),
     # customers whose clicks are as often wrong as their ratings (CARELESS)
     "careless_clicks": (1.0, UP_FRONT_WIDE),
+    # operators who label half of the questions answered "None of these" (LABEL_SHARE)
+    "operator_labels": (1.0, UP_FRONT_WIDE),
 }
 REPHRASING = {"rephrase", "rephrase_resolved"}  # arms whose customers ask once more after "None of these"
 CARELESS = {"careless_clicks"}  # arms whose customers misclick at the run's noise rate
+LABEL_SHARE = {"operator_labels": 0.5}  # arms whose operators label this share of the "None of these" questions
 DEFAULT_ARMS = ["ratings", "choices", "half_ratings", "half_implicit", "half_both", "choices_up_front_wide"]
 RULE = "statistical"
 SMOKE_ARMS = ["ratings", "half_both"]  # every path once: ratings only; choices and implicit signals
@@ -206,7 +211,7 @@ def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any],
     """One arm on one dataset, noise level and seed: its rounds, start to finish (the unit the pool runs)."""
     rate_share = ARMS[arm][0]
     arm_sizes = {**sizes, "rate_share": rate_share, "rephrase": arm in REPHRASING,
-                 "click_noise": noise if arm in CARELESS else 0.0,
+                 "click_noise": noise if arm in CARELESS else 0.0, "label_share": LABEL_SHARE.get(arm, 0.0),
                  "sections": arm_sections(sizes["sections"], arm)}
     dataset = load_split(name, datasets_dir, sizes, seed)
     bench = _DatasetBench(dataset, arm_sizes, seed, work)  # measures the zero-shot with its pretrained model
@@ -224,10 +229,11 @@ def run_arm(name: str, arm: str, noise: float, seed: int, sizes: dict[str, Any],
             "rephrased": {"asked": sum(r["rephrased"] for r in rounds),
                           "settled": sum(r["rephrase_settled"] for r in rounds)},
             "misclicked": sum(r["misclicked"] for r in rounds),
+            "labelled": sum(r["labelled"] for r in rounds),
             "rounds": [{k: r.get(k) for k in ("round", "status", "accuracy", "served_accuracy",
                                               "served_within_one_click",
                                               "choices_offered", "choices_picked", "choices_up_front",
-                                              "rephrased", "rephrase_settled", "misclicked",
+                                              "rephrased", "rephrase_settled", "misclicked", "labelled",
                                               "truth_gain", "default_gate_promotes", "rating_noise_rate",
                                               "precision", "gate_evidence", "gate_verdicts")}
                        for r in rounds]}
@@ -311,6 +317,12 @@ def check_feedback(result: dict[str, Any], smoke: bool) -> list[str]:
                 problems.append(f"{label}: {misclicked} careless clicks in an arm whose customers click carefully")
             if misclicked == 0 and run["arm"] in CARELESS and run["noise"] > 0 and offered >= 20:
                 problems.append(f"{label}: no careless click in {offered} clicks at noise {run['noise']:g}")
+            labelled = run.get("labelled") or 0  # not counted before 2026-12-08
+            if labelled and run["arm"] not in LABEL_SHARE:
+                problems.append(f"{label}: {labelled} operator labels in an arm without operators")
+            if bool(labelled) != ("label" in recorded):
+                problems.append(f"{label}: {labelled} operator labels, {'' if 'label' in recorded else 'none '}"
+                                "used by the rounds")
             if not 0 <= run["final"] <= 1 or not 0 <= run["within_one_click"] <= 1:
                 problems.append(f"{label}: accuracy out of range")
         if not smoke and not entry.get("summary"):

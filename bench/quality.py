@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from rsft_plugin import choices, runtime
+from rsft_plugin import choices, labels, runtime
 from rsft_plugin.config import Config, ModelConfig, parse_overrides
 from rsft_plugin.errors import ConfigError
 from rsft_plugin.evaluate import evaluate
@@ -293,14 +293,16 @@ class _DatasetBench:
         A customer who does not rate (`rate_share` < 1) acts instead (implicit.py records it when its weight is on):
         thanks after an answer that looks right, a paraphrase of the question after one that does not — as noisy
         as ratings (the same flips). With `rephrase` a customer who answered "None of these" puts the question in
-        other words once (`_rephrase`).
+        other words once (`_rephrase`). With `label_share` an operator labels that share of the questions whose
+        customer answered "None of these" with their right answer (labels.py; as a shop whose operators label the
+        conversations handed to them).
         """
         started = time.perf_counter()
         assistant = runtime.boot(config, watch=False)
         raters, careless = self._raters(), self._careless()
         self._misclicked = 0
         served, correct, picked, offered, shown_up_front = [], 0, 0, 0, 0
-        acted = {"thanks": 0, "reasked": 0, "rephrased": 0, "rephrase_settled": 0}
+        acted = {"thanks": 0, "reasked": 0, "rephrased": 0, "rephrase_settled": 0, "labelled": 0}
         try:
             for i in indices:
                 text, label = self.dataset.traffic[i]
@@ -324,6 +326,9 @@ class _DatasetBench:
                 if clicked == choices.NONE_OF_THESE and self.sizes.get("rephrase"):
                     acted["rephrased"] += 1
                     acted["rephrase_settled"] += self._rephrase(assistant, sender, i, flips, careless)
+                if clicked == choices.NONE_OF_THESE and self._operator_labels(i):
+                    labels.record_label(assistant.store, self.bank, reply.turn_id, self._answer_of(label))
+                    acted["labelled"] += 1
         finally:
             runtime.shutdown()
         return {"served": served, "served_accuracy": correct / len(served) if served else 0.0,
@@ -331,7 +336,7 @@ class _DatasetBench:
                 "choices_offered": offered, "choices_picked": picked, "choices_up_front": shown_up_front,
                 "implicit_thanks": acted["thanks"], "implicit_reasks": acted["reasked"],
                 "rephrased": acted["rephrased"], "rephrase_settled": acted["rephrase_settled"],
-                "misclicked": self._misclicked,
+                "labelled": acted["labelled"], "misclicked": self._misclicked,
                 "seconds": round(time.perf_counter() - started, 2)}
 
     def _act(self, assistant: Any, sender: str, i: int, looks_right: bool) -> str:
@@ -372,6 +377,16 @@ class _DatasetBench:
         if clicked is not None:
             assistant.choose(sender, reply.turn_id, clicked)
         return clicked
+
+    def _operator_labels(self, i: int) -> bool:
+        """Whether an operator labels question `i` once its customer answered "None of these" (the share
+        `label_share`, 0 unless the arm's), drawn per question and seed."""
+        share = self.sizes.get("label_share", 0.0)
+        return share > 0 and np.random.default_rng([self.seed, 19, i]).random() < share
+
+    def _answer_of(self, topic: str) -> str:
+        """The bank answer of a label's topic (what an operator names)."""
+        return next(a.id for a in self.bank.answers if a.topic == topic)
 
     def _careless(self) -> np.ndarray:
         """Which questions' customers click carelessly (the share `click_noise`, 0 unless the arm's): per seed."""
@@ -453,6 +468,7 @@ class _DatasetBench:
                 "choices_up_front": fed["choices_up_front"],
                 "implicit_thanks": fed["implicit_thanks"], "implicit_reasks": fed["implicit_reasks"],
                 "rephrased": fed["rephrased"], "rephrase_settled": fed["rephrase_settled"],
+                "labelled": fed["labelled"],
                 "misclicked": fed["misclicked"],
                 "signals_used": stats.get("signals_used"),
                 "flipped_ratings": int(flips[chunk].sum()), "prompts": stats.get("prompts"),

@@ -269,6 +269,9 @@ class FeedbackConfig:
                                    "count as it in other words: lower than reask_cosine, since the bot has just "
                                    "asked for a rephrase (two questions of one intent: median 0.44-0.60 on the "
                                    "benchmark's datasets, of two intents 0.14-0.19).", 0.4)
+    label_weight: float = _help("An operator's label of a turn's right answer (the console's 'Right answer') counts "
+                                "as this many 👍 for it on that question, a pick's kind of evidence, and the "
+                                "turn's own rating and signals no longer count (0: labels are ignored).", 5.0)
     grounding_weight: float = _help("A 👍/👎 on a written reply (generative kind) also counts as this many 👍/👎 for "
                                     "the bank answer it was written from, on that question (0: off).", 1.0)
     window_seconds: int = _help("'Right after' an answer: the customer's next message, within this many seconds.",
@@ -278,7 +281,7 @@ class FeedbackConfig:
         _check(0 <= self.choices <= 5, "feedback", "choices", "must be in 0..5 (buttons a customer can read)")
         _check(0 <= self.choices_up_front_margin <= 1, "feedback", "choices_up_front_margin", "must be in [0, 1]")
         for name in ("choice_weight", "none_weight", "reask_weight", "asked_human_weight", "thanks_weight",
-                     "resolved_weight", "grounding_weight"):
+                     "resolved_weight", "label_weight", "grounding_weight"):
             _check(0 <= getattr(self, name) <= 10, "feedback", name, "must be in [0, 10] (0 turns it off)")
         _check(0 < self.reask_cosine <= 1, "feedback", "reask_cosine", "must be in (0, 1]")
         _check(0 < self.resolved_cosine <= 1, "feedback", "resolved_cosine", "must be in (0, 1]")

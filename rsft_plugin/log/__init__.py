@@ -25,6 +25,7 @@ from .records import (
     HANDOFF_REASONS,
     HANDOFF_STATUSES,
     IMPLICIT_KINDS,
+    LABEL,
     RESOLVED,
     SETTLING_KINDS,
     SIGNAL_KINDS,
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 BACKENDS = {"sqlite": "rsft_plugin.log.sqlite:SqliteLog", "postgres": "rsft_plugin.log.postgres:PostgresLog"}
 
 __all__ = [
-    "HANDOFF_REASONS", "HANDOFF_STATUSES", "IMPLICIT_KINDS", "RESOLVED", "SCHEMA_VERSION", "SETTLING_KINDS",
+    "HANDOFF_REASONS", "HANDOFF_STATUSES", "IMPLICIT_KINDS", "LABEL", "RESOLVED", "SCHEMA_VERSION", "SETTLING_KINDS",
     "SIGNAL_KINDS",
     "AnswerBankLog",
     "AnswerRevision", "CandidateRow", "ConversationLog", "ConversationSummary", "Handoff", "HandoffLog", "Job",

@@ -28,11 +28,13 @@ def refused_handoff_move(handoff_id: int, current: str, wanted: str) -> str | No
 CONTACT_STATES = ("pending", "given", "declined")
 # What a customer told us about an answer besides 👍/👎 (issue 11): their pick among "Was it one of these?" (choice:
 # reply_key = the answer picked; none_of_these), what they did right after it (implicit signals), and which answer
-# settled a question the bot had missed once they put it in other words (resolved: reply_key = that answer).
+# settled a question the bot had missed once they put it in other words (resolved: reply_key = that answer); and,
+# kept under the turn's sender so that forgetting a customer forgets it, an operator's label (reply_key = right answer).
 CHOICE_KINDS = ("choice", "none_of_these")
 IMPLICIT_KINDS = ("reask", "asked_human", "thanks")
 RESOLVED = "resolved"
-SIGNAL_KINDS = CHOICE_KINDS + IMPLICIT_KINDS + (RESOLVED,)
+LABEL = "label"
+SIGNAL_KINDS = CHOICE_KINDS + IMPLICIT_KINDS + (RESOLVED, LABEL)
 SETTLING_KINDS = ("choice", RESOLVED)  # they name the answer that settled their question: one per turn
 
 
@@ -41,11 +43,11 @@ def refused_signal(kind: str, reply_key: str | None, owner: str | None, sender_i
     """Why a signal cannot be recorded (None when it can): both backends ask this inside their write transaction.
 
     `owner` is the sender of the turn it refers to (None: no such turn); `earlier_kinds` the kinds already
-    recorded for that turn. A turn takes one answer to "Was it one of these?" and one implicit signal.
+    recorded for that turn. A turn takes one answer to "Was it one of these?", one implicit signal, any labels.
     """
     if kind not in SIGNAL_KINDS:
         return f"a signal is one of {list(SIGNAL_KINDS)}, not {kind!r}"
-    if kind in SETTLING_KINDS and not reply_key:
+    if (kind in SETTLING_KINDS or kind == LABEL) and not reply_key:
         return f"a {kind} signal names the answer"
     if owner is None:
         return "there is no answer with that id"
@@ -120,10 +122,9 @@ class RatingRecord(Record):
 
 @dataclass(frozen=True)
 class Signal(Record):
-    """A choice or implicit signal about one turn, read with that turn's question, version and served reply.
-
-    `reply_key` is the answer the signal is about: the one picked (choice), the one the turn served (implicit), or
-    None ("None of these": about every answer offered).
+    """A choice, implicit signal or label about one turn, read with that turn's question, version and served reply.
+    `reply_key` is the answer it is about: the one picked (choice), the one the turn served (implicit), the right
+    one by an operator (label), or None ("None of these": about every answer offered).
     """
 
     id: int

@@ -11,6 +11,9 @@ A 👍/👎 is one vote of weight 1. Besides ratings (issue 11, items 1 and 2):
                     the customer rated an answer 👍 or picked one               question, resolved_weight (a pick)
     grounding       rated a written reply (generative kind), or an implicit     the same on the bank answer it was
                     signal about one                                            written from, × grounding_weight
+    label           an operator said which answer was right (labels.py)        a 👍 on it, label_weight (a pick);
+                                                                                the turn's own ratings and other
+                                                                                signals no longer count
 
 A weight of 0 leaves the signal out. Each vote carries its kind: the noise model gives ratings, choices and implicit
 signals their own error rates, and only explicit evidence (a 👍 or a pick; with `score.trust_posterior`, also a
@@ -24,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..config import FeedbackConfig
-from ..log import Signal, Turn
+from ..log import LABEL, Signal, Turn
 from ..text import clean_text
 from .noise import RATING
 from .records import turn_key
@@ -46,6 +49,12 @@ class Evidence:
     kind: str  # RATING | CHOICE | IMPLICIT
     turn_id: str
     text: str | None = None  # the reply it is about, when the log gives it (a written reply: Log.rated_turns)
+
+
+def unlabelled(rated_turns: Iterable[Turn], signals: Iterable[Signal], config: FeedbackConfig) -> list[Turn]:
+    """The rated turns whose rating still counts: those no operator labelled (with `label_weight` > 0)."""
+    labelled = newest_labels(signals) if config.label_weight > 0 else {}
+    return [t for t in rated_turns if t.id not in labelled]
 
 
 def rating_evidence(rated_turns: Iterable[Turn]) -> list[Evidence]:
@@ -76,12 +85,23 @@ def written_from(served_key: str | None, answer_id: str | None) -> str | None:
     return answer_id if answer_id and served_key != answer_id else None
 
 
+def newest_labels(signals: Iterable[Signal]) -> dict[str, Signal]:
+    """turn id -> the newest operator label of that turn (`signals` oldest first, as the log reads them)."""
+    return {s.turn_id: s for s in signals if s.kind == LABEL and s.reply_key}
+
+
 def signal_evidence(signals: Iterable[Signal], config: FeedbackConfig, offered: OfferedKeys) -> list[Evidence]:
-    """Choices and implicit signals as weighted votes (see the module docstring); weight-0 kinds are left out."""
+    """Choices, implicit signals and labels as weighted votes (see the module docstring); weight-0 kinds are left
+    out. A labelled turn's only vote is its newest label's (with `label_weight` > 0): the operator read what the
+    customer said and did about that answer (drop its ratings too: `unlabelled`)."""
+    signals = list(signals)
+    labels = newest_labels(signals) if config.label_weight > 0 else {}
     votes = []
     for signal in signals:
         question = clean_text(signal.user_text or "")
         if not question:  # a redacted-away or empty question cannot be matched to prompts
+            continue
+        if signal.turn_id in labels and signal is not labels[signal.turn_id]:
             continue
         for key, positive, weight, kind in _votes_of(signal, config, offered):
             if weight > 0 and key:
@@ -99,6 +119,8 @@ def _votes_of(signal: Signal, config: FeedbackConfig, offered: OfferedKeys) -> l
         return [(key, False, config.none_weight, CHOICE) for key in offered(signal)]
     if signal.kind == "resolved":  # explicit: the customer chose that answer, for a question put in other words
         return [(signal.reply_key, True, config.resolved_weight, CHOICE)]
+    if signal.kind == LABEL:  # explicit, as a pick: an operator named the right answer
+        return [(signal.reply_key, True, config.label_weight, CHOICE)]
     implicit = {"reask": (False, config.reask_weight), "asked_human": (False, config.asked_human_weight),
                 "thanks": (True, config.thanks_weight)}
     if signal.kind in implicit:
