@@ -33,7 +33,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import answer_edits, exports, handoff, inbox, model_admin, round_reports
+from . import answer_edits, exports, handoff, inbox, labels, model_admin, round_reports
 from .errors import InputError, NotFound, RsftError
 from .parts import Parts
 from .secrets import matches
@@ -206,6 +206,10 @@ def add_console_routes(app: web.Application, parts: Parts, token: str, sessions:
         return web.json_response(await run(inbox.conversation, parts, request.match_info["sender_id"]),
                                  dumps=_dumps)
 
+    async def label(request: web.Request) -> web.Response:
+        signal = await run(labels.label_turn, parts, request.match_info["turn_id"], await read_json(request))
+        return web.json_response(signal, status=201, dumps=_dumps)
+
     async def answers(request: web.Request) -> web.Response:
         return web.json_response(await run(answer_edits.bank_overview, parts), dumps=_dumps)
 
@@ -284,6 +288,7 @@ def add_console_routes(app: web.Application, parts: Parts, token: str, sessions:
 
     router.add_get("/api/conversations", conversations)
     router.add_get("/api/conversations/{sender_id}", conversation)
+    router.add_post("/api/turns/{turn_id}/label", label)
     router.add_get("/api/answers", answers)
     router.add_post("/api/answers", add_answer)
     router.add_put("/api/answers/{answer_id}", edit_answer)

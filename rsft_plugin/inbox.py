@@ -86,8 +86,8 @@ def search(parts: Parts, query: InboxQuery) -> dict[str, Any]:
 
 def conversation(parts: Parts, sender_id: str) -> dict[str, Any]:
     """Every turn of one conversation with answer, model version, score, top-k, rating and its signals (a pick
-    under "Was it one of these?", implicit signals), and its hand-offs to a person (oldest first; a customer may
-    ask for a person before any answer).
+    under "Was it one of these?", implicit signals, operators' labels), and its hand-offs to a person (oldest
+    first; a customer may ask for a person before any answer).
 
     Raises:
         NotFound: neither a turn nor a hand-off was logged for this sender.

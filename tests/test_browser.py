@@ -188,6 +188,11 @@ def test_from_a_thumbs_down_in_the_chat_to_a_promoted_model_in_the_console(stack
     expect(page.locator("#open-handoffs")).to_have_count(0)
     page.locator("tr[data-handoff-id] a.conversation-link").first.click()
     expect(page.locator(f'article.turn[data-turn-id="{turn_id}"]')).to_be_visible()
+    # ... and labels the turn's right answer, which the next round learns for its question
+    page.locator(f'article.turn[data-turn-id="{turn_id}"] .label-form select').select_option("double_charge")
+    page.locator(f'article.turn[data-turn-id="{turn_id}"] .label-form button[type=submit]').click()
+    expect(page.locator(f'article.turn[data-turn-id="{turn_id}"] .turn-signals')).to_contain_text(
+        "Labelled by an operator: “double_charge” was the right answer")
 
     # -- the answer bank: add an answer (it waits, unpublished, as "new")
     page.goto(f"{web}/console/answers")

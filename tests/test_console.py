@@ -40,7 +40,7 @@ PUBLIC = {("GET", "/"), ("HEAD", "/"), ("GET", "/config.json"), ("HEAD", "/confi
           ("HEAD", "/healthz"), ("GET", "/static"), ("HEAD", "/static"), ("GET", "/console/login"),
           ("HEAD", "/console/login"), ("POST", "/console/login")}
 SAMPLE_VALUES = {"sender_id": "someone", "answer_id": "track_order", "round_id": "1", "name": "v0001",
-                 "dataset": "conversations", "fmt": "csv", "handoff_id": "1"}
+                 "dataset": "conversations", "fmt": "csv", "handoff_id": "1", "turn_id": "0" * 32}
 
 
 class Clock:
@@ -503,6 +503,35 @@ def test_the_conversation_view_has_every_turn_with_version_score_top_k_and_ratin
     assert [k["answer_id"] for k in data["turns"][0]["top_k"]] == ["track_order", "warranty"]
     assert data["turns"][0]["signals"] == []
     assert [(x["kind"], x["reply_key"]) for x in data["turns"][1]["signals"]] == [("choice", "warranty")]
+
+
+def test_operators_label_a_turns_right_answer_and_the_conversation_shows_it(logged, token):
+    """POST /api/turns/<id>/label with the bearer token or the session and its CSRF token; a bad label is a clear
+    4xx and writes nothing."""
+    async def exercise(client: TestClient) -> tuple[list, list, list]:
+        auth = {"Authorization": f"Bearer {token}"}
+        turn_id = (await (await client.get("/api/conversations/alice", headers=auth)).json())["turns"][1]["id"]
+        url = f"/api/turns/{turn_id}/label"
+        made = await client.post(url, json={"answer_id": "track_order"}, headers=auth)
+        refused = []
+        for path, body in ((url, {"answer_id": "no_such_answer"}), (url, {"answer_id": "warranty", "x": 1}),
+                           (url, ["warranty"]), (url, {}), ("/api/turns/abc/label", {"answer_id": "warranty"}),
+                           (f"/api/turns/{'0' * 32}/label", {"answer_id": "warranty"})):
+            response = await client.post(path, json=body, headers=auth)
+            refused.append((response.status, (await response.json())["error"]))
+        cookie, csrf = await _login(client, token)
+        no_csrf = await client.post(url, json={"answer_id": "warranty"}, headers=cookie)
+        again = await client.post(url, json={"answer_id": "warranty"}, headers={**cookie, "X-CSRF-Token": csrf})
+        data = await (await client.get("/api/conversations/alice", headers=auth)).json()
+        return ([made.status, (await made.json())["reply_key"], no_csrf.status, again.status], refused,
+                [(x["kind"], x["reply_key"]) for x in data["turns"][1]["signals"]])
+
+    statuses, refused, signals = _serve(logged, exercise)
+    assert statuses == [201, "track_order", 403, 201]
+    assert [status for status, _ in refused] == [400, 400, 400, 400, 400, 404]
+    assert "no answer 'no_such_answer' in the answer bank" in refused[0][1]
+    assert "nothing else" in refused[1][1] and "does not say which answer" in refused[4][1]
+    assert signals == [("choice", "warranty"), ("label", "track_order"), ("label", "warranty")]
 
 
 def test_the_conversation_view_says_a_reply_was_written_and_what_grounded_it(config, token):

@@ -357,6 +357,15 @@ def test_a_missed_turn_takes_one_resolved_signal_beside_its_other_signals_and_a_
         ("none_of_these", None), ("reask", "track_order"), ("resolved", "delivery_period")]
 
 
+def test_a_turn_takes_any_number_of_labels_beside_its_customers_signals(log):
+    turn_id = log.log_turn(_turn())
+    log.record_signal(turn_id, "alice", "choice", "returns")
+    log.record_signal(turn_id, "alice", "label", "delivery_period")
+    log.record_signal(turn_id, "alice", "label", "track_order")
+    assert [(s.kind, s.reply_key) for s in log.signals()] == [
+        ("choice", "returns"), ("label", "delivery_period"), ("label", "track_order")]
+
+
 @pytest.mark.parametrize(("turn", "sender", "kind", "key", "why"), [
     ("mine", "bob", "choice", "returns", "another conversation"),
     ("0" * 32, "alice", "choice", "returns", "no answer with that id"),
@@ -364,6 +373,8 @@ def test_a_missed_turn_takes_one_resolved_signal_beside_its_other_signals_and_a_
     ("mine", "alice", "choice", None, "names the answer"),
     ("mine", "alice", "resolved", None, "names the answer"),
     ("mine", "bob", "resolved", "returns", "another conversation"),
+    ("mine", "alice", "label", None, "names the answer"),
+    ("mine", "bob", "label", "returns", "another conversation"),
 ])
 def test_a_bad_signal_is_refused_and_nothing_is_written(log, turn, sender, kind, key, why):
     mine = log.log_turn(_turn())

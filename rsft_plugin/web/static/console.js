@@ -57,7 +57,8 @@
     return { choice: "Picked “" + s.reply_key + "” under “Was it one of these?”", none_of_these: "None of the choices was it",
              reask: "Asked again right after (weak 👎)", asked_human: "Asked for a person right after (weak 👎)",
              thanks: "Said thanks right after (weak 👍)",
-             resolved: "Asked again in other words; “" + s.reply_key + "” was it" }[s.kind] || s.kind;
+             resolved: "Asked again in other words; “" + s.reply_key + "” was it",
+             label: "Labelled by an operator: “" + s.reply_key + "” was the right answer" }[s.kind] || s.kind;
   }
   function statusBadge(status) { return h("span", { class: "badge status-" + status, text: status }); }
   function progressBar(fraction, label) {
@@ -276,8 +277,28 @@
       (w.fallback ? " · served the grounding answer (" + w.reason + ")" : "") + " · grounding " + w.grounding_ids.join(", ");
   }
 
+  // "Right answer": the operator names the bank answer a turn should have had; the next round learns it (labels.py).
+  function labelForm(t, answers) {
+    var labels = (t.signals || []).filter(function (s) { return s.kind === "label"; });
+    var current = labels.length ? labels[labels.length - 1].reply_key : "";
+    var select = h("select", { name: "answer_id", "aria-label": "Right answer for turn " + t.id },
+      h("option", { value: "" }, "Choose the right answer…"),
+      answers.map(function (a) {
+        return h("option", { value: a.id, selected: a.id === current }, a.id + (a.topic !== a.id ? " (" + a.topic + ")" : ""));
+      }));
+    return h("form", { class: "label-form", onsubmit: function (e) {
+      e.preventDefault();
+      if (!select.value) return;
+      api("POST", "/api/turns/" + encodeURIComponent(t.id) + "/label", { answer_id: select.value }).then(function () {
+        viewConversation();
+        showNotice("Labelled: the next round learns “" + select.value + "” for this question.", "info");
+      }, failed);
+    } }, h("label", null, "Right answer ", select), h("button", { type: "submit", class: "secondary" }, "Save label"));
+  }
+
   function viewConversation() {
-    api("GET", "/api/conversations/" + encodeURIComponent(arg)).then(function (data) {
+    Promise.all([api("GET", "/api/conversations/" + encodeURIComponent(arg)), api("GET", "/api/answers")]).then(function (got) {
+      var data = got[0], answers = got[1].answers;
       document.getElementById("page-title").textContent = "Conversation " + shortId(data.sender_id);
       var turns = data.turns.map(function (t, i) {
         var alternatives = table(["#", "Answer", "Topic", "Cosine", "Policy p"], (t.top_k || []).map(function (k, j) {
@@ -297,6 +318,7 @@
             h("p", { class: "turn-answer", text: t.answer_text }),
             t.writing ? h("p", { class: "turn-writing muted", text: writingNote(t.writing) }) : null),
           (t.signals || []).length ? h("p", { class: "turn-signals" }, (t.signals || []).map(signalNote).join(" · ")) : null,
+          labelForm(t, answers),
           h("details", { class: "alternatives", open: true }, h("summary", null, "Top-" + (t.top_k || []).length + " alternatives · p " + pct(t.probability) +
             (typeof t.latency_ms === "number" ? " · " + Math.round(t.latency_ms) + " ms" : "")), alternatives));
       });
