@@ -16,7 +16,7 @@ from typing import Any
 from .errors import InputError, NotFound
 from .parts import Parts
 
-RATINGS = ("any", "down", "up", "rated", "unrated")
+RATINGS = ("any", "down", "up", "rated", "unrated", "to_label")  # to_label: missed, no operator label yet
 SORTS = ("newest", "down_first", "lowest_score")
 MAX_LIMIT = 200
 MAX_TEXT = 200

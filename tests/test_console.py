@@ -437,6 +437,7 @@ def _senders(data: dict) -> list[str]:
     ("rating=down", ["alice"]),
     ("rating=up", ["bob", "alice"]),
     ("rating=unrated", ["carol"]),
+    ("rating=to_label", []),  # alice picked an answer after her 👎 (the log's contract suite has the other cases)
     ("sort=down_first", ["alice", "carol", "bob"]),
     ("sort=lowest_score", ["alice", "carol", "bob"]),
     ("score_below=0.5", ["carol", "alice"]),

@@ -36,6 +36,7 @@ from rsft_plugin.log import (
     open_postgres,
     open_sqlite,
 )
+from rsft_plugin.not_understood import NOT_UNDERSTOOD
 
 # name -> a fresh, empty log (the pytest request gives access to fixtures such as the PostgreSQL server).
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Log]] = {
@@ -355,6 +356,25 @@ def test_a_missed_turn_takes_one_resolved_signal_beside_its_other_signals_and_a_
         log.record_signal(picked, "alice", "resolved", "returns")
     assert [(s.kind, s.reply_key) for s in log.signals(sender_id="alice") if s.turn_id == missed] == [
         ("none_of_these", None), ("reask", "track_order"), ("resolved", "delivery_period")]
+
+
+def test_the_to_label_filter_finds_the_missed_turns_no_operator_labelled_yet(log):
+    """Missed: rated 👎 with no pick, "None of these" (up front, unrated), or not understood; a pick, a `resolved`
+    answer or a label settles a turn, a 👍 or no word at all does not make it missed."""
+    turns = {name: log.log_turn(_turn(sender=name, reply_key=key)) for name, key in (
+        ("down", None), ("none", None), ("unknown", NOT_UNDERSTOOD), ("picked", None), ("resolved", None),
+        ("labelled", None), ("up", None), ("silent", None))}
+    for name in ("down", "picked", "resolved", "labelled"):
+        log.rate(turns[name], name, 0)
+    log.rate(turns["up"], "up", 1)
+    log.record_signal(turns["none"], "none", "none_of_these", None)
+    log.record_signal(turns["picked"], "picked", "choice", "returns")
+    log.record_signal(turns["resolved"], "resolved", "resolved", "returns")
+    log.record_signal(turns["labelled"], "labelled", "label", "returns")
+    total, rows = log.conversations(rating="to_label")
+    assert total == 3 and {r.sender_id for r in rows} == {"down", "none", "unknown"}
+    log.record_signal(turns["down"], "down", "label", "returns")
+    assert {r.sender_id for r in log.conversations(rating="to_label")[1]} == {"none", "unknown"}
 
 
 def test_a_turn_takes_any_number_of_labels_beside_its_customers_signals(log):

@@ -22,6 +22,15 @@ TURNS_WITH_RATINGS = (
     "SELECT t.*, r.score AS rating, r.updated_at AS rated_at FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id"
 )
 ID_CHUNK = 500  # turn ids per `IN (...)` query
+NOT_UNDERSTOOD_KEY = "not_understood"  # not_understood.NOT_UNDERSTOOD (the log imports no service module)
+# The inbox's "To label": a turn whose customer did not get the right answer — rated 👎 with no pick, answered "None
+# of these", or not understood — and that no operator has labelled yet (labels.py). Over `turns t` joined with
+# `ratings r`, as the conversations query reads them; the same SQL on both backends.
+TO_LABEL_SQL = (
+    "NOT EXISTS (SELECT 1 FROM signals s WHERE s.turn_id = t.id AND s.kind IN ('label', 'choice', 'resolved')) "
+    f"AND (r.score = 0 OR t.reply_key = '{NOT_UNDERSTOOD_KEY}' "
+    "OR EXISTS (SELECT 1 FROM signals s WHERE s.turn_id = t.id AND s.kind = 'none_of_these'))"
+)
 
 
 def newest_rows(read: Callable[..., list[dict[str, Any]]], newest_first_sql: str, params: list[Any], newest: int,

@@ -13,11 +13,11 @@ from psycopg.types.json import Json
 from ...errors import RatingRefused, SignalRefused
 from ..records import ConversationSummary, RatingRecord, Signal, Turn, TurnFacets, TurnRecord, refused_signal
 from ..signal_reads import SignalReads
-from ..turn_reads import TURNS_WITH_RATINGS, TurnReads
+from ..turn_reads import TO_LABEL_SQL, TURNS_WITH_RATINGS, TurnReads
 from .base import LOCK_PRUNE_ATTEMPTS, PostgresBase, utc_now
 
 _RATING_SQL = {"any": None, "down": "r.score = 0", "up": "r.score = 1", "rated": "r.score IS NOT NULL",
-               "unrated": "r.score IS NULL"}
+               "unrated": "r.score IS NULL", "to_label": TO_LABEL_SQL}
 # SQLite sorts NULL first in ascending order; PostgreSQL last unless told. Ties end with the sender id so that
 # pages (limit/offset) never repeat or skip a conversation.
 _ORDER = {"newest": "last_at DESC, sender_id", "down_first": "(down > 0) DESC, last_at DESC, sender_id",

@@ -11,7 +11,7 @@ from typing import Any
 from ...errors import RatingRefused, SignalRefused
 from ..records import ConversationSummary, RatingRecord, Signal, Turn, TurnFacets, TurnRecord, refused_signal
 from ..signal_reads import SignalReads
-from ..turn_reads import TURNS_WITH_RATINGS, TurnReads
+from ..turn_reads import TO_LABEL_SQL, TURNS_WITH_RATINGS, TurnReads
 from .base import SqliteBase, utc_now
 
 
@@ -101,7 +101,8 @@ class SqliteConversations(TurnReads, SignalReads, SqliteBase):
         """Conversations (one per sender) having at least one turn that matches every given filter.
 
         Args:
-            rating: any | down | up | rated | unrated (of the matching turn).
+            rating: any | down | up | rated | unrated (of the matching turn) | to_label (missed, not labelled yet:
+                turn_reads.TO_LABEL_SQL).
             score_below: the matching turn's answer score (cosine) is below this.
             topic / version: the matching turn was answered with this topic / by this model version.
             since / until: ISO timestamps or dates; the matching turn was logged at or after `since`, before `until`.
@@ -111,7 +112,7 @@ class SqliteConversations(TurnReads, SignalReads, SqliteBase):
         """
         conditions, params = [], []
         rating_sql = {"any": None, "down": "r.score = 0", "up": "r.score = 1", "rated": "r.score IS NOT NULL",
-                      "unrated": "r.score IS NULL"}
+                      "unrated": "r.score IS NULL", "to_label": TO_LABEL_SQL}
         if rating not in rating_sql:
             raise ValueError(f"rating must be one of {sorted(rating_sql)}")
         if rating_sql[rating]:

@@ -214,7 +214,7 @@
              score_below: f.low.checked ? String(low) : "", topic: f.topic.value, version: f.version.value,
              since: f.since.value, until: f.until.value, q: f.q.value.trim(), offset: "" });
       } },
-        select("rating", "Rating", [["any", "Any"], ["down", "👎 only"], ["up", "👍 only"], ["rated", "Rated"], ["unrated", "Unrated"]], q.rating),
+        select("rating", "Rating", [["any", "Any"], ["down", "👎 only"], ["up", "👍 only"], ["rated", "Rated"], ["unrated", "Unrated"], ["to_label", "To label: missed, no right answer yet"]], q.rating),
         select("sort", "Order", [["newest", "Newest first"], ["down_first", "👎 first"], ["lowest_score", "Lowest score first"]], q.sort),
         h("label", { class: "field check" }, h("input", { type: "checkbox", name: "low", id: "filter-low", checked: q.score_below !== null }),
           h("span", { text: "Low score (< " + num(low) + ")" })),
