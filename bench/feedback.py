@@ -18,6 +18,7 @@ customers that behave the same in every arm; only what the bot offers and record
                    that settled the rephrased question also counts for the missed one
     operator_labels    as choices_up_front_wide, and an operator labels half of the questions whose customer
                    answered "None of these" with their right answer (the console's "Right answer", labels.py)
+    operator_labels_all  the same, every such question labelled
     careless_clicks    as choices_up_front_wide, and customers click as carelessly as they rate: each click
                    (a pick or "None of these") is, with the run's noise probability, another of the offered buttons
 
@@ -82,12 +83,14 @@ ARMS: dict[str, tuple[float, dict[str, Any]]] = {  # name -> (share of customers
     "rephrase_resolved": (1.0, {**UP_FRONT_WIDE, "resolved_weight": 1.0}),
     # customers whose clicks are as often wrong as their ratings (CARELESS)
     "careless_clicks": (1.0, UP_FRONT_WIDE),
-    # operators who label half of the questions answered "None of these" (LABEL_SHARE)
+    # operators who label half / all of the questions answered "None of these" (LABEL_SHARE)
     "operator_labels": (1.0, UP_FRONT_WIDE),
+    "operator_labels_all": (1.0, UP_FRONT_WIDE),
 }
 REPHRASING = {"rephrase", "rephrase_resolved"}  # arms whose customers ask once more after "None of these"
 CARELESS = {"careless_clicks"}  # arms whose customers misclick at the run's noise rate
-LABEL_SHARE = {"operator_labels": 0.5}  # arms whose operators label this share of the "None of these" questions
+# arms whose operators label this share of the questions answered "None of these"
+LABEL_SHARE = {"operator_labels": 0.5, "operator_labels_all": 1.0}
 DEFAULT_ARMS = ["ratings", "choices", "half_ratings", "half_implicit", "half_both", "choices_up_front_wide"]
 RULE = "statistical"
 SMOKE_ARMS = ["ratings", "half_both"]  # every path once: ratings only; choices and implicit signals
