@@ -84,6 +84,17 @@ def test_careless_clicks_are_expected_only_in_the_careless_arm():
     assert "5 careless clicks in an arm whose customers click carefully" in problem
 
 
+def test_operator_labels_are_expected_only_in_the_labelling_arms_and_in_the_rounds_evidence():
+    labelled = {**_run("operator_labels", offered=25, up_front=4), "labelled": 6, "signals": [{"rating": 9, "label": 6}]}
+    assert _problems(labelled) == []
+    (problem,) = _problems({**labelled, "arm": "choices_up_front_wide"})
+    assert "6 operator labels in an arm without operators" in problem
+    (problem,) = _problems({**labelled, "signals": [{"rating": 9}]})
+    assert "6 operator labels, none used by the rounds" in problem
+    (problem,) = _problems({**labelled, "labelled": 0})
+    assert "0 operator labels, used by the rounds" in problem
+
+
 def test_a_gated_run_gains_what_its_live_model_gained_on_the_truth_set_kept_rounds_included():
     def run(seed: int, truth: list) -> dict:
         rounds = [{"round": n, "status": "kept" if n == 2 else "promoted", "truth_gain": None if n == 2 else 0.01}

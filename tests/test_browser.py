@@ -174,7 +174,6 @@ def test_from_a_thumbs_down_in_the_chat_to_a_promoted_model_in_the_console(stack
     expect(turn.locator(".score")).to_contain_text(re.compile(r"score \d\.\d\d"))
     expect(turn.locator(".alternatives tbody tr")).to_have_count(stack.config.model.top_k)
     expect(page.locator("article.handoff-note")).to_contain_text("reply to jane@example.com")
-    _screenshot(page, shots / "console-conversation.png")
 
     # -- the hand-off queue: the open count in the header, the email, Take, the conversation one click away
     expect(page.locator("#open-handoffs")).to_have_text("1")
@@ -193,6 +192,7 @@ def test_from_a_thumbs_down_in_the_chat_to_a_promoted_model_in_the_console(stack
     page.locator(f'article.turn[data-turn-id="{turn_id}"] .label-form button[type=submit]').click()
     expect(page.locator(f'article.turn[data-turn-id="{turn_id}"] .turn-signals')).to_contain_text(
         "Labelled by an operator: “double_charge” was the right answer")
+    _screenshot(page, shots / "console-conversation.png")
 
     # -- the answer bank: add an answer (it waits, unpublished, as "new")
     page.goto(f"{web}/console/answers")
