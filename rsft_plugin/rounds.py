@@ -29,14 +29,14 @@ from .config import Config, ModelConfig
 from .errors import RsftError
 from .faults import checkpoint
 from .golden import load_golden
-from .log import LABEL, CandidateRow, RoundPrompt, RoundRecord, Signal, utc_now
+from .log import CandidateRow, RoundPrompt, RoundRecord, Signal, utc_now
 from .models import ResponsePolicy, load_version
 from .models.base import RemembersExamples
 from .models.encoder import embed, load_base_encoder
 from .models.memory import MemoryRule
 from .parts import Parts
 from .stages.collect import collect_prompts
-from .stages.evidence import grounding_evidence, rating_evidence, signal_evidence, unlabelled
+from .stages.evidence import grounding_evidence, known_labels, rating_evidence, signal_evidence, unlabelled
 from .stages.finetune import finetune
 from .stages.gate import describe, gate
 from .stages.memory import read_remembered
@@ -148,8 +148,8 @@ class _Round:
             newest = self.config.score  # the newest evidence only: a round's cost bounded by it, not by history
             rated = self.store.rated_turns(exclude_turn_ids=prompts.gate_turn_ids,
                                            newest=newest.max_rated_turns or None)
-            signals = self._known_labels(self.store.signals(exclude_turn_ids=prompts.gate_turn_ids,
-                                                            newest=newest.max_signals or None))
+            signals = known_labels(self.store.signals(exclude_turn_ids=prompts.gate_turn_ids,
+                                                      newest=newest.max_signals or None), self.live.bank.ids)
             rated = unlabelled(rated, signals, self.config.feedback)
             votes = [*grounding_evidence(rated, self.config.feedback.grounding_weight),
                      *signal_evidence(signals, self.config.feedback, self._offered_keys)]
@@ -230,12 +230,6 @@ class _Round:
         rule = MemoryRule.configured(settings)
         self._note(memory={"examples": len(examples), **rule.describe(), "rounds": len({e.round_id for e in examples})})
         return model.remember(examples, rule)
-
-    def _known_labels(self, signals: list[Signal]) -> list[Signal]:
-        """`signals` without operator labels naming an answer the live bank lacks (added in the console, not
-        published yet): they count from the round after the publication."""
-        bank_ids = set(self.live.bank.ids)
-        return [s for s in signals if s.kind != LABEL or s.reply_key in bank_ids]
 
     def _offered_keys(self, signal: Signal) -> list[str]:
         """The answers a "None of these" turned down: the choices its turn was offered (computed again from it)."""

@@ -85,7 +85,8 @@ def test_careless_clicks_are_expected_only_in_the_careless_arm():
 
 
 def test_operator_labels_are_expected_only_in_the_labelling_arms_and_in_the_rounds_evidence():
-    labelled = {**_run("operator_labels", offered=25, up_front=4), "labelled": 6, "signals": [{"rating": 9, "label": 6}]}
+    labelled = {**_run("operator_labels", offered=25, up_front=4), "labelled": 6,
+                "signals": [{"rating": 9, "label": 6}]}
     assert _problems(labelled) == []
     (problem,) = _problems({**labelled, "arm": "choices_up_front_wide"})
     assert "6 operator labels in an arm without operators" in problem

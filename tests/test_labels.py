@@ -7,13 +7,14 @@ import json
 
 import pytest
 
+from rsft_plugin.answer_bank import AnswerBank
 from rsft_plugin.config import FeedbackConfig
 from rsft_plugin.errors import InputError, NotFound
 from rsft_plugin.golden import load_golden
 from rsft_plugin.labels import record_label
 from rsft_plugin.log import LABEL, TurnRecord, open_sqlite
 from rsft_plugin.models.registry import Registry
-from rsft_plugin.stages.evidence import CHOICE, signal_evidence, unlabelled
+from rsft_plugin.stages.evidence import CHOICE, known_labels, signal_evidence, unlabelled
 
 from .conftest import feed_traffic, round_config, run_round
 
@@ -87,6 +88,19 @@ def test_a_labelled_turn_counts_only_its_newest_label_in_place_of_the_customers_
     assert votes(off) == {(labelled, picked, True, off.choice_weight, CHOICE),
                           (other, picked, True, off.choice_weight, CHOICE)}
     assert [t.id for t in unlabelled(rated, signals, off)] == [labelled]
+
+
+def test_a_label_naming_an_answer_the_live_bank_lacks_waits_and_the_turn_keeps_its_own_evidence(store, bank):
+    """An answer added in the console and not published yet: the round leaves its label out until it is."""
+    working = AnswerBank.from_records([*bank.to_records(), {"id": "gift_wrapping", "topic": "gift_wrapping",
+                                                            "text": "We gift-wrap any order for 3 euros."}])
+    turn_id = store.log_turn(_turn("alice", "can you wrap it as a present", bank.ids[0]))
+    store.record_signal(turn_id, "alice", "choice", bank.ids[1])
+    record_label(store, working, turn_id, "gift_wrapping")
+    before = known_labels(store.signals(), bank.ids)
+    assert [s.kind for s in before] == ["choice"]
+    assert [(v.key, v.kind) for v in signal_evidence(before, FeedbackConfig(), list)] == [(bank.ids[1], CHOICE)]
+    assert [s.kind for s in known_labels(store.signals(), working.ids)] == ["choice", LABEL]
 
 
 def test_a_round_learns_the_answers_operators_labelled_for_the_questions_it_missed(tmp_path, pretrained):

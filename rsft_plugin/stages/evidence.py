@@ -85,6 +85,13 @@ def written_from(served_key: str | None, answer_id: str | None) -> str | None:
     return answer_id if answer_id and served_key != answer_id else None
 
 
+def known_labels(signals: Iterable[Signal], bank_ids: Iterable[str]) -> list[Signal]:
+    """`signals` without operator labels naming an answer the live bank lacks (added in the console, not published
+    yet): such a label counts from the round after the publication, and until then the turn keeps its own evidence."""
+    known = set(bank_ids)
+    return [s for s in signals if s.kind != LABEL or s.reply_key in known]
+
+
 def newest_labels(signals: Iterable[Signal]) -> dict[str, Signal]:
     """turn id -> the newest operator label of that turn (`signals` oldest first, as the log reads them)."""
     return {s.turn_id: s for s in signals if s.kind == LABEL and s.reply_key}
