@@ -2,7 +2,8 @@
 
 Ratings and picks come from customers, who are sometimes careless, and a question whose right answer was not among
 the ones offered teaches a round nothing right at all: its evidence only says which answers were wrong. Those are
-the conversations operators read anyway — a hand-off, a 👎 in the inbox. From the conversation page they can say
+the conversations operators read anyway — a hand-off, the inbox's "to label" filter (turn_reads.TO_LABEL_SQL: 👎
+without a pick, "None of these", not understood; no label yet). From the conversation page they can say
 which answer it should have been ("Right answer"), and the next round learns it:
 
 - the label is recorded as a signal of kind `label` about the turn, under the turn's sender (so `rsft forget`
