@@ -327,7 +327,7 @@ class _DatasetBench:
                     acted["rephrased"] += 1
                     acted["rephrase_settled"] += self._rephrase(assistant, sender, i, flips, careless)
                 if clicked == choices.NONE_OF_THESE and self._operator_labels(i):
-                    labels.record_label(assistant.store, self.bank, reply.turn_id, self._answer_of(label))
+                    labels.record_label(assistant.store, self.bank, reply.turn_id, self.bank.get(label).id)
                     acted["labelled"] += 1
         finally:
             runtime.shutdown()
@@ -383,10 +383,6 @@ class _DatasetBench:
         `label_share`, 0 unless the arm's), drawn per question and seed."""
         share = self.sizes.get("label_share", 0.0)
         return share > 0 and np.random.default_rng([self.seed, 19, i]).random() < share
-
-    def _answer_of(self, topic: str) -> str:
-        """The bank answer of a label's topic (what an operator names)."""
-        return next(a.id for a in self.bank.answers if a.topic == topic)
 
     def _careless(self) -> np.ndarray:
         """Which questions' customers click carelessly (the share `click_noise`, 0 unless the arm's): per seed."""

@@ -126,10 +126,11 @@ def pick(offered_topics: list[tuple[str, str]], label: str) -> str:
     return next((answer_id for answer_id, topic in offered_topics if topic == label), NONE_OF_THESE)
 
 
-def well_formed(turn_id: Any, answer_id: Any) -> str | None:
-    """Why a click's entities cannot name a choice (None when they can): checked before the log is asked."""
+def well_formed(turn_id: Any, answer_id: Any, what: str = "choice") -> str | None:
+    """Why a click's entities (or an operator's label: `what`) cannot name an answer for a turn (None when they
+    can): checked before the log is asked."""
     if not isinstance(turn_id, str) or not _TURN_ID.match(turn_id):
-        return "the choice does not say which answer it is for"
+        return f"the {what} does not say which answer it is for"
     if not isinstance(answer_id, str) or not answer_id.strip() or len(answer_id) > MAX_ANSWER_ID:
-        return "the choice does not name an answer"
+        return f"the {what} does not name an answer"
     return None

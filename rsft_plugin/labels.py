@@ -52,9 +52,9 @@ def record_label(log: TurnsAndSignals, bank: AnswerBank, turn_id: Any, answer_id
         InputError: a malformed turn or answer id, or an answer `bank` does not hold; nothing written.
         NotFound: no turn has that id.
     """
-    malformed = well_formed(turn_id, answer_id)
+    malformed = well_formed(turn_id, answer_id, what="label")
     if malformed:
-        raise InputError(malformed.replace("the choice", "the label"))
+        raise InputError(malformed)
     turn = log.turn(turn_id)
     if turn is None:
         raise NotFound(f"there is no answer with id {turn_id!r}")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .interfaces import COUNTED
-from .records import RatingCounts, Turn
+from .records import CHOICE_KINDS, LABEL, SETTLING_KINDS, RatingCounts, Turn
 
 TURN_FIELDS = (  # a written reply's text too (not a bank answer's: the bank has it): it may become a reference
     "SELECT t.id, t.sender_id, t.user_text, t.answer_id, t.answer_topic, t.created_at, t.reply_key, "
@@ -26,10 +26,12 @@ NOT_UNDERSTOOD_KEY = "not_understood"  # not_understood.NOT_UNDERSTOOD (the log 
 # The inbox's "To label": a turn whose customer did not get the right answer — rated 👎 with no pick, answered "None
 # of these", or not understood — and that no operator has labelled yet (labels.py). Over `turns t` joined with
 # `ratings r`, as the conversations query reads them; the same SQL on both backends.
+NONE_OF_THESE_KIND = CHOICE_KINDS[1]
+_SETTLED = ", ".join(f"'{kind}'" for kind in (LABEL, *SETTLING_KINDS))
 TO_LABEL_SQL = (
-    "NOT EXISTS (SELECT 1 FROM signals s WHERE s.turn_id = t.id AND s.kind IN ('label', 'choice', 'resolved')) "
+    f"NOT EXISTS (SELECT 1 FROM signals s WHERE s.turn_id = t.id AND s.kind IN ({_SETTLED})) "
     f"AND (r.score = 0 OR t.reply_key = '{NOT_UNDERSTOOD_KEY}' "
-    "OR EXISTS (SELECT 1 FROM signals s WHERE s.turn_id = t.id AND s.kind = 'none_of_these'))"
+    f"OR EXISTS (SELECT 1 FROM signals s WHERE s.turn_id = t.id AND s.kind = '{NONE_OF_THESE_KIND}'))"
 )
 
 

@@ -53,7 +53,7 @@ class Evidence:
 
 def unlabelled(rated_turns: Iterable[Turn], signals: Iterable[Signal], config: FeedbackConfig) -> list[Turn]:
     """The rated turns whose rating still counts: those no operator labelled (with `label_weight` > 0)."""
-    labelled = newest_labels(signals) if config.label_weight > 0 else {}
+    labelled = labels_in_force(signals, config)
     return [t for t in rated_turns if t.id not in labelled]
 
 
@@ -92,8 +92,11 @@ def known_labels(signals: Iterable[Signal], bank_ids: Iterable[str]) -> list[Sig
     return [s for s in signals if s.kind != LABEL or s.reply_key in known]
 
 
-def newest_labels(signals: Iterable[Signal]) -> dict[str, Signal]:
-    """turn id -> the newest operator label of that turn (`signals` oldest first, as the log reads them)."""
+def labels_in_force(signals: Iterable[Signal], config: FeedbackConfig) -> dict[str, Signal]:
+    """turn id -> the newest operator label of that turn (`signals` oldest first, as the log reads them); none when
+    `label_weight` is 0 (labels ignored)."""
+    if config.label_weight <= 0:
+        return {}
     return {s.turn_id: s for s in signals if s.kind == LABEL and s.reply_key}
 
 
@@ -102,7 +105,7 @@ def signal_evidence(signals: Iterable[Signal], config: FeedbackConfig, offered: 
     out. A labelled turn's only vote is its newest label's (with `label_weight` > 0): the operator read what the
     customer said and did about that answer (drop its ratings too: `unlabelled`)."""
     signals = list(signals)
-    labels = newest_labels(signals) if config.label_weight > 0 else {}
+    labels = labels_in_force(signals, config)
     votes = []
     for signal in signals:
         question = clean_text(signal.user_text or "")
